@@ -1,0 +1,216 @@
+"""The model project: a folder with an ``mlops.toml`` that says what to train and how to judge it.
+
+The file is read into frozen pydantic models with unknown keys forbidden, so a typo such as
+``tets_fraction`` fails at once with the file and the key named, instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SPEC_FILENAME",
+    "DataSpec",
+    "DeploySpec",
+    "Direction",
+    "GatesSpec",
+    "MetricLimit",
+    "MetricsSpec",
+    "ModelSpec",
+    "ProjectSpec",
+    "SpecError",
+    "SplitSpec",
+    "load_project",
+]
+
+SPEC_FILENAME = "mlops.toml"
+
+
+class SpecError(ValueError):
+    """The model project's ``mlops.toml`` is missing or wrong; the message names the file and key."""
+
+
+class Direction(StrEnum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+# Metrics the validator knows, by task, with the direction in which they improve.
+CLASSIFICATION_METRICS: dict[str, Direction] = {
+    "accuracy": Direction.maximize,
+    "balanced_accuracy": Direction.maximize,
+    "f1": Direction.maximize,
+    "precision": Direction.maximize,
+    "recall": Direction.maximize,
+    "roc_auc": Direction.maximize,
+    "average_precision": Direction.maximize,
+    "log_loss": Direction.minimize,
+    "brier": Direction.minimize,
+}
+REGRESSION_METRICS: dict[str, Direction] = {
+    "r2": Direction.maximize,
+    "mae": Direction.minimize,
+    "rmse": Direction.minimize,
+    "mape": Direction.minimize,
+}
+KNOWN_METRICS = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectInfo(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    description: str = ""
+
+
+class SplitSpec(_Strict):
+    """How held-out data is chosen: at random by seed and fraction, or the latest rows by a time column."""
+
+    method: Literal["random", "time"] = "random"
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    seed: int = 42
+    time_column: str | None = None
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def _time_needs_column(self) -> SplitSpec:
+        if self.method == "time" and not self.time_column:
+            raise ValueError("split.method = 'time' needs split.time_column, e.g. time_column = \"event_date\"")
+        return self
+
+
+class DataSpec(_Strict):
+    path: str = Field(description="CSV or Parquet file, or a glob of them, relative to the project folder")
+    target: str
+    features: list[str] | None = None
+    split: SplitSpec = SplitSpec()
+
+
+class ModelSpec(_Strict):
+    """``estimator`` is an import path (``sklearn.ensemble.RandomForestClassifier``) or ``module:function``
+    in the project folder returning an estimator or Pipeline (used as given, without our preprocessing)."""
+
+    estimator: str
+    task: Literal["classification", "regression"] | None = None
+    params: dict[str, Any] = {}
+    trusted_types: list[str] = Field(
+        default=[], description="types of your own (e.g. 'features.Ratio') that loading a saved model may construct"
+    )
+
+    @field_validator("estimator")
+    @classmethod
+    def _looks_like_a_path(cls, value: str) -> str:
+        if ":" not in value and "." not in value:
+            raise ValueError(
+                f"{value!r} is not an import path; use e.g. 'sklearn.linear_model.LogisticRegression' "
+                "or 'train:make_model' (a function in the project folder)"
+            )
+        return value
+
+
+class MetricsSpec(_Strict):
+    primary: str
+    direction: Direction | None = None
+    others: list[str] = []
+
+    @model_validator(mode="after")
+    def _known(self) -> MetricsSpec:
+        for name in [self.primary, *self.others]:
+            if name not in KNOWN_METRICS:
+                raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+        return self
+
+    @property
+    def all(self) -> list[str]:
+        return list(dict.fromkeys([self.primary, *self.others]))
+
+    @property
+    def primary_direction(self) -> Direction:
+        return self.direction or KNOWN_METRICS[self.primary]
+
+
+class MetricLimit(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class GatesSpec(_Strict):
+    limits: dict[str, MetricLimit] = {}
+    max_regression: Annotated[float, Field(ge=0.0)] | None = Field(
+        default=None, description="largest allowed drop of the primary metric against production"
+    )
+    must_beat_production: bool = False
+
+
+class DeploySpec(_Strict):
+    stage: Literal["production", "candidate"] = "production"
+    command: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+
+
+class ProjectSpec(_Strict):
+    project: ProjectInfo
+    data: DataSpec
+    model: ModelSpec
+    metrics: MetricsSpec
+    gates: GatesSpec = GatesSpec()
+    deploy: DeploySpec = DeploySpec()
+    drift: dict[str, Any] = {}
+
+    # Where the file was read from; not part of the TOML.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _gates_name_known_metrics(self) -> ProjectSpec:
+        for name in self.gates.limits:
+            if name not in self.metrics.all:
+                raise ValueError(
+                    f"gates.limits names metric {name!r}, which is not computed; "
+                    f"add it to metrics.others or use one of: {', '.join(self.metrics.all)}"
+                )
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+
+def load_project(project_dir: str | Path) -> ProjectSpec:
+    """Read and validate ``<project_dir>/mlops.toml``."""
+    root = Path(project_dir).expanduser().resolve()
+    spec_file = root / SPEC_FILENAME
+    if not root.is_dir():
+        raise SpecError(f"model project folder {root} does not exist; pass --project DIR or set MLOPS_PROJECT_DIR")
+    if not spec_file.is_file():
+        raise SpecError(f"{spec_file} not found; a model project needs an {SPEC_FILENAME} (see examples/breast_cancer)")
+    try:
+        raw = tomllib.loads(spec_file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{spec_file}: not valid TOML: {exc}") from exc
+    if "root" in raw:
+        raise SpecError(f"{spec_file}: unknown key 'root'")
+    try:
+        return ProjectSpec.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        raise SpecError(f"{spec_file}: {_describe(exc)}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        elif error["type"] == "missing":
+            problems.append(f"missing key '{key}'")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"'{key}': {message}" if error["loc"] else message)
+    return "; ".join(problems)

@@ -1,0 +1,217 @@
+"""Validate: score the candidate on held-out rows, check the gates, and compare it with production."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.spec import Direction, GatesSpec, MetricsSpec
+
+__all__ = ["GateResult", "Validation", "score", "validate"]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    value: float | None
+    limit: float | None
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Validation:
+    metrics: dict[str, float]
+    production_version: int | None
+    production_metrics: dict[str, float] | None
+    production_note: str | None  # why production could not be compared, when it could not
+    gates: tuple[GateResult, ...]
+    held_out_rows: int
+
+    @property
+    def passed(self) -> bool:
+        return all(gate.passed for gate in self.gates)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [gate.detail for gate in self.gates if not gate.passed]
+
+    def difference(self) -> dict[str, float]:
+        if not self.production_metrics:
+            return {}
+        return {
+            name: value - self.production_metrics[name]
+            for name, value in self.metrics.items()
+            if name in self.production_metrics
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "held_out_rows": self.held_out_rows,
+            "production": {
+                "version": self.production_version,
+                "metrics": self.production_metrics,
+                "difference": self.difference(),
+                "note": self.production_note,
+            },
+            "gates": [gate.to_dict() for gate in self.gates],
+            "passed": self.passed,
+            "reasons": self.reasons,
+        }
+
+
+def validate(
+    estimator: Any,
+    features: pd.DataFrame,
+    target: pd.Series,
+    *,
+    task: str,
+    metrics: MetricsSpec,
+    gates: GatesSpec,
+    production: tuple[int, Any] | None = None,
+) -> Validation:
+    """Score the candidate and, when given ``(version, fitted_model)``, production on the same rows."""
+    candidate = score(estimator, features, target, task=task, names=metrics.all)
+    production_metrics = production_note = None
+    if production is not None:
+        try:
+            production_metrics = score(production[1], features, target, task=task, names=metrics.all)
+        except Exception as exc:  # a production model that cannot read these rows is a finding, not a crash
+            production_note = f"production v{production[0]} could not score the held-out data: {exc}"
+    results = [*_limit_gates(candidate, gates)]
+    results += _comparison_gates(candidate, production_metrics, production, production_note, metrics, gates)
+    return Validation(
+        metrics=candidate,
+        production_version=production[0] if production else None,
+        production_metrics=production_metrics,
+        production_note=production_note,
+        gates=tuple(results),
+        held_out_rows=len(features),
+    )
+
+
+def score(estimator: Any, features: pd.DataFrame, target: pd.Series, *, task: str, names: list[str]) -> dict[str, float]:
+    from sklearn import metrics as m
+
+    predicted = estimator.predict(features)
+    results: dict[str, float] = {}
+    if task == "classification":
+        classes = getattr(estimator, "classes_", np.unique(target))
+        binary = len(classes) == 2
+        average = "binary" if binary else "macro"
+        pos_label = classes[-1] if binary else 1
+        needs_scores = {"roc_auc", "average_precision", "log_loss", "brier"} & set(names)
+        probabilities = estimator.predict_proba(features) if needs_scores and hasattr(estimator, "predict_proba") else None
+        for name in names:
+            if name == "accuracy":
+                value = m.accuracy_score(target, predicted)
+            elif name == "balanced_accuracy":
+                value = m.balanced_accuracy_score(target, predicted)
+            elif name in {"f1", "precision", "recall"}:
+                scorer = {"f1": m.f1_score, "precision": m.precision_score, "recall": m.recall_score}[name]
+                value = scorer(target, predicted, average=average, pos_label=pos_label, zero_division=0)
+            elif probabilities is None:
+                raise ValueError(f"metric {name} needs predicted probabilities, which this estimator does not give")
+            elif name == "roc_auc":
+                value = (
+                    m.roc_auc_score(target, probabilities[:, 1])
+                    if binary
+                    else m.roc_auc_score(target, probabilities, multi_class="ovr", labels=classes)
+                )
+            elif name == "average_precision":
+                if not binary:
+                    raise ValueError("average_precision is for binary classification; use roc_auc or f1")
+                value = m.average_precision_score(target, probabilities[:, 1], pos_label=pos_label)
+            elif name == "log_loss":
+                value = m.log_loss(target, probabilities, labels=classes)
+            elif name == "brier":
+                if not binary:
+                    raise ValueError("brier is for binary classification; use log_loss")
+                value = m.brier_score_loss(target, probabilities[:, 1], pos_label=pos_label)
+            else:
+                raise ValueError(f"metric {name} is for regression, but this model is a classifier")
+            results[name] = float(value)
+    else:
+        for name in names:
+            if name == "r2":
+                value = m.r2_score(target, predicted)
+            elif name == "mae":
+                value = m.mean_absolute_error(target, predicted)
+            elif name == "rmse":
+                value = math.sqrt(m.mean_squared_error(target, predicted))
+            elif name == "mape":
+                value = m.mean_absolute_percentage_error(target, predicted)
+            else:
+                raise ValueError(f"metric {name} is for classification, but this model is a regressor")
+            results[name] = float(value)
+    return results
+
+
+def _limit_gates(candidate: dict[str, float], gates: GatesSpec) -> list[GateResult]:
+    results = []
+    for name, limit in gates.limits.items():
+        value = candidate[name]
+        if limit.min is not None:
+            passed = value >= limit.min
+            results.append(
+                GateResult(f"{name} >= {limit.min:g}", value, limit.min, passed,
+                           f"{name} is {value:.4f}, {'at or above' if passed else 'below'} the minimum {limit.min:g}")
+            )
+        if limit.max is not None:
+            passed = value <= limit.max
+            results.append(
+                GateResult(f"{name} <= {limit.max:g}", value, limit.max, passed,
+                           f"{name} is {value:.4f}, {'at or below' if passed else 'above'} the maximum {limit.max:g}")
+            )
+    return results
+
+
+def _comparison_gates(
+    candidate: dict[str, float],
+    production_metrics: dict[str, float] | None,
+    production: tuple[int, Any] | None,
+    production_note: str | None,
+    metrics: MetricsSpec,
+    gates: GatesSpec,
+) -> list[GateResult]:
+    if gates.max_regression is None and not gates.must_beat_production:
+        return []
+    primary = metrics.primary
+    if production is None or production_metrics is None:
+        # Nothing to compare with: the first model, or a production model with another feature set.
+        detail = production_note or "no production model yet; nothing to compare with"
+        names = ["max regression"] if gates.max_regression is not None else []
+        names += ["beats production"] if gates.must_beat_production else []
+        return [GateResult(f"{primary} {name}", None, None, True, detail) for name in names]
+    sign = 1.0 if metrics.primary_direction is Direction.maximize else -1.0
+    improvement = sign * (candidate[primary] - production_metrics[primary])
+    version = production[0]
+    results = []
+    if gates.max_regression is not None:
+        passed = -improvement <= gates.max_regression + 1e-12
+        results.append(
+            GateResult(
+                f"{primary} max regression", -improvement, gates.max_regression, passed,
+                f"{primary} is {candidate[primary]:.4f} against production v{version}'s {production_metrics[primary]:.4f} "
+                f"({'within' if passed else 'worse than'} the allowed regression of {gates.max_regression:g})",
+            )
+        )
+    if gates.must_beat_production:
+        passed = improvement > 0
+        results.append(
+            GateResult(
+                f"{primary} beats production", improvement, 0.0, passed,
+                f"{primary} {candidate[primary]:.4f} {'beats' if passed else 'does not beat'} "
+                f"production v{version}'s {production_metrics[primary]:.4f}",
+            )
+        )
+    return results
+

@@ -1,0 +1,138 @@
+"""The mlops-bot command: exit codes, --json output, clear one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import cli
+from tests.conftest import tiny_frame
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, tiny_project):
+    """Invoke the CLI in a clean folder, with the tiny project configured and nothing else."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLOPS_DATA_DIR", "MLOPS_PROJECT_DIR", "MLOPS_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(tiny_project))
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_help_does_not_import_heavy_libraries():
+    probe = (
+        "import sys\nfrom bot.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = {'sklearn', 'pandas', 'scipy', 'skops', 'matplotlib', 'github', 'slack_sdk', 'azure'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), code, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "Commands:" in done.stdout
+    assert done.stderr.strip() == "[] 0"
+
+
+@pytest.mark.parametrize("command", [[], ["pipeline"], ["pipeline", "run"], ["models"], ["models", "list"],
+                                     ["models", "show"], ["models", "promote"], ["models", "rollback"], ["models", "predict"]])
+def test_every_command_has_help(run, command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.output
+
+
+def test_run_then_list_show_promote_rollback(run, tmp_path):
+    first = run("pipeline", "run", "--reason", "first", "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["version"] == 1
+    assert run("pipeline", "run").exit_code == 0
+
+    listed = json.loads(run("models", "list", "--json").output)
+    assert [(v["version"], v["stage"]) for v in listed] == [(1, "archived"), (2, "production")]
+    newest = listed[1]["metadata"]
+    assert set(newest["metrics"]) == {"roc_auc", "accuracy"}
+    assert newest["data"]["fingerprint"].startswith("sha256:")
+    assert "code_version" in newest and newest["environment"]["python"]
+    assert [p["version"] for p in listed[0]["history"]] == [1]
+
+    rolled = run("models", "rollback", "--reason", "bad numbers", "--json")
+    assert rolled.exit_code == 0 and json.loads(rolled.output)["stage"] == "production"
+    shown = json.loads(run("models", "show", "1", "--json").output)
+    assert shown["stage"] == "production"
+    assert [p["reason"] for p in shown["history"]][-1] == "bad numbers"
+    assert run("models", "promote", "2").output.strip() == "tiny v2 is in production"
+
+    card = run("models", "show", "2")
+    assert "# Model card: tiny v2" in card.output
+
+
+def test_predict_writes_predictions(run, tmp_path):
+    run("pipeline", "run")
+    tiny_frame(20, seed=5).drop(columns=["label"]).to_csv(tmp_path / "in.csv", index=False)
+    result = run("models", "predict", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.parquet"))
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(out.columns) == ["prediction", "probability_no", "probability_yes"] and len(out) == 20
+
+
+@pytest.mark.parametrize(
+    ("prepare", "args", "message"),
+    [
+        (None, ["models", "show", "9"], "error: model tiny has no version 9; versions: 1"),
+        (None, ["models", "rollback"], "error: cannot roll back tiny: v1 is in production, no earlier version was in production before it"),
+        ("in.csv", ["models", "predict", "--input", "in.csv"], "error: input is missing 1 column(s) the model needs: colour"),
+        (None, ["models", "predict", "--input", "nope.csv"], "error: nope.csv: file not found"),
+        ("empty.csv", ["models", "predict", "--input", "empty.csv"], "error: the input has no rows to score"),
+    ],
+)
+def test_failed_operations_exit_1_with_one_line(run, tmp_path, prepare, args, message):
+    run("pipeline", "run")
+    if prepare == "in.csv":
+        tiny_frame(5).drop(columns=["colour"]).to_csv(tmp_path / "in.csv", index=False)
+    elif prepare == "empty.csv":
+        (tmp_path / "empty.csv").write_text("x1,x2,colour\n")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [message]
+
+
+def test_failed_run_exits_1_and_names_the_stage(run, tiny_project):
+    (tiny_project / "data.csv").unlink()
+    result = CliRunner().invoke(cli, ["pipeline", "run"])
+    assert result.exit_code == 1
+    assert "FAILED in train: no data file matches data.path = 'data.csv'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MLOPS_LOG_LEVEL", "LOUD", "settings error: MLOPS_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'; e.g. MLOPS_LOG_LEVEL=DEBUG"),
+    ],
+)
+def test_bad_settings_exit_2_with_the_variable_named(run, monkeypatch, variable, value, expected):
+    monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(cli, ["models", "list"])
+    assert result.exit_code == 2
+    assert result.output.strip() == expected
+
+
+def test_settings_from_env_file(run, tmp_path, monkeypatch):
+    (tmp_path / "custom.env").write_text(f"MLOPS_DATA_DIR={tmp_path / 'elsewhere'}\n")
+    result = run("--env-file", str(tmp_path / "custom.env"), "pipeline", "run")
+    assert result.exit_code == 0
+    assert (tmp_path / "elsewhere" / "registry" / "index.sqlite").is_file()
+    missing = CliRunner().invoke(cli, ["--env-file", "nope.env", "models", "list"])
+    assert missing.exit_code == 2 and "env file nope.env not found" in missing.output
+
+
+def test_usage_error_exits_2(run):
+    assert CliRunner().invoke(cli, ["models", "show", "abc"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["nonsense"]).exit_code == 2
