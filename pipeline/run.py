@@ -168,7 +168,10 @@ def _run_stages(spec, registry, staging, result, clock, on_progress, context) ->
         record.detail = f"{trained.training_rows} rows, {len(trained.schema.names)} features"
 
     with stage("package") as record:
-        metadata = package(trained, staging, model_name=spec.name, training_features=x_train, training_target=y_train)
+        metadata = package(
+            trained, staging, model_name=spec.name, training_features=x_train, training_target=y_train,
+            keep_raw=spec.package.keep_raw_data,
+        )
         metadata |= {
             "description": spec.project.description,
             "estimator": spec.model.estimator,

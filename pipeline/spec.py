@@ -22,6 +22,7 @@ __all__ = [
     "MetricLimit",
     "MetricsSpec",
     "ModelSpec",
+    "PackageSpec",
     "ProjectSpec",
     "SpecError",
     "SplitSpec",
@@ -149,6 +150,12 @@ class GatesSpec(_Strict):
     must_beat_production: bool = False
 
 
+class PackageSpec(_Strict):
+    keep_raw_data: bool = Field(
+        default=False, description="store the whole training table in the reference profile, not only a sample"
+    )
+
+
 class DeploySpec(_Strict):
     stage: Literal["production", "candidate"] = "production"
     command: str | None = None
@@ -161,6 +168,7 @@ class ProjectSpec(_Strict):
     model: ModelSpec
     metrics: MetricsSpec
     gates: GatesSpec = GatesSpec()
+    package: PackageSpec = PackageSpec()
     deploy: DeploySpec = DeploySpec()
     drift: dict[str, Any] = {}
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.spec import Direction, GatesSpec, MetricsSpec
 
-__all__ = ["GateResult", "Validation", "score", "validate"]
+__all__ = ["GateResult", "Validation", "model_outputs", "score", "validate"]
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,30 @@ def validate(
     )
 
 
+def model_outputs(estimator: Any, features: pd.DataFrame, *, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted labels (or values) and, when asked and available, class probabilities.
+
+    For a Pipeline the preprocessing runs once for both, which halves the cost of scoring.
+    """
+    steps = getattr(estimator, "steps", None)
+    final, inputs = estimator, features
+    if steps and len(steps) > 1:
+        final, inputs = steps[-1][1], estimator[:-1].transform(features)
+    wanted = probabilities and hasattr(final, "predict_proba")
+    return final.predict(inputs), final.predict_proba(inputs) if wanted else None
+
+
 def score(estimator: Any, features: pd.DataFrame, target: pd.Series, *, task: str, names: list[str]) -> dict[str, float]:
     from sklearn import metrics as m
 
-    predicted = estimator.predict(features)
+    needs_scores = bool({"roc_auc", "average_precision", "log_loss", "brier"} & set(names))
+    predicted, probabilities = model_outputs(estimator, features, probabilities=task == "classification" and needs_scores)
     results: dict[str, float] = {}
     if task == "classification":
         classes = getattr(estimator, "classes_", np.unique(target))
         binary = len(classes) == 2
         average = "binary" if binary else "macro"
         pos_label = classes[-1] if binary else 1
-        needs_scores = {"roc_auc", "average_precision", "log_loss", "brier"} & set(names)
-        probabilities = estimator.predict_proba(features) if needs_scores and hasattr(estimator, "predict_proba") else None
         for name in names:
             if name == "accuracy":
                 value = m.accuracy_score(target, predicted)

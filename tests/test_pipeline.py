@@ -288,3 +288,14 @@ def test_a_run_killed_part_way_leaves_no_half_version(tiny_project, registry, tm
     assert [v.version for v in reopened.versions()] == [1]
     assert reopened.production("tiny").version == 1
     assert not list((registry.root / "models" / "tiny").glob("v2*"))
+
+
+def test_raw_training_data_is_kept_only_when_asked(tiny_project, registry, clock):
+    from pipeline.profile import read_reference_profile
+
+    run_pipeline(tiny_project, registry, clock=clock)
+    assert read_reference_profile(registry.get("tiny", 1).path).raw is None
+    (tiny_project / "mlops.toml").write_text((tiny_project / "mlops.toml").read_text() + "\n[package]\nkeep_raw_data = true\n")
+    run_pipeline(tiny_project, registry, clock=clock)
+    raw = read_reference_profile(registry.get("tiny", 2).path).raw
+    assert raw is not None and len(raw) == registry.get("tiny", 2).metadata["training_rows"]
