@@ -282,6 +282,337 @@ def models_predict(obj: _Context, version: int | None, input_path: Path, output_
         click.echo(f"{len(predictions)} predictions from {name} v{chosen.version} written to {output_path}", err=True)
 
 
+# --- drift ------------------------------------------------------------------------------------
+
+EXIT_DRIFT = 3
+
+
+@cli.group()
+def drift() -> None:
+    """Check production data for drift against a model's reference profile or a data file."""
+
+
+@drift.command("check")
+@click.option("--reference", required=True, metavar="PATH|VERSION",
+              help="Reference data (CSV/Parquet file, folder or glob) or a model version (v3, name:v3) whose profile to use.")
+@click.option("--current", required=True, metavar="PATH", help="The batch to check: CSV/Parquet file, folder or glob.")
+@click.option("--target", default=None, metavar="COL", help="Label column in the batch, for performance drift.")
+@click.option("--model", "model_version", default=None, metavar="VERSION",
+              help="Model version whose predictions to compare (prediction and performance drift).")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write report.json, report.md and report.png here.")
+@click.option("--fail-on-drift", is_flag=True, help=f"Exit {EXIT_DRIFT} when the data drifted (for CI scripts).")
+@json_option
+@pass_context
+def drift_check(obj: _Context, reference: str, current: str, target: str | None, model_version: str | None,
+                report_dir: Path | None, fail_on_drift: bool, as_json: bool) -> None:
+    """Compare a batch with the reference; exit 0 whatever the verdict unless --fail-on-drift."""
+    from pipeline.drift import DriftInputError, check_drift
+    from pipeline.package import ArtifactError, load_model
+
+    reference_version = _version_ref(obj, reference)
+    model = None
+    model_name = None
+    if model_version is not None:
+        chosen = _version_ref(obj, model_version)
+        if chosen is None:
+            raise OperationFailed(f"--model {model_version!r}: expected a version such as v3 or name:v3")
+        try:
+            model = load_model(chosen.path, extra_trusted=tuple(chosen.metadata.get("trusted_types", [])))
+        except ArtifactError as exc:
+            raise OperationFailed(str(exc)) from None
+    if reference_version is not None:
+        model_name = reference_version.model
+    try:
+        report = check_drift(reference_version.path if reference_version else reference, current, model=model,
+                             target=target, model_name=model_name)
+    except DriftInputError as exc:
+        raise OperationFailed(str(exc)) from None
+    if report_dir is not None:
+        report.write(report_dir)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(report.to_markdown(link=str(report_dir / "report.md") if report_dir else None))
+    if fail_on_drift and report.drifted:
+        sys.exit(EXIT_DRIFT)
+
+
+def _version_ref(obj: _Context, ref: str):
+    """The registry version a reference such as v3 or churn:v3 names, or None if it is not one."""
+    import re
+
+    match = re.fullmatch(r"(?:(?P<model>[A-Za-z0-9][A-Za-z0-9._-]*):)?v(?P<version>\d+)", ref)
+    if match is None:
+        return None
+    registry = obj.registry()
+    name = match["model"] or obj.model_name(registry, None)
+    return _registry_call(lambda: registry.get(name, int(match["version"])))
+
+
+# --- the bot -----------------------------------------------------------------------------------
+
+
+def _app(obj: _Context, *, quiet: bool = False):
+    from bot.app import build
+    from bot.store import StoreError
+    from pipeline.spec import SpecError
+
+    _configure_logging(obj.settings.log_level)
+    try:
+        return build(obj.settings, out=None if quiet else sys.stdout)
+    except (SpecError, StoreError) as exc:
+        raise OperationFailed(str(exc)) from None
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    # Request-level chatter from libraries says nothing a user can act on.
+    for noisy in ("apscheduler", "urllib3", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@cli.command("run")
+@click.option("--once", is_flag=True, help="Run each job once (poll, deliver, drift check, digest) and exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --once: print what was done as JSON.")
+@pass_context
+def run_bot(obj: _Context, once: bool, as_json: bool) -> None:
+    """Run the bot: poll for merged changes and commands, check drift, deliver effects, post the digest."""
+    app = _app(obj, quiet=as_json)
+    if once:
+        done = app.run_once()
+        if as_json:
+            _print_json(done)
+        else:
+            click.echo(f"done: {done['events']} new event(s), {done['batches']} batch(es) checked, "
+                       f"{done['effects']} effect(s) delivered", err=True)
+        return
+    from bot.scheduler import run_forever
+
+    run_forever(app)
+
+
+@cli.command("console")
+@click.option("--on", "on", default=None, metavar="ticket:N|change:N",
+              help="Where typed comments go (default: the open retrain ticket, else the latest change).")
+@pass_context
+def console(obj: _Context, on: str | None) -> None:
+    """Type comments (/retrain, /status, ...) as if on a change or ticket, and watch the bot answer."""
+    from integrations.ports import Target
+
+    app = _app(obj)
+    app.run_once()
+    target = _console_target(app, on)
+    click.echo(f"Commenting on {target}. Type a comment (e.g. /status or /help); ':on ticket:N' or ':on change:N' "
+               "moves; an empty line runs the bot's jobs; ':quit' leaves.")
+    while True:
+        try:
+            line = input(f"{target}> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        line = line.strip()
+        if line in {":quit", ":q", "exit"}:
+            return
+        if line.startswith(":on"):
+            try:
+                target = _console_target(app, line.removeprefix(":on").strip())
+            except OperationFailed as exc:
+                click.echo(exc.message)
+            continue
+        if line:
+            app.scm.add_comment(target, line)
+        app.run_once()
+
+
+def _console_target(app, on: str | None):
+    from integrations.ports import Target
+
+    repo = getattr(app.scm, "repo", "local")
+    if on:
+        kind, _, number = on.partition(":")
+        if kind not in {"ticket", "change"} or not number.isdigit():
+            raise OperationFailed(f"--on {on!r}: expected ticket:N or change:N, e.g. ticket:1")
+        return Target(kind, repo, int(number))
+    ticket = app.tracker.find_open(f"retrain:{app.lifecycle.project.name}")
+    if ticket is not None:
+        return Target("ticket", repo, ticket.id)
+    changes, _ = app.scm.merged_changes(None)
+    return Target("change", repo, changes[-1].number if changes else 1)
+
+
+@cli.command("status")
+@json_option
+@pass_context
+def status(obj: _Context, as_json: bool) -> None:
+    """Production model, open tickets, recent runs and the queue of effects."""
+    app = _app(obj, quiet=True)
+    model = app.lifecycle.project.name
+    production = app.registry.production(model)
+    tickets = [t for t in getattr(app.tracker, "tickets", lambda **_: [])(state="open")]
+    runs = app.registry.runs(model, limit=5)
+    summary = {
+        "model": model,
+        "production": production.to_dict() | {"metrics": production.metadata.get("metrics", {})} if production else None,
+        "open_tickets": [{"id": t.id, "title": t.title, "url": t.url} for t in tickets],
+        "recent_runs": [r.to_dict() for r in runs],
+        "outbox": app.store.outbox_stats(),
+        "last_drift": app.store.get_state("last_drift", model),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    if production:
+        metric = (production.metadata.get("primary_metric") or {}).get("name")
+        value = production.metadata.get("metrics", {}).get(metric)
+        click.echo(f"{model}: v{production.version} in production since {production.created_at:%Y-%m-%d %H:%M}"
+                   + (f" ({metric} {value:.4f})" if value is not None else ""))
+    else:
+        click.echo(f"{model}: no model in production yet (run `mlops-bot run --once`)")
+    click.echo("open tickets: " + (", ".join(f"#{t.id} {t.title}" for t in tickets) or "none"))
+    drift = summary["last_drift"]
+    click.echo("last drift check: " + (f"{drift['severity'] if drift['drifted'] else 'no drift'} on {drift['batch']}"
+                                       if drift else "none yet"))
+    outbox = summary["outbox"]
+    click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
+    if runs:
+        click.echo(_table(("run", "status", "version", "trigger", "started"),
+                          [(r.run_id, r.status, f"v{r.version}" if r.version else "—", r.trigger,
+                            r.started_at.strftime("%Y-%m-%d %H:%M")) for r in runs]))
+
+
+@cli.group()
+def events() -> None:
+    """What the bot saw and what it did about it."""
+
+
+@events.command("list")
+@click.option("--limit", default=20, show_default=True, help="How many events, newest first.")
+@json_option
+@pass_context
+def events_list(obj: _Context, limit: int, as_json: bool) -> None:
+    """Events newest first, each with the effects it caused and their state."""
+    app = _app(obj, quiet=True)
+    rows = app.store.events(limit=limit)
+    if as_json:
+        _print_json([_event_row(row) for row in rows])
+        return
+    if not rows:
+        click.echo("no events yet")
+    for row in rows:
+        click.echo(f"{row.received_at:%Y-%m-%d %H:%M:%S}  {row.kind:<14} {row.key}")
+        for effect in row.effects:
+            note = f" ({effect.last_error})" if effect.last_error and effect.status != "done" else ""
+            click.echo(f"    {effect.status:<8} {effect.kind:<17} {effect.key}{note}")
+
+
+def _event_row(row) -> dict:
+    return {"key": row.key, "kind": row.kind, "source": row.source, "received_at": row.received_at.isoformat(),
+            "effects": [{"key": e.key, "kind": e.kind, "status": e.status, "attempts": e.attempts,
+                         "last_error": e.last_error} for e in row.effects]}
+
+
+@cli.command("trace")
+@click.argument("ref")
+@json_option
+@pass_context
+def trace(obj: _Context, ref: str, as_json: bool) -> None:
+    """Walk the lineage from REF: a model version (v3 or name:v3), a run id, ticket:N, change:N, commit:SHA."""
+    app = _app(obj, quiet=True)
+    kind, ident = _parse_ref(app, ref)
+    links = app.store.trace(kind, ident)
+    if as_json:
+        _print_json({"from": {"kind": kind, "id": ident},
+                     "links": [{"from": f"{l.src_kind}:{l.src_id}", "relation": l.relation, "to": f"{l.dst_kind}:{l.dst_id}"}
+                               for l in links]})
+        return
+    if not links:
+        raise OperationFailed(f"nothing is linked to {kind} {ident}; check the reference (see `mlops-bot trace --help`)")
+    click.echo(f"{kind} {ident}")
+    for link in links:
+        click.echo(f"  {link.src_kind}:{link.src_id} --{link.relation}--> {link.dst_kind}:{link.dst_id}")
+
+
+def _parse_ref(app, ref: str) -> tuple[str, str]:
+    model = app.lifecycle.project.name
+    repo = getattr(app.scm, "repo", "local")
+    kind, sep, ident = ref.partition(":")
+    if not sep:
+        kind, ident = "", ref
+    if kind == "" and ident.startswith("v") and ident[1:].isdigit():
+        return "model", f"{model}:{ident}"
+    if kind == "" and ident.startswith("run-"):
+        return "run", ident
+    if kind in {"ticket", "#"} or (kind == "" and ident.startswith("#")):
+        return "ticket", ident.lstrip("#")
+    if kind == "change":
+        return "change", ident if ":" in ident else f"{repo}:{ident}"
+    if kind == "commit":
+        return "commit", ident if "@" in ident else f"{repo}@{ident}"
+    if kind and ident.startswith("v") and ident[1:].isdigit():
+        return "model", f"{kind}:{ident}"
+    raise OperationFailed(f"cannot read reference {ref!r}; use v3, {model}:v3, run-..., ticket:12, change:4 or commit:SHA")
+
+
+@cli.group()
+def board() -> None:
+    """The local board of retrain tickets (embedded default tracker)."""
+
+
+@board.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Closed tickets too.")
+@json_option
+@pass_context
+def board_list(obj: _Context, show_all: bool, as_json: bool) -> None:
+    """Tickets on the local board."""
+    app = _app(obj, quiet=True)
+    tickets = app.tracker.tickets(state=None if show_all else "open")
+    if as_json:
+        _print_json([{"id": t.id, "title": t.title, "state": t.state, "labels": list(t.labels)} for t in tickets])
+        return
+    if not tickets:
+        click.echo("no open tickets" if not show_all else "no tickets")
+        return
+    click.echo(_table(("ticket", "state", "title", "labels"),
+                      [(f"#{t.id}", t.state, t.title, ", ".join(t.labels)) for t in tickets]))
+
+
+@board.command("show")
+@click.argument("ticket", type=int)
+@json_option
+@pass_context
+def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
+    """A ticket with its comments."""
+    app = _app(obj, quiet=True)
+    details = app.tracker.details(ticket)
+    if details is None:
+        raise OperationFailed(f"there is no ticket #{ticket}; see `mlops-bot board list --all`")
+    if as_json:
+        _print_json(details)
+        return
+    click.echo(f"#{details['id']} [{details['state']}] {details['title']}\n\n{details['body']}\n")
+    for comment in details["comments"]:
+        click.echo(f"--- {comment['author']} at {comment['created_at']}\n{comment['body']}\n")
+
+
+@board.command("comment")
+@click.argument("ticket", type=int)
+@click.argument("text")
+@pass_context
+def board_comment(obj: _Context, ticket: int, text: str) -> None:
+    """Comment on a ticket as the console user (commands such as /retrain work), then run the bot once."""
+    from integrations.ports import Target
+
+    app = _app(obj)
+    if app.tracker.get(ticket) is None:
+        raise OperationFailed(f"there is no ticket #{ticket}; see `mlops-bot board list --all`")
+    app.scm.add_comment(Target("ticket", getattr(app.scm, "repo", "local"), ticket), text)
+    app.run_once()
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "load_settings"]
@@ -47,10 +47,104 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="How much the bot logs.", examples=["DEBUG"]
     )
+    state_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the state database; default: SQLite in MLOPS_DATA_DIR/state.db.",
+        examples=["sqlite:////var/lib/mlops-bot/state.db"],
+    )
+    bot_name: str = Field(default="mlops-bot", description="The bot's user name; its own comments are ignored.",
+                          examples=["mlops-bot[bot]"])
+
+    # Local source control (the embedded default).
+    repo_dir: Path | None = Field(
+        default=None,
+        description="Local git repository watched for merged changes; default: the one holding the project.",
+        examples=["."],
+    )
+    watch_branch: str | None = Field(
+        default=None, description="Branch whose new commits count as merged changes; default: the current one.",
+        examples=["main"],
+    )
+    project_paths: list[str] = Field(
+        default=[],
+        description="Paths (in the repository) whose change triggers a pipeline run; default: the project folder.",
+        examples=['["models/churn/", "shared/features/"]'],
+    )
+
+    # Scheduler.
+    poll_interval_s: float = Field(default=60.0, gt=0, description="Seconds between polls of source control.",
+                                   examples=[30])
+    monitor_interval_s: float = Field(default=300.0, gt=0, description="Seconds between drift checks.",
+                                      examples=[600])
+    deliver_interval_s: float = Field(default=5.0, gt=0, description="Seconds between outbox deliveries.",
+                                      examples=[2])
+    digest_cron: str = Field(default="0 9 * * *", description="When to post the daily digest (cron, local time).",
+                             examples=["30 8 * * 1-5"])
+
+    # Monitoring and retrain tickets.
+    monitor_dir: Path | None = Field(
+        default=None, description="Folder of production batch files (CSV/Parquet) to check; default: MLOPS_DATA_DIR/batches.",
+        examples=["/data/production-batches"],
+    )
+    drift_min_severity: Literal["low", "medium", "high"] = Field(
+        default="low", description="The least severe drift that opens or updates a retrain ticket.", examples=["medium"]
+    )
+    drift_cooldown_s: float = Field(
+        default=6 * 3600.0, ge=0,
+        description="Seconds after a drift alert during which the same model gets no new alert unless drift grows.",
+        examples=[3600],
+    )
+
+    # Commands.
+    max_commands_per_comment: int = Field(default=3, ge=1, le=20,
+                                          description="Commands run from one comment at most.", examples=[5])
+    command_permissions: dict[str, str] = Field(
+        default={}, description="Minimum permission per command, overriding the defaults (JSON).",
+        examples=['{"deploy": "admin", "status": "triage"}'],
+    )
+    ticket_patterns: list[str] = Field(
+        default=[r"(?i)(?<![A-Za-z0-9])(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?)?\s*#(\d+)", r"AB#(\d+)"],
+        description="Regular expressions (one group: the number) that find the tickets a change links.",
+        examples=['["#(\\d+)"]'],
+    )
+
+    @field_validator("command_permissions")
+    @classmethod
+    def _known_commands_and_levels(cls, value: dict[str, str]) -> dict[str, str]:
+        from bot.commands import check_overrides
+
+        check_overrides(value)
+        return value
+
+    @field_validator("digest_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(value)
+        return value
+
+    @field_validator("ticket_patterns")
+    @classmethod
+    def _patterns_with_a_group(cls, value: list[str]) -> list[str]:
+        import re
+
+        for pattern in value:
+            if re.compile(pattern).groups != 1:
+                raise ValueError(f"pattern {pattern!r} must have exactly one group (the ticket number)")
+        return value
 
     @property
     def registry_dir(self) -> Path:
         return self.data_dir.expanduser().resolve() / "registry"
+
+    @property
+    def state_database_url(self) -> str:
+        return self.state_url or f"sqlite:///{self.data_dir.expanduser().resolve() / 'state.db'}"
+
+    @property
+    def batches_dir(self) -> Path:
+        return (self.monitor_dir or self.data_dir / "batches").expanduser().resolve()
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
@@ -71,5 +165,5 @@ def describe_errors(exc: ValidationError) -> str:
         variable = (ENV_PREFIX + field_name).upper()
         example = f"; e.g. {variable}={field.examples[0]}" if field and field.examples else ""
         # Never echo the value: it may be a secret.
-        problems.append(f"{variable}: {error['msg']}{example}")
+        problems.append(f"{variable}: {error['msg'].removeprefix('Value error, ')}{example}")
     return "; ".join(problems)

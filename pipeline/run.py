@@ -113,11 +113,13 @@ def run_pipeline(
     context: dict[str, Any] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_progress: Callable[[RunResult], None] | None = None,
+    promote: bool = True,
 ) -> RunResult:
     """Run the whole pipeline for the project in ``project_dir``; never raises for the project's faults.
 
     ``context`` is stored with the version (e.g. the commit and change that triggered the run), and
     ``on_progress`` is called after each stage, so a caller can show progress as it happens.
+    ``promote=False`` validates without deploying (the deploy stage is skipped).
     """
     from pipeline.spec import SpecError, load_project
 
@@ -136,7 +138,7 @@ def run_pipeline(
     registry.record_run(result.to_record())
     staging = registry.staging_dir()
     try:
-        _run_stages(spec, registry, staging, result, clock, on_progress, context or {})
+        _run_stages(spec, registry, staging, result, clock, on_progress, context or {}, promote)
     except _StageFailed as failure:
         return _finish(result, registry, clock, on_progress, failed=(failure.stage, failure.reason))
     finally:
@@ -150,15 +152,28 @@ class _StageFailed(Exception):
         self.stage, self.reason = stage, reason
 
 
-def _run_stages(spec, registry, staging, result, clock, on_progress, context) -> None:
+def _run_stages(spec, registry, staging, result, clock, on_progress, context, promote) -> None:
+    def stage(name: str):
+        return _Stage(result.stage(name), clock, on_progress, result)
+
+    earlier = next((v for v in registry.versions(spec.name) if v.run_id == result.run_id), None)
+    if earlier is None:
+        version = _build_and_validate(spec, registry, staging, result, stage, context)
+    else:
+        # The same run was interrupted after its version was published: finish it, do not publish twice.
+        version = earlier
+        result.version, result.validation = earlier.version, earlier.metadata.get("validation")
+        for name in ("train", "package", "validate"):
+            record = result.stage(name)
+            record.status, record.detail = "succeeded", f"done before a restart (v{earlier.version})"
+    _deploy(spec, registry, version, result, stage, promote)
+
+
+def _build_and_validate(spec, registry, staging, result, stage, context):
     from pipeline.data import load_dataset, split_dataset
-    from pipeline.deploy import run_deploy_command
     from pipeline.package import load_model, package, write_descriptor
     from pipeline.train import build_estimator, train
     from pipeline.validate import validate
-
-    def stage(name: str):
-        return _Stage(result.stage(name), clock, on_progress, result)
 
     with stage("train") as record:
         dataset = load_dataset(spec.data, spec.root)
@@ -176,7 +191,7 @@ def _run_stages(spec, registry, staging, result, clock, on_progress, context) ->
             "description": spec.project.description,
             "estimator": spec.model.estimator,
             "trusted_types": spec.model.trusted_types,
-            "created_at": clock().isoformat(),
+            "created_at": result.started_at.isoformat(),
             "run": {"run_id": result.run_id, "trigger": result.trigger, "reason": result.reason},
             "context": context,
             "data": {
@@ -194,7 +209,10 @@ def _run_stages(spec, registry, staging, result, clock, on_progress, context) ->
         production = registry.production(spec.name)
         champion = None
         if production is not None:
-            champion = (production.version, load_model(production.path, extra_trusted=tuple(spec.model.trusted_types), project_root=spec.root))
+            champion = (
+                production.version,
+                load_model(production.path, extra_trusted=tuple(spec.model.trusted_types), project_root=spec.root),
+            )
         validation = validate(
             trained.estimator, x_test, y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates, production=champion
         )
@@ -203,11 +221,19 @@ def _run_stages(spec, registry, staging, result, clock, on_progress, context) ->
         version = registry.publish(spec.name, staging, metadata, run_id=result.run_id, finalize=write_descriptor)
         result.version = version.version
         record.detail = "all gates passed" if validation.passed else "; ".join(validation.reasons)
+    return version
+
+
+def _deploy(spec, registry, version, result, stage, promote) -> None:
+    from pipeline.deploy import run_deploy_command
 
     with stage("deploy") as record:
-        if not validation.passed:
+        if not (result.validation or {}).get("passed"):
             result.status = "not_promoted"
-            record.status, record.detail = "skipped", "not promoted: " + "; ".join(validation.reasons)
+            record.status, record.detail = "skipped", "not promoted: " + "; ".join(result.reasons)
+            return
+        if not promote:
+            record.status, record.detail = "skipped", "validation only: not deployed"
             return
         if spec.deploy.stage != "production":
             record.detail = f"kept as a candidate (deploy.stage = {spec.deploy.stage!r})"

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import io
+import os
 import shutil
+import subprocess
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,3 +89,56 @@ TINY_TOML = """
 @pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     return write_project(tmp_path / "tiny", TINY_TOML, tiny_frame())
+
+
+# --- the bot on embedded defaults ------------------------------------------------------------
+
+PROJECT = "models/tiny"
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), "-c", "user.email=dev@example.com", "-c", "user.name=dev", *args],
+                          check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    project = root / PROJECT
+    project.mkdir(parents=True)
+    (project / "mlops.toml").write_text(textwrap.dedent(TINY_TOML))
+    tiny_frame().to_csv(project / "data.csv", index=False)
+    (root / "README.md").write_text("a repository\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "the tiny model")
+    return root
+
+
+@pytest.fixture
+def make_app(repo: Path, tmp_path: Path, monkeypatch):
+    """Build the bot on embedded defaults over ``repo``, with a fake clock and quiet output."""
+    from bot.app import build
+    from bot.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("MLOPS_"):
+            monkeypatch.delenv(name)
+    clock = FakeClock()
+    apps = []
+
+    def make(**overrides):
+        values = {"project_dir": repo / PROJECT, "data_dir": tmp_path / "state", "drift_cooldown_s": 0} | overrides
+        out = io.StringIO()
+        app = build(Settings(**values), clock=clock, out=out)
+        app.out = out
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.store.close()
+
+

@@ -299,3 +299,13 @@ def test_raw_training_data_is_kept_only_when_asked(tiny_project, registry, clock
     run_pipeline(tiny_project, registry, clock=clock)
     raw = read_reference_profile(registry.get("tiny", 2).path).raw
     assert raw is not None and len(raw) == registry.get("tiny", 2).metadata["training_rows"]
+
+
+def test_a_run_interrupted_after_publishing_is_finished_not_published_twice(tiny_project, registry, clock):
+    validated = run_pipeline(tiny_project, registry, run_id="run-same", promote=False, clock=clock)
+    assert validated.version == 1 and not validated.promoted
+    resumed = run_pipeline(tiny_project, registry, run_id="run-same", clock=clock)
+    assert resumed.status == "succeeded" and resumed.promoted and resumed.version == 1
+    assert resumed.stage("train").detail == "done before a restart (v1)"
+    assert [v.version for v in registry.versions("tiny")] == [1]
+    assert registry.production("tiny").version == 1

@@ -1,0 +1,202 @@
+"""The composition root: ``build(settings, ...)`` makes the bot from its settings and any overrides.
+
+Tests pass their own ports, store or clock; everything not passed is built from the settings, on
+embedded defaults when no service is configured. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from bot import messages
+from bot.events import ChangeMerged, CommandGiven
+from bot.lifecycle import CHANNEL_DIGEST, Lifecycle, Project
+from bot.outbox import DeliveryReport, Outbox
+from bot.settings import Settings
+from bot.store import NewEffect, Store
+
+__all__ = ["BotApp", "build"]
+
+log = logging.getLogger("mlops_bot")
+
+
+@dataclass
+class BotApp:
+    settings: Settings
+    store: Store
+    lifecycle: Lifecycle
+    outbox: Outbox
+    clock: Callable[[], datetime]
+
+    @property
+    def scm(self):
+        return self.lifecycle.scm
+
+    @property
+    def tracker(self):
+        return self.lifecycle.tracker
+
+    @property
+    def chat(self):
+        return self.lifecycle.chat
+
+    @property
+    def registry(self):
+        return self.lifecycle.registry
+
+    # --- the jobs: the scheduler and the CLI call these same functions --------------------------
+
+    def poll(self) -> int:
+        """Read new merged changes and comments; record each as an event (once) with its effects."""
+        scm, seen = self.scm, 0
+        source = scm.name
+        changes, cursor = scm.merged_changes(self.store.cursor(f"{source}:changes"))
+        if not changes and cursor is not None and self.store.cursor(f"{source}:changes") != cursor:
+            self.store.set_cursor(f"{source}:changes", cursor)
+        for index, change in enumerate(changes):
+            # The cursor moves with the last change, in the same transaction as its event.
+            move = (f"{source}:changes", cursor) if index == len(changes) - 1 and cursor else None
+            seen += self.lifecycle.handle(ChangeMerged(source, change), cursor=move)
+        comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
+        for index, comment in enumerate(comments):
+            move = (f"{source}:comments", cursor) if index == len(comments) - 1 and cursor else None
+            seen += self.lifecycle.handle(CommandGiven(source, comment), cursor=move)
+        self.bootstrap()
+        if seen:
+            log.info("poll: %d new event(s) from %s", seen, source)
+        return seen
+
+    def bootstrap(self) -> bool:
+        """With no model in production and none ever trained, train the first one (once)."""
+        model = self.lifecycle.project.name
+        if self.registry.production(model) is not None or self.registry.runs(model, limit=1):
+            return False
+        if any(e.kind == "pipeline.run" and e.lane == f"pipeline:{model}" for e in self.store.effects(status="pending")):
+            return False  # a merge or a command already asked for the first run
+        key = f"bootstrap:{model}"
+        if self.store.seen(key):
+            return False
+        run_id = f"run-bootstrap-{model}"
+        effect = NewEffect(f"pipeline:{run_id}", "pipeline.run", {
+            "project": model, "run_id": run_id, "trigger": "bootstrap",
+            "reason": "first model: nothing in production yet",
+            "origin": {"kind": "bootstrap", "episode": f"run:{run_id}"}, "promote": True,
+        }, lane=f"pipeline:{model}")
+        return self.store.ingest(key, "bootstrap", "bot", {"model": model}, [effect])
+
+    def monitor(self) -> int:
+        from bot.monitor import check_new_batches
+
+        return check_new_batches(self.lifecycle)
+
+    def deliver(self, *, should_stop: Callable[[], bool] = lambda: False, until_idle: bool = True) -> DeliveryReport:
+        """Deliver due effects; with ``until_idle``, also those that the delivered ones caused."""
+        total = DeliveryReport(0, 0, 0, 0)
+        while True:
+            report = self.outbox.deliver_due(should_stop=should_stop)
+            total = DeliveryReport(*(a + b for a, b in zip(
+                (total.delivered, total.retried, total.dead, total.recovered),
+                (report.delivered, report.retried, report.dead, report.recovered))))
+            done = report.delivered + report.recovered
+            if not until_idle or should_stop() or done == 0:
+                return total
+
+    def digest(self) -> bool:
+        """Post the daily digest once per day."""
+        now = self.clock()
+        day = now.date().isoformat()
+        model = self.lifecycle.project.name
+        production = self.registry.production(model)
+        since = now - timedelta(days=1)
+        runs = [r for r in self.registry.runs(model, limit=200) if r.started_at >= since]
+        ticket = self.tracker.find_open(f"retrain:{model}")
+        last = self.store.get_state("last_drift", model) or {}
+        row = {
+            "model": model,
+            "version": production.version if production else None,
+            "age": _age(now - production.created_at) if production else "",
+            "health": f"{last['severity']} drift" if last.get("drifted") else "no drift seen",
+            "tickets": f"#{ticket.id}" if ticket else "",
+            "runs": len(runs),
+        }
+        text = messages.digest_text(day, [row])
+        effect = NewEffect(f"digest:{day}", "chat.post", {"channel": CHANNEL_DIGEST, "text": text},
+                           lane=f"chat:{CHANNEL_DIGEST}")
+        return self.store.ingest(f"digest:{day}", "digest", "bot", {"day": day}, [effect])
+
+    def run_once(self) -> dict[str, int]:
+        """Every job once, in the order that lets one cycle finish what it starts."""
+        polled = self.poll()
+        delivered = self.deliver().delivered
+        checked = self.monitor()
+        delivered += self.deliver().delivered
+        self.digest()
+        delivered += self.deliver().delivered
+        return {"events": polled, "batches": checked, "effects": delivered}
+
+
+def build(
+    settings: Settings,
+    *,
+    scm=None,
+    tracker=None,
+    chat=None,
+    engine=None,
+    store: Store | None = None,
+    registry=None,
+    clock: Callable[[], datetime] | None = None,
+    out: TextIO | None = sys.stdout,
+) -> BotApp:
+    """Make the bot: real adapters for whatever is configured, embedded defaults for the rest."""
+    from integrations.local import ConsoleChat, InProcessEngine, LocalBoard, LocalGitSource, create_local_tables
+    from pipeline.registry import ModelRegistry
+    from pipeline.spec import load_project
+
+    clock = clock or (lambda: datetime.now(UTC))
+    spec = load_project(settings.project_dir)
+    store = store or Store(settings.state_database_url, clock=clock)
+    create_local_tables(store.engine)
+    registry = registry or ModelRegistry(settings.registry_dir, clock=clock)
+    repo_dir = settings.repo_dir or _git_root(spec.root) or spec.root
+    scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
+                                clock=clock, out=out)
+    tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)
+    chat = chat or ConsoleChat(store.engine, out=out, clock=clock)
+    engine = engine or InProcessEngine(registry, {spec.name: spec.root}, clock=clock)
+    project = Project(spec.name, spec.root, tuple(settings.project_paths) or (_relative_path(spec.root, repo_dir),))
+    lifecycle = Lifecycle(settings=settings, store=store, registry=registry, scm=scm, tracker=tracker, chat=chat,
+                          engine=engine, project=project, clock=clock)
+    outbox = Outbox(store, lifecycle.handlers(), ingest=lambda event: lifecycle.handle(event), clock=clock)
+    return BotApp(settings=settings, store=store, lifecycle=lifecycle, outbox=outbox, clock=clock)
+
+
+def _git_root(path: Path) -> Path | None:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def _relative_path(path: Path, root: Path) -> str:
+    try:
+        relative = path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return ""
+    return "" if relative == "." else relative
+
+
+def _age(delta: timedelta) -> str:
+    if delta.days >= 1:
+        return f"{delta.days} d"
+    hours = delta.seconds // 3600
+    return f"{hours} h" if hours else f"{delta.seconds // 60} min"

@@ -1,0 +1,663 @@
+"""What follows what: the dispatcher that turns events into owed effects, and the effects themselves.
+
+1. A change merged on the watched branch that touches the model project → one pipeline run for
+   that commit; its result reported on the change (one comment, updated in place), as a commit
+   status, on every ticket the change links, and in chat.
+2. Drift found → one open retrain ticket per model, opened once, updated in place, commented on
+   only when the drift changes materially (and not inside the cooldown).
+3. A command → checked against the author's permission, acknowledged, done, answered.
+4. A retrained model promoted for a retrain ticket → the ticket gets the new metrics and is closed.
+5. A daily digest to chat.
+
+Every outside write is an effect in the outbox, recorded in the same transaction as the event
+that caused it, and carries a marker so a write whose outcome is unknown is found, not repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot import messages
+from bot.commands import REGISTRY, Request, parse, respond, unknown_reply
+from bot.commands.base import CheckDrift, Promote, Rollback, RunPipeline
+from bot.events import (
+    ChangeMerged,
+    CommandGiven,
+    DriftFound,
+    Event,
+    ModelPromoted,
+    ModelRolledBack,
+    RunFinished,
+    TicketClosed,
+)
+from bot.outbox import Delivered, PermanentError
+from bot.store import EffectRow, NewEffect, Store
+from integrations.ports import Chat, Comment, MessageRef, PipelineEngine, SourceControl, Target, Tracker, TransientError
+
+__all__ = ["Lifecycle", "SEVERITY_ORDER"]
+
+log = logging.getLogger("mlops_bot.lifecycle")
+
+SEVERITY_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
+STATUS_CONTEXT = "mlops-bot/pipeline"
+CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST = "mlops-pipeline", "mlops-alerts", "mlops-digest"
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    path: Path
+    repo_paths: tuple[str, ...]  # paths inside the repository whose change triggers a run
+
+
+class Lifecycle:
+    """The rules (``effects_for``) and the effect handlers (``handlers``), over the ports."""
+
+    def __init__(self, *, settings, store: Store, registry, scm: SourceControl, tracker: Tracker, chat: Chat,
+                 engine: PipelineEngine, project: Project, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.settings, self.store, self.registry = settings, store, registry
+        self.scm, self.tracker, self.chat, self.engine = scm, tracker, chat, engine
+        self.project, self.clock = project, clock
+
+    # --- dispatch ------------------------------------------------------------------------------
+
+    def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None) -> bool:
+        """Record the event and every effect it causes, in one transaction; False if seen before."""
+        if self.store.seen(event.key):
+            if cursor:
+                self.store.set_cursor(*cursor)
+            return False
+        effects = self.effects_for(event)
+        return self.store.ingest(event.key, event.kind, source or getattr(event, "source", ""), event.to_dict(),
+                                 effects, cursor=cursor)
+
+    def effects_for(self, event: Event) -> list[NewEffect]:
+        rule = {
+            ChangeMerged: self._on_change_merged,
+            CommandGiven: self._on_command,
+            RunFinished: self._on_run_finished,
+            DriftFound: self._on_drift,
+            ModelPromoted: self._on_promoted,
+            ModelRolledBack: self._on_rolled_back,
+            TicketClosed: self._on_ticket_closed,
+        }[type(event)]
+        return rule(event)
+
+    # --- rule 1: a change merged ---------------------------------------------------------------
+
+    def touches_project(self, paths: tuple[str, ...]) -> bool:
+        prefixes = [prefix.strip("/") for prefix in self.project.repo_paths]
+        if "" in prefixes:  # the project is the whole repository
+            return bool(paths)
+        return any(path == prefix or path.startswith(prefix + "/") for path in paths for prefix in prefixes)
+
+    def _on_change_merged(self, event: ChangeMerged) -> list[NewEffect]:
+        change = event.change
+        watched = self.settings.watch_branch or getattr(self.scm, "branch", change.branch)
+        if change.branch != watched or not self.touches_project(change.paths):
+            return []
+        run_id = _run_id(f"{change.repo}:{change.commit}")
+        tickets = self.scm.linked_tickets(change, tuple(self.settings.ticket_patterns))
+        origin = {
+            "kind": "change", "target": _target_dict(change.target), "repo": change.repo, "commit": change.commit,
+            "change": change.number, "title": change.title, "url": change.url,
+            "tickets": [list(t) for t in tickets], "episode": f"change:{change.repo}:{change.number}",
+        }
+        why = f"merge of {change.target} by {change.author}" if change.author else f"merge of {change.target}"
+        return [
+            self._status(change.repo, change.commit, "pending", f"{self.project.name}: pipeline running", run_id),
+            self._upsert(change.target, f"run:{run_id}", messages.run_started(self.project.name, run_id, why)),
+            self._chat_episode(origin["episode"], CHANNEL_PIPELINE,
+                               f"⏳ {self.project.name}: pipeline running for {change.target} “{change.title}”"),
+            self._pipeline_run(run_id, trigger="merge", reason=why, origin=origin, promote=True),
+        ]
+
+    # --- rule 3: commands ----------------------------------------------------------------------
+
+    def _on_command(self, event: CommandGiven) -> list[NewEffect]:
+        comment = event.comment
+        if comment.by_bot or comment.edited or comment.author == self.settings.bot_name:
+            return []
+        parsed = parse(comment.body, limit=self.settings.max_commands_per_comment)
+        if not parsed.invocations and not parsed.unknown:
+            return []
+        effects = [self._react(comment, "eyes")]
+        if parsed.unknown:
+            effects.append(self._reply(comment.target, f"unknown:{comment.id}", unknown_reply(parsed.unknown).text))
+        permission = self.scm.permission(comment.target.repo, comment.author)
+        context = CommandView(self)
+        for index, invocation in enumerate(parsed.invocations):
+            request = Request(invocation=invocation, target=comment.target, author=comment.author,
+                              model=self.project.name, permission=permission)
+            reply = respond(request, context, overrides=self.settings.command_permissions)
+            key = f"cmd:{event.source}:{comment.target.repo}:{comment.id}:{index}"
+            effects.append(self._reply(comment.target, key, reply.text))
+            origin = {
+                "kind": "command", "target": _target_dict(comment.target), "comment": comment.id,
+                "command": invocation.line, "author": comment.author, "repo": comment.target.repo,
+                "episode": self._episode_for(comment.target),
+            }
+            if comment.target.kind == "ticket":
+                origin["ticket"] = comment.target.number
+            for action in reply.actions:
+                effects.extend(self._action_effects(action, key, origin))
+        if parsed.dropped:
+            effects.append(self._reply(comment.target, f"dropped:{comment.id}",
+                                       f"I ran the first {self.settings.max_commands_per_comment} commands of that comment "
+                                       f"and skipped {parsed.dropped}; put them in separate comments."))
+        return effects
+
+    def _episode_for(self, target: Target) -> str:
+        if target.kind == "ticket":
+            return f"ticket:{target.number}"
+        return f"change:{target.repo}:{target.number}"
+
+    def _action_effects(self, action, key: str, origin: dict[str, Any]) -> list[NewEffect]:
+        model = self.project.name
+        if isinstance(action, RunPipeline):
+            ticket = self.tracker.find_open(_ticket_key(model)) if action.promote else None
+            if ticket is not None:
+                origin = {**origin, "ticket": ticket.id}
+            return [self._pipeline_run(_run_id(key), trigger="command", reason=action.reason, origin=origin,
+                                       promote=action.promote)]
+        if isinstance(action, Promote):
+            return [NewEffect(f"{key}:promote", "registry.promote", {
+                "model": model, "version": action.version, "reason": action.reason, "cause": key, "origin": origin,
+            }, lane=f"registry:{model}")]
+        if isinstance(action, Rollback):
+            current = self.registry.production(model)
+            return [NewEffect(f"{key}:rollback", "registry.rollback", {
+                "model": model, "reason": action.reason, "cause": key, "origin": origin,
+                "from_version": current.version if current else None,
+            }, lane=f"registry:{model}")]
+        if isinstance(action, CheckDrift):
+            return [NewEffect(f"{key}:drift", "drift.check", {"model": model, "cause": key, "origin": origin},
+                              lane=f"drift:{model}")]
+        raise TypeError(f"unknown action {action!r}")
+
+    # --- run finished: report where people look -------------------------------------------------
+
+    def _on_run_finished(self, event: RunFinished) -> list[NewEffect]:
+        result = event.result
+        origin = result.get("origin") or {}
+        report = messages.run_report(result)
+        effects: list[NewEffect] = []
+        target = _target(origin.get("target"))
+        if target is not None:
+            effects.append(self._upsert(target, f"run:{event.run_id}", report))
+        if origin.get("commit"):
+            state = {"succeeded": "success", "not_promoted": "failure"}.get(event.status, "error")
+            effects.append(self._status(origin["repo"], origin["commit"], state,
+                                        _status_description(result), event.run_id))
+        for _tracker_name, number in origin.get("tickets", []):
+            effects.append(NewEffect(f"ticket-report:{event.run_id}:{number}", "tracker.comment", {
+                "ticket_id": number, "body": f"Linked change {target}:\n\n{report}",
+            }, lane=f"ticket:{number}"))
+        episode = origin.get("episode") or f"run:{event.run_id}"
+        where = str(target) if target else "run"
+        effects.append(self._chat_episode(episode, CHANNEL_PIPELINE, messages.run_chat_text(result, where)))
+        effects.append(self._chat_reply(episode, CHANNEL_PIPELINE, f"run-chat:{event.run_id}",
+                                        f"Run `{event.run_id}`: {messages.run_chat_text(result, where)}"))
+        ticket_id = origin.get("ticket")
+        if result.get("promoted") and ticket_id:
+            effects += self._close_retrain_ticket(int(ticket_id), result)
+        return effects
+
+    def _close_retrain_ticket(self, ticket_id: int, result: dict[str, Any]) -> list[NewEffect]:
+        model, version = result.get("model"), result.get("version")
+        body = (f"✅ Retrained **{model} v{version}** is in production (run `{result.get('run_id')}`). "
+                f"Closing this ticket.\n\n{messages.metrics_table(result.get('validation'))}")
+        episode = f"ticket:{ticket_id}"
+        return [
+            NewEffect(f"close-comment:{ticket_id}:{result.get('run_id')}", "tracker.comment",
+                      {"ticket_id": ticket_id, "body": body}, lane=f"ticket:{model}"),
+            NewEffect(f"close:{ticket_id}:{result.get('run_id')}", "tracker.close",
+                      {"ticket_id": ticket_id, "model": model, "version": version, "run_id": result.get("run_id")},
+                      lane=f"ticket:{model}"),
+            self._chat_reply(episode, CHANNEL_ALERTS, f"close-chat:{ticket_id}",
+                             f"✅ {model} v{version} is in production; ticket #{ticket_id} closed."),
+            self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: drift resolved by v{version} · ticket #{ticket_id} closed"),
+        ]
+
+    # --- rule 2: drift -------------------------------------------------------------------------
+
+    def _on_drift(self, event: DriftFound) -> list[NewEffect]:
+        model = event.model
+        origin = event.summary.get("origin") or {}
+        effects: list[NewEffect] = []
+        episode_state = self.store.get_state("episodes", model) or {}
+        if event.data_problem:
+            text = f"⚠️ {model}: the production batch `{event.batch}` could not be checked: {event.data_problem}"
+            if episode_state.get("ticket_id"):
+                effects.append(NewEffect(f"data-problem:{event.key}", "tracker.comment",
+                                         {"ticket_id": episode_state["ticket_id"], "body": text}, lane=f"ticket:{model}"))
+            effects.append(NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_ALERTS, "text": text},
+                                     lane=f"chat:{CHANNEL_ALERTS}"))
+        elif event.drifted and SEVERITY_ORDER[event.severity] >= SEVERITY_ORDER[self.settings.drift_min_severity]:
+            effects.append(NewEffect(f"ticket:{event.key}", "tracker.drift", {
+                "model": model, "version": event.version, "severity": event.severity, "batch": event.batch,
+                "features": event.summary.get("features", []), "markdown": event.summary.get("markdown", ""),
+                "report_dir": event.report_dir, "checked_at": event.summary.get("checked_at"),
+            }, lane=f"ticket:{model}"))
+        target = _target(origin.get("target"))
+        if target is not None:  # asked for with /drift: answer there, whatever the verdict
+            if event.data_problem:
+                text = f"The latest batch could not be checked: {event.data_problem}"
+            else:
+                verdict = f"**{event.severity}** drift" if event.drifted else "no drift"
+                text = f"Drift check of **{model}** v{event.version} on `{event.batch}`: {verdict}.\n\n" + \
+                    event.summary.get("markdown", "")
+            effects.append(self._reply(target, f"drift-reply:{event.key}", text.strip()))
+        return effects
+
+    # --- promotions, rollbacks, closed tickets --------------------------------------------------
+
+    def _on_promoted(self, event: ModelPromoted) -> list[NewEffect]:
+        return self._registry_change_effects(event, f"🚀 **{event.model} v{event.version}** is now in production"
+                                             + (f" (was v{event.previous})." if event.previous else "."))
+
+    def _on_rolled_back(self, event: ModelRolledBack) -> list[NewEffect]:
+        return self._registry_change_effects(event, f"↩️ Rolled back **{event.model}** to v{event.version} "
+                                             f"(v{event.previous} archived).")
+
+    def _registry_change_effects(self, event, text: str) -> list[NewEffect]:
+        origin = (self.store.effect(event.cause + (":promote" if event.kind == "model_promoted" else ":rollback"))
+                  or None)
+        effects = []
+        target = _target(((origin.payload if origin else {}).get("origin") or {}).get("target"))
+        if target is not None:
+            effects.append(self._reply(target, f"result:{event.key}", text))
+        effects.append(NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_PIPELINE, "text": text},
+                                 lane=f"chat:{CHANNEL_PIPELINE}"))
+        return effects
+
+    def _on_ticket_closed(self, event: TicketClosed) -> list[NewEffect]:
+        state = self.store.get_state("episodes", self.project.name) or {}
+        if state.get("ticket_id") == event.ticket_id:
+            self.store.put_state("episodes", self.project.name, {**state, "ticket_id": None, "closed_at": _iso(self.clock())})
+        return []
+
+    # --- effect constructors --------------------------------------------------------------------
+
+    def _reply(self, target: Target, key: str, body: str) -> NewEffect:
+        return NewEffect(key, "scm.reply", {"target": _target_dict(target), "body": body}, lane=f"scm:{target}")
+
+    def _upsert(self, target: Target, marker: str, body: str) -> NewEffect:
+        key = f"{marker}:{hashlib.sha1(body.encode()).hexdigest()[:10]}"
+        return NewEffect(key, "scm.upsert", {"target": _target_dict(target), "marker": marker, "body": body},
+                         lane=f"scm:{target}")
+
+    def _react(self, comment: Comment, reaction: str) -> NewEffect:
+        return NewEffect(f"react:{comment.target.repo}:{comment.id}:{reaction}", "scm.react", {
+            "comment": {"id": comment.id, "target": _target_dict(comment.target), "author": comment.author},
+            "reaction": reaction,
+        }, lane=f"scm:{comment.target}")
+
+    def _status(self, repo: str, commit: str, state: str, description: str, run_id: str) -> NewEffect:
+        return NewEffect(f"status:{repo}:{commit}:{run_id}:{state}", "scm.status", {
+            "repo": repo, "commit": commit, "state": state, "description": description[:140],
+            "context": STATUS_CONTEXT,
+        }, lane=f"status:{repo}:{commit}")
+
+    def _chat_episode(self, episode: str, channel: str, text: str) -> NewEffect:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        return NewEffect(f"episode:{episode}:{digest}", "chat.episode",
+                         {"episode": episode, "channel": channel, "text": text}, lane=f"chat:{episode}")
+
+    def _chat_reply(self, episode: str, channel: str, key: str, text: str) -> NewEffect:
+        return NewEffect(key, "chat.reply", {"episode": episode, "channel": channel, "text": text},
+                         lane=f"chat:{episode}")
+
+    def _pipeline_run(self, run_id: str, *, trigger: str, reason: str, origin: dict[str, Any], promote: bool) -> NewEffect:
+        return NewEffect(f"pipeline:{run_id}", "pipeline.run", {
+            "project": self.project.name, "run_id": run_id, "trigger": trigger, "reason": reason,
+            "origin": origin, "promote": promote,
+        }, lane=f"pipeline:{self.project.name}")
+
+    # --- effect handlers ------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "scm.reply": _Handler(self._deliver_reply, self._find_reply),
+            "scm.upsert": _Handler(self._deliver_upsert),
+            "scm.react": _Handler(self._deliver_react),
+            "scm.status": _Handler(self._deliver_status),
+            "tracker.drift": _Handler(self._deliver_drift_ticket),
+            "tracker.comment": _Handler(self._deliver_ticket_comment, self._find_ticket_comment),
+            "tracker.close": _Handler(self._deliver_close),
+            "chat.post": _Handler(self._deliver_chat_post, self._find_chat_post),
+            "chat.episode": _Handler(self._deliver_chat_episode),
+            "chat.reply": _Handler(self._deliver_chat_reply, self._find_chat_reply),
+            "pipeline.run": _Handler(self._deliver_run, self._find_run),
+            "registry.promote": _Handler(self._deliver_promote),
+            "registry.rollback": _Handler(self._deliver_rollback),
+            "drift.check": _Handler(self._deliver_drift_check),
+        }
+
+    def _deliver_reply(self, effect: EffectRow) -> Delivered:
+        target = _target(effect.payload["target"])
+        return Delivered({"comment_id": self.scm.reply(target, effect.payload["body"], marker=effect.key)})
+
+    def _find_reply(self, effect: EffectRow) -> Delivered | None:
+        found = self.scm.find_reply(_target(effect.payload["target"]), effect.key)
+        return Delivered({"comment_id": found}) if found else None
+
+    def _deliver_upsert(self, effect: EffectRow) -> Delivered:
+        # One comment per marker, edited in place: look it up first, so repeating is harmless.
+        target, marker = _target(effect.payload["target"]), effect.payload["marker"]
+        known = self.store.get_state("comments", f"{target}:{marker}")
+        comment_id = (known or {}).get("id") or self.scm.find_reply(target, marker)
+        if comment_id:
+            self.scm.edit_reply(target, comment_id, effect.payload["body"], marker=marker)
+        else:
+            comment_id = self.scm.reply(target, effect.payload["body"], marker=marker)
+        self.store.put_state("comments", f"{target}:{marker}", {"id": comment_id})
+        return Delivered({"comment_id": comment_id})
+
+    def _deliver_react(self, effect: EffectRow) -> Delivered:
+        data = effect.payload["comment"]
+        comment = Comment(data["id"], _target(data["target"]), data["author"], "", self.clock())
+        self.scm.react(comment, effect.payload["reaction"])
+        return Delivered({})
+
+    def _deliver_status(self, effect: EffectRow) -> Delivered:
+        p = effect.payload
+        self.scm.set_status(p["repo"], p["commit"], state=p["state"], description=p["description"], context=p["context"])
+        return Delivered({})
+
+    def _deliver_drift_ticket(self, effect: EffectRow) -> Delivered:
+        """Open the model's retrain ticket, or update the open one; never a second open ticket."""
+        p = effect.payload
+        model, key = p["model"], _ticket_key(p["model"])
+        checked_at = datetime.fromisoformat(p["checked_at"]) if p.get("checked_at") else self.clock()
+        title = messages.drift_ticket_title(model, p["severity"])
+        body = messages.drift_ticket_body(model, p["version"], p["severity"], p["markdown"], p["report_dir"], checked_at)
+        labels = ("mlops-bot", "retrain", f"drift:{p['severity']}")
+        state = self.store.get_state("episodes", model) or {}
+        ticket = self.tracker.find_open(key)
+        opened = ticket is None
+        if opened:
+            cooling = _within(state.get("alerted_at"), self.settings.drift_cooldown_s, self.clock())
+            if cooling and SEVERITY_ORDER[p["severity"]] <= SEVERITY_ORDER.get(state.get("severity", "none"), 0):
+                return Delivered({"skipped": "cooldown"})
+            ticket = self.tracker.open(key, title, body, labels, marker=key)
+            alerted = True
+        else:
+            ticket = self.tracker.update(ticket, title=title, body=body, labels=labels)
+            material = (p["severity"] != state.get("severity")
+                        or sorted(p["features"]) != sorted(state.get("features", [])))
+            alerted = material and (
+                SEVERITY_ORDER[p["severity"]] > SEVERITY_ORDER.get(state.get("severity", "none"), 0)
+                or not _within(state.get("alerted_at"), self.settings.drift_cooldown_s, self.clock()))
+            if alerted:
+                comment_marker = f"{effect.key}:comment"
+                if not self.tracker.find_comment(ticket.id, comment_marker):
+                    self.tracker.comment(ticket.id, f"Drift changed: now **{p['severity']}** in "
+                                         f"{', '.join(p['features']) or 'the data'} (batch `{p['batch']}`).",
+                                         marker=comment_marker)
+        self.store.put_state("episodes", model, {
+            "ticket_id": ticket.id, "severity": p["severity"], "features": p["features"],
+            "alerted_at": _iso(self.clock()) if alerted else state.get("alerted_at"), "batch": p["batch"],
+            "version": p["version"],
+        })
+        self.store.link("model", f"{model}:v{p['version']}", "drift_ticket", "ticket", str(ticket.id))
+        if alerted:
+            episode = f"ticket:{ticket.id}"
+            text = messages.drift_chat_text(model, p["severity"], p["features"], f"ticket #{ticket.id} {ticket.url}")
+            self.store.add_effects(effect.cause, [
+                self._chat_episode(episode, CHANNEL_ALERTS, text),
+                self._chat_reply(episode, CHANNEL_ALERTS, f"drift-chat:{effect.key}",
+                                 f"Batch `{p['batch']}`: {p['severity']} drift. Report: {p['report_dir'] or 'n/a'}"),
+            ])
+        return Delivered({"ticket_id": ticket.id, "opened": opened})
+
+    def _deliver_ticket_comment(self, effect: EffectRow) -> Delivered:
+        return Delivered({"comment_id": self.tracker.comment(int(effect.payload["ticket_id"]), effect.payload["body"],
+                                                             marker=effect.key)})
+
+    def _find_ticket_comment(self, effect: EffectRow) -> Delivered | None:
+        found = self.tracker.find_comment(int(effect.payload["ticket_id"]), effect.key)
+        return Delivered({"comment_id": found}) if found else None
+
+    def _deliver_close(self, effect: EffectRow) -> Delivered:
+        p = effect.payload
+        self.tracker.close(int(p["ticket_id"]))
+        state = self.store.get_state("episodes", p["model"]) or {}
+        if state.get("ticket_id") == int(p["ticket_id"]):
+            self.store.put_state("episodes", p["model"], {**state, "ticket_id": None, "closed_at": _iso(self.clock())})
+        self.store.link("ticket", str(p["ticket_id"]), "closed_by", "model", f"{p['model']}:v{p['version']}")
+        return Delivered({})
+
+    def _deliver_chat_post(self, effect: EffectRow) -> Delivered:
+        ref = self.chat.post(effect.payload["channel"], effect.payload["text"], marker=effect.key)
+        return Delivered(_ref_dict(ref))
+
+    def _find_chat_post(self, effect: EffectRow) -> Delivered | None:
+        ref = self.chat.find_message(effect.payload["channel"], effect.key)
+        return Delivered(_ref_dict(ref)) if ref else None
+
+    def _thread(self, episode: str, channel: str) -> MessageRef | None:
+        known = self.store.get_state("threads", episode)
+        if known:
+            return MessageRef(known["channel"], known["id"])
+        return self.chat.find_message(channel, f"episode:{episode}")
+
+    def _deliver_chat_episode(self, effect: EffectRow) -> Delivered:
+        """The episode's one top-level message: posted once, then updated in place."""
+        p = effect.payload
+        parent = self._thread(p["episode"], p["channel"])
+        if parent is None:
+            parent = self.chat.post(p["channel"], p["text"], marker=f"episode:{p['episode']}")
+        else:
+            self.chat.update(parent, p["text"])
+        self.store.put_state("threads", p["episode"], _ref_dict(parent))
+        self.store.link("episode", p["episode"], "chat_thread", "chat", f"{parent.channel}/{parent.id}")
+        return Delivered(_ref_dict(parent))
+
+    def _deliver_chat_reply(self, effect: EffectRow) -> Delivered:
+        p = effect.payload
+        parent = self._thread(p["episode"], p["channel"])
+        if parent is None:
+            parent = self.chat.post(p["channel"], p["text"], marker=f"episode:{p['episode']}")
+            self.store.put_state("threads", p["episode"], _ref_dict(parent))
+            return Delivered(_ref_dict(parent))
+        return Delivered(_ref_dict(self.chat.reply(parent, p["text"], marker=effect.key)))
+
+    def _find_chat_reply(self, effect: EffectRow) -> Delivered | None:
+        parent = self._thread(effect.payload["episode"], effect.payload["channel"])
+        if parent is None:
+            return None
+        ref = self.chat.find_message(parent.channel, effect.key, thread=parent.id)
+        return Delivered(_ref_dict(ref)) if ref else None
+
+    def _deliver_run(self, effect: EffectRow) -> Delivered:
+        p = effect.payload
+        context = {"origin": p["origin"], "trigger": p["trigger"]}
+        try:
+            handle = self.engine.start(p["project"], run_id=p["run_id"], trigger=p["trigger"], reason=p["reason"],
+                                       context=context, promote=p["promote"])
+        except KeyError as exc:
+            raise PermanentError(str(exc)) from None
+        return self._run_outcome(effect, handle)
+
+    def _find_run(self, effect: EffectRow) -> Delivered | None:
+        handle = self.engine.status(effect.payload["run_id"])
+        if handle is None or handle.status in {"queued", "running"}:
+            return None  # never started, or killed part-way: run it (again) under the same id
+        return self._run_outcome(effect, handle)
+
+    def _run_outcome(self, effect: EffectRow, handle) -> Delivered:
+        if handle.status in {"queued", "running"}:
+            raise TransientError(f"run {handle.run_id} still {handle.status}", outcome_unknown=True, retry_after=30)
+        result = {**handle.result, "origin": effect.payload["origin"]}
+        self._link_run(result, effect.payload["origin"])
+        event = RunFinished(run_id=handle.run_id, model=result.get("model", effect.payload["project"]),
+                            status=handle.status, result=result)
+        return Delivered({"status": handle.status, "version": result.get("version")}, events=(event,))
+
+    def _link_run(self, result: dict[str, Any], origin: dict[str, Any]) -> None:
+        run = ("run", result["run_id"])
+        if result.get("version") is not None:
+            self.store.link("model", f"{result['model']}:v{result['version']}", "produced_by", *run)
+        if origin.get("commit"):
+            self.store.link(*run, "built_from", "commit", f"{origin['repo']}@{origin['commit']}")
+        if origin.get("kind") == "change":
+            self.store.link(*run, "triggered_by", "change", origin["episode"].removeprefix("change:"))
+        if origin.get("kind") == "command":
+            self.store.link(*run, "triggered_by", "command", f"{origin['repo']}:{origin['comment']}")
+            target = origin["target"]
+            self.store.link("command", f"{origin['repo']}:{origin['comment']}", "typed_on",
+                            target["kind"], f"{target['repo']}:{target['number']}" if target["kind"] == "change"
+                            else str(target["number"]))
+        if origin.get("ticket"):
+            self.store.link(*run, "for_ticket", "ticket", str(origin["ticket"]))
+        for _name, number in origin.get("tickets", []):
+            self.store.link("change", origin["episode"].removeprefix("change:"), "links", "ticket", str(number))
+        thread = self.store.get_state("threads", origin.get("episode", ""))
+        if thread:
+            self.store.link(*run, "chat_thread", "chat", f"{thread['channel']}/{thread['id']}")
+
+    def _deliver_promote(self, effect: EffectRow) -> Delivered:
+        from pipeline.registry import RegistryError
+
+        p = effect.payload
+        before = self.registry.production(p["model"])
+        try:
+            promoted = self.registry.promote(p["model"], p["version"], reason=p["reason"], trigger="command")
+        except RegistryError as exc:
+            raise PermanentError(str(exc)) from None
+        previous = before.version if before and before.version != promoted.version else None
+        event = ModelPromoted(model=p["model"], version=promoted.version, previous=previous, reason=p["reason"],
+                              cause=p["cause"])
+        self.store.link("model", f"{p['model']}:v{promoted.version}", "promoted_by", "command", p["cause"])
+        return Delivered({"version": promoted.version}, events=(event,))
+
+    def _deliver_rollback(self, effect: EffectRow) -> Delivered:
+        from pipeline.registry import RegistryError
+
+        p = effect.payload
+        current = self.registry.production(p["model"])
+        if current is not None and p.get("from_version") is not None and current.version != p["from_version"]:
+            # Already rolled back by an earlier attempt whose answer was lost: do not roll back twice.
+            restored, previous = current, p["from_version"]
+        else:
+            try:
+                restored = self.registry.rollback(p["model"], reason=p["reason"], trigger="command")
+            except RegistryError as exc:
+                raise PermanentError(str(exc)) from None
+            previous = current.version if current else 0
+        event = ModelRolledBack(model=p["model"], version=restored.version, previous=previous, reason=p["reason"],
+                                cause=p["cause"])
+        return Delivered({"version": restored.version}, events=(event,))
+
+    def _deliver_drift_check(self, effect: EffectRow) -> Delivered:
+        from bot.monitor import check_latest
+
+        event = check_latest(self, effect.payload["model"], cause=effect.payload["cause"],
+                             origin=effect.payload["origin"])
+        return Delivered({"batch": event.batch if event else None}, events=(event,) if event else ())
+
+
+class _Handler:
+    def __init__(self, deliver: Callable[[EffectRow], Delivered],
+                 find_done: Callable[[EffectRow], Delivered | None] | None = None):
+        self._deliver, self._find_done = deliver, find_done
+
+    def deliver(self, effect: EffectRow) -> Delivered:
+        return self._deliver(effect)
+
+    def find_done(self, effect: EffectRow) -> Delivered | None:
+        return self._find_done(effect) if self._find_done else None
+
+
+class CommandView:
+    """The read-only view of state that command handlers see."""
+
+    def __init__(self, lifecycle: Lifecycle):
+        self._lifecycle = lifecycle
+
+    def now(self) -> datetime:
+        return self._lifecycle.clock()
+
+    def production(self, model: str) -> dict | None:
+        version = self._lifecycle.registry.production(model)
+        return _version_summary(version) if version else None
+
+    def versions(self, model: str) -> list[dict]:
+        return [_version_summary(v) for v in self._lifecycle.registry.versions(model)]
+
+    def previous_production(self, model: str) -> int | None:
+        history = self._lifecycle.registry.history(model)
+        # Production periods form a stack; the one under the current is what a rollback restores.
+        stack: list[int] = []
+        for period in history:
+            if getattr(period, "started_by", "promote") == "rollback":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(period.version)
+        return stack[-2] if len(stack) >= 2 else None
+
+    def open_ticket(self, model: str):
+        return self._lifecycle.tracker.find_open(_ticket_key(model))
+
+    def recent_runs(self, model: str, limit: int = 5) -> list[dict]:
+        return [{"run_id": r.run_id, "status": r.status, "version": r.version, "trigger": r.trigger,
+                 "started_at": r.started_at.isoformat()} for r in self._lifecycle.registry.runs(model, limit=limit)]
+
+    def last_drift(self, model: str) -> dict | None:
+        return self._lifecycle.store.get_state("last_drift", model)
+
+
+def _version_summary(version) -> dict[str, Any]:
+    metadata = version.metadata
+    return {
+        "version": version.version, "stage": str(version.stage), "metrics": metadata.get("metrics", {}),
+        "passed": bool((metadata.get("validation") or {}).get("passed")),
+        "primary_metric": (metadata.get("primary_metric") or {}).get("name"),
+        "created_at": version.created_at.isoformat(), "run_id": version.run_id,
+    }
+
+
+def _ticket_key(model: str) -> str:
+    return f"retrain:{model}"
+
+
+def _run_id(cause: str) -> str:
+    return "run-" + hashlib.sha1(cause.encode()).hexdigest()[:12]
+
+
+def _target_dict(target: Target) -> dict[str, Any]:
+    return {"kind": target.kind, "repo": target.repo, "number": target.number}
+
+
+def _target(data: dict[str, Any] | None) -> Target | None:
+    return Target(data["kind"], data["repo"], int(data["number"])) if data else None
+
+
+def _ref_dict(ref: MessageRef) -> dict[str, Any]:
+    return {"channel": ref.channel, "id": ref.id, "thread": ref.thread}
+
+
+def _status_description(result: dict[str, Any]) -> str:
+    status = result.get("status")
+    if status == "failed":
+        return f"failed in {result.get('failed_stage')}"
+    primary = messages.primary_metric_text(result)
+    verdict = "promoted" if result.get("promoted") else ("not promoted" if status == "not_promoted" else "validated")
+    return f"v{result.get('version')} {verdict}" + (f": {primary}" if primary else "")
+
+
+def _within(iso: str | None, seconds: float, now: datetime) -> bool:
+    return bool(iso) and now - datetime.fromisoformat(iso) < timedelta(seconds=seconds)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+

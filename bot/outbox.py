@@ -1,0 +1,165 @@
+"""Delivers the effects the bot owes, exactly once, even when the bot is killed at any moment.
+
+The store writes each effect with the event that caused it; this module hands due effects to
+their handlers, one lane at a time in order, and records what happened:
+
+* done: the result is stored; follow-up events the delivery produced are ingested first, so a
+  crash between the two repeats the delivery, which then finds itself already done.
+* failed in a way worth retrying: tried again later with exponential back-off and jitter.
+* failed for good, or too many times: dead, and its lane moves on.
+
+Before every first attempt the effect is marked "outcome unknown" in the store, and the mark is
+cleared only once its result is stored. So an effect whose delivery may have happened (a timeout,
+a lost response, the process killed mid-call) is never simply repeated: the handler is asked
+first whether it already happened, by the hidden marker the bot puts in everything it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.events import Event
+from bot.store import EffectRow, Store, utc_now
+from integrations.ports import TransientError
+
+__all__ = ["Delivered", "DeliveryReport", "EffectHandler", "Outbox", "PermanentError"]
+
+_log = logging.getLogger("mlops_bot.outbox")
+# Beyond this many doublings every delay is capped anyway; stopping here keeps the number finite.
+_MAX_DOUBLINGS = 32
+_MAX_ERROR_CHARS = 1000
+
+
+class PermanentError(RuntimeError):
+    """A failure that retrying cannot fix (not found, bad request): the effect goes dead at once."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    result: dict[str, Any]
+    events: tuple[Event, ...] = ()  # follow-ups (e.g. a pipeline run finished) the dispatcher must ingest
+
+
+class EffectHandler(Protocol):
+    def deliver(self, effect: EffectRow) -> Delivered:
+        """Do the effect; raise TransientError (retry) or PermanentError (give up) when it fails."""
+
+    def find_done(self, effect: EffectRow) -> Delivered | None:
+        """If the effect already happened (its marker is found), what ``deliver`` would have returned."""
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    recovered: int = 0  # found already done by an attempt whose outcome was unknown
+
+
+class Outbox:
+    def __init__(self, store: Store, handlers: Mapping[str, EffectHandler], *, ingest: Callable[[Event], None],
+                 clock: Callable[[], datetime] = utc_now, max_attempts: int = 10, base_delay_s: float = 2.0,
+                 max_delay_s: float = 900.0, jitter: Callable[[], float] = random.random) -> None:
+        self._store = store
+        self._handlers = handlers
+        self._ingest = ingest
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._base_delay_s = base_delay_s
+        self._max_delay_s = max_delay_s
+        self._jitter = jitter
+
+    def deliver_due(self, *, limit: int = 100, should_stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
+        """Deliver due effects until none is due, ``limit`` were handled, or ``should_stop()``.
+
+        ``should_stop`` is asked between effects, so a stopping bot finishes the one in flight.
+        """
+        outcomes: Counter[str] = Counter()
+        handled = 0
+        while handled < limit:
+            due = self._store.due_effects(limit=limit - handled)
+            if not due:
+                break
+            for effect in due:  # one per lane: the next of each lane comes with the next round
+                if should_stop():
+                    return DeliveryReport(**outcomes)
+                outcomes[self._deliver(effect)] += 1
+                handled += 1
+        return DeliveryReport(**outcomes)
+
+    def _deliver(self, effect: EffectRow) -> str:
+        """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in."""
+        handler = self._handlers.get(effect.kind)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            return self._give_up(effect, f"no handler for effect kind {effect.kind!r} (known: {known})",
+                                 why="no handler for its kind", outcome_unknown=False)
+        if not effect.outcome_unknown:
+            self._store.begin_attempt(effect.id)  # outside the try: a store failure must stop the outbox
+        try:
+            delivered, recovered = self._attempt(handler, effect)
+        except PermanentError as error:
+            return self._give_up(effect, _describe(error), why=type(error).__name__, outcome_unknown=False)
+        except TransientError as error:
+            return self._retry(effect, error, outcome_unknown=error.outcome_unknown, retry_after=error.retry_after)
+        except Exception as error:  # a bug or a surprising answer, possibly after the write happened
+            return self._retry(effect, error, outcome_unknown=True, retry_after=None)
+        try:
+            for event in delivered.events:
+                self._ingest(event)
+        except Exception as error:  # the effect happened; the next attempt finds it and ingests again
+            return self._retry(effect, error, outcome_unknown=True, retry_after=None)
+        self._store.complete(effect.id, delivered.result)
+        outcome = "recovered" if recovered else "delivered"
+        _log.info("effect %s (%s) %s", effect.key, effect.kind, outcome)
+        return outcome
+
+    def _attempt(self, handler: EffectHandler, effect: EffectRow) -> tuple[Delivered, bool]:
+        """What delivering gave, and whether it was found already done instead of delivered."""
+        if effect.outcome_unknown:
+            try:
+                found = handler.find_done(effect)
+            except TransientError as error:
+                # Nothing was learnt: the earlier attempt may still have happened.
+                raise TransientError(str(error), outcome_unknown=True, retry_after=error.retry_after) from error
+            if found is not None:
+                return found, True
+        return handler.deliver(effect), False
+
+    def _retry(self, effect: EffectRow, error: Exception, *, outcome_unknown: bool, retry_after: float | None) -> str:
+        attempts = effect.attempts + 1
+        if attempts >= self._max_attempts:
+            return self._give_up(effect, f"{_describe(error)} (gave up after {attempts} attempts)",
+                                 why=f"{type(error).__name__}, attempt {attempts} of {self._max_attempts}",
+                                 outcome_unknown=outcome_unknown)
+        delay = self._backoff_s(effect.attempts)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self._store.retry_later(effect.id, _describe(error), at=self._clock() + timedelta(seconds=delay),
+                                outcome_unknown=outcome_unknown)
+        # Only key, kind and the error's type: messages and payloads may quote what was written.
+        _log.warning("effect %s (%s) failed (%s), attempt %d; retrying in %.1f s",
+                     effect.key, effect.kind, type(error).__name__, attempts, delay)
+        return "retried"
+
+    def _give_up(self, effect: EffectRow, error: str, *, why: str, outcome_unknown: bool) -> str:
+        """Mark the effect dead with ``error`` (kept in the store); ``why`` is the short form for the log."""
+        self._store.give_up(effect.id, error, outcome_unknown=outcome_unknown)
+        _log.error("effect %s (%s) dead (%s)%s", effect.key, effect.kind, why,
+                   "; it may have happened" if outcome_unknown else "")
+        return "dead"
+
+    def _backoff_s(self, failures: int) -> float:
+        """base * 2**failures, capped, then spread over half to all of it so retries do not bunch up."""
+        delay = min(self._base_delay_s * 2 ** min(failures, _MAX_DOUBLINGS), self._max_delay_s)
+        return delay * (0.5 + self._jitter() / 2)
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]

@@ -1,0 +1,455 @@
+"""Embedded defaults: every port on this machine, with nothing to configure.
+
+- ``LocalGitSource``: a local git repository; each new commit on the watched branch is a merged
+  change; comments are typed at the ``mlops-bot console`` prompt and kept in the state database.
+- ``LocalBoard``: retrain tickets on a board in the state database (``mlops-bot board ...``).
+- ``ConsoleChat``: chat messages printed to the console, readable, and kept for their threads.
+- ``InProcessEngine``: the pipeline run in this process (see ``pipeline.run``).
+
+The tables live in the bot's own state database (the engine is passed in); this module defines
+them itself so that ``integrations`` never imports ``bot``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+
+from integrations.ports import Change, Comment, MessageRef, Permission, RunHandle, Target, Ticket, marker_comment
+
+__all__ = ["ConsoleChat", "InProcessEngine", "LocalBoard", "LocalGitSource", "create_local_tables"]
+
+_metadata = sa.MetaData()
+
+_comments = sa.Table(
+    "local_comments", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target_kind", sa.String(16), nullable=False),
+    sa.Column("repo", sa.String(200), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("author", sa.String(100), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("by_bot", sa.Boolean, nullable=False, default=False),
+    sa.Column("reactions", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+_statuses = sa.Table(
+    "local_statuses", _metadata,
+    sa.Column("repo", sa.String(200), primary_key=True),
+    sa.Column("commit", sa.String(64), primary_key=True),
+    sa.Column("context", sa.String(100), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False, default=""),
+)
+_tickets = sa.Table(
+    "local_tickets", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(200), nullable=False, index=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("closed_at", sa.String(40)),
+)
+_ticket_comments = sa.Table(
+    "local_ticket_comments", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ticket_id", sa.Integer, nullable=False, index=True),
+    sa.Column("author", sa.String(100), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+_chat = sa.Table(
+    "local_chat", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column("thread", sa.String(40)),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("marker", sa.String(300), nullable=False, default=""),
+    sa.Column("updated", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+
+
+def create_local_tables(engine: sa.Engine) -> None:
+    _metadata.create_all(engine)
+
+
+def _now(clock: Callable[[], datetime]) -> str:
+    return clock().isoformat()
+
+
+class LocalGitSource:
+    """A git repository on this machine as the source of merged changes; console comments."""
+
+    name = "local"
+
+    def __init__(self, engine: sa.Engine, repo_dir: Path, *, branch: str | None = None, bot_name: str = "mlops-bot",
+                 console_user: str = "you", clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 out: TextIO | None = None):
+        self.engine, self.repo_dir, self.bot_name, self.console_user = engine, Path(repo_dir), bot_name, console_user
+        self.clock, self.out = clock, out
+        self.repo = self.repo_dir.name
+        self.branch = branch or self._git("rev-parse", "--abbrev-ref", "HEAD") or "main"
+
+    # --- changes -------------------------------------------------------------------------------
+
+    def merged_changes(self, cursor: str | None) -> tuple[list[Change], str | None]:
+        head = self._git("rev-parse", self.branch)
+        if head is None:
+            return [], cursor
+        if cursor is None:
+            # A first look: the newest commit is the one change there is to consider.
+            commits = [head]
+        elif cursor == head:
+            return [], cursor
+        else:
+            listed = self._git("rev-list", "--reverse", "--first-parent", f"{cursor}..{head}")
+            commits = listed.split() if listed else [head]
+        return [self._change(sha) for sha in commits], head
+
+    def _change(self, sha: str) -> Change:
+        fields = (self._git("show", "-s", "--format=%an%x1f%aI%x1f%s%x1f%b", sha) or "").split("\x1f")
+        author, when, subject, body = (fields + ["", "", "", ""])[:4]
+        paths = self._git("diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "-m", "--first-parent", sha) or ""
+        return Change(
+            repo=self.repo,
+            number=int(self._git("rev-list", "--count", "--first-parent", sha) or 0),
+            title=subject,
+            body=body.strip(),
+            author=author,
+            commit=sha,
+            merged_at=datetime.fromisoformat(when) if when else self.clock(),
+            url=f"file://{self.repo_dir}@{sha[:12]}",
+            branch=self.branch,
+            paths=tuple(p for p in paths.splitlines() if p),
+        )
+
+    def _git(self, *args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(self.repo_dir), *args], capture_output=True, text=True,
+                                  timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    # --- comments ------------------------------------------------------------------------------
+
+    def add_comment(self, target: Target, body: str, *, author: str | None = None) -> Comment:
+        """What the console does when a person types a line: a comment on a change or ticket."""
+        created = self.clock()
+        with self.engine.begin() as conn:
+            comment_id = conn.execute(_comments.insert().values(
+                target_kind=target.kind, repo=target.repo, number=target.number, author=author or self.console_user,
+                body=body, by_bot=False, reactions="", created_at=created.isoformat(),
+            )).inserted_primary_key[0]
+        return Comment(str(comment_id), target, author or self.console_user, body, created)
+
+    def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
+        after = int(cursor or 0)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_comments).where(_comments.c.id > after).order_by(_comments.c.id)).all()
+        comments = [
+            Comment(str(r.id), Target(r.target_kind, r.repo, r.number), r.author, r.body,
+                    datetime.fromisoformat(r.created_at), by_bot=bool(r.by_bot))
+            for r in rows
+        ]
+        return comments, str(rows[-1].id) if rows else cursor
+
+    def reply(self, target: Target, body: str, *, marker: str) -> str:
+        with self.engine.begin() as conn:
+            comment_id = conn.execute(_comments.insert().values(
+                target_kind=target.kind, repo=target.repo, number=target.number, author=self.bot_name,
+                body=_with_marker(body, marker), by_bot=True, reactions="", created_at=_now(self.clock),
+            )).inserted_primary_key[0]
+        self._print(f"[{target}] {self.bot_name}:", body)
+        return str(comment_id)
+
+    def edit_reply(self, target: Target, comment_id: str, body: str, *, marker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(_comments.update().where(_comments.c.id == int(comment_id)).values(body=_with_marker(body, marker)))
+        self._print(f"[{target}] {self.bot_name} (updated):", body)
+
+    def find_reply(self, target: Target, marker: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_comments.c.id).where(
+                _comments.c.target_kind == target.kind, _comments.c.repo == target.repo,
+                _comments.c.number == target.number, _comments.c.by_bot.is_(True),
+                _comments.c.body.contains(marker_comment(marker)),
+            ).order_by(_comments.c.id)).first()
+        return str(row.id) if row else None
+
+    def comments_on(self, target: Target) -> list[Comment]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_comments).where(
+                _comments.c.target_kind == target.kind, _comments.c.repo == target.repo,
+                _comments.c.number == target.number).order_by(_comments.c.id)).all()
+        return [Comment(str(r.id), target, r.author, r.body, datetime.fromisoformat(r.created_at), by_bot=bool(r.by_bot))
+                for r in rows]
+
+    def react(self, comment: Comment, reaction: str) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(_comments.c.reactions).where(_comments.c.id == int(comment.id))).first()
+            if row is None:
+                return
+            reactions = set(filter(None, row.reactions.split(",")))
+            if reaction in reactions:
+                return
+            conn.execute(_comments.update().where(_comments.c.id == int(comment.id))
+                         .values(reactions=",".join(sorted(reactions | {reaction}))))
+        self._print(f"[{comment.target}] {self.bot_name} reacted :{reaction}: to the comment by {comment.author}", "")
+
+    def set_status(self, repo: str, commit: str, *, state: str, description: str, context: str, url: str = "") -> None:
+        with self.engine.begin() as conn:
+            conn.execute(_statuses.delete().where(_statuses.c.repo == repo, _statuses.c.commit == commit,
+                                                  _statuses.c.context == context))
+            conn.execute(_statuses.insert().values(repo=repo, commit=commit, context=context, state=state,
+                                                   description=description, url=url))
+        self._print(f"[{repo}@{commit[:10]}] status {context}: {state}, {description}", "")
+
+    def status_of(self, repo: str, commit: str, context: str) -> tuple[str, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_statuses).where(_statuses.c.repo == repo, _statuses.c.commit == commit,
+                                                          _statuses.c.context == context)).first()
+        return (row.state, row.description) if row else None
+
+    def permission(self, repo: str, user: str) -> Permission:
+        # On this machine the person at the console owns the repository; anyone else only reads.
+        return Permission.admin if user == self.console_user else Permission.read
+
+    def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
+        return find_ticket_references(f"{change.title}\n{change.body}", patterns)
+
+    def _print(self, heading: str, body: str) -> None:
+        if self.out is not None:
+            print(heading if not body else f"{heading}\n{textwrap.indent(body.strip(), '    ')}", file=self.out, flush=True)
+
+
+def find_ticket_references(text: str, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(pattern name, number) for each ticket a text refers to; names are ``local``/``github`` for ``#N``,
+    ``azure`` for ``AB#N``; order of first mention, no repeats."""
+    found: list[tuple[str, int]] = []
+    for pattern in patterns:
+        name = "azure" if pattern.startswith("AB#") or "AB#" in pattern else "local"
+        for match in re.finditer(pattern, text):
+            reference = (name, int(match.group(1)))
+            if reference not in found:
+                found.append(reference)
+    return found
+
+
+class LocalBoard:
+    """Retrain tickets on a board kept in the state database."""
+
+    name = "board"
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 bot_name: str = "mlops-bot", out: TextIO | None = None):
+        self.engine, self.clock, self.bot_name, self.out = engine, clock, bot_name, out
+
+    def find_open(self, key: str) -> Ticket | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_tickets).where(_tickets.c.key == key, _tickets.c.state == "open")
+                               .order_by(_tickets.c.id)).first()
+        return _ticket(row) if row else None
+
+    def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
+        with self.engine.begin() as conn:
+            ticket_id = conn.execute(_tickets.insert().values(
+                key=key, title=title, body=_with_marker(body, marker), state="open", labels=",".join(labels),
+                created_at=_now(self.clock),
+            )).inserted_primary_key[0]
+        self._print(f"[board] opened #{ticket_id}: {title}")
+        return self.get(ticket_id)
+
+    def update(self, ticket: Ticket, *, title: str | None = None, body: str | None = None,
+               labels: tuple[str, ...] | None = None) -> Ticket:
+        values: dict[str, Any] = {}
+        if title is not None:
+            values["title"] = title
+        if body is not None:
+            with self.engine.connect() as conn:
+                old = conn.execute(sa.select(_tickets.c.body).where(_tickets.c.id == ticket.id)).scalar_one()
+            marker = re.search(r"<!-- mlops-bot:[^>]*-->", old)
+            values["body"] = body + (f"\n\n{marker.group(0)}" if marker else "")
+        if labels is not None:
+            values["labels"] = ",".join(labels)
+        if values:
+            with self.engine.begin() as conn:
+                conn.execute(_tickets.update().where(_tickets.c.id == ticket.id).values(**values))
+            self._print(f"[board] updated #{ticket.id}")
+        return self.get(ticket.id)
+
+    def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
+        with self.engine.begin() as conn:
+            comment_id = conn.execute(_ticket_comments.insert().values(
+                ticket_id=ticket_id, author=self.bot_name, body=_with_marker(body, marker), created_at=_now(self.clock),
+            )).inserted_primary_key[0]
+        self._print(f"[board #{ticket_id}] {self.bot_name}:", body)
+        return str(comment_id)
+
+    def add_comment(self, ticket_id: int, body: str, *, author: str) -> str:
+        with self.engine.begin() as conn:
+            return str(conn.execute(_ticket_comments.insert().values(
+                ticket_id=ticket_id, author=author, body=body, created_at=_now(self.clock))).inserted_primary_key[0])
+
+    def find_comment(self, ticket_id: int, marker: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_ticket_comments.c.id).where(
+                _ticket_comments.c.ticket_id == ticket_id, _ticket_comments.c.body.contains(marker_comment(marker)))).first()
+        return str(row.id) if row else None
+
+    def close(self, ticket_id: int) -> None:
+        with self.engine.begin() as conn:
+            changed = conn.execute(_tickets.update().where(_tickets.c.id == ticket_id, _tickets.c.state == "open")
+                                   .values(state="closed", closed_at=_now(self.clock))).rowcount
+        if changed:
+            self._print(f"[board] closed #{ticket_id}")
+
+    def get(self, ticket_id: int) -> Ticket | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_tickets).where(_tickets.c.id == ticket_id)).first()
+        return _ticket(row) if row else None
+
+    def tickets(self, *, state: str | None = None) -> list[Ticket]:
+        query = sa.select(_tickets).order_by(_tickets.c.id)
+        if state:
+            query = query.where(_tickets.c.state == state)
+        with self.engine.connect() as conn:
+            return [_ticket(row) for row in conn.execute(query).all()]
+
+    def details(self, ticket_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_tickets).where(_tickets.c.id == ticket_id)).first()
+            if row is None:
+                return None
+            board_comments = conn.execute(sa.select(_ticket_comments).where(_ticket_comments.c.ticket_id == ticket_id)
+                                          .order_by(_ticket_comments.c.id)).all()
+            # Commands typed on the ticket and the bot's answers to them live with the other comments.
+            conversation = conn.execute(sa.select(_comments).where(
+                _comments.c.target_kind == "ticket", _comments.c.number == ticket_id).order_by(_comments.c.id)).all()
+        comments = sorted(
+            [{"author": c.author, "body": _strip_markers(c.body), "created_at": c.created_at}
+             for c in [*board_comments, *conversation]],
+            key=lambda c: c["created_at"],
+        )
+        ticket = _ticket(row)
+        return {
+            "id": ticket.id, "key": ticket.key, "title": ticket.title, "state": ticket.state, "url": ticket.url,
+            "labels": list(ticket.labels), "body": _strip_markers(row.body), "created_at": row.created_at,
+            "closed_at": row.closed_at, "comments": comments,
+        }
+
+    def _print(self, line: str, body: str = "") -> None:
+        if self.out is not None:
+            print(line if not body else f"{line}\n{textwrap.indent(body.strip(), '    ')}", file=self.out, flush=True)
+
+
+def _ticket(row) -> Ticket:
+    return Ticket(id=row.id, key=row.key, title=row.title, state=row.state, url=f"board#{row.id}",
+                  labels=tuple(filter(None, row.labels.split(","))))
+
+
+class ConsoleChat:
+    """Chat printed to the console; messages are kept so threads and updates work as in Slack."""
+
+    name = "console"
+
+    def __init__(self, engine: sa.Engine, *, out: TextIO | None = sys.stdout,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.engine, self.out, self.clock = engine, out, clock
+
+    def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None) -> MessageRef:
+        message_id = self._store(channel, None, text, marker)
+        self._print(f"#{channel}", text)
+        return MessageRef(channel, message_id)
+
+    def update(self, message: MessageRef, text: str, *, blocks: list[dict] | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(_chat.update().where(_chat.c.id == int(message.id)).values(text=text, updated=_chat.c.updated + 1))
+        self._print(f"#{message.channel} (message {message.id} updated)", text)
+
+    def reply(self, parent: MessageRef, text: str, *, marker: str) -> MessageRef:
+        message_id = self._store(parent.channel, parent.id, text, marker)
+        self._print(f"#{parent.channel} ↳ thread of message {parent.id}", text)
+        return MessageRef(parent.channel, message_id, thread=parent.id)
+
+    def find_message(self, channel: str, marker: str, *, thread: str | None = None) -> MessageRef | None:
+        query = sa.select(_chat).where(_chat.c.channel == channel, _chat.c.marker == marker)
+        query = query.where(_chat.c.thread == thread) if thread else query.where(_chat.c.thread.is_(None))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return MessageRef(row.channel, str(row.id), thread=row.thread) if row else None
+
+    def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(_chat).order_by(_chat.c.id)
+        if channel:
+            query = query.where(_chat.c.channel == channel)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query).all()]
+
+    def _store(self, channel: str, thread: str | None, text: str, marker: str) -> str:
+        with self.engine.begin() as conn:
+            return str(conn.execute(_chat.insert().values(channel=channel, thread=thread, text=text, marker=marker,
+                                                         updated=0, created_at=_now(self.clock))).inserted_primary_key[0])
+
+    def _print(self, heading: str, text: str) -> None:
+        if self.out is not None:
+            print(f"💬 {heading}\n{textwrap.indent(text.strip(), '   │ ')}", file=self.out, flush=True)
+
+
+class InProcessEngine:
+    """Runs the pipeline in this process, to the end, before ``start`` returns."""
+
+    name = "local"
+
+    def __init__(self, registry, projects: dict[str, Path], *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.registry, self.projects, self.clock = registry, projects, clock
+
+    def start(self, project: str, *, run_id: str, trigger: str, reason: str, context: dict[str, Any],
+              promote: bool = True) -> RunHandle:
+        from pipeline.run import run_pipeline
+
+        finished = self.status(run_id)
+        if finished is not None and finished.status != "running":
+            return finished  # asked again after a restart: the run already happened
+        if project not in self.projects:
+            raise KeyError(f"no model project named {project!r}; known: {', '.join(self.projects)}")
+        result = run_pipeline(self.projects[project], self.registry, trigger=trigger, reason=reason, run_id=run_id,
+                              context=context, clock=self.clock, promote=promote)
+        return RunHandle(result.run_id, result.status, result=result.to_dict())
+
+    def status(self, run_id: str) -> RunHandle | None:
+        from pipeline.registry import RegistryError
+
+        try:
+            record = self.registry.get_run(run_id)
+        except RegistryError:
+            return None
+        details = record.details or {}
+        result = {
+            "run_id": record.run_id, "model": record.model, "status": record.status, "trigger": record.trigger,
+            "reason": record.reason, "failed_stage": record.failed_stage, "error": record.error,
+            "version": record.version, "promoted": details.get("promoted", False),
+            "validation": details.get("validation"), "stages": record.stages,
+            "reasons": [record.error] if record.error else list((details.get("validation") or {}).get("reasons", [])),
+        }
+        return RunHandle(record.run_id, record.status, result=result)
+
+
+def _with_marker(body: str, marker: str) -> str:
+    return f"{body}\n\n{marker_comment(marker)}" if marker else body
+
+
+def _strip_markers(body: str) -> str:
+    return re.sub(r"\s*<!-- mlops-bot:[^>]*-->", "", body)

@@ -1,0 +1,416 @@
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.events import Event, RunFinished
+from bot.outbox import Delivered, DeliveryReport, Outbox, PermanentError
+from bot.store import EffectRow, NewEffect, Store
+from integrations.ports import TransientError, marker_comment
+
+# Not imported from tests.conftest: the crash test's child process imports this module, and
+# conftest would make it load pandas and numpy first.
+REPO = Path(__file__).resolve().parent.parent
+START = datetime(2026, 1, 1, tzinfo=UTC)
+LOSE_RESPONSE = "write, then lose the response"
+
+
+class StillClock:
+    """Time that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FakeChat:
+    """A pretend service that keeps what was written, each with the marker hidden in it."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, marker: str, text: str) -> int:
+        self.writes.append(f"{text} {marker_comment(marker)}")
+        return len(self.writes)
+
+    def find(self, marker: str) -> int | None:
+        hidden = marker_comment(marker)
+        return next((n for n, write in enumerate(self.writes, 1) if hidden in write), None)
+
+
+class ScriptedHandler:
+    """Writes each effect's text to the chat; ``script`` says how the next deliveries go wrong.
+
+    A script step is an exception to raise before writing, or LOSE_RESPONSE: write, then raise
+    as a timeout would. With the script used up, deliveries succeed.
+    """
+
+    def __init__(self, chat: FakeChat, script=(), follow_ups=lambda effect: ()) -> None:
+        self.chat, self.script, self.follow_ups = chat, list(script), follow_ups
+        self.calls: list[str] = []
+
+    def deliver(self, effect: EffectRow) -> Delivered:
+        self.calls.append(f"deliver {effect.key}")
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, Exception):
+            raise step
+        number = self.chat.write(effect.key, effect.payload.get("text", ""))
+        if step == LOSE_RESPONSE:
+            raise TransientError("read timed out", outcome_unknown=True)
+        return Delivered({"message": number}, self.follow_ups(effect))
+
+    def find_done(self, effect: EffectRow) -> Delivered | None:
+        self.calls.append(f"find_done {effect.key}")
+        number = self.chat.find(effect.key)
+        return None if number is None else Delivered({"message": number, "found": True}, self.follow_ups(effect))
+
+
+@pytest.fixture
+def clock() -> StillClock:
+    return StillClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: StillClock):
+    store = Store.for_path(tmp_path / "state.db", clock=clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def chat() -> FakeChat:
+    return FakeChat()
+
+
+def owe(store: Store, *keys: str, lane: str = "lane", cause: str = "event-1", kind: str = "chat.post") -> None:
+    store.add_effects(cause, [NewEffect(key, kind, {"text": f"text of {key}"}, lane) for key in keys])
+
+
+def make_outbox(store: Store, handler, clock: StillClock, *, ingest=lambda event: None, **options) -> Outbox:
+    return Outbox(store, {"chat.post": handler}, ingest=ingest, clock=clock, jitter=lambda: 0.5, **options)
+
+
+def test_delivers_each_lane_in_order(store, chat, clock):
+    owe(store, "a1", "a2", "a3", lane="a")
+    owe(store, "b1", "b2", lane="b")
+
+    report = make_outbox(store, ScriptedHandler(chat), clock).deliver_due()
+
+    assert report == DeliveryReport(delivered=5)
+    assert [write.split()[2] for write in chat.writes] == ["a1", "b1", "a2", "b2", "a3"]
+    assert store.effect("a3").status == "done" and store.effect("a3").result == {"message": 5}
+    assert store.outbox_stats()["pending"] == 0
+
+
+def test_transient_failures_back_off_exponentially(store, chat, clock):
+    owe(store, "a1")
+    failing = ScriptedHandler(chat, [TransientError("503")] * 4)
+    box = make_outbox(store, failing, clock, base_delay_s=2.0, max_delay_s=10.0)
+
+    waits = []
+    for _ in range(4):
+        assert box.deliver_due() == DeliveryReport(retried=1)
+        assert box.deliver_due() == DeliveryReport()  # not due again yet
+        effect = store.effect("a1")
+        waits.append((effect.next_attempt_at - clock.now).total_seconds())
+        clock.now = effect.next_attempt_at
+
+    # 2 s doubling per failure, capped at 10 s, times 0.75 (jitter fixed at 0.5)
+    assert waits == [1.5, 3.0, 6.0, 7.5]
+    assert (effect.attempts, effect.last_error, effect.outcome_unknown) == (4, "TransientError: 503", False)
+    assert box.deliver_due() == DeliveryReport(delivered=1)
+    assert len(chat.writes) == 1
+
+
+def test_retry_after_is_honoured_when_longer(store, chat, clock):
+    owe(store, "a1", "b1")
+    owe(store, "c1", lane="other")
+    handler = ScriptedHandler(chat, [TransientError("slow down", retry_after=60), TransientError("hm", retry_after=0.1)])
+    make_outbox(store, handler, clock).deliver_due()
+
+    assert store.effect("a1").next_attempt_at == START + timedelta(seconds=60)
+    assert store.effect("c1").next_attempt_at == START + timedelta(seconds=1.5)
+
+
+def test_too_many_failures_make_an_effect_dead_and_free_its_lane(store, chat, clock):
+    owe(store, "a1", "a2")
+    box = make_outbox(store, ScriptedHandler(chat, [TransientError("503")] * 3), clock, max_attempts=3)
+
+    reports = []
+    for _ in range(3):
+        reports.append(box.deliver_due())
+        clock.now += timedelta(hours=1)
+
+    assert reports == [DeliveryReport(retried=1), DeliveryReport(retried=1), DeliveryReport(dead=1, delivered=1)]
+    dead = store.effect("a1")
+    assert (dead.status, dead.attempts) == ("dead", 3)
+    assert dead.last_error == "TransientError: 503 (gave up after 3 attempts)"
+    assert store.effect("a2").status == "done"
+
+
+def test_a_permanent_error_is_dead_at_once(store, chat, clock):
+    owe(store, "a1", "a2")
+    report = make_outbox(store, ScriptedHandler(chat, [PermanentError("404 no such pull request")]), clock).deliver_due()
+
+    assert report == DeliveryReport(dead=1, delivered=1)
+    assert store.effect("a1").status == "dead"
+    assert store.effect("a1").last_error == "PermanentError: 404 no such pull request"
+    assert [write.split()[2] for write in chat.writes] == ["a2"]
+
+
+def test_an_effect_nobody_handles_is_dead_with_a_reason(store, chat, clock):
+    owe(store, "a1", kind="jira.open")
+    assert make_outbox(store, ScriptedHandler(chat), clock).deliver_due() == DeliveryReport(dead=1)
+    assert store.effect("a1").last_error == "no handler for effect kind 'jira.open' (known: chat.post)"
+
+
+def test_an_unknown_outcome_is_looked_for_before_repeating(store, chat, clock):
+    owe(store, "a1", "a2")
+    handler = ScriptedHandler(chat, [LOSE_RESPONSE])
+    box = make_outbox(store, handler, clock)
+
+    assert box.deliver_due() == DeliveryReport(retried=1)
+    assert store.effect("a1").outcome_unknown
+    clock.now += timedelta(minutes=1)
+    assert box.deliver_due() == DeliveryReport(recovered=1, delivered=1)
+
+    assert handler.calls == ["deliver a1", "find_done a1", "deliver a2"]
+    assert chat.writes == [f"text of a1 {marker_comment('a1')}", f"text of a2 {marker_comment('a2')}"]
+    assert store.effect("a1").result == {"message": 1, "found": True}
+    assert not store.effect("a1").outcome_unknown
+
+
+def test_an_unknown_outcome_that_did_not_happen_is_delivered(store, chat, clock):
+    owe(store, "a1")
+    handler = ScriptedHandler(chat, [TransientError("read timed out", outcome_unknown=True),
+                                     TransientError("connection refused")])
+    box = make_outbox(store, handler, clock)
+    for _ in range(3):
+        box.deliver_due()
+        clock.now += timedelta(minutes=1)
+
+    assert handler.calls == ["deliver a1", "find_done a1", "deliver a1", "deliver a1"]
+    assert len(chat.writes) == 1 and store.effect("a1").status == "done"
+
+
+def test_a_surprising_exception_counts_as_an_unknown_outcome(store, chat, clock):
+    owe(store, "a1")
+    handler = ScriptedHandler(chat, [KeyError("id")])
+    box = make_outbox(store, handler, clock)
+    box.deliver_due()
+    assert store.effect("a1").outcome_unknown and store.effect("a1").last_error == "KeyError: 'id'"
+
+
+def test_follow_up_events_are_ingested_before_the_effect_is_complete(store, chat, clock):
+    owe(store, "run:r1", cause="merged:abc")
+    finished = RunFinished(run_id="r1", model="churn", status="succeeded")
+    ingested = []
+
+    def ingest(event: Event) -> None:
+        ingested.append((event.key, store.effect("run:r1").status))
+
+    handler = ScriptedHandler(chat, follow_ups=lambda effect: (finished,))
+    assert make_outbox(store, handler, clock, ingest=ingest).deliver_due() == DeliveryReport(delivered=1)
+    assert ingested == [("run-finished:r1", "pending")]
+    assert store.effect("run:r1").status == "done"
+
+
+def test_a_failure_between_ingest_and_complete_recovers_without_repeating(store, chat, clock):
+    owe(store, "run:r1")
+    finished = RunFinished(run_id="r1", model="churn", status="succeeded")
+    ingested = []
+
+    def ingest(event: Event) -> None:  # the dispatcher: idempotent by event key, failing once
+        if not ingested:
+            ingested.append("failed")
+            raise RuntimeError("database went away")
+        store.ingest(event.key, event.kind, "pipeline", event.to_dict())
+        ingested.append(event.key)
+
+    handler = ScriptedHandler(chat, follow_ups=lambda effect: (finished,))
+    box = make_outbox(store, handler, clock, ingest=ingest)
+    assert box.deliver_due() == DeliveryReport(retried=1)
+    clock.now += timedelta(minutes=1)
+    assert box.deliver_due() == DeliveryReport(recovered=1)
+
+    assert handler.calls == ["deliver run:r1", "find_done run:r1"]
+    assert ingested == ["failed", "run-finished:r1"] and len(chat.writes) == 1
+    assert store.seen("run-finished:r1")
+
+
+def test_should_stop_is_asked_between_effects(store, chat, clock):
+    owe(store, "a1", "a2")
+    owe(store, "b1", lane="b")
+    handler = ScriptedHandler(chat)
+    report = make_outbox(store, handler, clock).deliver_due(should_stop=lambda: len(handler.calls) >= 2)
+
+    assert report == DeliveryReport(delivered=2)
+    assert [e.key for e in store.effects(status="pending")] == ["a2"]
+
+
+def test_limit_bounds_one_delivery_round(store, chat, clock):
+    owe(store, "a1", "a2", "a3")
+    assert make_outbox(store, ScriptedHandler(chat), clock).deliver_due(limit=2) == DeliveryReport(delivered=2)
+
+
+def test_logs_name_effects_but_never_their_payload(store, chat, clock, caplog):
+    store.add_effects("e1", [NewEffect("a1", "chat.post", {"text": "token=s3cr3t"}, "lane")])
+    handler = ScriptedHandler(chat, [TransientError("rejected token=s3cr3t")])
+    box = make_outbox(store, handler, clock, max_attempts=2)
+    with caplog.at_level(logging.INFO, logger="mlops_bot.outbox"):
+        box.deliver_due()
+        clock.now += timedelta(minutes=1)
+        box.deliver_due()
+
+    assert len(caplog.messages) == 2
+    assert "a1 (chat.post) failed (TransientError)" in caplog.messages[0]
+    assert "a1 (chat.post) delivered" in caplog.messages[1]
+    assert "s3cr3t" not in caplog.text
+
+
+# The crash test: a bot process killed at random moments, again and again.
+
+KILLS = 30
+RUNS = 20  # pipeline-run effects; each one's follow-up event owes an announcement
+POSTS = 80
+_SPAWN_AHEAD = 3
+
+
+class FileService:
+    """A slowish outside service that appends each write to a file, and sometimes fails."""
+
+    def __init__(self, path: Path, rng: random.Random, flaky: float = 0.1) -> None:
+        self.path, self.rng, self.flaky = path, rng, flaky
+
+    def append(self, marker: str, text: str) -> None:
+        self._pause()
+        if self.rng.random() < self.flaky:
+            raise TransientError("connection refused")
+        line = f"{text} {marker_comment(marker)}\n".encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, line)  # one append: a kill lands before or after it, never inside
+        finally:
+            os.close(fd)
+        self._pause()  # the response on its way back: a kill here leaves the outcome unknown
+        if self.rng.random() < self.flaky:
+            raise TransientError("read timed out", outcome_unknown=True)
+
+    def contains(self, marker: str) -> bool:
+        return marker_comment(marker) in self.path.read_text()
+
+    def _pause(self) -> None:
+        time.sleep(self.rng.uniform(0, 0.006))
+
+
+class FileHandler:
+    def __init__(self, service: FileService) -> None:
+        self.service = service
+
+    def deliver(self, effect: EffectRow) -> Delivered:
+        self.service.append(effect.key, effect.payload["text"])
+        return Delivered({"found": False}, self._follow_ups(effect))
+
+    def find_done(self, effect: EffectRow) -> Delivered | None:
+        if not self.service.contains(effect.key):
+            return None
+        return Delivered({"found": True}, self._follow_ups(effect))
+
+    def _follow_ups(self, effect: EffectRow) -> tuple[Event, ...]:
+        run_id = effect.payload.get("run_id")
+        return () if run_id is None else (RunFinished(run_id=run_id, model="churn", status="succeeded"),)
+
+
+def crash_child(db: str, service_file: str, seed: str) -> None:
+    """The bot as the crash test runs it: deliver until nothing is pending."""
+    sys.stdin.readline()  # imported and ready: wait for the parent's word
+    print("started", flush=True)
+    store = Store.for_path(Path(db))
+
+    def ingest(event: RunFinished) -> None:  # as the dispatcher does: the event owes an announcement
+        announce = NewEffect(f"announce:{event.run_id}", "file.append", {"text": f"{event.run_id} finished"},
+                             lane="announce")
+        store.ingest(event.key, event.kind, "pipeline", event.to_dict(), [announce])
+
+    handler = FileHandler(FileService(Path(service_file), random.Random(int(seed))))
+    box = Outbox(store, {"file.append": handler}, ingest=ingest, base_delay_s=0.001, max_delay_s=0.005,
+                 max_attempts=1000)
+    while store.outbox_stats()["pending"]:
+        box.deliver_due()
+        time.sleep(0.001)  # only effects waiting out a back-off are left
+
+
+def _spawn(db: Path, service_file: Path, seed: int) -> subprocess.Popen:
+    code = "import sys; from tests.test_outbox import crash_child; crash_child(*sys.argv[1:])"
+    return subprocess.Popen([sys.executable, "-c", code, str(db), str(service_file), str(seed)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path):
+    db, service_file = tmp_path / "state.db", tmp_path / "service.log"
+    service_file.touch()
+    store = Store.for_path(db)
+    for n in range(RUNS + POSTS):
+        payload = {"text": f"write {n}", **({"run_id": f"r{n}"} if n < RUNS else {})}
+        store.ingest(f"event-{n}", "command", "test", {}, [NewEffect(f"post:{n}", "file.append", payload, f"lane-{n % 5}")])
+    store.close()
+
+    rng = random.Random(20260101)
+    written_at_kill = []
+    # Children are started ahead, while the one before them works, to hide their start-up time.
+    runs = range(KILLS + 1)
+    waiting = deque(_spawn(db, service_file, seed) for seed in runs[:_SPAWN_AHEAD])
+    try:
+        for run in runs:
+            child = waiting.popleft()
+            if run + _SPAWN_AHEAD in runs:
+                waiting.append(_spawn(db, service_file, seed=run + _SPAWN_AHEAD))
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == b"started\n", child.stderr.read().decode()
+            if run < KILLS:
+                time.sleep(rng.uniform(0, 0.12))
+                child.kill()
+                child.communicate()
+                written_at_kill.append(len(service_file.read_text().splitlines()))
+            else:
+                _, errors = child.communicate(timeout=60)
+                assert child.returncode == 0, errors.decode()
+    finally:
+        for child in waiting:  # only when the test failed half-way
+            child.kill()
+            child.communicate()
+
+    lines = service_file.read_text().splitlines()
+    markers = [re.search(r"<!-- mlops-bot:(.*) -->", line).group(1) for line in lines]
+    owed = [f"post:{n}" for n in range(RUNS + POSTS)] + [f"announce:r{n}" for n in range(RUNS)]
+    assert Counter(markers) == Counter(owed)  # every effect, exactly once
+
+    store = Store.for_path(db)
+    assert store.outbox_stats() | {"oldest_pending_age_s": None} == {
+        "pending": 0, "dead": 0, "done": len(owed), "oldest_pending_age_s": None,
+    }
+    assert all(store.seen(f"run-finished:r{n}") for n in range(RUNS))
+    effects = sorted(store.effects(limit=1000), key=lambda effect: effect.id)
+    for lane in {effect.lane for effect in effects}:  # and each lane in the order it was owed
+        in_lane = [effect.key for effect in effects if effect.lane == lane]
+        assert [marker for marker in markers if marker in in_lane] == in_lane
+    recovered = sum(effect.result["found"] for effect in effects)
+    store.close()
+
+    # The kills came while there was work left, and some hit between a write and its record.
+    assert sum(written < len(owed) for written in written_at_kill) >= KILLS // 2, written_at_kill
+    assert recovered > 0
