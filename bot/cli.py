@@ -557,6 +557,83 @@ def _parse_ref(app, ref: str) -> tuple[str, str]:
     raise OperationFailed(f"cannot read reference {ref!r}; use v3, {model}:v3, run-..., ticket:12, change:4 or commit:SHA")
 
 
+@cli.command("doctor")
+@pass_context
+def doctor(obj: _Context) -> None:
+    """Check the settings and each configured service; say what is wrong and how to fix it."""
+    checks = _doctor_checks(obj)
+    failed = 0
+    for name, problem, fix in checks:
+        if problem:
+            failed += 1
+            click.echo(f"✗ {name}: {problem}\n    fix: {fix}")
+        else:
+            click.echo(f"✓ {name}")
+    if failed:
+        click.echo(f"{failed} problem(s) found", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo("all checks passed")
+
+
+def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
+    """(what was checked, the problem or None, how to fix it)."""
+    import shutil
+
+    settings = obj.settings  # a settings problem has already stopped us with exit 2
+    checks: list[tuple[str, str | None, str]] = [("settings", None, "")]
+    from pipeline.spec import SpecError, load_project
+
+    try:
+        spec = load_project(settings.project_dir)
+        checks.append((f"model project {spec.name} ({spec.root})", None, ""))
+    except SpecError as exc:
+        checks.append(("model project", str(exc), "fix mlops.toml, or point MLOPS_PROJECT_DIR at your project"))
+        spec = None
+    if spec is not None:
+        from pipeline.data import DataError, load_dataset
+
+        try:
+            rows = len(load_dataset(spec.data, spec.root).features)
+            checks.append((f"training data ({rows} labelled rows)", None, ""))
+        except DataError as exc:
+            checks.append(("training data", str(exc), "check data.path and data.target in mlops.toml"))
+        from pipeline.drift import DriftConfig
+
+        try:
+            DriftConfig.from_dict(spec.drift)
+            checks.append(("drift settings ([drift] in mlops.toml)", None, ""))
+        except ValueError as exc:
+            checks.append(("drift settings ([drift] in mlops.toml)", str(exc), "fix the [drift] table in mlops.toml"))
+    if shutil.which("git") is None:
+        checks.append(("git", "git is not installed", "install git (e.g. apt-get install git)"))
+    else:
+        from bot.app import _git_root
+
+        root = settings.repo_dir or (_git_root(spec.root) if spec else None)
+        checks.append(("local git repository" + (f" ({root})" if root else ""),
+                       None if root and _git_root(Path(root)) else "no git repository holds the project",
+                       "set MLOPS_REPO_DIR to the repository whose commits should trigger runs, or run `git init`"))
+    from bot.store import Store, StoreError
+
+    try:
+        Store(settings.state_database_url).close()
+        checks.append(("state database", None, ""))
+    except StoreError as exc:
+        checks.append(("state database", str(exc), "stop the other mlops-bot, or set MLOPS_STATE_URL"))
+    from pipeline.registry import ModelRegistry, RegistryError
+
+    try:
+        ModelRegistry(settings.registry_dir)
+        checks.append((f"model registry ({settings.registry_dir})", None, ""))
+    except (RegistryError, OSError) as exc:
+        checks.append(("model registry", str(exc), "set MLOPS_DATA_DIR to a writable folder"))
+    batches = settings.batches_dir
+    checks.append((f"monitoring folder ({batches})",
+                   None if batches.is_dir() or not batches.exists() else f"{batches} is not a folder",
+                   "set MLOPS_MONITOR_DIR to a folder of CSV or Parquet batches"))
+    return checks
+
+
 @cli.group()
 def board() -> None:
     """The local board of retrain tickets (embedded default tracker)."""

@@ -185,6 +185,14 @@ class ProjectSpec(_Strict):
                 )
         return self
 
+    @field_validator("drift")
+    @classmethod
+    def _drift_settings_parse(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.drift import DriftConfig
+
+        DriftConfig.from_dict(value)  # raises ValueError naming the bad key
+        return value
+
     @property
     def name(self) -> str:
         return self.project.name

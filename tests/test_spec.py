@@ -48,3 +48,9 @@ def test_missing_spec_file_and_folder(tmp_path):
         load_project(tmp_path)
     with pytest.raises(SpecError, match="does not exist"):
         load_project(tmp_path / "nowhere")
+
+
+def test_drift_settings_are_checked_when_the_project_is_read(tmp_path):
+    write_project(tmp_path, TINY_TOML + "\n[drift]\nfdr_levle = 0.1\n")
+    with pytest.raises(SpecError, match="'drift': .*fdr_levle"):
+        load_project(tmp_path)

@@ -1,0 +1,152 @@
+"""The bot's commands end to end through the CLI, on embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import cli
+from tests.conftest import PROJECT, tiny_frame
+
+
+@pytest.fixture
+def bot(repo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("MLOPS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(repo / PROJECT))
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_DRIFT_COOLDOWN_S", "0")
+
+    def invoke(*args: str, input: str | None = None):
+        return CliRunner().invoke(cli, list(args), input=input)
+
+    return invoke
+
+
+def write_batch(tmp_path, name: str, shift: float) -> None:
+    frame = tiny_frame(300, seed=11).drop(columns=["label"])
+    frame["x1"] += shift
+    (tmp_path / "state" / "batches").mkdir(parents=True, exist_ok=True)
+    frame.to_csv(tmp_path / "state" / "batches" / name, index=False)
+
+
+def test_the_whole_loop_from_the_command_line(bot, tmp_path):
+    first = bot("run", "--once", "--json")
+    assert first.exit_code == 0, first.output
+    status = json.loads(bot("status", "--json").output)
+    assert status["production"]["version"] == 1 and status["open_tickets"] == []
+
+    write_batch(tmp_path, "b1.csv", shift=3.0)
+    assert bot("run", "--once").exit_code == 0
+    tickets = json.loads(bot("board", "list", "--json").output)
+    assert len(tickets) == 1 and tickets[0]["state"] == "open"
+    ticket = tickets[0]["id"]
+
+    answered = bot("console", "--on", f"ticket:{ticket}", input="/status\n/retrain new data\n:quit\n")
+    assert answered.exit_code == 0, answered.output
+    assert "Retraining **tiny**" in answered.output
+    shown = json.loads(bot("board", "show", str(ticket), "--json").output)
+    assert shown["state"] == "closed"
+    assert any("Closing this ticket" in c["body"] for c in shown["comments"])
+
+    traced = json.loads(bot("trace", f"ticket:{ticket}", "--json").output)
+    assert {"from": f"ticket:{ticket}", "relation": "closed_by", "to": "model:tiny:v2"} in traced["links"]
+    back = json.loads(bot("trace", "v2", "--json").output)
+    assert any(link["to"] == f"ticket:{ticket}" for link in back["links"])
+
+    events = json.loads(bot("events", "list", "--json").output)
+    assert {"command", "drift_found", "run_finished"} <= {e["kind"] for e in events}
+    assert all(effect["status"] == "done" for e in events for effect in e["effects"])
+
+
+def test_board_comment_runs_the_command(bot, tmp_path):
+    bot("run", "--once")
+    write_batch(tmp_path, "b1.csv", shift=3.0)
+    bot("run", "--once")
+    result = bot("board", "comment", "1", "/drift")
+    assert result.exit_code == 0
+    assert "Drift check of **tiny** v1" in json.dumps(json.loads(bot("board", "show", "1", "--json").output))
+    missing = bot("board", "show", "42")
+    assert missing.exit_code == 1 and "there is no ticket #42" in missing.output
+
+
+def test_doctor_reports_problems_with_fixes(bot, repo, tmp_path, monkeypatch):
+    healthy = bot("doctor")
+    assert healthy.exit_code == 0 and "all checks passed" in healthy.output
+    (repo / PROJECT / "data.csv").unlink()
+    broken = bot("doctor")
+    assert broken.exit_code == 1
+    assert "✗ training data: no data file matches" in broken.output and "fix: check data.path" in broken.output
+
+
+def test_drift_check_command(bot, tmp_path):
+    bot("run", "--once")
+    write_batch(tmp_path, "b1.csv", shift=3.0)
+    batch = str(tmp_path / "state" / "batches" / "b1.csv")
+    plain = bot("drift", "check", "--reference", "v1", "--current", batch, "--report-dir", str(tmp_path / "r"))
+    assert plain.exit_code == 0 and "x1" in plain.output
+    assert (tmp_path / "r" / "report.png").is_file()
+    failing = bot("drift", "check", "--reference", "v1", "--current", batch, "--fail-on-drift", "--json")
+    assert failing.exit_code == 3 and json.loads(failing.output)["drifted"] is True
+    bad = bot("drift", "check", "--reference", "v1", "--current", str(tmp_path / "nope.csv"))
+    assert bad.exit_code == 1 and bad.output.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("MLOPS_POLL_INTERVAL_S=soon", "settings error: MLOPS_POLL_INTERVAL_S: Input should be a valid number"),
+        ("MLOPS_DRIFT_MIN_SEVERITY=huge", "settings error: MLOPS_DRIFT_MIN_SEVERITY: Input should be 'low', 'medium' or 'high'"),
+        ('MLOPS_TICKET_PATTERNS=["#\\\\d+"]', "must have exactly one group"),
+    ],
+)
+def test_a_settings_file_with_bad_values(bot, tmp_path, line, message):
+    (tmp_path / ".env").write_text(line + "\n")
+    result = bot("status")
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_locked_state_database_is_reported(bot, tmp_path):
+    bot("run", "--once")
+    holder = sqlite3.connect(tmp_path / "state" / "state.db", timeout=0.1)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = bot("run", "--once")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1
+    assert "is locked by another process" in result.output
+
+
+def test_a_state_database_from_a_newer_bot_is_refused(bot, tmp_path):
+    bot("run", "--once")
+    with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
+        conn.execute("update schema_info set value = '99' where name = 'schema_version'")
+    result = bot("status")
+    assert result.exit_code == 1 and "upgrade mlops-bot" in result.output
+
+
+def test_sigterm_stops_the_running_bot_cleanly(repo, tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+           "MLOPS_PROJECT_DIR": str(repo / PROJECT), "MLOPS_DATA_DIR": str(tmp_path / "state")}
+    process = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "state" / "registry" / "models" / "tiny" / "v1").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-2000:]
+    assert "finishing the effect in flight" in err and "mlops-bot stopped" in err
