@@ -395,6 +395,29 @@ def run_bot(obj: _Context, once: bool, as_json: bool) -> None:
     run_forever(app)
 
 
+@cli.command("serve")
+@click.option("--host", default=None, metavar="HOST", help="Address to listen on (default: MLOPS_HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, metavar="PORT", help="Port to listen on (default: MLOPS_PORT, 8080).")
+@pass_context
+def serve(obj: _Context, host: str | None, port: int | None) -> None:
+    """Receive webhooks (POST /webhooks/github) and run the bot's jobs alongside."""
+    import uvicorn
+
+    from bot.scheduler import Runner
+    from bot.webhooks import create_app
+
+    app = _app(obj)
+    runner = Runner(app)
+    web = create_app(app, wake=runner.wake)
+    host, port = host or obj.settings.host, port or obj.settings.port
+    runner.start()
+    try:
+        # uvicorn handles SIGTERM and Ctrl-C: it stops taking requests, then we stop the jobs.
+        uvicorn.run(web, host=host, port=port, log_level=obj.settings.log_level.lower(), access_log=False)
+    finally:
+        runner.stop()
+
+
 @cli.command("console")
 @click.option("--on", "on", default=None, metavar="ticket:N|change:N",
               help="Where typed comments go (default: the open retrain ticket, else the latest change).")

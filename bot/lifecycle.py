@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,10 @@ class Lifecycle:
     def _on_change_merged(self, event: ChangeMerged) -> list[NewEffect]:
         change = event.change
         watched = self.settings.watch_branch or getattr(self.scm, "branch", change.branch)
+        if not change.paths and hasattr(self.scm, "change_paths"):
+            # A webhook's pull request carries no file list; ask for it (a TransientError leaves the
+            # event unstored, and the poller brings the merge again later).
+            change = replace(change, paths=tuple(self.scm.change_paths(change.repo, change.number)))
         if change.branch != watched or not self.touches_project(change.paths):
             return []
         run_id = _run_id(f"{change.repo}:{change.commit}")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "load_settings"]
+__all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "env_name", "load_settings"]
 
 ENV_PREFIX = "MLOPS_"
 # The example ships in the source tree; the default project is used when nothing else is set.
@@ -32,6 +32,7 @@ class Settings(BaseSettings):
         extra="ignore",  # the .env file may hold other tools' settings too
         frozen=True,
         validate_default=True,
+        populate_by_name=True,  # tests and code build Settings(github_webhook_secret=...) by field name
     )
 
     data_dir: Path = Field(
@@ -108,6 +109,18 @@ class Settings(BaseSettings):
         examples=['["#(\\d+)"]'],
     )
 
+    # Serving webhooks (`mlops-bot serve`).
+    host: str = Field(default="127.0.0.1", description="Address `mlops-bot serve` listens on.", examples=["0.0.0.0"])
+    port: int = Field(default=8080, ge=1, le=65535, description="Port `mlops-bot serve` listens on.", examples=[9000])
+    webhook_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024,
+                                   description="Largest webhook body accepted, in bytes (larger ones get 413).",
+                                   examples=[26214400])
+    github_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias="GITHUB_WEBHOOK_SECRET",
+        description="Secret of the GitHub webhook; deliveries are refused while it is unset.",
+        examples=["a-long-random-string"],
+    )
+
     @field_validator("command_permissions")
     @classmethod
     def _known_commands_and_levels(cls, value: dict[str, str]) -> dict[str, str]:
@@ -157,12 +170,21 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         raise SettingsError(describe_errors(exc)) from None
 
 
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a field: its ecosystem name, or the bot's prefix and name."""
+    field = Settings.model_fields.get(field_name)
+    if field is not None and isinstance(field.validation_alias, str):
+        return field.validation_alias
+    return (ENV_PREFIX + field_name).upper()
+
+
 def describe_errors(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field_name = str(error["loc"][0]) if error["loc"] else ""
-        field = Settings.model_fields.get(field_name)
-        variable = (ENV_PREFIX + field_name).upper()
+        field = Settings.model_fields.get(field_name) or next(
+            (f for f in Settings.model_fields.values() if f.validation_alias == field_name), None)
+        variable = env_name(field_name)
         example = f"; e.g. {variable}={field.examples[0]}" if field and field.examples else ""
         # Never echo the value: it may be a secret.
         problems.append(f"{variable}: {error['msg'].removeprefix('Value error, ')}{example}")

@@ -164,6 +164,10 @@ class SourceControl(Protocol):
     def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
         """Tickets the change refers to, as (tracker name, number): ``Fixes #12``, ``AB#34``."""
 
+    # Optional: ``change_paths(repo, number) -> list[str]``, the files a change touched, for changes
+    # that arrive without them (a webhook's pull request). Adapters whose changes always carry their
+    # paths leave it out.
+
 
 @runtime_checkable
 class Tracker(Protocol):

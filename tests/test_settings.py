@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from bot.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from bot.settings import Settings, SettingsError, env_name, load_settings
 from tests.conftest import REPO
 
-VARIABLES = [(ENV_PREFIX + name).upper() for name in Settings.model_fields]
+VARIABLES = [env_name(name) for name in Settings.model_fields]
 
 
 @pytest.fixture

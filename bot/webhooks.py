@@ -1,0 +1,117 @@
+"""The thin HTTP entry: verify, parse into events, hand them to the same dispatcher as polling.
+
+``POST /webhooks/github`` checks ``X-Hub-Signature-256`` in constant time, then stores the event
+(once: its natural key is the same as the poller's) and answers 202; the outbox does the work.
+``GET /healthz`` says the process is alive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bot.app import BotApp
+from bot.events import ChangeMerged, CommandGiven, TicketClosed
+from integrations.github_payloads import parse_delivery
+from integrations.ports import TransientError
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("mlops_bot.webhooks")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starlette:
+    settings = bot.settings
+    limit = settings.webhook_max_bytes
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _BodyTooLarge
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _BodyTooLarge
+        return bytes(body)
+
+    async def github(request: Request) -> JSONResponse:
+        secret = settings.github_webhook_secret
+        if secret is None:
+            return _error(403, "GitHub webhooks are off: set GITHUB_WEBHOOK_SECRET to the secret of the webhook")
+        try:
+            body = await read_body(request)
+        except _BodyTooLarge:
+            return _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
+        signature = request.headers.get("x-hub-signature-256", "")
+        expected = "sha256=" + hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+        if not signature or not hmac.compare_digest(signature.encode(), expected.encode()):
+            return _error(401, "bad or missing X-Hub-Signature-256; check that the webhook's secret matches "
+                               "GITHUB_WEBHOOK_SECRET")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            return _error(400, "the body is not JSON; set the webhook's content type to application/json")
+        event = request.headers.get("x-github-event", "")
+        delivery = request.headers.get("x-github-delivery", "")
+        try:
+            fact = parse_delivery(event, payload, bot_login=settings.bot_name)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, f"cannot read this {event or 'unnamed'} delivery: {exc}")
+        try:
+            return await _run_sync(lambda: _accept(bot, fact, delivery, wake))
+        except TransientError as exc:
+            # Nothing was stored; the poller will bring the same change or comment again.
+            log.warning("delivery %s not stored yet: %s", delivery, type(exc).__name__)
+            return _error(503, "GitHub could not be asked for details just now; the poller will pick this up")
+
+    def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/webhooks/github", github, methods=["POST"]),
+                             Route("/healthz", healthz, methods=["GET"])])
+
+
+def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONResponse:
+    if delivery and bot.store.get_state("deliveries", f"github:{delivery}"):
+        return JSONResponse({"status": "duplicate", "delivery": delivery}, status_code=200)
+    if fact.kind == "ping":
+        answer = JSONResponse({"status": "pong"}, status_code=200)
+    elif fact.kind == "ignored":
+        answer = JSONResponse({"status": "ignored", "reason": fact.ignored}, status_code=202)
+    else:
+        event = {
+            "comment": lambda: CommandGiven("github", fact.comment),
+            "merged": lambda: ChangeMerged("github", fact.change),
+            "ticket_closed": lambda: TicketClosed("github", fact.ticket, by=fact.by),
+        }[fact.kind]()
+        new = bot.lifecycle.handle(event, source="github")
+        answer = JSONResponse({"status": "accepted" if new else "seen before", "event": event.key}, status_code=202)
+        if new:
+            wake()
+    if delivery:
+        bot.store.put_state("deliveries", f"github:{delivery}", {"at": bot.clock().isoformat()})
+    return answer
+
+
+async def _run_sync(call):
+    # The store and the dispatcher are synchronous; keep them off the event loop.
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(call)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

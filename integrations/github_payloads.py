@@ -1,0 +1,114 @@
+"""GitHub's JSON (REST responses and webhook deliveries share these shapes) into the ports' values.
+
+The poller and the webhook route both call these, so a comment or a merge reads the same whichever
+way it arrived, and its event key is the same: that is what lets polling and webhooks run together
+without handling anything twice.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from integrations.ports import Change, Comment, Target
+
+__all__ = ["WebhookFact", "change_from_pull", "comment_from_json", "parse_delivery"]
+
+_NUMBER_IN_URL = re.compile(r"/(?P<kind>issues|pull)/(?P<number>\d+)")
+
+
+def _time(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def comment_from_json(repo: str, comment: dict[str, Any], *, issue: dict[str, Any] | None = None,
+                      bot_login: str = "", edited: bool | None = None) -> Comment:
+    """A comment from the REST API or a webhook; whether it sits on a pull request comes from the
+    issue (when given) or from the comment's own html_url (``/pull/N``)."""
+    match = _NUMBER_IN_URL.search(comment.get("html_url", "")) or _NUMBER_IN_URL.search(comment.get("issue_url", ""))
+    if issue is not None:
+        number, on_pull = int(issue["number"]), "pull_request" in issue and issue["pull_request"] is not None
+    elif match:
+        number, on_pull = int(match["number"]), match["kind"] == "pull"
+    else:
+        raise ValueError(f"comment {comment.get('id')} names no issue or pull request")
+    user = comment.get("user") or {}
+    login = user.get("login", "")
+    if edited is None:
+        edited = bool(comment.get("updated_at")) and comment.get("updated_at") != comment.get("created_at")
+    return Comment(
+        id=str(comment["id"]),
+        target=Target("change" if on_pull else "ticket", repo, number),
+        author=login,
+        body=comment.get("body") or "",
+        created_at=_time(comment.get("created_at")),
+        url=comment.get("html_url", ""),
+        edited=edited,
+        by_bot=bool(bot_login) and login.lower() in {bot_login.lower(), f"{bot_login.lower()}[bot]"},
+    )
+
+
+def change_from_pull(pull: dict[str, Any], *, paths: tuple[str, ...] = ()) -> Change:
+    """A merged pull request; ``paths`` come from its files, which the payload does not carry."""
+    base_repo = (pull.get("base") or {}).get("repo") or {}
+    head_repo = (pull.get("head") or {}).get("repo") or {}
+    return Change(
+        repo=base_repo.get("full_name", ""),
+        number=int(pull["number"]),
+        title=pull.get("title") or "",
+        body=pull.get("body") or "",
+        author=(pull.get("user") or {}).get("login", ""),
+        commit=pull.get("merge_commit_sha") or "",
+        merged_at=_time(pull.get("merged_at")),
+        url=pull.get("html_url", ""),
+        branch=(pull.get("base") or {}).get("ref", ""),
+        paths=paths,
+        from_fork=bool(head_repo) and head_repo.get("full_name") != base_repo.get("full_name"),
+    )
+
+
+class WebhookFact:
+    """What a delivery says, in the ports' words: a comment, a merge, a closed issue, or nothing."""
+
+    def __init__(self, kind: str, *, comment: Comment | None = None, change: Change | None = None,
+                 ticket: int | None = None, repo: str = "", by: str = "", ignored: str = ""):
+        self.kind, self.comment, self.change, self.ticket = kind, comment, change, ticket
+        self.repo, self.by, self.ignored = repo, by, ignored
+
+
+def parse_delivery(event: str, payload: dict[str, Any], *, bot_login: str = "") -> WebhookFact:
+    """Read one webhook delivery. Raises ValueError (a 400) when a known event lacks what it needs."""
+    if not isinstance(payload, dict):
+        raise ValueError("the body is not a JSON object")
+    action = payload.get("action", "")
+    repo = (payload.get("repository") or {}).get("full_name", "")
+    if event == "ping":
+        return WebhookFact("ping", repo=repo)
+    if event == "issue_comment":
+        if action != "created":
+            return WebhookFact("ignored", repo=repo, ignored=f"issue_comment {action}: only new comments carry commands")
+        _require(payload, "comment", "issue", "repository")
+        return WebhookFact("comment", repo=repo, comment=comment_from_json(
+            repo, payload["comment"], issue=payload["issue"], bot_login=bot_login, edited=False))
+    if event == "pull_request":
+        _require(payload, "pull_request", "repository")
+        pull = payload["pull_request"]
+        if action == "closed" and pull.get("merged"):
+            return WebhookFact("merged", repo=repo, change=change_from_pull(pull))
+        return WebhookFact("ignored", repo=repo, ignored=f"pull_request {action}: only merges start a run")
+    if event == "issues":
+        _require(payload, "issue", "repository")
+        if action == "closed":
+            return WebhookFact("ticket_closed", repo=repo, ticket=int(payload["issue"]["number"]),
+                               by=(payload.get("sender") or {}).get("login", ""))
+        return WebhookFact("ignored", repo=repo, ignored=f"issues {action}: only closing matters to the bot")
+    return WebhookFact("ignored", repo=repo, ignored=f"{event or 'unnamed'} events are not used by the bot")
+
+
+def _require(payload: dict[str, Any], *keys: str) -> None:
+    missing = [key for key in keys if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise ValueError(f"the delivery has no {', '.join(missing)} object")
