@@ -164,6 +164,9 @@ def build(
     create_local_tables(store.engine)
     registry = registry or ModelRegistry(settings.registry_dir, clock=clock)
     repo_dir = settings.repo_dir or _git_root(spec.root) or spec.root
+    if settings.github_enabled and (scm is None or tracker is None):
+        github_scm, github_tracker = _github(settings, clock)
+        scm, tracker = scm or github_scm, tracker or github_tracker
     scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
                                 clock=clock, out=out)
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)
@@ -174,6 +177,19 @@ def build(
                           engine=engine, project=project, clock=clock)
     outbox = Outbox(store, lifecycle.handlers(), ingest=lambda event: lifecycle.handle(event), clock=clock)
     return BotApp(settings=settings, store=store, lifecycle=lifecycle, outbox=outbox, clock=clock)
+
+
+def _github(settings: Settings, clock):
+    from integrations.github import GitHubAuth, GitHubClient, GitHubIssues, GitHubSource, connect
+
+    secret = lambda value: value.get_secret_value() if value is not None else None  # noqa: E731
+    auth = GitHubAuth(token=secret(settings.github_token), app_id=settings.github_app_id,
+                      private_key=(secret(settings.github_app_private_key) or "").replace("\\n", "\n") or None,
+                      installation_id=settings.github_app_installation_id)
+    client = GitHubClient(connect(auth, base_url=settings.github_api_url, timeout=settings.github_timeout_s),
+                          settings.github_repository,
+                          bot_login=settings.bot_name, reserve=settings.github_rate_limit_reserve, clock=clock)
+    return GitHubSource(client, branch=settings.watch_branch), GitHubIssues(client)
 
 
 def _git_root(path: Path) -> Path | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "env_name", "load_settings"]
@@ -121,6 +121,55 @@ class Settings(BaseSettings):
         examples=["a-long-random-string"],
     )
 
+    # GitHub (source control and tracker when a token or an App is configured).
+    github_token: SecretStr | None = Field(
+        default=None, validation_alias="GITHUB_TOKEN",
+        description="GitHub token (fine-grained: issues, pull requests, commit statuses read/write; metadata read).",
+        examples=["github_pat_..."],
+    )
+    github_repository: str | None = Field(
+        default=None, validation_alias="GITHUB_REPOSITORY", pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="The repository the bot watches, as owner/name.", examples=["acme/churn-model"],
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", validation_alias="GITHUB_API_URL",
+        description="GitHub's REST API (GitHub Enterprise: https://HOST/api/v3).", examples=["https://github.example.com/api/v3"],
+    )
+    github_app_id: str | None = Field(default=None, validation_alias="GITHUB_APP_ID",
+                                      description="GitHub App id, to act as an App instead of with a token.",
+                                      examples=["123456"])
+    github_app_private_key: SecretStr | None = Field(
+        default=None, validation_alias="GITHUB_APP_PRIVATE_KEY",
+        description="The App's private key (PEM text, newlines as \\n).", examples=["-----BEGIN RSA PRIVATE KEY-----\\n..."],
+    )
+    github_app_installation_id: int | None = Field(
+        default=None, validation_alias="GITHUB_APP_INSTALLATION_ID",
+        description="The App's installation id on the repository's account.", examples=[7654321],
+    )
+    github_rate_limit_reserve: int = Field(
+        default=100, ge=0, description="GitHub requests kept in reserve: below it the bot waits for the reset.",
+        examples=[500],
+    )
+
+    github_timeout_s: float = Field(default=15.0, ge=1, description="Seconds to wait for one GitHub request.",
+                                    examples=[30])
+
+    @model_validator(mode="after")
+    def _github_complete(self) -> Settings:
+        app = [self.github_app_id, self.github_app_private_key, self.github_app_installation_id]
+        if any(app) and not all(app):
+            raise ValueError("GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and GITHUB_APP_INSTALLATION_ID go together; "
+                             "set all three, or use GITHUB_TOKEN")
+        if (self.github_token or all(app)) and not self.github_repository:
+            raise ValueError("GitHub credentials are set but GITHUB_REPOSITORY is not; e.g. GITHUB_REPOSITORY=acme/churn-model")
+        if self.github_repository and not (self.github_token or all(app)):
+            raise ValueError("GITHUB_REPOSITORY is set but no credentials: set GITHUB_TOKEN (or the GitHub App settings)")
+        return self
+
+    @property
+    def github_enabled(self) -> bool:
+        return bool(self.github_repository)
+
     @field_validator("command_permissions")
     @classmethod
     def _known_commands_and_levels(cls, value: dict[str, str]) -> dict[str, str]:
@@ -181,11 +230,16 @@ def env_name(field_name: str) -> str:
 def describe_errors(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        field_name = str(error["loc"][0]) if error["loc"] else ""
-        field = Settings.model_fields.get(field_name) or next(
-            (f for f in Settings.model_fields.values() if f.validation_alias == field_name), None)
-        variable = env_name(field_name)
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names the variables
+            problems.append(message)
+            continue
+        located = str(error["loc"][0])
+        name = located if located in Settings.model_fields else next(
+            (n for n, f in Settings.model_fields.items() if f.validation_alias == located), located)
+        field = Settings.model_fields.get(name)
+        variable = env_name(name) if field else located.upper()
         example = f"; e.g. {variable}={field.examples[0]}" if field and field.examples else ""
         # Never echo the value: it may be a secret.
-        problems.append(f"{variable}: {error['msg'].removeprefix('Value error, ')}{example}")
+        problems.append(f"{variable}: {message}{example}")
     return "; ".join(problems)

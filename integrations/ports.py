@@ -22,6 +22,7 @@ __all__ = [
     "Chat",
     "Comment",
     "MessageRef",
+    "PermanentError",
     "Permission",
     "PipelineEngine",
     "RunHandle",
@@ -46,6 +47,10 @@ class TransientError(RuntimeError):
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
         self.retry_after = retry_after
+
+
+class PermanentError(RuntimeError):
+    """A call failed in a way that retrying cannot fix (not found, refused, invalid): give up on it."""
 
 
 class Permission(IntEnum):

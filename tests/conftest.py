@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "breast_cancer"
 
 
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch):
+    """Tests see only the settings they set: a developer's own GITHUB_TOKEN must not leak in."""
+    for name in list(os.environ):
+        if name.startswith(("MLOPS_", "GITHUB_", "SLACK_", "AZURE_DEVOPS_")):
+            monkeypatch.delenv(name)
+
+
 class FakeClock:
     """Time that moves only when told to, one second per reading by default."""
 
@@ -123,9 +131,6 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
     from bot.settings import Settings
 
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("MLOPS_"):
-            monkeypatch.delenv(name)
     clock = FakeClock()
     apps = []
 
@@ -142,3 +147,8 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
         app.store.close()
 
 
+
+
+# --- the emulators of outside services ---------------------------------------------------------
+
+from tests.emulators.fixtures import github_emulator, no_proxy_for_loopback  # noqa: E402,F401

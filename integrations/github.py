@@ -1,0 +1,342 @@
+"""GitHub through PyGithub: pull requests and their comments as source control, issues as the tracker.
+
+Cheap on the API: each poll is one conditional request per kind (comments, closed pull requests)
+per repository; GitHub answers 304 when nothing changed, which costs nothing against the primary
+rate limit. Objects are built lazily (``Github(lazy=True)``), so a reply is one request, not a
+fetch followed by a write.
+
+Failures become the ports' errors: 5xx, timeouts, lost connections and rate limits are
+``TransientError`` (a write whose answer was lost is flagged ``outcome_unknown``, so the outbox
+looks for its marker before repeating it); 404 and 422 are ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from integrations.github_payloads import change_from_pull, comment_from_json
+from integrations.ports import (
+    Change,
+    Comment,
+    PermanentError,
+    Permission,
+    Target,
+    Ticket,
+    TransientError,
+    marker_comment,
+)
+
+__all__ = ["GitHubAuth", "GitHubClient", "GitHubIssues", "GitHubSource", "connect"]
+
+log = logging.getLogger("mlops_bot.github")
+
+_ROLE_PERMISSION = {
+    "admin": Permission.admin, "maintain": Permission.maintain, "write": Permission.write,
+    "triage": Permission.triage, "read": Permission.read, "none": Permission.none,
+}
+_REACTIONS = {"eyes", "+1", "-1", "rocket", "confused", "heart", "hooray", "laugh"}
+
+
+@dataclass(frozen=True)
+class GitHubAuth:
+    """A token, or a GitHub App (id, private key PEM, installation id)."""
+
+    token: str | None = None
+    app_id: str | None = None
+    private_key: str | None = None
+    installation_id: int | None = None
+
+
+def connect(auth: GitHubAuth, *, base_url: str = "https://api.github.com", timeout: float = 15,
+            retry: Any = "default") -> Any:
+    """A PyGithub client, lazy, authenticated by token or as an App installation."""
+    from github import Auth, Github
+
+    if auth.token:
+        credentials = Auth.Token(auth.token)
+    elif auth.app_id and auth.private_key and auth.installation_id:
+        credentials = Auth.AppAuth(auth.app_id, auth.private_key).get_installation_auth(int(auth.installation_id))
+    else:
+        raise PermanentError("GitHub needs GITHUB_TOKEN, or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and "
+                             "GITHUB_APP_INSTALLATION_ID")
+    if retry == "default":
+        from urllib3.util.retry import Retry
+
+        # Only reads are retried here, briefly; writes and rate limits go back to the outbox, which
+        # waits as long as GitHub asks and checks for a lost write before repeating it.
+        retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.3, status_forcelist=(502, 503, 504),
+                      allowed_methods=frozenset({"GET"}), respect_retry_after_header=False, raise_on_status=False)
+    return Github(base_url=base_url.rstrip("/"), timeout=int(max(1, timeout)), auth=credentials, lazy=True,
+                  per_page=100, retry=retry, seconds_between_requests=None, seconds_between_writes=None)
+
+
+class GitHubClient:
+    """One repository on GitHub, with the rate-limit budget kept in view."""
+
+    def __init__(self, gh: Any, repo: str, *, bot_login: str = "", reserve: int = 50,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.gh, self.repo_name, self.bot_login, self.reserve, self.clock = gh, repo, bot_login, reserve, clock
+        self.repo = gh.get_repo(repo)  # lazy: no request
+        self.requester = gh.requester
+        self._etags: dict[str, str] = {}
+
+    def call(self, verb: str, path: str, *, params: dict | None = None, body: Any = None,
+             etag_key: str | None = None, write: bool = False, url: str | None = None) -> tuple[dict, Any]:
+        """One REST call on the repository (``path`` after ``/repos/{owner}/{repo}``, or a full ``url``).
+
+        With ``etag_key`` the call is conditional; a 304 returns ``(headers, None)`` and is free.
+        """
+        self._check_budget()
+        headers = {}
+        if etag_key and etag_key in self._etags:
+            headers["If-None-Match"] = self._etags[etag_key]
+        try:
+            response_headers, data = self.requester.requestJsonAndCheck(
+                verb, url or f"{self.repo.url}{path}", parameters=params, headers=headers, input=body)
+        except Exception as exc:
+            raise _translate(exc, write=write) from exc
+        if etag_key and response_headers.get("etag"):
+            self._etags[etag_key] = response_headers["etag"]
+        return response_headers, data
+
+    def _check_budget(self) -> None:
+        remaining, _limit = self.gh.rate_limiting
+        if 0 <= remaining <= self.reserve and remaining != -1:
+            reset = self.gh.rate_limiting_resettime
+            wait = max(1.0, reset - time.time()) if reset else 60.0
+            # Back off before the budget runs out, so commands a person types can still be answered.
+            raise TransientError(f"GitHub rate limit nearly spent ({remaining} left); waiting for the reset",
+                                 retry_after=wait)
+
+    def paged(self, path: str, params: dict) -> list[Any]:
+        """Every item of a list, following GitHub's ``Link: <...>; rel="next"`` headers."""
+        items: list[Any] = []
+        headers, data = self.call("GET", path, params=params)
+        while True:
+            items.extend(data or [])
+            following = _next_link(headers.get("link", ""))
+            if following is None:
+                return items
+            headers, data = self.call("GET", "", url=following)
+
+
+class GitHubSource:
+    """Pull requests and their comments on one repository, behind the SourceControl port."""
+
+    name = "github"
+
+    def __init__(self, client: GitHubClient, *, branch: str | None = None):
+        self.client, self.repo = client, client.repo_name
+        self.branch = branch or "main"
+
+    # --- polling: one conditional request per kind and cycle -----------------------------------
+
+    def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
+        since = cursor or (self.client.clock() - timedelta(minutes=10)).isoformat()
+        _headers, data = self.client.call("GET", "/issues/comments", params={
+            "since": since, "sort": "updated", "direction": "asc", "per_page": 100,
+        }, etag_key="comments")
+        if not data:
+            return [], cursor or since
+        comments = [comment_from_json(self.repo, item, bot_login=self.client.bot_login) for item in data]
+        fresh = [c for c in comments if not c.edited]
+        newest = max(item.get("updated_at") or item.get("created_at") for item in data)
+        # ``since`` is inclusive: the newest comment comes again next time and its event key dedupes it.
+        return fresh, newest
+
+    def merged_changes(self, cursor: str | None) -> tuple[list[Change], str | None]:
+        """Merges among the recently updated closed pull requests.
+
+        The cursor is the newest ``updated_at`` seen and the pull requests seen at that very second
+        (``time|1,2``): timestamps are to the second, so the boundary is both inclusive and exact.
+        """
+        _headers, data = self.client.call("GET", "/pulls", params={
+            "state": "closed", "sort": "updated", "direction": "desc", "per_page": 50,
+        }, etag_key="pulls")
+        if not data:
+            # 304, or no closed pull request yet; after a first look, "|" means "every merge from now on".
+            return [], cursor if cursor is not None else (None if data is None else "|")
+        newest = max(item.get("updated_at", "") for item in data)
+        at_newest = sorted(str(item["number"]) for item in data if item.get("updated_at") == newest)
+        next_cursor = f"{newest}|{','.join(at_newest)}"
+        if cursor is None:
+            return [], next_cursor  # a first look starts from now: old merges are history, not news
+        since, _, seen = cursor.partition("|")
+        seen_numbers = set(seen.split(",")) if seen else set()
+        merged = [item for item in data if item.get("merged_at") and (
+            item.get("updated_at", "") > since
+            or (item.get("updated_at") == since and str(item["number"]) not in seen_numbers))]
+        changes = [change_from_pull(item) for item in sorted(merged, key=lambda item: item["merged_at"])]
+        if newest == since:
+            next_cursor = f"{newest}|{','.join(sorted(seen_numbers | set(at_newest)))}"
+        return changes, next_cursor
+
+    def change_paths(self, repo: str, number: int) -> list[str]:
+        return [item["filename"] for item in self.client.paged(f"/pulls/{number}/files", {"per_page": 100})]
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def reply(self, target: Target, body: str, *, marker: str) -> str:
+        _h, data = self.client.call("POST", f"/issues/{target.number}/comments",
+                                    body={"body": _with_marker(body, marker)}, write=True)
+        return str(data["id"])
+
+    def edit_reply(self, target: Target, comment_id: str, body: str, *, marker: str) -> None:
+        self.client.call("PATCH", f"/issues/comments/{comment_id}", body={"body": _with_marker(body, marker)},
+                         write=True)
+
+    def find_reply(self, target: Target, marker: str) -> str | None:
+        hidden = marker_comment(marker)
+        for item in self.client.paged(f"/issues/{target.number}/comments", {"per_page": 100}):
+            if hidden in (item.get("body") or ""):
+                return str(item["id"])
+        return None
+
+    def react(self, comment: Comment, reaction: str) -> None:
+        if reaction not in _REACTIONS:
+            raise PermanentError(f"GitHub has no reaction {reaction!r}")
+        # GitHub answers 200 for a reaction that already exists: repeating is harmless.
+        self.client.call("POST", f"/issues/comments/{comment.id}/reactions", body={"content": reaction}, write=True)
+
+    def set_status(self, repo: str, commit: str, *, state: str, description: str, context: str, url: str = "") -> None:
+        body = {"state": state, "description": description[:140], "context": context}
+        if url:
+            body["target_url"] = url
+        self.client.call("POST", f"/statuses/{commit}", body=body, write=True)
+
+    def permission(self, repo: str, user: str) -> Permission:
+        try:
+            _h, data = self.client.call("GET", f"/collaborators/{user}/permission")
+        except PermanentError:
+            return Permission.none  # not a collaborator: 404
+        role = (data or {}).get("role_name") or (data or {}).get("permission") or "none"
+        return _ROLE_PERMISSION.get(role, Permission.read)
+
+    def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
+        from integrations.local import find_ticket_references
+
+        return find_ticket_references(f"{change.title}\n{change.body}", patterns)
+
+
+class GitHubIssues:
+    """Retrain tickets as issues on the repository, found again by label and hidden marker."""
+
+    name = "github"
+
+    def __init__(self, client: GitHubClient, *, label: str = "mlops-bot"):
+        self.client, self.label = client, label
+
+    def find_open(self, key: str) -> Ticket | None:
+        hidden = marker_comment(key)
+        for item in self.client.paged("/issues", {"state": "open", "labels": self.label, "per_page": 100}):
+            if "pull_request" not in item and hidden in (item.get("body") or ""):
+                return _ticket(item, key)
+        return None
+
+    def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
+        _h, data = self.client.call("POST", "/issues", body={
+            "title": title, "body": _with_marker(body, marker), "labels": sorted({self.label, *labels}),
+        }, write=True)
+        return _ticket(data, key)
+
+    def update(self, ticket: Ticket, *, title: str | None = None, body: str | None = None,
+               labels: tuple[str, ...] | None = None) -> Ticket:
+        patch: dict[str, Any] = {}
+        if title is not None:
+            patch["title"] = title
+        if body is not None:
+            patch["body"] = _with_marker(body, ticket.key)
+        if labels is not None:
+            patch["labels"] = sorted({self.label, *labels})
+        if not patch:
+            return ticket
+        _h, data = self.client.call("PATCH", f"/issues/{ticket.id}", body=patch, write=True)
+        return _ticket(data, ticket.key)
+
+    def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
+        _h, data = self.client.call("POST", f"/issues/{ticket_id}/comments", body={"body": _with_marker(body, marker)},
+                                    write=True)
+        return str(data["id"])
+
+    def find_comment(self, ticket_id: int, marker: str) -> str | None:
+        hidden = marker_comment(marker)
+        for item in self.client.paged(f"/issues/{ticket_id}/comments", {"per_page": 100}):
+            if hidden in (item.get("body") or ""):
+                return str(item["id"])
+        return None
+
+    def close(self, ticket_id: int) -> None:
+        self.client.call("PATCH", f"/issues/{ticket_id}", body={"state": "closed", "state_reason": "completed"},
+                         write=True)
+
+    def get(self, ticket_id: int) -> Ticket | None:
+        try:
+            _h, data = self.client.call("GET", f"/issues/{ticket_id}")
+        except PermanentError:
+            return None
+        return _ticket(data, "")
+
+
+def _ticket(item: dict[str, Any], key: str) -> Ticket:
+    return Ticket(id=int(item["number"]), key=key, title=item.get("title", ""),
+                  state="closed" if item.get("state") == "closed" else "open", url=item.get("html_url", ""),
+                  labels=tuple(label["name"] if isinstance(label, dict) else str(label)
+                               for label in item.get("labels", [])))
+
+
+def _with_marker(body: str, marker: str) -> str:
+    return f"{body}\n\n{marker_comment(marker)}" if marker else body
+
+
+def _next_link(link: str) -> str | None:
+    for part in link.split(","):
+        if 'rel="next"' in part:
+            return part[part.index("<") + 1:part.index(">")]
+    return None
+
+
+def _translate(exc: Exception, *, write: bool) -> Exception:
+    """PyGithub's and requests' exceptions, as the ports' two kinds of failure."""
+    import requests
+    from github import GithubException, RateLimitExceededException
+
+    if isinstance(exc, RateLimitExceededException):
+        return TransientError("GitHub rate limit exceeded", retry_after=_retry_after(exc.headers))
+    if isinstance(exc, GithubException):
+        status = exc.status
+        if status in {429} or (status == 403 and _is_rate_limit(exc)):
+            return TransientError(f"GitHub rate limit ({status})", retry_after=_retry_after(exc.headers))
+        if status >= 500:
+            return TransientError(f"GitHub answered {status}", outcome_unknown=write)
+        if status == 401:
+            return PermanentError("GitHub refused the credentials (401); check GITHUB_TOKEN or the App's key")
+        return PermanentError(f"GitHub answered {status}: {_message(exc)}")
+    if isinstance(exc, requests.exceptions.RequestException):
+        # A timeout or a dropped connection: a write may have been applied before the answer was lost.
+        return TransientError(f"GitHub did not answer: {type(exc).__name__}", outcome_unknown=write)
+    return exc
+
+
+def _is_rate_limit(exc) -> bool:
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    message = _message(exc).lower()
+    return headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers or "rate limit" in message
+
+
+def _retry_after(headers: dict | None) -> float:
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    if headers.get("retry-after", "").isdigit():
+        return float(headers["retry-after"])
+    if headers.get("x-ratelimit-reset", "").isdigit():
+        return max(1.0, float(headers["x-ratelimit-reset"]) - time.time())
+    return 60.0
+
+
+def _message(exc) -> str:
+    data = exc.data if isinstance(exc.data, dict) else {}
+    return str(data.get("message") or exc.data or "")[:200]

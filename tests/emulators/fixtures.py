@@ -1,0 +1,58 @@
+"""Pytest fixtures for the emulators (imported into tests/conftest.py)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .framework import OpenAPISchemas
+from .github import GitHubEmulator, github_schemas
+
+__all__ = ["REFDATA", "github_emulator", "no_proxy_for_loopback", "refdata_dir"]
+
+#: ../shared/refdata next to the repository (as in CI); never copied into the project
+REFDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "refdata"
+
+
+def refdata_dir() -> Path:
+    """The reference data folder, or skip the calling test when it is absent."""
+    path = REFDATA.resolve()
+    if not path.is_dir():
+        pytest.skip(f"../shared/refdata not found: {path}")
+    return path
+
+
+@functools.cache
+def _github_schemas() -> OpenAPISchemas | None:
+    path = REFDATA.resolve()
+    return github_schemas(path) if path.is_dir() else None
+
+
+@pytest.fixture
+def no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps requests to the emulators off any HTTP proxy the environment names."""
+    for name in ("NO_PROXY", "no_proxy"):
+        kept = [h for h in os.environ.get(name, "").split(",") if h]
+        monkeypatch.setenv(name, ",".join([*kept, "127.0.0.1", "localhost"]))
+
+
+@pytest.fixture
+def github_emulator(no_proxy_for_loopback: None) -> Iterator[GitHubEmulator]:
+    """A running GitHub emulator, stopped afterwards.
+
+    When ../shared/refdata is present, every response whose operation and status GitHub's
+    description covers is checked against its schema, and the test fails at teardown if any
+    did not conform (or if a handler raised).
+    """
+    emulator = GitHubEmulator(schemas=_github_schemas())
+    with emulator:
+        yield emulator
+    if emulator.errors:
+        pytest.fail("the GitHub emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
+    if emulator.violations:
+        shown = "\n".join(emulator.violations[:20])
+        pytest.fail(f"the GitHub emulator answered outside GitHub's schemas:\n{shown}", pytrace=False)

@@ -1,0 +1,2198 @@
+"""A local emulator of the parts of GitHub's REST API the bot uses.
+
+Point the real PyGithub client at it::
+
+    with GitHubEmulator() as gh:
+        gh.state.add_repo("acme/model")
+        client = Github(base_url=gh.base_url, auth=Auth.Token(gh.token), retry=None,
+                        seconds_between_requests=None, seconds_between_writes=None)
+
+It serves ``http://127.0.0.1:PORT/api/v3`` the way GitHub Enterprise Server does (web pages
+would live at ``http://127.0.0.1:PORT/org/repo``), so every URL in a body is absolute on the
+emulator's own host, port and prefix. Bodies follow the schemas of GitHub's REST description
+(``../shared/refdata/github/openapi/``); ``github_schemas()`` loads them for checking.
+
+Run it by hand with a small seeded world: ``python -m tests.emulators.github --port 8080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import itertools
+import secrets
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .framework import (
+    Clock,
+    FaultRule,
+    HttpEmulator,
+    OpenAPISchemas,
+    Request,
+    Response,
+    etag_of,
+    format_http_date,
+    iso,
+    json_bytes,
+    paginate,
+    parse_http_date,
+    parse_iso,
+)
+
+__all__ = ["GitHubEmulator", "GitHubState", "github_schemas", "ROLES"]
+
+API_PREFIX = "/api/v3"
+_JWT_EXPIRED = (
+    "'Expiration time' claim ('exp') must be a numeric value representing the future time at which "
+    "the assertion expires"
+)
+DOCS = "https://docs.github.com/rest"
+#: role -> (legacy permission, {permissions flags})
+ROLES = {
+    "admin": ("admin", {"admin": True, "maintain": True, "push": True, "triage": True, "pull": True}),
+    "maintain": ("write", {"admin": False, "maintain": True, "push": True, "triage": True, "pull": True}),
+    "write": ("write", {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}),
+    "triage": ("read", {"admin": False, "maintain": False, "push": False, "triage": True, "pull": True}),
+    "read": ("read", {"admin": False, "maintain": False, "push": False, "triage": False, "pull": True}),
+}
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
+STATUS_STATES = ("error", "failure", "pending", "success")
+CHECK_STATUSES = ("queued", "in_progress", "completed", "waiting", "requested", "pending")
+CHECK_CONCLUSIONS = ("success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required")
+
+
+# ---------------------------------------------------------------------------
+# The world
+
+
+@dataclass
+class User:
+    login: str
+    id: int
+    type: str = "User"  # "User", "Bot" or "Organization"
+    name: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class Label:
+    id: int
+    name: str
+    color: str = "ededed"
+    description: str | None = None
+    default: bool = False
+
+
+@dataclass
+class Reaction:
+    id: int
+    user: str
+    content: str
+    created_at: datetime
+
+
+@dataclass
+class Comment:
+    id: int
+    number: int  # the issue or pull request it belongs to
+    user: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+    reactions: list[Reaction] = field(default_factory=list)
+
+
+@dataclass
+class Pull:
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    base_sha: str
+    head_repo: str  # "owner/name"; differs from the base repository for a fork
+    files: list[dict[str, Any]] = field(default_factory=list)
+    draft: bool = False
+    merged: bool = False
+    merged_at: datetime | None = None
+    merge_commit_sha: str | None = None
+    merged_by: str | None = None
+
+
+@dataclass
+class Issue:
+    id: int
+    number: int
+    title: str
+    body: str | None
+    user: str
+    created_at: datetime
+    updated_at: datetime
+    state: str = "open"
+    state_reason: str | None = None
+    labels: list[str] = field(default_factory=list)
+    assignees: list[str] = field(default_factory=list)
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    locked: bool = False
+    pull: Pull | None = None  # set for pull requests, which are issues too
+
+    @property
+    def is_pull(self) -> bool:
+        return self.pull is not None
+
+
+@dataclass
+class Status:
+    id: int
+    sha: str
+    state: str
+    context: str
+    description: str | None
+    target_url: str | None
+    creator: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class CheckRun:
+    id: int
+    name: str
+    head_sha: str
+    status: str
+    conclusion: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    external_id: str
+    details_url: str | None
+    output: dict[str, Any]
+    app_id: int | None
+    check_suite_id: int
+
+
+@dataclass
+class Workflow:
+    id: int
+    name: str
+    path: str  # ".github/workflows/train.yml"
+    created_at: datetime
+    updated_at: datetime
+    state: str = "active"
+
+
+@dataclass
+class WorkflowRun:
+    id: int
+    workflow_id: int
+    run_number: int
+    event: str
+    head_branch: str | None
+    head_sha: str
+    actor: str
+    created_at: datetime
+    updated_at: datetime
+    inputs: dict[str, Any] = field(default_factory=dict)
+    status: str = "queued"
+    conclusion: str | None = None
+    run_started_at: datetime | None = None
+    check_suite_id: int = 0
+
+
+@dataclass
+class Repo:
+    id: int
+    owner: str
+    name: str
+    default_branch: str
+    private: bool
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    fork: bool = False
+    parent: str | None = None
+    branches: dict[str, str] = field(default_factory=dict)  # name -> head sha
+    commits: dict[str, str] = field(default_factory=dict)  # sha -> message
+    labels: dict[str, Label] = field(default_factory=dict)  # lower-case name -> label
+    issues: dict[int, Issue] = field(default_factory=dict)
+    comments: dict[int, Comment] = field(default_factory=dict)
+    statuses: list[Status] = field(default_factory=list)
+    check_runs: dict[int, CheckRun] = field(default_factory=dict)
+    collaborators: dict[str, str] = field(default_factory=dict)  # login -> role
+    workflows: dict[int, Workflow] = field(default_factory=dict)
+    runs: dict[int, WorkflowRun] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def pushed_at(self) -> datetime:
+        return self.updated_at
+
+
+class GitHubState:
+    """The emulator's world. Tests set it up and read it back through these helpers; the
+    emulator's handlers change it. Every method takes the emulator's lock."""
+
+    def __init__(self, clock: Clock, lock: Any) -> None:
+        self.clock = clock
+        self.lock = lock
+        self.users: dict[str, User] = {}
+        self.repos: dict[str, Repo] = {}  # lower-case "owner/name" -> repo
+        self._ids = itertools.count(1001)
+        self._shas = itertools.count(1)
+
+    # -- identities and helpers
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def new_sha(self) -> str:
+        return hashlib.sha1(f"emulated commit {next(self._shas)}".encode()).hexdigest()
+
+    def add_user(self, login: str, *, type: str | None = None, name: str | None = None) -> User:  # noqa: A002
+        """The user ``login`` (created on first use; a login ending in ``[bot]`` is a Bot)."""
+        with self.lock:
+            key = login.lower()
+            if key not in self.users:
+                kind = type or ("Bot" if login.endswith("[bot]") else "User")
+                self.users[key] = User(login, self.next_id(), kind, name, self.clock.now())
+            elif type is not None:
+                self.users[key].type = type
+            return self.users[key]
+
+    def repo(self, full_name: str) -> Repo:
+        with self.lock:
+            try:
+                return self.repos[full_name.lower()]
+            except KeyError:
+                raise KeyError(f"no repository {full_name!r} in the emulator") from None
+
+    def find_repo(self, owner: str, name: str) -> Repo | None:
+        return self.repos.get(f"{owner}/{name}".lower())
+
+    # -- setting up the world
+
+    def add_repo(
+        self,
+        full_name: str,
+        *,
+        default_branch: str = "main",
+        private: bool = False,
+        description: str | None = None,
+        owner_type: str = "Organization",
+    ) -> Repo:
+        owner, _, name = full_name.partition("/")
+        if not owner or not name:
+            raise ValueError(f"expected 'owner/name', got {full_name!r}")
+        with self.lock:
+            if full_name.lower() in self.repos:
+                return self.repos[full_name.lower()]
+            self.add_user(owner, type=owner_type if owner.lower() not in self.users else None)
+            now = self.clock.now()
+            repo = Repo(self.next_id(), owner, name, default_branch, private, description, now, now)
+            sha = self.new_sha()
+            repo.commits[sha] = "Initial commit"
+            repo.branches[default_branch] = sha
+            self.repos[full_name.lower()] = repo
+            return repo
+
+    def add_collaborator(self, repo: str, login: str, permission: str = "write") -> None:
+        """Gives ``login`` a role on ``repo``: "admin", "maintain", "write", "triage" or "read"."""
+        if permission not in ROLES:
+            raise ValueError(f"unknown permission {permission!r}; expected one of {', '.join(ROLES)}")
+        with self.lock:
+            self.add_user(login)
+            self.repo(repo).collaborators[login.lower()] = permission
+
+    def add_label(self, repo: str, name: str, *, color: str = "ededed", description: str | None = None) -> Label:
+        with self.lock:
+            r = self.repo(repo)
+            if name.lower() not in r.labels:
+                r.labels[name.lower()] = Label(self.next_id(), name, color.lstrip("#").lower(), description)
+            return r.labels[name.lower()]
+
+    def add_commit(self, repo: str, *, sha: str | None = None, branch: str | None = None, message: str = "") -> str:
+        """A commit in ``repo`` (moving ``branch`` to it, when given); returns its SHA."""
+        with self.lock:
+            r = self.repo(repo)
+            sha = sha or self.new_sha()
+            r.commits[sha] = message or f"Commit {sha[:7]}"
+            if branch is not None:
+                r.branches[branch] = sha
+            return sha
+
+    def _new_issue(self, r: Repo, title: str, body: str | None, author: str, labels: Iterable[str]) -> Issue:
+        self.add_user(author)
+        now = self.clock.now()
+        number = max(r.issues, default=0) + 1
+        issue = Issue(self.next_id(), number, title, body, author, now, now)
+        issue.labels = [self._label(r, name).name for name in labels]
+        r.issues[number] = issue
+        r.updated_at = now
+        return issue
+
+    def _label(self, r: Repo, name: str) -> Label:
+        """The label ``name`` of ``r``, created as GitHub does when an issue is given an unknown one."""
+        if name.lower() not in r.labels:
+            r.labels[name.lower()] = Label(self.next_id(), name)
+        return r.labels[name.lower()]
+
+    def open_issue(
+        self, repo: str, title: str, body: str | None = "", author: str = "octocat", *, labels: Iterable[str] = ()
+    ) -> int:
+        with self.lock:
+            return self._new_issue(self.repo(repo), title, body, author, labels).number
+
+    def close_issue(self, repo: str, number: int, *, by: str | None = None, reason: str = "completed") -> None:
+        with self.lock:
+            issue = self.issue(repo, number)
+            now = self.clock.now()
+            issue.state, issue.state_reason, issue.closed_at, issue.updated_at = "closed", reason, now, now
+            issue.closed_by = by or issue.user
+
+    def reopen_issue(self, repo: str, number: int) -> None:
+        with self.lock:
+            issue = self.issue(repo, number)
+            issue.state, issue.state_reason, issue.closed_at, issue.closed_by = "open", "reopened", None, None
+            issue.updated_at = self.clock.now()
+
+    def open_pull(
+        self,
+        repo: str,
+        title: str,
+        body: str | None = "",
+        author: str = "octocat",
+        *,
+        head_sha: str | None = None,
+        head_ref: str | None = None,
+        base: str | None = None,
+        from_fork: bool = False,
+        files: Sequence[str | Mapping[str, Any]] = (),
+        labels: Iterable[str] = (),
+        draft: bool = False,
+    ) -> int:
+        """A pull request from ``author``; ``files`` are names or diff-entry fields
+        (``filename``, ``status``, ``additions``, ``deletions``, ``patch``)."""
+        with self.lock:
+            r = self.repo(repo)
+            base_ref = base or r.default_branch
+            head_sha = head_sha or self.new_sha()
+            head_ref = head_ref or f"{author.removesuffix('[bot]')}-patch-{max(r.issues, default=0) + 1}"
+            head_repo = r.full_name
+            if from_fork:
+                fork = self.add_repo(f"{author}/{r.name}", default_branch=r.default_branch, owner_type="User")
+                fork.fork, fork.parent = True, r.full_name
+                fork.commits[head_sha] = title
+                fork.branches[head_ref] = head_sha
+                head_repo = fork.full_name
+            else:
+                r.branches[head_ref] = head_sha
+            r.commits[head_sha] = title  # GitHub knows a pull request's head in the base repository
+            issue = self._new_issue(r, title, body, author, labels)
+            issue.pull = Pull(
+                head_ref, head_sha, base_ref, r.branches.get(base_ref, ""), head_repo, _diff_entries(files), draft
+            )
+            return issue.number
+
+    def merge_pull(self, repo: str, number: int, *, merge_sha: str | None = None, by: str | None = None) -> str:
+        """Merges the pull request: merged, merged_at, merge_commit_sha, closed; the base branch moves."""
+        with self.lock:
+            r = self.repo(repo)
+            issue = self.issue(repo, number)
+            if issue.pull is None:
+                raise ValueError(f"{repo}#{number} is an issue, not a pull request")
+            now = self.clock.now()
+            sha = merge_sha or self.new_sha()
+            r.commits[sha] = f"Merge pull request #{number}"
+            r.branches[issue.pull.base_ref] = sha
+            pull = issue.pull
+            pull.merged, pull.merged_at, pull.merge_commit_sha = True, now, sha
+            pull.merged_by = by or r.owner
+            issue.state, issue.closed_at, issue.updated_at, issue.closed_by = "closed", now, now, pull.merged_by
+            r.updated_at = now
+            return sha
+
+    def close_pull(self, repo: str, number: int, *, by: str | None = None) -> None:
+        """Closes the pull request without merging it."""
+        self.close_issue(repo, number, by=by)
+        with self.lock:
+            self.issue(repo, number).state_reason = None
+
+    def add_comment(self, repo: str, number: int, author: str, body: str) -> int:
+        """A comment by ``author`` on issue or pull request ``number``; returns its id."""
+        with self.lock:
+            r = self.repo(repo)
+            issue = self.issue(repo, number)
+            self.add_user(author)
+            now = self.clock.now()
+            comment = Comment(self.next_id(), number, author, body, now, now)
+            r.comments[comment.id] = comment
+            issue.updated_at = now  # a new comment updates its issue, as on GitHub
+            return comment.id
+
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        """Changes a comment's body (comment ids are unique across repositories, as on GitHub)."""
+        with self.lock:
+            comment = self.comment(comment_id)
+            comment.body, comment.updated_at = body, self.clock.now()
+
+    def add_reaction(self, comment_id: int, user: str, content: str) -> Reaction:
+        """``user``'s reaction to a comment; an existing identical one is returned as it is."""
+        with self.lock:
+            if content not in REACTIONS:
+                raise ValueError(f"unknown reaction {content!r}")
+            comment = self.comment(comment_id)
+            for reaction in comment.reactions:
+                if reaction.user.lower() == user.lower() and reaction.content == content:
+                    return reaction
+            self.add_user(user)
+            reaction = Reaction(self.next_id(), user, content, self.clock.now())
+            comment.reactions.append(reaction)
+            return reaction
+
+    def add_workflow(self, repo: str, file_name: str, *, name: str | None = None) -> int:
+        """A workflow ``.github/workflows/<file_name>``; returns its id."""
+        with self.lock:
+            r = self.repo(repo)
+            now = self.clock.now()
+            path = file_name if "/" in file_name else f".github/workflows/{file_name}"
+            workflow = Workflow(self.next_id(), name or Path(file_name).stem, path, now, now)
+            r.workflows[workflow.id] = workflow
+            return workflow.id
+
+    def start_run(self, repo: str, run_id: int) -> None:
+        with self.lock:
+            run = self.run(repo, run_id)
+            now = self.clock.now()
+            run.status, run.run_started_at, run.updated_at = "in_progress", now, now
+
+    def complete_run(self, repo: str, run_id: int, conclusion: str = "success") -> None:
+        """Finishes a workflow run with ``conclusion`` ("success", "failure", "cancelled", ...)."""
+        with self.lock:
+            run = self.run(repo, run_id)
+            now = self.clock.now()
+            run.status, run.conclusion, run.updated_at = "completed", conclusion, now
+            run.run_started_at = run.run_started_at or now
+
+    # -- reading the world back
+
+    def issue(self, repo: str, number: int) -> Issue:
+        with self.lock:
+            try:
+                return self.repo(repo).issues[number]
+            except KeyError:
+                raise KeyError(f"no issue or pull request #{number} in {repo}") from None
+
+    def comment(self, comment_id: int) -> Comment:
+        with self.lock:
+            for repo in self.repos.values():
+                if comment_id in repo.comments:
+                    return repo.comments[comment_id]
+            raise KeyError(f"no comment {comment_id}")
+
+    def run(self, repo: str, run_id: int) -> WorkflowRun:
+        with self.lock:
+            return self.repo(repo).runs[run_id]
+
+    def issues(self, repo: str, *, state: str = "all", pulls: bool = False) -> list[Issue]:
+        """Issues (``pulls=True``: pull requests too) by number."""
+        with self.lock:
+            return [
+                i
+                for _, i in sorted(self.repo(repo).issues.items())
+                if (state == "all" or i.state == state) and (pulls or not i.is_pull)
+            ]
+
+    def pulls(self, repo: str, *, state: str = "all") -> list[Issue]:
+        with self.lock:
+            return [i for i in self.issues(repo, state=state, pulls=True) if i.is_pull]
+
+    def comments(self, repo: str, number: int | None = None) -> list[Comment]:
+        """Comments of one issue or pull request (or of the whole repository), oldest first."""
+        with self.lock:
+            found = self.repo(repo).comments.values()
+            return [c for c in sorted(found, key=lambda c: c.id) if number is None or c.number == number]
+
+    def reactions(self, comment_id: int) -> list[Reaction]:
+        with self.lock:
+            return list(self.comment(comment_id).reactions)
+
+    def labels(self, repo: str, number: int | None = None) -> list[str]:
+        """Label names of an issue, or of the repository when ``number`` is None."""
+        with self.lock:
+            if number is not None:
+                return list(self.issue(repo, number).labels)
+            return [label.name for label in self.repo(repo).labels.values()]
+
+    def statuses(self, repo: str, sha: str) -> list[Status]:
+        """Commit statuses of ``sha``, oldest first."""
+        with self.lock:
+            return [s for s in self.repo(repo).statuses if s.sha == sha]
+
+    def check_runs(self, repo: str, sha: str | None = None) -> list[CheckRun]:
+        with self.lock:
+            return [c for c in self.repo(repo).check_runs.values() if sha is None or c.head_sha == sha]
+
+    def workflow_runs(self, repo: str, workflow: int | str | None = None) -> list[WorkflowRun]:
+        """Workflow runs, oldest first; ``workflow`` is an id or a file name."""
+        with self.lock:
+            r = self.repo(repo)
+            wanted = None if workflow is None else _find_workflow(r, str(workflow))
+            return [run for run in r.runs.values() if wanted is None or run.workflow_id == wanted.id]
+
+
+def _diff_entries(files: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    entries = []
+    for item in files:
+        entry = {"filename": item} if isinstance(item, str) else dict(item)
+        entry.setdefault("status", "modified")
+        entry.setdefault("additions", 1)
+        entry.setdefault("deletions", 0)
+        entry.setdefault("patch", "@@ -0,0 +1 @@\n+emulated change")
+        entry["changes"] = entry["additions"] + entry["deletions"]
+        entries.append(entry)
+    return entries
+
+
+def _find_workflow(r: Repo, key: str) -> Workflow | None:
+    for workflow in r.workflows.values():
+        if key == str(workflow.id) or key == workflow.path or key == Path(workflow.path).name:
+            return workflow
+    return None
+
+
+def _node_id(kind: str, number: int) -> str:
+    return base64.b64encode(f"0{len(kind)}:{kind}{number}".encode()).decode()
+
+
+# ---------------------------------------------------------------------------
+# Authentication and rate limits
+
+
+@dataclass
+class _Identity:
+    login: str
+    kind: str  # "token" (personal/OAuth), "installation", "app" (a JWT), "anonymous"
+    scopes: tuple[str, ...] | None = None
+    installation_id: int | None = None
+    app_id: int | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def budget_key(self) -> str:
+        if self.kind == "installation":
+            return f"installation:{self.installation_id}"
+        return f"{self.kind}:{self.login.lower()}"
+
+
+@dataclass
+class _Budget:
+    limit: int
+    used: int = 0
+    reset: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+
+@dataclass
+class _App:
+    app_id: int
+    slug: str
+    owner: str
+    public_key: str | None
+    created_at: datetime
+
+
+@dataclass
+class _Answer(Exception):
+    response: Response
+
+
+# ---------------------------------------------------------------------------
+# The emulator
+
+
+class GitHubEmulator(HttpEmulator):
+    """GitHub's REST API for PyGithub, at ``base_url`` (``http://127.0.0.1:PORT/api/v3``).
+
+    ``token`` authenticates as ``login`` (``Authorization: token X`` or ``Bearer X``), with
+    ``scopes`` in ``X-OAuth-Scopes``; add more with ``add_token``. A GitHub App (``app_id`` 1,
+    installation 1) is registered by default: ``POST /app/installations/1/access_tokens`` with
+    its JWT returns an installation token for ``<slug>[bot]``. Check runs need such a token
+    (``check_runs_need_app``), as on GitHub.
+
+    Each identity has a primary budget of ``rate_limit`` requests an hour on the emulator's
+    clock; ``GET /rate_limit``, 304 answers and 401s are free.
+    """
+
+    service = "github"
+
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",
+        login: str = "mlops-bot[bot]",
+        scopes: Sequence[str] | None = ("repo", "workflow"),
+        rate_limit: int = 5000,
+        anonymous_rate_limit: int = 60,
+        check_runs_need_app: bool = True,
+        app_id: int = 1,
+        app_slug: str = "mlops-bot",
+        installation_id: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
+        schemas: OpenAPISchemas | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port, prefix=API_PREFIX, clock=clock, schemas=schemas)
+        self.state = GitHubState(self.clock, self.lock)
+        self.token = token
+        self.login = login
+        self.rate_limit = rate_limit
+        self.anonymous_rate_limit = anonymous_rate_limit
+        self.check_runs_need_app = check_runs_need_app
+        self._tokens: dict[str, _Identity] = {}
+        self._budgets: dict[str, _Budget] = {}
+        self._apps: dict[int, _App] = {}
+        self._installations: dict[int, tuple[int, str]] = {}  # id -> (app id, account)
+        self.add_token(token, login, scopes=scopes)
+        self.add_app(app_id, slug=app_slug)
+        self.add_installation(installation_id, app_id=app_id)
+        self._register_routes()
+
+    # -- configuration
+
+    def add_token(self, token: str, login: str, *, scopes: Sequence[str] | None = ("repo",)) -> None:
+        """A personal access token for ``login``; ``scopes=None`` sends no ``X-OAuth-Scopes``."""
+        with self.lock:
+            self.state.add_user(login)
+            self._tokens[token] = _Identity(login, "token", tuple(scopes) if scopes is not None else None)
+
+    def add_app(self, app_id: int, *, slug: str = "mlops-bot", public_key: str | None = None) -> None:
+        """A GitHub App. With ``public_key`` (PEM), JWT signatures are verified (RS256);
+        without, any well-formed JWT whose ``iss`` is ``app_id`` is accepted."""
+        with self.lock:
+            self._apps[app_id] = _App(app_id, slug, "acme", public_key, self.clock.now())
+            self.state.add_user(f"{slug}[bot]", type="Bot")
+
+    def add_installation(self, installation_id: int, *, app_id: int = 1, account: str = "acme") -> None:
+        with self.lock:
+            self._installations[installation_id] = (app_id, account)
+
+    def reset_rate_limit(self, token: str | None = None) -> None:
+        """Refills the budget of ``token``'s identity (of every identity when None)."""
+        with self.lock:
+            if token is None:
+                self._budgets.clear()
+            elif token in self._tokens:
+                self._budgets.pop(self._tokens[token].budget_key, None)
+
+    def rate_limit_remaining(self, token: str | None = None) -> int:
+        with self.lock:
+            identity = self._tokens[token or self.token]
+            return self._budget(identity).remaining
+
+    # -- URLs
+
+    def api(self, path: str) -> str:
+        return self.base_url + path
+
+    def web(self, path: str) -> str:
+        return self.url + path
+
+    # -- the pipeline
+
+    def _error(self, status: int, message: str, **extra: Any) -> Response:
+        return Response(status, {"message": message, **extra, "documentation_url": DOCS, "status": str(status)})
+
+    def not_found(self, request: Request) -> Response:
+        return self._error(404, "Not Found")
+
+    def _authenticate(self, request: Request) -> _Identity | Response:
+        header = request.header("authorization")
+        if not header:
+            return _Identity("", "anonymous")
+        scheme, _, credential = header.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() not in ("token", "bearer") or not credential:
+            return self._error(401, "Bad credentials")
+        identity = self._tokens.get(credential)
+        if identity is not None:
+            if identity.expires_at is not None and identity.expires_at <= self.clock.now():
+                return self._error(401, "Bad credentials")
+            return identity
+        if credential.count(".") == 2 and credential.startswith("eyJ"):
+            return self._app_from_jwt(credential)
+        return self._error(401, "Bad credentials")
+
+    def _app_from_jwt(self, token: str) -> _Identity | Response:
+        import jwt  # PyJWT, installed with PyGithub
+
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+            app = self._apps.get(int(claims.get("iss")))
+            if app is None:
+                return self._error(401, "Integration not found")
+            if app.public_key is not None:
+                jwt.decode(token, app.public_key, algorithms=["RS256"], options={"verify_iss": False})
+            elif claims.get("exp") is None or float(claims["exp"]) < datetime.now().timestamp():
+                raise jwt.ExpiredSignatureError("expired")
+        except jwt.ExpiredSignatureError:
+            return self._error(401, _JWT_EXPIRED)
+        except (jwt.PyJWTError, TypeError, ValueError):
+            return self._error(401, "A JSON web token could not be decoded")
+        return _Identity(f"{app.slug}[bot]", "app", app_id=app.app_id)
+
+    def _budget(self, identity: _Identity) -> _Budget:
+        limit = self.anonymous_rate_limit if identity.kind == "anonymous" else self.rate_limit
+        budget = self._budgets.setdefault(identity.budget_key, _Budget(limit))
+        now = self.clock.timestamp()
+        if budget.reset <= now:  # a new window starts with the first request after the reset
+            budget.used, budget.reset = 0, now + 3600
+        return budget
+
+    def _limit_exceeded(self, identity: _Identity | None) -> Response:
+        """GitHub's answer once the primary limit is spent (PyGithub: RateLimitExceededException)."""
+        if identity is not None and identity.kind == "installation":
+            who = f"installation ID {identity.installation_id}"
+        elif identity is not None and identity.login:
+            who = f"user ID {self.state.add_user(identity.login).id}"
+        else:
+            who = "127.0.0.1"
+        return Response(403, {
+            "message": f"API rate limit exceeded for {who}. If you reach out to GitHub Support for help, please "
+                       f"include the request ID {secrets.token_hex(8).upper()}.",
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+        })
+
+    def _rate_headers(self, budget: _Budget) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(budget.limit),
+            "X-RateLimit-Remaining": str(budget.remaining),
+            "X-RateLimit-Reset": str(budget.reset),
+            "X-RateLimit-Used": str(budget.used),
+            "X-RateLimit-Resource": "core",
+        }
+
+    def identity_name(self, request: Request) -> str | None:
+        identity = request.identity
+        return identity.login or identity.kind if isinstance(identity, _Identity) else None
+
+    def dispatch(self, request: Request) -> Response:
+        assert request.route is not None
+        identity = self._authenticate(request)
+        if isinstance(identity, Response):
+            return identity
+        request.identity = identity
+        app_route = request.path.startswith("/app/")
+        if identity.kind == "app" and not app_route:
+            return self._error(401, "Bad credentials")
+        if app_route and identity.kind != "app":
+            return self._error(401, "A JSON web token could not be decoded")
+        if identity.kind == "anonymous" and request.method != "GET":
+            return self._error(401, "Requires authentication")
+        free = request.path == "/rate_limit" or identity.kind == "app"
+        budget = self._budget(identity)
+        if not free and budget.remaining <= 0:
+            return self._limit_exceeded(identity)
+        try:
+            response = request.route.handler(request)
+        except _Answer as answer:
+            response = answer.response
+        if request.method == "GET" and response.status == 200:
+            response = self._conditional(request, response)
+        if not free and response.status != 304:
+            budget.used += 1
+            response.charged = True
+        return response
+
+    def _conditional(self, request: Request, response: Response) -> Response:
+        """ETag and Last-Modified on every GET; a matching ``If-None-Match`` (or, without it,
+        ``If-Modified-Since``) answers 304 with no body."""
+        payload = json_bytes(response.body)
+        tag = etag_of(payload, self.identity_name(request) or "")
+        response.headers["ETag"] = tag
+        if response.last_modified is None and isinstance(response.body, list):
+            response.last_modified = self.clock.now()
+        if response.last_modified is not None:
+            response.headers["Last-Modified"] = format_http_date(response.last_modified)
+        not_modified = False
+        if_none_match = request.header("if-none-match")
+        if if_none_match is not None:
+            wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+            not_modified = "*" in wanted or tag.removeprefix("W/") in wanted
+        elif (since := request.header("if-modified-since")) and response.last_modified is not None:
+            parsed = parse_http_date(since)
+            not_modified = parsed is not None and response.last_modified <= parsed
+        if not_modified:
+            kept = {k: v for k, v in response.headers.items() if k in ("ETag", "Last-Modified", "Link")}
+            return Response(304, None, kept, last_modified=response.last_modified)
+        return response
+
+    def finalize(self, request: Request, response: Response) -> Response:
+        identity = request.identity if isinstance(request.identity, _Identity) else None
+        headers = {
+            "X-GitHub-Media-Type": "github.v3; format=json",
+            "X-GitHub-Api-Version-Selected": "2022-11-28",
+            "X-GitHub-Request-Id": secrets.token_hex(8).upper(),
+            "Access-Control-Expose-Headers": (
+                "ETag, Link, Location, Retry-After, X-GitHub-OTP, X-RateLimit-Limit, X-RateLimit-Remaining, "
+                "X-RateLimit-Used, X-RateLimit-Resource, X-RateLimit-Reset, X-OAuth-Scopes, "
+                "X-Accepted-OAuth-Scopes, X-Poll-Interval, X-GitHub-Media-Type"
+            ),
+            "Vary": "Accept, Authorization, Cookie, X-GitHub-OTP",
+        }
+        if request.method == "GET":
+            headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
+        if identity is not None:
+            headers.update(self._rate_headers(self._budget(identity)))
+        elif identity is None:  # unauthenticated or refused: the caller's address budget
+            headers.update(self._rate_headers(self._budget(_Identity("", "anonymous"))))
+        if identity is not None and identity.scopes is not None:
+            headers["X-OAuth-Scopes"] = ", ".join(identity.scopes)
+            headers["X-Accepted-OAuth-Scopes"] = ""
+        response.headers = {**headers, **response.headers}
+        return response
+
+    def fault_response(self, rule: FaultRule, request: Request) -> Response:
+        identity = self._authenticate(request)
+        if isinstance(identity, _Identity):
+            request.identity = identity
+        if rule.kind == "rate_limit_primary":
+            response = self._limit_exceeded(request.identity if isinstance(request.identity, _Identity) else None)
+            response.headers.update({
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(self.clock.timestamp() + rule.retry_after),
+                "X-RateLimit-Used": str(self.rate_limit),
+            })
+            return response
+        if rule.kind in ("rate_limit_secondary", "429"):
+            message = (
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+                f"If you reach out to GitHub Support for help, please include the request ID {secrets.token_hex(4)}."
+            )
+            response = self._error(429 if rule.kind == "429" else 403, message)
+            response.headers["Retry-After"] = str(rule.retry_after)
+            return response
+        messages = {500: "Server Error", 502: "Server Error", 503: "Service Unavailable"}
+        return Response(int(rule.kind), {"message": messages[int(rule.kind)]})
+
+    # -- request helpers
+
+    def _repo(self, request: Request) -> Repo:
+        repo = self.state.find_repo(request.params["owner"], request.params["repo"])
+        if repo is None or (repo.private and request.identity.kind == "anonymous"):
+            raise _Answer(self.not_found(request))
+        return repo
+
+    def _issue(self, request: Request, repo: Repo) -> Issue:
+        try:
+            issue = repo.issues[int(request.params["issue_number"])]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+        return issue
+
+    def _comment(self, request: Request, repo: Repo) -> Comment:
+        try:
+            return repo.comments[int(request.params["comment_id"])]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+
+    def _body(self, request: Request, *, kinds: tuple[type, ...] = (dict,)) -> Any:
+        try:
+            body = request.json()
+        except ValueError:
+            raise _Answer(self._error(400, "Problems parsing JSON")) from None
+        if body is None:
+            body = {} if dict in kinds else []
+        if not isinstance(body, kinds):
+            raise _Answer(self._error(400, "Problems parsing JSON"))
+        return body
+
+    def _invalid(self, resource: str, field_name: str, code: str = "missing_field", **extra: Any) -> _Answer:
+        error = {"resource": resource, "code": code, "field": field_name, **extra}
+        return _Answer(self._error(422, "Validation Failed", errors=[error]))
+
+    def _since(self, request: Request) -> datetime | None:
+        if "since" not in request.query:
+            return None
+        try:
+            return parse_iso(request.query["since"])
+        except ValueError:
+            raise self._invalid("Issue", "since", "invalid", value=request.query["since"]) from None
+
+    def _page(self, request: Request, items: Sequence[Any]) -> tuple[list[Any], dict[str, str]]:
+        return paginate(items, request, self.base_url)
+
+    def _actor(self, request: Request) -> str:
+        identity = request.identity
+        return identity.login if identity.login else "ghost"
+
+    def _known_sha(self, request: Request, repo: Repo, ref: str) -> str:
+        if ref in repo.commits:
+            return ref
+        for branch in (ref, ref.removeprefix("heads/"), ref.removeprefix("refs/heads/")):
+            if branch in repo.branches:
+                return repo.branches[branch]
+        matches = [sha for sha in repo.commits if len(ref) >= 7 and sha.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise _Answer(self._error(422, f"No commit found for SHA: {ref}"))
+
+    # -- JSON bodies
+
+    def _user(self, login: str | None) -> dict[str, Any] | None:
+        if login is None:
+            return None
+        user = self.state.add_user(login)
+        q = urllib.parse.quote(user.login, safe="")
+        api = self.api(f"/users/{q}")
+        return {
+            "login": user.login,
+            "id": user.id,
+            "node_id": _node_id("User" if user.type == "User" else user.type, user.id),
+            "avatar_url": self.web(f"/avatars/u/{user.id}?v=4"),
+            "gravatar_id": "",
+            "url": api,
+            "html_url": self.web(f"/{q}"),
+            "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}",
+            "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs",
+            "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events",
+            "type": user.type,
+            "user_view_type": "public",
+            "site_admin": False,
+        }
+
+    def _role(self, repo: Repo, login: str) -> str | None:
+        if login.lower() == repo.owner.lower():
+            return "admin"
+        return repo.collaborators.get(login.lower())
+
+    def _association(self, repo: Repo, login: str) -> str:
+        if login.lower() == repo.owner.lower():
+            return "OWNER"
+        if login.lower() in repo.collaborators:
+            return "COLLABORATOR"
+        if any(i.user.lower() == login.lower() and i.pull and i.pull.merged for i in repo.issues.values()):
+            return "CONTRIBUTOR"
+        return "NONE"
+
+    def _repo_json(self, repo: Repo, viewer: _Identity | None = None, *, full: bool = False) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}")
+        host = urllib.parse.urlsplit(self.url).netloc
+        open_issues = sum(1 for i in repo.issues.values() if i.state == "open")
+        body: dict[str, Any] = {
+            "id": repo.id,
+            "node_id": _node_id("Repository", repo.id),
+            "name": repo.name,
+            "full_name": repo.full_name,
+            "owner": self._user(repo.owner),
+            "private": repo.private,
+            "html_url": self.web(f"/{repo.full_name}"),
+            "description": repo.description,
+            "fork": repo.fork,
+            "url": api,
+            "archive_url": f"{api}/{{archive_format}}{{/ref}}",
+            "assignees_url": f"{api}/assignees{{/user}}",
+            "blobs_url": f"{api}/git/blobs{{/sha}}",
+            "branches_url": f"{api}/branches{{/branch}}",
+            "collaborators_url": f"{api}/collaborators{{/collaborator}}",
+            "comments_url": f"{api}/comments{{/number}}",
+            "commits_url": f"{api}/commits{{/sha}}",
+            "compare_url": f"{api}/compare/{{base}}...{{head}}",
+            "contents_url": f"{api}/contents/{{+path}}",
+            "contributors_url": f"{api}/contributors",
+            "deployments_url": f"{api}/deployments",
+            "downloads_url": f"{api}/downloads",
+            "events_url": f"{api}/events",
+            "forks_url": f"{api}/forks",
+            "git_commits_url": f"{api}/git/commits{{/sha}}",
+            "git_refs_url": f"{api}/git/refs{{/sha}}",
+            "git_tags_url": f"{api}/git/tags{{/sha}}",
+            "git_url": f"git://{host}/{repo.full_name}.git",
+            "issue_comment_url": f"{api}/issues/comments{{/number}}",
+            "issue_events_url": f"{api}/issues/events{{/number}}",
+            "issues_url": f"{api}/issues{{/number}}",
+            "keys_url": f"{api}/keys{{/key_id}}",
+            "labels_url": f"{api}/labels{{/name}}",
+            "languages_url": f"{api}/languages",
+            "merges_url": f"{api}/merges",
+            "milestones_url": f"{api}/milestones{{/number}}",
+            "notifications_url": f"{api}/notifications{{?since,all,participating}}",
+            "pulls_url": f"{api}/pulls{{/number}}",
+            "releases_url": f"{api}/releases{{/id}}",
+            "ssh_url": f"git@{host.split(':')[0]}:{repo.full_name}.git",
+            "stargazers_url": f"{api}/stargazers",
+            "statuses_url": f"{api}/statuses/{{sha}}",
+            "subscribers_url": f"{api}/subscribers",
+            "subscription_url": f"{api}/subscription",
+            "tags_url": f"{api}/tags",
+            "teams_url": f"{api}/teams",
+            "trees_url": f"{api}/git/trees{{/sha}}",
+            "clone_url": self.web(f"/{repo.full_name}.git"),
+            "mirror_url": None,
+            "hooks_url": f"{api}/hooks",
+            "svn_url": self.web(f"/{repo.full_name}"),
+            "homepage": None,
+            "language": "Python",
+            "forks_count": 0,
+            "stargazers_count": 0,
+            "watchers_count": 0,
+            "size": 1,
+            "default_branch": repo.default_branch,
+            "open_issues_count": open_issues,
+            "is_template": False,
+            "topics": [],
+            "has_issues": True,
+            "has_projects": True,
+            "has_wiki": False,
+            "has_pages": False,
+            "has_downloads": True,
+            "has_discussions": False,
+            "archived": False,
+            "disabled": False,
+            "visibility": "private" if repo.private else "public",
+            "pushed_at": iso(repo.pushed_at),
+            "created_at": iso(repo.created_at),
+            "updated_at": iso(repo.updated_at),
+            "allow_forking": True,
+            "web_commit_signoff_required": False,
+            "license": None,
+            "forks": 0,
+            "open_issues": open_issues,
+            "watchers": 0,
+        }
+        if viewer is not None and viewer.login:
+            role = self._role(repo, viewer.login) or ("write" if viewer.kind == "installation" else None)
+            flags = ROLES[role][1] if role else {**ROLES["read"][1], "pull": not repo.private}
+            body["permissions"] = dict(flags)
+        if full:
+            body.update(
+                {
+                    "subscribers_count": 0,
+                    "network_count": 0,
+                    "allow_rebase_merge": True,
+                    "allow_squash_merge": True,
+                    "allow_merge_commit": True,
+                    "allow_auto_merge": False,
+                    "delete_branch_on_merge": False,
+                    "temp_clone_token": "",
+                }
+            )
+            if repo.parent is not None:
+                parent = self.state.repo(repo.parent)
+                body["parent"] = body["source"] = self._repo_json(parent)
+        return body
+
+    def _label_json(self, repo: Repo, label: Label) -> dict[str, Any]:
+        return {
+            "id": label.id,
+            "node_id": _node_id("Label", label.id),
+            "url": self.api(f"/repos/{repo.full_name}/labels/{urllib.parse.quote(label.name, safe='')}"),
+            "name": label.name,
+            "description": label.description,
+            "color": label.color,
+            "default": label.default,
+        }
+
+    def _rollup(self, url: str, reactions: Sequence[Reaction]) -> dict[str, Any]:
+        counts = {content: sum(1 for r in reactions if r.content == content) for content in REACTIONS}
+        return {"url": url, "total_count": len(reactions), **counts}
+
+    def _issue_json(self, repo: Repo, issue: Issue) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}/issues/{issue.number}")
+        kind = "pull" if issue.is_pull else "issues"
+        html = self.web(f"/{repo.full_name}/{kind}/{issue.number}")
+        body: dict[str, Any] = {
+            "id": issue.id,
+            "node_id": _node_id("PullRequest" if issue.is_pull else "Issue", issue.id),
+            "url": api,
+            "repository_url": self.api(f"/repos/{repo.full_name}"),
+            "labels_url": f"{api}/labels{{/name}}",
+            "comments_url": f"{api}/comments",
+            "events_url": f"{api}/events",
+            "html_url": html,
+            "number": issue.number,
+            "state": issue.state,
+            "state_reason": issue.state_reason,
+            "title": issue.title,
+            "body": issue.body,
+            "user": self._user(issue.user),
+            "labels": [self._label_json(repo, repo.labels[n.lower()]) for n in issue.labels],
+            "assignee": self._user(issue.assignees[0]) if issue.assignees else None,
+            "assignees": [self._user(a) for a in issue.assignees],
+            "milestone": None,
+            "locked": issue.locked,
+            "active_lock_reason": None,
+            "comments": sum(1 for c in repo.comments.values() if c.number == issue.number),
+            "closed_at": iso(issue.closed_at),
+            "created_at": iso(issue.created_at),
+            "updated_at": iso(issue.updated_at),
+            "closed_by": self._user(issue.closed_by),
+            "author_association": self._association(repo, issue.user),
+            "reactions": self._rollup(f"{api}/reactions", []),
+            "timeline_url": f"{api}/timeline",
+            "performed_via_github_app": None,
+        }
+        if issue.pull is not None:
+            pull_api = self.api(f"/repos/{repo.full_name}/pulls/{issue.number}")
+            body["draft"] = issue.pull.draft
+            body["pull_request"] = {
+                "url": pull_api,
+                "html_url": html,
+                "diff_url": f"{html}.diff",
+                "patch_url": f"{html}.patch",
+                "merged_at": iso(issue.pull.merged_at),
+            }
+        return body
+
+    def _comment_json(self, repo: Repo, comment: Comment) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}/issues/comments/{comment.id}")
+        issue = repo.issues[comment.number]
+        kind = "pull" if issue.is_pull else "issues"
+        return {
+            "id": comment.id,
+            "node_id": _node_id("IssueComment", comment.id),
+            "url": api,
+            "html_url": self.web(f"/{repo.full_name}/{kind}/{comment.number}#issuecomment-{comment.id}"),
+            "body": comment.body,
+            "user": self._user(comment.user),
+            "created_at": iso(comment.created_at),
+            "updated_at": iso(comment.updated_at),
+            "issue_url": self.api(f"/repos/{repo.full_name}/issues/{comment.number}"),
+            "author_association": self._association(repo, comment.user),
+            "performed_via_github_app": None,
+            "reactions": self._rollup(f"{api}/reactions", comment.reactions),
+        }
+
+    def _reaction_json(self, reaction: Reaction) -> dict[str, Any]:
+        return {
+            "id": reaction.id,
+            "node_id": _node_id("Reaction", reaction.id),
+            "user": self._user(reaction.user),
+            "content": reaction.content,
+            "created_at": iso(reaction.created_at),
+        }
+
+    def _pull_json(self, repo: Repo, issue: Issue, *, simple: bool = False) -> dict[str, Any]:
+        pull = issue.pull
+        assert pull is not None
+        api = self.api(f"/repos/{repo.full_name}/pulls/{issue.number}")
+        issue_api = self.api(f"/repos/{repo.full_name}/issues/{issue.number}")
+        html = self.web(f"/{repo.full_name}/pull/{issue.number}")
+        statuses = self.api(f"/repos/{repo.full_name}/statuses/{pull.head_sha}")
+        head_repo = self.state.repo(pull.head_repo)
+        labels = [self._label_json(repo, repo.labels[n.lower()]) for n in issue.labels]
+        if simple:  # the list's schema types a label's description as a plain string
+            labels = [{**label, "description": label["description"] or ""} for label in labels]
+
+        def side(ref: str, sha: str, owner_repo: Repo) -> dict[str, Any]:
+            return {
+                "label": f"{owner_repo.owner}:{ref}",
+                "ref": ref,
+                "sha": sha,
+                "user": self._user(owner_repo.owner),
+                "repo": self._repo_json(owner_repo),
+            }
+
+        body: dict[str, Any] = {
+            "url": api,
+            "id": issue.id,
+            "node_id": _node_id("PullRequest", issue.id),
+            "html_url": html,
+            "diff_url": f"{html}.diff",
+            "patch_url": f"{html}.patch",
+            "issue_url": issue_api,
+            "commits_url": f"{api}/commits",
+            "review_comments_url": f"{api}/comments",
+            "review_comment_url": self.api(f"/repos/{repo.full_name}/pulls/comments{{/number}}"),
+            "comments_url": f"{issue_api}/comments",
+            "statuses_url": statuses,
+            "number": issue.number,
+            "state": issue.state,
+            "locked": issue.locked,
+            "title": issue.title,
+            "user": self._user(issue.user),
+            "body": issue.body,
+            "labels": labels,
+            "milestone": None,
+            "active_lock_reason": None,
+            "created_at": iso(issue.created_at),
+            "updated_at": iso(issue.updated_at),
+            "closed_at": iso(issue.closed_at),
+            "merged_at": iso(pull.merged_at),
+            "merge_commit_sha": pull.merge_commit_sha,
+            "assignee": self._user(issue.assignees[0]) if issue.assignees else None,
+            "assignees": [self._user(a) for a in issue.assignees],
+            "requested_reviewers": [],
+            "requested_teams": [],
+            "head": side(pull.head_ref, pull.head_sha, head_repo),
+            "base": side(pull.base_ref, pull.base_sha, repo),
+            "_links": {
+                "self": {"href": api},
+                "html": {"href": html},
+                "issue": {"href": issue_api},
+                "comments": {"href": f"{issue_api}/comments"},
+                "review_comments": {"href": f"{api}/comments"},
+                "review_comment": {"href": self.api(f"/repos/{repo.full_name}/pulls/comments{{/number}}")},
+                "commits": {"href": f"{api}/commits"},
+                "statuses": {"href": statuses},
+            },
+            "author_association": self._association(repo, issue.user),
+            "auto_merge": None,
+            "draft": pull.draft,
+        }
+        if not simple:
+            open_ = issue.state == "open"
+            body.update(
+                {
+                    "merged": pull.merged,
+                    "mergeable": True if open_ else None,
+                    "rebaseable": True if open_ else None,
+                    "mergeable_state": "clean" if open_ else "unknown",
+                    "merged_by": self._user(pull.merged_by),
+                    "comments": sum(1 for c in repo.comments.values() if c.number == issue.number),
+                    "review_comments": 0,
+                    "maintainer_can_modify": head_repo is not repo,
+                    "commits": 1,
+                    "additions": sum(f["additions"] for f in pull.files),
+                    "deletions": sum(f["deletions"] for f in pull.files),
+                    "changed_files": len(pull.files),
+                }
+            )
+        return body
+
+    def _file_json(self, repo: Repo, pull: Pull, entry: Mapping[str, Any]) -> dict[str, Any]:
+        name = entry["filename"]
+        quoted = urllib.parse.quote(name)
+        body = {
+            "sha": hashlib.sha1(f"{pull.head_sha}:{name}".encode()).hexdigest(),
+            "filename": name,
+            "status": entry["status"],
+            "additions": entry["additions"],
+            "deletions": entry["deletions"],
+            "changes": entry["changes"],
+            "blob_url": self.web(f"/{pull.head_repo}/blob/{pull.head_sha}/{quoted}"),
+            "raw_url": self.web(f"/{pull.head_repo}/raw/{pull.head_sha}/{quoted}"),
+            "contents_url": self.api(f"/repos/{pull.head_repo}/contents/{quoted}?ref={pull.head_sha}"),
+            "patch": entry["patch"],
+        }
+        if "previous_filename" in entry:
+            body["previous_filename"] = entry["previous_filename"]
+        return body
+
+    def _status_json(self, repo: Repo, status: Status) -> dict[str, Any]:
+        creator = self._user(status.creator)
+        return {
+            "url": self.api(f"/repos/{repo.full_name}/statuses/{status.sha}"),
+            "avatar_url": creator["avatar_url"] if creator else None,
+            "id": status.id,
+            "node_id": _node_id("StatusContext", status.id),
+            "state": status.state,
+            "description": status.description,
+            "target_url": status.target_url,
+            "context": status.context,
+            "created_at": iso(status.created_at),
+            "updated_at": iso(status.updated_at),
+            "creator": creator,
+        }
+
+    def _app_json(self, app_id: int | None) -> dict[str, Any] | None:
+        app = self._apps.get(app_id) if app_id is not None else None
+        if app is None:
+            return None
+        return {
+            "id": app.app_id,
+            "slug": app.slug,
+            "node_id": _node_id("Integration", app.app_id),
+            "client_id": f"Iv1.{app.app_id:016x}",
+            "owner": self._user(app.owner),
+            "name": app.slug,
+            "description": None,
+            "external_url": self.web(f"/apps/{app.slug}"),
+            "html_url": self.web(f"/apps/{app.slug}"),
+            "created_at": iso(app.created_at),
+            "updated_at": iso(app.created_at),
+            "permissions": {"issues": "write", "checks": "write", "metadata": "read", "contents": "read",
+                            "pull_requests": "write", "statuses": "write", "actions": "write"},
+            "events": ["issue_comment", "issues", "pull_request", "push"],
+        }
+
+    def _check_run_json(self, repo: Repo, run: CheckRun) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}/check-runs/{run.id}")
+        pulls = [
+            {
+                "id": issue.id,
+                "number": issue.number,
+                "url": self.api(f"/repos/{repo.full_name}/pulls/{issue.number}"),
+                "head": {"ref": issue.pull.head_ref, "sha": issue.pull.head_sha,
+                         "repo": {"id": repo.id, "url": self.api(f"/repos/{repo.full_name}"), "name": repo.name}},
+                "base": {"ref": issue.pull.base_ref, "sha": issue.pull.base_sha,
+                         "repo": {"id": repo.id, "url": self.api(f"/repos/{repo.full_name}"), "name": repo.name}},
+            }
+            for issue in repo.issues.values()
+            if issue.pull and issue.state == "open" and issue.pull.head_sha == run.head_sha
+            and issue.pull.head_repo == repo.full_name
+        ]
+        output = run.output
+        return {
+            "id": run.id,
+            "head_sha": run.head_sha,
+            "node_id": _node_id("CheckRun", run.id),
+            "external_id": run.external_id,
+            "url": api,
+            "html_url": self.web(f"/{repo.full_name}/runs/{run.id}"),
+            "details_url": run.details_url,
+            "status": run.status,
+            "conclusion": run.conclusion,
+            "started_at": iso(run.started_at),
+            "completed_at": iso(run.completed_at),
+            "output": {
+                "title": output.get("title"),
+                "summary": output.get("summary"),
+                "text": output.get("text"),
+                "annotations_count": len(output.get("annotations", [])),
+                "annotations_url": f"{api}/annotations",
+            },
+            "name": run.name,
+            "check_suite": {"id": run.check_suite_id},
+            "app": self._app_json(run.app_id),
+            "pull_requests": pulls,
+        }
+
+    def _workflow_json(self, repo: Repo, workflow: Workflow) -> dict[str, Any]:
+        return {
+            "id": workflow.id,
+            "node_id": _node_id("Workflow", workflow.id),
+            "name": workflow.name,
+            "path": workflow.path,
+            "state": workflow.state,
+            "created_at": iso(workflow.created_at),
+            "updated_at": iso(workflow.updated_at),
+            "url": self.api(f"/repos/{repo.full_name}/actions/workflows/{workflow.id}"),
+            "html_url": self.web(f"/{repo.full_name}/blob/{repo.default_branch}/{workflow.path}"),
+            "badge_url": self.web(f"/{repo.full_name}/workflows/{urllib.parse.quote(workflow.name)}/badge.svg"),
+        }
+
+    def _run_json(self, repo: Repo, run: WorkflowRun) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}/actions/runs/{run.id}")
+        workflow = repo.workflows[run.workflow_id]
+        message = repo.commits.get(run.head_sha, "")
+        person = {"name": run.actor, "email": f"{run.actor}@users.noreply.localhost"}
+        return {
+            "id": run.id,
+            "name": workflow.name,
+            "node_id": _node_id("WorkflowRun", run.id),
+            "check_suite_id": run.check_suite_id,
+            "check_suite_node_id": _node_id("CheckSuite", run.check_suite_id),
+            "head_branch": run.head_branch,
+            "head_sha": run.head_sha,
+            "path": f"{workflow.path}@{run.head_branch or run.head_sha}",
+            "display_title": workflow.name,
+            "run_number": run.run_number,
+            "run_attempt": 1,
+            "referenced_workflows": [],
+            "event": run.event,
+            "status": run.status,
+            "conclusion": run.conclusion,
+            "workflow_id": run.workflow_id,
+            "url": api,
+            "html_url": self.web(f"/{repo.full_name}/actions/runs/{run.id}"),
+            "pull_requests": [],
+            "created_at": iso(run.created_at),
+            "updated_at": iso(run.updated_at),
+            "actor": self._user(run.actor),
+            "triggering_actor": self._user(run.actor),
+            "run_started_at": iso(run.run_started_at or run.created_at),
+            "jobs_url": f"{api}/jobs",
+            "logs_url": f"{api}/logs",
+            "check_suite_url": self.api(f"/repos/{repo.full_name}/check-suites/{run.check_suite_id}"),
+            "artifacts_url": f"{api}/artifacts",
+            "cancel_url": f"{api}/cancel",
+            "rerun_url": f"{api}/rerun",
+            "previous_attempt_url": None,
+            "workflow_url": self.api(f"/repos/{repo.full_name}/actions/workflows/{run.workflow_id}"),
+            "head_commit": {
+                "id": run.head_sha,
+                "tree_id": hashlib.sha1(f"tree {run.head_sha}".encode()).hexdigest(),
+                "message": message,
+                "timestamp": iso(run.created_at),
+                "author": person,
+                "committer": person,
+            },
+            "repository": self._repo_json(repo),
+            "head_repository": self._repo_json(repo),
+        }
+
+    def _commit_json(self, repo: Repo, sha: str) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}/commits/{sha}")
+        when = iso(repo.created_at)
+        person = {"name": repo.owner, "email": f"{repo.owner}@users.noreply.localhost", "date": when}
+        tree = hashlib.sha1(f"tree {sha}".encode()).hexdigest()
+        return {
+            "url": api,
+            "sha": sha,
+            "node_id": _node_id("Commit", int(sha[:8], 16)),
+            "html_url": self.web(f"/{repo.full_name}/commit/{sha}"),
+            "comments_url": f"{api}/comments",
+            "commit": {
+                "url": self.api(f"/repos/{repo.full_name}/git/commits/{sha}"),
+                "author": person,
+                "committer": person,
+                "message": repo.commits.get(sha, ""),
+                "comment_count": 0,
+                "tree": {"sha": tree, "url": self.api(f"/repos/{repo.full_name}/git/trees/{tree}")},
+            },
+            "author": self._user(repo.owner),
+            "committer": self._user(repo.owner),
+            "parents": [],
+            "stats": {"additions": 0, "deletions": 0, "total": 0},
+            "files": [],
+        }
+
+    # -- routes
+
+    def _register_routes(self) -> None:
+        add = self.route
+        r = "/repos/{owner}/{repo}"
+        add("GET", r, self._get_repo, name="repos/get")
+        add("GET", f"{r}/issues", self._list_issues, name="issues/list-for-repo")
+        add("POST", f"{r}/issues", self._create_issue, name="issues/create")
+        add("GET", f"{r}/issues/{{issue_number}}", self._get_issue, name="issues/get")
+        add("PATCH", f"{r}/issues/{{issue_number}}", self._update_issue, name="issues/update")
+        add("GET", f"{r}/issues/comments", self._list_repo_comments, name="issues/list-comments-for-repo")
+        add("GET", f"{r}/issues/{{issue_number}}/comments", self._list_comments, name="issues/list-comments")
+        add("POST", f"{r}/issues/{{issue_number}}/comments", self._create_comment, name="issues/create-comment")
+        add("GET", f"{r}/issues/comments/{{comment_id}}", self._get_comment, name="issues/get-comment")
+        add("PATCH", f"{r}/issues/comments/{{comment_id}}", self._update_comment, name="issues/update-comment")
+        add("GET", f"{r}/issues/comments/{{comment_id}}/reactions", self._list_reactions,
+            name="reactions/list-for-issue-comment")
+        add("POST", f"{r}/issues/comments/{{comment_id}}/reactions", self._create_reaction,
+            name="reactions/create-for-issue-comment")
+        add("POST", f"{r}/issues/{{issue_number}}/labels", self._add_labels, name="issues/add-labels")
+        add("DELETE", f"{r}/issues/{{issue_number}}/labels/{{name}}", self._remove_label, name="issues/remove-label")
+        add("GET", f"{r}/labels", self._list_labels, name="issues/list-labels-for-repo")
+        add("POST", f"{r}/labels", self._create_label, name="issues/create-label")
+        add("GET", f"{r}/pulls", self._list_pulls, name="pulls/list")
+        add("GET", f"{r}/pulls/{{pull_number}}", self._get_pull, name="pulls/get")
+        add("GET", f"{r}/pulls/{{pull_number}}/files", self._list_files, name="pulls/list-files")
+        add("GET", f"{r}/commits/{{ref}}", self._get_commit, name="repos/get-commit")
+        add("POST", f"{r}/statuses/{{sha}}", self._create_status, name="repos/create-commit-status")
+        add("GET", f"{r}/commits/{{ref}}/statuses", self._list_statuses, name="repos/list-commit-statuses-for-ref")
+        # the older path of the same list, which PyGithub's Commit.get_statuses() calls
+        add("GET", f"{r}/statuses/{{sha}}", self._list_statuses, name="repos/list-commit-statuses-for-ref-legacy")
+        add("POST", f"{r}/check-runs", self._create_check_run, name="checks/create")
+        add("PATCH", f"{r}/check-runs/{{check_run_id}}", self._update_check_run, name="checks/update")
+        add("GET", f"{r}/collaborators/{{username}}/permission", self._permission,
+            name="repos/get-collaborator-permission-level")
+        add("GET", f"{r}/actions/workflows/{{workflow_id}}", self._get_workflow, name="actions/get-workflow")
+        add("POST", f"{r}/actions/workflows/{{workflow_id}}/dispatches", self._dispatch_workflow,
+            name="actions/create-workflow-dispatch")
+        add("GET", f"{r}/actions/runs", self._list_runs, name="actions/list-workflow-runs-for-repo")
+        add("GET", "/rate_limit", self._rate_limit, name="rate-limit/get")
+        add("GET", "/user", self._get_user, name="users/get-authenticated")
+        add("POST", "/app/installations/{installation_id}/access_tokens", self._installation_token,
+            name="apps/create-installation-access-token")
+
+    def _get_repo(self, request: Request) -> Response:
+        repo = self._repo(request)
+        return Response(200, self._repo_json(repo, request.identity, full=True), last_modified=repo.updated_at)
+
+    @staticmethod
+    def _ordered(items: list[Any], key: Any, direction: str) -> list[Any]:
+        return sorted(items, key=lambda x: (key(x), x.id), reverse=direction == "desc")
+
+    def _list_issues(self, request: Request) -> Response:
+        repo = self._repo(request)
+        q = request.query
+        state = q.get("state", "open")
+        wanted = [name.strip().lower() for name in q.get("labels", "").split(",") if name.strip()]
+        since = self._since(request)
+        found = [
+            i
+            for i in repo.issues.values()
+            if (state == "all" or i.state == state)
+            and all(name in {label.lower() for label in i.labels} for name in wanted)
+            and (since is None or i.updated_at >= since)
+            and (q.get("creator") is None or i.user.lower() == q["creator"].lower())
+        ]
+        sort = q.get("sort", "created")
+        keys = {
+            "created": lambda i: i.created_at,
+            "updated": lambda i: i.updated_at,
+            "comments": lambda i: sum(1 for c in repo.comments.values() if c.number == i.number),
+        }
+        found = self._ordered(found, keys.get(sort, keys["created"]), q.get("direction", "desc"))
+        page, headers = self._page(request, found)
+        last = max((i.updated_at for i in found), default=None)
+        return Response(200, [self._issue_json(repo, i) for i in page], headers, last_modified=last)
+
+    def _create_issue(self, request: Request) -> Response:
+        repo = self._repo(request)
+        body = self._body(request)
+        title = body.get("title")
+        if title in (None, ""):
+            raise self._invalid("Issue", "title")
+        labels = [x["name"] if isinstance(x, dict) else str(x) for x in body.get("labels") or []]
+        issue = self.state._new_issue(repo, str(title), body.get("body"), self._actor(request), labels)
+        assignees = list(body.get("assignees") or ([body["assignee"]] if body.get("assignee") else []))
+        issue.assignees = [self.state.add_user(a).login for a in assignees]
+        url = self.api(f"/repos/{repo.full_name}/issues/{issue.number}")
+        return Response(201, self._issue_json(repo, issue), {"Location": url})
+
+    def _get_issue(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._issue(request, repo)
+        return Response(200, self._issue_json(repo, issue), last_modified=issue.updated_at)
+
+    def _update_issue(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._issue(request, repo)
+        body = self._body(request)
+        state = body.get("state")
+        if state is not None and state not in ("open", "closed"):
+            raise self._invalid("Issue", "state", "invalid", value=state)
+        if "title" in body:
+            if not body["title"]:
+                raise self._invalid("Issue", "title")
+            issue.title = str(body["title"])
+        if "body" in body:
+            issue.body = body["body"]
+        if "labels" in body:
+            names = [x["name"] if isinstance(x, dict) else str(x) for x in body["labels"] or []]
+            issue.labels = [self.state._label(repo, name).name for name in names]
+        if "assignees" in body:
+            issue.assignees = [self.state.add_user(a).login for a in body["assignees"] or []]
+        now = self.clock.now()
+        if state == "closed" and issue.state != "closed":
+            issue.state, issue.closed_at, issue.closed_by = "closed", now, self._actor(request)
+            issue.state_reason = body.get("state_reason") or ("completed" if not issue.is_pull else None)
+        elif state == "open" and issue.state != "open":
+            issue.state, issue.closed_at, issue.closed_by, issue.state_reason = "open", None, None, "reopened"
+        elif "state_reason" in body and issue.state == "closed":
+            issue.state_reason = body["state_reason"]
+        issue.updated_at = now
+        return Response(200, self._issue_json(repo, issue))
+
+    def _list_repo_comments(self, request: Request) -> Response:
+        repo = self._repo(request)
+        since = self._since(request)
+        found = [c for c in repo.comments.values() if since is None or c.updated_at >= since]
+        sort = request.query.get("sort")
+        if sort in ("created", "updated"):
+            key = (lambda c: c.created_at) if sort == "created" else (lambda c: c.updated_at)
+            found = self._ordered(found, key, request.query.get("direction", "desc"))
+        else:  # without ``sort``, oldest first; ``direction`` is ignored
+            found = sorted(found, key=lambda c: c.id)
+        page, headers = self._page(request, found)
+        last = max((c.updated_at for c in found), default=None)
+        return Response(200, [self._comment_json(repo, c) for c in page], headers, last_modified=last)
+
+    def _list_comments(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._issue(request, repo)
+        since = self._since(request)
+        found = [
+            c
+            for c in sorted(repo.comments.values(), key=lambda c: c.id)
+            if c.number == issue.number and (since is None or c.updated_at >= since)
+        ]
+        page, headers = self._page(request, found)
+        last = max((c.updated_at for c in found), default=None)
+        return Response(200, [self._comment_json(repo, c) for c in page], headers, last_modified=last)
+
+    def _create_comment(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._issue(request, repo)
+        body = self._body(request)
+        if not body.get("body"):
+            raise self._invalid("IssueComment", "body")
+        if issue.locked and self._role(repo, self._actor(request)) is None:
+            raise _Answer(self._error(403, "Unable to create comment because issue is locked."))
+        comment_id = self.state.add_comment(repo.full_name, issue.number, self._actor(request), str(body["body"]))
+        comment = repo.comments[comment_id]
+        headers = {"Location": self.api(f"/repos/{repo.full_name}/issues/comments/{comment.id}")}
+        return Response(201, self._comment_json(repo, comment), headers)
+
+    def _get_comment(self, request: Request) -> Response:
+        repo = self._repo(request)
+        comment = self._comment(request, repo)
+        return Response(200, self._comment_json(repo, comment), last_modified=comment.updated_at)
+
+    def _update_comment(self, request: Request) -> Response:
+        repo = self._repo(request)
+        comment = self._comment(request, repo)
+        body = self._body(request)
+        if not body.get("body"):
+            raise self._invalid("IssueComment", "body")
+        comment.body, comment.updated_at = str(body["body"]), self.clock.now()
+        return Response(200, self._comment_json(repo, comment))
+
+    def _list_reactions(self, request: Request) -> Response:
+        repo = self._repo(request)
+        comment = self._comment(request, repo)
+        content = request.query.get("content")
+        found = [r for r in comment.reactions if content is None or r.content == content]
+        page, headers = self._page(request, found)
+        last = max((r.created_at for r in found), default=None)
+        return Response(200, [self._reaction_json(r) for r in page], headers, last_modified=last)
+
+    def _create_reaction(self, request: Request) -> Response:
+        repo = self._repo(request)
+        comment = self._comment(request, repo)
+        content = self._body(request).get("content")
+        if content not in REACTIONS:
+            raise self._invalid("Reaction", "content", "invalid", value=content)
+        before = len(comment.reactions)
+        reaction = self.state.add_reaction(comment.id, self._actor(request), content)
+        status = 201 if len(comment.reactions) > before else 200
+        return Response(status, self._reaction_json(reaction))
+
+    def _add_labels(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._issue(request, repo)
+        body = self._body(request, kinds=(dict, list))
+        names = body.get("labels", []) if isinstance(body, dict) else body
+        names = [x["name"] if isinstance(x, dict) else str(x) for x in names]
+        if not names:
+            raise self._invalid("Label", "labels")
+        present = {label.lower() for label in issue.labels}
+        for name in names:
+            if name.lower() not in present:
+                issue.labels.append(self.state._label(repo, name).name)
+                present.add(name.lower())
+        issue.updated_at = self.clock.now()
+        return Response(200, [self._label_json(repo, repo.labels[n.lower()]) for n in issue.labels])
+
+    def _remove_label(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._issue(request, repo)
+        name = request.params["name"]
+        kept = [label for label in issue.labels if label.lower() != name.lower()]
+        if len(kept) == len(issue.labels):
+            raise _Answer(self._error(404, "Label does not exist"))
+        issue.labels, issue.updated_at = kept, self.clock.now()
+        return Response(200, [self._label_json(repo, repo.labels[n.lower()]) for n in issue.labels])
+
+    def _list_labels(self, request: Request) -> Response:
+        repo = self._repo(request)
+        found = sorted(repo.labels.values(), key=lambda label: label.name.lower())
+        page, headers = self._page(request, found)
+        return Response(200, [self._label_json(repo, label) for label in page], headers)
+
+    def _create_label(self, request: Request) -> Response:
+        repo = self._repo(request)
+        body = self._body(request)
+        name = body.get("name")
+        if not name:
+            raise self._invalid("Label", "name")
+        color = str(body.get("color") or "ededed").lstrip("#").lower()
+        if len(color) != 6 or any(ch not in "0123456789abcdef" for ch in color):
+            raise self._invalid("Label", "color", "invalid")
+        if name.lower() in repo.labels:
+            raise self._invalid("Label", "name", "already_exists")
+        label = self.state.add_label(repo.full_name, name, color=color, description=body.get("description"))
+        url = self.api(f"/repos/{repo.full_name}/labels/{urllib.parse.quote(name, safe='')}")
+        return Response(201, self._label_json(repo, label), {"Location": url})
+
+    def _list_pulls(self, request: Request) -> Response:
+        repo = self._repo(request)
+        q = request.query
+        state = q.get("state", "open")
+        found = [
+            i
+            for i in repo.issues.values()
+            if i.pull is not None
+            and (state == "all" or i.state == state)
+            and (q.get("base") is None or i.pull.base_ref == q["base"])
+            and (q.get("head") is None or q["head"] == f"{i.pull.head_repo.split('/')[0]}:{i.pull.head_ref}")
+        ]
+        sort = q.get("sort", "created")
+        keys = {
+            "created": lambda i: i.created_at,
+            "updated": lambda i: i.updated_at,
+            "popularity": lambda i: sum(1 for c in repo.comments.values() if c.number == i.number),
+            "long-running": lambda i: i.created_at,
+        }
+        direction = q.get("direction", "desc" if sort == "created" else "asc")
+        found = self._ordered(found, keys.get(sort, keys["created"]), direction)
+        page, headers = self._page(request, found)
+        last = max((i.updated_at for i in found), default=None)
+        return Response(200, [self._pull_json(repo, i, simple=True) for i in page], headers, last_modified=last)
+
+    def _pull(self, request: Request, repo: Repo) -> Issue:
+        try:
+            issue = repo.issues[int(request.params["pull_number"])]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+        if issue.pull is None:
+            raise _Answer(self.not_found(request))
+        return issue
+
+    def _get_pull(self, request: Request) -> Response:
+        repo = self._repo(request)
+        issue = self._pull(request, repo)
+        return Response(200, self._pull_json(repo, issue), last_modified=issue.updated_at)
+
+    def _list_files(self, request: Request) -> Response:
+        repo = self._repo(request)
+        pull = self._pull(request, repo).pull
+        assert pull is not None
+        page, headers = self._page(request, pull.files)
+        return Response(200, [self._file_json(repo, pull, f) for f in page], headers)
+
+    def _get_commit(self, request: Request) -> Response:
+        repo = self._repo(request)
+        sha = self._known_sha(request, repo, request.params["ref"])
+        return Response(200, self._commit_json(repo, sha), last_modified=repo.created_at)
+
+    def _create_status(self, request: Request) -> Response:
+        repo = self._repo(request)
+        sha = self._known_sha(request, repo, request.params["sha"])
+        body = self._body(request)
+        state = body.get("state")
+        if state not in STATUS_STATES:
+            raise self._invalid("Status", "state", "custom" if state else "missing_field")
+        context = body.get("context") or "default"
+        if sum(1 for s in repo.statuses if s.sha == sha and s.context == context) >= 1000:
+            raise self._invalid("Status", "context", "custom",
+                                message="This SHA and context has reached the maximum number of statuses.")
+        now = self.clock.now()
+        status = Status(
+            self.state.next_id(), sha, state, context, body.get("description"), body.get("target_url"),
+            self._actor(request), now, now,
+        )
+        repo.statuses.append(status)
+        url = self.api(f"/repos/{repo.full_name}/statuses/{sha}")
+        return Response(201, self._status_json(repo, status), {"Location": url})
+
+    def _list_statuses(self, request: Request) -> Response:
+        repo = self._repo(request)
+        ref = request.params.get("ref") or request.params["sha"]
+        found = [s for s in reversed(repo.statuses) if s.sha == self._known_sha(request, repo, ref)]  # newest first
+        page, headers = self._page(request, found)
+        last = max((s.updated_at for s in found), default=None)
+        return Response(200, [self._status_json(repo, s) for s in page], headers, last_modified=last)
+
+    def _check_run_fields(self, run: CheckRun, body: Mapping[str, Any], *, creating: bool) -> None:
+        if "status" in body:
+            if body["status"] not in CHECK_STATUSES:
+                raise self._invalid("CheckRun", "status", "invalid")
+            run.status = body["status"]
+        if body.get("conclusion") is not None:
+            if body["conclusion"] not in CHECK_CONCLUSIONS:
+                raise self._invalid("CheckRun", "conclusion", "invalid")
+            run.conclusion, run.status = body["conclusion"], "completed"
+        if run.status == "completed" and run.conclusion is None:
+            raise self._invalid("CheckRun", "conclusion", "missing_field")
+        for key in ("name", "details_url"):
+            if key in body:
+                setattr(run, key, body[key])
+        if "external_id" in body:
+            run.external_id = body["external_id"] or ""
+        if "output" in body and isinstance(body["output"], dict):
+            run.output = {**run.output, **body["output"]}
+        now = self.clock.now()
+        if "started_at" in body:
+            run.started_at = parse_iso(body["started_at"])
+        elif creating:
+            run.started_at = now
+        if "completed_at" in body:
+            run.completed_at = parse_iso(body["completed_at"])
+        elif run.status == "completed" and run.completed_at is None:
+            run.completed_at = now
+
+    def _create_check_run(self, request: Request) -> Response:
+        repo = self._repo(request)
+        identity = request.identity
+        if self.check_runs_need_app and identity.kind != "installation":
+            raise _Answer(self._error(403, "You must authenticate via a GitHub App."))
+        body = self._body(request)
+        if not body.get("name"):
+            raise self._invalid("CheckRun", "name")
+        if not body.get("head_sha"):
+            raise self._invalid("CheckRun", "head_sha")
+        sha = self._known_sha(request, repo, str(body["head_sha"]))
+        run = CheckRun(
+            self.state.next_id(), str(body["name"]), sha, "queued", None, None, None, "", None, {},
+            self._installations.get(identity.installation_id, (None,))[0], self.state.next_id(),
+        )
+        self._check_run_fields(run, body, creating=True)
+        repo.check_runs[run.id] = run
+        return Response(201, self._check_run_json(repo, run))
+
+    def _update_check_run(self, request: Request) -> Response:
+        repo = self._repo(request)
+        try:
+            run = repo.check_runs[int(request.params["check_run_id"])]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+        self._check_run_fields(run, self._body(request), creating=False)
+        return Response(200, self._check_run_json(repo, run))
+
+    def _permission(self, request: Request) -> Response:
+        repo = self._repo(request)
+        login = request.params["username"]
+        user = self.state.users.get(login.lower())
+        if user is None:
+            raise _Answer(self.not_found(request))
+        role = self._role(repo, login)
+        if role is None:  # not a collaborator: what anyone may do
+            legacy, flags, role_name = ("none", {k: False for k in ROLES["read"][1]}, "none") if repo.private else (
+                "read", ROLES["read"][1], "read")
+        else:
+            legacy, flags, role_name = ROLES[role][0], ROLES[role][1], role
+        collaborator = {**self._user(user.login), "permissions": dict(flags), "role_name": role_name}
+        return Response(200, {"permission": legacy, "role_name": role_name, "user": collaborator})
+
+    def _workflow(self, request: Request, repo: Repo) -> Workflow:
+        workflow = _find_workflow(repo, request.params["workflow_id"])
+        if workflow is None:
+            raise _Answer(self.not_found(request))
+        return workflow
+
+    def _get_workflow(self, request: Request) -> Response:
+        repo = self._repo(request)
+        workflow = self._workflow(request, repo)
+        return Response(200, self._workflow_json(repo, workflow), last_modified=workflow.updated_at)
+
+    def _dispatch_workflow(self, request: Request) -> Response:
+        repo = self._repo(request)
+        workflow = self._workflow(request, repo)
+        body = self._body(request)
+        ref = body.get("ref")
+        if not ref:
+            raise self._invalid("Workflow", "ref")
+        branch = str(ref).removeprefix("refs/heads/")
+        if branch not in repo.branches:
+            raise _Answer(self._error(422, f"No ref found for: {ref}"))
+        inputs = body.get("inputs") or {}
+        if not isinstance(inputs, dict) or len(inputs) > 25:
+            raise _Answer(self._error(422, "inputs are too large or not an object"))
+        now = self.clock.now()
+        number = 1 + sum(1 for run in repo.runs.values() if run.workflow_id == workflow.id)
+        run = WorkflowRun(
+            self.state.next_id(), workflow.id, number, "workflow_dispatch", branch, repo.branches[branch],
+            self._actor(request), now, now, dict(inputs), check_suite_id=self.state.next_id(),
+        )
+        repo.runs[run.id] = run
+        if body.get("return_run_details"):
+            details = {
+                "workflow_run_id": run.id,
+                "run_url": self.api(f"/repos/{repo.full_name}/actions/runs/{run.id}"),
+                "html_url": self.web(f"/{repo.full_name}/actions/runs/{run.id}"),
+            }
+            return Response(200, details)
+        return Response(204)
+
+    def _list_runs(self, request: Request) -> Response:
+        repo = self._repo(request)
+        q = request.query
+        found = [
+            run
+            for run in repo.runs.values()
+            if (q.get("branch") is None or run.head_branch == q["branch"])
+            and (q.get("event") is None or run.event == q["event"])
+            and (q.get("status") is None or q["status"] in (run.status, run.conclusion))
+            and (q.get("head_sha") is None or run.head_sha == q["head_sha"])
+            and (q.get("actor") is None or run.actor.lower() == q["actor"].lower())
+        ]
+        found = sorted(found, key=lambda run: (run.created_at, run.id), reverse=True)
+        page, headers = self._page(request, found)
+        body = {"total_count": len(found), "workflow_runs": [self._run_json(repo, run) for run in page]}
+        last = max((run.updated_at for run in found), default=None)
+        return Response(200, body, headers, last_modified=last)
+
+    def _rate_limit(self, request: Request) -> Response:
+        budget = self._budget(request.identity)
+        core = {"limit": budget.limit, "used": budget.used, "remaining": budget.remaining, "reset": budget.reset}
+        later = self.clock.timestamp() + 3600
+        fresh = {
+            name: {"limit": limit, "used": 0, "remaining": limit, "reset": later}
+            for name, limit in (("search", 30), ("graphql", 5000), ("integration_manifest", 5000),
+                                ("source_import", 100), ("code_search", 10), ("dependency_snapshots", 100))
+        }
+        return Response(200, {"resources": {"core": core, **fresh}, "rate": core})
+
+    def _get_user(self, request: Request) -> Response:
+        identity = request.identity
+        if identity.kind == "anonymous":
+            raise _Answer(self._error(401, "Requires authentication"))
+        if identity.kind == "installation":
+            raise _Answer(self._error(403, "Resource not accessible by integration"))
+        user = self.state.add_user(identity.login)
+        body = {
+            **self._user(user.login),
+            "name": user.name,
+            "company": None,
+            "blog": "",
+            "location": None,
+            "email": None,
+            "hireable": None,
+            "bio": None,
+            "twitter_username": None,
+            "public_repos": sum(1 for r in self.state.repos.values() if r.owner.lower() == user.login.lower()),
+            "public_gists": 0,
+            "followers": 0,
+            "following": 0,
+            "created_at": iso(user.created_at),
+            "updated_at": iso(user.created_at),
+            "private_gists": 0,
+            "total_private_repos": 0,
+            "owned_private_repos": 0,
+            "disk_usage": 0,
+            "collaborators": 0,
+            "two_factor_authentication": False,
+        }
+        return Response(200, body, last_modified=user.created_at)
+
+    def _installation_token(self, request: Request) -> Response:
+        identity = request.identity
+        try:
+            installation_id = int(request.params["installation_id"])
+            app_id, account = self._installations[installation_id]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+        if app_id != identity.app_id:
+            raise _Answer(self.not_found(request))
+        body = self._body(request)
+        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "A").replace("_", "B")[:36]
+        expires = self.clock.now() + timedelta(hours=1)
+        login = f"{self._apps[app_id].slug}[bot]"
+        self._tokens[token] = _Identity(login, "installation", None, installation_id, app_id, expires)
+        permissions = body.get("permissions") or {
+            "actions": "write", "checks": "write", "contents": "read", "issues": "write",
+            "metadata": "read", "pull_requests": "write", "statuses": "write",
+        }
+        return Response(
+            201,
+            {"token": token, "expires_at": iso(expires), "permissions": permissions, "repository_selection": "all"},
+        )
+
+
+# ---------------------------------------------------------------------------
+# Schemas
+
+#: Operations the emulator serves that the refdata subset lacks. Transcribed by hand from
+#: GitHub's description (github/rest-api-description): required fields only, with ``$ref``s
+#: into the subset's own components.
+_SIMPLE_COMMIT = {
+    "type": "object",
+    "required": ["id", "tree_id", "message", "timestamp", "author", "committer"],
+    "properties": {
+        "id": {"type": "string"},
+        "tree_id": {"type": "string"},
+        "message": {"type": "string"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "author": {"type": "object", "nullable": True, "required": ["name", "email"]},
+        "committer": {"type": "object", "nullable": True, "required": ["name", "email"]},
+    },
+}
+_WORKFLOW_RUN = {
+    "type": "object",
+    "required": [
+        "id", "node_id", "head_branch", "run_number", "display_title", "event", "status", "conclusion",
+        "head_sha", "path", "workflow_id", "url", "html_url", "created_at", "updated_at", "head_commit",
+        "head_repository", "repository", "jobs_url", "logs_url", "check_suite_url", "cancel_url", "rerun_url",
+        "artifacts_url", "workflow_url", "pull_requests",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string", "nullable": True},
+        "node_id": {"type": "string"},
+        "head_branch": {"type": "string", "nullable": True},
+        "head_sha": {"type": "string"},
+        "path": {"type": "string"},
+        "run_number": {"type": "integer"},
+        "event": {"type": "string"},
+        "status": {"type": "string", "nullable": True},
+        "conclusion": {"type": "string", "nullable": True},
+        "workflow_id": {"type": "integer"},
+        "url": {"type": "string"},
+        "html_url": {"type": "string"},
+        "pull_requests": {
+            "type": "array", "nullable": True, "items": {"$ref": "#/components/schemas/pull-request-minimal"}
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "actor": {"$ref": "#/components/schemas/simple-user"},
+        "triggering_actor": {"$ref": "#/components/schemas/simple-user"},
+        "head_commit": {**_SIMPLE_COMMIT, "nullable": True},
+        "repository": {"$ref": "#/components/schemas/minimal-repository"},
+        "head_repository": {"$ref": "#/components/schemas/minimal-repository"},
+        "display_title": {"type": "string"},
+    },
+}
+_WORKFLOW = {
+    "type": "object",
+    "required": [
+        "id", "node_id", "name", "path", "state", "url", "html_url", "badge_url", "created_at", "updated_at"
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "state": {
+            "type": "string",
+            "enum": ["active", "deleted", "disabled_fork", "disabled_inactivity", "disabled_manually"],
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+_DIFF_ENTRY = {
+    "type": "object",
+    "required": [
+        "sha", "filename", "status", "additions", "deletions", "changes", "blob_url", "raw_url", "contents_url"
+    ],
+    "properties": {
+        "status": {
+            "type": "string",
+            "enum": ["added", "removed", "modified", "renamed", "copied", "changed", "unchanged"],
+        },
+        "additions": {"type": "integer"},
+        "deletions": {"type": "integer"},
+        "changes": {"type": "integer"},
+        "blob_url": {"type": "string", "format": "uri"},
+        "raw_url": {"type": "string", "format": "uri"},
+        "contents_url": {"type": "string", "format": "uri"},
+    },
+}
+_GIT_PERSON = {"type": "object", "nullable": True, "required": ["name", "email", "date"]}
+_COMMIT = {
+    "type": "object",
+    "required": ["url", "sha", "node_id", "html_url", "comments_url", "commit", "author", "committer", "parents"],
+    "properties": {
+        "url": {"type": "string", "format": "uri"},
+        "html_url": {"type": "string", "format": "uri"},
+        "commit": {
+            "type": "object",
+            "required": ["author", "committer", "comment_count", "message", "tree", "url"],
+            "properties": {"author": _GIT_PERSON, "committer": _GIT_PERSON, "tree": {"required": ["sha", "url"]}},
+        },
+        "author": {"$ref": "#/components/schemas/nullable-simple-user"},
+        "committer": {"$ref": "#/components/schemas/nullable-simple-user"},
+        "parents": {"type": "array", "items": {"type": "object", "required": ["sha", "url"]}},
+        "files": {"type": "array", "items": _DIFF_ENTRY},
+    },
+}
+
+
+def _json_response(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"description": "transcribed", "content": {"application/json": {"schema": dict(schema)}}}
+
+
+SUPPLEMENTARY_PATHS: dict[str, Any] = {
+    "/repos/{owner}/{repo}/statuses/{sha}": {
+        "get": {
+            "operationId": "repos/list-commit-statuses-for-ref-legacy",
+            "responses": {"200": _json_response({"type": "array", "items": {"$ref": "#/components/schemas/status"}})},
+        },
+    },
+    "/repos/{owner}/{repo}/pulls/{pull_number}/files": {
+        "get": {"operationId": "pulls/list-files",
+                "responses": {"200": _json_response({"type": "array", "items": _DIFF_ENTRY})}},
+    },
+    "/repos/{owner}/{repo}/commits/{ref}": {
+        "get": {"operationId": "repos/get-commit", "responses": {"200": _json_response(_COMMIT)}},
+    },
+    "/repos/{owner}/{repo}/actions/workflows/{workflow_id}": {
+        "get": {"operationId": "actions/get-workflow", "responses": {"200": _json_response(_WORKFLOW)}},
+    },
+    "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches": {
+        "post": {
+            "operationId": "actions/create-workflow-dispatch",
+            "responses": {
+                "204": {"description": "Response"},
+                "200": _json_response({
+                    "type": "object",
+                    "required": ["workflow_run_id", "run_url", "html_url"],
+                    "properties": {"workflow_run_id": {"type": "integer"},
+                                   "run_url": {"type": "string", "format": "uri"},
+                                   "html_url": {"type": "string", "format": "uri"}},
+                }),
+            },
+        },
+    },
+    "/repos/{owner}/{repo}/actions/runs": {
+        "get": {
+            "operationId": "actions/list-workflow-runs-for-repo",
+            "responses": {"200": _json_response({
+                "type": "object",
+                "required": ["total_count", "workflow_runs"],
+                "properties": {"total_count": {"type": "integer"},
+                               "workflow_runs": {"type": "array", "items": _WORKFLOW_RUN}},
+            })},
+        },
+    },
+}
+SUPPLEMENTARY_OPERATIONS = frozenset(
+    (method.upper(), path) for path, ops in SUPPLEMENTARY_PATHS.items() for method in ops
+)
+
+
+def github_schemas(refdata: Path) -> OpenAPISchemas:
+    """GitHub's REST description from ``refdata`` (``../shared/refdata``), plus the transcribed
+    operations in ``SUPPLEMENTARY_PATHS`` that its subset lacks."""
+    return OpenAPISchemas.load(
+        Path(refdata) / "github" / "openapi" / "api.github.com.subset.json", extra_paths=SUPPLEMENTARY_PATHS
+    )
+
+
+# ---------------------------------------------------------------------------
+# Running by hand
+
+
+def seed(emulator: GitHubEmulator) -> None:
+    """A small world: acme/model with collaborators, labels, an issue, pull requests, a workflow."""
+    state = emulator.state
+    repo = "acme/model"
+    state.add_repo(repo, description="A model whose lifecycle the bot runs")
+    state.add_collaborator(repo, "alice", "admin")
+    state.add_collaborator(repo, "bob", "write")
+    state.add_collaborator(repo, "carol", "triage")
+    state.add_collaborator(repo, emulator.login, "write")
+    state.add_label(repo, "retrain", color="0e8a16", description="Retrain the model")
+    state.add_label(repo, "drift", color="d93f0b", description="Data drift detected")
+    issue = state.open_issue(repo, "Drift on feature mean_radius", "PSI 0.31 over the last week", "alice",
+                             labels=["drift"])
+    state.add_comment(repo, issue, "bob", "/retrain")
+    pull = state.open_pull(repo, "Add a feature", "Adds mean_area.", "bob",
+                           files=["features.py", {"filename": "mlops.toml", "additions": 3, "deletions": 1}])
+    state.add_comment(repo, pull, "alice", "/validate")
+    merged = state.open_pull(repo, "Tune the forest", "", "alice", files=["train.py"])
+    state.merge_pull(repo, merged)
+    state.add_workflow(repo, "train.yml", name="Train")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the local GitHub emulator until Ctrl-C.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--token", default="test-token")
+    parser.add_argument("--login", default="mlops-bot[bot]")
+    parser.add_argument("--rate-limit", type=int, default=5000)
+    args = parser.parse_args(argv)
+    emulator = GitHubEmulator(
+        host=args.host, port=args.port, token=args.token, login=args.login, rate_limit=args.rate_limit
+    )
+    seed(emulator)
+    emulator.start()
+    print(f"GitHub emulator at {emulator.base_url} (token {args.token!r}); Ctrl-C to stop", flush=True)
+    emulator.serve_until_interrupted()
+
+
+if __name__ == "__main__":
+    main()
