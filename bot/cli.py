@@ -650,6 +650,14 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
         checks.append((f"model registry ({settings.registry_dir})", None, ""))
     except (RegistryError, OSError) as exc:
         checks.append(("model registry", str(exc), "set MLOPS_DATA_DIR to a writable folder"))
+    if settings.github_enabled:
+        from bot.app import _github
+
+        try:
+            source, _tracker = _github(settings, lambda: None)
+            checks += source.client.diagnose()
+        except Exception as exc:  # a broken key or URL is a finding here, not a crash
+            checks.append(("GitHub", str(exc), "check the GITHUB_* settings"))
     batches = settings.batches_dir
     checks.append((f"monitoring folder ({batches})",
                    None if batches.is_dir() or not batches.exists() else f"{batches} is not a folder",

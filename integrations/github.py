@@ -104,6 +104,32 @@ class GitHubClient:
             self._etags[etag_key] = response_headers["etag"]
         return response_headers, data
 
+    def diagnose(self) -> list[tuple[str, str | None, str]]:
+        """What ``mlops-bot doctor`` reports: (what was checked, the problem or None, the fix)."""
+        try:
+            headers, data = self.call("GET", "")
+        except PermanentError as exc:
+            return [(f"GitHub repository {self.repo_name}", str(exc),
+                     "check GITHUB_REPOSITORY, and that the token or App installation can see the repository")]
+        except TransientError as exc:
+            return [(f"GitHub at {self.gh.requester.base_url}", str(exc), "check GITHUB_API_URL and the network")]
+        checks: list[tuple[str, str | None, str]] = [(f"GitHub repository {self.repo_name}", None, "")]
+        scopes = headers.get("x-oauth-scopes")
+        if scopes is not None:  # classic tokens say their scopes; fine-grained tokens and Apps do not
+            granted = {scope.strip() for scope in scopes.split(",") if scope.strip()}
+            needed = {"repo"} if data.get("private") else {"public_repo", "repo"}
+            checks.append((f"token scopes ({', '.join(sorted(granted)) or 'none'})",
+                           None if granted & needed else "the token cannot write issues and comments",
+                           "give the token the 'repo' scope (or 'public_repo' for a public repository)"))
+        permissions = data.get("permissions") or {}
+        if permissions and not permissions.get("push"):
+            checks.append(("write access", "the token can read the repository but not write to it",
+                           "give it write access (fine-grained: Issues, Pull requests and Commit statuses: read and write)"))
+        remaining, limit = self.gh.rate_limiting
+        checks.append((f"rate limit ({remaining} of {limit} left)",
+                       "the rate limit is spent" if remaining == 0 else None, "wait for the reset or use a GitHub App"))
+        return checks
+
     def _check_budget(self) -> None:
         remaining, _limit = self.gh.rate_limiting
         if 0 <= remaining <= self.reserve and remaining != -1:

@@ -23,7 +23,8 @@ SECRET = "webhook-secret"
 def world(github_emulator):
     state = github_emulator.state
     state.add_repo(REPO)
-    for login, role in [("alice", "admin"), ("maya", "maintain"), ("bob", "write"), ("rita", "read")]:
+    for login, role in [("alice", "admin"), ("maya", "maintain"), ("bob", "write"), ("rita", "read"),
+                        ("mlops-bot[bot]", "write")]:
         state.add_collaborator(REPO, login, role)
     return github_emulator
 
@@ -134,3 +135,23 @@ def test_faults_on_every_write_lose_nothing_and_double_nothing(world, bot):
         markers = Counter(r.rsplit("<!-- mlops-bot:", 1)[-1] for r in replies)
         assert len(replies) == 2 and all(n == 1 for n in markers.values()), replies
     assert bot.store.effects(status="dead") == []
+
+
+def test_doctor_checks_the_repository_and_the_token(world, repo, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+    from tests.conftest import PROJECT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(repo / PROJECT))
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    monkeypatch.setenv("GITHUB_TOKEN", world.token)
+    monkeypatch.setenv("GITHUB_API_URL", world.base_url)
+    healthy = CliRunner().invoke(cli, ["doctor"])
+    assert healthy.exit_code == 0, healthy.output
+    assert f"✓ GitHub repository {REPO}" in healthy.output and "✓ token scopes (repo, workflow)" in healthy.output
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/missing")
+    missing = CliRunner().invoke(cli, ["doctor"])
+    assert missing.exit_code == 1 and "✗ GitHub repository acme/missing: GitHub answered 404" in missing.output
