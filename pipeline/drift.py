@@ -14,7 +14,7 @@ batch carries labels (performance drift), and the schema (missing, extra, retype
 The numeric statistics cost one sort of each batch column plus work proportional to
 the reference sample: the batch's ECDF is read at the reference sample's distinct values
 (which is all the two-sample KS statistic needs) and the Wasserstein integral comes from
-prefix sums of the sorted column.
+segment sums of the sorted column.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from scipy.spatial.distance import jensenshannon
 from pipeline.monitor import Batch, DriftInputError, open_batch
 from pipeline.profile import (
     DEFAULT_SAMPLE_SIZE,
+    OTHER_CATEGORY,
     FeatureProfile,
     ProfileError,
     ReferenceProfile,
@@ -47,7 +48,6 @@ from pipeline.profile import (
     feature_kind,
     merge_profiles,
     numeric_values,
-    prediction_kind,
     profile_columns,
     read_reference_profile,
     sample_row_positions,
@@ -460,6 +460,8 @@ class _Check:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for group in self.batch.column_groups(grouped, budget) if grouped else ():
                 present = [n for n in grouped if n in group and n not in results]
+                # Categories first: hashing them then overlaps with the numeric sorts, not after them.
+                present.sort(key=lambda n: by_name[n].kind != "categorical")
                 columns = {n: group[n] for n in present}
                 futures = {n: pool.submit(self._compare_column, by_name[n], columns[n]) for n in present}
                 for n, future in futures.items():
@@ -472,14 +474,17 @@ class _Check:
 
     def _compare_column(self, feature: FeatureProfile, column: pd.Series) -> tuple[dict, pd.Series]:
         """Statistics of one column and its sampled rows; runs in a worker thread."""
-        reference_values = self.reference_rows[feature.name]
         sample = column.iloc[self.sample_positions].reset_index(drop=True)
         if feature.kind == "numeric":
-            reference = _NumericReference.build(feature, reference_values)
-            current = _sorted_current(reference, numeric_values(column), self.scratch)
-            return _compare_numeric(reference, current), sample
+            try:
+                values = numeric_values(column)
+            except (TypeError, ValueError) as error:  # complex numbers, odd extension types
+                finding = f"the values cannot be compared as numbers ({_first_line(error)})"
+                return _schema_result(feature, finding), sample
+            reference = _NumericReference.build(feature, self.reference_rows[feature.name])
+            return _compare_numeric(reference, _sorted_current(reference, values, self.scratch)), sample
         counts = category_counts(column)
-        return _compare_categorical(feature, counts, len(column) - int(counts.sum()), reference_values), sample
+        return _compare_categorical(feature, counts, len(column) - int(counts.sum())), sample
 
     def _compare_streamed(self, feature: FeatureProfile) -> tuple[dict, pd.Series]:
         reference_values = self.reference_rows[feature.name]
@@ -500,11 +505,12 @@ class _Check:
         sample = pd.concat(sampled, ignore_index=True)
         if accumulator is not None:
             return _compare_numeric(numeric, accumulator.result(numeric_values(sample))), sample
-        return _compare_categorical(feature, counts, rows - int(counts.sum()), reference_values), sample
+        return _compare_categorical(feature, counts, rows - int(counts.sum())), sample
 
     # -- multivariate and model checks -----------------------------------------------------
 
-    def _multivariate(self, features: Sequence[FeatureProfile], current_sample: pd.DataFrame) -> MultivariateDrift | None:
+    def _multivariate(self, features: Sequence[FeatureProfile],
+                      current_sample: pd.DataFrame) -> MultivariateDrift | None:
         config = self.config
         n = min(config.classifier_rows, len(self.reference_rows), len(current_sample))
         if n < _MIN_CLASSIFIER_ROWS or not features:
@@ -521,7 +527,8 @@ class _Check:
             return None, None
         lacking = [name for name in profile.feature_names if name not in current_sample.columns]
         if lacking:
-            self.notes.append(f"prediction drift skipped: the batch lacks features the model needs: {_preview(lacking)}")
+            self.notes.append("prediction drift skipped: the batch lacks features the model needs: "
+                              + _preview(lacking))
             return None, None
         scored = current_sample.iloc[:config.prediction_rows]
         try:
@@ -569,7 +576,10 @@ class _NumericReference:
         starts = np.flatnonzero(np.concatenate(([True], sample[1:] != sample[:-1])))  # np.unique, already sorted
         grid, counts = sample[starts], np.diff(np.append(starts, sample.size))
         summary = feature.numeric
-        centre = summary.median if summary and summary.median is not None else (float(np.median(sample)) if sample.size else 0.0)
+        if summary and summary.median is not None:
+            centre = summary.median
+        else:
+            centre = float(np.median(sample)) if sample.size else 0.0
         std = summary.std if summary and summary.std else 0.0
         if std > 0:
             spread, basis = std, "reference standard deviation"
@@ -608,7 +618,7 @@ def _sorted_current(reference: _NumericReference, values: np.ndarray,
         common = np.result_type(values.dtype, reference.sample.dtype)
         values = values.astype(common, copy=False)
         reference = _with_dtype(reference, common)
-    ordered = _buffer(scratch, "sorted", values.size, values.dtype)
+    ordered = _buffer(scratch, values.size, values.dtype)
     ordered[:] = values
     ordered.sort()  # NaN last, +inf just before it, -inf first
     rows = ordered.size
@@ -630,10 +640,10 @@ def _sorted_current(reference: _NumericReference, values: np.ndarray,
                            psi_counts, wasserstein, summary, finite, exact)
 
 
-def _buffer(scratch: threading.local | None, name: str, size: int, dtype: np.dtype) -> np.ndarray:
+def _buffer(scratch: threading.local | None, size: int, dtype: np.dtype) -> np.ndarray:
     if scratch is None:
         return np.empty(size, dtype)
-    key = (name, np.dtype(dtype))
+    key = np.dtype(dtype)
     buffers = scratch.__dict__.setdefault("buffers", {})
     if key not in buffers or buffers[key].size < size:
         buffers[key] = np.empty(size, dtype)
@@ -912,7 +922,8 @@ def _numeric_histogram(reference: np.ndarray, current: np.ndarray) -> dict[str, 
     """Shares of the reference sample and the batch in common bins spanning both (0.5% tails cut)."""
     if reference.size == 0 and current.size == 0:
         return None
-    ends = [values[int(i * (values.size - 1))] for values in (reference, current) if values.size for i in (0.005, 0.995)]
+    ends = [values[int(q * (values.size - 1))] for values in (reference, current) if values.size
+            for q in (0.005, 0.995)]
     low, high = float(min(ends)), float(max(ends))
     if high <= low:
         low, high = low - 0.5, high + 0.5
@@ -938,8 +949,7 @@ def _looks_integer(values: np.ndarray) -> bool:
 
 # --------------------------------------------------------------------------- categorical features
 
-def _compare_categorical(feature: FeatureProfile, counts: pd.Series, missing: int,
-                         reference_values: pd.Series | np.ndarray) -> dict:
+def _compare_categorical(feature: FeatureProfile, counts: pd.Series, missing: int) -> dict:
     summary = feature.categorical
     reference_counts = dict(summary.counts)
     rows = int(counts.sum()) + missing
@@ -948,9 +958,9 @@ def _compare_categorical(feature: FeatureProfile, counts: pd.Series, missing: in
     current_counts = {label: int(count) for label, count in counts.items() if label in reference_counts}
     labels = list(reference_counts)
     if summary.other:  # categories the reference pooled cannot be told from new ones
-        labels.append(_OTHER)
-        reference_counts[_OTHER] = summary.other
-        current_counts[_OTHER] = int(counts[unseen].sum()) if unseen else 0
+        labels.append(OTHER_CATEGORY)
+        reference_counts[OTHER_CATEGORY] = summary.other
+        current_counts[OTHER_CATEGORY] = int(counts[unseen].sum()) if unseen else 0
         if unseen:
             findings.append(f"{len(unseen)} categories outside the reference's {len(summary.counts)} most common "
                             "are compared as one pooled group")
@@ -994,8 +1004,6 @@ def _compare_categorical(feature: FeatureProfile, counts: pd.Series, missing: in
     }
 
 
-_OTHER = "(other)"
-
 
 def _categorical_summary(counts: Mapping[str, int], missing: int, rows: int) -> dict[str, Any]:
     total = sum(counts.values())
@@ -1004,7 +1012,8 @@ def _categorical_summary(counts: Mapping[str, int], missing: int, rows: int) -> 
             "top": top[0] if top else None, "top_share": top[1] / total if top and total else None}
 
 
-def _categorical_histogram(labels: list[str], reference: np.ndarray, current: np.ndarray, top: int = 12) -> dict[str, Any]:
+def _categorical_histogram(labels: list[str], reference: np.ndarray, current: np.ndarray,
+                           top: int = 12) -> dict[str, Any]:
     reference_share = reference / max(reference.sum(), 1)
     current_share = current / max(current.sum(), 1)
     order = np.argsort(-np.maximum(reference_share, current_share), kind="stable")
@@ -1078,7 +1087,8 @@ def _decide(results: list[dict], config: DriftConfig) -> list[FeatureDrift]:
         statistics = {name: dict(value) for name, value in result["statistics"].items()}
         findings = list(result["findings"])
         if "ks" in statistics or "chi2" in statistics:
-            statistics["ks" if "ks" in statistics else "chi2"]["p_value_adjusted"] = adjusted.get((index, "distribution"))
+            test_name = "ks" if "ks" in statistics else "chi2"
+            statistics[test_name]["p_value_adjusted"] = adjusted.get((index, "distribution"))
         missing_level = 0
         if change is not None:
             ref_rate = result["reference"].get("missing_rate")
@@ -1223,7 +1233,7 @@ def _compare_outputs(profile: FeatureProfile, reference_sample: np.ndarray, outp
     else:
         current = pd.Series(outputs)
         counts = category_counts(current)
-        result = _compare_categorical(profile, counts, len(current) - int(counts.sum()), reference_sample)
+        result = _compare_categorical(profile, counts, len(current) - int(counts.sum()))
     result["missing"] = None
     return _decide([result], config)[0]
 

@@ -160,7 +160,8 @@ def report_to_markdown(report: DriftReport, link: str | None = None) -> str:
         lines.append("Columns in the batch but not in the reference: "
                      + ", ".join(f"`{_escape(name)}`" for name in changes["extra_columns"][:20]))
         lines.append("")
-    silenced = [f for f in counted if not f.drifted and any(t.startswith("the test is significant") for t in f.findings)]
+    silenced = [f for f in counted
+                if not f.drifted and any(t.startswith("the test is significant") for t in f.findings)]
     if silenced:
         lines.append(f"{len(silenced)} features changed significantly but by less than the effect floor, "
                      "so they do not count: " + ", ".join(f"`{_escape(f.name)}`" for f in silenced[:10]))

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 
 __all__ = ["Batch", "DriftInputError", "open_batch"]
@@ -35,8 +34,8 @@ class DriftInputError(ValueError):
 class Batch:
     """A batch of rows, read column group by column group.
 
-    ``columns`` yields mappings from column name to a pandas Series holding all rows of
-    that column; in memory there is one group, the whole frame. ``rows_of`` yields one
+    ``column_groups`` yields mappings from column name to a pandas Series holding all rows
+    of that column; in memory there is one group, the whole frame. ``rows_of`` yields one
     column in row chunks, for a column that does not fit the budget on its own.
     """
 
@@ -45,7 +44,7 @@ class Batch:
     dtypes: dict[str, Any]  # pandas dtype of each column as it will be read
     rows: int
     _frame: pd.DataFrame | None = None
-    _dataset: pa_dataset.Dataset | None = None
+    _files: list[Path] = field(default_factory=list)  # Parquet files with the same columns
     _column_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -69,9 +68,16 @@ class Batch:
             yield self._frame
             return
         for group in _pack(names, self._column_bytes, budget_bytes):
-            table = self._read(lambda: self._dataset.to_table(columns=group))
-            yield {name: _arrow_to_series(table.column(name), name) for name in group}
-            del table
+            tables = [self._read(path, lambda file: file.read(columns=group)) for path in self._files]
+            columns = {}
+            for name in group:  # release each Arrow column once converted: the group is never held twice
+                pieces = [piece for table in tables for piece in table.column(name).chunks]
+                column = pa.chunked_array(pieces, type=tables[0].schema.field(name).type)
+                columns[name] = _arrow_to_series(column, name)
+                tables = [table.drop_columns([name]) for table in tables]
+            del tables
+            yield columns
+            del columns
 
     def rows_of(self, name: str, budget_bytes: int) -> Iterator[pd.Series]:
         """Yield one column in consecutive row chunks of about ``budget_bytes``."""
@@ -80,16 +86,19 @@ class Batch:
             return
         bytes_per_row = max(1, self._column_bytes[name] // max(1, self.rows))
         chunk_rows = max(1, budget_bytes // bytes_per_row)
-        batches = self._read(lambda: self._dataset.to_batches(columns=[name], batch_size=chunk_rows))
-        for record_batch in batches:
-            yield _arrow_to_series(record_batch.column(0), name)
+        for path in self._files:
+            batches = self._read(path, lambda file: file.iter_batches(batch_size=chunk_rows, columns=[name]))
+            for record_batch in batches:
+                yield _arrow_to_series(record_batch.column(0), name)
 
-    def _read(self, read):
+    def _read(self, path: Path, read):
         try:
-            return read()
-        except (OSError, pa.ArrowException) as error:
-            raise DriftInputError(f"could not read {self.label}: {error}; check that its files are "
-                                  "complete Parquet files with the same columns") from error
+            # Without pre-buffering, pyarrow decodes page by page instead of first copying
+            # every column chunk of the group into memory.
+            return read(pq.ParquetFile(path, pre_buffer=False))
+        except (OSError, pa.ArrowException, KeyError) as error:
+            raise DriftInputError(f"could not read {path} of the {self.label}: {error}; check that it is a "
+                                  "complete Parquet file with the same columns as the others") from error
 
 
 def open_batch(source: pd.DataFrame | str | Path, *, role: str = "current batch") -> Batch:
@@ -122,35 +131,41 @@ def _frame_batch(frame: pd.DataFrame, label: str) -> Batch:
 
 def _parquet_batch(files: list[Path], label: str) -> Batch:
     uncompressed: dict[str, int] = {}
+    rows, schema = 0, None
     for path in files:  # reading each footer catches truncated and non-Parquet files early
         try:
-            metadata = pq.ParquetFile(path).metadata
+            parquet = pq.ParquetFile(path)
         except (OSError, pa.ArrowException) as error:
             raise DriftInputError(f"could not read {path} ({error}); it is not a complete Parquet file. "
                                   "Write it again or leave it out of the batch") from error
+        if schema is None:
+            schema = parquet.schema_arrow
+        elif set(parquet.schema_arrow.names) != set(schema.names):
+            raise DriftInputError(f"{path} does not have the columns of {files[0]}; the files of one batch "
+                                  "must share their columns")
+        metadata = parquet.metadata
+        rows += metadata.num_rows
         for group in range(metadata.num_row_groups):
             row_group = metadata.row_group(group)
             for index in range(row_group.num_columns):
                 chunk = row_group.column(index)
                 name = chunk.path_in_schema
                 uncompressed[name] = uncompressed.get(name, 0) + chunk.total_uncompressed_size
-    try:
-        dataset = pa_dataset.dataset([str(path) for path in files], format="parquet")
-        dtypes = dict(dataset.schema.empty_table().to_pandas().dtypes.items())
-        rows = dataset.count_rows()
-    except (OSError, pa.ArrowException) as error:
-        raise DriftInputError(f"could not read {label}: {error}") from error
-    dtypes = {str(name): dtype for name, dtype in dtypes.items()}
+    dtypes = {str(name): dtype for name, dtype in schema.empty_table().to_pandas().dtypes.items()}
     sizes = {}
     for name, dtype in dtypes.items():
         itemsize = 8 if getattr(dtype, "kind", "O") in "iub" else getattr(dtype, "itemsize", 8)
         sizes[name] = max(rows * itemsize, int(uncompressed.get(name, 0) * 1.2))
-    return Batch(label, list(dtypes), dtypes, rows, _dataset=dataset, _column_bytes=sizes)
+    return Batch(label, list(dtypes), dtypes, rows, _files=list(files), _column_bytes=sizes)
 
 
 def _arrow_to_series(column: pa.ChunkedArray | pa.Array, name: str) -> pd.Series:
-    if isinstance(column, pa.ChunkedArray) and column.num_chunks > 1 and pa.types.is_floating(column.type):
-        column = column.combine_chunks()  # one copy here, instead of one in pandas and one in NumPy
+    """A pandas Series of the column; float columns without nulls share Arrow's memory."""
+    if isinstance(column, pa.ChunkedArray) and pa.types.is_floating(column.type):
+        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        if array.null_count == 0:
+            return pd.Series(array.to_numpy(zero_copy_only=True), name=name, copy=False)
+        column = array
     return column.to_pandas().rename(name)
 
 

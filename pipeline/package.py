@@ -25,6 +25,7 @@ __all__ = [
     "package",
     "read_metadata",
     "read_profile",
+    "record_reference_metric",
     "write_descriptor",
 ]
 
@@ -49,6 +50,7 @@ def package(
     model_name: str,
     training_features: pd.DataFrame,
     training_target: pd.Series,
+    primary_metric: str | None = None,
     keep_raw: bool = False,
 ) -> dict[str, Any]:
     """Write the model and its reference profile into ``directory``; return the metadata so far."""
@@ -62,6 +64,7 @@ def package(
         seed=trained.seed,
         predictions=predictions,
         target=training_target,
+        primary_metric=primary_metric,
         keep_raw=keep_raw,
     )
     profile.write(directory)
@@ -99,6 +102,13 @@ def read_metadata(directory: Path) -> dict[str, Any]:
 
 def read_profile(directory: Path):
     return read_reference_profile(directory)
+
+
+def record_reference_metric(directory: Path, value: float) -> None:
+    """The primary metric on held-out rows, once validation knows it: the baseline for performance drift."""
+    profile = read_reference_profile(directory)
+    profile.metric_value = float(value)
+    profile.write(directory)
 
 
 def load_model(directory: Path, *, extra_trusted: tuple[str, ...] = (), project_root: Path | None = None) -> Any:
@@ -178,9 +188,9 @@ def model_card(metadata: dict[str, Any]) -> str:
 def _reference_outputs(trained: TrainedModel, features: pd.DataFrame):
     """What the model says on its own training rows: the baseline for prediction drift."""
     estimator = trained.estimator
-    if trained.task == "classification" and hasattr(estimator, "predict_proba"):
-        probabilities = estimator.predict_proba(features)
-        return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.argmax(axis=1)
+    if trained.task == "classification" and hasattr(estimator, "predict_proba") and len(estimator.classes_) == 2:
+        return estimator.predict_proba(features)[:, 1]
+    # Multiclass and regression: the predicted labels or values, as the drift check computes them.
     return estimator.predict(features)
 
 

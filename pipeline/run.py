@@ -171,7 +171,7 @@ def _run_stages(spec, registry, staging, result, clock, on_progress, context, pr
 
 def _build_and_validate(spec, registry, staging, result, stage, context):
     from pipeline.data import load_dataset, split_dataset
-    from pipeline.package import load_model, package, write_descriptor
+    from pipeline.package import load_model, package, record_reference_metric, write_descriptor
     from pipeline.train import build_estimator, train
     from pipeline.validate import validate
 
@@ -185,7 +185,7 @@ def _build_and_validate(spec, registry, staging, result, stage, context):
     with stage("package") as record:
         metadata = package(
             trained, staging, model_name=spec.name, training_features=x_train, training_target=y_train,
-            keep_raw=spec.package.keep_raw_data,
+            primary_metric=spec.metrics.primary, keep_raw=spec.package.keep_raw_data,
         )
         metadata |= {
             "description": spec.project.description,
@@ -218,6 +218,7 @@ def _build_and_validate(spec, registry, staging, result, stage, context):
         )
         result.validation = validation.to_dict()
         metadata |= {"metrics": validation.metrics, "validation": result.validation}
+        record_reference_metric(staging, validation.metrics[spec.metrics.primary])
         version = registry.publish(spec.name, staging, metadata, run_id=result.run_id, finalize=write_descriptor)
         result.version = version.version
         record.detail = "all gates passed" if validation.passed else "; ".join(validation.reasons)

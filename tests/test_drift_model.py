@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from pipeline.drift import DriftConfig, check_drift
+from pipeline.drift import check_drift
 from pipeline.profile import build_reference_profile
 
 

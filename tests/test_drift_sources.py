@@ -50,10 +50,12 @@ def test_parquet_in_column_groups_and_row_chunks_matches_memory(profile, batch, 
     assert _statistics(whole) == _statistics(in_memory)
     assert _statistics(groups) == _statistics(in_memory)
     for streamed, exact in zip(chunks.features, in_memory.features):
-        assert (streamed.statistic, streamed.p_value, streamed.drifted) == (exact.statistic, exact.p_value, exact.drifted)
+        assert streamed.statistic == exact.statistic and streamed.p_value == exact.p_value
+        assert streamed.drifted == exact.drifted
         if "wasserstein" in exact.statistics:
             bound = streamed.statistics["wasserstein"].get("error_bound", 0.0)
-            assert abs(streamed.statistics["wasserstein"]["value"] - exact.statistics["wasserstein"]["value"]) <= bound + 1e-9
+            gap = streamed.statistics["wasserstein"]["value"] - exact.statistics["wasserstein"]["value"]
+            assert abs(gap) <= bound + 1e-9
 
 
 def test_column_groups_stay_within_the_budget(batch, tmp_path):

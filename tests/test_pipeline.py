@@ -309,3 +309,12 @@ def test_a_run_interrupted_after_publishing_is_finished_not_published_twice(tiny
     assert resumed.stage("train").detail == "done before a restart (v1)"
     assert [v.version for v in registry.versions("tiny")] == [1]
     assert registry.production("tiny").version == 1
+
+
+def test_the_profile_carries_the_held_out_metric_for_performance_drift(tiny_project, registry, clock):
+    from pipeline.profile import read_reference_profile
+
+    result = run_pipeline(tiny_project, registry, clock=clock)
+    profile = read_reference_profile(registry.get("tiny", result.version).path)
+    assert profile.primary_metric == "roc_auc"
+    assert profile.metric_value == pytest.approx(result.validation["metrics"]["roc_auc"])
