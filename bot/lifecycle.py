@@ -204,7 +204,7 @@ class Lifecycle:
                 "ticket_id": number, "body": f"Linked change {target}:\n\n{report}",
             }, lane=f"ticket:{number}"))
         episode = origin.get("episode") or f"run:{event.run_id}"
-        where = str(target) if target else "run"
+        where = str(target) if target else {"bootstrap": "first model"}.get(origin.get("kind", ""), "run")
         effects.append(self._chat_episode(episode, CHANNEL_PIPELINE, messages.run_chat_text(result, where)))
         effects.append(self._chat_reply(episode, CHANNEL_PIPELINE, f"run-chat:{event.run_id}",
                                         f"Run `{event.run_id}`: {messages.run_chat_text(result, where)}"))
@@ -508,7 +508,15 @@ class Lifecycle:
     def _link_run(self, result: dict[str, Any], origin: dict[str, Any]) -> None:
         run = ("run", result["run_id"])
         if result.get("version") is not None:
-            self.store.link("model", f"{result['model']}:v{result['version']}", "produced_by", *run)
+            model = f"{result['model']}:v{result['version']}"
+            self.store.link("model", model, "produced_by", *run)
+            metadata = self.registry.get(result["model"], result["version"]).metadata
+            if (metadata.get("data") or {}).get("fingerprint"):
+                self.store.link("model", model, "trained_on", "data", metadata["data"]["fingerprint"])
+            code = metadata.get("code_version") or {}
+            if code.get("commit") and not origin.get("commit"):
+                self.store.link(*run, "built_from", "commit", f"{origin.get('repo') or 'local'}@{code['commit']}"
+                                + (" (dirty)" if code.get("dirty") else ""))
         if origin.get("commit"):
             self.store.link(*run, "built_from", "commit", f"{origin['repo']}@{origin['commit']}")
         if origin.get("kind") == "change":

@@ -121,6 +121,9 @@ def test_drift_opens_one_ticket_updates_it_and_retrain_closes_it(make_app):
     assert any("Closing this ticket" in body and "| roc_auc |" in body for body in conversation)
     trace = {(l.src_kind, l.relation, l.dst_kind) for l in app.store.trace("ticket", str(ticket.id))}
     assert ("ticket", "closed_by", "model") in trace and ("model", "produced_by", "run") in trace
+    back = {(l.relation, l.dst_kind) for l in app.store.trace("model", "tiny:v2")}
+    assert {("trained_on", "data"), ("built_from", "commit"), ("triggered_by", "command"),
+            ("closed_by", "model"), ("chat_thread", "chat")} <= back
     alerts = [m for m in app.chat.messages("mlops-alerts") if m["thread"] is None]
     assert len(alerts) == 1  # one top-level message for the whole drift episode
 
