@@ -459,6 +459,13 @@ def _console_target(app, on: str | None):
         kind, _, number = on.partition(":")
         if kind not in {"ticket", "change"} or not number.isdigit():
             raise OperationFailed(f"--on {on!r}: expected ticket:N or change:N, e.g. ticket:1")
+        if kind == "ticket" and app.tracker.get(int(number)) is None:
+            raise OperationFailed(f"there is no ticket #{number}; see `mlops-bot board list --all`")
+        if kind == "change":
+            changes, _ = app.scm.merged_changes(None)
+            newest = changes[-1].number if changes else 0
+            if not 1 <= int(number) <= newest:
+                raise OperationFailed(f"there is no change {number}; changes are the branch's commits, 1 to {newest}")
         return Target(kind, repo, int(number))
     ticket = app.tracker.find_open(f"retrain:{app.lifecycle.project.name}")
     if ticket is not None:

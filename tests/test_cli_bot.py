@@ -150,3 +150,13 @@ def test_sigterm_stops_the_running_bot_cleanly(repo, tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-2000:]
     assert "finishing the effect in flight" in err and "mlops-bot stopped" in err
+
+
+def test_console_refuses_a_ticket_or_change_that_does_not_exist(bot):
+    bot("run", "--once")
+    missing_ticket = bot("console", "--on", "ticket:9", input=":quit\n")
+    assert missing_ticket.exit_code == 1 and "there is no ticket #9" in missing_ticket.output
+    missing_change = bot("console", "--on", "change:99", input=":quit\n")
+    assert missing_change.exit_code == 1 and "there is no change 99" in missing_change.output
+    moved = bot("console", "--on", "change:1", input=":on ticket:5\n:quit\n")
+    assert moved.exit_code == 0 and "there is no ticket #5" in moved.output
