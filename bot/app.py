@@ -170,6 +170,8 @@ def build(
     scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
                                 clock=clock, out=out)
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)
+    if chat is None and settings.slack_bot_token is not None:
+        chat = _slack(settings)
     chat = chat or ConsoleChat(store.engine, out=out, clock=clock)
     engine = engine or InProcessEngine(registry, {spec.name: spec.root}, clock=clock)
     project = Project(spec.name, spec.root, tuple(settings.project_paths) or (_relative_path(spec.root, repo_dir),))
@@ -190,6 +192,13 @@ def _github(settings: Settings, clock):
                           settings.github_repository,
                           bot_login=settings.bot_name, reserve=settings.github_rate_limit_reserve, clock=clock)
     return GitHubSource(client, branch=settings.watch_branch), GitHubIssues(client)
+
+
+def _slack(settings: Settings):
+    from integrations.slack import SlackChat, connect
+
+    client = connect(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    return SlackChat(client, channels=settings.slack_channels, mention_group=settings.slack_mention_group)
 
 
 def _git_root(path: Path) -> Path | None:

@@ -665,6 +665,14 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
             checks += source.client.diagnose()
         except Exception as exc:  # a broken key or URL is a finding here, not a crash
             checks.append(("GitHub", str(exc), "check the GITHUB_* settings"))
+    if settings.slack_bot_token is not None:
+        from bot.app import _slack
+        from bot.lifecycle import CHANNEL_ALERTS, CHANNEL_DIGEST, CHANNEL_PIPELINE
+
+        try:
+            checks += _slack(settings).diagnose([CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST])
+        except Exception as exc:  # a bad token or URL is a finding here, not a crash
+            checks.append(("Slack", str(exc), "check SLACK_BOT_TOKEN and MLOPS_SLACK_API_URL"))
     batches = settings.batches_dir
     checks.append((f"monitoring folder ({batches})",
                    None if batches.is_dir() or not batches.exists() else f"{batches} is not a folder",

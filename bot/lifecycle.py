@@ -338,6 +338,7 @@ class Lifecycle:
             "chat.post": _Handler(self._deliver_chat_post, self._find_chat_post),
             "chat.episode": _Handler(self._deliver_chat_episode),
             "chat.reply": _Handler(self._deliver_chat_reply, self._find_chat_reply),
+            "chat.upload": _Handler(self._deliver_chat_upload),
             "pipeline.run": _Handler(self._deliver_run, self._find_run),
             "registry.promote": _Handler(self._deliver_promote),
             "registry.rollback": _Handler(self._deliver_rollback),
@@ -418,6 +419,10 @@ class Lifecycle:
                 self._chat_episode(episode, CHANNEL_ALERTS, text),
                 self._chat_reply(episode, CHANNEL_ALERTS, f"drift-chat:{effect.key}",
                                  f"Batch `{p['batch']}`: {p['severity']} drift. Report: {p['report_dir'] or 'n/a'}"),
+                NewEffect(f"drift-chart:{effect.key}", "chat.upload", {
+                    "episode": episode, "channel": CHANNEL_ALERTS, "path": f"{p['report_dir']}/report.png",
+                    "title": f"{model}: drift in batch {p['batch']}",
+                }, lane=f"chat:{episode}"),
             ])
         return Delivered({"ticket_id": ticket.id, "opened": opened})
 
@@ -472,6 +477,15 @@ class Lifecycle:
             self.store.put_state("threads", p["episode"], _ref_dict(parent))
             return Delivered(_ref_dict(parent))
         return Delivered(_ref_dict(self.chat.reply(parent, p["text"], marker=effect.key)))
+
+    def _deliver_chat_upload(self, effect: EffectRow) -> Delivered:
+        """The drift chart in the alert's thread, where the chat can show files (the console cannot)."""
+        p = effect.payload
+        parent = self._thread(p["episode"], p["channel"])
+        if parent is None or not hasattr(self.chat, "upload") or not Path(p["path"]).is_file():
+            return Delivered({"uploaded": False})
+        self.chat.upload(parent, p["path"], p["title"])  # the adapter skips a file already in the thread
+        return Delivered({"uploaded": True})
 
     def _find_chat_reply(self, effect: EffectRow) -> Delivered | None:
         parent = self._thread(effect.payload["episode"], effect.payload["channel"])

@@ -154,6 +154,23 @@ class Settings(BaseSettings):
     github_timeout_s: float = Field(default=15.0, ge=1, description="Seconds to wait for one GitHub request.",
                                     examples=[30])
 
+    # Slack (chat, when a bot token is configured).
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias="SLACK_BOT_TOKEN",
+        description="Slack bot token (xoxb-...): chat goes to Slack instead of the console.", examples=["xoxb-..."],
+    )
+    slack_api_url: str = Field(default="https://slack.com/api/", description="Slack's Web API base URL.",
+                               examples=["https://slack.com/api/"])
+    slack_channels: dict[str, str] = Field(
+        default={}, description="Slack channel for each kind of message (JSON: mlops-pipeline, mlops-alerts, "
+                                "mlops-digest); unmapped kinds use their own name.",
+        examples=['{"mlops-alerts": "#ml-alerts", "mlops-pipeline": "#ml-ci", "mlops-digest": "#ml"}'],
+    )
+    slack_mention_group: str | None = Field(
+        default=None, description="Who severe drift alerts mention: a user group id (S...), here or channel.",
+        examples=["S0123ABCD"],
+    )
+
     @model_validator(mode="after")
     def _github_complete(self) -> Settings:
         app = [self.github_app_id, self.github_app_private_key, self.github_app_installation_id]

@@ -151,4 +151,4 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
 
 # --- the emulators of outside services ---------------------------------------------------------
 
-from tests.emulators.fixtures import github_emulator, no_proxy_for_loopback  # noqa: E402,F401
+from tests.emulators.fixtures import github_emulator, no_proxy_for_loopback, slack_emulator  # noqa: E402,F401

@@ -11,8 +11,9 @@ import pytest
 
 from .framework import OpenAPISchemas
 from .github import GitHubEmulator, github_schemas
+from .slack import SlackEmulator, slack_schemas
 
-__all__ = ["REFDATA", "github_emulator", "no_proxy_for_loopback", "refdata_dir"]
+__all__ = ["REFDATA", "github_emulator", "no_proxy_for_loopback", "refdata_dir", "slack_emulator"]
 
 #: ../shared/refdata next to the repository (as in CI); never copied into the project
 REFDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "refdata"
@@ -30,6 +31,12 @@ def refdata_dir() -> Path:
 def _github_schemas() -> OpenAPISchemas | None:
     path = REFDATA.resolve()
     return github_schemas(path) if path.is_dir() else None
+
+
+@functools.cache
+def _slack_schemas() -> OpenAPISchemas | None:
+    path = REFDATA.resolve()
+    return slack_schemas(path) if path.is_dir() else None
 
 
 @pytest.fixture
@@ -56,3 +63,21 @@ def github_emulator(no_proxy_for_loopback: None) -> Iterator[GitHubEmulator]:
     if emulator.violations:
         shown = "\n".join(emulator.violations[:20])
         pytest.fail(f"the GitHub emulator answered outside GitHub's schemas:\n{shown}", pytrace=False)
+
+
+@pytest.fixture
+def slack_emulator(no_proxy_for_loopback: None) -> Iterator[SlackEmulator]:
+    """A running Slack emulator, stopped afterwards.
+
+    When ../shared/refdata is present, every answer of a method Slack's description covers (or
+    that ``tests/emulators/slack.py`` transcribes) is checked against its schema, and the test
+    fails at teardown if any did not conform (or if a handler raised).
+    """
+    emulator = SlackEmulator(schemas=_slack_schemas())
+    with emulator:
+        yield emulator
+    if emulator.errors:
+        pytest.fail("the Slack emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
+    if emulator.violations:
+        shown = "\n".join(emulator.violations[:20])
+        pytest.fail(f"the Slack emulator answered outside Slack's schemas:\n{shown}", pytrace=False)

@@ -1,0 +1,699 @@
+"""Slack through slack-sdk: the Chat port, one thread per episode.
+
+An episode (a run, a drift alert) is one top-level message, posted once and then updated in
+place (``chat.update``) as its status moves; its steps and details go into the message's thread,
+and the drift report's chart is uploaded there (``files_upload_v2``). Messages are Block Kit
+built from the plain text the lifecycle writes: Markdown ``**bold**`` becomes Slack's ``*bold*``,
+a Markdown table a monospace block, links ``<url|label>``; the ``text`` field carries a short
+plain fallback for notifications. Nothing is ever longer than Slack takes (no ``msg_too_long``).
+
+Markers: each message the bot posts carries its marker in Slack's message metadata
+(``{"event_type": "mlops_bot", "event_payload": {"marker": ...}}``), never in its text;
+``find_message`` reads it back with ``conversations.history`` / ``conversations.replies``
+(``include_all_metadata``), so a post whose answer was lost is found instead of posted twice.
+
+Retries: ``connect`` gives the ``WebClient`` the SDK's own retry handlers, narrowed where they
+would repeat a write that may have been applied: rate limits (429) are waited out when Slack asks
+for a short wait; a dropped connection is retried for reads, and for writes only when the request
+never reached Slack. What is left becomes the ports' errors: ``TransientError`` (with
+``retry_after``, or ``outcome_unknown`` for a write whose answer was lost) or ``PermanentError``
+saying how to fix it. The token is never logged nor put in a message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import re
+import urllib.error
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry import (
+    BackoffRetryIntervalCalculator,
+    ConnectionErrorRetryHandler,
+    HttpRequest,
+    HttpResponse,
+    Jitter,
+    RateLimitErrorRetryHandler,
+    RetryState,
+)
+
+from integrations.ports import MessageRef, PermanentError, TransientError
+
+__all__ = ["EVENT_TYPE", "SlackChat", "connect", "render"]
+
+#: the message metadata event type that carries the bot's markers
+EVENT_TYPE = "mlops_bot"
+#: the logical channel whose new messages mention ``mention_group``
+ALERTS_CHANNEL = "mlops-alerts"
+#: what the bot's token needs: post and update, find channels by name, read them back, upload charts
+NEEDED_SCOPES = ("chat:write", "channels:read", "channels:history", "files:write")
+SECTION_LIMIT = 3000  # characters in one section block's text
+BLOCK_LIMIT = 50  # blocks in one message
+FALLBACK_LIMIT = 3000  # characters of the notification text (Slack advises at most 4,000)
+SEARCH_LIMIT = 1000  # messages find_message reads back, newest first
+_NO_CHANNELS: Mapping[str, str] = MappingProxyType({})
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
+#: methods safe to repeat after a dropped connection
+_READS = frozenset({"auth.test", "conversations.history", "conversations.replies", "conversations.info",
+                    "conversations.list", "chat.getPermalink", "users.info"})
+_TOKEN_FIX = ("set the bot token to the Slack app's Bot User OAuth Token (xoxb-…), from api.slack.com/apps → "
+              "your app → OAuth & Permissions")
+
+
+# ---------------------------------------------------------------------------
+# The client
+
+
+def connect(
+    token: str,
+    *,
+    base_url: str = WebClient.BASE_URL,
+    timeout: float = 15,
+    rate_limit_retries: int = 2,
+    max_rate_limit_wait: float = 30,
+    connection_retries: int = 2,
+    backoff: float = 0.5,
+) -> WebClient:
+    """A ``WebClient`` with the SDK's retry handlers for rate limits and dropped connections.
+
+    A 429 is waited out (``Retry-After`` seconds) up to ``rate_limit_retries`` times when Slack
+    asks for at most ``max_rate_limit_wait`` seconds; a longer wait is left to the caller. A
+    dropped connection is retried ``connection_retries`` times (backing off from ``backoff``
+    seconds), for a write only when the request never reached Slack.
+    """
+    if not token:
+        raise PermanentError(f"Slack needs a bot token: {_TOKEN_FIX}")
+    return WebClient(
+        token=token,
+        base_url=base_url,
+        timeout=timeout,  # type: ignore[arg-type] - urllib takes float seconds
+        retry_handlers=[
+            _ConnectionRetry(max_retry_count=connection_retries,
+                             interval_calculator=BackoffRetryIntervalCalculator(backoff, _ScaledJitter())),
+            _RateLimitRetry(max_retry_count=rate_limit_retries, max_wait=max_rate_limit_wait),
+        ],
+    )
+
+
+class _ScaledJitter(Jitter):
+    """Up to twice the back-off (the SDK's own jitter adds up to a whole second, whatever the back-off)."""
+
+    def recalculate(self, duration: float) -> float:
+        return duration * (1 + random.random())
+
+
+class _ConnectionRetry(ConnectionErrorRetryHandler):
+    """The SDK's retry of dropped connections, except for a write that may have been applied.
+
+    urllib raises ``URLError`` when it could not send the request (connection refused, name not
+    found) and the bare ``RemoteDisconnected`` / ``ConnectionResetError`` when the connection
+    dropped while waiting for the answer: then Slack may have posted the message already, and the
+    SDK's own handler would post it a second time.
+    """
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        return _method_of(request.url) in _READS or isinstance(error, urllib.error.URLError)
+
+
+class _RateLimitRetry(RateLimitErrorRetryHandler):
+    """The SDK's wait on 429 and ``Retry-After``, for waits up to ``max_wait`` seconds."""
+
+    def __init__(self, *, max_retry_count: int, max_wait: float) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait = max_wait
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        return _retry_after(response.headers if response is not None else None) <= self.max_wait
+
+
+def _method_of(url: str) -> str:
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float:
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            value = value[0] if isinstance(value, list) and value else value
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                break
+    return 60.0
+
+
+# ---------------------------------------------------------------------------
+# The adapter
+
+
+class _Refused(PermanentError):
+    """Slack refused a call: what is wrong and how to fix it, apart, for ``diagnose``."""
+
+    def __init__(self, problem: str, fix: str, *, error: str = "") -> None:
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+        self.problem, self.fix, self.error = problem, fix, error
+
+
+class SlackChat:
+    """The Chat port on Slack.
+
+    ``channels`` maps the bot's logical channel names (``mlops-pipeline``, ``mlops-alerts``,
+    ``mlops-digest``) to channel ids (``C0123ABCD``) or names (``#ml-alerts``); unmapped names are
+    used as they are. Names are looked up once (``conversations.list``) and remembered.
+    ``mention_group`` is mentioned at the top of new messages in ``mlops-alerts``: a user group id
+    (``S0123ABCD``), ``here``/``channel``, or a handle (``@ml-oncall``).
+    """
+
+    name = "slack"
+
+    def __init__(self, client: WebClient, *, channels: Mapping[str, str] = _NO_CHANNELS,
+                 mention_group: str | None = None) -> None:
+        self.client = client
+        self.channels = dict(channels)
+        self.mention_group = mention_group
+        self._ids: dict[str, str] = {}  # channel name (lower case, no #) -> id
+        self._bot: str | None = None  # the bot user's name, for the fixes suggested
+
+    # -- the Chat port
+
+    def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None) -> MessageRef:
+        """A new top-level message in ``channel`` carrying ``marker``; returns its (channel id, ts)."""
+        target = self._target(channel)
+        mention = self._mention() if channel == ALERTS_CHANNEL or target == self._target(ALERTS_CHANNEL) else None
+        fallback, rendered = self._content(text, blocks, mention)
+        answer = self._call("chat.postMessage", write=True, where=_shown(target),
+                            channel=self._ids.get(target.lower(), target), text=fallback, blocks=rendered,
+                            metadata=_metadata(marker), unfurl_links=False, unfurl_media=False,
+                            link_names=bool(mention and mention.startswith("@")) or None)
+        if not _CHANNEL_ID.match(target):
+            self._ids[target.lower()] = answer["channel"]
+        return MessageRef(answer["channel"], answer["ts"])
+
+    def update(self, message: MessageRef, text: str, *, blocks: list[dict] | None = None) -> None:
+        """Replaces the message's text and blocks in place; its marker (metadata) stays."""
+        channel = self._channel_id(message.channel)
+        mention = None
+        if message.thread is None and self.mention_group and channel == self._alerts_id():
+            mention = self._mention()
+        fallback, rendered = self._content(text, blocks, mention)
+        self._call("chat.update", write=True, where=_shown(channel), channel=channel, ts=message.id,
+                   text=fallback, blocks=rendered,
+                   link_names=bool(mention and mention.startswith("@")) or None)
+
+    def reply(self, parent: MessageRef, text: str, *, marker: str) -> MessageRef:
+        """A message in ``parent``'s thread carrying ``marker``."""
+        channel = self._channel_id(parent.channel)
+        thread = parent.thread or parent.id
+        fallback, rendered = self._content(text, None, None)
+        answer = self._call("chat.postMessage", write=True, where=_shown(channel), channel=channel, thread_ts=thread,
+                            text=fallback, blocks=rendered, metadata=_metadata(marker), unfurl_links=False,
+                            unfurl_media=False)
+        return MessageRef(answer["channel"], answer["ts"], thread=thread)
+
+    def find_message(self, channel: str, marker: str, *, thread: str | None = None) -> MessageRef | None:
+        """The bot's message carrying ``marker``: at the top of ``channel`` (the newest
+        ``SEARCH_LIMIT`` messages), or in the thread of ``thread``."""
+        channel_id = self._channel_id(channel)
+        if thread is None:
+            found = self._pages("conversations.history", "messages", channel=channel_id, include_all_metadata=True)
+        else:
+            found = self._pages("conversations.replies", "messages", channel=channel_id, ts=thread,
+                                include_all_metadata=True)
+        try:
+            for seen, message in enumerate(found):
+                if _marker_of(message) == marker:
+                    ts, parent = message["ts"], message.get("thread_ts")
+                    return MessageRef(channel_id, ts, thread=parent if parent and parent != ts else None)
+                if seen + 1 >= SEARCH_LIMIT:
+                    break
+        except _Refused as refused:
+            if refused.error == "thread_not_found":  # the parent is gone, and its thread with it
+                return None
+            raise
+        return None
+
+    # -- more than the port
+
+    def upload(self, parent: MessageRef, path: str | Path, title: str) -> None:
+        """Uploads a file (the drift chart) into ``parent``'s thread; a file of the same name and
+        title already there is not uploaded again, so repeating after a lost answer is safe."""
+        path = Path(path)
+        if not path.is_file():
+            raise PermanentError(f"no file to upload at {path}")
+        channel = self._channel_id(parent.channel)
+        thread = parent.thread or parent.id
+        for message in self._pages("conversations.replies", "messages", channel=channel, ts=thread):
+            if any(f.get("name") == path.name and f.get("title") == title for f in message.get("files") or ()):
+                return
+        try:
+            self.client.files_upload_v2(channel=channel, thread_ts=thread, file=str(path), filename=path.name,
+                                        title=title)
+        except Exception as exc:
+            translated = self._translate(exc, "files_upload_v2", write=True, where=_shown(channel))
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def permalink(self, message: MessageRef) -> str:
+        """A link to the message, for tickets and pull requests."""
+        channel = self._channel_id(message.channel)
+        return self._call("chat.getPermalink", write=False, where=_shown(channel), channel=channel,
+                          message_ts=message.id)["permalink"]
+
+    def react(self, message: MessageRef, name: str) -> None:
+        """Adds the reaction ``name`` (``eyes``, ``white_check_mark``); idempotent."""
+        channel = self._channel_id(message.channel)
+        try:
+            self._call("reactions.add", write=True, where=_shown(channel), channel=channel, timestamp=message.id,
+                       name=name.strip(":"))
+        except _Refused as refused:
+            if refused.error != "already_reacted":
+                raise
+
+    def diagnose(self, channels: Iterable[str]) -> list[tuple[str, str | None, str]]:
+        """What ``mlops-bot doctor`` reports: (what was checked, the problem or None, the fix):
+        the token, its scopes, and for each channel that it exists and the bot is in it."""
+        try:
+            auth = self._call("auth.test", write=False, where="")
+        except _Refused as refused:
+            return [("Slack bot token", refused.problem, refused.fix)]
+        except TransientError as exc:
+            return [(f"Slack at {self.client.base_url}", str(exc), "check the network and the Slack API URL")]
+        self._bot = auth.get("user") or self._bot
+        checks: list[tuple[str, str | None, str]] = [(f"Slack workspace {auth.get('team')} as @{self._bot}", None, "")]
+        headers = {k.lower(): v for k, v in (auth.headers or {}).items()}
+        if "x-oauth-scopes" in headers:  # bot tokens say their scopes on every answer
+            granted = {s.strip() for s in str(headers["x-oauth-scopes"]).split(",") if s.strip()}
+            missing = [s for s in NEEDED_SCOPES if s not in granted]
+            fix = ("add them under OAuth & Permissions → Bot Token Scopes on api.slack.com/apps, then reinstall the "
+                   "app to the workspace")
+            checks.append((f"Slack token scopes ({', '.join(sorted(granted)) or 'none'})",
+                           f"missing {', '.join(missing)}" if missing else None, fix if missing else ""))
+        checks.extend(self._check_channel(name) for name in channels)
+        return checks
+
+    def _check_channel(self, name: str) -> tuple[str, str | None, str]:
+        target = self._target(name)
+        label = f"Slack channel {_shown(target)}" + (f" (for {name})" if target != name else "")
+        try:
+            info = self._call("conversations.info", write=False, where=_shown(target),
+                              channel=self._channel_id(name))["channel"]
+        except _Refused as refused:
+            return label, refused.problem, refused.fix
+        except TransientError as exc:
+            return label, str(exc), "check the network and try again"
+        shown = f"#{info.get('name', target)}"
+        if info.get("is_archived"):
+            return label, f"{shown} is archived", f"unarchive it, or map {name} to another channel"
+        if not info.get("is_member"):
+            return label, f"@{self._bot_name()} is not in {shown}", \
+                f"invite the bot with /invite @{self._bot_name()} in {shown}"
+        return label, None, ""
+
+    # -- channels
+
+    def _target(self, channel: str) -> str:
+        """The channel a logical name stands for: an id, or a name without ``#``."""
+        return self.channels.get(channel, channel).strip().lstrip("#")
+
+    def _channel_id(self, channel: str) -> str:
+        target = self._target(channel)
+        if _CHANNEL_ID.match(target):
+            return target
+        if target.lower() in self._ids:
+            return self._ids[target.lower()]
+        for found in self._listed_channels():
+            self._ids.setdefault(str(found.get("name", "")).lower(), found["id"])
+            if target.lower() == str(found.get("name", "")).lower():
+                return found["id"]
+        mapped = f" ({channel} is mapped to it)" if target != channel else ""
+        raise _Refused(
+            f"Slack channel #{target} not found{mapped}, or it is private and the bot is not in it",
+            f"create #{target} and invite the bot with /invite @{self._bot_name()}, or map {channel} to an existing "
+            f"channel's id (channel details → About → Channel ID)", error="channel_not_found")
+
+    def _listed_channels(self) -> Iterator[dict[str, Any]]:
+        """Channels the bot can see (archived ones too, so that posting says so); private ones
+        when the token has ``groups:read``."""
+        try:
+            yield from self._pages("conversations.list", "channels", types="public_channel,private_channel")
+        except _Refused as refused:
+            if refused.error != "missing_scope":
+                raise
+            yield from self._pages("conversations.list", "channels", types="public_channel")
+
+    def _alerts_id(self) -> str | None:
+        try:
+            return self._channel_id(ALERTS_CHANNEL)
+        except PermanentError:
+            return None
+
+    def _mention(self) -> str | None:
+        group = (self.mention_group or "").strip()
+        if not group:
+            return None
+        if group.startswith("<"):
+            return group
+        if group.lstrip("@!").lower() in ("here", "channel", "everyone"):
+            return f"<!{group.lstrip('@!').lower()}>"
+        if re.fullmatch(r"S[A-Z0-9]{6,}", group):
+            return f"<!subteam^{group}>"
+        return "@" + group.lstrip("@")  # a user group's handle, linked by Slack with link_names
+
+    def _bot_name(self) -> str:
+        if self._bot is None:
+            try:
+                self._bot = str(self.client.auth_test().get("user") or "") or None
+            except (SlackClientError, OSError, http.client.HTTPException):
+                pass
+        return self._bot or "mlops-bot"
+
+    # -- calls
+
+    def _content(self, text: str, blocks: list[dict] | None, mention: str | None) -> tuple[str, list[dict]]:
+        fallback, rendered = render(text, mention=mention)
+        return fallback, (rendered if blocks is None else blocks)
+
+    def _call(self, method: str, *, write: bool, where: str, **arguments: Any) -> Any:
+        """One Web API call through the SDK's method for it, its failures as the ports' errors."""
+        function = getattr(self.client, method.replace(".", "_"))
+        try:
+            return function(**{k: v for k, v in arguments.items() if v is not None})
+        except Exception as exc:
+            translated = self._translate(exc, method, write=write, where=where)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _pages(self, method: str, key: str, **arguments: Any) -> Iterator[dict[str, Any]]:
+        """The items under ``key`` of every page of a cursor-paginated method."""
+        cursor = None
+        while True:
+            answer = self._call(method, write=False, where=_shown(str(arguments.get("channel", ""))),
+                                limit=200, cursor=cursor, **arguments)
+            yield from answer.get(key) or ()
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return
+
+    def _translate(self, exc: Exception, method: str, *, write: bool, where: str) -> Exception:
+        """slack-sdk's and urllib's exceptions as the ports' two kinds of failure."""
+        if isinstance(exc, SlackApiError):
+            response = exc.response
+            status = getattr(response, "status_code", 200)
+            data = response.data if isinstance(getattr(response, "data", None), dict) else {}
+            error = str(data.get("error") or "")
+            if status == 429 or error in ("ratelimited", "rate_limited"):
+                wait = _retry_after(getattr(response, "headers", None))
+                return TransientError(f"Slack rate limit on {method}; retry after {wait:g} s", retry_after=wait)
+            if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+                return TransientError(f"Slack answered {status} ({error or 'no error code'}) to {method}",
+                                      outcome_unknown=write)
+            return self._refusal(method, error or f"HTTP {status}", data, where)
+        if isinstance(exc, urllib.error.HTTPError):  # the upload step of files_upload_v2
+            if exc.code >= 500 or exc.code == 429:
+                return TransientError(f"Slack's upload answered {exc.code}", outcome_unknown=write,
+                                      retry_after=_retry_after(dict(exc.headers or {})) if exc.code == 429 else None)
+            return PermanentError(f"Slack's upload refused the file ({exc.code})")
+        if isinstance(exc, urllib.error.URLError):  # never sent: nothing was applied
+            return TransientError(f"Slack could not be reached for {method}: {exc.reason}")
+        if isinstance(exc, (OSError, http.client.HTTPException)):  # timeout, dropped connection
+            return TransientError(f"Slack did not answer {method}: {type(exc).__name__}", outcome_unknown=write)
+        if isinstance(exc, SlackClientError):  # refused by the SDK before sending (a file too big, ...)
+            return PermanentError(f"Slack {method}: {exc}")
+        return exc
+
+    def _refusal(self, method: str, error: str, data: Mapping[str, Any], where: str) -> _Refused:
+        where = where or "the channel"
+        if error in ("invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"):
+            return _Refused(f"Slack refused the bot token ({error})", _TOKEN_FIX, error=error)
+        if error == "missing_scope":
+            needed = data.get("needed") or "a scope"
+            return _Refused(f"the Slack app lacks the scope {needed} for {method}",
+                            f"add {needed} under OAuth & Permissions → Bot Token Scopes on api.slack.com/apps, then "
+                            "reinstall the app to the workspace", error=error)
+        bot = self._bot_name() if error in ("channel_not_found", "not_in_channel") else ""
+        problems = {
+            "channel_not_found": (f"Slack channel {where} not found, or it is private and the bot is not in it",
+                                  f"check the channel mapping, or invite the bot with /invite @{bot}"),
+            "not_in_channel": (f"the bot is not in {where}", f"invite the bot with /invite @{bot} in {where}"),
+            "is_archived": (f"Slack channel {where} is archived",
+                            "unarchive it, or map the bot's channel to another one"),
+            "msg_too_long": (f"Slack refused the message in {where} as too long",
+                             "this is a bug in the Slack adapter's rendering: please report it"),
+            "invalid_blocks": (f"Slack refused the message's blocks: {'; '.join(data.get('errors') or [])}",
+                               "fix the blocks given to the Slack adapter"),
+            "message_not_found": (f"the message to change in {where} no longer exists",
+                                  "it was deleted; the bot posts a new one for the next episode"),
+            "cant_update_message": (f"the message in {where} was not posted with this token",
+                                    "keep the same Slack app and token for the bot"),
+            "thread_not_found": (f"the thread in {where} no longer exists", "it was deleted"),
+        }
+        problem, fix = problems.get(error, (f"Slack refused {method} ({error})",
+                                            f"see https://api.slack.com/methods/{method}"))
+        return _Refused(problem, fix, error=error)
+
+
+def _shown(channel: str) -> str:
+    return channel if _CHANNEL_ID.match(channel) or not channel else f"#{channel}"
+
+
+def _metadata(marker: str) -> dict[str, Any]:
+    return {"event_type": EVENT_TYPE, "event_payload": {"marker": marker}}
+
+
+def _marker_of(message: Mapping[str, Any]) -> str | None:
+    metadata = message.get("metadata") or {}
+    if metadata.get("event_type") != EVENT_TYPE:
+        return None
+    payload = metadata.get("event_payload") or {}
+    return payload.get("marker") if isinstance(payload, dict) else None
+
+
+# ---------------------------------------------------------------------------
+# Block Kit from the lifecycle's Markdown
+
+_SLACK_SYNTAX = re.compile(r"<(?:[@#!][^<>\s]+|(?:https?|mailto):[^<>\s]+)>")  # kept as written
+_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
+_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+_BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_SUMMARY = re.compile(r"<summary>(.*?)</summary>", re.I | re.S)
+_DETAILS = re.compile(r"</?details[^>]*>", re.I)
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+_FENCE = re.compile(r"^\s*```")
+_FENCE_COST = len("```\n\n```")
+
+
+def render(text: str, *, mention: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """Block Kit for a message written in Markdown, and its plain fallback ``text``.
+
+    A first line of the form ``status · where · metric`` becomes a bold headline over its details;
+    ``**bold**`` becomes ``*bold*``, ``[label](url)`` ``<url|label>``, headings bold lines, list
+    items bullets, and a Markdown table an aligned monospace block. The result fits Slack's limits:
+    sections of at most 3,000 characters, at most 50 blocks (the rest cut with a note), and a
+    fallback of at most 3,000 characters.
+    """
+    segments = _segments(_headline(text))
+    if mention:
+        segments.insert(0, ("text", mention))
+    chunks = _pack(segments, SECTION_LIMIT) or ["(no text)"]
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in chunks]
+    if len(blocks) > BLOCK_LIMIT:
+        cut = sum(len(c) for c in chunks[BLOCK_LIMIT - 1:])
+        blocks = blocks[: BLOCK_LIMIT - 1] + [{"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f"_… {cut:,} more characters not shown: the message was too long for Slack_"}]}]
+    fallback = "\n".join(chunks)
+    if len(fallback) > FALLBACK_LIMIT:
+        fallback = fallback[: FALLBACK_LIMIT - 1].rstrip() + "…"
+    return fallback, blocks
+
+
+def _headline(text: str) -> str:
+    first, newline, rest = text.strip().partition("\n")
+    if " · " not in first or first.lstrip().startswith(("|", "```", "#")):
+        return text.strip()
+    head, _, details = first.partition(" · ")
+    head = head if "**" in head else f"**{head.strip()}**"
+    return f"{head}\n{details.strip()}{newline}{rest}"
+
+
+def _segments(text: str) -> list[tuple[str, str]]:
+    """The text as ("text", mrkdwn) and ("code", monospace) runs, in order."""
+    text = _HTML_COMMENT.sub("", text)
+    text = _SUMMARY.sub(lambda m: f"**{m.group(1).strip()}**", text)
+    text = _DETAILS.sub("", text)
+    lines = text.splitlines()
+    out: list[tuple[str, str]] = []
+    plain: list[str] = []
+
+    def flush() -> None:
+        joined = re.sub(r"\n{3,}", "\n\n", "\n".join(plain)).strip("\n")
+        if joined.strip():
+            out.append(("text", joined))
+        plain.clear()
+
+    k = 0
+    while k < len(lines):
+        line = lines[k]
+        if _FENCE.match(line):
+            end = k + 1
+            while end < len(lines) and not _FENCE.match(lines[end]):
+                end += 1
+            flush()
+            out.append(("code", _escape("\n".join(lines[k + 1:end]))))
+            k = end + 1
+            continue
+        if _TABLE_ROW.match(line) and k + 1 < len(lines) and _TABLE_RULE.match(lines[k + 1]):
+            end = k + 2
+            while end < len(lines) and _TABLE_ROW.match(lines[end]):
+                end += 1
+            flush()
+            out.append(("code", _escape(_table(lines[k:end]))))
+            k = end
+            continue
+        plain.append(_line(line))
+        k += 1
+    flush()
+    return out
+
+
+def _line(line: str) -> str:
+    if heading := _HEADING.match(line):
+        return f"*{_inline(heading.group(1).replace('**', '').replace('__', ''))}*"
+    if bullet := _BULLET.match(line):
+        return f"{bullet.group(1)}• {_inline(bullet.group(2))}"
+    return _inline(line)
+
+
+def _inline(text: str) -> str:
+    """One line of Markdown as mrkdwn. Code spans and Slack's own syntax (``<@U123>``, ``<!here>``,
+    ``<https://x|y>``) are set aside first, so emphasis around them still converts."""
+    kept: list[str] = []
+
+    def keep(value: str) -> str:
+        kept.append(value)
+        return f"\x02{len(kept) - 1}\x03"
+
+    text = text.replace("\x02", "").replace("\x03", "")
+    text = _CODE_SPAN.sub(lambda span: keep(f"`{_escape(span.group(2))}`"), text)
+    text = _SLACK_SYNTAX.sub(lambda token: keep(token.group(0)), text)
+    return re.sub(r"\x02(\d+)\x03", lambda k: kept[int(k.group(1))], _links(text))
+
+
+def _links(text: str) -> str:
+    out, position = [], 0
+    for link in _LINK.finditer(text):
+        out.append(_emphasis(_escape(text[position:link.start()])))
+        label = _emphasis(_escape(link.group(1))).replace("|", "¦")
+        out.append(f"<{link.group(2)}|{label}>")
+        position = link.end()
+    out.append(_emphasis(_escape(text[position:])))
+    return "".join(out)
+
+
+def _emphasis(text: str) -> str:
+    text = _BOLD.sub(lambda m: "\x01" + (m.group(1) or m.group(2)) + "\x01", text)
+    text = _ITALIC.sub(r"_\1_", text)
+    text = _STRIKE.sub(r"~\1~", text)
+    return text.replace("\x01", "*")
+
+
+def _escape(text: str) -> str:
+    """Slack's three control characters, as its formatting rules ask."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cells(line: str) -> list[str]:
+    inner = line.strip()
+    inner = inner[1:] if inner.startswith("|") else inner
+    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+    cells = re.split(r"(?<!\\)\|", inner)
+    return [_plain(cell.strip().replace("\\|", "|")) for cell in cells]
+
+
+def _plain(cell: str) -> str:
+    cell = _LINK.sub(r"\1", cell)
+    return cell.replace("**", "").replace("__", "").replace("`", "")
+
+
+def _table(lines: list[str]) -> str:
+    """A Markdown table as aligned monospace columns (numbers right-aligned where the rule says)."""
+    header, rule, body = _cells(lines[0]), [c.strip() for c in _cells(lines[1])], [_cells(x) for x in lines[2:]]
+    rows = [header, *body]
+    width = max(len(row) for row in rows)
+    rows = [row + [""] * (width - len(row)) for row in rows]
+    right = [k < len(rule) and rule[k].endswith(":") and not rule[k].startswith(":") for k in range(width)]
+    widths = [max(len(row[k]) for row in rows) for k in range(width)]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip()
+
+    return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths), *map(line, rows[1:])])
+
+
+def _pack(segments: list[tuple[str, str]], limit: int) -> list[str]:
+    """Segments joined into as few texts of at most ``limit`` characters as they fit in, split
+    between lines (code re-fenced on both sides of a split)."""
+    chunks: list[str] = []
+    current = ""
+
+    def add(piece: str) -> None:
+        nonlocal current
+        joined = f"{current}\n{piece}" if current else piece
+        if len(joined) <= limit:
+            current = joined
+        else:
+            if current:
+                chunks.append(current)
+            current = piece
+
+    for kind, content in segments:
+        if kind == "code":
+            for part in _split(content, limit - _FENCE_COST):
+                add(f"```\n{part}\n```")
+        else:
+            for part in _split(content, limit):
+                add(part)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _split(text: str, limit: int) -> list[str]:
+    parts: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:  # a single line too long: cut at a space where there is one
+            cut = line.rfind(" ", 0, limit)
+            cut = cut if cut > limit // 2 else limit
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(line[:cut])
+            line = line[cut:].lstrip(" ")
+        joined = f"{current}\n{line}" if current else line
+        if len(joined) <= limit:
+            current = joined
+        else:
+            parts.append(current)
+            current = line
+    if current.strip():
+        parts.append(current)
+    return parts
