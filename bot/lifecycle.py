@@ -38,7 +38,17 @@ from bot.events import (
 )
 from bot.outbox import Delivered, PermanentError
 from bot.store import EffectRow, NewEffect, Store
-from integrations.ports import Chat, Comment, MessageRef, PipelineEngine, SourceControl, Target, Tracker, TransientError
+from integrations.ports import (
+    Chat,
+    Comment,
+    MessageRef,
+    Permission,
+    PipelineEngine,
+    SourceControl,
+    Target,
+    Tracker,
+    TransientError,
+)
 
 __all__ = ["Lifecycle", "SEVERITY_ORDER"]
 
@@ -131,10 +141,10 @@ class Lifecycle:
         parsed = parse(comment.body, limit=self.settings.max_commands_per_comment)
         if not parsed.invocations and not parsed.unknown:
             return []
-        effects = [self._react(comment, "eyes")]
+        effects = [] if comment.target.kind == "chat" else [self._react(comment, "eyes")]
         if parsed.unknown:
             effects.append(self._reply(comment.target, f"unknown:{comment.id}", unknown_reply(parsed.unknown).text))
-        permission = self.scm.permission(comment.target.repo, comment.author)
+        permission = self.permission(comment.target, comment.author)
         context = CommandView(self)
         for index, invocation in enumerate(parsed.invocations):
             request = Request(invocation=invocation, target=comment.target, author=comment.author,
@@ -157,9 +167,18 @@ class Lifecycle:
                                        f"and skipped {parsed.dropped}; put them in separate comments."))
         return effects
 
+    def permission(self, target: Target, author: str) -> Permission:
+        """The author's level: from the repository for changes and tickets, from settings in chat."""
+        if target.kind == "chat":
+            levels = self.settings.slack_permissions
+            return Permission[levels.get(author, levels.get("*", "read"))]
+        return self.scm.permission(target.repo, author)
+
     def _episode_for(self, target: Target) -> str:
         if target.kind == "ticket":
             return f"ticket:{target.number}"
+        if target.kind == "chat":
+            return f"chat:{target.repo}:{target.number}"
         return f"change:{target.repo}:{target.number}"
 
     def _action_effects(self, action, key: str, origin: dict[str, Any]) -> list[NewEffect]:
@@ -290,10 +309,14 @@ class Lifecycle:
     # --- effect constructors --------------------------------------------------------------------
 
     def _reply(self, target: Target, key: str, body: str) -> NewEffect:
+        if target.kind == "chat":  # a command typed in chat is answered in the thread of its first answer
+            return self._chat_reply(self._episode_for(target), target.repo, key, body)
         return NewEffect(key, "scm.reply", {"target": _target_dict(target), "body": body}, lane=f"scm:{target}")
 
     def _upsert(self, target: Target, marker: str, body: str) -> NewEffect:
         key = f"{marker}:{hashlib.sha1(body.encode()).hexdigest()[:10]}"
+        if target.kind == "chat":
+            return self._chat_reply(self._episode_for(target), target.repo, key, body)
         return NewEffect(key, "scm.upsert", {"target": _target_dict(target), "marker": marker, "body": body},
                          lane=f"scm:{target}")
 

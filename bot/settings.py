@@ -171,6 +171,17 @@ class Settings(BaseSettings):
         examples=["S0123ABCD"],
     )
 
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias="SLACK_SIGNING_SECRET",
+        description="Slack app's signing secret; /mlops slash commands are refused while it is unset.",
+        examples=["8f742231b10e8888abcd99yyyzzz85a5"],
+    )
+    slack_permissions: dict[str, str] = Field(
+        default={}, description="Permission level of Slack users for /mlops (JSON: user id or name, or * for "
+                                "everyone, to read|triage|write|maintain|admin); default read.",
+        examples=['{"U024BE7LH": "maintain", "*": "read"}'],
+    )
+
     @model_validator(mode="after")
     def _github_complete(self) -> Settings:
         app = [self.github_app_id, self.github_app_private_key, self.github_app_installation_id]
@@ -193,6 +204,15 @@ class Settings(BaseSettings):
         from bot.commands import check_overrides
 
         check_overrides(value)
+        return value
+
+    @field_validator("slack_permissions")
+    @classmethod
+    def _known_levels(cls, value: dict[str, str]) -> dict[str, str]:
+        levels = ("none", "read", "triage", "write", "maintain", "admin")
+        for who, level in value.items():
+            if level not in levels:
+                raise ValueError(f"{who}: {level!r} is not a level; use one of {', '.join(levels)}")
         return value
 
     @field_validator("digest_cron")

@@ -2,6 +2,7 @@
 
 ``POST /webhooks/github`` checks ``X-Hub-Signature-256`` in constant time, then stores the event
 (once: its natural key is the same as the poller's) and answers 202; the outbox does the work.
+``POST /webhooks/slack/commands`` takes ``/mlops <command>``, signed with the app's signing secret.
 ``GET /healthz`` says the process is alive.
 """
 
@@ -11,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable
 
 from starlette.applications import Starlette
@@ -21,11 +23,13 @@ from starlette.routing import Route
 from bot.app import BotApp
 from bot.events import ChangeMerged, CommandGiven, TicketClosed
 from integrations.github_payloads import parse_delivery
-from integrations.ports import TransientError
+from integrations.ports import Comment, Target, TransientError
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("mlops_bot.webhooks")
+
+SLACK_WINDOW_S = 300  # Slack's own advice: refuse requests more than five minutes old (replays)
 
 
 class _BodyTooLarge(Exception):
@@ -77,11 +81,68 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
             log.warning("delivery %s not stored yet: %s", delivery, type(exc).__name__)
             return _error(503, "GitHub could not be asked for details just now; the poller will pick this up")
 
+    async def slack_commands(request: Request) -> JSONResponse:
+        secret = settings.slack_signing_secret
+        if secret is None:
+            return _error(403, "Slack commands are off: set SLACK_SIGNING_SECRET to the Slack app's signing secret")
+        try:
+            body = await read_body(request)
+        except _BodyTooLarge:
+            return _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        if not timestamp.isdigit() or abs(bot.clock().timestamp() - int(timestamp)) > SLACK_WINDOW_S:
+            return _error(401, "missing or stale X-Slack-Request-Timestamp (more than 5 minutes off)")
+        expected = "v0=" + hmac.new(secret.get_secret_value().encode(), f"v0:{timestamp}:".encode() + body,
+                                    hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(request.headers.get("x-slack-signature", "").encode(), expected.encode()):
+            return _error(401, "bad or missing X-Slack-Signature; check SLACK_SIGNING_SECRET")
+        form = {key: values[0] for key, values in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+        if not form.get("user_id") or not form.get("channel_id"):
+            return _error(400, "not a slash command: user_id and channel_id are missing")
+        return await _run_sync(lambda: _slash_command(bot, form, timestamp, wake))
+
     def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     return Starlette(routes=[Route("/webhooks/github", github, methods=["POST"]),
+                             Route("/webhooks/slack/commands", slack_commands, methods=["POST"]),
                              Route("/healthz", healthz, methods=["GET"])])
+
+
+def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Callable[[], None]) -> JSONResponse:
+    """``/mlops retrain because ...``: refusals and read-only answers at once, ephemerally; other work
+    is stored as a command (once) and answered in a thread of the channel."""
+    from bot.commands import REGISTRY, Request, parse, required_permission, respond, unknown_reply
+    from bot.commands.base import refusal
+    from bot.lifecycle import CommandView
+
+    settings, lifecycle = bot.settings, bot.lifecycle
+    text = form.get("text", "").strip() or "help"
+    identity = form.get("trigger_id") or f"{form['user_id']}:{timestamp}:{text}"
+    number = int(hashlib.sha1(identity.encode()).hexdigest()[:8], 16)
+    target = Target("chat", form["channel_id"], number)
+    author = form["user_id"] if form["user_id"] in settings.slack_permissions or \
+        form.get("user_name") not in settings.slack_permissions else form["user_name"]
+    parsed = parse("/" + text, limit=1)
+    if not parsed.invocations:
+        return _ephemeral(unknown_reply(parsed.unknown or [text.split()[0]]).text.replace("`/", "`/mlops "))
+    invocation = parsed.invocations[0]
+    request = Request(invocation=invocation, target=target, author=author, model=lifecycle.project.name,
+                      permission=lifecycle.permission(target, author))
+    overrides = settings.command_permissions
+    required = required_permission(invocation.name, overrides)
+    if request.permission < required:
+        return _ephemeral(refusal(REGISTRY[invocation.name], request, required).text)
+    if invocation.name in {"help", "status"}:
+        return _ephemeral(respond(request, CommandView(lifecycle), overrides=overrides).text)
+    comment = Comment(id=identity, target=target, author=author, body="/" + text, created_at=bot.clock())
+    if lifecycle.handle(CommandGiven("slack", comment), source="slack"):
+        wake()
+    return _ephemeral(f"On it: `/mlops {text}`. I'll answer in a thread in this channel.")
+
+
+def _ephemeral(text: str) -> JSONResponse:
+    return JSONResponse({"response_type": "ephemeral", "text": text})
 
 
 def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONResponse:

@@ -68,11 +68,13 @@ class Permission(IntEnum):
 class Target:
     """Where a comment lives or a reply goes: a change (pull request) or a ticket, in a repository."""
 
-    kind: Literal["change", "ticket"]
+    kind: Literal["change", "ticket", "chat"]  # "chat": a command typed in a chat channel; ``repo`` is the channel
     repo: str
     number: int
 
     def __str__(self) -> str:
+        if self.kind == "chat":
+            return f"#{self.repo}"
         return f"{self.repo}#{self.number}" if self.kind == "ticket" else f"{self.repo}!{self.number}"
 
 

@@ -75,3 +75,73 @@ def test_a_rate_limited_slack_delays_but_loses_nothing(slack, bot):
     pipeline = slack.state.messages("mlops-pipeline")
     assert len(pipeline) == 1 and len(pipeline[0].replies) == 1
     assert bot.store.effects(status="dead") == []
+
+
+# --- /mlops slash commands ----------------------------------------------------------------------
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@pytest.fixture
+def web(slack, make_app):
+    from starlette.testclient import TestClient
+
+    from bot.webhooks import create_app
+
+    app = make_app(slack_bot_token=slack.token, slack_api_url=slack.base_url, slack_signing_secret=SIGNING_SECRET,
+                   slack_permissions={"U_MAYA": "maintain", "U_BOB": "write"})
+    settle(app)
+    client = TestClient(create_app(app))
+    client.bot = app
+    return client
+
+
+def slash(client, text: str, user: str = "U_BOB", *, secret: str = SIGNING_SECRET, age: float = 0):
+    import hashlib
+    import hmac
+    import urllib.parse
+
+    channel = client.bot.chat._channel_id("mlops-pipeline")
+    body = urllib.parse.urlencode({"command": "/mlops", "text": text, "user_id": user, "user_name": user.lower(),
+                                   "channel_id": channel, "trigger_id": f"{user}.{text}.{age}",
+                                   "response_url": "https://hooks.slack.invalid/x"}).encode()
+    timestamp = str(int(client.bot.clock().timestamp() - age))
+    signature = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/slack/commands", content=body, headers={
+        "X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded"})
+
+
+def test_slash_retrain_is_acknowledged_at_once_and_answered_in_a_thread(slack, web):
+    answer = slash(web, "retrain fresh data")
+    assert answer.status_code == 200
+    assert answer.json() == {"response_type": "ephemeral",
+                             "text": "On it: `/mlops retrain fresh data`. I'll answer in a thread in this channel."}
+    settle(web.bot)
+    assert web.bot.registry.production("tiny").version == 2
+    messages = slack.state.messages("mlops-pipeline")
+    assert len(messages) == 2  # the first model's episode, and this command's: one top-level message each
+    command = messages[1]
+    assert "Retraining" in command.edits[0].text  # the acknowledgement, then updated in place with the outcome
+    assert "succeeded: tiny v2" in command.text
+    assert any("Model *tiny v2* is now in production" in reply.text for reply in command.replies)
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "expected"),
+    [("deploy 1", "U_BOB", "needs *maintain* permission"), ("retrain", "U_RITA", "needs *write* permission"),
+     ("retrian", "U_BOB", "/mlops retrain"), ("status", "U_RITA", "tiny"), ("", "U_RITA", "/rollback")],
+)
+def test_slash_refusals_hints_and_read_only_answers_are_ephemeral_and_store_nothing(web, text, user, expected):
+    before = len(web.bot.store.events())
+    answer = slash(web, text, user)
+    assert answer.status_code == 200 and answer.json()["response_type"] == "ephemeral"
+    assert expected.replace("*", "**") in answer.json()["text"] or expected in answer.json()["text"]
+    assert len(web.bot.store.events()) == before
+
+
+@pytest.mark.parametrize(("kwargs", "status"), [({"secret": "wrong"}, 401), ({"age": 600}, 401)])
+def test_slash_commands_with_a_bad_signature_or_an_old_timestamp_get_401(web, kwargs, status):
+    answer = slash(web, "retrain", **kwargs)
+    assert answer.status_code == status
+    assert web.bot.store.events(kind="command") == []
