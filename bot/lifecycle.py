@@ -46,6 +46,7 @@ from integrations.ports import (
     PipelineEngine,
     SourceControl,
     Target,
+    Ticket,
     Tracker,
     TransientError,
 )
@@ -167,6 +168,18 @@ class Lifecycle:
                                        f"and skipped {parsed.dropped}; put them in separate comments."))
         return effects
 
+    def known_ticket(self, model: str) -> Ticket | None:
+        """The model's open retrain ticket as the bot last saw it: no request to the tracker.
+
+        Opening and closing go through the tracker itself (``find_open``), so this shortcut serves
+        only answers and links, where a ticket closed by hand a moment ago does no harm.
+        """
+        state = self.store.get_state("episodes", model) or {}
+        if not state.get("ticket_id"):
+            return None
+        return Ticket(id=int(state["ticket_id"]), key=_ticket_key(model), title=state.get("ticket_title", ""),
+                      state="open", url=state.get("ticket_url", ""))
+
     def permission(self, target: Target, author: str) -> Permission:
         """The author's level: from the repository for changes and tickets, from settings in chat."""
         if target.kind == "chat":
@@ -184,7 +197,7 @@ class Lifecycle:
     def _action_effects(self, action, key: str, origin: dict[str, Any]) -> list[NewEffect]:
         model = self.project.name
         if isinstance(action, RunPipeline):
-            ticket = self.tracker.find_open(_ticket_key(model)) if action.promote else None
+            ticket = self.known_ticket(model) if action.promote else None
             if ticket is not None:
                 origin = {**origin, "ticket": ticket.id}
             return [self._pipeline_run(_run_id(key), trigger="command", reason=action.reason, origin=origin,
@@ -430,7 +443,8 @@ class Lifecycle:
                                          f"{', '.join(p['features']) or 'the data'} (batch `{p['batch']}`).",
                                          marker=comment_marker)
         self.store.put_state("episodes", model, {
-            "ticket_id": ticket.id, "severity": p["severity"], "features": p["features"],
+            "ticket_id": ticket.id, "ticket_title": ticket.title, "ticket_url": ticket.url,
+            "severity": p["severity"], "features": p["features"],
             "alerted_at": _iso(self.clock()) if alerted else state.get("alerted_at"), "batch": p["batch"],
             "version": p["version"],
         })
@@ -654,7 +668,7 @@ class CommandView:
         return stack[-2] if len(stack) >= 2 else None
 
     def open_ticket(self, model: str):
-        return self._lifecycle.tracker.find_open(_ticket_key(model))
+        return self._lifecycle.known_ticket(model)
 
     def recent_runs(self, model: str, limit: int = 5) -> list[dict]:
         return [{"run_id": r.run_id, "status": r.status, "version": r.version, "trigger": r.trigger,

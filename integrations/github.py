@@ -39,6 +39,7 @@ _ROLE_PERMISSION = {
     "admin": Permission.admin, "maintain": Permission.maintain, "write": Permission.write,
     "triage": Permission.triage, "read": Permission.read, "none": Permission.none,
 }
+PERMISSION_TTL_S = 300.0
 _REACTIONS = {"eyes", "+1", "-1", "rocket", "confused", "heart", "hooray", "laugh"}
 
 
@@ -159,6 +160,7 @@ class GitHubSource:
     def __init__(self, client: GitHubClient, *, branch: str | None = None):
         self.client, self.repo = client, client.repo_name
         self.branch = branch or "main"
+        self._permissions: dict[str, tuple[Permission, float]] = {}
 
     # --- polling: one conditional request per kind and cycle -----------------------------------
 
@@ -236,6 +238,15 @@ class GitHubSource:
         self.client.call("POST", f"/statuses/{commit}", body=body, write=True)
 
     def permission(self, repo: str, user: str) -> Permission:
+        # A person's role rarely changes; asking once per five minutes saves a request per command.
+        cached = self._permissions.get(user)
+        if cached and time.monotonic() - cached[1] < PERMISSION_TTL_S:
+            return cached[0]
+        level = self._ask_permission(user)
+        self._permissions[user] = (level, time.monotonic())
+        return level
+
+    def _ask_permission(self, user: str) -> Permission:
         try:
             _h, data = self.client.call("GET", f"/collaborators/{user}/permission")
         except PermanentError:
