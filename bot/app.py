@@ -59,18 +59,28 @@ class BotApp:
         changes, cursor = scm.merged_changes(self.store.cursor(f"{source}:changes"))
         if not changes and cursor is not None and self.store.cursor(f"{source}:changes") != cursor:
             self.store.set_cursor(f"{source}:changes", cursor)
-        for index, change in enumerate(changes):
-            # The cursor moves with the last change, in the same transaction as its event.
-            move = (f"{source}:changes", cursor) if index == len(changes) - 1 and cursor else None
-            seen += self.lifecycle.handle(ChangeMerged(source, change), cursor=move)
+        seen += self._handle_all([ChangeMerged(source, change) for change in changes], (f"{source}:changes", cursor))
         comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
-        for index, comment in enumerate(comments):
-            move = (f"{source}:comments", cursor) if index == len(comments) - 1 and cursor else None
-            seen += self.lifecycle.handle(CommandGiven(source, comment), cursor=move)
+        seen += self._handle_all([CommandGiven(source, comment) for comment in comments], (f"{source}:comments", cursor))
         self.bootstrap()
         if seen:
             log.info("poll: %d new event(s) from %s", seen, source)
         return seen
+
+    def _handle_all(self, events: list, cursor: tuple[str, str | None]) -> int:
+        """Handle a poll's events in order; the cursor moves with the last one, in its transaction."""
+        if not events:
+            return 0
+        known = self.store.seen_among([event.key for event in events])
+        handled = 0
+        for index, event in enumerate(events):
+            move = cursor if index == len(events) - 1 and cursor[1] else None
+            if event.key in known:
+                if move:
+                    self.store.set_cursor(*move)
+                continue
+            handled += self.lifecycle.handle(event, cursor=move, known_new=True)
+        return handled
 
     def bootstrap(self) -> bool:
         """With no model in production and none ever trained, train the first one (once)."""

@@ -78,9 +78,14 @@ class Lifecycle:
 
     # --- dispatch ------------------------------------------------------------------------------
 
-    def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None) -> bool:
-        """Record the event and every effect it causes, in one transaction; False if seen before."""
-        if self.store.seen(event.key):
+    def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
+               known_new: bool = False) -> bool:
+        """Record the event and every effect it causes, in one transaction; False if seen before.
+
+        The early look (skipped when the caller already checked) spares the services the requests
+        that working out the effects of an old event would cost; ``ingest`` dedupes in any case.
+        """
+        if not known_new and self.store.seen(event.key):
             if cursor:
                 self.store.set_cursor(*cursor)
             return False

@@ -12,6 +12,8 @@ Before every first attempt the effect is marked "outcome unknown" in the store, 
 cleared only once its result is stored. So an effect whose delivery may have happened (a timeout,
 a lost response, the process killed mid-call) is never simply repeated: the handler is asked
 first whether it already happened, by the hidden marker the bot puts in everything it writes.
+Marks and results are written a round at a time (one effect per lane), in one transaction per
+round; ``Outbox.deliver_due`` says why that keeps every promise above.
 """
 
 from __future__ import annotations
@@ -79,29 +81,53 @@ class Outbox:
         """Deliver due effects until none is due, ``limit`` were handled, or ``should_stop()``.
 
         ``should_stop`` is asked between effects, so a stopping bot finishes the one in flight.
+
+        Deliveries go in rounds, the head of each lane per round, and the store is written once
+        per round, not several times per effect. The transaction that starts a round records the
+        one before it (its completions) and marks each effect of the new round before any is
+        tried, as ``begin_attempt`` would. So every effect of a round may be left uncompleted until
+        the round ends: a crash leaves it with its outcome unknown, and the next delivery looks for
+        it before repeating it. A lane still never moves on before its effect is done, as the
+        next round is chosen only once the last one is recorded. What the deliveries write to the
+        store themselves (links, state) waits for that transaction too (``Store.deferred_writes``),
+        so a completion is never stored without them.
+
+        An effect whose delivery produced follow-up events is completed at once after they are
+        ingested, as before: repeating it after a crash would run it again, and not every handler
+        can look for what it did.
         """
         outcomes: Counter[str] = Counter()
         handled = 0
-        while handled < limit:
-            due = self._store.due_effects(limit=limit - handled)
-            if not due:
-                break
-            for effect in due:  # one per lane: the next of each lane comes with the next round
-                if should_stop():
-                    return DeliveryReport(**outcomes)
-                outcomes[self._deliver(effect)] += 1
-                handled += 1
+        completed: dict[int, dict[str, Any]] = {}  # done in the round before, not yet stored
+        untried: set[int] = set()  # marked for the round before, never tried: the mark goes
+        with self._store.deferred_writes():
+            try:
+                while handled < limit and not should_stop():
+                    due = self._store.next_round(limit=limit - handled, results=completed, untried=untried)
+                    completed, untried = {}, {effect.id for effect in due if not effect.outcome_unknown}
+                    for effect in due:  # one per lane: the next of each lane comes with the next round
+                        if effect is not due[0] and should_stop():
+                            break
+                        untried.discard(effect.id)
+                        outcomes[self._deliver(effect, completed)] += 1
+                        handled += 1
+                    if not due:
+                        break
+            finally:
+                # Also when stopping or failing half-way: what was done is stored.
+                self._store.finish_attempts(completed, untried)
         return DeliveryReport(**outcomes)
 
-    def _deliver(self, effect: EffectRow) -> str:
-        """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in."""
+    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]]) -> str:
+        """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in.
+
+        A plain success is left in ``completed`` for the round to store; anything else is stored now.
+        """
         handler = self._handlers.get(effect.kind)
         if handler is None:
             known = ", ".join(sorted(self._handlers)) or "none"
             return self._give_up(effect, f"no handler for effect kind {effect.kind!r} (known: {known})",
                                  why="no handler for its kind", outcome_unknown=False)
-        if not effect.outcome_unknown:
-            self._store.begin_attempt(effect.id)  # outside the try: a store failure must stop the outbox
         try:
             delivered, recovered = self._attempt(handler, effect)
         except PermanentError as error:
@@ -115,7 +141,10 @@ class Outbox:
                 self._ingest(event)
         except Exception as error:  # the effect happened; the next attempt finds it and ingests again
             return self._retry(effect, error, outcome_unknown=True, retry_after=None)
-        self._store.complete(effect.id, delivered.result)
+        if delivered.events:
+            self._store.complete(effect.id, delivered.result)
+        else:
+            completed[effect.id] = delivered.result
         outcome = "recovered" if recovered else "delivered"
         _log.info("effect %s (%s) %s", effect.key, effect.kind, outcome)
         return outcome

@@ -8,13 +8,15 @@ the same event seen twice (a poll and a webhook, or again after a restart) is ha
 
 Only SQLAlchemy Core and portable types are used (JSON is Text encoded here, times are UTC), so a
 PostgreSQL backend needs no change here; the few SQLite-only statements are guarded by dialect.
+The statements run often are built once, with bound parameters (``_Statements``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +41,7 @@ SCHEMA_VERSION = 1
 # Long enough for the bot's own short transactions to queue behind each other; short enough
 # that a second bot holding the database is reported at start-up instead of hanging.
 _BUSY_TIMEOUT_S = 5.0
-_WRITE_OPTION = "mlops_bot_write"  # execution option: this transaction will write
+_WRITER = "mlops_bot_writer"  # in a connection's info: its transactions write
 
 _log = logging.getLogger("mlops_bot.store")
 
@@ -212,7 +214,15 @@ _CONFLICT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class Store:
-    """The state database. Every method is one short transaction; none is held between calls."""
+    """The state database. Every method is one short transaction; none is held between calls.
+
+    The one exception is ``deferred_writes``: inside it, the thread's ``link`` and ``put_state``
+    wait for the store's next write transaction, so that a delivery round writes once.
+
+    The store keeps two connections open between calls, one for reads and one for writes, each
+    used by one thread at a time: taking a connection from the pool for every call costs more
+    than the call's own statements.
+    """
 
     def __init__(self, url: str | sa.URL, *, clock: Callable[[], datetime] = utc_now,
                  busy_timeout_s: float = _BUSY_TIMEOUT_S) -> None:
@@ -220,10 +230,18 @@ class Store:
         self._clock = clock
         self._label = _describe(self._url)
         self._engine = _create_engine(self._url, busy_timeout_s)
+        self._sql = _Statements(self._engine.dialect.name)
+        # Reentrant, so a nested call fails loudly (one transaction per connection) instead of hanging.
+        self._locks = {False: threading.RLock(), True: threading.RLock()}
+        self._held: dict[bool, sa.Connection | None] = {False: None, True: None}
+        # Writes waiting for the next write transaction (see deferred_writes), oldest first.
+        self._deferred: list[tuple[str, dict[str, Any]]] = []
+        self._deferred_lock = threading.Lock()
+        self._deferring_threads: set[int] = set()
         try:
             self._open_schema()
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
 
     @classmethod
@@ -237,13 +255,21 @@ class Store:
         return self._engine
 
     def close(self) -> None:
+        try:
+            self.write_deferred()
+        except (StoreError, sa.exc.DBAPIError) as error:  # as if the process had stopped a moment earlier
+            _log.warning("state database %s: %d deferred write(s) lost at close: %s", self._label,
+                         len(self._deferred), error)
+        for write, lock in self._locks.items():
+            with lock:
+                self._drop_connection(write)
         self._engine.dispose()
 
     # Cursors: where each source's polling got to.
 
     def cursor(self, source: str) -> str | None:
         with self._transaction() as conn:
-            return conn.execute(sa.select(_cursors.c.value).where(_cursors.c.source == source)).scalar()
+            return conn.execute(self._sql.cursor, {"source": source}).scalar()
 
     def set_cursor(self, source: str, value: str) -> None:
         with self._transaction(write=True) as conn:
@@ -259,7 +285,7 @@ class Store:
         """
         with self._transaction(write=True) as conn:
             now = self._clock()
-            new = _insert_new(conn, _events, {
+            new = self._insert_new(conn, _events, self._sql.new_event, {
                 "key": key, "kind": kind, "source": source, "payload": _to_json(payload), "received_at": now,
             }, unique=("key",))
             if new:
@@ -270,7 +296,16 @@ class Store:
 
     def seen(self, key: str) -> bool:
         with self._transaction() as conn:
-            return conn.execute(sa.select(_events.c.id).where(_events.c.key == key)).first() is not None
+            return conn.execute(self._sql.seen, {"key": key}).first() is not None
+
+    def seen_among(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` are stored events: one query for a whole poll's worth."""
+        found: set[str] = set()
+        with self._transaction() as conn:
+            for start in range(0, len(keys), 500):  # well under every database's parameter limit
+                chunk = list(keys[start:start + 500])
+                found.update(conn.execute(sa.select(_events.c.key).where(_events.c.key.in_(chunk))).scalars())
+        return found
 
     def events(self, *, limit: int = 50, kind: str | None = None) -> list[EventRow]:
         """The newest events first, each with the effects it caused."""
@@ -298,19 +333,9 @@ class Store:
 
     def due_effects(self, *, limit: int = 100) -> list[EffectRow]:
         """Pending effects whose time has come, only the oldest pending one of each lane, by id."""
-        lane_heads = (
-            sa.select(sa.func.min(_effects.c.id))
-            .where(_effects.c.status == "pending")
-            .group_by(_effects.c.lane)
-        )
-        query = (
-            sa.select(_effects)
-            .where(_effects.c.id.in_(lane_heads), _effects.c.next_attempt_at <= self._clock())
-            .order_by(_effects.c.id)
-            .limit(limit)
-        )
         with self._transaction() as conn:
-            return [_effect_row(row) for row in conn.execute(query)]
+            rows = conn.execute(self._sql.due, {"due_by": self._clock(), "most": limit})
+            return [_effect_row(row) for row in rows]
 
     def begin_attempt(self, effect_id: int) -> None:
         """Record that a delivery is starting, before it starts.
@@ -318,15 +343,39 @@ class Store:
         If the process dies during the delivery, the effect is left with ``outcome_unknown`` set,
         so the next delivery looks for it (by its marker) before repeating it.
         """
-        self._update_effect(effect_id, outcome_unknown=True)
+        with self._transaction(write=True) as conn:
+            self._mark(conn, [effect_id], unknown=True)
 
     def complete(self, effect_id: int, result: dict[str, Any]) -> None:
-        self._update_effect(effect_id, status="done", result=_to_json(result), outcome_unknown=False,
-                            done_at=self._clock())
+        self.finish_attempts({effect_id: result})
+
+    def finish_attempts(self, results: Mapping[int, dict[str, Any]], untried: Collection[int] = ()) -> None:
+        """In one transaction: complete each effect in ``results`` with its result, and clear the
+        mark of each in ``untried``, whose attempt was begun but never made (it cannot have happened).
+        """
+        if results or untried:
+            with self._transaction(write=True) as conn:
+                self._finish(conn, results, untried)
+
+    def next_round(self, *, limit: int = 100, results: Mapping[int, dict[str, Any]] | None = None,
+                   untried: Collection[int] = ()) -> list[EffectRow]:
+        """The outbox's step, in one transaction: ``finish_attempts(results, untried)`` for the round
+        before, then the effects now due (as ``due_effects``), each marked as by ``begin_attempt``.
+
+        The rows are as they were before marking: ``outcome_unknown`` says an earlier attempt may
+        have happened, so the delivery must look for it first.
+        """
+        with self._transaction(write=True) as conn:
+            self._finish(conn, results or {}, untried)
+            due = [_effect_row(row) for row in conn.execute(self._sql.due, {"due_by": self._clock(), "most": limit})]
+            self._mark(conn, [effect.id for effect in due if not effect.outcome_unknown], unknown=True)
+        return due
 
     def retry_later(self, effect_id: int, error: str, *, at: datetime, outcome_unknown: bool) -> None:
-        self._update_effect(effect_id, attempts=_effects.c.attempts + 1, next_attempt_at=at,
-                            last_error=error, outcome_unknown=outcome_unknown)
+        with self._transaction(write=True) as conn:
+            self._update_effects(conn, self._sql.retry, [
+                {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "at": at},
+            ])
 
     def give_up(self, effect_id: int, error: str, *, outcome_unknown: bool = False) -> None:
         """Mark the effect dead; it no longer blocks its lane.
@@ -334,12 +383,14 @@ class Store:
         ``outcome_unknown`` tells whoever reads the dead effect that its last attempt may have
         happened after all.
         """
-        self._update_effect(effect_id, status="dead", attempts=_effects.c.attempts + 1, last_error=error,
-                            outcome_unknown=outcome_unknown, done_at=self._clock())
+        with self._transaction(write=True) as conn:
+            self._update_effects(conn, self._sql.give_up, [
+                {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "done_at": self._clock()},
+            ])
 
     def effect(self, key: str) -> EffectRow | None:
         with self._transaction() as conn:
-            row = conn.execute(sa.select(_effects).where(_effects.c.key == key)).first()
+            row = conn.execute(self._sql.effect, {"key": key}).first()
         return None if row is None else _effect_row(row)
 
     def effects(self, *, status: str | None = None, limit: int = 100) -> list[EffectRow]:
@@ -352,12 +403,8 @@ class Store:
 
     def outbox_stats(self) -> dict[str, Any]:
         with self._transaction() as conn:
-            counts = dict(conn.execute(
-                sa.select(_effects.c.status, sa.func.count()).group_by(_effects.c.status)
-            ).all())
-            oldest = conn.execute(
-                sa.select(sa.func.min(_effects.c.created_at)).where(_effects.c.status == "pending")
-            ).scalar()
+            counts = dict(conn.execute(self._sql.counts).all())
+            oldest = conn.execute(self._sql.oldest_pending).scalar()
         age = None if oldest is None else (self._clock() - oldest).total_seconds()
         return {
             "pending": counts.get("pending", 0),
@@ -371,24 +418,28 @@ class Store:
     def link(self, src_kind: str, src_id: str, relation: str, dst_kind: str, dst_id: str) -> None:
         """Record an edge; recording the same edge again changes nothing."""
         row = dict(zip(_LINK_COLUMNS, (src_kind, src_id, relation, dst_kind, dst_id), strict=True))
-        with self._transaction(write=True) as conn:
-            _insert_new(conn, _links, {**row, "created_at": self._clock()}, unique=_LINK_COLUMNS)
+        row["created_at"] = self._clock()
+        if not self._defer("link", row):
+            with self._transaction(write=True) as conn:
+                self._insert_new(conn, _links, self._sql.new_link, row, unique=_LINK_COLUMNS)
 
     def links(self, kind: str, id: str) -> list[Link]:
         """Every edge that starts or ends at (kind, id), oldest first."""
+        self.write_deferred()
         with self._transaction() as conn:
-            return [_link(row) for row in _links_touching(conn, kind, id)]
+            return [_link(row) for row in self._links_touching(conn, kind, id)]
 
     def trace(self, kind: str, id: str, *, depth: int = 6) -> list[Link]:
         """Edges reachable from (kind, id) in up to ``depth`` hops, either direction, nearest first."""
         found: dict[int, Link] = {}
         visited = {(kind, id)}
         frontier = [(kind, id)]
+        self.write_deferred()
         with self._transaction() as conn:
             for _ in range(depth):
                 next_frontier = []
                 for node_kind, node_id in frontier:
-                    for row in _links_touching(conn, node_kind, node_id):
+                    for row in self._links_touching(conn, node_kind, node_id):
                         if row.id in found:
                             continue
                         found[row.id] = _link(row)
@@ -404,39 +455,141 @@ class Store:
     # Small JSON state by namespace: episodes, chat threads, processed batches, ...
 
     def get_state(self, namespace: str, key: str) -> dict[str, Any] | None:
-        query = sa.select(_state.c.value).where(_state.c.namespace == namespace, _state.c.key == key)
+        waiting = self._deferred_state(namespace, key)
+        if waiting is not None:
+            return _from_json(waiting)
         with self._transaction() as conn:
-            value = conn.execute(query).scalar()
+            value = conn.execute(self._sql.state, {"namespace": namespace, "key": key}).scalar()
         return None if value is None else _from_json(value)
 
     def put_state(self, namespace: str, key: str, value: dict[str, Any]) -> None:
-        with self._transaction(write=True) as conn:
-            _upsert(conn, _state, {"namespace": namespace, "key": key, "value": _to_json(value),
-                                   "updated_at": self._clock()}, keys=("namespace", "key"))
+        row = {"namespace": namespace, "key": key, "value": _to_json(value), "updated_at": self._clock()}
+        if not self._defer("state", row):
+            with self._transaction(write=True) as conn:
+                self._upsert(conn, _state, self._sql.put_state, row, keys=("namespace", "key"))
 
     def state_items(self, namespace: str) -> list[tuple[str, dict[str, Any]]]:
         """Every (key, value) in ``namespace``, by key."""
         query = sa.select(_state.c.key, _state.c.value).where(_state.c.namespace == namespace).order_by(_state.c.key)
+        self.write_deferred()
         with self._transaction() as conn:
             return [(key, _from_json(value)) for key, value in conn.execute(query)]
+
+    # Writes that wait for the next transaction.
+
+    @contextmanager
+    def deferred_writes(self) -> Iterator[None]:
+        """Within the block, ``link`` and ``put_state`` called on this thread are kept in memory and
+        written with the store's next write transaction, whichever method (on whichever thread)
+        opens it, or when the block ends; ``get_state`` sees them at once.
+
+        So they cost no transaction of their own, and nothing is stored before what was written
+        earlier: an outbox completion, always written in a transaction, carries with it every
+        write its delivery made. A crash may lose them, but only together with the completions
+        that came after them, so the deliveries that made them are repeated.
+        """
+        thread = threading.get_ident()
+        with self._deferred_lock:
+            if thread in self._deferring_threads:  # already inside one: the outer block ends it
+                opened = False
+            else:
+                self._deferring_threads.add(thread)
+                opened = True
+        if not opened:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with self._deferred_lock:
+                self._deferring_threads.discard(thread)
+            self.write_deferred()
+
+    def write_deferred(self) -> None:
+        """Write what ``deferred_writes`` kept, now."""
+        if self._deferred:
+            with self._transaction(write=True):
+                pass  # every write transaction begins with them
+
+    def _defer(self, kind: str, row: dict[str, Any]) -> bool:
+        """Keep ``row`` for the next write transaction if this thread defers its writes; False if not."""
+        with self._deferred_lock:
+            if threading.get_ident() not in self._deferring_threads:
+                return False
+            self._deferred.append((kind, row))
+            return True
+
+    def _deferred_state(self, namespace: str, key: str) -> str | None:
+        """The newest deferred value of a state key, as JSON; None if none waits."""
+        with self._deferred_lock:
+            for kind, row in reversed(self._deferred):
+                if kind == "state" and row["namespace"] == namespace and row["key"] == key:
+                    return row["value"]
+        return None
+
+    def _write_deferred(self, conn: sa.Connection) -> int:
+        """Write the deferred rows, in order; returns how many, to forget once committed."""
+        with self._deferred_lock:
+            waiting = list(self._deferred)
+        states = [row for kind, row in waiting if kind == "state"]
+        links = [row for kind, row in waiting if kind == "link"]
+        if self._sql.put_state is not None:
+            if states:
+                conn.execute(self._sql.put_state, states)  # one executemany, in order: the last value wins
+            if links:
+                conn.execute(self._sql.new_link, links)
+        else:
+            for row in states:
+                _upsert_once(conn, _state, row, keys=("namespace", "key"))
+            for row in links:
+                _insert_once(conn, _links, row, unique=_LINK_COLUMNS)
+        return len(waiting)
+
+    def _forget_deferred(self, written: int) -> None:
+        with self._deferred_lock:
+            del self._deferred[:written]
 
     # Helpers.
 
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction, committed on success; a lock held too long becomes a StoreError."""
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{_WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except sa.exc.OperationalError as error:
-            if _is_locked(error):
-                raise StoreError(
-                    f"state database {self._label} is locked by another process (is another mlops-bot running?)"
-                ) from error
-            raise
+        """One transaction on the kept connection, committed on success; a lock held too long
+        becomes a StoreError. A write transaction first writes what ``deferred_writes`` kept."""
+        with self._locks[write]:
+            try:
+                with self._connection(write).begin() as transaction:
+                    written = self._write_deferred(transaction.connection) if write and self._deferred else 0
+                    yield transaction.connection
+                if written:
+                    self._forget_deferred(written)
+            except BaseException as error:
+                # The connection may be left half-way (a BEGIN that failed, a lost server): the next
+                # call starts on a fresh one. Only failures pay for that.
+                self._drop_connection(write)
+                if isinstance(error, sa.exc.OperationalError) and _is_locked(error):
+                    raise StoreError(
+                        f"state database {self._label} is locked by another process (is another mlops-bot running?)"
+                    ) from error
+                raise
+
+    def _connection(self, write: bool) -> sa.Connection:
+        conn = self._held[write]
+        if conn is None:
+            conn = self._engine.connect()
+            if write:
+                conn.info[_WRITER] = True
+            self._held[write] = conn
+        return conn
+
+    def _drop_connection(self, write: bool) -> None:
+        conn, self._held[write] = self._held[write], None
+        if conn is not None:
+            try:
+                if not conn.invalidated:
+                    conn.info.pop(_WRITER, None)  # back in the pool, it is anyone's
+                conn.close()
+            except sa.exc.DBAPIError as error:  # already broken: nothing left to give back
+                _log.debug("closing a broken connection to %s: %s", self._label, error)
 
     def _open_schema(self) -> None:
         """Create the tables of a new database, upgrade an older one, refuse a newer one."""
@@ -454,27 +607,132 @@ class Store:
                         _log.warning("state database %s is schema %d (older); it will be upgraded",
                                      self._label, version)
                     _metadata.create_all(conn)  # creates only the tables that are missing
-                    _upsert(conn, _schema_info, {"name": "schema_version", "value": str(SCHEMA_VERSION)},
-                            keys=("name",))
+                    _upsert_once(conn, _schema_info, {"name": "schema_version", "value": str(SCHEMA_VERSION)},
+                                 keys=("name",))
         except sa.exc.DBAPIError as error:
             raise StoreError(f"state database {self._label} cannot be opened: {error.orig}") from error
 
     def _insert_effects(self, conn: sa.Connection, cause: str, effects: Sequence[NewEffect], now: datetime) -> None:
-        for effect in effects:
-            _insert_new(conn, _effects, {
-                "key": effect.key, "kind": effect.kind, "payload": _to_json(effect.payload), "lane": effect.lane,
-                "cause": cause, "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None,
-                "outcome_unknown": False, "result": None, "created_at": now, "done_at": None,
-            }, unique=("key",))
+        rows = [{  # last_error, result and done_at start empty (NULL)
+            "key": effect.key, "kind": effect.kind, "payload": _to_json(effect.payload), "lane": effect.lane,
+            "cause": cause, "status": "pending", "attempts": 0, "next_attempt_at": now, "outcome_unknown": False,
+            "created_at": now,
+        } for effect in effects]
+        if rows and self._sql.new_effect is not None:
+            conn.execute(self._sql.new_effect, rows)  # one executemany; a key stored before is skipped
+            return
+        for row in rows:
+            _insert_once(conn, _effects, row, unique=("key",))
 
     def _put_cursor(self, conn: sa.Connection, source: str, value: str) -> None:
-        _upsert(conn, _cursors, {"source": source, "value": value, "updated_at": self._clock()}, keys=("source",))
+        self._upsert(conn, _cursors, self._sql.put_cursor, {"source": source, "value": value,
+                                                            "updated_at": self._clock()}, keys=("source",))
 
-    def _update_effect(self, effect_id: int, **values: Any) -> None:
-        with self._transaction(write=True) as conn:
-            updated = conn.execute(_effects.update().where(_effects.c.id == effect_id).values(**values)).rowcount
-        if updated == 0:
-            raise StoreError(f"state database {self._label} has no effect with id {effect_id}")
+    def _insert_new(self, conn: sa.Connection, table: sa.Table, statement: sa.Executable | None,
+                    row: dict[str, Any], *, unique: Sequence[str]) -> bool:
+        """Insert ``row`` unless a row with the same ``unique`` values exists; True if it was inserted.
+
+        ``statement`` is the table's INSERT ... ON CONFLICT DO NOTHING, None on other backends.
+        """
+        if statement is not None:
+            return conn.execute(statement, row).rowcount == 1
+        return _insert_once(conn, table, row, unique=unique)
+
+    def _upsert(self, conn: sa.Connection, table: sa.Table, statement: sa.Executable | None,
+                row: dict[str, Any], *, keys: Sequence[str]) -> None:
+        """Insert ``row``, or update the row with the same ``keys``; ``statement`` as in ``_insert_new``."""
+        if statement is not None:
+            conn.execute(statement, row)
+        else:
+            _upsert_once(conn, table, row, keys=keys)
+
+    def _finish(self, conn: sa.Connection, results: Mapping[int, dict[str, Any]], untried: Collection[int]) -> None:
+        done_at = self._clock()
+        self._update_effects(conn, self._sql.complete, [
+            {"effect_id": i, "outcome": _to_json(result), "done_at": done_at} for i, result in results.items()
+        ])
+        self._mark(conn, untried, unknown=False)
+
+    def _mark(self, conn: sa.Connection, effect_ids: Collection[int], *, unknown: bool) -> None:
+        """Set or clear ``outcome_unknown`` of existing effects (one executemany)."""
+        self._update_effects(conn, self._sql.mark, [{"effect_id": i, "unknown": unknown} for i in effect_ids])
+
+    def _update_effects(self, conn: sa.Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
+        """Run an UPDATE of effects once per row (one executemany); each row names an effect that exists."""
+        if not rows:
+            return
+        updated = conn.execute(statement, rows).rowcount
+        if len(rows) == 1 or conn.dialect.supports_sane_multi_rowcount:
+            if updated != len(rows):
+                raise StoreError(f"state database {self._label} has no effect with id "
+                                 f"{' or '.join(str(row['effect_id']) for row in rows)}"
+                                 if len(rows) == 1 else
+                                 f"state database {self._label} is missing {len(rows) - updated} of the effects "
+                                 f"{', '.join(str(row['effect_id']) for row in rows)}")
+
+    def _links_touching(self, conn: sa.Connection, kind: str, id: str) -> list[sa.Row]:
+        return list(conn.execute(self._sql.links_touching, {"kind": kind, "id": id}))
+
+
+class _Statements:
+    """The statements the store runs often, built once: every value is a bound parameter, so a
+    call goes straight to SQLAlchemy's compiled-statement cache, without building, coercing and
+    cache-keying its SQL again. (Parameter names differ from column names: SQLAlchemy keeps
+    those for the VALUES and SET clauses.)
+    """
+
+    def __init__(self, dialect: str) -> None:
+        effect_id = _effects.c.id == sa.bindparam("effect_id")
+        self.cursor = sa.select(_cursors.c.value).where(_cursors.c.source == sa.bindparam("source"))
+        self.seen = sa.select(_events.c.id).where(_events.c.key == sa.bindparam("key"))
+        self.effect = sa.select(_effects).where(_effects.c.key == sa.bindparam("key"))
+        self.state = sa.select(_state.c.value).where(_state.c.namespace == sa.bindparam("namespace"),
+                                                     _state.c.key == sa.bindparam("key"))
+        lane_heads = (
+            sa.select(sa.func.min(_effects.c.id))
+            .where(_effects.c.status == "pending")
+            .group_by(_effects.c.lane)
+        )
+        self.due = (
+            sa.select(_effects)
+            .where(_effects.c.id.in_(lane_heads), _effects.c.next_attempt_at <= sa.bindparam("due_by"))
+            .order_by(_effects.c.id)
+            .limit(sa.bindparam("most", type_=sa.Integer))
+        )
+        self.mark = _effects.update().where(effect_id).values(outcome_unknown=sa.bindparam("unknown"))
+        self.complete = _effects.update().where(effect_id).values(
+            status="done", result=sa.bindparam("outcome"), outcome_unknown=False, done_at=sa.bindparam("done_at"))
+        self.retry = _effects.update().where(effect_id).values(
+            attempts=_effects.c.attempts + 1, next_attempt_at=sa.bindparam("at"), last_error=sa.bindparam("error"),
+            outcome_unknown=sa.bindparam("unknown"))
+        self.give_up = _effects.update().where(effect_id).values(
+            status="dead", attempts=_effects.c.attempts + 1, last_error=sa.bindparam("error"),
+            outcome_unknown=sa.bindparam("unknown"), done_at=sa.bindparam("done_at"))
+        self.counts = sa.select(_effects.c.status, sa.func.count()).group_by(_effects.c.status)
+        self.oldest_pending = sa.select(sa.func.min(_effects.c.created_at)).where(_effects.c.status == "pending")
+        kind, id = sa.bindparam("kind"), sa.bindparam("id")
+        self.links_touching = sa.select(_links).where(sa.or_(
+            sa.and_(_links.c.src_kind == kind, _links.c.src_id == id),
+            sa.and_(_links.c.dst_kind == kind, _links.c.dst_id == id),
+        )).order_by(_links.c.id)
+        # INSERT ... ON CONFLICT where the backend has it; None elsewhere (look, then insert).
+        insert = _CONFLICT_INSERTS.get(dialect)
+        self.new_event = self.new_effect = self.new_link = self.put_cursor = self.put_state = None
+        if insert is not None:
+            self.new_event = insert(_events).on_conflict_do_nothing(index_elements=["key"])
+            self.new_effect = insert(_effects).on_conflict_do_nothing(index_elements=["key"])
+            self.new_link = insert(_links).on_conflict_do_nothing(index_elements=list(_LINK_COLUMNS))
+            self.put_cursor = _upsert_statement(insert, _cursors, keys=("source",))
+            self.put_state = _upsert_statement(insert, _state, keys=("namespace", "key"))
+
+
+def _upsert_statement(insert: Callable[[sa.Table], Any], table: sa.Table, *, keys: Sequence[str]) -> sa.Executable:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column; the row comes as parameters."""
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={column.name: statement.excluded[column.name] for column in table.columns if column.name not in keys},
+    )
 
 
 def _create_engine(url: sa.URL, busy_timeout_s: float) -> sa.Engine:
@@ -494,13 +752,19 @@ def _create_engine(url: sa.URL, busy_timeout_s: float) -> sa.Engine:
         # power loss may undo the last commits, and the outbox then finds its writes by marker.
         dbapi_connection.execute("PRAGMA synchronous=NORMAL").close()
 
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
+    def _begin(dbapi_connection: Any) -> None:
         # A writer takes the write lock at BEGIN: in WAL a reader that later writes would fail at
         # once, without waiting, if another process wrote in between.
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if dbapi_connection.info.get(_WRITER) else "BEGIN")
+        finally:
+            cursor.close()
 
+    # BEGIN goes in the dialect's own hook for it (a no-op for this driver), not in a "begin" event:
+    # a connection event listener makes SQLAlchemy dispatch events around every statement and
+    # transaction, which here costs more than most statements do.
+    engine.dialect.do_begin = _begin  # type: ignore[method-assign]
     return engine
 
 
@@ -525,12 +789,11 @@ def _stored_version(conn: sa.Connection, tables: set[str]) -> int | None:
     return 0 if tables & _OWN_TABLES else None
 
 
-def _insert_new(conn: sa.Connection, table: sa.Table, row: dict[str, Any], *, unique: Sequence[str]) -> bool:
-    """Insert ``row`` unless a row with the same ``unique`` values exists; True if it was inserted."""
-    insert = _CONFLICT_INSERTS.get(conn.dialect.name)
-    if insert is not None:
-        statement = insert(table).values(row).on_conflict_do_nothing(index_elements=list(unique))
-        return conn.execute(statement).rowcount == 1
+def _insert_once(conn: sa.Connection, table: sa.Table, row: dict[str, Any], *, unique: Sequence[str]) -> bool:
+    """Insert ``row`` unless a row with the same ``unique`` values exists; True if it was inserted.
+
+    For backends without INSERT ... ON CONFLICT: look first (the write lock is held).
+    """
     same = [table.c[column] == row[column] for column in unique]
     if conn.execute(sa.select(sa.literal(1)).select_from(table).where(*same)).first() is not None:
         return False
@@ -538,30 +801,19 @@ def _insert_new(conn: sa.Connection, table: sa.Table, row: dict[str, Any], *, un
     return True
 
 
-def _upsert(conn: sa.Connection, table: sa.Table, row: dict[str, Any], *, keys: Sequence[str]) -> None:
+def _upsert_once(conn: sa.Connection, table: sa.Table, row: dict[str, Any], *, keys: Sequence[str]) -> None:
+    """Update the row with the same ``keys``, or insert ``row``; on every backend."""
     changes = {column: value for column, value in row.items() if column not in keys}
-    insert = _CONFLICT_INSERTS.get(conn.dialect.name)
-    if insert is not None:
-        statement = insert(table).values(row)
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=list(keys), set_={column: statement.excluded[column] for column in changes}
-        ))
-        return
     same = [table.c[column] == row[column] for column in keys]
     if conn.execute(table.update().where(*same).values(changes)).rowcount == 0:
         conn.execute(table.insert().values(row))
 
 
-def _links_touching(conn: sa.Connection, kind: str, id: str) -> list[sa.Row]:
-    query = sa.select(_links).where(sa.or_(
-        sa.and_(_links.c.src_kind == kind, _links.c.src_id == id),
-        sa.and_(_links.c.dst_kind == kind, _links.c.dst_id == id),
-    )).order_by(_links.c.id)
-    return list(conn.execute(query))
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build a new encoder for each call
 
 
 def _to_json(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return _JSON.encode(value)
 
 
 def _from_json(text: str) -> dict[str, Any]:
@@ -569,12 +821,11 @@ def _from_json(text: str) -> dict[str, Any]:
 
 
 def _effect_row(row: sa.Row) -> EffectRow:
-    return EffectRow(
-        id=row.id, key=row.key, kind=row.kind, payload=_from_json(row.payload), lane=row.lane, cause=row.cause,
-        status=row.status, attempts=row.attempts, next_attempt_at=row.next_attempt_at, last_error=row.last_error,
-        outcome_unknown=bool(row.outcome_unknown), result=None if row.result is None else _from_json(row.result),
-        created_at=row.created_at, done_at=row.done_at,
-    )
+    """A row of ``select(_effects)``, whose columns come in the order of EffectRow's fields."""
+    (id, key, kind, payload, lane, cause, status, attempts, next_attempt_at, last_error, outcome_unknown, result,
+     created_at, done_at) = row
+    return EffectRow(id, key, kind, _from_json(payload), lane, cause, status, attempts, next_attempt_at, last_error,
+                     bool(outcome_unknown), None if result is None else _from_json(result), created_at, done_at)
 
 
 def _link(row: sa.Row) -> Link:

@@ -16,7 +16,10 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,6 +43,7 @@ _comments = sa.Table(
     sa.Column("by_bot", sa.Boolean, nullable=False, default=False),
     sa.Column("reactions", sa.Text, nullable=False, default=""),
     sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Index("ix_local_comments_target", "target_kind", "repo", "number"),  # a thread's comments, found by marker
 )
 _statuses = sa.Table(
     "local_statuses", _metadata,
@@ -78,11 +82,95 @@ _chat = sa.Table(
     sa.Column("marker", sa.String(300), nullable=False, default=""),
     sa.Column("updated", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Index("ix_local_chat_marker", "channel", "marker"),  # messages are found by marker
 )
+
+# The statements each call runs, built once with bound parameters, so a call does not build,
+# coerce and cache-key its SQL again. Parameter names differ from column names: SQLAlchemy keeps
+# those for the VALUES and SET clauses.
+_comment_by_id = _comments.c.id == sa.bindparam("comment_id")
+_on_target = (_comments.c.target_kind == sa.bindparam("target_kind"), _comments.c.repo == sa.bindparam("in_repo"),
+              _comments.c.number == sa.bindparam("target_number"))
+_NEW_COMMENT = _comments.insert()
+_NEW_COMMENTS_AFTER = sa.select(_comments).where(_comments.c.id > sa.bindparam("after")).order_by(_comments.c.id)
+_EDIT_COMMENT = _comments.update().where(_comment_by_id).values(body=sa.bindparam("new_body"))
+_FIND_BOT_COMMENT = sa.select(_comments.c.id).where(
+    *_on_target, _comments.c.by_bot.is_(True), _comments.c.body.contains(sa.bindparam("hidden_marker")),
+).order_by(_comments.c.id)
+_COMMENTS_ON = sa.select(_comments).where(*_on_target).order_by(_comments.c.id)
+_REACTIONS = sa.select(_comments.c.reactions).where(_comment_by_id)
+_SET_REACTIONS = _comments.update().where(_comment_by_id).values(reactions=sa.bindparam("new_reactions"))
+_FIRST_REACTION = _comments.update().where(_comment_by_id, _comments.c.reactions == "") \
+    .values(reactions=sa.bindparam("new_reactions"))
+_status_key = (_statuses.c.repo == sa.bindparam("in_repo"), _statuses.c.commit == sa.bindparam("at_commit"),
+               _statuses.c.context == sa.bindparam("in_context"))
+_SET_STATUS = _statuses.update().where(*_status_key).values(
+    state=sa.bindparam("new_state"), description=sa.bindparam("new_description"), url=sa.bindparam("new_url"))
+_NEW_STATUS = _statuses.insert()
+_STATUS = sa.select(_statuses).where(*_status_key)
+_ticket_by_id = _tickets.c.id == sa.bindparam("ticket_id")
+_OPEN_TICKET = sa.select(_tickets).where(_tickets.c.key == sa.bindparam("ticket_key"), _tickets.c.state == "open") \
+    .order_by(_tickets.c.id)
+_NEW_TICKET = _tickets.insert()
+_TICKET = sa.select(_tickets).where(_ticket_by_id)
+_TICKET_BODY = sa.select(_tickets.c.body).where(_ticket_by_id)
+_CLOSE_TICKET = _tickets.update().where(_ticket_by_id, _tickets.c.state == "open") \
+    .values(state="closed", closed_at=sa.bindparam("closed"))
+_NEW_TICKET_COMMENT = _ticket_comments.insert()
+_FIND_TICKET_COMMENT = sa.select(_ticket_comments.c.id).where(
+    _ticket_comments.c.ticket_id == sa.bindparam("on_ticket"),
+    _ticket_comments.c.body.contains(sa.bindparam("hidden_marker")))
+_NEW_MESSAGE = _chat.insert()
+_UPDATE_MESSAGE = _chat.update().where(_chat.c.id == sa.bindparam("message_id")) \
+    .values(text=sa.bindparam("new_text"), updated=_chat.c.updated + 1)
+_find_message = sa.select(_chat).where(_chat.c.channel == sa.bindparam("in_channel"),
+                                      _chat.c.marker == sa.bindparam("with_marker"))
+_FIND_MESSAGE = _find_message.where(_chat.c.thread.is_(None))
+_FIND_THREAD_MESSAGE = _find_message.where(_chat.c.thread == sa.bindparam("in_thread"))
 
 
 def create_local_tables(engine: sa.Engine) -> None:
     _metadata.create_all(engine)
+    for table in (_comments, _chat):  # indexes added since the tables were first made
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
+
+
+class _Database:
+    """An adapter's connection to the state database, kept open between calls (taking one from the
+    pool costs more than a call's own statement) and used by one thread at a time.
+
+    ``transaction()`` is one transaction, committed when its block ends, so each write is stored
+    when the call that made it returns. The connection goes back to the pool when its adapter is
+    collected.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._lock = threading.RLock()  # reentrant: a nested transaction fails loudly instead of hanging
+        self._held: list[sa.Connection] = []  # the finalizer closes what it holds, not this object
+        weakref.finalize(self, _close_all, self._held)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self._lock:
+            if not self._held:
+                self._held.append(self.engine.connect())
+            conn = self._held[0]
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                _close_all(self._held)  # a failed transaction may leave it half-way: the next call starts afresh
+                raise
+
+
+def _close_all(connections: list[sa.Connection]) -> None:
+    while connections:
+        try:
+            connections.pop().close()
+        except sa.exc.DBAPIError:  # already broken: nothing left to give back
+            pass
 
 
 def _now(clock: Callable[[], datetime]) -> str:
@@ -99,6 +187,7 @@ class LocalGitSource:
                  out: TextIO | None = None):
         self.engine, self.repo_dir, self.bot_name, self.console_user = engine, Path(repo_dir), bot_name, console_user
         self.clock, self.out = clock, out
+        self._db = _Database(engine)
         self.repo = self.repo_dir.name
         self.branch = branch or self._git("rev-parse", "--abbrev-ref", "HEAD") or "main"
 
@@ -148,8 +237,8 @@ class LocalGitSource:
     def add_comment(self, target: Target, body: str, *, author: str | None = None) -> Comment:
         """What the console does when a person types a line: a comment on a change or ticket."""
         created = self.clock()
-        with self.engine.begin() as conn:
-            comment_id = conn.execute(_comments.insert().values(
+        with self._db.transaction() as conn:
+            comment_id = conn.execute(_NEW_COMMENT, dict(
                 target_kind=target.kind, repo=target.repo, number=target.number, author=author or self.console_user,
                 body=body, by_bot=False, reactions="", created_at=created.isoformat(),
             )).inserted_primary_key[0]
@@ -157,8 +246,8 @@ class LocalGitSource:
 
     def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
         after = int(cursor or 0)
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_comments).where(_comments.c.id > after).order_by(_comments.c.id)).all()
+        with self._db.transaction() as conn:
+            rows = conn.execute(_NEW_COMMENTS_AFTER, {"after": after}).all()
         comments = [
             Comment(str(r.id), Target(r.target_kind, r.repo, r.number), r.author, r.body,
                     datetime.fromisoformat(r.created_at), by_bot=bool(r.by_bot))
@@ -167,8 +256,8 @@ class LocalGitSource:
         return comments, str(rows[-1].id) if rows else cursor
 
     def reply(self, target: Target, body: str, *, marker: str) -> str:
-        with self.engine.begin() as conn:
-            comment_id = conn.execute(_comments.insert().values(
+        with self._db.transaction() as conn:
+            comment_id = conn.execute(_NEW_COMMENT, dict(
                 target_kind=target.kind, repo=target.repo, number=target.number, author=self.bot_name,
                 body=_with_marker(body, marker), by_bot=True, reactions="", created_at=_now(self.clock),
             )).inserted_primary_key[0]
@@ -176,51 +265,48 @@ class LocalGitSource:
         return str(comment_id)
 
     def edit_reply(self, target: Target, comment_id: str, body: str, *, marker: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(_comments.update().where(_comments.c.id == int(comment_id)).values(body=_with_marker(body, marker)))
+        with self._db.transaction() as conn:
+            conn.execute(_EDIT_COMMENT, {"comment_id": int(comment_id), "new_body": _with_marker(body, marker)})
         self._print(f"[{target}] {self.bot_name} (updated):", body)
 
     def find_reply(self, target: Target, marker: str) -> str | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_comments.c.id).where(
-                _comments.c.target_kind == target.kind, _comments.c.repo == target.repo,
-                _comments.c.number == target.number, _comments.c.by_bot.is_(True),
-                _comments.c.body.contains(marker_comment(marker)),
-            ).order_by(_comments.c.id)).first()
+        with self._db.transaction() as conn:
+            row = conn.execute(_FIND_BOT_COMMENT, {**_target_params(target),
+                                                   "hidden_marker": marker_comment(marker)}).first()
         return str(row.id) if row else None
 
     def comments_on(self, target: Target) -> list[Comment]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_comments).where(
-                _comments.c.target_kind == target.kind, _comments.c.repo == target.repo,
-                _comments.c.number == target.number).order_by(_comments.c.id)).all()
+        with self._db.transaction() as conn:
+            rows = conn.execute(_COMMENTS_ON, _target_params(target)).all()
         return [Comment(str(r.id), target, r.author, r.body, datetime.fromisoformat(r.created_at), by_bot=bool(r.by_bot))
                 for r in rows]
 
     def react(self, comment: Comment, reaction: str) -> None:
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(_comments.c.reactions).where(_comments.c.id == int(comment.id))).first()
-            if row is None:
-                return
-            reactions = set(filter(None, row.reactions.split(",")))
-            if reaction in reactions:
-                return
-            conn.execute(_comments.update().where(_comments.c.id == int(comment.id))
-                         .values(reactions=",".join(sorted(reactions | {reaction}))))
+        with self._db.transaction() as conn:
+            # The first reaction on a comment (the usual case) in one statement; otherwise read, then add.
+            if not conn.execute(_FIRST_REACTION, {"comment_id": int(comment.id), "new_reactions": reaction}).rowcount:
+                row = conn.execute(_REACTIONS, {"comment_id": int(comment.id)}).first()
+                if row is None:
+                    return
+                reactions = set(filter(None, row.reactions.split(",")))
+                if reaction in reactions:
+                    return
+                conn.execute(_SET_REACTIONS, {"comment_id": int(comment.id),
+                                              "new_reactions": ",".join(sorted(reactions | {reaction}))})
         self._print(f"[{comment.target}] {self.bot_name} reacted :{reaction}: to the comment by {comment.author}", "")
 
     def set_status(self, repo: str, commit: str, *, state: str, description: str, context: str, url: str = "") -> None:
-        with self.engine.begin() as conn:
-            conn.execute(_statuses.delete().where(_statuses.c.repo == repo, _statuses.c.commit == commit,
-                                                  _statuses.c.context == context))
-            conn.execute(_statuses.insert().values(repo=repo, commit=commit, context=context, state=state,
-                                                   description=description, url=url))
+        with self._db.transaction() as conn:
+            if not conn.execute(_SET_STATUS, {"in_repo": repo, "at_commit": commit, "in_context": context,
+                                              "new_state": state, "new_description": description,
+                                              "new_url": url}).rowcount:
+                conn.execute(_NEW_STATUS, dict(repo=repo, commit=commit, context=context, state=state,
+                                               description=description, url=url))
         self._print(f"[{repo}@{commit[:10]}] status {context}: {state}, {description}", "")
 
     def status_of(self, repo: str, commit: str, context: str) -> tuple[str, str] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_statuses).where(_statuses.c.repo == repo, _statuses.c.commit == commit,
-                                                          _statuses.c.context == context)).first()
+        with self._db.transaction() as conn:
+            row = conn.execute(_STATUS, {"in_repo": repo, "at_commit": commit, "in_context": context}).first()
         return (row.state, row.description) if row else None
 
     def permission(self, repo: str, user: str) -> Permission:
@@ -256,16 +342,16 @@ class LocalBoard:
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  bot_name: str = "mlops-bot", out: TextIO | None = None):
         self.engine, self.clock, self.bot_name, self.out = engine, clock, bot_name, out
+        self._db = _Database(engine)
 
     def find_open(self, key: str) -> Ticket | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_tickets).where(_tickets.c.key == key, _tickets.c.state == "open")
-                               .order_by(_tickets.c.id)).first()
+        with self._db.transaction() as conn:
+            row = conn.execute(_OPEN_TICKET, {"ticket_key": key}).first()
         return _ticket(row) if row else None
 
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
-        with self.engine.begin() as conn:
-            ticket_id = conn.execute(_tickets.insert().values(
+        with self._db.transaction() as conn:
+            ticket_id = conn.execute(_NEW_TICKET, dict(
                 key=key, title=title, body=_with_marker(body, marker), state="open", labels=",".join(labels),
                 created_at=_now(self.clock),
             )).inserted_primary_key[0]
@@ -278,59 +364,58 @@ class LocalBoard:
         if title is not None:
             values["title"] = title
         if body is not None:
-            with self.engine.connect() as conn:
-                old = conn.execute(sa.select(_tickets.c.body).where(_tickets.c.id == ticket.id)).scalar_one()
+            with self._db.transaction() as conn:
+                old = conn.execute(_TICKET_BODY, {"ticket_id": ticket.id}).scalar_one()
             marker = re.search(r"<!-- mlops-bot:[^>]*-->", old)
             values["body"] = body + (f"\n\n{marker.group(0)}" if marker else "")
         if labels is not None:
             values["labels"] = ",".join(labels)
         if values:
-            with self.engine.begin() as conn:
+            with self._db.transaction() as conn:
                 conn.execute(_tickets.update().where(_tickets.c.id == ticket.id).values(**values))
             self._print(f"[board] updated #{ticket.id}")
         return self.get(ticket.id)
 
     def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
-        with self.engine.begin() as conn:
-            comment_id = conn.execute(_ticket_comments.insert().values(
+        with self._db.transaction() as conn:
+            comment_id = conn.execute(_NEW_TICKET_COMMENT, dict(
                 ticket_id=ticket_id, author=self.bot_name, body=_with_marker(body, marker), created_at=_now(self.clock),
             )).inserted_primary_key[0]
         self._print(f"[board #{ticket_id}] {self.bot_name}:", body)
         return str(comment_id)
 
     def add_comment(self, ticket_id: int, body: str, *, author: str) -> str:
-        with self.engine.begin() as conn:
-            return str(conn.execute(_ticket_comments.insert().values(
+        with self._db.transaction() as conn:
+            return str(conn.execute(_NEW_TICKET_COMMENT, dict(
                 ticket_id=ticket_id, author=author, body=body, created_at=_now(self.clock))).inserted_primary_key[0])
 
     def find_comment(self, ticket_id: int, marker: str) -> str | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_ticket_comments.c.id).where(
-                _ticket_comments.c.ticket_id == ticket_id, _ticket_comments.c.body.contains(marker_comment(marker)))).first()
+        with self._db.transaction() as conn:
+            row = conn.execute(_FIND_TICKET_COMMENT, {"on_ticket": ticket_id,
+                                                      "hidden_marker": marker_comment(marker)}).first()
         return str(row.id) if row else None
 
     def close(self, ticket_id: int) -> None:
-        with self.engine.begin() as conn:
-            changed = conn.execute(_tickets.update().where(_tickets.c.id == ticket_id, _tickets.c.state == "open")
-                                   .values(state="closed", closed_at=_now(self.clock))).rowcount
+        with self._db.transaction() as conn:
+            changed = conn.execute(_CLOSE_TICKET, {"ticket_id": ticket_id, "closed": _now(self.clock)}).rowcount
         if changed:
             self._print(f"[board] closed #{ticket_id}")
 
     def get(self, ticket_id: int) -> Ticket | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_tickets).where(_tickets.c.id == ticket_id)).first()
+        with self._db.transaction() as conn:
+            row = conn.execute(_TICKET, {"ticket_id": ticket_id}).first()
         return _ticket(row) if row else None
 
     def tickets(self, *, state: str | None = None) -> list[Ticket]:
         query = sa.select(_tickets).order_by(_tickets.c.id)
         if state:
             query = query.where(_tickets.c.state == state)
-        with self.engine.connect() as conn:
+        with self._db.transaction() as conn:
             return [_ticket(row) for row in conn.execute(query).all()]
 
     def details(self, ticket_id: int) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_tickets).where(_tickets.c.id == ticket_id)).first()
+        with self._db.transaction() as conn:
+            row = conn.execute(_TICKET, {"ticket_id": ticket_id}).first()
             if row is None:
                 return None
             board_comments = conn.execute(sa.select(_ticket_comments).where(_ticket_comments.c.ticket_id == ticket_id)
@@ -355,6 +440,10 @@ class LocalBoard:
             print(line if not body else f"{line}\n{textwrap.indent(body.strip(), '    ')}", file=self.out, flush=True)
 
 
+def _target_params(target: Target) -> dict[str, Any]:
+    return {"target_kind": target.kind, "in_repo": target.repo, "target_number": target.number}
+
+
 def _ticket(row) -> Ticket:
     return Ticket(id=row.id, key=row.key, title=row.title, state=row.state, url=f"board#{row.id}",
                   labels=tuple(filter(None, row.labels.split(","))))
@@ -368,6 +457,7 @@ class ConsoleChat:
     def __init__(self, engine: sa.Engine, *, out: TextIO | None = sys.stdout,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.engine, self.out, self.clock = engine, out, clock
+        self._db = _Database(engine)
 
     def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None) -> MessageRef:
         message_id = self._store(channel, None, text, marker)
@@ -375,8 +465,8 @@ class ConsoleChat:
         return MessageRef(channel, message_id)
 
     def update(self, message: MessageRef, text: str, *, blocks: list[dict] | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(_chat.update().where(_chat.c.id == int(message.id)).values(text=text, updated=_chat.c.updated + 1))
+        with self._db.transaction() as conn:
+            conn.execute(_UPDATE_MESSAGE, {"message_id": int(message.id), "new_text": text})
         self._print(f"#{message.channel} (message {message.id} updated)", text)
 
     def reply(self, parent: MessageRef, text: str, *, marker: str) -> MessageRef:
@@ -385,23 +475,25 @@ class ConsoleChat:
         return MessageRef(parent.channel, message_id, thread=parent.id)
 
     def find_message(self, channel: str, marker: str, *, thread: str | None = None) -> MessageRef | None:
-        query = sa.select(_chat).where(_chat.c.channel == channel, _chat.c.marker == marker)
-        query = query.where(_chat.c.thread == thread) if thread else query.where(_chat.c.thread.is_(None))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+        params = {"in_channel": channel, "with_marker": marker}
+        with self._db.transaction() as conn:
+            if thread:
+                row = conn.execute(_FIND_THREAD_MESSAGE, {**params, "in_thread": thread}).first()
+            else:
+                row = conn.execute(_FIND_MESSAGE, params).first()
         return MessageRef(row.channel, str(row.id), thread=row.thread) if row else None
 
     def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(_chat).order_by(_chat.c.id)
         if channel:
             query = query.where(_chat.c.channel == channel)
-        with self.engine.connect() as conn:
+        with self._db.transaction() as conn:
             return [dict(row._mapping) for row in conn.execute(query).all()]
 
     def _store(self, channel: str, thread: str | None, text: str, marker: str) -> str:
-        with self.engine.begin() as conn:
-            return str(conn.execute(_chat.insert().values(channel=channel, thread=thread, text=text, marker=marker,
-                                                         updated=0, created_at=_now(self.clock))).inserted_primary_key[0])
+        with self._db.transaction() as conn:
+            return str(conn.execute(_NEW_MESSAGE, dict(channel=channel, thread=thread, text=text, marker=marker,
+                                                       updated=0, created_at=_now(self.clock))).inserted_primary_key[0])
 
     def _print(self, heading: str, text: str) -> None:
         if self.out is not None:

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -193,6 +194,7 @@ class ModelRegistry:
         self._index = self.root / "index.sqlite"
         self._models = self.root / "models"
         self._staging = self.root / ".staging"
+        self._connections = threading.local()
         self._models.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(exist_ok=True)
         self._remove_stale_staging()
@@ -438,15 +440,25 @@ class ModelRegistry:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # isolation_level=None: no implicit transactions, so each write can begin with
-        # BEGIN IMMEDIATE. timeout is SQLite's busy_timeout: wait for the lock, don't fail.
-        conn = sqlite3.connect(self._index, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        try:
+        # One connection per thread, kept: opening one per call made SQLite re-read the schema and
+        # checkpoint the WAL each time, which cost more than the queries. isolation_level=None: no
+        # implicit transactions (so no stale snapshot between calls, and each write can begin with
+        # BEGIN IMMEDIATE). timeout is SQLite's busy_timeout: wait for the lock, don't fail.
+        conn = getattr(self._connections, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._index, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=True)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
-            yield conn
-        finally:
+            self._connections.conn = conn
+        yield conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._connections, "conn", None)
+        if conn is not None:
             conn.close()
+            self._connections.conn = None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -280,6 +280,110 @@ def test_logs_name_effects_but_never_their_payload(store, chat, clock, caplog):
     assert "s3cr3t" not in caplog.text
 
 
+# Rounds: the store is written once per round, not several times per effect.
+
+def test_a_round_is_marked_before_any_of_it_is_tried(store, chat, clock):
+    owe(store, "a1", lane="a")
+    owe(store, "b1", lane="b")
+    owe(store, "c1", lane="c")
+    seen = []
+
+    class Looking(ScriptedHandler):
+        def deliver(self, effect):
+            seen.append({key: (store.effect(key).status, store.effect(key).outcome_unknown) for key in ("a1", "b1", "c1")})
+            return super().deliver(effect)
+
+    assert make_outbox(store, Looking(chat), clock).deliver_due() == DeliveryReport(delivered=3)
+    # Every effect of the round is marked before the first is tried; completions are stored when
+    # the round ends, before the lanes move on.
+    assert seen[0] == {"a1": ("pending", True), "b1": ("pending", True), "c1": ("pending", True)}
+    assert seen[2] == seen[0]
+    assert [(e.status, e.outcome_unknown) for e in map(store.effect, ("a1", "b1", "c1"))] == [("done", False)] * 3
+
+
+def test_a_lane_moves_on_only_once_its_effect_is_stored_done(store, chat, clock):
+    owe(store, "a1", "a2", lane="a")
+    seen = []
+
+    class Looking(ScriptedHandler):
+        def deliver(self, effect):
+            seen.append((effect.key, store.effect("a1").status))
+            return super().deliver(effect)
+
+    make_outbox(store, Looking(chat), clock).deliver_due()
+    assert seen == [("a1", "pending"), ("a2", "done")]
+
+
+def test_the_store_is_written_once_per_round(store, chat, clock):
+    import sqlalchemy as sa
+
+    for lane in "abcde":
+        owe(store, f"{lane}1", f"{lane}2", lane=lane)
+    commits = []
+    sa.event.listen(store.engine, "commit", lambda conn: commits.append(conn.info.get("mlops_bot_writer", False)))
+    assert make_outbox(store, ScriptedHandler(chat), clock).deliver_due() == DeliveryReport(delivered=10)
+    # Three rounds (five effects, five, none): each begins with one write; the reads are none.
+    assert commits == [True, True, True]
+
+
+def test_an_effect_with_follow_ups_is_stored_done_before_the_next_is_tried(store, chat, clock):
+    owe(store, "run:r1", lane="pipeline")
+    owe(store, "b1", lane="b")
+    finished = RunFinished(run_id="r1", model="churn", status="succeeded")
+    seen = []
+
+    class Looking(ScriptedHandler):
+        def deliver(self, effect):
+            seen.append((effect.key, store.effect("run:r1").status))
+            return super().deliver(effect)
+
+    handler = Looking(chat, follow_ups=lambda effect: (finished,) if effect.key == "run:r1" else ())
+    make_outbox(store, handler, clock, ingest=lambda event: None).deliver_due()
+    assert seen == [("run:r1", "pending"), ("b1", "done")]
+
+
+def test_stopping_clears_the_marks_of_what_was_not_tried(store, chat, clock):
+    owe(store, "a1", lane="a")
+    owe(store, "b1", lane="b")
+    handler = ScriptedHandler(chat)
+    report = make_outbox(store, handler, clock).deliver_due(should_stop=lambda: len(handler.calls) >= 1)
+
+    assert report == DeliveryReport(delivered=1)
+    assert (store.effect("a1").status, store.effect("a1").outcome_unknown) == ("done", False)
+    assert (store.effect("b1").status, store.effect("b1").outcome_unknown) == ("pending", False)
+    make_outbox(store, handler, clock).deliver_due()
+    assert handler.calls == ["deliver a1", "deliver b1"]  # not looked for: it never happened
+
+
+def test_what_a_delivery_writes_to_the_store_is_stored_with_its_completion(store, chat, clock, tmp_path):
+    import sqlite3
+
+    owe(store, "a1", lane="a")
+    owe(store, "b1", lane="b")
+    committed = []
+
+    def stored() -> list[tuple]:
+        conn = sqlite3.connect(tmp_path / "state.db")
+        try:
+            return conn.execute("SELECT e.key, e.status, s.key IS NOT NULL FROM effects e"
+                                " LEFT JOIN state s ON s.namespace = 'posted' AND s.key = e.key ORDER BY e.key").fetchall()
+        finally:
+            conn.close()
+
+    class Writing(ScriptedHandler):
+        def deliver(self, effect):
+            committed.append(stored())
+            store.put_state("posted", effect.key, {"at": "now"})
+            store.link("effect", effect.key, "posted_to", "chat", "general")
+            assert store.get_state("posted", effect.key) == {"at": "now"}
+            return super().deliver(effect)
+
+    make_outbox(store, Writing(chat), clock).deliver_due()
+    assert committed == [[("a1", "pending", 0), ("b1", "pending", 0)]] * 2  # nothing of a1 stored before b1
+    assert stored() == [("a1", "done", 1), ("b1", "done", 1)]
+    assert [link.dst_id for link in store.links("effect", "b1")] == ["general"]
+
+
 # The crash test: a bot process killed at random moments, again and again.
 
 KILLS = 30
@@ -316,17 +420,25 @@ class FileService:
 
 
 class FileHandler:
-    def __init__(self, service: FileService) -> None:
-        self.service = service
+    """Appends to the service; like the bot's handlers, also records what it did in the store."""
+
+    def __init__(self, service: FileService, store: Store) -> None:
+        self.service, self.store = service, store
 
     def deliver(self, effect: EffectRow) -> Delivered:
         self.service.append(effect.key, effect.payload["text"])
+        self._record(effect)
         return Delivered({"found": False}, self._follow_ups(effect))
 
     def find_done(self, effect: EffectRow) -> Delivered | None:
         if not self.service.contains(effect.key):
             return None
+        self._record(effect)
         return Delivered({"found": True}, self._follow_ups(effect))
+
+    def _record(self, effect: EffectRow) -> None:
+        self.store.put_state("appended", effect.key, {"lane": effect.lane})
+        self.store.link("effect", effect.key, "appended_to", "file", "service")
 
     def _follow_ups(self, effect: EffectRow) -> tuple[Event, ...]:
         run_id = effect.payload.get("run_id")
@@ -344,12 +456,25 @@ def crash_child(db: str, service_file: str, seed: str) -> None:
                              lane="announce")
         store.ingest(event.key, event.kind, "pipeline", event.to_dict(), [announce])
 
-    handler = FileHandler(FileService(Path(service_file), random.Random(int(seed))))
+    handler = FileHandler(FileService(Path(service_file), random.Random(int(seed))), store)
     box = Outbox(store, {"file.append": handler}, ingest=ingest, base_delay_s=0.001, max_delay_s=0.005,
                  max_attempts=1000)
     while store.outbox_stats()["pending"]:
         box.deliver_due()
         time.sleep(0.001)  # only effects waiting out a back-off are left
+
+
+def _done_without_record(db: Path) -> list[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return [key for (key,) in conn.execute(
+            "SELECT key FROM effects e WHERE status = 'done' AND ("
+            " NOT EXISTS (SELECT 1 FROM state s WHERE s.namespace = 'appended' AND s.key = e.key)"
+            " OR NOT EXISTS (SELECT 1 FROM links l WHERE l.src_id = e.key AND l.relation = 'appended_to'))")]
+    finally:
+        conn.close()
 
 
 def _spawn(db: Path, service_file: Path, seed: int) -> subprocess.Popen:
@@ -386,6 +511,8 @@ def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path):
                 child.kill()
                 child.communicate()
                 written_at_kill.append(len(service_file.read_text().splitlines()))
+                # What a delivery recorded in the store is never lost once it is done.
+                assert _done_without_record(db) == [], f"kill {run}"
             else:
                 _, errors = child.communicate(timeout=60)
                 assert child.returncode == 0, errors.decode()
@@ -404,6 +531,7 @@ def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path):
         "pending": 0, "dead": 0, "done": len(owed), "oldest_pending_age_s": None,
     }
     assert all(store.seen(f"run-finished:r{n}") for n in range(RUNS))
+    assert _done_without_record(db) == []
     effects = sorted(store.effects(limit=1000), key=lambda effect: effect.id)
     for lane in {effect.lane for effect in effects}:  # and each lane in the order it was owed
         in_lane = [effect.key for effect in effects if effect.lane == lane]

@@ -226,3 +226,172 @@ def test_other_adapters_can_add_tables(store: Store):
     board = sa.Table("board_tickets", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
     board.create(store.engine)
     assert "board_tickets" in sa.inspect(store.engine).get_table_names()
+
+
+# The outbox's steps, each one transaction.
+
+def test_next_round_records_the_round_before_and_marks_the_next(store: Store):
+    store.ingest("e1", "command", "github", {}, [effect("a1", "a"), effect("a2", "a"), effect("b1", "b"),
+                                                 effect("c1", "c")])
+    a1, b1, c1 = (store.effect(key) for key in ("a1", "b1", "c1"))
+    store.begin_attempt(c1.id)  # c1 was tried before: its outcome is unknown
+
+    first = store.next_round(limit=10)
+    assert [(e.key, e.outcome_unknown) for e in first] == [("a1", False), ("b1", False), ("c1", True)]
+    assert all(store.effect(key).outcome_unknown for key in ("a1", "b1", "c1"))  # marked before any is tried
+    assert not store.effect("a2").outcome_unknown
+
+    # a1 done, b1 never tried (the outbox stopped), c1 retried later: a2 is the only one due now
+    store.retry_later(c1.id, "503", at=START + timedelta(minutes=1), outcome_unknown=True)
+    second = store.next_round(limit=10, results={a1.id: {"id": 7}}, untried=[b1.id])
+    assert [e.key for e in second] == ["a2", "b1"]
+    assert (store.effect("a1").status, store.effect("a1").result) == ("done", {"id": 7})
+    assert not store.effect("a1").outcome_unknown
+    assert [e.outcome_unknown for e in second] == [False, False]  # b1's mark was cleared, then set again
+
+    store.finish_attempts({e.id: {} for e in second})
+    assert store.next_round(limit=10) == []
+    assert [e.key for e in store.effects(status="pending")] == ["c1"]
+
+
+def test_finishing_an_unknown_effect_is_refused(store: Store):
+    with pytest.raises(StoreError, match="has no effect with id 99"):
+        store.finish_attempts({99: {}})
+    with pytest.raises(StoreError, match="has no effect with id 98"):
+        store.begin_attempt(98)
+
+
+# Writes deferred to the next transaction.
+
+def _committed(path: Path, query: str) -> list[tuple]:
+    """What another connection (another process, after a crash) would find."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def test_deferred_writes_wait_for_the_next_write_transaction(tmp_path: Path, still: FakeClock):
+    path = tmp_path / "state.db"
+    store = Store.for_path(path, clock=still)
+    store.ingest("e1", "command", "github", {}, [effect("a1")])
+    a1 = store.effect("a1")
+    with store.deferred_writes():
+        store.put_state("threads", "t1", {"id": 1})
+        store.put_state("threads", "t1", {"id": 2})
+        store.link("run", "r1", "built_from", "commit", "c1")
+        assert store.get_state("threads", "t1") == {"id": 2}  # this process sees them at once
+        assert _committed(path, "SELECT key FROM state") == []
+        assert _committed(path, "SELECT relation FROM links") == []
+
+        # The next write transaction carries them: a completion is never stored without them.
+        store.finish_attempts({a1.id: {}})
+        assert _committed(path, "SELECT key, value FROM state") == [("t1", '{"id": 2}')]
+        assert _committed(path, "SELECT relation FROM links") == [("built_from",)]
+        assert _committed(path, "SELECT status FROM effects") == [("done",)]
+
+        store.put_state("threads", "t2", {"id": 3})
+        assert store.links("run", "r1")[0].dst_id == "c1"  # reading links or state lists writes first
+        assert _committed(path, "SELECT key FROM state ORDER BY key") == [("t1",), ("t2",)]
+
+        store.link("run", "r1", "triggered_by", "change", "repo:1")
+    assert _committed(path, "SELECT count(*) FROM links") == [(2,)]  # and the block's end
+    store.close()
+
+
+def test_only_the_deferring_thread_defers(tmp_path: Path, still: FakeClock):
+    import threading
+
+    path = tmp_path / "state.db"
+    store = Store.for_path(path, clock=still)
+    with store.deferred_writes():
+        store.put_state("episodes", "churn", {"severity": "low"})
+        other = threading.Thread(target=store.put_state, args=("episodes", "churn", {"severity": "high"}))
+        other.start()
+        other.join()
+        # The other thread's write is immediate and comes after the deferred one, which it carries.
+        assert _committed(path, "SELECT value FROM state") == [('{"severity": "high"}',)]
+        assert store.get_state("episodes", "churn") == {"severity": "high"}
+    store.close()
+    assert _committed(path, "SELECT value FROM state") == [('{"severity": "high"}',)]
+
+
+def test_a_failed_transaction_keeps_the_deferred_writes(tmp_path: Path, still: FakeClock):
+    path = tmp_path / "state.db"
+    store = Store.for_path(path, clock=still)
+    with store.deferred_writes():
+        store.put_state("threads", "t1", {"id": 1})
+        with pytest.raises(TypeError):
+            store.ingest("e1", "command", "github", {"when": object()})
+        assert _committed(path, "SELECT key FROM state") == []
+        store.ingest("e2", "command", "github", {})
+        assert _committed(path, "SELECT key FROM state") == [("t1",)]
+    store.close()
+
+
+def test_close_writes_what_was_deferred(tmp_path: Path, still: FakeClock):
+    path = tmp_path / "state.db"
+    store = Store.for_path(path, clock=still)
+    with store.deferred_writes():
+        store.link("run", "r1", "built_from", "commit", "c1")
+        store.close()
+    assert _committed(path, "SELECT relation FROM links") == [("built_from",)]
+
+
+# Connections kept between calls.
+
+def test_a_writer_holds_the_write_lock_from_begin(tmp_path: Path):
+    path = tmp_path / "state.db"
+    Store.for_path(path).close()
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    seen = []
+
+    def clock() -> datetime:  # read inside the store's transactions, before their first statement
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            seen.append("free")
+        except sqlite3.OperationalError:
+            seen.append("locked")
+        return START
+
+    store = Store.for_path(path, clock=clock)
+    seen.clear()
+    store.set_cursor("github", "c1")
+    store.due_effects()
+    assert seen == ["locked", "free"]  # a writer from BEGIN, a reader never
+    store.close()
+    probe.close()
+
+
+def test_the_store_recovers_after_a_failed_transaction(tmp_path: Path):
+    path = tmp_path / "state.db"
+    store = Store.for_path(path, busy_timeout_s=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="is locked by another process"):
+            store.set_cursor("github", "c1")
+        assert store.cursor("github") is None  # in WAL, readers do not wait for the writer
+    finally:
+        other.close()
+    store.set_cursor("github", "c2")
+    assert store.cursor("github") == "c2"
+    store.close()
+
+
+def test_a_store_is_usable_from_several_threads(tmp_path: Path, still: FakeClock):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store.for_path(tmp_path / "state.db", clock=still)
+
+    def work(n: int) -> bool:
+        store.ingest(f"e{n}", "command", "github", {"n": n}, [effect(f"reply:{n}", lane=f"l{n % 3}")])
+        store.put_state("n", str(n), {"n": n})
+        return store.seen(f"e{n}") and store.get_state("n", str(n)) == {"n": n}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, range(40)))
+    assert store.outbox_stats()["pending"] == 40
+    store.close()
