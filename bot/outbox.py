@@ -28,7 +28,9 @@ from typing import Any, Protocol
 
 from bot.events import Event
 from bot.store import EffectRow, Store, utc_now
-from integrations.ports import TransientError
+# The adapters raise the ports' own PermanentError (404, 422, refused credentials): it is the one
+# that sends an effect dead at once.
+from integrations.ports import PermanentError, TransientError
 
 __all__ = ["Delivered", "DeliveryReport", "EffectHandler", "Outbox", "PermanentError"]
 
@@ -36,10 +38,6 @@ _log = logging.getLogger("mlops_bot.outbox")
 # Beyond this many doublings every delay is capped anyway; stopping here keeps the number finite.
 _MAX_DOUBLINGS = 32
 _MAX_ERROR_CHARS = 1000
-
-
-class PermanentError(RuntimeError):
-    """A failure that retrying cannot fix (not found, bad request): the effect goes dead at once."""
 
 
 @dataclass(frozen=True)
