@@ -57,12 +57,11 @@ def package(
     import skops.io
 
     skops.io.dump(trained.estimator, directory / MODEL_FILE)
-    predictions = _reference_outputs(trained, training_features)
     profile = build_reference_profile(
         training_features,
         model=model_name,
         seed=trained.seed,
-        predictions=predictions,
+        predict=lambda rows: _reference_outputs(trained, rows),
         target=training_target,
         primary_metric=primary_metric,
         keep_raw=keep_raw,

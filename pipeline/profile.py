@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -265,15 +265,24 @@ def build_reference_profile(
     model: str,
     seed: int = 0,
     predictions: np.ndarray | None = None,
+    predict: Callable[[pd.DataFrame], np.ndarray] | None = None,
     target: pd.Series | None = None,
     primary_metric: str | None = None,
     metric_value: float | None = None,
     keep_raw: bool = False,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
 ) -> ReferenceProfile:
-    """Profile the reference features (and optionally the model's outputs and labels on them)."""
+    """Profile the reference features (and optionally the model's outputs and labels on them).
+
+    The model's outputs come either as ``predictions`` (one per row) or from ``predict``, which is
+    called on the sampled rows only: the outputs' reference is then built from the sample, which
+    spares scoring the whole training set at packaging.
+    """
     if not isinstance(features, pd.DataFrame):
         raise ProfileError(f"the reference must be a pandas DataFrame, not {type(features).__name__}")
+    if predictions is not None and predict is not None:
+        raise ProfileError("give predictions or predict, not both")
+    original = features
     features = _with_string_columns(features)
     rows = len(features)
     if rows == 0 or features.shape[1] == 0:
@@ -284,6 +293,10 @@ def build_reference_profile(
     sample_rows = sample_row_positions(rows, sample_size, seed)
     summaries, sample = profile_columns(features, sample_rows)
     prediction_profile = prediction_sample = target_profile = target_sample = None
+    if predict is not None:
+        outputs = pd.Series(np.asarray(predict(original.iloc[sample_rows])), name="prediction")
+        prediction_profile = _profile_column(outputs, prediction_kind(outputs.dtype))
+        prediction_sample = _output_values(outputs)
     if predictions is not None:
         predictions = np.asarray(predictions)
         if predictions.ndim != 1:

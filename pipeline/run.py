@@ -207,14 +207,15 @@ def _build_and_validate(spec, registry, staging, result, stage, context):
 
     with stage("validate") as record:
         production = registry.production(spec.name)
-        champion = None
+        champion = known = None
         if production is not None:
-            champion = (
-                production.version,
-                load_model(production.path, extra_trusted=tuple(spec.model.trusted_types), project_root=spec.root),
-            )
+            known = _scores_on_the_same_rows(production.metadata, metadata["data"], spec.metrics.all)
+            model = None if known is not None else load_model(
+                production.path, extra_trusted=tuple(spec.model.trusted_types), project_root=spec.root)
+            champion = (production.version, model)
         validation = validate(
-            trained.estimator, x_test, y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates, production=champion
+            trained.estimator, x_test, y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates,
+            production=champion, known_production_metrics=known,
         )
         result.validation = validation.to_dict()
         metadata |= {"metrics": validation.metrics, "validation": result.validation}
@@ -223,6 +224,18 @@ def _build_and_validate(spec, registry, staging, result, stage, context):
         result.version = version.version
         record.detail = "all gates passed" if validation.passed else "; ".join(validation.reasons)
     return version
+
+
+def _scores_on_the_same_rows(production: dict[str, Any], data: dict[str, Any], names: list[str]) -> dict | None:
+    """Production's recorded held-out scores, when it was validated on these very rows.
+
+    The same data (by content fingerprint) split the same way gives the same held-out rows, and a
+    fitted model scores them the same, so scoring it again would only repeat the numbers.
+    """
+    recorded = production.get("data") or {}
+    metrics = production.get("metrics") or {}
+    same_rows = recorded.get("fingerprint") == data["fingerprint"] and recorded.get("split") == data["split"]
+    return metrics if same_rows and all(name in metrics for name in names) else None
 
 
 def _deploy(spec, registry, version, result, stage, promote) -> None:

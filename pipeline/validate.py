@@ -77,11 +77,18 @@ def validate(
     metrics: MetricsSpec,
     gates: GatesSpec,
     production: tuple[int, Any] | None = None,
+    known_production_metrics: dict[str, float] | None = None,
 ) -> Validation:
-    """Score the candidate and, when given ``(version, fitted_model)``, production on the same rows."""
+    """Score the candidate and, when given ``(version, fitted_model)``, production on the same rows.
+
+    ``known_production_metrics`` are production's scores on these very rows (same data, same split),
+    as recorded when it was validated; they spare scoring it again.
+    """
     candidate = score(estimator, features, target, task=task, names=metrics.all)
     production_metrics = production_note = None
-    if production is not None:
+    if production is not None and known_production_metrics is not None:
+        production_metrics = {name: known_production_metrics[name] for name in metrics.all}
+    elif production is not None:
         try:
             production_metrics = score(production[1], features, target, task=task, names=metrics.all)
         except Exception as exc:  # a production model that cannot read these rows is a finding, not a crash

@@ -318,3 +318,14 @@ def test_the_profile_carries_the_held_out_metric_for_performance_drift(tiny_proj
     profile = read_reference_profile(registry.get("tiny", result.version).path)
     assert profile.primary_metric == "roc_auc"
     assert profile.metric_value == pytest.approx(result.validation["metrics"]["roc_auc"])
+
+
+def test_production_is_scored_again_only_when_the_held_out_rows_changed(tiny_project, registry, clock):
+    first = run_pipeline(tiny_project, registry, clock=clock)
+    same_data = run_pipeline(tiny_project, registry, clock=clock)
+    assert same_data.validation["production"]["metrics"] == first.validation["metrics"]
+    frame = tiny_frame(400, seed=9)  # new data: production must be scored on the new held-out rows
+    frame.to_csv(tiny_project / "data.csv", index=False)
+    new_data = run_pipeline(tiny_project, registry, clock=clock)
+    assert new_data.validation["production"]["version"] == 2
+    assert new_data.validation["production"]["metrics"] != registry.get("tiny", 2).metadata["metrics"]

@@ -171,3 +171,22 @@ def test_another_json_file_is_not_taken_for_a_profile(tmp_path):
     (tmp_path / "profile.json").write_text('{"hello": 1}')
     with pytest.raises(ProfileError, match="not an mlops-bot reference profile"):
         read_reference_profile(tmp_path)
+
+
+def test_outputs_from_predict_are_computed_on_the_sampled_rows_only():
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.profile import build_reference_profile
+
+    frame = pd.DataFrame({"x": np.arange(30_000, dtype=float)})
+    seen = []
+
+    def predict(rows):
+        seen.append(len(rows))
+        return rows["x"].to_numpy() / 30_000
+
+    profile = build_reference_profile(frame, model="m", seed=1, predict=predict, sample_size=5_000)
+    assert seen == [5_000]
+    assert len(profile.prediction_sample) == 5_000
+    np.testing.assert_allclose(np.sort(profile.prediction_sample), np.sort(profile.sample["x"].to_numpy() / 30_000))
