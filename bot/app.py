@@ -174,6 +174,9 @@ def build(
     create_local_tables(store.engine)
     registry = registry or ModelRegistry(settings.registry_dir, clock=clock)
     repo_dir = settings.repo_dir or _git_root(spec.root) or spec.root
+    if settings.azure_enabled:
+        azure_scm, azure_tracker, azure_engine = _azure(settings, registry)
+        scm, tracker, engine = scm or azure_scm, tracker or azure_tracker, engine or azure_engine
     if settings.github_enabled and (scm is None or tracker is None):
         github_scm, github_tracker = _github(settings, clock)
         scm, tracker = scm or github_scm, tracker or github_tracker
@@ -202,6 +205,30 @@ def _github(settings: Settings, clock):
                           settings.github_repository,
                           bot_login=settings.bot_name, reserve=settings.github_rate_limit_reserve, clock=clock)
     return GitHubSource(client, branch=settings.watch_branch), GitHubIssues(client)
+
+
+def _azure(settings: Settings, registry):
+    """Azure Boards always; Azure Repos and Azure Pipelines when their settings name them."""
+    import os
+
+    # The SDK reads its cache folder when imported: keep it in the bot's data folder, not in ~.
+    os.environ.setdefault("AZURE_DEVOPS_CACHE_DIR", str(settings.data_dir.expanduser().resolve() / "azure-devops-cache"))
+    from integrations.azure_devops import AzureBoards, AzurePipelines, AzureRepos, connect
+
+    client = connect(settings.azure_devops_org_url, settings.azure_devops_pat.get_secret_value())
+    project = settings.azure_devops_project
+    tracker = AzureBoards(client, project=project, team=settings.azure_team,
+                          work_item_type=settings.azure_work_item_type, area_path=settings.azure_area_path,
+                          process=settings.azure_process)
+    scm = engine = None
+    if settings.azure_repository:
+        scm = AzureRepos(client, project=project, repository=settings.azure_repository,
+                         branch=settings.watch_branch or "main", bot_user=settings.bot_name,
+                         permissions=settings.azure_permissions)
+    if settings.azure_pipeline_id is not None:
+        engine = AzurePipelines(client, project=project, pipeline_id=settings.azure_pipeline_id,
+                                branch=settings.watch_branch or "main")
+    return scm, tracker, engine
 
 
 def _slack(settings: Settings):

@@ -236,7 +236,10 @@ class Lifecycle:
             state = {"succeeded": "success", "not_promoted": "failure"}.get(event.status, "error")
             effects.append(self._status(origin["repo"], origin["commit"], state,
                                         _status_description(result), event.run_id))
-        for _tracker_name, number in origin.get("tickets", []):
+        ours = "azure" if self.tracker.name == "azure" else "local"  # AB#12 names Azure Boards; #12 the repository's
+        for tracker_name, number in origin.get("tickets", []):
+            if tracker_name != ours:
+                continue
             effects.append(NewEffect(f"ticket-report:{event.run_id}:{number}", "tracker.comment", {
                 "ticket_id": number, "body": f"Linked change {target}:\n\n{report}",
             }, lane=f"ticket:{number}"))

@@ -182,6 +182,56 @@ class Settings(BaseSettings):
         examples=['{"U024BE7LH": "maintain", "*": "read"}'],
     )
 
+    # Azure DevOps: Boards for tickets; optionally Repos for code and Pipelines for runs.
+    azure_devops_org_url: str | None = Field(
+        default=None, validation_alias="AZURE_DEVOPS_ORG_URL", pattern=r"^https?://",
+        description="Azure DevOps organisation URL; with the PAT and project, retrain tickets go to Azure Boards.",
+        examples=["https://dev.azure.com/acme"],
+    )
+    azure_devops_pat: SecretStr | None = Field(
+        default=None, validation_alias="AZURE_DEVOPS_EXT_PAT",
+        description="Personal access token (Work Items read & write; Code read & status; Build read & execute).",
+        examples=["(52 characters)"],
+    )
+    azure_devops_project: str | None = Field(default=None, validation_alias="AZURE_DEVOPS_PROJECT",
+                                             description="The Azure DevOps project.", examples=["ml-platform"])
+    azure_work_item_type: str = Field(default="Task", description="Work item type of retrain tickets.",
+                                      examples=["Issue"])
+    azure_process: Literal["Basic", "Agile", "Scrum", "CMMI"] = Field(
+        default="Agile", description="The project's process, for the state a closed ticket moves to.",
+        examples=["Scrum"])
+    azure_area_path: str | None = Field(default=None, description="Area path of retrain tickets.",
+                                        examples=["ml-platform\\Models"])
+    azure_team: str | None = Field(default=None, description="Team whose current iteration gets the tickets.",
+                                   examples=["ML Team"])
+    azure_repository: str | None = Field(
+        default=None, description="Azure Repos repository to watch instead of GitHub or the local one.",
+        examples=["churn-model"])
+    azure_pipeline_id: int | None = Field(
+        default=None, description="Azure Pipelines pipeline that trains (instead of the in-process pipeline).",
+        examples=[12])
+    azure_permissions: dict[str, str] = Field(
+        default={}, description="Permission level of Azure Repos users for commands (JSON; default read).",
+        examples=['{"alice@example.com": "maintain"}'])
+    azure_devops_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias="AZURE_DEVOPS_WEBHOOK_SECRET",
+        description="Password of the service hooks' basic authentication; hooks are refused while it is unset.",
+        examples=["a-long-random-string"])
+
+    @model_validator(mode="after")
+    def _azure_complete(self) -> Settings:
+        parts = {"AZURE_DEVOPS_ORG_URL": self.azure_devops_org_url, "AZURE_DEVOPS_EXT_PAT": self.azure_devops_pat,
+                 "AZURE_DEVOPS_PROJECT": self.azure_devops_project}
+        if any(parts.values()) and not all(parts.values()):
+            missing = ", ".join(name for name, value in parts.items() if not value)
+            raise ValueError(f"Azure DevOps needs AZURE_DEVOPS_ORG_URL, AZURE_DEVOPS_EXT_PAT and AZURE_DEVOPS_PROJECT "
+                             f"together; missing: {missing}")
+        return self
+
+    @property
+    def azure_enabled(self) -> bool:
+        return bool(self.azure_devops_org_url)
+
     @model_validator(mode="after")
     def _github_complete(self) -> Settings:
         app = [self.github_app_id, self.github_app_private_key, self.github_app_installation_id]
@@ -206,7 +256,7 @@ class Settings(BaseSettings):
         check_overrides(value)
         return value
 
-    @field_validator("slack_permissions")
+    @field_validator("slack_permissions", "azure_permissions")
     @classmethod
     def _known_levels(cls, value: dict[str, str]) -> dict[str, str]:
         levels = ("none", "read", "triage", "write", "maintain", "admin")

@@ -101,11 +101,39 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
             return _error(400, "not a slash command: user_id and channel_id are missing")
         return await _run_sync(lambda: _slash_command(bot, form, timestamp, wake))
 
+    async def azure_devops(request: Request) -> JSONResponse:
+        secret = settings.azure_devops_webhook_secret
+        if secret is None:
+            return _error(403, "Azure DevOps service hooks are off: set AZURE_DEVOPS_WEBHOOK_SECRET to the hook's "
+                               "basic-authentication password")
+        if not _basic_password_matches(request.headers.get("authorization", ""), secret.get_secret_value()):
+            return JSONResponse({"error": "basic authentication required: the service hook's password must be "
+                                          "AZURE_DEVOPS_WEBHOOK_SECRET"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="mlops-bot"'})
+        try:
+            body = await read_body(request)
+        except _BodyTooLarge:
+            return _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            return _error(400, "the body is not JSON")
+        from integrations.azure_devops import parse_service_hook
+
+        try:
+            fact = parse_service_hook(payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, f"cannot read this service hook: {exc}")
+        if fact is None:
+            return _error(400, "not a service hook delivery: no eventType and resource")
+        return await _run_sync(lambda: _accept_azure(bot, fact, str(payload.get("id") or ""), wake))
+
     def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     return Starlette(routes=[Route("/webhooks/github", github, methods=["POST"]),
                              Route("/webhooks/slack/commands", slack_commands, methods=["POST"]),
+                             Route("/webhooks/azure-devops", azure_devops, methods=["POST"]),
                              Route("/healthz", healthz, methods=["GET"])])
 
 
@@ -139,6 +167,41 @@ def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Call
     if lifecycle.handle(CommandGiven("slack", comment), source="slack"):
         wake()
     return _ephemeral(f"On it: `/mlops {text}`. I'll answer in a thread in this channel.")
+
+
+def _basic_password_matches(header: str, secret: str) -> bool:
+    """Azure service hooks send basic authentication; only the password is checked."""
+    import base64
+    import binascii
+
+    if not header.lower().startswith("basic "):
+        return False
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(decoded.partition(":")[2].encode(), secret.encode())
+
+
+def _accept_azure(bot: BotApp, fact: dict, notification: str, wake: Callable[[], None]) -> JSONResponse:
+    if notification and bot.store.get_state("deliveries", f"azure:{notification}"):
+        return JSONResponse({"status": "duplicate", "delivery": notification}, status_code=200)
+    if fact["kind"] == "ignored":
+        answer = JSONResponse({"status": "ignored", "reason": f"{fact.get('event')}: not used by the bot"},
+                              status_code=202)
+    else:
+        event = {
+            "comment": lambda: CommandGiven("azure", fact["comment"]),
+            "merged": lambda: ChangeMerged("azure", fact["change"]),
+            "ticket_closed": lambda: TicketClosed("azure", int(fact["ticket_id"])),
+        }[fact["kind"]]()
+        new = bot.lifecycle.handle(event, source="azure")
+        answer = JSONResponse({"status": "accepted" if new else "seen before", "event": event.key}, status_code=202)
+        if new:
+            wake()
+    if notification:
+        bot.store.put_state("deliveries", f"azure:{notification}", {"at": bot.clock().isoformat()})
+    return answer
 
 
 def _ephemeral(text: str) -> JSONResponse:

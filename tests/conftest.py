@@ -4,6 +4,7 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,9 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# azure-devops reads its cache folder when first imported: keep the tests' cache out of ~.
+os.environ.setdefault("AZURE_DEVOPS_CACHE_DIR", tempfile.mkdtemp(prefix="mlops-bot-tests-ado-cache-"))
 EXAMPLE = REPO / "examples" / "breast_cancer"
 
 
@@ -151,4 +155,9 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
 
 # --- the emulators of outside services ---------------------------------------------------------
 
-from tests.emulators.fixtures import github_emulator, no_proxy_for_loopback, slack_emulator  # noqa: E402,F401
+from tests.emulators.fixtures import (  # noqa: E402,F401
+    azure_devops_emulator,
+    github_emulator,
+    no_proxy_for_loopback,
+    slack_emulator,
+)

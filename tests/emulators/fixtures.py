@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from .azure_devops import AzureDevOpsEmulator, AzureDevOpsSchemas, azure_devops_schemas
 from .framework import OpenAPISchemas
 from .github import GitHubEmulator, github_schemas
 from .slack import SlackEmulator, slack_schemas
 
-__all__ = ["REFDATA", "github_emulator", "no_proxy_for_loopback", "refdata_dir", "slack_emulator"]
+__all__ = ["REFDATA", "azure_devops_emulator", "github_emulator", "no_proxy_for_loopback", "refdata_dir", "slack_emulator"]
 
 #: ../shared/refdata next to the repository (as in CI); never copied into the project
 REFDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "refdata"
@@ -37,6 +38,12 @@ def _github_schemas() -> OpenAPISchemas | None:
 def _slack_schemas() -> OpenAPISchemas | None:
     path = REFDATA.resolve()
     return slack_schemas(path) if path.is_dir() else None
+
+
+@functools.cache
+def _azure_devops_schemas() -> AzureDevOpsSchemas | None:
+    path = REFDATA.resolve()
+    return azure_devops_schemas(path) if path.is_dir() else None
 
 
 @pytest.fixture
@@ -81,3 +88,21 @@ def slack_emulator(no_proxy_for_loopback: None) -> Iterator[SlackEmulator]:
     if emulator.violations:
         shown = "\n".join(emulator.violations[:20])
         pytest.fail(f"the Slack emulator answered outside Slack's schemas:\n{shown}", pytrace=False)
+
+
+@pytest.fixture
+def azure_devops_emulator(no_proxy_for_loopback: None) -> Iterator[AzureDevOpsEmulator]:
+    """A running Azure DevOps emulator (organization ``fakeorg``, PAT ``test-pat``), stopped afterwards.
+
+    When ../shared/refdata is present, every answer whose operation and status Microsoft's 7.1
+    specs cover is checked against its schema, and the test fails at teardown if any did not
+    conform (or if a handler raised).
+    """
+    emulator = AzureDevOpsEmulator(schemas=_azure_devops_schemas())
+    with emulator:
+        yield emulator
+    if emulator.errors:
+        pytest.fail("the Azure DevOps emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
+    if emulator.violations:
+        shown = "\n".join(emulator.violations[:20])
+        pytest.fail(f"the Azure DevOps emulator answered outside the specs:\n{shown}", pytrace=False)

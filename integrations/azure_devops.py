@@ -1,0 +1,717 @@
+"""Azure DevOps through the ``azure-devops`` client: Boards as the tracker, Repos as source
+control, Pipelines as the pipeline engine, and the service hooks' deliveries as events.
+
+- ``AzureBoards`` (Tracker): retrain tickets are work items of a configured type in the team's
+  current iteration and a configured area path, tagged ``mlops-bot`` plus the bot's labels, with
+  the priority taken from the severity label and the hidden marker in ``System.Description``.
+- ``AzureRepos`` (SourceControl): completed pull requests, comments from pull request threads,
+  replies in the thread of the command, commit statuses (genre ``mlops-bot``).
+- ``AzurePipelines`` (PipelineEngine): one YAML pipeline run with template parameters; the run's
+  name is the bot's ``run_id`` (the YAML says ``name: ${{ parameters.run_id }}``), which makes
+  ``start`` idempotent.
+
+Failures become the ports' errors. The client retries a GET on 429/503 itself, never a POST or
+PATCH: a write that is refused with 429 is a ``TransientError`` with the service's
+``Retry-After``; a 5xx or a lost answer on a write is ``outcome_unknown``, so the outbox looks for
+the write's marker before repeating it. 400/401/403/404 are ``PermanentError`` with what to fix.
+
+Nothing here connects at import time; ``connect`` builds the client. Set
+``AZURE_DEVOPS_CACHE_DIR`` before the first use to choose where the client caches discovery.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from integrations.ports import (
+    Change,
+    Comment,
+    PermanentError,
+    Permission,
+    RunHandle,
+    Target,
+    Ticket,
+    TransientError,
+    marker_comment,
+)
+
+__all__ = [
+    "CLOSE_STATE",
+    "CLOSED_STATES",
+    "AzureBoards",
+    "AzureDevOpsClient",
+    "AzurePipelines",
+    "AzureRepos",
+    "connect",
+    "markdown_to_html",
+    "parse_service_hook",
+]
+
+log = logging.getLogger("mlops_bot.azure_devops")
+
+#: the state ``close`` moves a work item to, per process template
+CLOSE_STATE: dict[str, str] = {"Basic": "Done", "Agile": "Closed", "Scrum": "Done", "CMMI": "Closed"}
+#: the states that count as no longer open, per process template
+CLOSED_STATES: dict[str, tuple[str, ...]] = {
+    "Basic": ("Done",),
+    "Agile": ("Resolved", "Closed", "Removed"),
+    "Scrum": ("Done", "Removed"),
+    "CMMI": ("Resolved", "Closed", "Removed"),
+}
+_ALL_CLOSED = frozenset(s for states in CLOSED_STATES.values() for s in states)
+_PRIORITY = {"critical": 1, "high": 1, "medium": 2, "low": 3}
+_STATUS_STATE = {"pending": "pending", "success": "succeeded", "failure": "failed", "error": "error"}
+_LEVELS = {p.name: p for p in Permission}
+_MARKER = re.compile(r"<!-- mlops-bot:(.*?) -->")
+_PR_ARTIFACT = "vstfs:///Git/PullRequestId/"
+
+
+# ---------------------------------------------------------------------------
+# The client
+
+
+def connect(organization_url: str, pat: str, *, timeout: float = 30.0, retries: int = 3,
+            backoff: float = 0.8) -> AzureDevOpsClient:
+    """A client for one organization (``https://dev.azure.com/ORG``), authenticated by a PAT.
+
+    Sends nothing yet: the first call asks the service for its resource locations.
+    """
+    from azure.devops.connection import Connection
+    from msrest.authentication import BasicAuthentication
+
+    if not pat:
+        raise PermanentError("Azure DevOps needs a personal access token (AZURE_DEVOPS_PAT) with Work Items, "
+                             "Code and Build scopes")
+    connection = Connection(base_url=organization_url.rstrip("/"), creds=BasicAuthentication("", pat))
+    return AzureDevOpsClient(connection, timeout=timeout, retries=retries, backoff=backoff)
+
+
+class AzureDevOpsClient:
+    """The SDK's 7.1 clients, configured once (timeout, GET retries), and one way to call them
+    that turns their failures into the ports' errors."""
+
+    _FACTORIES = {
+        "wit": "get_work_item_tracking_client",
+        "work": "get_work_client",
+        "git": "get_git_client",
+        "pipelines": "get_pipelines_client",
+    }
+
+    def __init__(self, connection: Any, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.8) -> None:
+        self.connection = connection
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._clients: dict[str, Any] = {}
+
+    def client(self, kind: str) -> Any:
+        if kind not in self._clients:
+            factory = getattr(self.connection.clients_v7_1, self._FACTORIES[kind])
+            sdk = self._guard(lambda: factory(), write=False, what=f"connect the {kind} client")
+            sdk.config.connection.timeout = self.timeout
+            sdk.config.retry_policy.retries = self.retries
+            sdk.config.retry_policy.backoff_factor = self.backoff
+            original = sdk._handle_error
+
+            def handle_error(request: Any, response: Any, _original: Callable = original) -> None:
+                # The client's exceptions carry no status code; keep it for the translation below.
+                try:
+                    _original(request, response)
+                except Exception as exc:
+                    exc.status_code = response.status_code  # type: ignore[attr-defined]
+                    exc.retry_after = response.headers.get("Retry-After")  # type: ignore[attr-defined]
+                    raise
+
+            sdk._handle_error = handle_error
+            self._clients[kind] = sdk
+        return self._clients[kind]
+
+    def call(self, kind: str, method: str, *args: Any, write: bool = False, **kwargs: Any) -> Any:
+        sdk = self.client(kind)
+        return self._guard(lambda: getattr(sdk, method)(*args, **kwargs), write=write, what=f"{kind}.{method}")
+
+    @staticmethod
+    def _guard(action: Callable[[], Any], *, write: bool, what: str) -> Any:
+        try:
+            return action()
+        except (TransientError, PermanentError):
+            raise
+        except Exception as exc:
+            raise _translate(exc, write=write, what=what) from exc
+
+
+def _translate(exc: Exception, *, write: bool, what: str) -> Exception:
+    from msrest.exceptions import ClientRequestError
+
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "message", None) or exc).strip()
+    if status is None and type(exc).__name__ == "AzureDevOpsAuthenticationError":
+        status = 401
+    if status is not None:
+        if status == 429:
+            return TransientError(f"Azure DevOps throttled {what} (429): {message}",
+                                  retry_after=_seconds(getattr(exc, "retry_after", None)))
+        if status >= 500:
+            return TransientError(f"Azure DevOps answered {status} to {what}: {message}", outcome_unknown=write,
+                                  retry_after=_seconds(getattr(exc, "retry_after", None)))
+        fixes = {
+            401: "the personal access token is invalid or expired: renew AZURE_DEVOPS_PAT",
+            403: "the token lacks a scope or the user a permission: grant Work Items (read & write), "
+                 "Code (read & status) and Build (read & execute)",
+            404: "check the organization URL, project, team, repository and pipeline id in the settings",
+            400: "the request was refused as invalid: check the work item type, area path and states "
+                 "configured for this process",
+        }
+        fix = fixes.get(status, "see the message")
+        return PermanentError(f"Azure DevOps answered {status} to {what}: {message} (fix: {fix})")
+    if isinstance(exc, ClientRequestError):
+        # No answer: a timeout, a dropped connection, or reads retried until exhausted.
+        return TransientError(f"Azure DevOps did not answer {what}: {message[:200]}", outcome_unknown=write)
+    if isinstance(exc, ValueError) and "is not registered" in message:
+        return PermanentError(f"Azure DevOps does not offer {what} at this URL: {message} "
+                              "(fix: check the organization URL and the server's version)")
+    return exc
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Text
+
+
+def markdown_to_html(text: str) -> str:
+    """The bot's Markdown, minimally as HTML: headings, bullet lists, code spans, bold, links and
+    paragraphs; HTML comments (markers) pass through; everything else is escaped."""
+    out: list[str] = []
+    in_list = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if _MARKER.fullmatch(stripped):
+            out.append(stripped)
+            continue
+        bullet = re.match(r"^[-*]\s+(.*)$", stripped)
+        if bullet and not in_list:
+            out.append("<ul>")
+            in_list = True
+        if not bullet and in_list:
+            out.append("</ul>")
+            in_list = False
+        if bullet:
+            out.append(f"<li>{_inline(bullet.group(1))}</li>")
+        elif heading := re.match(r"^(#{1,6})\s+(.*)$", stripped):
+            level = len(heading.group(1))
+            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+        elif stripped:
+            out.append(f"<p>{_inline(stripped)}</p>")
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text, quote=False)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"\[([^\]]+)\]\((https?://[^)\s]+)\)", r'<a href="\2">\1</a>', escaped)
+
+
+def _with_marker(text: str, marker: str) -> str:
+    return f"{text}\n{marker_comment(marker)}" if marker else text
+
+
+def _name(identity: Any) -> str:
+    """A user as the bot names them: the unique name (e-mail) when there is one."""
+    if identity is None:
+        return ""
+    if isinstance(identity, str):
+        return identity
+    if isinstance(identity, Mapping):
+        return str(identity.get("uniqueName") or identity.get("displayName") or "")
+    return str(getattr(identity, "unique_name", None) or getattr(identity, "display_name", None) or "")
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).strip().replace("Z", "+00:00")
+    # the service sends up to 7 fraction digits; Python reads 6
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+# ---------------------------------------------------------------------------
+# Boards
+
+
+class AzureBoards:
+    """Retrain tickets as work items, behind the Tracker port."""
+
+    name = "azure"
+
+    def __init__(self, client: AzureDevOpsClient, *, project: str, team: str | None = None,
+                 work_item_type: str = "Task", area_path: str | None = None, process: str = "Agile",
+                 close_state: str | None = None, closed_states: Iterable[str] | None = None,
+                 tag: str = "mlops-bot") -> None:
+        if process not in CLOSE_STATE and close_state is None:
+            raise PermanentError(f"unknown process {process!r}: name one of {', '.join(CLOSE_STATE)} "
+                                 "or give close_state")
+        self.client, self.project = client, project
+        self.team = team or f"{project} Team"
+        self.work_item_type, self.area_path, self.tag = work_item_type, area_path, tag
+        self.close_state = close_state or CLOSE_STATE[process]
+        self.closed_states = tuple(closed_states or CLOSED_STATES.get(process, (self.close_state,)))
+        if self.close_state not in self.closed_states:
+            self.closed_states = (*self.closed_states, self.close_state)
+
+    # --- reads
+
+    def find_open(self, key: str) -> Ticket | None:
+        from azure.devops.v7_1.work_item_tracking.models import Wiql
+
+        states = ", ".join(f"'{s}'" for s in self.closed_states)
+        query = ("SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
+                 f"AND [System.Tags] CONTAINS '{_quote(self.tag)}' AND [System.State] NOT IN ({states})")
+        result = self.client.call("wit", "query_by_wiql", Wiql(query=query), team_context=self._context())
+        ids = [ref.id for ref in (result.work_items or [])]
+        hidden = marker_comment(key)
+        for start in range(0, len(ids), 200):
+            items = self.client.call("wit", "get_work_items", ids[start:start + 200], project=self.project,
+                                     error_policy="omit")
+            for item in items or []:
+                if item is not None and hidden in str((item.fields or {}).get("System.Description") or ""):
+                    return self._ticket(item)
+        return None
+
+    def get(self, ticket_id: int) -> Ticket | None:
+        try:
+            item = self.client.call("wit", "get_work_item", ticket_id, project=self.project)
+        except PermanentError as exc:
+            if "answered 404" in str(exc):
+                return None
+            raise
+        return self._ticket(item)
+
+    def find_comment(self, ticket_id: int, marker: str) -> str | None:
+        hidden = marker_comment(marker)
+        token = None
+        while True:
+            page = self.client.call("wit", "get_comments", self.project, ticket_id, top=200,
+                                    continuation_token=token)
+            for comment in page.comments or []:
+                if hidden in (comment.text or ""):
+                    return str(comment.id)
+            token = page.continuation_token
+            if not token:
+                return None
+
+    # --- writes
+
+    def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
+        fields: dict[str, Any] = {
+            "System.Title": title,
+            "System.Description": _with_marker(markdown_to_html(body), marker or key),
+            "System.Tags": self._tags(labels),
+            "Microsoft.VSTS.Common.Priority": _priority(labels),
+        }
+        iteration = self._current_iteration()
+        if iteration:
+            fields["System.IterationPath"] = iteration
+        if self.area_path:
+            fields["System.AreaPath"] = self.area_path
+        item = self.client.call("wit", "create_work_item", _patch(fields), self.project, self.work_item_type,
+                                write=True)
+        return self._ticket(item)
+
+    def update(self, ticket: Ticket, *, title: str | None = None, body: str | None = None,
+               labels: tuple[str, ...] | None = None) -> Ticket:
+        fields: dict[str, Any] = {}
+        if title is not None:
+            fields["System.Title"] = title
+        if body is not None:
+            fields["System.Description"] = _with_marker(markdown_to_html(body), ticket.key)
+        if labels is not None:
+            fields["System.Tags"] = self._tags(labels)
+            fields["Microsoft.VSTS.Common.Priority"] = _priority(labels)
+        if not fields:
+            return ticket
+        item = self.client.call("wit", "update_work_item", _patch(fields, op="replace"), ticket.id,
+                                project=self.project, write=True)
+        return self._ticket(item)
+
+    def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
+        from azure.devops.v7_1.work_item_tracking.models import CommentCreate
+
+        created = self.client.call("wit", "add_work_item_comment",
+                                   CommentCreate(text=_with_marker(markdown_to_html(body), marker)),
+                                   self.project, ticket_id, "html", write=True)
+        return str(created.id)
+
+    def close(self, ticket_id: int) -> None:
+        item = self.client.call("wit", "get_work_item", ticket_id, project=self.project)
+        if (item.fields or {}).get("System.State") in self.closed_states:
+            return
+        self.client.call("wit", "update_work_item", _patch({"System.State": self.close_state}, op="replace"),
+                         ticket_id, project=self.project, write=True)
+
+    # --- helpers
+
+    def _context(self) -> Any:
+        from azure.devops.v7_1.work.models import TeamContext
+
+        return TeamContext(project=self.project, team=self.team)
+
+    def _current_iteration(self) -> str | None:
+        iterations = self.client.call("work", "get_team_iterations", self._context(), timeframe="current")
+        return iterations[0].path if iterations else None
+
+    def _tags(self, labels: Iterable[str]) -> str:
+        tags = [self.tag, *(label for label in labels if label != self.tag)]
+        return "; ".join(dict.fromkeys(tags))
+
+    def _ticket(self, item: Any) -> Ticket:
+        fields = item.fields or {}
+        marker = _MARKER.search(str(fields.get("System.Description") or ""))
+        tags = [t.strip() for t in str(fields.get("System.Tags") or "").split(";") if t.strip()]
+        links = getattr(item, "_links", None)
+        url = ""
+        if links is not None and getattr(links, "additional_properties", None):
+            url = (links.additional_properties.get("html") or {}).get("href", "")
+        return Ticket(id=int(item.id), key=marker.group(1) if marker else "",
+                      title=str(fields.get("System.Title") or ""),
+                      state="closed" if fields.get("System.State") in self.closed_states else "open",
+                      url=url or str(item.url or ""), labels=tuple(t for t in tags if t != self.tag))
+
+
+def _priority(labels: Iterable[str]) -> int:
+    for label in labels:
+        prefix, _, level = label.lower().partition(":")
+        if prefix in ("drift", "severity", "priority") and level in _PRIORITY:
+            return _PRIORITY[level]
+    return 2
+
+
+def _patch(fields: Mapping[str, Any], *, op: str = "add") -> list[Any]:
+    from azure.devops.v7_1.work_item_tracking.models import JsonPatchOperation
+
+    return [JsonPatchOperation(op=op, path=f"/fields/{name}", value=value)
+            for name, value in fields.items()]
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+# ---------------------------------------------------------------------------
+# Repos
+
+
+class AzureRepos:
+    """Pull requests and their threads on one repository, behind the SourceControl port.
+
+    Who may do what is not asked of the service: ``permissions`` maps users (unique names) and
+    groups (named in ``groups``, a mapping of group to members) to a level name of ``Permission``
+    (``"write"``, ``"admin"``...); anyone else gets ``default_permission``.
+    """
+
+    name = "azure"
+
+    def __init__(self, client: AzureDevOpsClient, *, project: str, repository: str, branch: str = "main",
+                 bot_user: str = "", permissions: Mapping[str, str] | None = None,
+                 groups: Mapping[str, Iterable[str]] | None = None, default_permission: str = "read",
+                 status_genre: str = "mlops-bot") -> None:
+        self.client, self.project, self.repo, self.branch = client, project, repository, branch
+        self.bot_user = bot_user.lower()
+        self.permissions = {k.lower(): _level(v) for k, v in (permissions or {}).items()}
+        self.groups = {k.lower(): {m.lower() for m in v} for k, v in (groups or {}).items()}
+        self.default_permission = _level(default_permission)
+        self.status_genre = status_genre
+        self._threads: dict[int, str] = {}  # pull request -> the comment id a reply should follow
+
+    # --- polling
+
+    def merged_changes(self, cursor: str | None) -> tuple[list[Change], str | None]:
+        """Completed pull requests into ``branch`` since the cursor (``closedDate|id,id``); a first
+        look starts from now."""
+        from azure.devops.v7_1.git.models import GitPullRequestSearchCriteria
+
+        criteria = GitPullRequestSearchCriteria(status="completed", target_ref_name=f"refs/heads/{self.branch}")
+        pulls = self.client.call("git", "get_pull_requests", self.repo, criteria, project=self.project, top=100)
+        pulls = [p for p in pulls or [] if p.closed_date is not None]
+        if not pulls:
+            return [], cursor if cursor is not None else "|"
+        stamps = {p.pull_request_id: _stamp(_when(p.closed_date)) for p in pulls}
+        newest = max(stamps.values())
+        at_newest = sorted(str(n) for n, s in stamps.items() if s == newest)
+        if cursor is None:
+            return [], f"{newest}|{','.join(at_newest)}"
+        since, _, seen = cursor.partition("|")
+        seen_ids = set(seen.split(",")) if seen else set()
+        fresh = [p for p in pulls if stamps[p.pull_request_id] > since
+                 or (stamps[p.pull_request_id] == since and str(p.pull_request_id) not in seen_ids)]
+        if newest == since:
+            at_newest = sorted(seen_ids | set(at_newest))
+        changes = [self._change(p) for p in sorted(fresh, key=lambda p: stamps[p.pull_request_id])
+                   if p.last_merge_commit is not None]
+        return changes, f"{newest}|{','.join(at_newest)}"
+
+    def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
+        """Comments in the threads of active pull requests since the cursor (``time|id,id``);
+        system comments are left out. A first look starts from now."""
+        from azure.devops.v7_1.git.models import GitPullRequestSearchCriteria
+
+        pulls = self.client.call("git", "get_pull_requests", self.repo, GitPullRequestSearchCriteria(status="active"),
+                                 project=self.project, top=100)
+        found: list[tuple[str, Comment]] = []
+        for pull in pulls or []:
+            for thread in self.client.call("git", "get_threads", self.repo, pull.pull_request_id,
+                                           project=self.project) or []:
+                if thread.is_deleted:
+                    continue
+                for item in thread.comments or []:
+                    if item.comment_type == "system" or item.is_deleted or not item.content:
+                        continue
+                    found.append((_stamp(_when(item.published_date)), self._comment(pull, thread, item)))
+        if not found:
+            return [], cursor if cursor is not None else "|"
+        newest = max(stamp for stamp, _ in found)
+        at_newest = sorted(c.id for stamp, c in found if stamp == newest)
+        if cursor is None:
+            return [], f"{newest}|{','.join(at_newest)}"
+        since, _, seen = cursor.partition("|")
+        seen_ids = set(seen.split(",")) if seen else set()
+        fresh = sorted(((s, c) for s, c in found if s > since or (s == since and c.id not in seen_ids)),
+                       key=lambda pair: pair[0])
+        for _stamp_, comment in fresh:
+            if not comment.by_bot:  # a reply to this target follows the newest command
+                self._threads[comment.target.number] = comment.id
+        if newest == since:
+            at_newest = sorted(seen_ids | set(at_newest))
+        return [c for _, c in fresh], f"{newest}|{','.join(at_newest)}"
+
+    def change_paths(self, repo: str, number: int) -> list[str]:
+        return []  # not fetched: the path filter sees no paths for Azure Repos changes (yet)
+
+    # --- writes
+
+    def reply(self, target: Target, body: str, *, marker: str, in_reply_to: str | None = None) -> str:
+        """A comment with the marker: in the thread of ``in_reply_to`` (``pr:thread:comment``) or
+        of the newest command ``new_comments`` saw on the pull request, else in a new thread."""
+        from azure.devops.v7_1.git.models import Comment as GitComment, GitPullRequestCommentThread
+
+        content = _with_marker(body, marker)
+        parent = in_reply_to or self._threads.get(target.number)
+        if parent:
+            _pr, thread_id, comment_id = (int(part) for part in parent.split(":"))
+            created = self.client.call("git", "create_comment",
+                                       GitComment(content=content, parent_comment_id=comment_id, comment_type="text"),
+                                       self.repo, target.number, thread_id, project=self.project, write=True)
+            return f"{target.number}:{thread_id}:{created.id}"
+        thread = self.client.call("git", "create_thread",
+                                  GitPullRequestCommentThread(comments=[GitComment(content=content, comment_type="text")],
+                                                              status="closed"),
+                                  self.repo, target.number, project=self.project, write=True)
+        return f"{target.number}:{thread.id}:{thread.comments[0].id}"
+
+    def edit_reply(self, target: Target, comment_id: str, body: str, *, marker: str) -> None:
+        from azure.devops.v7_1.git.models import Comment as GitComment
+
+        _pr, thread_id, number = (int(part) for part in comment_id.split(":"))
+        self.client.call("git", "update_comment", GitComment(content=_with_marker(body, marker)), self.repo,
+                         target.number, thread_id, number, project=self.project, write=True)
+
+    def find_reply(self, target: Target, marker: str) -> str | None:
+        hidden = marker_comment(marker)
+        for thread in self.client.call("git", "get_threads", self.repo, target.number, project=self.project) or []:
+            for item in thread.comments or []:
+                if hidden in (item.content or ""):
+                    return f"{target.number}:{thread.id}:{item.id}"
+        return None
+
+    def react(self, comment: Comment, reaction: str) -> None:
+        """Azure Repos comments have likes only, and a like needs no answer: nothing is sent."""
+
+    def set_status(self, repo: str, commit: str, *, state: str, description: str, context: str, url: str = "") -> None:
+        """A commit status on ``commit`` (the git statuses API): genre and name from ``context``
+        (``mlops-bot/pipeline``); the newest status per context is the one shown."""
+        from azure.devops.v7_1.git.models import GitStatus, GitStatusContext
+
+        if state not in _STATUS_STATE:
+            raise PermanentError(f"unknown status state {state!r}; expected one of {', '.join(_STATUS_STATE)}")
+        genre, _, name = context.rpartition("/")
+        status = GitStatus(state=_STATUS_STATE[state], description=description[:256],
+                           context=GitStatusContext(genre=genre or self.status_genre, name=name or "pipeline"),
+                           target_url=url or None)
+        self.client.call("git", "create_commit_status", status, commit, self.repo, project=self.project, write=True)
+
+    def permission(self, repo: str, user: str) -> Permission:
+        who = user.lower()
+        levels = [self.permissions[who]] if who in self.permissions else []
+        levels += [self.permissions[g] for g, members in self.groups.items() if who in members and g in self.permissions]
+        return max(levels) if levels else self.default_permission
+
+    def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
+        from integrations.local import find_ticket_references
+
+        found = find_ticket_references(f"{change.title}\n{change.body}", patterns)
+        refs = self.client.call("git", "get_pull_request_work_item_refs", self.repo, change.number,
+                                project=self.project)
+        for ref in refs or []:
+            pair = ("azure", int(ref.id))
+            if pair not in found:
+                found.append(pair)
+        return found
+
+    # --- helpers
+
+    def _change(self, pull: Any) -> Change:
+        return Change(repo=self.repo, number=int(pull.pull_request_id), title=pull.title or "",
+                      body=pull.description or "", author=_name(pull.created_by),
+                      commit=pull.last_merge_commit.commit_id, merged_at=_when(pull.closed_date),
+                      url=pull.url or "", branch=(pull.target_ref_name or "").removeprefix("refs/heads/"))
+
+    def _comment(self, pull: Any, thread: Any, item: Any) -> Comment:
+        author = _name(item.author)
+        by_bot = (bool(self.bot_user) and author.lower() == self.bot_user) or "<!-- mlops-bot:" in item.content
+        return Comment(id=f"{pull.pull_request_id}:{thread.id}:{item.id}",
+                       target=Target("change", self.repo, int(pull.pull_request_id)), author=author,
+                       body=item.content, created_at=_when(item.published_date),
+                       edited=item.last_content_updated_date is not None
+                       and _when(item.last_content_updated_date) > _when(item.published_date),
+                       by_bot=by_bot)
+
+
+def _level(name: str) -> Permission:
+    try:
+        return _LEVELS[name.lower()]
+    except KeyError:
+        raise PermanentError(f"unknown permission level {name!r}; expected one of {', '.join(_LEVELS)}") from None
+
+
+# ---------------------------------------------------------------------------
+# Pipelines
+
+
+class AzurePipelines:
+    """One YAML pipeline, behind the PipelineEngine port.
+
+    ``start`` passes ``run_id``, ``project``, ``trigger``, ``reason``, ``promote`` and ``context``
+    (JSON) as template parameters; the YAML must declare them and name the run
+    ``name: ${{ parameters.run_id }}``, so that ``status(run_id)`` finds it among the runs.
+    """
+
+    name = "azure-pipelines"
+
+    def __init__(self, client: AzureDevOpsClient, *, project: str, pipeline_id: int, branch: str = "main") -> None:
+        self.client, self.project, self.pipeline_id, self.branch = client, project, int(pipeline_id), branch
+
+    def start(self, project: str, *, run_id: str, trigger: str, reason: str, context: dict[str, Any],
+              promote: bool = True) -> RunHandle:
+        existing = self.status(run_id)
+        if existing is not None:
+            return existing
+        parameters = {"run_id": run_id, "project": project, "trigger": trigger, "reason": reason,
+                      "promote": "true" if promote else "false", "context": json.dumps(context, sort_keys=True)}
+        body = {"templateParameters": parameters,
+                "resources": {"repositories": {"self": {"refName": f"refs/heads/{self.branch}"}}}}
+        run = self.client.call("pipelines", "run_pipeline", body, self.project, self.pipeline_id, write=True)
+        return self._handle(run, run_id)
+
+    def status(self, run_id: str) -> RunHandle | None:
+        runs = self.client.call("pipelines", "list_runs", self.project, self.pipeline_id)
+        match = next((r for r in runs or [] if r.name == run_id), None)
+        if match is None:
+            return None
+        run = self.client.call("pipelines", "get_run", self.project, self.pipeline_id, match.id)
+        return self._handle(run, run_id)
+
+    def _handle(self, run: Any, run_id: str) -> RunHandle:
+        state, result = (run.state or "unknown"), (run.result or "")
+        if state == "completed":
+            status = "succeeded" if result == "succeeded" else "failed"
+        elif state in ("inProgress", "canceling"):
+            status = "running"
+        else:
+            status = "queued"
+        links = getattr(run, "_links", None)
+        web = ""
+        if links is not None and getattr(links, "additional_properties", None):
+            web = (links.additional_properties.get("web") or {}).get("href", "")
+        return RunHandle(run_id=run_id, status=status, url=web or str(run.url or ""),
+                         result={"azure_run_id": run.id, "state": state, "result": result or None})
+
+
+# ---------------------------------------------------------------------------
+# Service hooks
+
+
+def parse_service_hook(payload: Mapping[str, Any], *, closed_states: Iterable[str] = _ALL_CLOSED) -> dict | None:
+    """A service hook delivery as one of the bot's few events, or None when it is not one.
+
+    ``{"kind": "merged", "change": Change}`` for a pull request updated to completed,
+    ``{"kind": "comment", "comment": Comment}`` for a work item comment or a pull request comment,
+    ``{"kind": "ticket_closed", "ticket_id": int, "state": str}`` for a work item moved to a closed
+    state, and ``{"kind": "ignored", "event": str}`` for anything else the service sends.
+    """
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("eventType"), str):
+        return None
+    event = payload["eventType"]
+    resource = payload.get("resource")
+    if not isinstance(resource, Mapping):
+        return None
+    closed = set(closed_states)
+    if event == "git.pullrequest.updated" and resource.get("status") == "completed":
+        merge = resource.get("lastMergeCommit") or {}
+        repo = resource.get("repository") or {}
+        if not merge.get("commitId"):
+            return {"kind": "ignored", "event": event}
+        when = resource.get("closedDate") or resource.get("creationDate")
+        return {"kind": "merged", "change": Change(
+            repo=str(repo.get("name") or ""), number=int(resource["pullRequestId"]),
+            title=str(resource.get("title") or ""), body=str(resource.get("description") or ""),
+            author=_name(resource.get("createdBy")), commit=str(merge["commitId"]), merged_at=_when(when),
+            url=str(resource.get("url") or ""),
+            branch=str(resource.get("targetRefName") or "").removeprefix("refs/heads/"))}
+    if event == "ms.vss-code.git-pullrequest-comment-event":
+        comment, pull = resource.get("comment") or {}, resource.get("pullRequest") or {}
+        if comment.get("commentType") == "system" or not comment.get("content"):
+            return {"kind": "ignored", "event": event}
+        repo = (pull.get("repository") or {}).get("name") or ""
+        return {"kind": "comment", "comment": Comment(
+            id=str(comment.get("id")), target=Target("change", str(repo), int(pull.get("pullRequestId") or 0)),
+            author=_name(comment.get("author")), body=str(comment["content"]),
+            created_at=_when(comment.get("publishedDate")),
+            by_bot="<!-- mlops-bot:" in str(comment["content"]))}
+    if event == "workitem.commented":
+        fields = resource.get("fields") or {}
+        text = str(fields.get("System.History") or "")
+        if not text:
+            return {"kind": "ignored", "event": event}
+        return {"kind": "comment", "comment": Comment(
+            id=f"{resource.get('id')}:{resource.get('rev')}",
+            target=Target("ticket", str(fields.get("System.TeamProject") or ""), int(resource["id"])),
+            author=_name(fields.get("System.ChangedBy")), body=text,
+            created_at=_when(fields.get("System.ChangedDate") or datetime.now(UTC)),
+            url=str(resource.get("url") or ""), by_bot="<!-- mlops-bot:" in text)}
+    if event == "workitem.updated":
+        change = (resource.get("fields") or {}).get("System.State") or {}
+        new_state = change.get("newValue") if isinstance(change, Mapping) else None
+        if new_state in closed and change.get("oldValue") not in closed:
+            # ``id`` is the update's; the work item's is ``workItemId`` (0 in old samples) or the revision's
+            number = resource.get("workItemId") or (resource.get("revision") or {}).get("id") or resource["id"]
+            return {"kind": "ticket_closed", "ticket_id": int(number), "state": new_state}
+    return {"kind": "ignored", "event": event}

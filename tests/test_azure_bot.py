@@ -1,0 +1,97 @@
+"""The bot with its tickets on Azure Boards (the real azure-devops client against the emulator),
+and the Azure DevOps service-hook route."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import tempfile
+from datetime import timedelta
+
+if "azure.devops" not in sys.modules:  # read by azure-devops at import: keep its cache out of ~
+    os.environ["AZURE_DEVOPS_CACHE_DIR"] = tempfile.mkdtemp(prefix="ado-cache-")
+
+import pytest
+from starlette.testclient import TestClient
+
+from bot.webhooks import create_app
+from integrations.ports import Target
+from tests.conftest import REPO, tiny_frame
+from tests.emulators.fixtures import azure_devops_emulator  # noqa: F401
+
+SECRET = "hook-password"
+HOOKS = REPO.parent / "shared" / "refdata" / "azure-devops" / "service-hooks"
+
+
+@pytest.fixture
+def bot(azure_devops_emulator, make_app):  # noqa: F811
+    azure_devops_emulator.state.add_project("proj")
+    return make_app(azure_devops_org_url=azure_devops_emulator.base_url, azure_devops_pat=azure_devops_emulator.pat,
+                    azure_devops_project="proj", azure_area_path="proj\\ML", azure_devops_webhook_secret=SECRET)
+
+
+def settle(app, rounds: int = 30) -> None:
+    for _ in range(rounds):
+        app.run_once()
+        if not app.store.effects(status="pending"):
+            return
+        app.clock.now += timedelta(minutes=30)
+    raise AssertionError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
+
+
+def test_drift_opens_one_work_item_in_the_current_iteration_and_retrain_closes_it(azure_devops_emulator, bot):  # noqa: F811
+    state = azure_devops_emulator.state
+    settle(bot)
+    bot.settings.batches_dir.mkdir(parents=True, exist_ok=True)
+    for name, seed in (("b1.csv", 1), ("b2.csv", 2)):
+        frame = tiny_frame(300, seed=seed).drop(columns=["label"])
+        frame["x1"] += 3.0
+        frame.to_csv(bot.settings.batches_dir / name, index=False)
+        settle(bot)
+    ticket = bot.tracker.find_open("retrain:tiny")
+    assert ticket is not None
+    fields = state.work_item(ticket.id).fields
+    assert fields["System.IterationPath"] == "proj\\Sprint 1" and fields["System.AreaPath"] == "proj\\ML"
+    assert "retrain" in fields["System.Tags"] and fields["Microsoft.VSTS.Common.Priority"] in {1, 2, 3}
+    assert len([n for n in range(1, ticket.id + 5) if _exists(state, n)]) == 1  # one work item per episode
+
+    bot.scm.add_comment(Target("ticket", bot.scm.repo, ticket.id), "/retrain")
+    settle(bot)
+    assert state.work_item(ticket.id).fields["System.State"] == "Closed"
+    assert bot.tracker.find_open("retrain:tiny") is None
+
+
+def _exists(state, number: int) -> bool:
+    try:
+        state.work_item(number)
+    except (KeyError, LookupError):
+        return False
+    return True
+
+
+def _auth(password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"anyone:{password}".encode()).decode()}
+
+
+def test_service_hooks_need_the_password(bot):
+    client = TestClient(create_app(bot))
+    assert client.post("/webhooks/azure-devops", content=b"{}").status_code == 401
+    assert client.post("/webhooks/azure-devops", content=b"{}", headers=_auth("wrong")).status_code == 401
+    bad = client.post("/webhooks/azure-devops", content=b"not json", headers=_auth(SECRET))
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    unknown = client.post("/webhooks/azure-devops", content=b'{"hello": 1}', headers=_auth(SECRET))
+    assert unknown.status_code == 400
+
+
+@pytest.mark.skipif(not HOOKS.is_dir(), reason="../shared/refdata not found: the service-hook examples live there")
+@pytest.mark.parametrize("name", sorted(p.name for p in HOOKS.glob("*.json")) if HOOKS.is_dir() else [])
+def test_every_service_hook_example_is_accepted_or_cleanly_ignored(bot, name):
+    client = TestClient(create_app(bot))
+    body = (HOOKS / name).read_bytes()
+    first = client.post("/webhooks/azure-devops", content=body, headers=_auth(SECRET))
+    assert first.status_code == 202, first.text
+    assert first.json()["status"] in {"accepted", "ignored"}
+    again = client.post("/webhooks/azure-devops", content=body, headers=_auth(SECRET))
+    assert again.json()["status"] in {"duplicate", "ignored"} if json.loads(body).get("id") else True

@@ -1,0 +1,299 @@
+"""The Azure DevOps adapters with the real azure-devops client against the emulator, and the
+service-hook parser on every recorded delivery in ../shared/refdata/azure-devops/service-hooks/."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+
+if "azure.devops" not in sys.modules:  # read by azure-devops at import: keep its cache out of ~
+    os.environ["AZURE_DEVOPS_CACHE_DIR"] = tempfile.mkdtemp(prefix="ado-cache-")
+
+import pytest
+
+from integrations.azure_devops import (AzureBoards, AzurePipelines, AzureRepos, connect, markdown_to_html,
+                                       parse_service_hook)
+from integrations.ports import (Change, Comment, PermanentError, Permission, PipelineEngine, SourceControl, Target,
+                                Tracker, TransientError, marker_comment)
+from tests.emulators.azure_devops import AzureDevOpsEmulator
+from tests.emulators.fixtures import azure_devops_emulator, no_proxy_for_loopback, refdata_dir  # noqa: F401
+
+pytest.importorskip("azure.devops", reason="azure-devops==7.1.0b4 is not installed")
+
+PATTERNS = (r"(?i)(?<![A-Za-z0-9])(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?)?\s*#(\d+)", r"AB#(\d+)")
+
+
+@pytest.fixture
+def ado(azure_devops_emulator: AzureDevOpsEmulator) -> AzureDevOpsEmulator:
+    state = azure_devops_emulator.state
+    state.add_project("proj")
+    state.add_project("basic", process="Basic")
+    state.add_repo("proj", "model")
+    state.add_pipeline("proj", "train")
+    return azure_devops_emulator
+
+
+@pytest.fixture
+def client(ado: AzureDevOpsEmulator):
+    return connect(ado.base_url, ado.pat, timeout=2, retries=2, backoff=0)
+
+
+@pytest.fixture
+def boards(client) -> AzureBoards:
+    return AzureBoards(client, project="proj", area_path="proj\\ML")
+
+
+@pytest.fixture
+def repos(client) -> AzureRepos:
+    return AzureRepos(client, project="proj", repository="model", bot_user="mlops-bot@example.com",
+                      permissions={"alice@example.com": "write", "ml-leads": "admin"},
+                      groups={"ml-leads": ["carol@example.com"]})
+
+
+def test_adapters_satisfy_the_ports(boards, repos, client) -> None:
+    assert isinstance(boards, Tracker) and isinstance(repos, SourceControl)
+    assert isinstance(AzurePipelines(client, project="proj", pipeline_id=1), PipelineEngine)
+
+
+# --- Boards -----------------------------------------------------------------------------------
+
+
+def test_open_puts_the_ticket_in_the_current_iteration_with_tags_priority_and_marker(
+        ado: AzureDevOpsEmulator, boards: AzureBoards) -> None:
+    ticket = boards.open("retrain:iris", "Retrain iris", "## Drift\n- feature `x`\n- **high**",
+                         ("retrain", "drift:high"), marker="retrain:iris")
+    fields = ado.state.work_item(ticket.id).fields
+    assert fields["System.WorkItemType"] == "Task"
+    assert fields["System.IterationPath"] == "proj\\Sprint 1" and fields["System.AreaPath"] == "proj\\ML"
+    assert fields["System.Tags"] == "drift:high; mlops-bot; retrain"
+    assert fields["Microsoft.VSTS.Common.Priority"] == 1
+    assert fields["System.Description"].startswith("<h2>Drift</h2>\n<ul>\n<li>feature <code>x</code></li>")
+    assert marker_comment("retrain:iris") in fields["System.Description"]
+    assert (ticket.key, ticket.state, set(ticket.labels)) == ("retrain:iris", "open", {"retrain", "drift:high"})
+    assert ticket.url.startswith(ado.url)
+
+
+def test_find_open_by_tag_marker_and_state(ado: AzureDevOpsEmulator, boards: AzureBoards) -> None:
+    assert boards.find_open("retrain:iris") is None
+    ado.state.add_work_item("proj", "unrelated", fields={"System.Tags": "mlops-bot",
+                                                         "System.Description": marker_comment("retrain:other")})
+    ticket = boards.open("retrain:iris", "Retrain iris", "body", ("retrain",), marker="retrain:iris")
+    assert boards.find_open("retrain:iris").id == ticket.id
+    boards.close(ticket.id)
+    assert ado.state.work_item(ticket.id).fields["System.State"] == "Closed"
+    assert boards.find_open("retrain:iris") is None
+    assert boards.get(ticket.id).state == "closed"
+    writes = len(ado.log.writes())
+    boards.close(ticket.id)  # idempotent: nothing written
+    assert len(ado.log.writes()) == writes
+
+
+def test_close_follows_the_process(ado: AzureDevOpsEmulator, client) -> None:
+    basic = AzureBoards(client, project="basic", process="Basic")
+    ticket = basic.open("k", "t", "b", (), marker="k")
+    basic.close(ticket.id)
+    assert ado.state.work_item(ticket.id).fields["System.State"] == "Done"
+    with pytest.raises(PermanentError, match="fix: the request was refused"):
+        AzureBoards(client, project="basic", close_state="Closed").close(basic.open("j", "t", "b", (), marker="j").id)
+
+
+def test_update_comment_find_comment_and_get(ado: AzureDevOpsEmulator, boards: AzureBoards) -> None:
+    ticket = boards.open("k", "Old", "b", ("drift:low",), marker="k")
+    assert ado.state.work_item(ticket.id).fields["Microsoft.VSTS.Common.Priority"] == 3
+    updated = boards.update(ticket, title="New", labels=("drift:medium",))
+    assert updated.title == "New" and ado.state.work_item(ticket.id).fields["Microsoft.VSTS.Common.Priority"] == 2
+    assert boards.find_comment(ticket.id, "note-1") is None
+    comment_id = boards.comment(ticket.id, "Run **3** done", marker="note-1")
+    assert boards.find_comment(ticket.id, "note-1") == comment_id
+    assert boards.get(ticket.id).key == "k"
+    assert boards.get(99999) is None
+
+
+# --- Repos ------------------------------------------------------------------------------------
+
+
+def test_merged_changes_since_a_cursor(ado: AzureDevOpsEmulator, repos: AzureRepos) -> None:
+    old = ado.state.open_pull("model", "Old", "")
+    ado.state.complete_pull("model", old)
+    changes, cursor = repos.merged_changes(None)
+    assert changes == [] and cursor
+    ado.clock.advance(5)
+    new = ado.state.open_pull("model", "Tune", "Closes AB#12", author="bob@example.com")
+    merge = ado.state.complete_pull("model", new)
+    changes, cursor2 = repos.merged_changes(cursor)
+    assert [(c.number, c.commit, c.author, c.branch) for c in changes] == [(new, merge, "bob@example.com", "main")]
+    assert repos.merged_changes(cursor2) == ([], cursor2)
+
+
+def test_comments_since_a_cursor_and_a_reply_in_the_same_thread(ado: AzureDevOpsEmulator,
+                                                              repos: AzureRepos) -> None:
+    number = ado.state.open_pull("model", "Tune", "")
+    ado.state.add_thread_comment("model", number, "old chatter")
+    ado.state.add_thread_comment("model", number, "merge attempt", comment_type="system")
+    assert repos.new_comments(None)[0] == []
+    _, cursor = repos.new_comments(None)
+    ado.clock.advance(2)
+    thread, _ = ado.state.add_thread_comment("model", number, "/retrain", author="alice@example.com")
+    comments, cursor = repos.new_comments(cursor)
+    assert [(c.body, c.author, c.target, c.by_bot) for c in comments] == [
+        ("/retrain", "alice@example.com", Target("change", "model", number), False)]
+    reply_id = repos.reply(comments[0].target, "Started run r-1", marker="reply-1")
+    assert reply_id.startswith(f"{number}:{thread}:")
+    assert [c.content for c in ado.state.repo("model").pulls[number].threads[thread].comments][-1].endswith(
+        marker_comment("reply-1"))
+    assert repos.find_reply(comments[0].target, "reply-1") == reply_id
+    repos.edit_reply(comments[0].target, reply_id, "Run r-1 finished", marker="reply-1")
+    assert ado.state.repo("model").pulls[number].threads[thread].comments[-1].content.startswith("Run r-1 finished")
+    mine, _ = repos.new_comments(cursor)
+    assert [c.by_bot for c in mine] == [True]
+    new_thread = repos.reply(Target("change", "model", number), "fresh", marker="m2", in_reply_to=None)
+    assert new_thread.split(":")[1] == str(thread)  # still follows the newest command
+
+
+def test_set_status_is_a_commit_status_with_the_bot_genre(ado: AzureDevOpsEmulator, repos: AzureRepos) -> None:
+    sha = "a" * 40
+    repos.set_status("model", sha, state="pending", description="training", context="mlops-bot/pipeline",
+                     url="http://127.0.0.1/run")
+    statuses = ado.state.repo("model").commit_statuses[sha]
+    assert [(s["state"], s["context"]) for s in statuses] == [("pending", {"name": "pipeline", "genre": "mlops-bot"})]
+
+
+def test_permission_from_settings(repos: AzureRepos) -> None:
+    assert repos.permission("model", "Alice@example.com") == Permission.write
+    assert repos.permission("model", "carol@example.com") == Permission.admin
+    assert repos.permission("model", "mallory@example.com") == Permission.read
+
+
+def test_linked_tickets_from_text_and_linked_work_items(ado: AzureDevOpsEmulator, repos: AzureRepos) -> None:
+    number = ado.state.open_pull("model", "Tune", "Fixes AB#12", work_items=[34])
+    item = ado.state.add_work_item("proj", "linked from the work item")
+    project_id, repo_id = ado.state.project("proj").id, ado.state.repo("model").id
+    ado.state.work_item(item).relations.append({
+        "rel": "ArtifactLink", "url": f"vstfs:///Git/PullRequestId/{project_id}%2F{repo_id}%2F{number}",
+        "attributes": {"name": "Pull Request"}})
+    change = Change("model", number, "Tune", "Fixes AB#12", "a", "c" * 40, datetime.now(UTC))
+    assert repos.linked_tickets(change, PATTERNS) == [("azure", 12), ("azure", 34), ("azure", item)]
+
+
+# --- Pipelines --------------------------------------------------------------------------------
+
+
+def test_pipeline_start_is_idempotent_by_run_name(ado: AzureDevOpsEmulator, client) -> None:
+    engine = AzurePipelines(client, project="proj", pipeline_id=1)
+    assert engine.status("r-1") is None
+    handle = engine.start("iris", run_id="r-1", trigger="comment", reason="/retrain", context={"pr": 3})
+    assert (handle.run_id, handle.status) == ("r-1", "running")
+    assert engine.start("iris", run_id="r-1", trigger="comment", reason="/retrain", context={"pr": 3}) == handle
+    runs = ado.state.pipelines[1].runs
+    assert len(runs) == 1
+    run = next(iter(runs.values()))
+    assert run.template_parameters["context"] == '{"pr": 3}' and run.template_parameters["promote"] == "true"
+    ado.state.finish_run(1, run.id, "failed")
+    assert engine.status("r-1").status == "failed"
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_a_throttled_write_is_transient_with_retry_after(ado: AzureDevOpsEmulator, boards: AzureBoards) -> None:
+    boards.find_open("warm-up")  # discovery done
+    ado.faults.add("Work Items_Create", "429", retry_after=7)
+    with pytest.raises(TransientError) as caught:
+        boards.open("k", "t", "b", (), marker="k")
+    assert caught.value.retry_after == 7 and not caught.value.outcome_unknown
+    assert ado.state.work_items == {}
+
+
+def test_a_503_on_a_write_is_transient_and_unknown(ado: AzureDevOpsEmulator, boards: AzureBoards) -> None:
+    ticket = boards.open("k", "t", "b", (), marker="k")
+    ado.faults.add("Comments_Add Comment", "503", retry_after=0)
+    with pytest.raises(TransientError) as caught:
+        boards.comment(ticket.id, "hello", marker="c1")
+    assert caught.value.outcome_unknown
+    assert ado.log.count("POST", path=r".*/comments") == 1  # not retried by the client
+
+
+def test_a_lost_answer_on_a_write_is_unknown_and_the_marker_finds_it(ado: AzureDevOpsEmulator,
+                                                                    repos: AzureRepos) -> None:
+    number = ado.state.open_pull("model", "Tune", "")
+    target = Target("change", "model", number)
+    repos.find_reply(target, "warm-up")
+    ado.faults.add("Pull Request Threads_Create", "lost_response")
+    with pytest.raises(TransientError) as caught:
+        repos.reply(target, "hello", marker="r1")
+    assert caught.value.outcome_unknown
+    assert repos.find_reply(target, "r1") is not None
+
+
+def test_a_lost_pipeline_run_is_found_by_its_name(ado: AzureDevOpsEmulator, client) -> None:
+    engine = AzurePipelines(client, project="proj", pipeline_id=1)
+    engine.status("warm-up")
+    ado.faults.add("Runs_Run Pipeline", "lost_response")
+    with pytest.raises(TransientError) as caught:
+        engine.start("iris", run_id="r-9", trigger="drift", reason="", context={})
+    assert caught.value.outcome_unknown
+    assert engine.status("r-9") is not None
+    assert engine.start("iris", run_id="r-9", trigger="drift", reason="", context={}).run_id == "r-9"
+    assert len(ado.state.pipelines[1].runs) == 1
+
+
+def test_reads_retry_503_and_give_up_as_transient(ado: AzureDevOpsEmulator, boards: AzureBoards) -> None:
+    ticket = boards.open("k", "t", "b", (), marker="k")
+    ado.faults.add("Work Items_Get Work Item", "503", retry_after=0, times=1)
+    assert boards.get(ticket.id).id == ticket.id
+    ado.faults.add("Work Items_Get Work Item", "503", retry_after=0, times=None)
+    with pytest.raises(TransientError):
+        boards.get(ticket.id)
+
+
+def test_not_found_and_bad_credentials_are_permanent_with_a_fix(ado: AzureDevOpsEmulator, client) -> None:
+    with pytest.raises(PermanentError, match="404.*fix: check the organization URL"):
+        AzureRepos(client, project="proj", repository="nope").find_reply(Target("change", "nope", 1), "m")
+    bad = connect(ado.base_url, "wrong-pat", timeout=2, retries=0)
+    with pytest.raises(PermanentError, match="401.*renew AZURE_DEVOPS_PAT"):
+        AzureBoards(bad, project="proj").get(1)
+
+
+# --- service hooks and text -------------------------------------------------------------------
+
+
+def _hooks() -> list[tuple[str, dict]]:
+    folder = refdata_dir() / "azure-devops" / "service-hooks"
+    return [(p.name, json.loads(p.read_text(encoding="utf-8-sig"))) for p in sorted(folder.glob("*.json"))]
+
+
+def test_every_service_hook_example_parses() -> None:
+    hooks = _hooks()
+    assert len(hooks) >= 7
+    kinds = {}
+    for name, payload in hooks:
+        event = parse_service_hook(payload)
+        assert event is not None and event["kind"] in ("merged", "comment", "ticket_closed", "ignored"), name
+        kinds[name] = event
+    merged = kinds["git.pullrequest.updated.json"]
+    assert merged["kind"] == "merged" and isinstance(merged["change"], Change)
+    assert merged["change"].commit == "eef717f69257a6333f221566c1c987dc94cc0d72"
+    assert merged["change"].number == 1 and merged["change"].repo == "Fabrikam"
+    commented = kinds["workitem.commented.json"]
+    assert commented["kind"] == "comment" and isinstance(commented["comment"], Comment)
+    assert commented["comment"].target.kind == "ticket" and commented["comment"].body == "This is a great new idea"
+    for name in ("git.pullrequest.created.json", "git.push.json", "build.complete.json", "workitem.created.json",
+                 "workitem.updated.json"):
+        assert kinds[name]["kind"] == "ignored", name
+
+
+def test_a_work_item_moved_to_a_closed_state_is_ticket_closed() -> None:
+    payload = dict(_hooks()[[n for n, _ in _hooks()].index("workitem.updated.json")][1])
+    resource = json.loads(json.dumps(payload["resource"]))
+    resource["fields"]["System.State"] = {"oldValue": "Active", "newValue": "Closed"}
+    event = parse_service_hook({**payload, "resource": resource})
+    assert event == {"kind": "ticket_closed", "ticket_id": resource["revision"]["id"], "state": "Closed"}
+    assert parse_service_hook({"hello": "world"}) is None
+
+
+def test_markdown_to_html_is_minimal_and_escapes() -> None:
+    assert markdown_to_html("# T\n<b>x</b> [a](https://e.x)\n<!-- mlops-bot:k -->") == (
+        '<h1>T</h1>\n<p>&lt;b&gt;x&lt;/b&gt; <a href="https://e.x">a</a></p>\n<!-- mlops-bot:k -->')
