@@ -32,33 +32,30 @@ log = logging.getLogger("mlops_bot.webhooks")
 SLACK_WINDOW_S = 300  # Slack's own advice: refuse requests more than five minutes old (replays)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starlette:
     settings = bot.settings
     limit = settings.webhook_max_bytes
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request) -> bytes | JSONResponse:
+        """The raw body (signatures are over the exact bytes), or a 413 answer past the limit."""
+        too_large = _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise _BodyTooLarge
+            return too_large
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise _BodyTooLarge
+                return too_large
         return bytes(body)
 
     async def github(request: Request) -> JSONResponse:
         secret = settings.github_webhook_secret
         if secret is None:
             return _error(403, "GitHub webhooks are off: set GITHUB_WEBHOOK_SECRET to the secret of the webhook")
-        try:
-            body = await read_body(request)
-        except _BodyTooLarge:
-            return _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         signature = request.headers.get("x-hub-signature-256", "")
         expected = "sha256=" + hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
         if not signature or not hmac.compare_digest(signature.encode(), expected.encode()):
@@ -85,10 +82,9 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         secret = settings.slack_signing_secret
         if secret is None:
             return _error(403, "Slack commands are off: set SLACK_SIGNING_SECRET to the Slack app's signing secret")
-        try:
-            body = await read_body(request)
-        except _BodyTooLarge:
-            return _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         timestamp = request.headers.get("x-slack-request-timestamp", "")
         if not timestamp.isdigit() or abs(bot.clock().timestamp() - int(timestamp)) > SLACK_WINDOW_S:
             return _error(401, "missing or stale X-Slack-Request-Timestamp (more than 5 minutes off)")
@@ -110,10 +106,9 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
             return JSONResponse({"error": "basic authentication required: the service hook's password must be "
                                           "AZURE_DEVOPS_WEBHOOK_SECRET"}, status_code=401,
                                 headers={"WWW-Authenticate": 'Basic realm="mlops-bot"'})
-        try:
-            body = await read_body(request)
-        except _BodyTooLarge:
-            return _error(413, f"the body is larger than {limit} bytes (MLOPS_WEBHOOK_MAX_BYTES)")
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError):
