@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,7 @@ __all__ = ["Lifecycle", "SEVERITY_ORDER"]
 
 log = logging.getLogger("mlops_bot.lifecycle")
 
+_MEMORY_LIMIT = 10_000
 SEVERITY_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
 STATUS_CONTEXT = "mlops-bot/pipeline"
 CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST = "mlops-pipeline", "mlops-alerts", "mlops-digest"
@@ -75,6 +77,7 @@ class Lifecycle:
         self.settings, self.store, self.registry = settings, store, registry
         self.scm, self.tracker, self.chat, self.engine = scm, tracker, chat, engine
         self.project, self.clock = project, clock
+        self._memory: OrderedDict[tuple[str, str], dict] = OrderedDict()  # bounded: see _remember
 
     # --- dispatch ------------------------------------------------------------------------------
 
@@ -368,6 +371,23 @@ class Lifecycle:
             "origin": origin, "promote": promote,
         }, lane=f"pipeline:{self.project.name}")
 
+    # --- where the bot's own posts are -----------------------------------------------------------
+
+    def _remembered(self, namespace: str, key: str) -> dict | None:
+        """A thread's or comment's id, kept in memory too: once written, these never change."""
+        known = self._memory.get((namespace, key))
+        if known is None:
+            known = self.store.get_state(namespace, key)
+            if known is not None:
+                self._memory[(namespace, key)] = known
+        return known
+
+    def _remember(self, namespace: str, key: str, value: dict) -> None:
+        self.store.put_state(namespace, key, value)
+        self._memory[(namespace, key)] = value
+        if len(self._memory) > _MEMORY_LIMIT:  # old episodes are rarely touched again; the store keeps them
+            self._memory.popitem(last=False)
+
     # --- effect handlers ------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Any]:
@@ -400,13 +420,13 @@ class Lifecycle:
     def _deliver_upsert(self, effect: EffectRow) -> Delivered:
         # One comment per marker, edited in place: look it up first, so repeating is harmless.
         target, marker = _target(effect.payload["target"]), effect.payload["marker"]
-        known = self.store.get_state("comments", f"{target}:{marker}")
+        known = self._remembered("comments", f"{target}:{marker}")
         comment_id = (known or {}).get("id") or self.scm.find_reply(target, marker)
         if comment_id:
             self.scm.edit_reply(target, comment_id, effect.payload["body"], marker=marker)
         else:
             comment_id = self.scm.reply(target, effect.payload["body"], marker=marker)
-        self.store.put_state("comments", f"{target}:{marker}", {"id": comment_id})
+        self._remember("comments", f"{target}:{marker}", {"id": comment_id})
         return Delivered({"comment_id": comment_id})
 
     def _deliver_react(self, effect: EffectRow) -> Delivered:
@@ -497,7 +517,7 @@ class Lifecycle:
         return Delivered(_ref_dict(ref)) if ref else None
 
     def _thread(self, episode: str, channel: str) -> MessageRef | None:
-        known = self.store.get_state("threads", episode)
+        known = self._remembered("threads", episode)
         if known:
             return MessageRef(known["channel"], known["id"])
         return self.chat.find_message(channel, f"episode:{episode}")
@@ -510,7 +530,7 @@ class Lifecycle:
             parent = self.chat.post(p["channel"], p["text"], marker=f"episode:{p['episode']}")
         else:
             self.chat.update(parent, p["text"])
-        self.store.put_state("threads", p["episode"], _ref_dict(parent))
+        self._remember("threads", p["episode"], _ref_dict(parent))
         self.store.link("episode", p["episode"], "chat_thread", "chat", f"{parent.channel}/{parent.id}")
         return Delivered(_ref_dict(parent))
 
@@ -519,7 +539,7 @@ class Lifecycle:
         parent = self._thread(p["episode"], p["channel"])
         if parent is None:
             parent = self.chat.post(p["channel"], p["text"], marker=f"episode:{p['episode']}")
-            self.store.put_state("threads", p["episode"], _ref_dict(parent))
+            self._remember("threads", p["episode"], _ref_dict(parent))
             return Delivered(_ref_dict(parent))
         return Delivered(_ref_dict(self.chat.reply(parent, p["text"], marker=effect.key)))
 
@@ -590,7 +610,7 @@ class Lifecycle:
             self.store.link(*run, "for_ticket", "ticket", str(origin["ticket"]))
         for _name, number in origin.get("tickets", []):
             self.store.link("change", origin["episode"].removeprefix("change:"), "links", "ticket", str(number))
-        thread = self.store.get_state("threads", origin.get("episode", ""))
+        thread = self._remembered("threads", origin.get("episode", ""))
         if thread:
             self.store.link(*run, "chat_thread", "chat", f"{thread['channel']}/{thread['id']}")
 
