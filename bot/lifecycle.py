@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -57,6 +58,7 @@ __all__ = ["Lifecycle", "SEVERITY_ORDER"]
 log = logging.getLogger("mlops_bot.lifecycle")
 
 _MEMORY_LIMIT = 10_000
+_FIXES = re.compile(r"(?i)\b(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?)\s+AB#(\d+)")
 SEVERITY_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
 STATUS_CONTEXT = "mlops-bot/pipeline"
 CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST = "mlops-pipeline", "mlops-alerts", "mlops-digest"
@@ -131,6 +133,7 @@ class Lifecycle:
             "kind": "change", "target": _target_dict(change.target), "repo": change.repo, "commit": change.commit,
             "change": change.number, "title": change.title, "url": change.url,
             "tickets": [list(t) for t in tickets], "episode": f"change:{change.repo}:{change.number}",
+            "fixes": sorted({int(n) for n in _FIXES.findall(f"{change.title}\n{change.body}")}),
         }
         why = f"merge of {change.target} by {change.author}" if change.author else f"merge of {change.target}"
         return [
@@ -254,6 +257,12 @@ class Lifecycle:
         ticket_id = origin.get("ticket")
         if result.get("promoted") and ticket_id:
             effects += self._close_retrain_ticket(int(ticket_id), result)
+        if result.get("promoted") and self.tracker.name == "azure":
+            # "Fixes AB#12": the work item is done once the change's model is in production.
+            for number in origin.get("fixes", []):
+                effects.append(NewEffect(f"fixes:{event.run_id}:{number}", "tracker.close", {
+                    "ticket_id": number, "model": result.get("model"), "version": result.get("version"),
+                    "run_id": event.run_id}, lane=f"ticket:{number}"))
         return effects
 
     def _close_retrain_ticket(self, ticket_id: int, result: dict[str, Any]) -> list[NewEffect]:

@@ -95,3 +95,24 @@ def test_every_service_hook_example_is_accepted_or_cleanly_ignored(bot, name):
     assert first.json()["status"] in {"accepted", "ignored"}
     again = client.post("/webhooks/azure-devops", content=body, headers=_auth(SECRET))
     assert again.json()["status"] in {"duplicate", "ignored"} if json.loads(body).get("id") else True
+
+
+def test_fixes_ab_resolves_the_work_item_when_the_changes_model_is_promoted(azure_devops_emulator, bot, repo):  # noqa: F811
+    from tests.conftest import PROJECT
+    from tests.test_bot import commit
+
+    state = azure_devops_emulator.state
+    settle(bot)
+    fixed = state.add_work_item("proj", "Improve recall")
+    mentioned = state.add_work_item("proj", "Related work")
+    commit(repo, f"{PROJECT}/notes.md", "tuned\n", f"Tune the model\n\nFixes AB#{fixed}, see AB#{mentioned}")
+    settle(bot)
+    assert bot.registry.production("tiny").version == 2
+    assert state.work_item(fixed).fields["System.State"] == "Closed"
+    assert state.work_item(mentioned).fields["System.State"] != "Closed"
+    assert any("Linked change" in c for c in _comments(state, mentioned))
+
+
+def _comments(state, number: int) -> list[str]:
+    item = state.work_item(number)
+    return [getattr(c, "text", "") for c in getattr(item, "comments", [])]
