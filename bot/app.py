@@ -177,9 +177,14 @@ def build(
     if settings.azure_enabled:
         azure_scm, azure_tracker, azure_engine = _azure(settings, registry)
         scm, tracker, engine = scm or azure_scm, tracker or azure_tracker, engine or azure_engine
-    if settings.github_enabled and (scm is None or tracker is None):
+    if settings.github_enabled and (scm is None or tracker is None or (engine is None and settings.github_workflow)):
         github_scm, github_tracker = _github(settings, clock)
         scm, tracker = scm or github_scm, tracker or github_tracker
+        if engine is None and settings.github_workflow:
+            from integrations.github import GitHubActionsEngine
+
+            engine = GitHubActionsEngine(github_scm.client, workflow=settings.github_workflow,
+                                         ref=settings.watch_branch or "main")
     scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
                                 clock=clock, out=out)
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)

@@ -47,6 +47,7 @@ from integrations.ports import (
     Permission,
     PipelineEngine,
     SourceControl,
+    StillRunning,
     Target,
     Ticket,
     Tracker,
@@ -586,8 +587,9 @@ class Lifecycle:
 
     def _run_outcome(self, effect: EffectRow, handle) -> Delivered:
         if handle.status in {"queued", "running"}:
-            raise TransientError(f"run {handle.run_id} still {handle.status}", outcome_unknown=True, retry_after=30)
+            raise StillRunning(f"run {handle.run_id} still {handle.status}", retry_after=30)
         result = {**handle.result, "origin": effect.payload["origin"]}
+        result["model"] = result.get("model") or effect.payload["project"]  # a remote engine may not know it
         self._link_run(result, effect.payload["origin"])
         event = RunFinished(run_id=handle.run_id, model=result.get("model", effect.payload["project"]),
                             status=handle.status, result=result)

@@ -30,7 +30,7 @@ from bot.events import Event
 from bot.store import EffectRow, Store, utc_now
 # The adapters raise the ports' own PermanentError (404, 422, refused credentials): it is the one
 # that sends an effect dead at once.
-from integrations.ports import PermanentError, TransientError
+from integrations.ports import PermanentError, StillRunning, TransientError
 
 __all__ = ["Delivered", "DeliveryReport", "EffectHandler", "Outbox", "PermanentError"]
 
@@ -130,6 +130,10 @@ class Outbox:
             delivered, recovered = self._attempt(handler, effect)
         except PermanentError as error:
             return self._give_up(effect, _describe(error), why=type(error).__name__, outcome_unknown=False)
+        except StillRunning as error:
+            self._store.check_later(effect.id, _describe(error),
+                                    at=self._clock() + timedelta(seconds=error.retry_after or 30.0))
+            return "retried"
         except TransientError as error:
             return self._retry(effect, error, outcome_unknown=error.outcome_unknown, retry_after=error.retry_after)
         except Exception as error:  # a bug or a surprising answer, possibly after the write happened

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
         examples=[500],
     )
 
+    github_workflow: str | None = Field(
+        default=None, description="GitHub Actions workflow (file name or id) that trains, instead of the "
+                                  "in-process pipeline; it must set run-name: ${{ inputs.run_id }}.",
+        examples=["train.yml"])
     github_timeout_s: float = Field(default=15.0, ge=1, description="Seconds to wait for one GitHub request.",
                                     examples=[30])
 

@@ -377,6 +377,11 @@ class Store:
                 {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "at": at},
             ])
 
+    def check_later(self, effect_id: int, note: str, *, at: datetime) -> None:
+        """Look at a started effect again at ``at`` (a remote run still going); not a failed attempt."""
+        with self._transaction(write=True) as conn:
+            self._update_effects(conn, self._sql.check_later, [{"effect_id": effect_id, "error": note, "at": at}])
+
     def give_up(self, effect_id: int, error: str, *, outcome_unknown: bool = False) -> None:
         """Mark the effect dead; it no longer blocks its lane.
 
@@ -705,6 +710,8 @@ class _Statements:
         self.retry = _effects.update().where(effect_id).values(
             attempts=_effects.c.attempts + 1, next_attempt_at=sa.bindparam("at"), last_error=sa.bindparam("error"),
             outcome_unknown=sa.bindparam("unknown"))
+        self.check_later = _effects.update().where(effect_id).values(
+            next_attempt_at=sa.bindparam("at"), last_error=sa.bindparam("error"), outcome_unknown=True)
         self.give_up = _effects.update().where(effect_id).values(
             status="dead", attempts=_effects.c.attempts + 1, last_error=sa.bindparam("error"),
             outcome_unknown=sa.bindparam("unknown"), done_at=sa.bindparam("done_at"))

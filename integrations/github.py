@@ -25,13 +25,14 @@ from integrations.ports import (
     Comment,
     PermanentError,
     Permission,
+    RunHandle,
     Target,
     Ticket,
     TransientError,
     marker_comment,
 )
 
-__all__ = ["GitHubAuth", "GitHubClient", "GitHubIssues", "GitHubSource", "connect"]
+__all__ = ["GitHubActionsEngine", "GitHubAuth", "GitHubClient", "GitHubIssues", "GitHubSource", "connect"]
 
 log = logging.getLogger("mlops_bot.github")
 
@@ -317,6 +318,54 @@ class GitHubIssues:
         except PermanentError:
             return None
         return _ticket(data, "")
+
+
+class GitHubActionsEngine:
+    """Training on the team's own runners: a workflow dispatched with the run's id as an input.
+
+    The workflow must title its runs by that input (``run-name: ${{ inputs.run_id }}``): the run is
+    found by its title, so asking again after a restart or a lost answer never starts it twice.
+    """
+
+    name = "github-actions"
+
+    def __init__(self, client: GitHubClient, *, workflow: str, ref: str = "main"):
+        self.client, self.workflow, self.ref = client, workflow, ref
+
+    def start(self, project: str, *, run_id: str, trigger: str, reason: str, context: dict[str, Any],
+              promote: bool = True) -> RunHandle:
+        existing = self.status(run_id)
+        if existing is not None:
+            return existing
+        self.client.call("POST", f"/actions/workflows/{self.workflow}/dispatches", write=True, body={
+            "ref": self.ref,
+            "inputs": {"run_id": run_id, "project": project, "trigger": trigger, "reason": reason[:200],
+                       "promote": "true" if promote else "false"},
+        })
+        return RunHandle(run_id, "queued", result=self._result(run_id, project, "queued", None))
+
+    def status(self, run_id: str) -> RunHandle | None:
+        _h, data = self.client.call("GET", "/actions/runs", params={"event": "workflow_dispatch", "per_page": 100})
+        run = next((r for r in (data or {}).get("workflow_runs", []) if r.get("display_title") == run_id), None)
+        if run is None:
+            return None
+        if run.get("status") != "completed":
+            status = "queued" if run.get("status") in {"queued", "requested", "waiting", "pending"} else "running"
+        else:
+            status = "succeeded" if run.get("conclusion") == "success" else "failed"
+        return RunHandle(run_id, status, url=run.get("html_url", ""),
+                         result=self._result(run_id, "", status, run))
+
+    def _result(self, run_id: str, project: str, status: str, run: dict[str, Any] | None) -> dict[str, Any]:
+        url = (run or {}).get("html_url", "")
+        failed = status == "failed"
+        return {
+            "run_id": run_id, "model": project, "status": status, "version": None, "promoted": False,
+            "validation": None, "stages": [], "url": url,
+            "failed_stage": "github-actions" if failed else None,
+            "error": f"the workflow run concluded {(run or {}).get('conclusion')}: {url}" if failed else None,
+            "reasons": [f"the workflow run concluded {(run or {}).get('conclusion')}: {url}"] if failed else [],
+        }
 
 
 def _ticket(item: dict[str, Any], key: str) -> Ticket:

@@ -28,6 +28,7 @@ __all__ = [
     "RunHandle",
     "SourceControl",
     "Target",
+    "StillRunning",
     "Ticket",
     "Tracker",
     "TransientError",
@@ -47,6 +48,16 @@ class TransientError(RuntimeError):
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
         self.retry_after = retry_after
+
+
+class StillRunning(TransientError):
+    """Work started elsewhere (a pipeline on remote runners) is still going: look again later.
+
+    Not a failure: it does not count against an effect's attempts, however long the work takes.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 30.0):
+        super().__init__(message, outcome_unknown=True, retry_after=retry_after)
 
 
 class PermanentError(RuntimeError):

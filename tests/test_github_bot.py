@@ -155,3 +155,28 @@ def test_doctor_checks_the_repository_and_the_token(world, repo, tmp_path, monke
     monkeypatch.setenv("GITHUB_REPOSITORY", "acme/missing")
     missing = CliRunner().invoke(cli, ["doctor"])
     assert missing.exit_code == 1 and "✗ GitHub repository acme/missing: GitHub answered 404" in missing.output
+
+
+def test_a_merge_trains_on_github_actions_once_and_reports_the_outcome(world, make_app):
+    workflow = world.state.add_workflow(REPO, "train.yml", run_name_input="run_id")
+    app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
+                   project_paths=["models/tiny"], github_timeout_s=1, github_workflow="train.yml")
+    app.run_once()  # the first look: merges from now on are news
+    number, sha = merge(world)
+    for _ in range(15):  # long runs: asked about again and again, never dispatched twice, never given up
+        app.run_once()
+        app.clock.now += timedelta(minutes=30)
+    runs = world.state.workflow_runs(REPO, workflow)
+    assert [r.inputs["trigger"] for r in runs] == ["bootstrap"]  # the merge's run waits in the same lane
+    world.state.complete_run(REPO, runs[0].id, "success")
+    app.run_once()
+    runs = world.state.workflow_runs(REPO, workflow)
+    assert [r.inputs["trigger"] for r in runs] == ["bootstrap", "merge"]
+    assert runs[1].inputs["project"] == "tiny" and runs[1].inputs["promote"] == "true"
+    world.state.complete_run(REPO, runs[1].id, "failure")
+    settle(app)
+    report = bot_comments(world, number)
+    assert len(report) == 1 and "Failed in **github-actions**: the workflow run concluded failure" in report[0]
+    assert world.state.statuses(REPO, sha)[-1].state == "error"
+    assert len(world.state.workflow_runs(REPO, workflow)) == 2
+    assert app.store.effects(status="dead") == []

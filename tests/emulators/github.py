@@ -183,6 +183,7 @@ class Workflow:
     created_at: datetime
     updated_at: datetime
     state: str = "active"
+    run_name_input: str | None = None  # the workflow's `run-name: ${{ inputs.<this> }}`, if it has one
 
 
 @dataclass
@@ -456,13 +457,16 @@ class GitHubState:
             comment.reactions.append(reaction)
             return reaction
 
-    def add_workflow(self, repo: str, file_name: str, *, name: str | None = None) -> int:
-        """A workflow ``.github/workflows/<file_name>``; returns its id."""
+    def add_workflow(self, repo: str, file_name: str, *, name: str | None = None,
+                     run_name_input: str | None = None) -> int:
+        """A workflow ``.github/workflows/<file_name>``; returns its id. With ``run_name_input`` its runs
+        are titled by that dispatch input, as ``run-name: ${{ inputs.<name> }}`` does on GitHub."""
         with self.lock:
             r = self.repo(repo)
             now = self.clock.now()
             path = file_name if "/" in file_name else f".github/workflows/{file_name}"
-            workflow = Workflow(self.next_id(), name or Path(file_name).stem, path, now, now)
+            workflow = Workflow(self.next_id(), name or Path(file_name).stem, path, now, now,
+                                run_name_input=run_name_input)
             r.workflows[workflow.id] = workflow
             return workflow.id
 
@@ -1402,7 +1406,7 @@ class GitHubEmulator(HttpEmulator):
             "head_branch": run.head_branch,
             "head_sha": run.head_sha,
             "path": f"{workflow.path}@{run.head_branch or run.head_sha}",
-            "display_title": workflow.name,
+            "display_title": str(run.inputs.get(workflow.run_name_input or "", "") or workflow.name),
             "run_number": run.run_number,
             "run_attempt": 1,
             "referenced_workflows": [],
