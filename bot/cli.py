@@ -429,11 +429,11 @@ def console(obj: _Context, on: str | None) -> None:
     app = _app(obj)
     app.run_once()
     target = _console_target(app, on)
-    click.echo(f"Commenting on {target}. Type a comment (e.g. /status or /help); ':on ticket:N' or ':on change:N' "
-               "moves; an empty line runs the bot's jobs; ':quit' leaves.")
+    click.echo(f"Commenting on {target.kind}:{target.number}. Type a comment (e.g. /status or /help); "
+               "':on ticket:N' or ':on change:N' moves; an empty line runs the bot's jobs; ':quit' leaves.")
     while True:
         try:
-            line = input(f"{target}> ")
+            line = input(f"{target.kind}:{target.number}> ")
         except (EOFError, KeyboardInterrupt):
             click.echo()
             return
