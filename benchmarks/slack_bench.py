@@ -1,0 +1,156 @@
+"""Slack: messages per episode over a full lifecycle, and slash-command acknowledgement latency.
+
+1. A full lifecycle on embedded defaults with chat on the Slack emulator: the first model, a merge
+   and its run, two drifted batches, the retrain ticket, `/retrain`, the ticket closed. Counted from
+   the emulator: new top-level messages per episode (goal: at most one), the rest being updates and
+   thread replies.
+2. `/mlops status` sent N times to `mlops-bot serve`'s app on a real HTTP server (uvicorn), each
+   timed from the POST to its ephemeral answer (goal: p99 under 300 ms).
+
+    python benchmarks/slack_bench.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from datetime import timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import requests  # noqa: E402
+
+from bot.app import build  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from integrations.ports import Target  # noqa: E402
+from tests.emulators.slack import SlackEmulator  # noqa: E402
+
+SIGNING_SECRET = "bench-signing-secret"
+CHANNELS = ("mlops-pipeline", "mlops-alerts", "mlops-digest")
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=b@example.com", "-c", "user.name=b", *args],
+                   check=True, capture_output=True)
+
+
+def settle(app) -> None:
+    for _ in range(40):
+        app.run_once()
+        if not app.store.effects(status="pending"):
+            return
+        time.sleep(0.01)
+    raise RuntimeError("effects still pending")
+
+
+def lifecycle(emulator, root: Path) -> dict[str, tuple[int, int, int]]:
+    """(top-level messages, updates in place, thread replies) per channel after a whole lifecycle."""
+    repo = root / "repo"
+    shutil.copytree(REPO_ROOT / "examples" / "breast_cancer", repo / "model")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "the model")
+    settings = Settings(project_dir=repo / "model", data_dir=root / "state", slack_bot_token=emulator.token,
+                        slack_api_url=emulator.base_url, drift_cooldown_s=0)
+    app = build(settings, out=None)
+    settle(app)  # the first model
+    (repo / "model" / "notes.md").write_text("tuned\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "Tune the model")
+    settle(app)  # a merge and its run
+    for n in (1, 2):
+        subprocess.run([sys.executable, str(repo / "model" / "make_batch.py"), "--shift", "2", "--seed", str(n),
+                        "--output", str(settings.batches_dir / f"batch-{n}.csv")], check=True, capture_output=True)
+        settle(app)
+    ticket = app.tracker.tickets(state="open")[0]
+    app.scm.add_comment(Target("ticket", app.scm.repo, ticket.id), "/retrain")
+    settle(app)
+    counts = {}
+    for channel in CHANNELS:
+        messages = emulator.state.messages(channel)
+        counts[channel] = (len(messages), sum(m.updated for m in messages), sum(len(m.replies) for m in messages))
+    app.store.close()
+    return counts
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def slash_latency(emulator, app_settings_root: Path, count: int) -> list[float]:
+    import uvicorn
+
+    from bot.webhooks import create_app
+
+    repo = app_settings_root / "repo"
+    settings = Settings(project_dir=repo / "model", data_dir=app_settings_root / "state",
+                        slack_bot_token=emulator.token, slack_api_url=emulator.base_url,
+                        slack_signing_secret=SIGNING_SECRET, slack_permissions={"*": "read"})
+    app = build(settings, out=None)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    session = requests.Session()
+    session.trust_env = False  # loopback only, never a proxy
+    latencies = []
+    try:
+        for n in range(count):
+            body = urllib.parse.urlencode({"command": "/mlops", "text": "status", "user_id": f"U{n}",
+                                           "channel_id": "C1", "trigger_id": f"t{n}"}).encode()
+            stamp = str(int(time.time()))
+            signature = "v0=" + hmac.new(SIGNING_SECRET.encode(), f"v0:{stamp}:".encode() + body,
+                                         hashlib.sha256).hexdigest()
+            start = time.perf_counter()
+            answer = session.post(f"http://127.0.0.1:{port}/webhooks/slack/commands", data=body, timeout=10, headers={
+                "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature,
+                "Content-Type": "application/x-www-form-urlencoded"})
+            latencies.append(time.perf_counter() - start)
+            assert answer.status_code == 200 and answer.json()["response_type"] == "ephemeral", answer.text
+    finally:
+        server.should_exit = True
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, SlackEmulator() as emulator:
+        for channel in CHANNELS:
+            emulator.state.add_channel(channel)
+        root = Path(tmp)
+        counts = lifecycle(emulator, root)
+        episodes = {"mlops-pipeline": "the first model, the merge", "mlops-alerts": "the drift episode, its /retrain and close",
+                    "mlops-digest": "the day"}
+        expected = {"mlops-pipeline": 2, "mlops-alerts": 1, "mlops-digest": 1}
+        print("full lifecycle (first model, merge + run, 2 drifted batches, ticket, /retrain, ticket closed):")
+        for channel, (top, updates, replies) in counts.items():
+            print(f"  #{channel}: {top} top-level message(s) ({episodes[channel]}), {updates} update(s) in place, "
+                  f"{replies} thread replies (goal: at most one per episode: "
+                  f"{'met' if top <= expected[channel] else 'NOT met'})")
+        latencies = slash_latency(emulator, root, args.requests)
+        p50 = statistics.median(latencies) * 1000
+        p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98] * 1000
+        print(f"/mlops status acknowledged over {len(latencies)} requests: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+              f"(goal p99 < 300 ms: {'met' if p99 < 300 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
