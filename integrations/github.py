@@ -30,6 +30,7 @@ from integrations.ports import (
     Ticket,
     TransientError,
     marker_comment,
+    with_marker,
 )
 
 __all__ = ["GitHubActionsEngine", "GitHubAuth", "GitHubClient", "GitHubIssues", "GitHubSource", "connect"]
@@ -212,11 +213,11 @@ class GitHubSource:
 
     def reply(self, target: Target, body: str, *, marker: str) -> str:
         _h, data = self.client.call("POST", f"/issues/{target.number}/comments",
-                                    body={"body": _with_marker(body, marker)}, write=True)
+                                    body={"body": with_marker(body, marker)}, write=True)
         return str(data["id"])
 
     def edit_reply(self, target: Target, comment_id: str, body: str, *, marker: str) -> None:
-        self.client.call("PATCH", f"/issues/comments/{comment_id}", body={"body": _with_marker(body, marker)},
+        self.client.call("PATCH", f"/issues/comments/{comment_id}", body={"body": with_marker(body, marker)},
                          write=True)
 
     def find_reply(self, target: Target, marker: str) -> str | None:
@@ -278,7 +279,7 @@ class GitHubIssues:
 
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
         _h, data = self.client.call("POST", "/issues", body={
-            "title": title, "body": _with_marker(body, marker), "labels": sorted({self.label, *labels}),
+            "title": title, "body": with_marker(body, marker), "labels": sorted({self.label, *labels}),
         }, write=True)
         return _ticket(data, key)
 
@@ -288,7 +289,7 @@ class GitHubIssues:
         if title is not None:
             patch["title"] = title
         if body is not None:
-            patch["body"] = _with_marker(body, ticket.key)
+            patch["body"] = with_marker(body, ticket.key)
         if labels is not None:
             patch["labels"] = sorted({self.label, *labels})
         if not patch:
@@ -297,7 +298,7 @@ class GitHubIssues:
         return _ticket(data, ticket.key)
 
     def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
-        _h, data = self.client.call("POST", f"/issues/{ticket_id}/comments", body={"body": _with_marker(body, marker)},
+        _h, data = self.client.call("POST", f"/issues/{ticket_id}/comments", body={"body": with_marker(body, marker)},
                                     write=True)
         return str(data["id"])
 
@@ -374,9 +375,6 @@ def _ticket(item: dict[str, Any], key: str) -> Ticket:
                   labels=tuple(label["name"] if isinstance(label, dict) else str(label)
                                for label in item.get("labels", [])))
 
-
-def _with_marker(body: str, marker: str) -> str:
-    return f"{body}\n\n{marker_comment(marker)}" if marker else body
 
 
 def _next_link(link: str) -> str | None:

@@ -26,7 +26,17 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from integrations.ports import Change, Comment, MessageRef, Permission, RunHandle, Target, Ticket, marker_comment
+from integrations.ports import (
+    Change,
+    Comment,
+    MessageRef,
+    Permission,
+    RunHandle,
+    Target,
+    Ticket,
+    marker_comment,
+    with_marker,
+)
 
 __all__ = ["ConsoleChat", "InProcessEngine", "LocalBoard", "LocalGitSource", "create_local_tables"]
 
@@ -259,14 +269,14 @@ class LocalGitSource:
         with self._db.transaction() as conn:
             comment_id = conn.execute(_NEW_COMMENT, dict(
                 target_kind=target.kind, repo=target.repo, number=target.number, author=self.bot_name,
-                body=_with_marker(body, marker), by_bot=True, reactions="", created_at=_now(self.clock),
+                body=with_marker(body, marker), by_bot=True, reactions="", created_at=_now(self.clock),
             )).inserted_primary_key[0]
         self._print(f"[{target}] {self.bot_name}:", body)
         return str(comment_id)
 
     def edit_reply(self, target: Target, comment_id: str, body: str, *, marker: str) -> None:
         with self._db.transaction() as conn:
-            conn.execute(_EDIT_COMMENT, {"comment_id": int(comment_id), "new_body": _with_marker(body, marker)})
+            conn.execute(_EDIT_COMMENT, {"comment_id": int(comment_id), "new_body": with_marker(body, marker)})
         self._print(f"[{target}] {self.bot_name} (updated):", body)
 
     def find_reply(self, target: Target, marker: str) -> str | None:
@@ -352,7 +362,7 @@ class LocalBoard:
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
         with self._db.transaction() as conn:
             ticket_id = conn.execute(_NEW_TICKET, dict(
-                key=key, title=title, body=_with_marker(body, marker), state="open", labels=",".join(labels),
+                key=key, title=title, body=with_marker(body, marker), state="open", labels=",".join(labels),
                 created_at=_now(self.clock),
             )).inserted_primary_key[0]
         self._print(f"[board] opened #{ticket_id}: {title}")
@@ -379,7 +389,7 @@ class LocalBoard:
     def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
         with self._db.transaction() as conn:
             comment_id = conn.execute(_NEW_TICKET_COMMENT, dict(
-                ticket_id=ticket_id, author=self.bot_name, body=_with_marker(body, marker), created_at=_now(self.clock),
+                ticket_id=ticket_id, author=self.bot_name, body=with_marker(body, marker), created_at=_now(self.clock),
             )).inserted_primary_key[0]
         self._print(f"[board #{ticket_id}] {self.bot_name}:", body)
         return str(comment_id)
@@ -538,9 +548,6 @@ class InProcessEngine:
         }
         return RunHandle(record.run_id, record.status, result=result)
 
-
-def _with_marker(body: str, marker: str) -> str:
-    return f"{body}\n\n{marker_comment(marker)}" if marker else body
 
 
 def _strip_markers(body: str) -> str:

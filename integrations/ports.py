@@ -33,6 +33,7 @@ __all__ = [
     "Tracker",
     "TransientError",
     "marker_comment",
+    "with_marker",
 ]
 
 
@@ -246,3 +247,8 @@ class PipelineEngine(Protocol):
 def marker_comment(marker: str) -> str:
     """The hidden form of a marker inside Markdown or HTML bodies."""
     return f"<!-- mlops-bot:{marker} -->"
+
+
+def with_marker(body: str, marker: str) -> str:
+    """A Markdown body with its marker hidden at the end (no marker: the body as it is)."""
+    return f"{body}\n\n{marker_comment(marker)}" if marker else body

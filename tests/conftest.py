@@ -153,6 +153,16 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
 
 
 
+def settle(app, rounds: int = 30) -> None:
+    """Run the bot until its outbox is empty, moving its clock past every back-off."""
+    for _ in range(rounds):
+        app.run_once()
+        if not app.store.effects(status="pending"):
+            return
+        app.clock.now += timedelta(minutes=30)
+    raise AssertionError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
+
+
 # --- the emulators of outside services ---------------------------------------------------------
 
 from tests.emulators.fixtures import (  # noqa: E402,F401

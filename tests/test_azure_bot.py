@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import tempfile
-from datetime import timedelta
 
 if "azure.devops" not in sys.modules:  # read by azure-devops at import: keep its cache out of ~
     os.environ["AZURE_DEVOPS_CACHE_DIR"] = tempfile.mkdtemp(prefix="ado-cache-")
@@ -18,7 +17,7 @@ from starlette.testclient import TestClient
 
 from bot.webhooks import create_app
 from integrations.ports import Target
-from tests.conftest import REPO, tiny_frame
+from tests.conftest import REPO, settle, tiny_frame
 from tests.emulators.fixtures import azure_devops_emulator  # noqa: F401
 
 SECRET = "hook-password"
@@ -31,14 +30,6 @@ def bot(azure_devops_emulator, make_app):  # noqa: F811
     return make_app(azure_devops_org_url=azure_devops_emulator.base_url, azure_devops_pat=azure_devops_emulator.pat,
                     azure_devops_project="proj", azure_area_path="proj\\ML", azure_devops_webhook_secret=SECRET)
 
-
-def settle(app, rounds: int = 30) -> None:
-    for _ in range(rounds):
-        app.run_once()
-        if not app.store.effects(status="pending"):
-            return
-        app.clock.now += timedelta(minutes=30)
-    raise AssertionError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
 
 
 def test_drift_opens_one_work_item_in_the_current_iteration_and_retrain_closes_it(azure_devops_emulator, bot):  # noqa: F811

@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bot.webhooks import create_app
-from tests.conftest import tiny_frame
+from tests.conftest import settle, tiny_frame
 
 REPO = "acme/model"
 FILES = ["models/tiny/mlops.toml"]
@@ -36,15 +36,6 @@ def bot(world, make_app):
     app.run_once()  # first look: cursors start now; the first model is trained
     return app
 
-
-def settle(app, rounds: int = 30) -> None:
-    """Run the bot until its outbox is empty, moving its clock past every back-off."""
-    for _ in range(rounds):
-        app.run_once()
-        if not app.store.effects(status="pending"):
-            return
-        app.clock.now += timedelta(minutes=30)
-    raise AssertionError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
 
 
 def bot_comments(world, number: int) -> list[str]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from functools import partial
 
 import pytest
 
 from integrations.ports import Target
 from tests.conftest import PROJECT, tiny_frame
+from tests.conftest import settle as _settle
 from tests.test_bot import commit
 
 CHANNELS = ("mlops-pipeline", "mlops-alerts", "mlops-digest")
+settle = partial(_settle, rounds=40)  # a whole lifecycle has more rounds of work
 
 
 @pytest.fixture
@@ -24,14 +26,6 @@ def slack(slack_emulator):
 def bot(slack, make_app):
     return make_app(slack_bot_token=slack.token, slack_api_url=slack.base_url)
 
-
-def settle(app, rounds: int = 40) -> None:
-    for _ in range(rounds):
-        app.run_once()
-        if not app.store.effects(status="pending"):
-            return
-        app.clock.now += timedelta(minutes=30)
-    raise AssertionError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
 
 
 def drift(app, name: str, seed: int) -> None:
