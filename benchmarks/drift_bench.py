@@ -38,6 +38,9 @@ from pipeline.profile import build_reference_profile, category_counts
 SHIFTED = ("num_00", "num_01", "num_02", "num_03", "num_04", "num_05", "cat_0", "cat_1")
 TRIVIAL = ("num_06", "num_07")
 _CATEGORY_SIZES = (8, 20, 3, 50, 200)
+# Text columns as the bot reads them from Parquet: Arrow strings, in pandas 3 ("str") and in
+# pandas 2 ("string[pyarrow]"), rather than pandas 2's default of Python objects.
+TEXT_DTYPE = "str" if int(pd.__version__.split(".")[0]) >= 3 else "string[pyarrow]"
 
 
 # --------------------------------------------------------------------------- data
@@ -69,7 +72,7 @@ def make_frame(rows: int, seed: int, shifted: bool) -> pd.DataFrame:
             weights[:size] = weights[:size][::-1]  # common and rare categories swap places
         if shifted and index == 1:
             weights = np.append(weights[:size] * 0.85, 0.15)  # a category never seen before
-        columns[f"cat_{index}"] = pd.Series(labels[rng.choice(size + 1, rows, p=weights)], dtype="str")
+        columns[f"cat_{index}"] = pd.Series(labels[rng.choice(size + 1, rows, p=weights)], dtype=TEXT_DTYPE)
     return pd.DataFrame(columns)
 
 
@@ -168,6 +171,7 @@ def main_section(rows: int, repeat: int, quick: bool = False) -> bool:
     print(f"reference profile built in {build_seconds:.2f} s (done once, at packaging); "
           f"batch size in memory {megabytes(batch_bytes)}; {os.cpu_count()} cores; "
           f"load average before timing {os.getloadavg()[0]:.2f}")
+    print(f"pandas {pd.__version__}, numpy {np.__version__}; text columns as {TEXT_DTYPE!r} (Arrow strings)")
 
     per_feature = DriftConfig(multivariate=False)
     methods = {

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 from pipeline.monitor import Batch, DriftInputError, open_batch
@@ -901,7 +901,29 @@ def _ks(reference: _NumericReference, current: _NumericCurrent) -> tuple[float, 
     effective = np.round(larger * smaller / (larger + smaller))
     if effective < 1:  # one value against one: SciPy's formula is undefined, nothing can be told apart
         return statistic, 1.0
-    return statistic, float(np.clip(stats.kstwo.sf(statistic, effective), 0, 1))
+    return statistic, _kolmogorov_sf(statistic, int(effective))
+
+
+def _kolmogorov_sf(statistic: float, n: int) -> float:
+    """``scipy.stats.kstwo.sf(statistic, n)``, the p-value ks_2samp reports for large samples.
+
+    Where SciPy evaluates the tail as twice the one-sided Smirnov probability (n > 140 and
+    2.2 <= n·D² < 370: a clearly drifted feature), its ``special.smirnov`` sums n terms in
+    double-double arithmetic, some 6 ms per feature at n = 12,000. The same Birnbaum–Tingey
+    sum in log space with NumPy agrees to about 1e-9 relative (tests/test_drift_scipy.py)
+    at a twentieth of the cost; every other case goes to SciPy itself.
+    """
+    t = n * statistic
+    nxsquared = t * statistic
+    if not (n > 140 and statistic < 0.5 and 1.0 < t < n - 1 and 2.2 <= nxsquared < 370.0):
+        return float(np.clip(stats.kstwo.sf(statistic, n), 0, 1))
+    j = np.arange(int(math.floor(n * (1 - statistic))) + 1, dtype=np.float64)
+    with np.errstate(divide="ignore"):  # the last term may be 0^k: its log is -inf, its value 0
+        log_terms = (special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(n - j + 1)
+                     + (j - 1) * np.log(statistic + j / n) + (n - j) * np.log1p(-statistic - j / n))
+    largest = float(log_terms.max())
+    one_sided = statistic * math.exp(largest) * float(np.sum(np.exp(log_terms - largest)))
+    return float(np.clip(2 * one_sided, 0, 1))
 
 
 def _psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:

@@ -166,7 +166,7 @@ def _arrow_to_series(column: pa.ChunkedArray | pa.Array, name: str) -> pd.Series
         if array.null_count == 0:
             return pd.Series(array.to_numpy(zero_copy_only=True), name=name, copy=False)
         column = array
-    return column.to_pandas().rename(name)
+    return column.to_pandas(types_mapper=_TEXT_AS_ARROW).rename(name)
 
 
 def _pack(names: Sequence[str], sizes: Mapping[str, int], budget: int) -> Iterator[list[str]]:
@@ -211,9 +211,25 @@ def _is_data_file(path: Path) -> bool:
     return name.endswith(_PARQUET_SUFFIXES) or name.endswith(_CSV_SUFFIXES)
 
 
+def _arrow_strings(arrow_type: pa.DataType) -> Any:
+    """Keep text columns in Arrow memory (pandas 3 does by default; pandas 2 would make Python objects).
+
+    Counting categories of Arrow strings releases the GIL and runs about three times as fast
+    as hashing a million Python ``str`` objects.
+    """
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("pyarrow")
+    return None
+
+
+_TEXT_AS_ARROW = _arrow_strings if int(pd.__version__.split(".")[0]) < 3 else None
+
+
 def _read_parquet_whole(path: Path, role: str) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        if _TEXT_AS_ARROW is None:
+            return pd.read_parquet(path)
+        return pq.read_table(path).to_pandas(types_mapper=_TEXT_AS_ARROW)
     except (OSError, pa.ArrowException) as error:
         raise DriftInputError(f"could not read the {role} file {path} ({error}); it is not a complete "
                               "Parquet file") from error

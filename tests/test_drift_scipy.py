@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from pipeline.drift import DriftConfig, _ks, _NumericReference, _sorted_current, _StreamingNumeric, check_drift
+from pipeline.drift import DriftConfig, _kolmogorov_sf, _ks, _NumericReference, _sorted_current, _StreamingNumeric, check_drift
 from pipeline.profile import build_reference_profile
 
 # SciPy's own exact p-value sometimes falls back to its asymptotic one, and says so; its
@@ -92,6 +92,16 @@ def test_wasserstein_matches_scipy(reference, current):
     assert summary.wasserstein == pytest.approx(expected, rel=1e-9, abs=1e-9)
     _, streamed = _prepared(reference, current, streamed=True)
     assert abs(streamed.wasserstein - expected) <= streamed.wasserstein_error + 1e-9 * (1 + expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.one_of(st.integers(1, 400), st.integers(141, 600_000)),
+       nxsquared=st.one_of(st.floats(0.001, 400), st.floats(2.1, 372)))
+def test_kolmogorov_tail_matches_scipy(n, nxsquared):
+    """The engine's own sum for clearly drifted features agrees with scipy.stats.kstwo."""
+    statistic = min((nxsquared / n) ** 0.5, 1.0)
+    expected = stats.kstwo.sf(statistic, n)
+    assert _kolmogorov_sf(statistic, n) == pytest.approx(expected, rel=1e-8, abs=1e-300)
 
 
 @pytest.mark.parametrize("seed", range(12))
