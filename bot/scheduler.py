@@ -4,6 +4,11 @@ Polling, the drift check and the digest are APScheduler jobs that never overlap 
 (``max_instances=1``, missed runs coalesced). The outbox has its own thread: it delivers every
 ``MLOPS_DELIVER_INTERVAL_S`` and at once when a job or a webhook wakes it, so an acknowledgement
 does not wait for the next tick. Stopping lets the effect in flight finish.
+
+Only the leader works (``bot/leader.py``): on a shared PostgreSQL database several bots may run,
+one holding the lease; the others keep their jobs scheduled but skip them, and deliver nothing,
+until they take the lease over, when they poll and check drift at once. Every job and every effect
+asks first whether this bot still leads. On SQLite the bot always leads.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import threading
 from datetime import UTC, datetime
 
 from bot.app import BotApp
+from bot.leader import LEASE_NAME, Leadership, leadership_for
 
-__all__ = ["Runner", "run_forever"]
+__all__ = ["AnotherBotLeads", "Runner", "run_forever", "run_once"]
 
 log = logging.getLogger("mlops_bot.scheduler")
 
@@ -23,10 +29,11 @@ log = logging.getLogger("mlops_bot.scheduler")
 class Runner:
     """The bot's jobs in background threads: start, wake the deliverer, stop."""
 
-    def __init__(self, app: BotApp):
+    def __init__(self, app: BotApp, *, leadership: Leadership | None = None):
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.app = app
+        self.leadership = leadership or leadership_for(app.store, takeover_s=app.settings.takeover_s)
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._scheduler = BackgroundScheduler(
@@ -46,6 +53,7 @@ class Runner:
                                 id="digest")
         self._deliverer.start()
         self._scheduler.start()
+        self.leadership.start(self._leadership_changed)
         log.info("mlops-bot running: poll every %gs, drift check every %gs, deliveries every %gs and on demand, "
                  "digest at '%s'", settings.poll_interval_s, settings.monitor_interval_s,
                  settings.deliver_interval_s, settings.digest_cron)
@@ -59,11 +67,28 @@ class Runner:
         self._wake.set()
         self._scheduler.shutdown(wait=True)
         self._deliverer.join()
+        self.leadership.stop()  # after the effect in flight: then a standby may take over
         log.info("mlops-bot stopped")
+
+    def _should_stop(self) -> bool:
+        """Asked between effects: stopping, or no longer leading (another bot may have taken over)."""
+        return self.stopping.is_set() or not self.leadership.leading()
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if not leading or self.stopping.is_set():
+            return
+        # Taken over: look for what happened while nobody led, and deliver what the last leader left.
+        now = datetime.now(UTC)
+        for job in ("poll", "monitor"):
+            try:
+                self._scheduler.modify_job(job, next_run_time=now)
+            except Exception:  # shutting down: nothing left to run
+                log.debug("could not reschedule %s", job, exc_info=True)
+        self.wake()
 
     def _job(self, name: str, job):
         def run() -> None:
-            if self.stopping.is_set():
+            if self._should_stop():
                 return
             try:
                 job()
@@ -76,10 +101,35 @@ class Runner:
         while not self.stopping.is_set():
             self._wake.wait(timeout=self.app.settings.deliver_interval_s)
             self._wake.clear()
+            if self._should_stop():
+                continue
             try:
-                self.app.deliver(should_stop=self.stopping.is_set)
+                self.app.deliver(should_stop=self._should_stop)
             except Exception:
                 log.exception("delivering the outbox failed; trying again shortly")
+
+
+class AnotherBotLeads(RuntimeError):
+    """``run --once`` found another bot leading the shared state database: it did nothing."""
+
+
+def run_once(app: BotApp) -> dict[str, int]:
+    """``mlops-bot run --once``: every job once, as the leader.
+
+    On a shared database it leads for the run (or does nothing if another bot leads), so a cron
+    job beside a running bot never delivers an effect at the same time as it.
+    """
+    leadership = leadership_for(app.store, takeover_s=app.settings.takeover_s)
+    if not leadership.step():
+        lease = app.store.lease(LEASE_NAME)
+        holder = f" ({lease.holder})" if lease is not None else ""
+        raise AnotherBotLeads(f"another mlops-bot leads state database {app.store.label}{holder}; "
+                              "it does this work already, so nothing was done")
+    leadership.start(lambda leading: None)  # keeps the lease renewed while the jobs run
+    try:
+        return app.run_once()
+    finally:
+        leadership.stop()
 
 
 def run_forever(app: BotApp) -> None:

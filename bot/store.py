@@ -6,9 +6,18 @@ a crash leaves both or neither; an event key and an effect key are each stored o
 the same event seen twice (a poll and a webhook, or again after a restart) is handled once.
 ``bot/outbox.py`` then delivers the effects.
 
-Only SQLAlchemy Core and portable types are used (JSON is Text encoded here, times are UTC), so a
-PostgreSQL backend needs no change here; the few SQLite-only statements are guarded by dialect.
+Only SQLAlchemy Core and portable types are used (JSON is Text encoded here, times are UTC); the
+two backends it is tested on, SQLite and PostgreSQL (``postgresql+psycopg://``), differ only where
+the dialect is named: INSERT ... ON CONFLICT comes from each dialect's own ``insert``, and one
+writer at a time is BEGIN IMMEDIATE on SQLite and a transaction-level advisory lock on PostgreSQL.
 The statements run often are built once, with bound parameters (``_Statements``).
+
+The schema is Alembic's (``bot/migrations``): opening a store upgrades an older database in place,
+under a lock, so two bots starting together migrate it once, and refuses one a newer mlops-bot
+wrote. A database from before migrations (``schema_info`` says 1) is the baseline revision.
+
+Leases (``take_lease``, ``renew_lease``, ``release_lease``) let one of several bots lead; see
+``bot/leader.py``. Their times come from the database's clock, never a host's.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +39,28 @@ __all__ = [
     "SCHEMA_VERSION",
     "EffectRow",
     "EventRow",
+    "Lease",
     "Link",
     "NewEffect",
+    "SchemaStatus",
     "Store",
     "StoreError",
+    "schema_status",
     "utc_now",
 ]
 
-SCHEMA_VERSION = 1
+# What schema_info's schema_version says once the newest migration ran: mlops-bot builds from before
+# migrations refuse a database where it is higher than theirs (1), and this one refuses a higher one.
+SCHEMA_VERSION = 2
 # Long enough for the bot's own short transactions to queue behind each other; short enough
 # that a second bot holding the database is reported at start-up instead of hanging.
 _BUSY_TIMEOUT_S = 5.0
 _WRITER = "mlops_bot_writer"  # in a connection's info: its transactions write
+# The PostgreSQL advisory lock each of the store's write transactions holds (see _create_engine):
+# any 64-bit number nothing else uses.
+_WRITER_LOCK = 0x6D6C6F7073
+# The tables of a database from before schema versions (it had no schema_info).
+_LEGACY_TABLES = frozenset({"cursors", "events", "effects", "links", "state"})
 
 _log = logging.getLogger("mlops_bot.store")
 
@@ -90,6 +109,35 @@ class EventRow:
     payload: dict[str, Any]
     received_at: datetime
     effects: tuple[EffectRow, ...] = ()  # filled by Store.events only
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a named lease, as the database saw it at ``now`` (its own clock)."""
+
+    name: str
+    holder: str
+    term: int  # grows by one each time the lease changes hands
+    acquired_at: datetime
+    expires_at: datetime
+    now: datetime
+
+    def held_by(self, holder: str) -> bool:
+        return self.holder == holder and self.expires_at > self.now
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a state database's schema stands (``mlops-bot db current``)."""
+
+    database: str  # as messages name it, without a password
+    revision: str | None  # None: a new database, or one from before migrations (see ``legacy``)
+    head: str  # the newest revision this mlops-bot knows
+    legacy: int | None  # schema_info's schema_version, if the database has one
+
+    @property
+    def current(self) -> bool:
+        return self.revision == self.head
 
 
 @dataclass(frozen=True)
@@ -207,7 +255,16 @@ _state = sa.Table(
     sa.Column("updated_at", _UtcDateTime, nullable=False),
 )
 
-_OWN_TABLES = frozenset(table.name for table in _metadata.sorted_tables)
+_leases = sa.Table(
+    "leases", _metadata,
+    sa.Column("name", _Name, primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("term", sa.Integer, nullable=False),
+    sa.Column("acquired_at", _UtcDateTime, nullable=False),
+    sa.Column("renewed_at", _UtcDateTime, nullable=False),
+    sa.Column("expires_at", _UtcDateTime, nullable=False),
+)
+
 
 # Backends with INSERT ... ON CONFLICT; others look before they insert.
 _CONFLICT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -238,6 +295,8 @@ class Store:
         self._deferred: list[tuple[str, dict[str, Any]]] = []
         self._deferred_lock = threading.Lock()
         self._deferring_threads: set[int] = set()
+        # (revision before, revision after) if opening upgraded the schema, else None.
+        self.schema_upgrade: tuple[str | None, str] | None = None
         try:
             self._open_schema()
         except BaseException:
@@ -253,6 +312,27 @@ class Store:
     def engine(self) -> sa.Engine:
         """For other local adapters that keep their own tables in the same database."""
         return self._engine
+
+    @property
+    def label(self) -> str:
+        """How messages name the database: its file, or its URL without the password."""
+        return self._label
+
+    @property
+    def shared(self) -> bool:
+        """Whether bots on several hosts can share the database, one leading (not a SQLite file)."""
+        return self._engine.dialect.name != "sqlite"
+
+    @contextmanager
+    def schema_transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction, for other adapters to create their tables in: like the store's own
+        migrations, it waits for any other bot's write (on PostgreSQL, too), so two bots starting
+        together do not both create a table."""
+        try:
+            with self._transaction(write=True) as conn:
+                yield conn
+        except sa.exc.DBAPIError as error:
+            raise StoreError(f"state database {self._label} cannot be prepared: {error.orig}") from error
 
     def close(self) -> None:
         try:
@@ -457,6 +537,75 @@ class Store:
                 frontier = next_frontier
         return list(found.values())
 
+    # Leases: one of several bots leads (bot/leader.py).
+
+    def take_lease(self, name: str, holder: str, *, ttl_s: float) -> Lease:
+        """Take the lease ``name`` for ``ttl_s`` seconds if it is free, has expired, or is
+        ``holder``'s already (then it is renewed); the lease as it stands afterwards, whoever holds it.
+        """
+        with self._lease_transaction() as conn:
+            now = _database_now(conn)
+            row = conn.execute(self._sql.lease_for_update, {"lease": name}).first()
+            until = now + timedelta(seconds=ttl_s)
+            if row is None:
+                self._insert_new(conn, _leases, self._sql.new_lease, {
+                    "name": name, "holder": holder, "term": 1, "acquired_at": now, "renewed_at": now,
+                    "expires_at": until,
+                }, unique=("name",))  # another bot may have inserted it first: then it is theirs
+            elif row.holder == holder or row.expires_at <= now:
+                changes = {"renewed_at": now, "expires_at": until}
+                if row.holder != holder:
+                    changes |= {"holder": holder, "term": row.term + 1, "acquired_at": now}
+                conn.execute(_leases.update().where(_leases.c.name == name, _leases.c.term == row.term)
+                             .values(changes))
+            row = conn.execute(self._sql.lease, {"lease": name}).first()
+        return _lease(row, now)
+
+    def renew_lease(self, name: str, holder: str, term: int, *, ttl_s: float) -> Lease | None:
+        """Extend ``holder``'s lease by ``ttl_s`` seconds from now; None if it is no longer theirs."""
+        with self._lease_transaction() as conn:
+            now = _database_now(conn)
+            renewed = conn.execute(self._sql.renew_lease, {
+                "lease": name, "by": holder, "in_term": term, "now": now,
+                "until": now + timedelta(seconds=ttl_s),
+            }).rowcount
+            row = conn.execute(self._sql.lease, {"lease": name}).first() if renewed == 1 else None
+        return None if row is None else _lease(row, now)
+
+    def release_lease(self, name: str, holder: str, term: int) -> bool:
+        """End ``holder``'s lease now, so another bot may take it at once; False if it was not theirs."""
+        with self._lease_transaction() as conn:
+            now = _database_now(conn)
+            return conn.execute(_leases.update().where(
+                _leases.c.name == name, _leases.c.holder == holder, _leases.c.term == term,
+            ).values(expires_at=now)).rowcount == 1
+
+    def lease(self, name: str) -> Lease | None:
+        """Who holds the lease ``name`` (perhaps expired); None if nobody ever took it."""
+        with self._lease_transaction() as conn:
+            now = _database_now(conn)
+            row = conn.execute(self._sql.lease, {"lease": name}).first()
+        return None if row is None else _lease(row, now)
+
+    @contextmanager
+    def _lease_transaction(self) -> Iterator[sa.Connection]:
+        """A transaction on a connection of its own, so a lease is renewed on time even while the
+        store's kept connections are busy. It does not wait for the store's writers on PostgreSQL
+        (it only needs its row's lock); on SQLite it is a writer like any other."""
+        try:
+            with self._engine.connect() as conn:
+                if self._engine.dialect.name == "sqlite":
+                    conn.info[_WRITER] = True
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop(_WRITER, None)
+        except sa.exc.OperationalError as error:
+            if _is_locked(error):
+                raise StoreError(f"state database {self._label} is locked by another process") from error
+            raise
+
     # Small JSON state by namespace: episodes, chat threads, processed batches, ...
 
     def get_state(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -597,23 +746,14 @@ class Store:
                 _log.debug("closing a broken connection to %s: %s", self._label, error)
 
     def _open_schema(self) -> None:
-        """Create the tables of a new database, upgrade an older one, refuse a newer one."""
+        """Bring the schema to this mlops-bot's newest revision (Alembic), or refuse a newer one.
+
+        One write transaction, so another bot opening the database at the same time waits, then
+        finds it current; and a migration that fails leaves the database as it was.
+        """
         try:
             with self._transaction(write=True) as conn:
-                tables = set(sa.inspect(conn).get_table_names())
-                version = _stored_version(conn, tables)
-                if version is not None and version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"state database {self._label} was written by a newer mlops-bot "
-                        f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade mlops-bot"
-                    )
-                if version != SCHEMA_VERSION:
-                    if version is not None:
-                        _log.warning("state database %s is schema %d (older); it will be upgraded",
-                                     self._label, version)
-                    _metadata.create_all(conn)  # creates only the tables that are missing
-                    _upsert_once(conn, _schema_info, {"name": "schema_version", "value": str(SCHEMA_VERSION)},
-                                 keys=("name",))
+                self.schema_upgrade = _migrate(conn, self._label)
         except sa.exc.DBAPIError as error:
             raise StoreError(f"state database {self._label} cannot be opened: {error.orig}") from error
 
@@ -640,7 +780,10 @@ class Store:
         ``statement`` is the table's INSERT ... ON CONFLICT DO NOTHING, None on other backends.
         """
         if statement is not None:
-            return conn.execute(statement, row).rowcount == 1
+            result = conn.execute(statement, row)
+            if result.returns_rows:  # RETURNING the new row's id, nothing if it was there
+                return result.first() is not None
+            return result.rowcount == 1
         return _insert_once(conn, table, row, unique=unique)
 
     def _upsert(self, conn: sa.Connection, table: sa.Table, statement: sa.Executable | None,
@@ -715,6 +858,12 @@ class _Statements:
         self.give_up = _effects.update().where(effect_id).values(
             status="dead", attempts=_effects.c.attempts + 1, last_error=sa.bindparam("error"),
             outcome_unknown=sa.bindparam("unknown"), done_at=sa.bindparam("done_at"))
+        self.lease = sa.select(_leases).where(_leases.c.name == sa.bindparam("lease"))
+        self.lease_for_update = self.lease.with_for_update()  # SQLite has no FOR UPDATE: BEGIN IMMEDIATE does it
+        self.renew_lease = _leases.update().where(
+            _leases.c.name == sa.bindparam("lease"), _leases.c.holder == sa.bindparam("by"),
+            _leases.c.term == sa.bindparam("in_term"),
+        ).values(renewed_at=sa.bindparam("now"), expires_at=sa.bindparam("until"))
         self.counts = sa.select(_effects.c.status, sa.func.count()).group_by(_effects.c.status)
         self.oldest_pending = sa.select(sa.func.min(_effects.c.created_at)).where(_effects.c.status == "pending")
         kind, id = sa.bindparam("kind"), sa.bindparam("id")
@@ -724,9 +873,14 @@ class _Statements:
         )).order_by(_links.c.id)
         # INSERT ... ON CONFLICT where the backend has it; None elsewhere (look, then insert).
         insert = _CONFLICT_INSERTS.get(dialect)
-        self.new_event = self.new_effect = self.new_link = self.put_cursor = self.put_state = None
+        self.new_event = self.new_effect = self.new_link = self.put_cursor = self.put_state = self.new_lease = None
         if insert is not None:
+            self.new_lease = insert(_leases).on_conflict_do_nothing(index_elements=["name"])
             self.new_event = insert(_events).on_conflict_do_nothing(index_elements=["key"])
+            if dialect == "postgresql":
+                # Its rowcount is not the number inserted once SQLAlchemy adds RETURNING (for the new
+                # id) by itself, and it reads that row itself too: ask for it, and count it.
+                self.new_event = self.new_event.returning(_events.c.id)
             self.new_effect = insert(_effects).on_conflict_do_nothing(index_elements=["key"])
             self.new_link = insert(_links).on_conflict_do_nothing(index_elements=list(_LINK_COLUMNS))
             self.put_cursor = _upsert_statement(insert, _cursors, keys=("source",))
@@ -743,6 +897,8 @@ def _upsert_statement(insert: Callable[[sa.Table], Any], table: sa.Table, *, key
 
 
 def _create_engine(url: sa.URL, busy_timeout_s: float) -> sa.Engine:
+    if url.get_backend_name() == "postgresql":
+        return _create_postgresql_engine(url)
     if url.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
@@ -775,6 +931,33 @@ def _create_engine(url: sa.URL, busy_timeout_s: float) -> sa.Engine:
     return engine
 
 
+def _create_postgresql_engine(url: sa.URL) -> sa.Engine:
+    """PostgreSQL, with the store's write transactions one at a time, as on SQLite.
+
+    Each holds a transaction-level advisory lock from its first statement to its commit. Without
+    it, two bots (a leader polling, a standby storing a webhook's event) could insert effects into
+    one lane at once: ids come from a sequence when a row is inserted, not when it is committed, so
+    the outbox could see effect 11 of a lane, deliver it, and only then see effect 10 committed.
+    With it, ids are committed in order, as lane order needs; and a migration never runs beside a
+    writer. Readers never wait.
+    """
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    lock = f"SELECT pg_advisory_xact_lock({_WRITER_LOCK})"
+    default_begin = engine.dialect.do_begin
+
+    def _begin(dbapi_connection: Any) -> None:
+        default_begin(dbapi_connection)
+        if dbapi_connection.info.get(_WRITER):
+            cursor = dbapi_connection.cursor()  # the driver begins the transaction with this statement
+            try:
+                cursor.execute(lock)
+            finally:
+                cursor.close()
+
+    engine.dialect.do_begin = _begin  # type: ignore[method-assign]
+    return engine
+
+
 def _describe(url: sa.URL) -> str:
     """How messages name the database: the file for SQLite, the URL without password otherwise."""
     if url.get_backend_name() == "sqlite":
@@ -786,14 +969,79 @@ def _is_locked(error: sa.exc.OperationalError) -> bool:
     return "locked" in str(error.orig).lower()
 
 
-def _stored_version(conn: sa.Connection, tables: set[str]) -> int | None:
-    """The schema version of the database; 0 for tables from before versions; None for a new database."""
+def _legacy_version(conn: sa.Connection, tables: set[str]) -> int | None:
+    """schema_info's schema_version; 0 for the tables of a database from before it; None if neither."""
     if _schema_info.name in tables:
         value = conn.execute(
             sa.select(_schema_info.c.value).where(_schema_info.c.name == "schema_version")
         ).scalar()
         return 0 if value is None else int(value)
-    return 0 if tables & _OWN_TABLES else None
+    return 0 if tables & _LEGACY_TABLES else None
+
+
+def _schema_status(conn: sa.Connection, label: str) -> SchemaStatus:
+    from bot import migrations
+
+    tables = set(sa.inspect(conn).get_table_names())
+    legacy = _legacy_version(conn, tables)
+    revision = migrations.revision(conn) if "alembic_version" in tables else None
+    return SchemaStatus(label, revision, migrations.head(), legacy)
+
+
+def _migrate(conn: sa.Connection, label: str) -> tuple[str | None, str] | None:
+    """Upgrade the schema to the newest revision; (revision before, after), or None if it was current."""
+    from bot import migrations
+
+    status = _schema_status(conn, label)
+    newer = None
+    if status.legacy is not None and status.legacy > SCHEMA_VERSION:
+        newer = f"schema {status.legacy}, this one knows {SCHEMA_VERSION}"
+    elif status.revision is not None and not migrations.known(status.revision):
+        newer = f"revision {status.revision}, this one knows up to {status.head}"
+    if newer:
+        raise StoreError(f"state database {label} was written by a newer mlops-bot ({newer}); upgrade mlops-bot")
+    if status.current:
+        return None
+    before = status.revision
+    if before is None and status.legacy == 1:  # made by the store before it had migrations
+        migrations.stamp(conn, migrations.BASELINE)
+        before = migrations.BASELINE
+    if before is not None or status.legacy is not None:
+        was = f"revision {before}" if before is not None else "from before schema versions"
+        _log.warning("state database %s is %s (older); upgrading it to revision %s", label, was, status.head)
+    migrations.upgrade(conn)
+    return before, status.head
+
+
+def schema_status(url: str | sa.URL) -> SchemaStatus:
+    """Where the schema of the database at ``url`` stands, changing nothing (``mlops-bot db current``)."""
+    url = sa.make_url(url)
+    label = _describe(url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not url.database.startswith("file:") and not Path(url.database).expanduser().exists():
+        from bot import migrations
+
+        return SchemaStatus(label, None, migrations.head(), None)  # not made yet: nothing to create here
+    engine = _create_engine(url, _BUSY_TIMEOUT_S)
+    try:
+        with engine.connect() as conn:
+            return _schema_status(conn, label)
+    except sa.exc.DBAPIError as error:
+        raise StoreError(f"state database {label} cannot be opened: {error.orig}") from error
+    finally:
+        engine.dispose()
+
+
+def _database_now(conn: sa.Connection) -> datetime:
+    """The database's clock (aware UTC): leases compare times from one clock, not each host's."""
+    value = conn.execute(sa.select(sa.func.current_timestamp())).scalar()
+    if isinstance(value, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS' in UTC
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _lease(row: sa.Row, now: datetime) -> Lease:
+    return Lease(row.name, row.holder, row.term, row.acquired_at, row.expires_at, now)
 
 
 def _insert_once(conn: sa.Connection, table: sa.Table, row: dict[str, Any], *, unique: Sequence[str]) -> bool:

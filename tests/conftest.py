@@ -171,3 +171,12 @@ from tests.emulators.fixtures import (  # noqa: E402,F401
     no_proxy_for_loopback,
     slack_emulator,
 )
+
+# --- PostgreSQL: a throwaway server, and state tests on SQLite and PostgreSQL -------------------
+
+from tests.postgres import (  # noqa: E402,F401
+    postgres_server,
+    postgres_url,
+    pytest_terminal_summary,
+    state_url,
+)

@@ -83,10 +83,23 @@ def clock() -> StillClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: StillClock):
-    store = Store.for_path(tmp_path / "state.db", clock=clock)
+def store(state_url: str, clock: StillClock):
+    """A store on SQLite, then on PostgreSQL (tests/postgres.py)."""
+    store = Store(state_url, clock=clock)
     yield store
     store.close()
+
+
+def _query(url: str, query: str) -> list[tuple]:
+    """What another connection (another process) finds."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(query))]
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -355,20 +368,15 @@ def test_stopping_clears_the_marks_of_what_was_not_tried(store, chat, clock):
     assert handler.calls == ["deliver a1", "deliver b1"]  # not looked for: it never happened
 
 
-def test_what_a_delivery_writes_to_the_store_is_stored_with_its_completion(store, chat, clock, tmp_path):
-    import sqlite3
-
+def test_what_a_delivery_writes_to_the_store_is_stored_with_its_completion(store, chat, clock, state_url):
     owe(store, "a1", lane="a")
     owe(store, "b1", lane="b")
     committed = []
 
     def stored() -> list[tuple]:
-        conn = sqlite3.connect(tmp_path / "state.db")
-        try:
-            return conn.execute("SELECT e.key, e.status, s.key IS NOT NULL FROM effects e"
-                                " LEFT JOIN state s ON s.namespace = 'posted' AND s.key = e.key ORDER BY e.key").fetchall()
-        finally:
-            conn.close()
+        return [(key, status, int(posted)) for key, status, posted in _query(
+            state_url, "SELECT e.key, e.status, s.key IS NOT NULL FROM effects e"
+                       " LEFT JOIN state s ON s.namespace = 'posted' AND s.key = e.key ORDER BY e.key")]
 
     class Writing(ScriptedHandler):
         def deliver(self, effect):
@@ -446,10 +454,10 @@ class FileHandler:
 
 
 def crash_child(db: str, service_file: str, seed: str) -> None:
-    """The bot as the crash test runs it: deliver until nothing is pending."""
+    """The bot as the crash test runs it: deliver until nothing is pending (``db``: the store's URL)."""
     sys.stdin.readline()  # imported and ready: wait for the parent's word
     print("started", flush=True)
-    store = Store.for_path(Path(db))
+    store = Store(db)
 
     def ingest(event: RunFinished) -> None:  # as the dispatcher does: the event owes an announcement
         announce = NewEffect(f"announce:{event.run_id}", "file.append", {"text": f"{event.run_id} finished"},
@@ -464,30 +472,24 @@ def crash_child(db: str, service_file: str, seed: str) -> None:
         time.sleep(0.001)  # only effects waiting out a back-off are left
 
 
-def _done_without_record(db: Path) -> list[str]:
-    import sqlite3
-
-    conn = sqlite3.connect(db)
-    try:
-        return [key for (key,) in conn.execute(
-            "SELECT key FROM effects e WHERE status = 'done' AND ("
+def _done_without_record(db: str) -> list[str]:
+    return [key for (key,) in _query(
+        db, "SELECT key FROM effects e WHERE status = 'done' AND ("
             " NOT EXISTS (SELECT 1 FROM state s WHERE s.namespace = 'appended' AND s.key = e.key)"
             " OR NOT EXISTS (SELECT 1 FROM links l WHERE l.src_id = e.key AND l.relation = 'appended_to'))")]
-    finally:
-        conn.close()
 
 
-def _spawn(db: Path, service_file: Path, seed: int) -> subprocess.Popen:
+def _spawn(db: str, service_file: Path, seed: int) -> subprocess.Popen:
     code = "import sys; from tests.test_outbox import crash_child; crash_child(*sys.argv[1:])"
     return subprocess.Popen([sys.executable, "-c", code, str(db), str(service_file), str(seed)], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.mark.slow
-def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path):
-    db, service_file = tmp_path / "state.db", tmp_path / "service.log"
+def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path, state_url: str):
+    db, service_file = state_url, tmp_path / "service.log"
     service_file.touch()
-    store = Store.for_path(db)
+    store = Store(db)
     for n in range(RUNS + POSTS):
         payload = {"text": f"write {n}", **({"run_id": f"r{n}"} if n < RUNS else {})}
         store.ingest(f"event-{n}", "command", "test", {}, [NewEffect(f"post:{n}", "file.append", payload, f"lane-{n % 5}")])
@@ -526,7 +528,7 @@ def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path):
     owed = [f"post:{n}" for n in range(RUNS + POSTS)] + [f"announce:r{n}" for n in range(RUNS)]
     assert Counter(markers) == Counter(owed)  # every effect, exactly once
 
-    store = Store.for_path(db)
+    store = Store(db)
     assert store.outbox_stats() | {"oldest_pending_age_s": None} == {
         "pending": 0, "dead": 0, "done": len(owed), "oldest_pending_age_s": None,
     }

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from bot.store import SCHEMA_VERSION, Link, NewEffect, Store, StoreError
+from bot.store import SCHEMA_VERSION, Link, NewEffect, Store, StoreError, schema_status
 from tests.conftest import FakeClock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -21,10 +22,25 @@ def still() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, still: FakeClock):
-    store = Store.for_path(tmp_path / "state" / "state.db", clock=still)
+def store(state_url: str, still: FakeClock):
+    """A store on SQLite, then on PostgreSQL (tests/postgres.py)."""
+    store = Store(state_url, clock=still)
     yield store
     store.close()
+
+
+def _run_sql(url: str, *statements: str) -> list[list[tuple]]:
+    """Run statements on a connection of their own (another process, after a crash), committed."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    results = []
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                result = conn.execute(sa.text(statement))
+                results.append([tuple(row) for row in result] if result.returns_rows else [])
+    finally:
+        engine.dispose()
+    return results
 
 
 def effect(key: str, lane: str = "lane", **payload) -> NewEffect:
@@ -131,15 +147,14 @@ def test_state_by_namespace(store: Store):
     assert store.state_items("episodes") == [("aardvark", {"ticket": 1}), ("churn", {"ticket": 13})]
 
 
-def test_reopening_keeps_everything(tmp_path: Path, still: FakeClock):
-    path = tmp_path / "state.db"
-    first = Store.for_path(path, clock=still)
+def test_reopening_keeps_everything(state_url: str, still: FakeClock):
+    first = Store(state_url, clock=still)
     first.ingest("e1", "command", "github", {"n": 1}, [effect("a1")], cursor=("github", "c7"))
     first.link("change", "r!1", "triggered", "run", "run-1")
     first.put_state("episodes", "churn", {"open": True})
     first.close()
 
-    store = Store(f"sqlite:///{path}", clock=still)
+    store = Store(state_url, clock=still)
     assert store.cursor("github") == "c7"
     assert store.seen("e1")
     [event] = store.events(kind="command")
@@ -151,18 +166,26 @@ def test_reopening_keeps_everything(tmp_path: Path, still: FakeClock):
     store.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path):
-    path = tmp_path / "state.db"
-    Store.for_path(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_info SET value = '3' WHERE name = 'schema_version'")
-    conn.close()
-
+def test_a_newer_schema_is_refused(state_url: str):
+    first = Store(state_url)
+    label = first.label
+    first.close()
+    _run_sql(state_url, "UPDATE schema_info SET value = '3' WHERE name = 'schema_version'")
     with pytest.raises(StoreError) as raised:
-        Store.for_path(path)
+        Store(state_url)
     assert str(raised.value) == (
-        f"state database {path} was written by a newer mlops-bot (schema 3, this one knows {SCHEMA_VERSION}); "
+        f"state database {label} was written by a newer mlops-bot (schema 3, this one knows {SCHEMA_VERSION}); "
         "upgrade mlops-bot"
+    )
+
+    # A migration this mlops-bot does not know: a newer one wrote the database.
+    _run_sql(state_url, f"UPDATE schema_info SET value = '{SCHEMA_VERSION}' WHERE name = 'schema_version'",
+             "UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(StoreError) as raised:
+        Store(state_url)
+    assert str(raised.value) == (
+        f"state database {label} was written by a newer mlops-bot (revision 0099, this one knows up to "
+        f"{schema_status(state_url).head}); upgrade mlops-bot"
     )
 
 
@@ -176,7 +199,8 @@ def test_an_older_schema_is_upgraded_in_place(tmp_path: Path, caplog: pytest.Log
 
     with caplog.at_level(logging.WARNING, logger="mlops_bot.store"):
         store = Store.for_path(path)
-    assert f"state database {path} is schema 0 (older); it will be upgraded" in caplog.messages
+    assert f"state database {path} is from before schema versions (older); upgrading it to revision 0002" \
+        in caplog.messages
     assert store.cursor("github") == "c1"
     assert store.ingest("e1", "command", "github", {}, [effect("a1")])
     store.close()
@@ -184,6 +208,149 @@ def test_an_older_schema_is_upgraded_in_place(tmp_path: Path, caplog: pytest.Log
     caplog.clear()
     Store.for_path(path).close()
     assert caplog.messages == []
+
+
+def _old_format_tables() -> sa.MetaData:
+    """The tables as the store made them before it had migrations (schema_info said 1)."""
+    metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+                                              "ix": "ix_%(table_name)s_%(column_0_N_name)s"})
+    key, name, time = sa.String(512), sa.String(128), sa.DateTime(timezone=True)
+    sa.Table("schema_info", metadata, sa.Column("name", sa.String(64), primary_key=True),
+             sa.Column("value", sa.String(255), nullable=False))
+    sa.Table("cursors", metadata, sa.Column("source", key, primary_key=True),
+             sa.Column("value", sa.Text, nullable=False),
+             sa.Column("updated_at", time, nullable=False))
+    sa.Table("events", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("key", key, nullable=False, unique=True), sa.Column("kind", name, nullable=False),
+             sa.Column("source", name, nullable=False), sa.Column("payload", sa.Text, nullable=False),
+             sa.Column("received_at", time, nullable=False), sa.Index(None, "kind", "id"))
+    sa.Table("effects", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("key", key, nullable=False, unique=True), sa.Column("kind", name, nullable=False),
+             sa.Column("payload", sa.Text, nullable=False), sa.Column("lane", key, nullable=False),
+             sa.Column("cause", key, nullable=False), sa.Column("status", sa.String(16), nullable=False),
+             sa.Column("attempts", sa.Integer, nullable=False), sa.Column("next_attempt_at", time, nullable=False),
+             sa.Column("last_error", sa.Text), sa.Column("outcome_unknown", sa.Boolean, nullable=False),
+             sa.Column("result", sa.Text), sa.Column("created_at", time, nullable=False), sa.Column("done_at", time),
+             sa.Index(None, "status", "lane", "id"), sa.Index(None, "cause"))
+    columns = ("src_kind", "src_id", "relation", "dst_kind", "dst_id")
+    sa.Table("links", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             *(sa.Column(c, key if c.endswith("_id") else name, nullable=False) for c in columns),
+             sa.Column("created_at", time, nullable=False), sa.UniqueConstraint(*columns),
+             sa.Index(None, "dst_kind", "dst_id"))
+    sa.Table("state", metadata, sa.Column("namespace", name, primary_key=True), sa.Column("key", key, primary_key=True),
+             sa.Column("value", sa.Text, nullable=False), sa.Column("updated_at", time, nullable=False))
+    return metadata
+
+
+def test_a_database_from_before_migrations_is_upgraded_in_place(state_url: str, still: FakeClock,
+                                                                 caplog: pytest.LogCaptureFixture):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    metadata = _old_format_tables()
+    engine = sa.create_engine(state_url, poolclass=sa.pool.NullPool)
+    at = START - timedelta(days=1)
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+        tables = metadata.tables
+        conn.execute(tables["schema_info"].insert(), {"name": "schema_version", "value": "1"})
+        conn.execute(tables["cursors"].insert(), {"source": "github:comments", "value": "c41", "updated_at": at})
+        conn.execute(tables["events"].insert(), {"key": "gh:comment:41", "kind": "command", "source": "github",
+                                                 "payload": '{"body": "/status"}', "received_at": at})
+        conn.execute(tables["effects"].insert(), [
+            {"key": key, "kind": "scm.reply", "payload": "{}", "lane": "lane", "cause": "gh:comment:41",
+             "status": status, "attempts": 0, "next_attempt_at": at, "outcome_unknown": False, "created_at": at,
+             "result": result, "done_at": at if status == "done" else None}
+            for key, status, result in (("reply:41", "done", '{"id": 9}'), ("react:41", "pending", None))])
+        conn.execute(tables["links"].insert(), {"src_kind": "change", "src_id": "r!1", "relation": "triggered",
+                                                "dst_kind": "run", "dst_id": "run-1", "created_at": at})
+        conn.execute(tables["state"].insert(), {"namespace": "episodes", "key": "churn", "value": '{"open": true}',
+                                                "updated_at": at})
+    engine.dispose()
+    assert (schema_status(state_url).revision, schema_status(state_url).legacy) == (None, 1)
+    env = {"MLOPS_STATE_URL": state_url}
+    assert "from before migrations" in CliRunner().invoke(cli, ["db", "current"], env=env).output
+
+    with caplog.at_level(logging.WARNING, logger="mlops_bot.store"):
+        store = Store(state_url, clock=still)
+    assert f"state database {store.label} is revision 0001 (older); upgrading it to revision 0002" in caplog.messages
+    assert store.schema_upgrade == ("0001", "0002")
+    # Everything is still there, and works as before.
+    assert store.cursor("github:comments") == "c41"
+    [event] = store.events()
+    assert (event.key, event.payload, event.received_at) == ("gh:comment:41", {"body": "/status"}, at)
+    assert [(e.key, e.status, e.result) for e in event.effects] == [("reply:41", "done", {"id": 9}),
+                                                                     ("react:41", "pending", None)]
+    assert [e.key for e in store.due_effects()] == ["react:41"]
+    assert [link.dst_id for link in store.links("change", "r!1")] == ["run-1"]
+    assert store.get_state("episodes", "churn") == {"open": True}
+    assert store.ingest("gh:comment:42", "command", "github", {}, [effect("reply:42")])
+    assert store.effect("reply:42").id > store.effect("react:41").id  # the ids carry on
+    assert store.take_lease("mlops-bot", "me", ttl_s=30).held_by("me")  # the new table is there
+    store.close()
+    assert _run_sql(state_url, "SELECT version_num FROM alembic_version",
+                    "SELECT value FROM schema_info") == [[("0002",)], [(str(SCHEMA_VERSION),)]]
+    status = schema_status(state_url)
+    assert (status.revision, status.current) == ("0002", True)
+    result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0 and "already at the newest revision" in result.output
+    assert "0002: current" in CliRunner().invoke(cli, ["db", "current"], env=env).output
+
+
+def test_db_upgrade_creates_a_new_database(state_url: str):
+    import json
+
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--json"], env={"MLOPS_STATE_URL": state_url})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) | {"database": None} == {"database": None, "from": None, "to": "0002",
+                                                                "upgraded": True}
+    assert _run_sql(state_url, "SELECT version_num FROM alembic_version") == [[("0002",)]]
+
+
+def test_bots_starting_together_migrate_once(state_url: str):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_store(_n: int) -> tuple | None:
+        store = Store(state_url)
+        try:
+            return store.schema_upgrade
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        upgrades = list(pool.map(open_store, range(4)))
+    assert sorted(upgrades, key=repr) == [(None, "0002"), None, None, None]  # one migrated, three found it done
+
+
+# Leases: one of several bots leads.
+
+def test_a_lease_is_taken_once_renewed_by_its_holder_and_released(store: Store):
+    first = store.take_lease("mlops-bot", "a", ttl_s=60)
+    assert first.held_by("a") and first.term == 1
+    assert (first.expires_at - first.now).total_seconds() == pytest.approx(60)
+    other = store.take_lease("mlops-bot", "b", ttl_s=60)  # held: b only learns who leads
+    assert (other.holder, other.term, other.held_by("b")) == ("a", 1, False)
+    assert store.renew_lease("mlops-bot", "b", 1, ttl_s=60) is None
+    assert store.renew_lease("mlops-bot", "a", 1, ttl_s=60).held_by("a")
+    assert not store.release_lease("mlops-bot", "b", 1)
+    assert store.release_lease("mlops-bot", "a", 1)
+    taken = store.take_lease("mlops-bot", "b", ttl_s=60)  # released: free at once, in a new term
+    assert (taken.holder, taken.term, taken.held_by("b")) == ("b", 2, True)
+    assert store.renew_lease("mlops-bot", "a", 1, ttl_s=60) is None  # a's term is over
+    assert store.lease("mlops-bot").holder == "b" and store.lease("other") is None
+
+
+def test_an_expired_lease_passes_to_the_next_bot(store: Store):
+    store.take_lease("mlops-bot", "a", ttl_s=1)
+    time.sleep(2.1)  # the database's clock decides (whole seconds on SQLite)
+    taken = store.take_lease("mlops-bot", "b", ttl_s=30)
+    assert (taken.holder, taken.term) == ("b", 2)
+    assert store.renew_lease("mlops-bot", "a", 1, ttl_s=30) is None
 
 
 def test_a_locked_database_is_reported(tmp_path: Path):
@@ -201,7 +368,8 @@ def test_a_locked_database_is_reported(tmp_path: Path):
     assert str(raised.value) == f"state database {path} is locked by another process (is another mlops-bot running?)"
 
 
-def test_a_store_locked_after_opening_reports_it_too(store: Store, tmp_path: Path):
+def test_a_store_locked_after_opening_reports_it_too(tmp_path: Path):
+    Store.for_path(tmp_path / "state" / "state.db").close()
     other = sqlite3.connect(tmp_path / "state" / "state.db", isolation_level=None)
     store_with_short_wait = Store.for_path(tmp_path / "state" / "state.db", busy_timeout_s=0.2)
     other.execute("BEGIN EXCLUSIVE")
@@ -263,18 +431,14 @@ def test_finishing_an_unknown_effect_is_refused(store: Store):
 
 # Writes deferred to the next transaction.
 
-def _committed(path: Path, query: str) -> list[tuple]:
+def _committed(url: str, query: str) -> list[tuple]:
     """What another connection (another process, after a crash) would find."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(query).fetchall()
-    finally:
-        conn.close()
+    return _run_sql(url, query)[0]
 
 
-def test_deferred_writes_wait_for_the_next_write_transaction(tmp_path: Path, still: FakeClock):
-    path = tmp_path / "state.db"
-    store = Store.for_path(path, clock=still)
+def test_deferred_writes_wait_for_the_next_write_transaction(state_url: str, still: FakeClock):
+    path = state_url
+    store = Store(path, clock=still)
     store.ingest("e1", "command", "github", {}, [effect("a1")])
     a1 = store.effect("a1")
     with store.deferred_writes():
@@ -300,11 +464,11 @@ def test_deferred_writes_wait_for_the_next_write_transaction(tmp_path: Path, sti
     store.close()
 
 
-def test_only_the_deferring_thread_defers(tmp_path: Path, still: FakeClock):
+def test_only_the_deferring_thread_defers(state_url: str, still: FakeClock):
     import threading
 
-    path = tmp_path / "state.db"
-    store = Store.for_path(path, clock=still)
+    path = state_url
+    store = Store(path, clock=still)
     with store.deferred_writes():
         store.put_state("episodes", "churn", {"severity": "low"})
         other = threading.Thread(target=store.put_state, args=("episodes", "churn", {"severity": "high"}))
@@ -317,9 +481,9 @@ def test_only_the_deferring_thread_defers(tmp_path: Path, still: FakeClock):
     assert _committed(path, "SELECT value FROM state") == [('{"severity": "high"}',)]
 
 
-def test_a_failed_transaction_keeps_the_deferred_writes(tmp_path: Path, still: FakeClock):
-    path = tmp_path / "state.db"
-    store = Store.for_path(path, clock=still)
+def test_a_failed_transaction_keeps_the_deferred_writes(state_url: str, still: FakeClock):
+    path = state_url
+    store = Store(path, clock=still)
     with store.deferred_writes():
         store.put_state("threads", "t1", {"id": 1})
         with pytest.raises(TypeError):
@@ -330,9 +494,9 @@ def test_a_failed_transaction_keeps_the_deferred_writes(tmp_path: Path, still: F
     store.close()
 
 
-def test_close_writes_what_was_deferred(tmp_path: Path, still: FakeClock):
-    path = tmp_path / "state.db"
-    store = Store.for_path(path, clock=still)
+def test_close_writes_what_was_deferred(state_url: str, still: FakeClock):
+    path = state_url
+    store = Store(path, clock=still)
     with store.deferred_writes():
         store.link("run", "r1", "built_from", "commit", "c1")
         store.close()
@@ -365,6 +529,30 @@ def test_a_writer_holds_the_write_lock_from_begin(tmp_path: Path):
     probe.close()
 
 
+def test_on_postgresql_a_writer_holds_the_writer_lock_from_begin(postgres_url: str):
+    """One writer at a time, as on SQLite: effect ids are committed in the order they are given,
+    which the lanes' order needs when two bots write at once."""
+    from bot.store import _WRITER_LOCK
+
+    Store(postgres_url).close()
+    probe = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool).connect()
+    seen = []
+
+    def clock() -> datetime:  # read inside the store's transactions, after their BEGIN
+        with probe.begin():
+            free = probe.execute(sa.text(f"SELECT pg_try_advisory_xact_lock({_WRITER_LOCK})")).scalar()
+        seen.append("free" if free else "locked")
+        return START
+
+    store = Store(postgres_url, clock=clock)
+    seen.clear()
+    store.set_cursor("github", "c1")
+    store.due_effects()
+    assert seen == ["locked", "free"]  # a writer from BEGIN, a reader never
+    store.close()
+    probe.close()
+
+
 def test_the_store_recovers_after_a_failed_transaction(tmp_path: Path):
     path = tmp_path / "state.db"
     store = Store.for_path(path, busy_timeout_s=0.2)
@@ -381,10 +569,10 @@ def test_the_store_recovers_after_a_failed_transaction(tmp_path: Path):
     store.close()
 
 
-def test_a_store_is_usable_from_several_threads(tmp_path: Path, still: FakeClock):
+def test_a_store_is_usable_from_several_threads(state_url: str, still: FakeClock):
     from concurrent.futures import ThreadPoolExecutor
 
-    store = Store.for_path(tmp_path / "state.db", clock=still)
+    store = Store(state_url, clock=still)
 
     def work(n: int) -> bool:
         store.ingest(f"e{n}", "command", "github", {"n": n}, [effect(f"reply:{n}", lane=f"l{n % 3}")])

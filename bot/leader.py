@@ -1,0 +1,183 @@
+"""Which of several bots on one state database does the work: the one holding the lease.
+
+Bots sharing a PostgreSQL state database take a lease, one row in the ``leases`` table with a
+holder, a term and an expiry. The holder leads: it runs the jobs and delivers the outbox, and
+renews the lease well before it expires. The others stand by, looking at the lease often; when
+the leader dies its lease runs out and one of them takes it, with the next term, and carries on
+from the stored cursors and outbox (an effect the dead leader had begun is looked for by its
+marker before it is repeated, as after any crash). A leader stopped cleanly ends its lease at
+once, so a standby takes over without waiting.
+
+Why a lease row and not a session advisory lock: an advisory lock lives as long as its database
+session, and a session outlives a host that vanished (power, network) until TCP keepalives give up,
+minutes to hours later, so the takeover time would be the network stack's, not ours. A lease
+expires at a time we set, on the database's clock (hosts' clocks need not agree), works through
+connection poolers that do not keep sessions, and shows who leads, since when, in which term.
+
+Timing, from ``takeover_s`` (``MLOPS_TAKEOVER_S``): the lease lasts 0.7 of it and is renewed every
+third of that; a standby looks every tenth. A leader that dies mid-term is replaced at the latest
+0.7 + 0.1 of ``takeover_s`` later. A leader that cannot renew (the database unreachable, the
+process paused) stops leading on its own clock before its lease can expire, so two bots never
+both believe they lead; each job and each effect asks ``leading()`` first.
+
+On SQLite, one file on one host, the bot leads alone, as it always has (``SoleLeader``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from bot.store import Lease, Store
+
+__all__ = ["LEASE_NAME", "LeaseLeader", "Leadership", "SoleLeader", "leadership_for"]
+
+LEASE_NAME = "mlops-bot"
+_TTL_SHARE = 0.7  # of takeover_s: how long a lease lasts
+_RENEWALS_PER_TTL = 3
+_LOOKS_PER_TAKEOVER = 10  # how often a standby looks, in takeover_s
+_SAFETY_SHARE = 0.1  # of the lease: a leader gives up this long before its lease could expire
+
+_log = logging.getLogger("mlops_bot.leader")
+
+
+class Leadership(Protocol):
+    def start(self, on_change: Callable[[bool], None]) -> None:
+        """Begin taking part; ``on_change(leading)`` is called when this bot starts or stops leading."""
+
+    def step(self) -> bool:
+        """Look at the lead once, now (take it if free); whether this bot leads."""
+
+    def leading(self) -> bool:
+        """Whether this bot may do the work now."""
+
+    def stop(self) -> None:
+        """Stop taking part; a leader hands its lease back."""
+
+
+class SoleLeader:
+    """The only bot on its database (SQLite): it always leads."""
+
+    def start(self, on_change: Callable[[bool], None]) -> None:
+        pass
+
+    def step(self) -> bool:
+        return True
+
+    def leading(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+class LeaseLeader:
+    """Leads while it holds the lease ``name`` in ``store``; a thread takes, renews and watches it."""
+
+    def __init__(self, store: Store, *, takeover_s: float, name: str = LEASE_NAME, holder: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._store, self.name = store, name
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._ttl_s = takeover_s * _TTL_SHARE
+        self._renew_every_s = self._ttl_s / _RENEWALS_PER_TTL
+        self._look_every_s = takeover_s / _LOOKS_PER_TAKEOVER
+        self._monotonic = monotonic
+        self._term: int | None = None
+        self._deadline = 0.0  # on our own clock: lead until then unless renewed
+        self._state_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._on_change: Callable[[bool], None] = lambda leading: None
+        self._waiting_for: str | None = None  # the holder we last said we wait for
+
+    @property
+    def term(self) -> int | None:
+        return self._term
+
+    def start(self, on_change: Callable[[bool], None]) -> None:
+        self._on_change = on_change
+        self._thread = threading.Thread(target=self._run, name="leader", daemon=True)
+        self._thread.start()
+
+    def leading(self) -> bool:
+        with self._state_lock:
+            return self._term is not None and self._monotonic() < self._deadline
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._state_lock:
+            term, self._term = self._term, None
+        if term is not None:
+            try:
+                self._store.release_lease(self.name, self.holder, term)
+                _log.info("handed the lead back (term %d): a standby may take over at once", term)
+            except Exception as error:  # the lease then simply runs out
+                _log.warning("could not hand the lead back (%s); it passes when the lease runs out", error)
+
+    def step(self) -> bool:
+        """One look at the lease: take it if free, renew it if ours; whether this bot leads now."""
+        was = self.leading()
+        asked = self._monotonic()
+        try:
+            if self._term is None:
+                lease = self._store.take_lease(self.name, self.holder, ttl_s=self._ttl_s)
+                self._took(lease, asked)
+            else:
+                lease = self._store.renew_lease(self.name, self.holder, self._term, ttl_s=self._ttl_s)
+                if lease is None:
+                    self._lost("another bot took the lease")
+                else:
+                    self._renewed(asked)
+        except Exception as error:  # the database unreachable: keep trying; the deadline still holds
+            _log.warning("the lease cannot be checked (%s: %s); trying again", type(error).__name__, error)
+        now = self.leading()
+        if was and not now and self._term is not None:
+            self._lost(f"the lease could not be renewed within {self._ttl_s * (1 - _SAFETY_SHARE):.1f} s")
+        if now != was:
+            try:
+                self._on_change(now)
+            except Exception:
+                _log.exception("reacting to a change of leader failed")
+        return now
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            leading = self.step()
+            self._stopping.wait(self._renew_every_s if leading else self._look_every_s)
+
+    def _took(self, lease: Lease, asked: float) -> None:
+        if not lease.held_by(self.holder):
+            if lease.holder != self._waiting_for:
+                self._waiting_for = lease.holder
+                _log.info("standing by: %s leads (term %d); taking over within %.1f s if it stops renewing",
+                          lease.holder, lease.term, (lease.expires_at - lease.now).total_seconds() + self._look_every_s)
+            return
+        with self._state_lock:
+            self._term = lease.term
+            self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
+        self._waiting_for = None
+        _log.info("now leading (term %d, as %s)", lease.term, self.holder)
+
+    def _renewed(self, asked: float) -> None:
+        with self._state_lock:
+            # From when we asked: the database's expiry is at least that far from then.
+            self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
+
+    def _lost(self, why: str) -> None:
+        with self._state_lock:
+            term, self._term = self._term, None
+        if term is not None:
+            _log.warning("no longer leading (term %d): %s; standing by", term, why)
+
+
+def leadership_for(store: Store, *, takeover_s: float) -> Leadership:
+    """A lease on a database bots can share; alone on SQLite."""
+    return LeaseLeader(store, takeover_s=takeover_s) if store.shared else SoleLeader()
