@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.events import Event
+from bot.logs import log_context
 from bot.store import EffectRow, Store, utc_now
 # The adapters raise the ports' own PermanentError (404, 422, refused credentials): it is the one
 # that sends an effect dead at once.
@@ -107,7 +108,8 @@ class Outbox:
                         if effect is not due[0] and should_stop():
                             break
                         untried.discard(effect.id)
-                        outcomes[self._deliver(effect, completed)] += 1
+                        with log_context(event=effect.cause, effect=effect.key, run=effect.payload.get("run_id")):
+                            outcomes[self._deliver(effect, completed)] += 1
                         handled += 1
                     if not due:
                         break
