@@ -6,6 +6,8 @@
    thread replies.
 2. `/mlops status` sent N times to `mlops-bot serve`'s app on a real HTTP server (uvicorn), each
    timed from the POST to its ephemeral answer (goal: p99 under 300 ms).
+3. N clicks on a deployment's *Roll back* button (POST /webhooks/slack/interactions) by people the
+   permissions (users, a user group, ``*``) do not allow, each timed to its 200 (Slack's limit: 3 s).
 
     python benchmarks/slack_bench.py [--requests 300]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import json
 import shutil
 import socket
 import statistics
@@ -33,26 +36,13 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from bot.app import build  # noqa: E402
+from common import git, settle  # noqa: E402  (benchmarks/common.py)
 from bot.settings import Settings  # noqa: E402
 from integrations.ports import Target  # noqa: E402
 from tests.emulators.slack import SlackEmulator  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"
 CHANNELS = ("mlops-pipeline", "mlops-alerts", "mlops-digest")
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), "-c", "user.email=b@example.com", "-c", "user.name=b", *args],
-                   check=True, capture_output=True)
-
-
-def settle(app) -> None:
-    for _ in range(40):
-        app.run_once()
-        if not app.store.effects(status="pending"):
-            return
-        time.sleep(0.01)
-    raise RuntimeError("effects still pending")
 
 
 def lifecycle(emulator, root: Path) -> dict[str, tuple[int, int, int]]:
@@ -91,7 +81,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def slash_latency(emulator, app_settings_root: Path, count: int) -> list[float]:
+def slash_latency(emulator, app_settings_root: Path, count: int) -> tuple[list[float], list[float]]:
+    """Acknowledgement times of ``/mlops status``, then of refused button clicks."""
     import uvicorn
 
     from bot.webhooks import create_app
@@ -99,12 +90,15 @@ def slash_latency(emulator, app_settings_root: Path, count: int) -> list[float]:
     repo = app_settings_root / "repo"
     settings = Settings(project_dir=repo / "model", data_dir=app_settings_root / "state",
                         slack_bot_token=emulator.token, slack_api_url=emulator.base_url,
-                        slack_signing_secret=SIGNING_SECRET, slack_permissions={"*": "read"})
+                        slack_signing_secret=SIGNING_SECRET,
+                        slack_permissions={"*": "read", "@ml-leads": "admin", "U_MAYA": "maintain"})
+    emulator.state.add_usergroup("ml-leads", members=["carol"])
     app = build(settings, out=None)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False))
-    threading.Thread(target=server.run, daemon=True).start()
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
     while not server.started:
         time.sleep(0.05)
     session = requests.Session()
@@ -123,9 +117,25 @@ def slash_latency(emulator, app_settings_root: Path, count: int) -> list[float]:
                 "Content-Type": "application/x-www-form-urlencoded"})
             latencies.append(time.perf_counter() - start)
             assert answer.status_code == 200 and answer.json()["response_type"] == "ephemeral", answer.text
+        deployment = [m for m in emulator.state.messages("mlops-pipeline")
+                      if any(b["type"] == "actions" for b in m.blocks or ())][-1]
+        clicks = []
+        for n in range(count):
+            payload = emulator.state.click("mlops-pipeline", deployment.ts, "mlops:rollback", f"person-{n % 20}")
+            body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+            stamp = str(int(time.time()))
+            signature = "v0=" + hmac.new(SIGNING_SECRET.encode(), f"v0:{stamp}:".encode() + body,
+                                         hashlib.sha256).hexdigest()
+            start = time.perf_counter()
+            answer = session.post(f"http://127.0.0.1:{port}/webhooks/slack/interactions", data=body, timeout=10,
+                                  headers={"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature,
+                                           "Content-Type": "application/x-www-form-urlencoded"})
+            clicks.append(time.perf_counter() - start)
+            assert answer.status_code == 200, answer.text
     finally:
         server.should_exit = True
-    return latencies
+        serving.join(timeout=30)  # let the ephemeral answers sent after each response finish
+    return latencies, clicks
 
 
 def main() -> None:
@@ -145,11 +155,15 @@ def main() -> None:
             print(f"  #{channel}: {top} top-level message(s) ({episodes[channel]}), {updates} update(s) in place, "
                   f"{replies} thread replies (goal: at most one per episode: "
                   f"{'met' if top <= expected[channel] else 'NOT met'})")
-        latencies = slash_latency(emulator, root, args.requests)
+        latencies, clicks = slash_latency(emulator, root, args.requests)
         p50 = statistics.median(latencies) * 1000
         p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98] * 1000
         print(f"/mlops status acknowledged over {len(latencies)} requests: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"(goal p99 < 300 ms: {'met' if p99 < 300 else 'NOT met'})")
+        p50 = statistics.median(clicks) * 1000
+        p99 = statistics.quantiles(clicks, n=100, method="inclusive")[98] * 1000
+        print(f"Roll back clicks answered over {len(clicks)} requests: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+              f"(Slack's limit 3 s; goal p99 < 300 ms: {'met' if p99 < 300 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 ``POST /webhooks/github`` checks ``X-Hub-Signature-256`` in constant time, then stores the event
 (once: its natural key is the same as the poller's) and answers 202; the outbox does the work.
-``POST /webhooks/slack/commands`` takes ``/mlops <command>``, signed with the app's signing secret.
-``GET /healthz`` says the process is alive.
+``POST /webhooks/slack/commands`` takes ``/mlops <command>``, signed with the app's signing secret;
+``POST /webhooks/slack/interactions`` the clicks on the bot's buttons (``bot/interactions.py``).
+``GET /healthz`` says the process is alive; ``GET /readyz`` and ``GET /metrics`` are in ``bot/observability.py``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.app import BotApp
 from bot.events import ChangeMerged, CommandGiven, TicketClosed
+from bot.interactions import Interactions, verify_slack_request
+from bot.observability import routes as observability_routes
 from integrations.github_payloads import parse_delivery
 from integrations.ports import Comment, Target, TransientError
 
@@ -29,7 +32,6 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("mlops_bot.webhooks")
 
-SLACK_WINDOW_S = 300  # Slack's own advice: refuse requests more than five minutes old (replays)
 
 
 def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starlette:
@@ -86,16 +88,34 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         if isinstance(body, JSONResponse):
             return body
         timestamp = request.headers.get("x-slack-request-timestamp", "")
-        if not timestamp.isdigit() or abs(bot.clock().timestamp() - int(timestamp)) > SLACK_WINDOW_S:
-            return _error(401, "missing or stale X-Slack-Request-Timestamp (more than 5 minutes off)")
-        expected = "v0=" + hmac.new(secret.get_secret_value().encode(), f"v0:{timestamp}:".encode() + body,
-                                    hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(request.headers.get("x-slack-signature", "").encode(), expected.encode()):
-            return _error(401, "bad or missing X-Slack-Signature; check SLACK_SIGNING_SECRET")
+        problem = verify_slack_request(secret.get_secret_value(), body=body, now=bot.clock().timestamp(),
+                                       timestamp=timestamp, signature=request.headers.get("x-slack-signature", ""))
+        if problem:
+            return _error(401, problem)
         form = {key: values[0] for key, values in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
         if not form.get("user_id") or not form.get("channel_id"):
             return _error(400, "not a slash command: user_id and channel_id are missing")
         return await _run_sync(lambda: _slash_command(bot, form, timestamp, wake))
+
+    clicks = Interactions(bot, wake=wake)
+
+    async def slack_interactions(request: Request) -> Response:
+        """Clicks on the bot's buttons: verified as slash commands are, then ``bot/interactions.py``."""
+        secret = settings.slack_signing_secret
+        if secret is None:
+            return _error(403, "Slack buttons are off: set SLACK_SIGNING_SECRET to the Slack app's signing secret")
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        problem = verify_slack_request(secret.get_secret_value(), body=body, now=bot.clock().timestamp(),
+                                       timestamp=request.headers.get("x-slack-request-timestamp", ""),
+                                       signature=request.headers.get("x-slack-signature", ""))
+        if problem:
+            return _error(401, problem)
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        if not form.get("payload"):
+            return _error(400, "not an interaction: the payload field is missing")
+        return await _run_sync(lambda: clicks.handle(form["payload"][0]))
 
     async def azure_devops(request: Request) -> JSONResponse:
         secret = settings.azure_devops_webhook_secret
@@ -128,8 +148,9 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
 
     return Starlette(routes=[Route("/webhooks/github", github, methods=["POST"]),
                              Route("/webhooks/slack/commands", slack_commands, methods=["POST"]),
+                             Route("/webhooks/slack/interactions", slack_interactions, methods=["POST"]),
                              Route("/webhooks/azure-devops", azure_devops, methods=["POST"]),
-                             Route("/healthz", healthz, methods=["GET"])])
+                             Route("/healthz", healthz, methods=["GET"]), *observability_routes(bot)])
 
 
 def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Callable[[], None]) -> JSONResponse:

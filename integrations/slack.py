@@ -12,6 +12,14 @@ Markers: each message the bot posts carries its marker in Slack's message metada
 ``find_message`` reads it back with ``conversations.history`` / ``conversations.replies``
 (``include_all_metadata``), so a post whose answer was lost is found instead of posted twice.
 
+Buttons: ``post`` and ``update`` take ``actions`` (``ChatAction``: retrain, deploy, roll back),
+shown as an actions block of buttons, each with a confirmation dialog; a click comes back to
+``mlops-bot serve`` as a ``block_actions`` payload (``integrations/slack_payloads.py``).
+
+Permissions: ``permission(user, levels)`` reads a mapping of Slack users (ids or names), user
+groups (``S…`` ids or ``@handles``) and ``*`` to levels; group members are asked of Slack
+(``usergroups.users.list``) and remembered for ``GROUP_CACHE_S`` seconds.
+
 Retries: ``connect`` gives the ``WebClient`` the SDK's own retry handlers, narrowed where they
 would repeat a write that may have been applied: rate limits (429) are waited out when Slack asks
 for a short wait; a dropped connection is retried for reads, and for writes only when the request
@@ -23,10 +31,14 @@ saying how to fix it. The token is never logged nor put in a message.
 from __future__ import annotations
 
 import http.client
+import json
+import logging
 import random
 import re
+import threading
+import time
 import urllib.error
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -43,9 +55,11 @@ from slack_sdk.http_retry import (
     RetryState,
 )
 
-from integrations.ports import MessageRef, PermanentError, TransientError
+from integrations.ports import ChatAction, MessageRef, PermanentError, Permission, TransientError
 
-__all__ = ["EVENT_TYPE", "SlackChat", "connect", "render"]
+__all__ = ["ACTION_PREFIX", "EVENT_TYPE", "SlackChat", "buttons", "connect", "holders", "render", "routes"]
+
+log = logging.getLogger("mlops_bot.slack")
 
 #: the message metadata event type that carries the bot's markers
 EVENT_TYPE = "mlops_bot"
@@ -59,6 +73,13 @@ FALLBACK_LIMIT = 3000  # characters of the notification text (Slack advises at m
 SEARCH_LIMIT = 1000  # messages find_message reads back, newest first
 _NO_CHANNELS: Mapping[str, str] = MappingProxyType({})
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9_]{2,}$")
+_GROUP_ID = re.compile(r"^S[A-Z0-9]{6,}$")
+#: the prefix of the bot's buttons' action ids (``mlops:retrain``)
+ACTION_PREFIX = "mlops:"
+GROUP_CACHE_S = 300.0  # how long a user group's members are remembered
+GROUP_RETRY_S = 30.0  # after a failed lookup, how long until Slack is asked again
+GROUP_LOOKUP_TIMEOUT_S = 1.0  # a person waits (Slack wants an answer in 3 s): at most two lookups
 #: methods safe to repeat after a dropped connection
 _READS = frozenset({"auth.test", "conversations.history", "conversations.replies", "conversations.info",
                     "conversations.list", "chat.getPermalink", "users.info"})
@@ -176,22 +197,29 @@ class SlackChat:
     """
 
     name = "slack"
+    shows_actions = True  # post and update take ``actions``: buttons
 
     def __init__(self, client: WebClient, *, channels: Mapping[str, str] = _NO_CHANNELS,
-                 mention_group: str | None = None) -> None:
+                 mention_group: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.channels = dict(channels)
         self.mention_group = mention_group
         self._ids: dict[str, str] = {}  # channel name (lower case, no #) -> id
         self._bot: str | None = None  # the bot user's name, for the fixes suggested
+        self._monotonic = monotonic
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}  # group id or @handle -> (fetched, members)
+        self._groups_lock = threading.Lock()
+        self._lookup: WebClient | None = None
 
     # -- the Chat port
 
-    def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None) -> MessageRef:
-        """A new top-level message in ``channel`` carrying ``marker``; returns its (channel id, ts)."""
+    def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None,
+             actions: Sequence[ChatAction] = ()) -> MessageRef:
+        """A new top-level message in ``channel`` carrying ``marker`` (and ``actions`` as buttons);
+        returns its (channel id, ts)."""
         target = self._target(channel)
         mention = self._mention() if channel == ALERTS_CHANNEL or target == self._target(ALERTS_CHANNEL) else None
-        fallback, rendered = self._content(text, blocks, mention)
+        fallback, rendered = self._content(text, blocks, mention, actions)
         answer = self._call("chat.postMessage", write=True, where=_shown(target),
                             channel=self._ids.get(target.lower(), target), text=fallback, blocks=rendered,
                             metadata=_metadata(marker), unfurl_links=False, unfurl_media=False,
@@ -200,13 +228,15 @@ class SlackChat:
             self._ids[target.lower()] = answer["channel"]
         return MessageRef(answer["channel"], answer["ts"])
 
-    def update(self, message: MessageRef, text: str, *, blocks: list[dict] | None = None) -> None:
-        """Replaces the message's text and blocks in place; its marker (metadata) stays."""
+    def update(self, message: MessageRef, text: str, *, blocks: list[dict] | None = None,
+               actions: Sequence[ChatAction] = ()) -> None:
+        """Replaces the message's text and blocks (buttons included: none unless ``actions``) in
+        place; its marker (metadata) stays."""
         channel = self._channel_id(message.channel)
         mention = None
         if message.thread is None and self.mention_group and channel == self._alerts_id():
             mention = self._mention()
-        fallback, rendered = self._content(text, blocks, mention)
+        fallback, rendered = self._content(text, blocks, mention, actions)
         self._call("chat.update", write=True, where=_shown(channel), channel=channel, ts=message.id,
                    text=fallback, blocks=rendered,
                    link_names=bool(mention and mention.startswith("@")) or None)
@@ -261,6 +291,68 @@ class SlackChat:
                                         title=title)
         except Exception as exc:
             translated = self._translate(exc, "files_upload_v2", write=True, where=_shown(channel))
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def whisper(self, channel: str, user: str, text: str, *, thread: str | None = None) -> None:
+        """A message only ``user`` sees in ``channel`` (``chat.postEphemeral``): a refusal, a hint."""
+        channel_id = self._channel_id(channel)
+        fallback, rendered = render(text)
+        self._call("chat.postEphemeral", write=True, where=_shown(channel_id), channel=channel_id, user=user,
+                   text=fallback, blocks=rendered, thread_ts=thread)
+
+    def permission(self, user: str, levels: Mapping[str, str]) -> Permission:
+        """``user``'s level from ``levels``, which maps Slack user ids or names, user groups (``S…``
+        ids or ``@handles``) and ``*`` to level names. The entries naming the user, directly or
+        through a group, count and the highest wins; with none, ``*`` (default read) applies.
+        Groups are checked for user ids only, and grant nothing while Slack cannot be asked."""
+        named = [levels[user]] if user in levels else []
+        if _USER_ID.match(user):
+            named += [level for key, level in levels.items() if _is_group(key) and user in self.group_members(key)]
+        if not named:
+            return Permission[levels.get("*", "read")]
+        return max(Permission[level] for level in named)
+
+    def group_members(self, group: str) -> frozenset[str]:
+        """The user ids in a user group (``S…`` id or ``@handle``), remembered for ``GROUP_CACHE_S``
+        seconds. When Slack cannot say, the last known members (or none), and a warning."""
+        now = self._monotonic()
+        with self._groups_lock:
+            known = self._groups.get(group)
+        if known is not None and now - known[0] < GROUP_CACHE_S:
+            return known[1]
+        try:
+            group_id = group if _GROUP_ID.match(group) else self._group_id(group.lstrip("@"))
+            members = frozenset(self._lookup_call("usergroups.users.list", usergroup=group_id)["users"] or ())
+        except (PermanentError, TransientError) as exc:
+            members = known[1] if known is not None else frozenset()
+            log.warning("Slack user group %s: members unknown (%s); %s until Slack answers", group, exc,
+                        "its last known members count" if known is not None else "it grants no permission")
+            with self._groups_lock:  # ask again in GROUP_RETRY_S, not at every click meanwhile
+                self._groups[group] = (now - GROUP_CACHE_S + GROUP_RETRY_S, members)
+            return members
+        with self._groups_lock:
+            self._groups[group] = (now, members)
+        return members
+
+    def _group_id(self, handle: str) -> str:
+        for found in self._lookup_call("usergroups.list").get("usergroups") or ():
+            if str(found.get("handle", "")).lower() == handle.lower():
+                return str(found["id"])
+        raise _Refused(f"no Slack user group @{handle}", "check the handle in the permissions, or use its id (S…)",
+                       error="no_such_subteam")
+
+    def _lookup_call(self, method: str, **arguments: Any) -> Any:
+        """One read for a person waiting on an answer: no retry, at most ``GROUP_LOOKUP_TIMEOUT_S``."""
+        if self._lookup is None:
+            self._lookup = WebClient(token=self.client.token, base_url=self.client.base_url,
+                                     timeout=GROUP_LOOKUP_TIMEOUT_S, retry_handlers=[])  # type: ignore[arg-type]
+        function = getattr(self._lookup, method.replace(".", "_"))
+        try:
+            return function(**arguments)
+        except Exception as exc:
+            translated = self._translate(exc, method, write=False, where="")
             if translated is exc:
                 raise
             raise translated from exc
@@ -381,9 +473,13 @@ class SlackChat:
 
     # -- calls
 
-    def _content(self, text: str, blocks: list[dict] | None, mention: str | None) -> tuple[str, list[dict]]:
+    def _content(self, text: str, blocks: list[dict] | None, mention: str | None,
+                 actions: Sequence[ChatAction] = ()) -> tuple[str, list[dict]]:
         fallback, rendered = render(text, mention=mention)
-        return fallback, (rendered if blocks is None else blocks)
+        rendered = rendered if blocks is None else list(blocks)
+        if actions:
+            rendered = rendered[: BLOCK_LIMIT - 1] + [buttons(actions)]
+        return fallback, rendered
 
     def _call(self, method: str, *, write: bool, where: str, **arguments: Any) -> Any:
         """One Web API call through the SDK's method for it, its failures as the ports' errors."""
@@ -463,6 +559,69 @@ class SlackChat:
         problem, fix = problems.get(error, (f"Slack refused {method} ({error})",
                                             f"see https://api.slack.com/methods/{method}"))
         return _Refused(problem, fix, error=error)
+
+
+def routes(channels: Mapping[str, str], per_project: Mapping[str, Mapping[str, str]],
+           project: str | None) -> dict[str, str]:
+    """The channel of each kind of message for ``project``: its own entries in ``per_project``
+    over the workspace-wide ``channels``."""
+    return {**channels, **(per_project.get(project, {}) if project else {})}
+
+
+def _is_group(key: str) -> bool:
+    return key.startswith("@") or bool(_GROUP_ID.match(key))
+
+
+def holders(levels: Mapping[str, str], required: Permission) -> list[str]:
+    """Who ``levels`` lets do what needs ``required``, in Slack's syntax (``<@U…>``,
+    ``<!subteam^S…>``, ``@handle``), for a refusal that says who may."""
+    found = []
+    for key, level in levels.items():
+        if Permission[level] < required:
+            continue
+        if key == "*":
+            found.append("everyone")
+        elif _GROUP_ID.match(key):
+            found.append(f"<!subteam^{key}>")
+        elif _USER_ID.match(key):
+            found.append(f"<@{key}>")
+        else:
+            found.append("@" + key.lstrip("@"))
+    return found
+
+
+_BUTTONS = {  # command -> (label, style, dialog title, dialog text, confirm)
+    "retrain": ("Retrain", "primary", "Retrain {model}?",
+                "Train a new version of *{model}* on the latest data, and deploy it if it passes the validation "
+                "gates.", "Retrain"),
+    "deploy": ("Deploy v{version}", "primary", "Deploy {model} v{version}?",
+               "Put *{model} v{version}* in production, in place of the current version.", "Deploy"),
+    "rollback": ("Roll back", "danger", "Roll back {model}?",
+                 "Take *{model} v{version}* out of production and put the previous version back.", "Roll back"),
+}
+
+
+def buttons(actions: Sequence[ChatAction]) -> dict[str, Any]:
+    """An actions block with a button per action, each behind a confirmation dialog. The button's
+    ``value`` carries the action as JSON; its ``action_id`` is ``mlops:<command>``."""
+    elements = []
+    for action in actions:
+        label, style, title, text, confirm = _BUTTONS[action.command]
+        model = action.model[:60]
+        values = {"model": model, "version": action.version if action.version is not None else "?"}
+        elements.append({
+            "type": "button", "action_id": f"{ACTION_PREFIX}{action.command}", "style": style,
+            "text": {"type": "plain_text", "text": label.format(**values)[:75]},
+            "value": json.dumps({"command": action.command, "model": action.model, "version": action.version}),
+            "confirm": {
+                "title": {"type": "plain_text", "text": title.format(**values)[:100]},
+                "text": {"type": "mrkdwn", "text": text.format(**{**values, "model": _escape(model)})[:300]},
+                "confirm": {"type": "plain_text", "text": confirm},
+                "deny": {"type": "plain_text", "text": "Cancel"},
+                **({"style": "danger"} if style == "danger" else {}),
+            },
+        })
+    return {"type": "actions", "block_id": "mlops-actions", "elements": elements}
 
 
 def _shown(channel: str) -> str:

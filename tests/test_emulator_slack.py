@@ -202,6 +202,60 @@ def test_update_errors(world: SimpleNamespace) -> None:
         "channel_not_found"
 
 
+BUTTONS = {"type": "actions", "block_id": "mlops", "elements": [
+    {"type": "button", "action_id": "mlops:retrain", "text": {"type": "plain_text", "text": "Retrain"},
+     "value": '{"command": "retrain"}', "style": "primary",
+     "confirm": {"title": {"type": "plain_text", "text": "Retrain?"}, "text": {"type": "mrkdwn", "text": "*Sure?*"},
+                 "confirm": {"type": "plain_text", "text": "Retrain"}, "deny": {"type": "plain_text", "text": "No"}}}]}
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda b: b["elements"][0].update(style="loud"), "/blocks/0/elements/0/style"),
+    (lambda b: b["elements"][0]["text"].update(text="x" * 76), "/blocks/0/elements/0/text/text"),
+    (lambda b: b["elements"][0]["confirm"].pop("deny"), "/blocks/0/elements/0/confirm/deny"),
+    (lambda b: b["elements"][0]["confirm"]["title"].update(type="mrkdwn"), "/blocks/0/elements/0/confirm/title"),
+    (lambda b: b["elements"][0].update(value="v" * 2001), "/blocks/0/elements/0/value"),
+    (lambda b: b["elements"].append(dict(b["elements"][0])), "action_id must be unique"),
+    (lambda b: b.update(elements=[]), "/blocks/0/elements"),
+])
+def test_buttons_and_their_dialogs_are_checked_as_slack_checks_them(change, problem) -> None:
+    block = json.loads(json.dumps(BUTTONS))
+    assert block_problems([block]) == []
+    change(block)
+    assert any(problem in found for found in block_problems([block]))
+
+
+def test_a_click_is_the_payload_slack_sends_and_its_response_url_answers(world: SimpleNamespace) -> None:
+    posted = world.slack.chat_postMessage(channel=world.alerts.id, text="drift", blocks=[BUTTONS])
+    payload = world.emulator.state.click(world.alerts.id, posted["ts"], "mlops:retrain", "bob")
+    assert payload["type"] == "block_actions" and payload["user"]["id"] == world.bob.id
+    assert payload["container"] == {"type": "message", "message_ts": posted["ts"], "channel_id": world.alerts.id,
+                                    "is_ephemeral": False}
+    assert payload["actions"][0]["value"] == '{"command": "retrain"}' and payload["trigger_id"]
+    with pytest.raises(KeyError):
+        world.emulator.state.click(world.alerts.id, posted["ts"], "mlops:deploy")  # no such button to click
+    request = urllib.request.Request(payload["response_url"], data=b'{"text": "no", "response_type": "ephemeral"}',
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
+    assert [r.body["text"] for r in world.emulator.state.responses] == ["no"]
+
+
+def test_user_groups_and_their_members(world: SimpleNamespace) -> None:
+    state = world.emulator.state
+    leads = state.add_usergroup("@ml-leads", members=["alice"])
+    state.add_usergroup("old-team", members=["bob"], disabled=True)
+    assert world.slack.usergroups_users_list(usergroup=leads.id)["users"] == [world.alice.id]
+    assert [g["handle"] for g in world.slack.usergroups_list()["usergroups"]] == ["ml-leads"]
+    assert [g["handle"] for g in world.slack.usergroups_list(include_disabled=True)["usergroups"]] == [
+        "ml-leads", "old-team"]
+    disabled = state.add_usergroup("old-team", members=["bob"], disabled=True)
+    assert error_of(lambda: world.slack.usergroups_users_list(usergroup=disabled.id))[1]["error"] == "no_such_subteam"
+    assert world.slack.usergroups_users_list(usergroup=disabled.id, include_disabled=True)["users"] == [world.bob.id]
+    narrow = client(world.emulator, _token(world, ("chat:write",)))
+    assert error_of(lambda: narrow.usergroups_users_list(usergroup=leads.id))[1]["needed"] == "usergroups:read"
+
+
 def test_history_pages_newest_first_with_cursors(world: SimpleNamespace) -> None:
     channel = world.pipeline.id
     posted = [world.emulator.state.post(channel, f"message {k}", "alice").ts for k in range(250)]
@@ -533,7 +587,18 @@ CASES = [
     Case("files.completeUploadExternal", _complete),
     Case("files.completeUploadExternal", lambda w: w.slack.files_completeUploadExternal(files=[{"id": "F999999999"}]),
          ok=False),
+    Case("usergroups.list", lambda w: (w.emulator.state.add_usergroup("ml-leads", members=["alice"]),
+                                       w.slack.usergroups_list(include_users=True, include_count=True))[1]),
+    Case("usergroups.list", lambda w: client(w.emulator, _token(w, ("chat:write",))).usergroups_list(), ok=False),
+    Case("usergroups.users.list", lambda w: w.slack.usergroups_users_list(
+        usergroup=w.emulator.state.add_usergroup("ml-leads", members=["alice", "bob"]).id)),
+    Case("usergroups.users.list", lambda w: w.slack.usergroups_users_list(usergroup="S999999999"), ok=False),
 ]
+
+
+def _token(w: SimpleNamespace, scopes: tuple[str, ...]) -> str:
+    w.emulator.add_token("xoxb-narrow", "narrow-bot", scopes=scopes, bot=True)
+    return "xoxb-narrow"
 
 
 @pytest.fixture

@@ -14,8 +14,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from integrations.ports import Chat, MessageRef, PermanentError, TransientError, marker_comment
-from integrations.slack import BLOCK_LIMIT, FALLBACK_LIMIT, SECTION_LIMIT, SlackChat, connect, render
+from integrations.ports import Chat, ChatAction, MessageRef, PermanentError, Permission, TransientError, marker_comment
+from integrations.slack import (
+    BLOCK_LIMIT,
+    FALLBACK_LIMIT,
+    SECTION_LIMIT,
+    SlackChat,
+    connect,
+    holders,
+    render,
+    routes,
+)
 from tests.emulators.fixtures import no_proxy_for_loopback, slack_emulator  # noqa: F401 - the fixtures
 from tests.emulators.slack import SlackEmulator, block_problems
 
@@ -445,3 +454,134 @@ def test_the_token_is_never_logged(slack: SimpleNamespace, caplog: pytest.LogCap
 def test_the_adapter_does_not_import_the_bot() -> None:
     code = "import sys, integrations.slack; sys.exit(any(m == 'bot' or m.startswith('bot.') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+# --- buttons, permissions from users and groups, routing per project ---------------------------
+
+
+def test_buttons_are_an_actions_block_behind_confirmation_dialogs_and_updates_keep_or_drop_them(slack):
+    actions = (ChatAction("deploy", "tiny", 3), ChatAction("rollback", "tiny", 2))
+    ref = slack.chat.post("mlops-pipeline", "✅ succeeded: tiny v3 · run", marker="m1", actions=actions)
+    message = slack.state.message(slack.pipeline.id, ref.id)
+    block = message.blocks[-1]
+    assert block["type"] == "actions" and block_problems(message.blocks) == []
+    deploy, rollback = block["elements"]
+    assert (deploy["action_id"], deploy["text"]["text"], deploy["style"]) == ("mlops:deploy", "Deploy v3", "primary")
+    assert deploy["confirm"]["title"]["text"] == "Deploy tiny v3?" and "*tiny v3*" in deploy["confirm"]["text"]["text"]
+    assert (rollback["action_id"], rollback["style"], rollback["confirm"]["style"]) == ("mlops:rollback", "danger",
+                                                                                        "danger")
+    assert slack.state.click(slack.pipeline.id, ref.id, "mlops:rollback")["actions"][0]["value"] == \
+        '{"command": "rollback", "model": "tiny", "version": 2}'
+    slack.chat.update(ref, "↩️ rolled back", actions=actions[1:])
+    assert [e["action_id"] for e in message.blocks[-1]["elements"]] == ["mlops:rollback"]
+    slack.chat.update(ref, "✅ resolved")
+    assert all(b["type"] != "actions" for b in message.blocks)
+
+
+def test_buttons_fit_under_the_longest_message(slack):
+    ref = slack.chat.post("mlops-pipeline", "\n\n".join("x" * 2900 for _ in range(80)), marker="long",
+                          actions=(ChatAction("retrain", "a-model-with-a-rather-long-name" * 4),))
+    message = slack.state.message(slack.pipeline.id, ref.id)
+    assert len(message.blocks) == BLOCK_LIMIT and message.blocks[-1]["type"] == "actions"
+    assert block_problems(message.blocks) == []
+
+
+@pytest.fixture
+def people(slack):
+    state = slack.state
+    ids = SimpleNamespace(**{name: state.add_user(name).id for name in ("maya", "bob", "carol", "dan", "rita")})
+    ids.leads = state.add_usergroup("ml-leads", members=["carol"]).id
+    ids.oncall = state.add_usergroup("ml-oncall", members=["carol", "dan"]).id
+    return ids
+
+
+@pytest.mark.parametrize(("who", "expected"), [
+    ("maya", Permission.maintain),  # named by id
+    ("bob", Permission.write),  # named by name
+    ("carol", Permission.admin),  # in two groups: the highest wins
+    ("dan", Permission.triage),  # in a group named by its id; above "*"
+    ("rita", Permission.none),  # nobody names her: "*"
+])
+def test_permission_from_users_names_groups_and_everyone(slack, people, who, expected):
+    levels = {people.maya: "maintain", "bob": "write", "@ml-leads": "admin", people.oncall: "triage", "*": "none"}
+    user = "bob" if who == "bob" else getattr(people, who)
+    assert slack.chat.permission(user, levels) == expected
+
+
+def test_group_members_are_remembered_for_a_few_minutes_and_a_silent_slack_grants_nothing(slack, people, caplog):
+    now = [1000.0]
+    chat = adapter(slack.emulator, monotonic=lambda: now[0])
+    levels = {"@ml-leads": "admin"}
+    assert chat.permission(people.carol, levels) == Permission.admin
+    assert chat.permission(people.carol, levels) == Permission.admin
+    assert len(slack.emulator.calls("usergroups.users.list")) == 1  # remembered
+    assert len(slack.emulator.calls("usergroups.list")) == 1  # the handle, looked up once
+    slack.state.add_usergroup("ml-leads", members=["dan"])  # carol leaves the group
+    now[0] += 299
+    assert chat.permission(people.carol, levels) == Permission.admin
+    now[0] += 2
+    assert chat.permission(people.carol, levels) == Permission.read  # asked again: she is out
+    assert chat.permission(people.dan, levels) == Permission.admin
+    now[0] += 301
+    slack.emulator.faults.add("usergroups.users.list", "503", times=1)
+    with caplog.at_level(logging.WARNING, logger="mlops_bot.slack"):
+        assert chat.permission(people.dan, levels) == Permission.admin  # the last known members
+    assert "members unknown" in caplog.text and slack.emulator.token not in caplog.text
+    calls = len(slack.emulator.calls("usergroups.users.list"))
+    assert chat.permission(people.dan, levels) == Permission.admin
+    assert len(slack.emulator.calls("usergroups.users.list")) == calls  # not asked again at once
+    now[0] += 31
+    assert chat.permission(people.dan, levels) == Permission.admin
+    assert len(slack.emulator.calls("usergroups.users.list")) == calls + 1  # asked again after a while
+    fresh = adapter(slack.emulator)
+    slack.emulator.faults.add("usergroups.users.list", "503", times=1)
+    assert fresh.permission(people.dan, {**levels, "*": "read"}) == Permission.read  # nothing known: nothing granted
+
+
+def test_group_lookups_fail_closed_without_the_scope(slack, people):
+    slack.emulator.add_token("xoxb-narrow", "narrow-bot", scopes=("chat:write",), bot=True)
+    chat = adapter(slack.emulator, "xoxb-narrow")
+    assert chat.permission(people.carol, {people.leads: "admin", "*": "read"}) == Permission.read
+
+
+def test_holders_say_who_may_in_slacks_syntax(people):
+    levels = {people.maya: "maintain", "bob": "write", "@ml-leads": "admin", people.oncall: "triage", "*": "read"}
+    assert holders(levels, Permission.write) == [f"<@{people.maya}>", "@bob", "@ml-leads"]
+    assert holders(levels, Permission.triage)[-1] == f"<!subteam^{people.oncall}>"
+    assert holders({"*": "admin"}, Permission.admin) == ["everyone"]
+
+
+def test_whisper_is_ephemeral(slack):
+    alice = slack.state.user("alice")
+    slack.chat.whisper("mlops-pipeline", alice.id, "**no**, ask <@U1>")
+    (ephemeral,) = slack.state.ephemeral(slack.pipeline.id)
+    assert ephemeral.user == alice.id and ephemeral.text == "*no*, ask <@U1>"
+    assert slack.state.messages(slack.pipeline.id) == []
+    with pytest.raises(PermanentError):
+        slack.chat.whisper("mlops-pipeline", slack.state.add_user("stranger").id, "x")  # not in the channel
+
+
+def test_routes_put_a_projects_own_channels_over_the_workspaces():
+    channels = {"mlops-alerts": "#ml-alerts", "mlops-pipeline": "#ml-ci"}
+    projects = {"churn": {"mlops-alerts": "#churn-alerts"}}
+    assert routes(channels, projects, "churn") == {"mlops-alerts": "#churn-alerts", "mlops-pipeline": "#ml-ci"}
+    assert routes(channels, projects, "fraud") == channels
+    assert routes(channels, projects, None) == channels
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ({"churn": {"alerts": "#x"}}, "'alerts' is not a kind of message"),
+    ({"churn model": {"mlops-alerts": "#x"}}, "is not a project name"),
+    ({"churn": {"mlops-alerts": "#"}}, "needs a channel"),
+])
+def test_project_channels_are_checked_at_start_up(value, problem, monkeypatch):
+    import json
+
+    from bot.settings import Settings, SettingsError, load_settings
+
+    with pytest.raises(ValueError, match=problem):
+        Settings(slack_project_channels=value)
+    monkeypatch.setenv("MLOPS_SLACK_PROJECT_CHANNELS", json.dumps(value))
+    with pytest.raises(SettingsError) as failed:
+        load_settings(None)
+    assert "MLOPS_SLACK_PROJECT_CHANNELS" in str(failed.value) and problem in str(failed.value)

@@ -139,3 +139,22 @@ def test_slash_commands_with_a_bad_signature_or_an_old_timestamp_get_401(web, kw
     answer = slash(web, "retrain", **kwargs)
     assert answer.status_code == status
     assert web.bot.store.events(kind="command") == []
+
+
+def test_a_projects_own_channels_take_its_messages(slack, make_app):
+    slack.state.add_channel("tiny-ci")
+    app = make_app(slack_bot_token=slack.token, slack_api_url=slack.base_url,
+                   slack_channels={"mlops-pipeline": "#mlops-alerts"},
+                   slack_project_channels={"tiny": {"mlops-pipeline": "#tiny-ci"}, "churn": {"mlops-pipeline": "#x"}})
+    settle(app)
+    assert len(slack.state.messages("tiny-ci")) == 1  # the first model's run, in the project's channel
+    assert slack.state.messages("mlops-pipeline") == [] and slack.state.messages("mlops-alerts") == []
+
+
+def test_doctor_checks_the_projects_own_channels(slack, make_app):
+    from bot.app import _slack
+
+    app = make_app(slack_bot_token=slack.token, slack_api_url=slack.base_url,
+                   slack_project_channels={"tiny": {"mlops-alerts": "#tiny-alerts"}})
+    checks = _slack(app.settings).diagnose(["mlops-alerts"])  # as `mlops-bot doctor` builds it
+    assert any("#tiny-alerts" in what and problem and "not found" in problem for what, problem, _fix in checks)

@@ -11,12 +11,17 @@ Point the real slack-sdk client at it::
 It serves ``http://127.0.0.1:PORT/api/<method>`` for ``auth.test``, ``chat.postMessage``,
 ``chat.update``, ``chat.postEphemeral``, ``chat.getPermalink``, ``conversations.info``,
 ``conversations.list``, ``conversations.history``, ``conversations.replies``, ``users.info``,
-``reactions.add`` and the upload that ``files_upload_v2`` performs (``files.getUploadURLExternal``,
+``reactions.add``, ``usergroups.list``, ``usergroups.users.list`` and the upload that ``files_upload_v2`` performs (``files.getUploadURLExternal``,
 a POST of the bytes to the upload URL it returns, here on the emulator, and
 ``files.completeUploadExternal``). Like Slack, it takes every method as GET or POST, with the
 arguments in the query, a form or a JSON body, and the token as ``Authorization: Bearer`` (or a
 ``token`` argument); it answers errors with HTTP 200 and ``{"ok": false, "error": ...}``, and rate
 limits with HTTP 429, ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``.
+
+Buttons: ``state.click(channel, ts, action_id, user)`` is a person clicking a button of a message
+(and confirming its dialog): it returns the ``block_actions`` payload Slack would send to the app's
+interactivity URL, whose ``response_url`` points back here (``POST /actions/<key>``; what is sent
+there is kept in ``state.responses``).
 
 Bodies follow Slack's OpenAPI description (``../shared/refdata/slack/openapi/``);
 ``slack_schemas()`` loads it, with the methods and error codes it lacks transcribed by hand.
@@ -49,9 +54,11 @@ __all__ = [
     "Channel",
     "File",
     "Message",
+    "ResponsePost",
     "SlackEmulator",
     "SlackState",
     "User",
+    "UserGroup",
     "block_problems",
     "slack_schemas",
     "validate_answer",
@@ -61,7 +68,7 @@ API_PREFIX = "/api"
 #: what a bot token of the bot's Slack app is granted by default
 DEFAULT_SCOPES = (
     "chat:write", "channels:read", "groups:read", "channels:history", "groups:history",
-    "reactions:write", "files:write", "users:read",
+    "reactions:write", "files:write", "users:read", "usergroups:read",
 )
 #: Slack refuses longer ``text`` with ``msg_too_long`` (it documents truncating past 40,000 characters)
 MAX_TEXT = 40_000
@@ -69,12 +76,16 @@ MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_FIELD_TEXT = 2000
 MAX_HEADER_TEXT = 150
+MAX_ACTIONS = 25  # elements in an actions block
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
 MAX_FILE_SIZE = 1_000_000_000
 #: the Web API methods served
 METHODS = (
     "auth.test", "chat.postMessage", "chat.update", "chat.postEphemeral", "chat.getPermalink",
     "conversations.info", "conversations.list", "conversations.history", "conversations.replies",
     "users.info", "reactions.add", "files.getUploadURLExternal", "files.completeUploadExternal",
+    "usergroups.list", "usergroups.users.list",
 )
 _BLOCK_TYPES = {"section", "divider", "header", "context", "image", "actions", "rich_text", "input", "file",
                 "video", "markdown"}
@@ -182,6 +193,26 @@ class Ephemeral:
 
 
 @dataclass
+class UserGroup:
+    """A user group (``@ml-leads``): its members are user ids."""
+
+    id: str
+    handle: str
+    name: str
+    created: int
+    members: list[str] = field(default_factory=list)
+    disabled: bool = False
+
+
+@dataclass
+class ResponsePost:
+    """What the app sent to a ``response_url`` of an interaction."""
+
+    key: str
+    body: dict[str, Any]
+
+
+@dataclass
 class Channel:
     id: str
     name: str
@@ -210,6 +241,9 @@ class SlackState:
         self.channels: dict[str, Channel] = {}  # id -> channel
         self.files: dict[str, File] = {}  # id -> file
         self.ephemerals: list[Ephemeral] = []
+        self.usergroups: dict[str, UserGroup] = {}  # id -> group
+        self.responses: list[ResponsePost] = []
+        self.response_base: Callable[[], str] = lambda: ""  # the emulator's URL, for response_url
         self._ids = itertools.count(0x1A2B3C)
         self._last_ts = 0
         #: the bot user whose token the emulator hands out by default
@@ -271,6 +305,56 @@ class SlackState:
                 channel.members.add(self.bot.id)
             self.channels[channel.id] = channel
             return channel
+
+    def add_usergroup(self, handle: str, *, members: Iterable[str] = (), name: str | None = None,
+                      id: str | None = None, disabled: bool = False) -> UserGroup:  # noqa: A002
+        """A user group ``@handle`` whose ``members`` are user names (created if new) or ids."""
+        with self.lock:
+            handle = handle.lstrip("@")
+            group = next((g for g in self.usergroups.values() if g.handle == handle), None)
+            if group is None:
+                group = UserGroup(id or self.new_id("S"), handle, name or handle, self.clock.timestamp())
+                self.usergroups[group.id] = group
+            group.members = [self.add_user(m).id if m not in self.users else m for m in members]
+            group.disabled = disabled
+            return group
+
+    def click(self, channel: str, ts: str, action_id: str, user: str = "alice") -> dict[str, Any]:
+        """``user`` clicks the button ``action_id`` of the message ``ts`` (and confirms its
+        dialog): the ``block_actions`` payload Slack sends to the app. KeyError when the message
+        shows no such button, as a person could not click it."""
+        with self.lock:
+            c = self.channel(channel)
+            message = self.message(c.id, ts)
+            clicker = self.add_user(user)
+            for block in message.blocks or ():
+                for element in block.get("elements") or () if block.get("type") == "actions" else ():
+                    if element.get("action_id") == action_id:
+                        action_ts = self.new_ts()
+                        key = secrets.token_hex(8)
+                        return {
+                            "type": "block_actions",
+                            "user": {"id": clicker.id, "username": clicker.name, "name": clicker.name,
+                                     "team_id": self.team_id},
+                            "api_app_id": "A0EMULATED", "token": "legacy-verification-token",
+                            "container": {"type": "message", "message_ts": message.ts, "channel_id": c.id,
+                                          "is_ephemeral": False},
+                            "trigger_id": f"{action_ts.replace('.', '')}.{self.team_id}.{key}",
+                            "team": {"id": self.team_id, "domain": "emulated"},
+                            "enterprise": None, "is_enterprise_install": False,
+                            "channel": {"id": c.id, "name": c.name},
+                            "message": {"type": "message", "user": message.user, "ts": message.ts,
+                                        "text": message.text, "blocks": copy.deepcopy(message.blocks),
+                                        **({"thread_ts": message.thread_ts} if message.thread_ts else {})},
+                            "state": {"values": {}},
+                            "response_url": f"{self.response_base()}/actions/{self.team_id}/{key}",
+                            "actions": [{"type": element.get("type", "button"), "action_id": action_id,
+                                         "block_id": block.get("block_id", ""),
+                                         "text": copy.deepcopy(element.get("text")),
+                                         "value": element.get("value", ""), "action_ts": action_ts,
+                                         **({"style": element["style"]} if element.get("style") else {})}],
+                        }
+            raise KeyError(f"message {ts} in {channel} has no button {action_id!r}")
 
     def set_member(self, channel: str, user: str | None = None, *, member: bool = True) -> None:
         """Invites ``user`` (the bot when None) into ``channel``, or removes it with ``member=False``."""
@@ -492,7 +576,8 @@ def _text_problems(text: Any, where: str, *, limit: int, kinds: tuple[str, ...] 
 
 def block_problems(blocks: Any) -> list[str]:
     """What Slack would refuse in ``blocks`` (``invalid_blocks``), in its own words: the limits on
-    block count, section, field, header and context texts, and unknown block types."""
+    block count, section, field, header and context texts, buttons and their confirmation dialogs,
+    repeated action ids, and unknown block types."""
     if not isinstance(blocks, list):
         return ["must be an array [json-pointer:/blocks]"]
     problems = []
@@ -531,6 +616,44 @@ def block_problems(blocks: Any) -> list[str]:
         elif kind == "image":
             if not (block.get("image_url") or block.get("slack_file")) or not block.get("alt_text"):
                 problems.append(f"must provide image_url and alt_text [json-pointer:{where}]")
+        elif kind == "actions":
+            problems += _actions_problems(block, where)
+    action_ids = [e.get("action_id") for b in blocks if isinstance(b, dict) and b.get("type") == "actions"
+                  for e in b.get("elements") or () if isinstance(e, dict) and e.get("action_id")]
+    if len(action_ids) != len(set(action_ids)):
+        problems.append("action_id must be unique in the message [json-pointer:/blocks]")
+    return problems
+
+
+def _actions_problems(block: dict[str, Any], where: str) -> list[str]:
+    """An actions block of buttons, with their confirmation dialogs, as Slack checks them."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS:
+        return [f"must have between 1 and {MAX_ACTIONS} items [json-pointer:{where}/elements]"]
+    problems = []
+    for j, element in enumerate(elements):
+        at = f"{where}/elements/{j}"
+        if not isinstance(element, dict) or element.get("type") != "button":
+            problems.append(f"unsupported type: {element.get('type') if isinstance(element, dict) else None} "
+                            f"[json-pointer:{at}/type]")
+            continue
+        problems += _text_problems(element.get("text"), f"{at}/text", limit=MAX_BUTTON_TEXT, kinds=("plain_text",))
+        if len(str(element.get("action_id", ""))) > 255:
+            problems.append(f"must be less than 256 characters [json-pointer:{at}/action_id]")
+        if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
+            problems.append(f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{at}/value]")
+        if element.get("style") not in (None, "primary", "danger"):
+            problems.append(f"must be one of primary, danger [json-pointer:{at}/style]")
+        confirm = element.get("confirm")
+        if confirm is not None:
+            if not isinstance(confirm, dict):
+                problems.append(f"must be an object [json-pointer:{at}/confirm]")
+                continue
+            for name, limit, kinds in (("title", 100, ("plain_text",)), ("text", 300, ("plain_text", "mrkdwn")),
+                                       ("confirm", 30, ("plain_text",)), ("deny", 30, ("plain_text",))):
+                problems += _text_problems(confirm.get(name), f"{at}/confirm/{name}", limit=limit, kinds=kinds)
+            if confirm.get("style") not in (None, "primary", "danger"):
+                problems.append(f"must be one of primary, danger [json-pointer:{at}/confirm/style]")
     return problems
 
 
@@ -574,6 +697,7 @@ class SlackEmulator(HttpEmulator):
         self._windows: dict[tuple[str, str], tuple[int, int]] = {}  # (token, method) -> (minute, calls)
         self._uploads: dict[str, str] = {}  # upload key -> file id
         self.add_token(token, bot_name, scopes=scopes)
+        self.state.response_base = lambda: self.url
         handlers: dict[str, Callable[[_Call], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -588,12 +712,15 @@ class SlackEmulator(HttpEmulator):
             "reactions.add": self._react,
             "files.getUploadURLExternal": self._upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "usergroups.list": self._usergroups,
+            "usergroups.users.list": self._usergroup_users,
         }
         for method in METHODS:
             for verb in ("GET", "POST"):  # Slack takes either; slack-sdk always POSTs
                 self.route(verb, f"{API_PREFIX}/{method}", self._api(method, handlers[method]), name=method)
         self.route("POST", "/upload/v1/{key}", self._receive_upload, name="upload")
         self.route("GET", "/files-pri/{file_id}/{name}", self._download, name="files.download")
+        self.route("POST", "/actions/{team}/{key}", self._response_url, name="response_url")
 
     # -- configuration
 
@@ -1061,6 +1188,46 @@ class SlackEmulator(HttpEmulator):
             raise _Fail("user_not_found")
         return {"user": self._user_json(user)}
 
+    def _usergroup_json(self, group: UserGroup, *, users: bool, count: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": group.id, "team_id": self.team_id, "is_usergroup": True, "is_subteam": True,
+            "name": group.name, "description": "", "handle": group.handle, "is_external": False,
+            "date_create": group.created, "date_update": group.created, "date_delete": 0,
+            "auto_type": None, "created_by": self.state.bot.id, "updated_by": self.state.bot.id,
+            "deleted_by": None, "prefs": {"channels": [], "groups": []},
+        }
+        if users:
+            body["users"] = list(group.members)
+        if count:
+            body["user_count"] = len(group.members)
+        return body
+
+    def _usergroups(self, call: _Call) -> dict[str, Any]:
+        call.need("usergroups:read")
+        shown = [g for g in self.state.usergroups.values() if call.flag("include_disabled") or not g.disabled]
+        return {"usergroups": [self._usergroup_json(g, users=call.flag("include_users"), count=call.flag("include_count"))
+                               for g in sorted(shown, key=lambda g: g.id)]}
+
+    def _usergroup_users(self, call: _Call) -> dict[str, Any]:
+        call.need("usergroups:read")
+        group = self.state.usergroups.get(str(call.get("usergroup", "")))
+        if group is None:
+            raise _Fail("no_such_subteam")
+        if group.disabled and not call.flag("include_disabled"):
+            raise _Fail("no_such_subteam")  # a disabled group is not shown without include_disabled
+        return {"users": list(group.members)}
+
+    def _response_url(self, request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            return Response(400, b"invalid_payload", content_type="text/plain")
+        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks") or body.get("delete_original")):
+            return Response(400, b"no_text", content_type="text/plain")
+        with self.lock:
+            self.state.responses.append(ResponsePost(request.params["key"], body))
+        return Response(200, b"ok", content_type="text/plain")
+
     def _react(self, call: _Call) -> dict[str, Any]:
         call.need("reactions:write")
         channel = self._channel(call)
@@ -1156,7 +1323,8 @@ _ACCEPTED_SCOPES = {
     "conversations.history": "channels:history,groups:history",
     "conversations.replies": "channels:history,groups:history", "users.info": "users:read",
     "reactions.add": "reactions:write", "files.getUploadURLExternal": "files:write",
-    "files.completeUploadExternal": "files:write",
+    "files.completeUploadExternal": "files:write", "usergroups.list": "usergroups:read",
+    "usergroups.users.list": "usergroups:read",
 }
 
 
@@ -1221,6 +1389,22 @@ ERRORS_SINCE_2021: dict[str, tuple[str, ...]] = {
     "auth.test": (),
     "users.info": ("missing_scope", "token_revoked"),
     "reactions.add": ("missing_scope", "channel_not_found", "token_revoked", "invalid_arguments"),
+}
+_USERGROUP = {
+    "type": "object", "additionalProperties": False,
+    "required": ["id", "team_id", "is_usergroup", "name", "handle", "date_create", "date_update", "date_delete",
+                 "created_by", "updated_by", "prefs"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^S[A-Z0-9]{2,}$"}, "team_id": {"$ref": "#/definitions/defs_team"},
+        "is_usergroup": {"type": "boolean"}, "is_subteam": {"type": "boolean"}, "name": {"type": "string"},
+        "description": {"type": "string"}, "handle": {"type": "string"}, "is_external": {"type": "boolean"},
+        "date_create": {"type": "integer"}, "date_update": {"type": "integer"}, "date_delete": {"type": "integer"},
+        "auto_type": {"type": ["string", "null"]}, "created_by": {"$ref": "#/definitions/defs_user_id"},
+        "updated_by": {"$ref": "#/definitions/defs_user_id"}, "deleted_by": {"type": ["string", "null"]},
+        "prefs": {"type": "object", "properties": {"channels": {"type": "array"}, "groups": {"type": "array"}}},
+        "users": {"type": "array", "items": {"$ref": "#/definitions/defs_user_id"}},
+        "user_count": {"type": "integer"},
+    },
 }
 #: Fields an error answer may carry besides ok and error (missing_scope's, invalid_blocks')
 _ERROR_FIELDS = {
@@ -1306,6 +1490,17 @@ SUPPLEMENTARY_PATHS: dict[str, Any] = {
             }},
         },
     }, "file_not_found", "file_upload_not_found", "channel_not_found", "not_in_channel", "invalid_thread_ts"),
+    # usergroups.*: from Slack's method pages (scope usergroups:read; a group the workspace lacks is
+    # no_such_subteam, as is a disabled one without include_disabled).
+    "/usergroups.list": _operation("usergroups_list", "get", {
+        "type": "object", "additionalProperties": False, "required": ["ok", "usergroups"],
+        "properties": {"ok": {"$ref": "#/definitions/defs_ok_true"}, "usergroups": {"type": "array", "items": _USERGROUP}},
+    }, "plan_upgrade_required", "missing_scope"),
+    "/usergroups.users.list": _operation("usergroups_users_list", "get", {
+        "type": "object", "additionalProperties": False, "required": ["ok", "users"],
+        "properties": {"ok": {"$ref": "#/definitions/defs_ok_true"},
+                       "users": {"type": "array", "items": {"$ref": "#/definitions/defs_user_id"}}},
+    }, "no_such_subteam", "plan_upgrade_required", "missing_scope"),
 }
 
 
