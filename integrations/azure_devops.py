@@ -50,6 +50,8 @@ __all__ = [
     "AzurePipelines",
     "AzureRepos",
     "connect",
+    "diagnose",
+    "html_marker",
     "markdown_to_html",
     "parse_service_hook",
 ]
@@ -70,7 +72,13 @@ _PRIORITY = {"critical": 1, "high": 1, "medium": 2, "low": 3}
 _STATUS_STATE = {"pending": "pending", "success": "succeeded", "failure": "failed", "error": "error"}
 _LEVELS = {p.name: p for p in Permission}
 _MARKER = re.compile(r"<!-- mlops-bot:(.*?) -->")
+#: the marker in rich text (work item descriptions and comments): visible text, since the
+#: service's HTML sanitizer keeps text but not comments or unknown attributes
+_TEXT_MARKER = re.compile(r"\[mlops-bot:([^\]<>\s]+)\]")
 _PR_ARTIFACT = "vstfs:///Git/PullRequestId/"
+_ITERATION_CHANGES = "4216bdcf-b6b1-4d59-8b82-c34cc183fc8b"  # git: pull request iteration changes
+#: reactions that mean "seen" or "good": each becomes the one reaction Azure Repos has, a like
+_LIKED = frozenset({"eyes", "+1", "rocket", "heart", "hooray", "laugh"})
 
 
 # ---------------------------------------------------------------------------
@@ -102,12 +110,14 @@ class AzureDevOpsClient:
         "work": "get_work_client",
         "git": "get_git_client",
         "pipelines": "get_pipelines_client",
+        "location": "get_location_client",
     }
 
     def __init__(self, connection: Any, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.8) -> None:
         self.connection = connection
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self._clients: dict[str, Any] = {}
+        self.response_hooks: list[Callable[..., None]] = []  # msrest response hooks, given to each SDK client
 
     def client(self, kind: str) -> Any:
         if kind not in self._clients:
@@ -116,6 +126,7 @@ class AzureDevOpsClient:
             sdk.config.connection.timeout = self.timeout
             sdk.config.retry_policy.retries = self.retries
             sdk.config.retry_policy.backoff_factor = self.backoff
+            sdk.config.hooks = self.response_hooks  # shared: a hook added later reaches every client
             original = sdk._handle_error
 
             def handle_error(request: Any, response: Any, _original: Callable = original) -> None:
@@ -134,6 +145,16 @@ class AzureDevOpsClient:
     def call(self, kind: str, method: str, *args: Any, write: bool = False, **kwargs: Any) -> Any:
         sdk = self.client(kind)
         return self._guard(lambda: getattr(sdk, method)(*args, **kwargs), write=write, what=f"{kind}.{method}")
+
+    def get_json(self, kind: str, what: str, *, location_id: str, version: str, route_values: dict[str, Any],
+                 query: dict[str, Any] | None = None) -> Any:
+        """A GET through the client's own routing, auth and retries, answered as plain JSON: for the
+        few answers whose SDK models drop fields the bot needs."""
+        sdk = self.client(kind)
+        query = {k: str(v) for k, v in (query or {}).items() if v is not None}
+        return self._guard(lambda: sdk._send(http_method="GET", location_id=location_id, version=version,
+                                             route_values=route_values, query_parameters=query).json(),
+                           write=False, what=what)
 
     @staticmethod
     def _guard(action: Callable[[], Any], *, write: bool, what: str) -> Any:
@@ -160,7 +181,8 @@ def _translate(exc: Exception, *, write: bool, what: str) -> Exception:
             return TransientError(f"Azure DevOps answered {status} to {what}: {message}", outcome_unknown=write,
                                   retry_after=_seconds(getattr(exc, "retry_after", None)))
         fixes = {
-            401: "the personal access token is invalid or expired: renew AZURE_DEVOPS_PAT",
+            401: "the personal access token is invalid, expired or lacks the scope this needs: renew "
+                 "AZURE_DEVOPS_EXT_PAT with Work Items (read & write), Code (read & status), Build (read & execute)",
             403: "the token lacks a scope or the user a permission: grant Work Items (read & write), "
                  "Code (read & status) and Build (read & execute)",
             404: "check the organization URL, project, team, repository and pipeline id in the settings",
@@ -168,7 +190,9 @@ def _translate(exc: Exception, *, write: bool, what: str) -> Exception:
                  "configured for this process",
         }
         fix = fixes.get(status, "see the message")
-        return PermanentError(f"Azure DevOps answered {status} to {what}: {message} (fix: {fix})")
+        error = PermanentError(f"Azure DevOps answered {status} to {what}: {message} (fix: {fix})")
+        error.status = status  # type: ignore[attr-defined]
+        return error
     if isinstance(exc, ClientRequestError):
         # No answer: a timeout, a dropped connection, or reads retried until exhausted.
         return TransientError(f"Azure DevOps did not answer {what}: {message[:200]}", outcome_unknown=write)
@@ -226,7 +250,32 @@ def _inline(text: str) -> str:
 
 
 def _with_marker(text: str, marker: str) -> str:
+    """A Markdown body (pull request threads keep Markdown as written) with its hidden marker."""
     return f"{text}\n{marker_comment(marker)}" if marker else text
+
+
+def html_marker(marker: str) -> str:
+    """The marker as rich text keeps it: a small grey line of text. Azure sanitizes work item HTML
+    (descriptions, comments), dropping comments and unknown attributes; text always survives."""
+    return f'<p style="font-size:smaller;color:#888888">[mlops-bot:{html.escape(marker, quote=False)}]</p>'
+
+
+def _with_html_marker(body_html: str, marker: str) -> str:
+    return f"{body_html}\n{html_marker(marker)}" if marker else body_html
+
+
+def _marker_in(text: str | None) -> str | None:
+    """The marker a rich-text or Markdown body carries (either form), if any."""
+    if not text:
+        return None
+    found = _TEXT_MARKER.search(html.unescape(text)) or _MARKER.search(text)
+    return found.group(1) if found else None
+
+
+def _has_marker(text: str | None, marker: str) -> bool:
+    if not text:
+        return False
+    return f"[mlops-bot:{marker}]" in html.unescape(text) or marker_comment(marker) in text
 
 
 def _name(identity: Any) -> str:
@@ -288,12 +337,11 @@ class AzureBoards:
                  f"AND [System.Tags] CONTAINS '{_quote(self.tag)}' AND [System.State] NOT IN ({states})")
         result = self.client.call("wit", "query_by_wiql", Wiql(query=query), team_context=self._context())
         ids = [ref.id for ref in (result.work_items or [])]
-        hidden = marker_comment(key)
         for start in range(0, len(ids), 200):
             items = self.client.call("wit", "get_work_items", ids[start:start + 200], project=self.project,
                                      error_policy="omit")
             for item in items or []:
-                if item is not None and hidden in str((item.fields or {}).get("System.Description") or ""):
+                if item is not None and _has_marker(str((item.fields or {}).get("System.Description") or ""), key):
                     return self._ticket(item)
         return None
 
@@ -307,13 +355,12 @@ class AzureBoards:
         return self._ticket(item)
 
     def find_comment(self, ticket_id: int, marker: str) -> str | None:
-        hidden = marker_comment(marker)
         token = None
         while True:
             page = self.client.call("wit", "get_comments", self.project, ticket_id, top=200,
                                     continuation_token=token)
             for comment in page.comments or []:
-                if hidden in (comment.text or ""):
+                if _has_marker(comment.text, marker):
                     return str(comment.id)
             token = page.continuation_token
             if not token:
@@ -324,7 +371,7 @@ class AzureBoards:
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
         fields: dict[str, Any] = {
             "System.Title": title,
-            "System.Description": _with_marker(markdown_to_html(body), marker or key),
+            "System.Description": _with_html_marker(markdown_to_html(body), marker or key),
             "System.Tags": self._tags(labels),
             "Microsoft.VSTS.Common.Priority": _priority(labels),
         }
@@ -343,7 +390,7 @@ class AzureBoards:
         if title is not None:
             fields["System.Title"] = title
         if body is not None:
-            fields["System.Description"] = _with_marker(markdown_to_html(body), ticket.key)
+            fields["System.Description"] = _with_html_marker(markdown_to_html(body), ticket.key)
         if labels is not None:
             fields["System.Tags"] = self._tags(labels)
             fields["Microsoft.VSTS.Common.Priority"] = _priority(labels)
@@ -357,7 +404,7 @@ class AzureBoards:
         from azure.devops.v7_1.work_item_tracking.models import CommentCreate
 
         created = self.client.call("wit", "add_work_item_comment",
-                                   CommentCreate(text=_with_marker(markdown_to_html(body), marker)),
+                                   CommentCreate(text=_with_html_marker(markdown_to_html(body), marker)),
                                    self.project, ticket_id, "html", write=True)
         return str(created.id)
 
@@ -368,7 +415,65 @@ class AzureBoards:
         self.client.call("wit", "update_work_item", _patch({"System.State": self.close_state}, op="replace"),
                          ticket_id, project=self.project, write=True)
 
+    def link(self, ticket_id: int, url: str, body: str, *, marker: str, title: str = "") -> str:
+        """Link the work item to a pull request once, with a comment saying so.
+
+        ``url`` is an Azure Repos pull request's artifact (``vstfs:///Git/PullRequestId/...``, an
+        ``ArtifactLink`` named "Pull Request") or any web address (a ``Hyperlink``, e.g. a GitHub
+        pull request); empty, only the comment is written. The relation and the comment go in one
+        update (the comment as ``System.History``), so either both exist or neither does: the
+        relation already on the work item means the whole link was made. The client does not
+        retry a write, and the service refuses a duplicate relation, so the work item's relations
+        are read first and again after a refusal. Returns ``linked``, ``already`` (nothing
+        written) or ``missing`` (no such work item: nothing to link).
+        """
+        from azure.devops.v7_1.work_item_tracking.models import JsonPatchOperation
+
+        text = _with_html_marker(markdown_to_html(body), marker)
+        if not url:
+            if not self._exists(ticket_id):
+                return "missing"
+            if self.find_comment(ticket_id, marker):
+                return "already"
+            self.comment(ticket_id, body, marker=marker)
+            return "linked"
+        linked = self._linked(ticket_id, url)
+        if linked is None:
+            return "missing"
+        if linked:
+            return "already"
+        if url.lower().startswith(_PR_ARTIFACT.lower()):
+            relation = {"rel": "ArtifactLink", "url": url, "attributes": {"name": "Pull Request"}}
+        else:
+            relation = {"rel": "Hyperlink", "url": url, "attributes": {"comment": title[:255]} if title else {}}
+        document = [JsonPatchOperation(op="add", path="/relations/-", value=relation),
+                    JsonPatchOperation(op="add", path="/fields/System.History", value=text)]
+        try:
+            self.client.call("wit", "update_work_item", document, ticket_id, project=self.project, write=True)
+        except PermanentError:
+            if self._linked(ticket_id, url):  # linked meanwhile (by a lost answer, or a person)
+                return "already"
+            raise
+        return "linked"
+
+    def diagnose(self) -> list[tuple[str, str | None, str]]:
+        """The project, work item type, team iteration and area path, as ``mlops-bot doctor`` shows them."""
+        return diagnose(self)
+
     # --- helpers
+
+    def _linked(self, ticket_id: int, url: str) -> bool | None:
+        """Whether the work item has a relation to ``url``; None when there is no such work item."""
+        try:
+            item = self.client.call("wit", "get_work_item", ticket_id, project=self.project, expand="Relations")
+        except PermanentError as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise
+        return any(str(r.url or "").lower() == url.lower() for r in item.relations or [])
+
+    def _exists(self, ticket_id: int) -> bool:
+        return self.get(ticket_id) is not None
 
     def _context(self) -> Any:
         from azure.devops.v7_1.work.models import TeamContext
@@ -385,13 +490,13 @@ class AzureBoards:
 
     def _ticket(self, item: Any) -> Ticket:
         fields = item.fields or {}
-        marker = _MARKER.search(str(fields.get("System.Description") or ""))
+        key = _marker_in(str(fields.get("System.Description") or ""))
         tags = [t.strip() for t in str(fields.get("System.Tags") or "").split(";") if t.strip()]
         links = getattr(item, "_links", None)
         url = ""
         if links is not None and getattr(links, "additional_properties", None):
             url = (links.additional_properties.get("html") or {}).get("href", "")
-        return Ticket(id=int(item.id), key=marker.group(1) if marker else "",
+        return Ticket(id=int(item.id), key=key or "",
                       title=str(fields.get("System.Title") or ""),
                       state="closed" if fields.get("System.State") in self.closed_states else "open",
                       url=url or str(item.url or ""), labels=tuple(t for t in tags if t != self.tag))
@@ -441,6 +546,8 @@ class AzureRepos:
         self.default_permission = _level(default_permission)
         self.status_genre = status_genre
         self._threads: dict[int, str] = {}  # pull request -> the comment id a reply should follow
+        self._ids: tuple[str, str] | None = None  # (project id, repository id), read once
+        self._first_comments_cursor: str | None = None
 
     # --- polling
 
@@ -471,8 +578,12 @@ class AzureRepos:
 
     def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
         """Comments in the threads of active pull requests since the cursor (``time|id,id``);
-        system comments are left out. A first look starts from now."""
+        system comments are left out. A first look starts from now; its cursor is kept here too,
+        since a caller stores a cursor only with the events it brings (and a first look brings none)."""
         from azure.devops.v7_1.git.models import GitPullRequestSearchCriteria
+
+        if cursor is None and self._first_comments_cursor is not None:
+            cursor = self._first_comments_cursor
 
         pulls = self.client.call("git", "get_pull_requests", self.repo, GitPullRequestSearchCriteria(status="active"),
                                  project=self.project, top=100)
@@ -487,11 +598,14 @@ class AzureRepos:
                         continue
                     found.append((_stamp(_when(item.published_date)), self._comment(pull, thread, item)))
         if not found:
+            if cursor is None:
+                self._first_comments_cursor = "|"
             return [], cursor if cursor is not None else "|"
         newest = max(stamp for stamp, _ in found)
         at_newest = sorted(c.id for stamp, c in found if stamp == newest)
         if cursor is None:
-            return [], f"{newest}|{','.join(at_newest)}"
+            self._first_comments_cursor = f"{newest}|{','.join(at_newest)}"
+            return [], self._first_comments_cursor
         since, _, seen = cursor.partition("|")
         seen_ids = set(seen.split(",")) if seen else set()
         fresh = sorted(((s, c) for s, c in found if s > since or (s == since and c.id not in seen_ids)),
@@ -504,7 +618,43 @@ class AzureRepos:
         return [c for _, c in fresh], f"{newest}|{','.join(at_newest)}"
 
     def change_paths(self, repo: str, number: int) -> list[str]:
-        return []  # not fetched: the path filter sees no paths for Azure Repos changes (yet)
+        """The files the pull request changes (its newest iteration against the common commit with
+        the target, i.e. the whole pull request), without the leading ``/``; a rename gives both
+        its paths. Two requests, plus one per 2000 files.
+
+        Read as JSON: the client's ``GitPullRequestChange`` model (7.1.0b4) keeps only
+        ``changeTrackingId`` and drops each entry's ``item.path`` and ``changeType``.
+        """
+        iterations = self.client.call("git", "get_pull_request_iterations", self.repo, number, project=self.project)
+        if not iterations:
+            return []
+        last = max(int(it.id) for it in iterations)
+        paths: list[str] = []
+        skip: int | None = 0
+        while skip is not None:
+            page = self.client.get_json(
+                "git", "git.get_pull_request_iteration_changes", location_id=_ITERATION_CHANGES,
+                version="7.1-preview.1", route_values={"project": self.project, "repositoryId": self.repo,
+                                                       "pullRequestId": number, "iterationId": last},
+                query={"$top": 2000, "$skip": skip or None}) or {}
+            for entry in page.get("changeEntries") or []:
+                item = entry.get("item") or {}
+                for path in (item.get("path"), entry.get("originalPath"), entry.get("sourceServerItem")):
+                    if path and not item.get("isFolder"):
+                        clean = str(path).lstrip("/")
+                        if clean and clean not in paths:
+                            paths.append(clean)
+            skip = page.get("nextSkip") if page.get("nextSkip") else None
+        return paths
+
+    def link_url(self, target: Target) -> str:
+        """The pull request as a work item link: ``vstfs:///Git/PullRequestId/{project}%2F{repo}%2F{n}``
+        (the ids are read once, with the repository)."""
+        if self._ids is None:
+            repository = self.client.call("git", "get_repository", self.repo, project=self.project)
+            self._ids = (str(repository.project.id), str(repository.id))
+        project_id, repo_id = self._ids
+        return f"{_PR_ARTIFACT}{project_id}%2F{repo_id}%2F{target.number}"
 
     # --- writes
 
@@ -543,7 +693,18 @@ class AzureRepos:
         return None
 
     def react(self, comment: Comment, reaction: str) -> None:
-        """Azure Repos comments have likes only, and a like needs no answer: nothing is sent."""
+        """Azure Repos comments have one reaction, the like (the thumbs-up under a comment): ``eyes``
+        (a command was seen), ``+1``, ``rocket`` and the like become a like by the bot's user;
+        ``-1`` and ``confused`` have no counterpart and send nothing. Liking twice changes nothing,
+        so repeating after an unknown outcome is harmless."""
+        if reaction not in _LIKED:
+            return
+        parts = comment.id.split(":")
+        if len(parts) != 3 or not all(part.isdigit() for part in parts):
+            log.debug("cannot like comment %s: not a pull request thread comment id", comment.id)
+            return
+        pull, thread, number = (int(part) for part in parts)
+        self.client.call("git", "create_like", self.repo, pull, thread, number, project=self.project, write=True)
 
     def set_status(self, repo: str, commit: str, *, state: str, description: str, context: str, url: str = "") -> None:
         """A commit status on ``commit`` (the git statuses API): genre and name from ``context``
@@ -656,6 +817,132 @@ class AzurePipelines:
 
 
 # ---------------------------------------------------------------------------
+# Doctor
+
+_SCOPE_FIX = {
+    "wit": "edit the PAT (User settings → Personal access tokens) and give it Work Items: Read & write",
+    "git": "edit the PAT and give it Code: Read & status",
+    "pipelines": "edit the PAT and give it Build: Read & execute",
+}
+
+
+def diagnose(boards: AzureBoards, repos: AzureRepos | None = None,
+             pipelines: AzurePipelines | None = None) -> list[tuple[str, str | None, str]]:
+    """What ``mlops-bot doctor`` reports for Azure DevOps: (what was checked, the problem or None,
+    the fix). Reads only, except one ``validateOnly`` work item creation, which the service checks
+    (type, area, iteration, the PAT's write scope) and does not save. A PAT's scopes cannot be
+    listed with the PAT itself, so each is proven by a call that needs it; the status scope (commit
+    statuses) is the one left unproven, as only a write would show it."""
+    client, project = boards.client, boards.project
+    checks: list[tuple[str, str | None, str]] = []
+
+    def failed(what: str, exc: Exception, area: str, fixes: Mapping[int, str]) -> None:
+        status = getattr(exc, "status", None)
+        if isinstance(exc, TransientError):
+            checks.append((what, str(exc), "check AZURE_DEVOPS_ORG_URL and the network, then try again"))
+        elif status == 401:
+            checks.append((what, f"the PAT may not do this: {exc}", _SCOPE_FIX[area]))
+        else:
+            checks.append((what, str(exc), fixes.get(status or 0, "see the message")))
+
+    # 1. the PAT: who it is (any valid PAT may ask)
+    try:
+        data = client.call("location", "get_connection_data")
+        user = getattr(data.authenticated_user, "provider_display_name", None) or "?"
+        checks.append((f"Azure DevOps token (authenticates as {user})", None, ""))
+    except (PermanentError, TransientError) as exc:
+        if getattr(exc, "status", None) == 401:
+            checks.append(("Azure DevOps token", "the PAT was refused: it is wrong, expired or revoked",
+                           "create a PAT (User settings → Personal access tokens) with Work Items: Read & write "
+                           "(and Code: Read & status, Build: Read & execute for Repos and Pipelines) and set "
+                           "AZURE_DEVOPS_EXT_PAT"))
+        elif getattr(exc, "status", None) == 404:
+            checks.append(("Azure DevOps organization", str(exc),
+                           "set AZURE_DEVOPS_ORG_URL to https://dev.azure.com/YOUR-ORG"))
+        else:
+            checks.append(("Azure DevOps", str(exc), "check AZURE_DEVOPS_ORG_URL and the network"))
+        return checks  # nothing else can work
+
+    # 2. the project and the work item type (Work Items: Read)
+    what = f"project {project}, work item type {boards.work_item_type}"
+    try:
+        kind = client.call("wit", "get_work_item_type", project, boards.work_item_type)
+    except (PermanentError, TransientError) as exc:
+        if getattr(exc, "status", None) == 404 and "VS402323" in str(exc):
+            names = [t.name for t in client.call("wit", "get_work_item_types", project) or []]
+            checks.append((what, f"the project has no work item type {boards.work_item_type!r}",
+                           f"set MLOPS_AZURE_WORK_ITEM_TYPE to one of: {', '.join(names)}"))
+        else:
+            failed(what, exc, "wit", {404: "set AZURE_DEVOPS_PROJECT to the project's name as in its URL"})
+        return checks
+    states = [s.name for s in kind.states or []]
+    missing = [s for s in (boards.close_state,) if states and s not in states]
+    checks.append((what, f"{boards.work_item_type} has no state {missing[0]!r} (its states: {', '.join(states)})"
+                   if missing else None, "set MLOPS_AZURE_PROCESS to the project's process (Basic, Agile, Scrum, CMMI)"))
+
+    # 3. the team and its current iteration
+    what = f"team {boards.team}"
+    try:
+        current = client.call("work", "get_team_iterations", boards._context(), timeframe="current")
+        checks.append((f"{what}, current iteration {current[0].path}" if current else what,
+                       None if current else "the team has no current iteration: tickets would go to the "
+                       "project's root iteration",
+                       "give the team an iteration that covers today (Project settings → Boards → Team "
+                       "configuration → Iterations)"))
+    except (PermanentError, TransientError) as exc:
+        failed(what, exc, "wit", {404: f"set MLOPS_AZURE_TEAM to one of the project's teams (default "
+                                       f"'{project} Team')"})
+
+    # 4. the area path
+    if boards.area_path:
+        what = f"area path {boards.area_path}"
+        parts = [p for p in re.split(r"[\\/]", boards.area_path) if p]
+        if not parts or parts[0].lower() != project.lower():
+            checks.append((what, f"it does not start with the project's name ({project})",
+                           f"set MLOPS_AZURE_AREA_PATH to {project}\\AREA"))
+        else:
+            try:
+                if parts[1:]:
+                    client.call("wit", "get_classification_node", project, "areas", path="/".join(parts[1:]))
+                checks.append((what, None, ""))
+            except (PermanentError, TransientError) as exc:
+                failed(what, exc, "wit", {404: "set MLOPS_AZURE_AREA_PATH to an existing area (Project settings → "
+                                               "Boards → Project configuration → Areas)"})
+
+    # 5. writing work items (Work Items: Read & write), checked by the service and not saved
+    what = "creating work items (checked, not saved)"
+    try:
+        from azure.devops.v7_1.work_item_tracking.models import JsonPatchOperation
+
+        fields = {"System.Title": "mlops-bot doctor", "System.Tags": boards.tag}
+        if boards.area_path:
+            fields["System.AreaPath"] = boards.area_path
+        document = [JsonPatchOperation(op="add", path=f"/fields/{k}", value=v) for k, v in fields.items()]
+        client.call("wit", "create_work_item", document, project, boards.work_item_type, validate_only=True)
+        checks.append((what, None, ""))
+    except (PermanentError, TransientError) as exc:
+        failed(what, exc, "wit", {400: "check MLOPS_AZURE_AREA_PATH and the work item type's rules"})
+
+    # 6. the repository (Code: Read) and 7. the pipeline (Build: Read)
+    if repos is not None:
+        what = f"repository {repos.repo}"
+        try:
+            client.call("git", "get_repository", repos.repo, project=project)
+            checks.append((what, None, ""))
+        except (PermanentError, TransientError) as exc:
+            failed(what, exc, "git", {404: "set MLOPS_AZURE_REPOSITORY to a repository of the project"})
+    if pipelines is not None:
+        what = f"pipeline {pipelines.pipeline_id}"
+        try:
+            found = client.call("pipelines", "get_pipeline", project, pipelines.pipeline_id)
+            checks.append((f"pipeline {found.name} ({pipelines.pipeline_id})", None, ""))
+        except (PermanentError, TransientError) as exc:
+            failed(what, exc, "pipelines", {404: "set MLOPS_AZURE_PIPELINE_ID to the id in the pipeline's URL "
+                                                 "(…/_build?definitionId=ID)"})
+    return checks
+
+
+# ---------------------------------------------------------------------------
 # Service hooks
 
 
@@ -691,8 +978,14 @@ def parse_service_hook(payload: Mapping[str, Any], *, closed_states: Iterable[st
         if comment.get("commentType") == "system" or not comment.get("content"):
             return {"kind": "ignored", "event": event}
         repo = (pull.get("repository") or {}).get("name") or ""
+        number = int(pull.get("pullRequestId") or 0)
+        links = comment.get("_links") or {}
+        href = str((links.get("threads") or {}).get("href") or (links.get("self") or {}).get("href") or "")
+        thread = re.search(r"/threads/(\d+)", href)
+        # the id polling gives the same comment (pull:thread:comment), so either way it is handled once
+        ident = f"{number}:{thread.group(1)}:{comment.get('id')}" if thread else str(comment.get("id"))
         return {"kind": "comment", "comment": Comment(
-            id=str(comment.get("id")), target=Target("change", str(repo), int(pull.get("pullRequestId") or 0)),
+            id=ident, target=Target("change", str(repo), number),
             author=_name(comment.get("author")), body=str(comment["content"]),
             created_at=_when(comment.get("publishedDate")),
             by_bot="<!-- mlops-bot:" in str(comment["content"]))}
@@ -706,7 +999,7 @@ def parse_service_hook(payload: Mapping[str, Any], *, closed_states: Iterable[st
             target=Target("ticket", str(fields.get("System.TeamProject") or ""), int(resource["id"])),
             author=_name(fields.get("System.ChangedBy")), body=text,
             created_at=_when(fields.get("System.ChangedDate") or datetime.now(UTC)),
-            url=str(resource.get("url") or ""), by_bot="<!-- mlops-bot:" in text)}
+            url=str(resource.get("url") or ""), by_bot=_marker_in(text) is not None)}
     if event == "workitem.updated":
         change = (resource.get("fields") or {}).get("System.State") or {}
         new_state = change.get("newValue") if isinstance(change, Mapping) else None

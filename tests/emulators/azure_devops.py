@@ -81,7 +81,30 @@ LOCATIONS: dict[str, tuple[str, str, str, str, int]] = {
     "428dd4fb-fda5-4722-af02-9313b80305da": (
         "git", "statuses", "{project}/_apis/git/repositories/{repositoryId}/commits/{commitId}/statuses",
         "7.1", 1),
+    "225f7195-f9c7-4d14-ab28-a83f7ff77e1f": (
+        "git", "repositories", "{project}/_apis/git/repositories/{repositoryId}", "7.1", 1),
+    "5f2e2851-1389-425b-a00b-fb2adb3ef31b": (
+        "git", "pullRequestCommentLikes",
+        "{project}/_apis/git/repositories/{repositoryId}/pullRequests/{pullRequestId}/threads/{threadId}"
+        "/comments/{commentId}/likes", "7.1", 1),
+    "d43911ee-6958-46b0-a42b-8445b8a0d004": (
+        "git", "pullRequestIterations",
+        "{project}/_apis/git/repositories/{repositoryId}/pullRequests/{pullRequestId}/iterations/{iterationId}",
+        "7.1", 2),
+    "4216bdcf-b6b1-4d59-8b82-c34cc183fc8b": (
+        "git", "pullRequestIterationChanges",
+        "{project}/_apis/git/repositories/{repositoryId}/pullRequests/{pullRequestId}/iterations/{iterationId}"
+        "/changes", "7.1", 1),
+    # work item types and classification nodes (what ``mlops-bot doctor`` checks)
+    "7c8d7a76-4a09-43e8-b5df-bd792f4ac6aa": ("wit", "workItemTypes", "{project}/_apis/wit/workitemtypes/{type}",
+                                             "7.1", 2),
+    "5a172953-1b41-49d3-840a-33f79c3ce89f": (
+        "wit", "classificationNodes", "{project}/_apis/wit/classificationnodes/{structureGroup}/{*path}", "7.1", 2),
+    # location: who the token belongs to
+    "00d9565f-ed9c-4a06-9a50-00e7896ccab4": ("Location", "ConnectionData", "_apis/connectionData", "7.1", 1),
     # pipelines
+    "28e1305e-2afe-47bf-abaf-cbb0e6a91988": ("pipelines", "pipelines", "{project}/_apis/pipelines/{pipelineId}",
+                                             "7.1", 1),
     "7859261e-d2e9-4a68-b820-a5d84cc5bb3d": ("pipelines", "runs", "{project}/_apis/pipelines/{pipelineId}/runs/{runId}",
                                              "7.1", 1),
 }
@@ -93,6 +116,21 @@ PROCESS_STATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Scrum": (("To Do", "In Progress", "Done", "Removed"), ("Done", "Removed")),
     "CMMI": (("Proposed", "Active", "Resolved", "Closed", "Removed"), ("Resolved", "Closed", "Removed")),
 }
+#: process -> the work item types its projects have
+PROCESS_TYPES: dict[str, tuple[str, ...]] = {
+    "Basic": ("Epic", "Issue", "Task"),
+    "Agile": ("Epic", "Feature", "User Story", "Task", "Bug", "Issue"),
+    "Scrum": ("Epic", "Feature", "Product Backlog Item", "Task", "Bug", "Impediment"),
+    "CMMI": ("Epic", "Feature", "Requirement", "Task", "Bug", "Issue", "Risk", "Review", "Change Request"),
+}
+#: what each part of the API needs of a PAT: (read scope, write scope); a scope's write form includes its read
+SCOPES = {"wit": ("vso.work", "vso.work_write"), "work": ("vso.work", "vso.work_write"),
+          "git": ("vso.code", "vso.code_status"), "pipelines": ("vso.build", "vso.build_execute")}
+ALL_SCOPES = frozenset({"vso.work_write", "vso.code", "vso.code_status", "vso.build_execute"})
+_IMPLIED = {"vso.work_write": "vso.work", "vso.build_execute": "vso.build"}
+#: the fields Azure keeps as sanitized HTML
+HTML_FIELDS = ("System.Description", "System.History", "Microsoft.VSTS.Common.AcceptanceCriteria",
+               "Microsoft.VSTS.TCM.ReproSteps")
 PR_ARTIFACT = "vstfs:///Git/PullRequestId/"
 STATUS_STATES = ("notSet", "pending", "succeeded", "failed", "error", "notApplicable")
 
@@ -136,6 +174,7 @@ class ThreadComment:
     published: datetime
     parent: int = 0
     comment_type: str = "text"
+    likes: list[str] = field(default_factory=list)  # unique names of who liked it
 
 
 @dataclass
@@ -165,6 +204,7 @@ class PullRequest:
     target_commit: str = ""
     work_items: list[int] = field(default_factory=list)
     threads: dict[int, Thread] = field(default_factory=dict)
+    iterations: list[list[dict[str, Any]]] = field(default_factory=list)  # each push: its change entries
     statuses: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -208,6 +248,7 @@ class Project:
     name: str
     process: str = "Agile"
     teams: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # team -> iterations
+    areas: set[str] = field(default_factory=set)  # area paths below the root, lower-case, "\\"-separated
 
 
 class AzureDevOpsState:
@@ -288,6 +329,16 @@ class AzureDevOpsState:
                 "start": now - timedelta(days=3), "finish": now + timedelta(days=11),
             })
 
+    def add_area(self, project: str, path: str) -> None:
+        """An area path below the project's root (``ML`` or ``proj\\ML\\Vision``), with its parents."""
+        with self.lock:
+            p = self.project(project)
+            parts = [part for part in re.split(r"[\\/]", path) if part]
+            if parts and parts[0].lower() == p.name.lower():
+                parts = parts[1:]
+            for n in range(1, len(parts) + 1):
+                p.areas.add("\\".join(parts[:n]).lower())
+
     def add_repo(self, project: str, name: str) -> Repository:
         with self.lock:
             p = self.project(project)
@@ -318,7 +369,9 @@ class AzureDevOpsState:
 
     def open_pull(self, repo: str, title: str, description: str = "", author: str = "alice@example.com", *,
                   source: str = "refs/heads/feature", target: str = "refs/heads/main",
-                  work_items: Sequence[int] = ()) -> int:
+                  work_items: Sequence[int] = (), files: Sequence[str] | Mapping[str, str] = ()) -> int:
+        """A pull request; ``files`` are the paths its first push changes (``{path: changeType}`` to say
+        how: ``add``, ``edit``, ``delete``, ``rename``)."""
         with self.lock:
             r = self.repo(repo)
             self.identity(author)
@@ -326,7 +379,18 @@ class AzureDevOpsState:
             r.pulls[number] = PullRequest(number, r.id, title, description, author, self.clock.now(), source, target,
                                           source_commit=self.new_sha(), target_commit=self.new_sha(),
                                           work_items=list(work_items))
+            self.push(repo, number, files)
             return number
+
+    def push(self, repo: str, number: int, files: Sequence[str] | Mapping[str, str]) -> int:
+        """A new iteration of the pull request (a push to its source branch); returns its id."""
+        with self.lock:
+            pull = self.repo(repo).pulls[number]
+            kinds = dict(files) if isinstance(files, Mapping) else {path: "edit" for path in files}
+            pull.iterations.append([{"path": "/" + path.lstrip("/"), "changeType": kind}
+                                    for path, kind in kinds.items()])
+            pull.source_commit = self.new_sha()
+            return len(pull.iterations)
 
     def complete_pull(self, repo: str, number: int, *, merge_commit: str | None = None) -> str:
         """Completes (merges) the pull request; returns the merge commit."""
@@ -426,13 +490,17 @@ class AzureDevOpsEmulator(HttpEmulator):
         self.pat = pat
         self.user = user
         self._pats: dict[str, str] = {}
+        self._scopes: dict[str, frozenset[str]] = {}
         self.add_pat(pat, user)
         self._register_routes()
 
-    def add_pat(self, pat: str, user: str) -> None:
+    def add_pat(self, pat: str, user: str, scopes: Sequence[str] = ALL_SCOPES) -> None:
+        """A PAT for ``user`` with ``scopes`` (``vso.work``, ``vso.work_write``, ``vso.code``,
+        ``vso.code_status``, ``vso.build``, ``vso.build_execute``); a call outside them answers 401."""
         with self.lock:
             self.state.identity(user)
             self._pats[pat] = user
+            self._scopes[pat] = frozenset(scopes) | {_IMPLIED[s] for s in scopes if s in _IMPLIED}
 
     @property
     def base_url(self) -> str:
@@ -454,7 +522,7 @@ class AzureDevOpsEmulator(HttpEmulator):
     def not_found(self, request: Request) -> Response:
         return self._error(404, f"The resource {request.path} could not be found.", "ResourceNotFoundException")
 
-    def _authenticate(self, request: Request) -> str | None:
+    def _secret(self, request: Request) -> str | None:
         header = request.header("authorization") or ""
         scheme, _, credential = header.strip().partition(" ")
         if scheme.lower() != "basic":
@@ -463,7 +531,26 @@ class AzureDevOpsEmulator(HttpEmulator):
             _user, _, secret = base64.b64decode(credential.strip()).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
-        return self._pats.get(secret)
+        return secret
+
+    def _authenticate(self, request: Request) -> str | None:
+        secret = self._secret(request)
+        return self._pats.get(secret) if secret is not None else None
+
+    @staticmethod
+    def _scope_needed(request: Request) -> str | None:
+        """The PAT scope a route needs: reads need the area's read scope, writes its write scope
+        (creating threads, comments and likes on pull requests needs only ``vso.code``)."""
+        template = request.route.template if request.route else ""
+        area = next((a for a in SCOPES if f"/_apis/{a}/" in template or template.endswith(f"/_apis/{a}")), None)
+        if area is None:
+            return None
+        read, write = SCOPES[area]
+        if request.method == "GET" or template.endswith("/wiql"):
+            return read
+        if area == "git" and not template.endswith("/statuses"):
+            return read
+        return write
 
     def identity_name(self, request: Request) -> str | None:
         return request.identity if isinstance(request.identity, str) else None
@@ -477,6 +564,10 @@ class AzureDevOpsEmulator(HttpEmulator):
                             {"WWW-Authenticate": 'Basic realm="https://dev.azure.com/"'},
                             content_type="text/plain; charset=utf-8")
         request.identity = who
+        needed = self._scope_needed(request)
+        if needed is not None and needed not in self._scopes.get(self._secret(request) or "", ALL_SCOPES):
+            return self._error(401, f"TF400813: The user '{who}' is not authorized to access this resource.",
+                               "UnauthorizedRequestException")
         if request.params.get("organization", self.organization) != self.organization:
             return self.not_found(request)
         try:
@@ -563,7 +654,9 @@ class AzureDevOpsEmulator(HttpEmulator):
 
     # -- JSON
 
-    def _work_item_json(self, item: WorkItem) -> dict[str, Any]:
+    def _work_item_json(self, item: WorkItem, *, relations: bool = True) -> dict[str, Any]:
+        """The work item; its relations only when asked (``$expand=relations``), as a GET answers,
+        and always after a change, as a PATCH answers."""
         fields = {}
         for name, value in item.fields.items():
             if name in ("System.CreatedBy", "System.ChangedBy") and isinstance(value, str):
@@ -577,7 +670,7 @@ class AzureDevOpsEmulator(HttpEmulator):
             "workItemType": {"href": self.api(f"_apis/wit/workItemTypes/{item.fields['System.WorkItemType']}")},
             "fields": {"href": self.api("_apis/wit/fields")},
         }}
-        if item.relations:
+        if item.relations and relations:
             body["relations"] = item.relations
         return body
 
@@ -640,7 +733,8 @@ class AzureDevOpsEmulator(HttpEmulator):
             "id": comment.id, "parentCommentId": comment.parent, "author": self._identity_json(comment.author),
             "content": comment.content, "publishedDate": iso(comment.published),
             "lastUpdatedDate": iso(comment.published), "lastContentUpdatedDate": iso(comment.published),
-            "commentType": comment.comment_type, "usersLiked": [], "_links": {"self": {"href": url}},
+            "commentType": comment.comment_type, "usersLiked": [self._identity_json(u) for u in comment.likes],
+            "_links": {"self": {"href": url}},
         }
 
     def _run_json(self, pipeline: Pipeline, run: PipelineRun) -> dict[str, Any]:
@@ -694,6 +788,21 @@ class AzureDevOpsEmulator(HttpEmulator):
         add("POST", pr + "/statuses", self._create_pull_status, name="Pull Request Statuses_Create")
         add("GET", pr + "/statuses", self._list_pull_statuses, name="Pull Request Statuses_List")
         add("GET", pr + "/workitems", self._pull_work_items, name="Pull Request Work Items_List")
+        likes = pr + "/threads/{threadId}/comments/{commentId}/likes"
+        add("POST", likes, self._create_like, name="Pull Request Comment Likes_Create")
+        add("GET", likes, self._list_likes, name="Pull Request Comment Likes_List")
+        add("GET", pr + "/iterations", self._list_iterations, name="Pull Request Iterations_List")
+        add("GET", pr + "/iterations/{iterationId}/changes", self._iteration_changes,
+            name="Pull Request Iteration Changes_Get")
+        add("GET", git, self._get_repository, name="Repositories_Get Repository")
+        add("GET", org + "/_apis/connectionData", self._connection_data, name="Connection Data_Get")
+        add("GET", wit + "/workitemtypes/{type}", self._get_work_item_type, name="Work Item Types_Get")
+        add("GET", wit + "/workitemtypes", self._list_work_item_types, name="Work Item Types_List")
+        add("GET", wit + "/classificationnodes/{structureGroup}", self._classification_node,
+            name="Classification Nodes_Get (root)")
+        add("GET", wit + "/classificationnodes/{structureGroup}/{path}", self._classification_node,
+            name="Classification Nodes_Get")
+        add("GET", org + "/{project}/_apis/pipelines/{pipelineId}", self._get_pipeline, name="Pipelines_Get")
         add("POST", git + "/commits/{commitId}/statuses", self._create_commit_status, name="Statuses_Create")
         add("GET", git + "/commits/{commitId}/statuses", self._list_commit_statuses, name="Statuses_List")
         runs = org + "/{project}/_apis/pipelines/{pipelineId}/runs"
@@ -742,8 +851,16 @@ class AzureDevOpsEmulator(HttpEmulator):
                     if any(r["rel"] == relation["rel"] and r["url"] == relation["url"] for r in relations):
                         raise _Answer(self._error(400, "TF201035: The link already exists.",
                                                   "WorkItemLinkAlreadyExistsException"))
-                    relations.append({"rel": relation["rel"], "url": relation["url"],
-                                      "attributes": dict(relation.get("attributes") or {})})
+                    if relation["rel"] == "ArtifactLink" and not (relation.get("attributes") or {}).get("name"):
+                        raise _Answer(self._error(400, "Artifact links must have a valid name specified.\r\n"
+                                                  "Parameter name: workItemUpdates", "ArgumentException"))
+                    stamp = iso(self.clock.now())
+                    attributes = dict(relation.get("attributes") or {})
+                    if not relation["rel"].startswith("System.LinkTypes."):
+                        attributes.update({"authorizedDate": stamp, "id": next(self.state._ids),
+                                           "resourceCreatedDate": stamp, "resourceModifiedDate": stamp,
+                                           "revisedDate": "9999-01-01T00:00:00Z"})
+                    relations.append({"rel": relation["rel"], "url": relation["url"], "attributes": attributes})
                 elif where.isdigit() and int(where) < len(relations):
                     if op["op"] == "remove":
                         relations[int(where)] = {}
@@ -765,6 +882,9 @@ class AzureDevOpsEmulator(HttpEmulator):
                                       f"{state!r} is not in the list of supported values for {kind} in the "
                                       f"{project.process} process: {', '.join(states)}.",
                                       "RuleValidationException"))
+        for name in HTML_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = sanitize_html(values[name])
         tags = values.get("System.Tags")
         if isinstance(tags, str):  # the service keeps tags sorted, "; "-separated
             values["System.Tags"] = "; ".join(sorted({t.strip() for t in tags.split(";") if t.strip()},
@@ -781,21 +901,61 @@ class AzureDevOpsEmulator(HttpEmulator):
         if not values.get("System.Title"):
             raise _Answer(self._error(400, "TF401320: Rule Error for field Title. Error code: Required, "
                                       "InvalidEmpty.", "RuleValidationException"))
-        kind = request.params["type"]
-        item = self.state._create_work_item(p, kind, {k: v for k, v in values.items() if v is not None},
-                                            request.identity)
+        kind = self._type(p, request.params["type"])
+        fields = {k: v for k, v in values.items() if v is not None}
+        self._check_classification(p, fields)
+        if str(request.query.get("validateOnly", "")).lower() == "true":  # checked, not saved
+            return Response(200, {"fields": {"System.WorkItemType": kind, "System.TeamProject": p.name, **fields},
+                                  "url": self.api(f"{p.id}/_apis/wit/workItems")})
+        history = fields.pop("System.History", None)
+        item = self.state._create_work_item(p, kind, fields, request.identity)
         item.relations = relations
+        if history:
+            self._history_comment(item, history, request.identity)
         return Response(200, self._work_item_json(item))
+
+    def _type(self, p: Project, name: str) -> str:
+        found = next((t for t in PROCESS_TYPES[p.process] if t.lower() == name.lower()), None)
+        if found is None:
+            raise _Answer(self._error(404, f"VS402323: Work item type {name} does not exist in project {p.name}.",
+                                      "WorkItemTypeNotFoundException"))
+        return found
+
+    def _check_classification(self, p: Project, fields: Mapping[str, Any]) -> None:
+        """An area path the project has (when the test set areas up) and an iteration path of one of its teams."""
+        area = fields.get("System.AreaPath")
+        if area and p.areas and not self._area_known(p, str(area)):
+            raise _Answer(self._error(400, f"TF401347: Invalid tree name given for work item -1, field "
+                                      f"'System.AreaPath'.", "WorkItemFieldInvalidTreeNameException"))
+        iteration = fields.get("System.IterationPath")
+        paths = {it["path"].lower() for its in p.teams.values() for it in its} | {p.name.lower()}
+        if iteration and str(iteration).lower() not in paths:
+            raise _Answer(self._error(400, f"TF401347: Invalid tree name given for work item -1, field "
+                                      f"'System.IterationPath'.", "WorkItemFieldInvalidTreeNameException"))
+
+    @staticmethod
+    def _area_known(p: Project, path: str) -> bool:
+        parts = [part for part in re.split(r"[\\/]", path) if part]
+        if not parts or parts[0].lower() != p.name.lower():
+            return False
+        return len(parts) == 1 or "\\".join(parts[1:]).lower() in p.areas
+
+    def _history_comment(self, item: WorkItem, text: str, who: str) -> None:
+        """``System.History`` written with a change is a comment in the work item's discussion."""
+        item.comments.append(WorkComment(max((c.id for c in item.comments), default=0) + 1, text, who,
+                                         self.clock.now()))
+        item.fields["System.CommentCount"] = len(item.comments)
 
     def _get_work_item(self, request: Request) -> Response:
         item = self._work_item(request.params["id"])
-        return Response(200, self._work_item_json(item))
+        return Response(200, self._work_item_json(item, relations=_expands_relations(request)))
 
     def _update_work_item(self, request: Request) -> Response:
         item = self._work_item(request.params["id"])
         p = self.state.project(item.project)
         document = self._body(request, list)
         values, relations, _ = self._apply_patch(item, document, p, request.identity)
+        history = values.pop("System.History", None)
         for name, value in values.items():
             if value is None:
                 item.fields.pop(name, None)
@@ -805,6 +965,8 @@ class AzureDevOpsEmulator(HttpEmulator):
         item.rev += 1
         item.fields["System.ChangedDate"] = iso(self.clock.now())
         item.fields["System.ChangedBy"] = request.identity
+        if history:
+            self._history_comment(item, history, request.identity)
         return Response(200, self._work_item_json(item))
 
     def _list_work_items(self, request: Request) -> Response:
@@ -821,7 +983,7 @@ class AzureDevOpsEmulator(HttpEmulator):
                     found.append(None)
                     continue
                 self._work_item(number)
-            found.append(self._work_item_json(item))
+            found.append(self._work_item_json(item, relations=_expands_relations(request)))
         return Response(200, self._wrap(found))
 
     _WIQL_CLAUSE = re.compile(
@@ -880,6 +1042,8 @@ class AzureDevOpsEmulator(HttpEmulator):
         if not isinstance(text, str) or not text.strip():
             raise _Answer(self._error(400, "The comment text cannot be empty.", "ArgumentException"))
         fmt = request.query.get("format", "html").lower()
+        if fmt != "markdown":
+            text = sanitize_html(text)
         comment = WorkComment(max((c.id for c in item.comments), default=0) + 1, text, request.identity,
                               self.clock.now(), format="markdown" if fmt == "markdown" else "html")
         item.comments.append(comment)
@@ -1065,7 +1229,132 @@ class AzureDevOpsEmulator(HttpEmulator):
         return Response(200, self._wrap([{"id": str(n), "url": self.api(f"_apis/wit/workItems/{n}")}
                                          for n in sorted(linked)]))
 
+    def _thread_comment(self, request: Request) -> tuple[Repository, PullRequest, ThreadComment]:
+        repo = self._repo(request)
+        pull = self._pull(request, repo)
+        try:
+            thread = pull.threads[int(request.params["threadId"])]
+            return repo, pull, thread.comments[int(request.params["commentId"]) - 1]
+        except (KeyError, ValueError, IndexError):
+            raise _Answer(self._error(404, "TF401181: The pull request comment cannot be found.",
+                                      "GitPullRequestCommentNotFoundException")) from None
+
+    def _create_like(self, request: Request) -> Response:
+        """A like by the caller; liking twice changes nothing. The service answers with no body."""
+        _repo, _pull, comment = self._thread_comment(request)
+        if request.identity not in comment.likes:
+            comment.likes.append(request.identity)
+        return Response(200, None)
+
+    def _list_likes(self, request: Request) -> Response:
+        _repo, _pull, comment = self._thread_comment(request)
+        return Response(200, self._wrap([self._identity_json(u) for u in comment.likes]))
+
+    def _iteration_json(self, repo: Repository, pull: PullRequest, number: int) -> dict[str, Any]:
+        return {"id": number, "description": f"Update {number}", "author": self._identity_json(pull.author),
+                "createdDate": iso(pull.created), "updatedDate": iso(pull.created),
+                "sourceRefCommit": {"commitId": pull.source_commit}, "targetRefCommit": {"commitId": pull.target_commit},
+                "commonRefCommit": {"commitId": pull.target_commit}, "hasMoreCommits": False, "reason": "push",
+                "_links": {"self": {"href": self.api(f"{self.state.project(repo.project).id}/_apis/git/repositories/"
+                                                     f"{repo.id}/pullRequests/{pull.id}/iterations/{number}")}}}
+
+    def _list_iterations(self, request: Request) -> Response:
+        repo = self._repo(request)
+        pull = self._pull(request, repo)
+        return Response(200, self._wrap([self._iteration_json(repo, pull, n)
+                                         for n in range(1, len(pull.iterations) + 1)]))
+
+    def _iteration_changes(self, request: Request) -> Response:
+        """The files changed up to an iteration, against ``$compareTo`` (0, the default: the common
+        commit with the target, i.e. the whole pull request), paged by ``$top``/``$skip``."""
+        repo = self._repo(request)
+        pull = self._pull(request, repo)
+        try:
+            upto = int(request.params["iterationId"])
+            since = int(request.query.get("$compareTo") or 0)
+        except ValueError:
+            upto = since = -1
+        if not 1 <= upto <= len(pull.iterations) or not 0 <= since < upto:
+            raise _Answer(self._error(404, f"The iteration {request.params['iterationId']} does not exist.",
+                                      "GitPullRequestIterationNotFoundException"))
+        changes: dict[str, dict[str, Any]] = {}
+        for entries in pull.iterations[since:upto]:
+            for entry in entries:
+                changes[entry["path"]] = entry
+        entries = list(changes.values())
+        top, skip = int(request.query.get("$top") or 100), int(request.query.get("$skip") or 0)
+        page = entries[skip: skip + top]
+        body: dict[str, Any] = {"changeEntries": [{
+            "changeTrackingId": n, "changeId": n,
+            "item": {"objectId": self.state._uuid("blob", entry["path"]).replace("-", "")[:40], "path": entry["path"]},
+            "changeType": entry["changeType"],
+        } for n, entry in enumerate(page, start=skip + 1)]}
+        if skip + top < len(entries):
+            body["nextSkip"], body["nextTop"] = skip + top, top
+        return Response(200, body)
+
+    def _get_repository(self, request: Request) -> Response:
+        return Response(200, self._repo_json(self._repo(request)))
+
+    # work item types, areas, who the caller is
+
+    def _connection_data(self, request: Request) -> Response:
+        who = self._identity_json(request.identity)
+        user = {"id": who["id"], "descriptor": who["descriptor"], "providerDisplayName": who["displayName"],
+                "isActive": True, "properties": {"Account": {"$type": "System.String", "$value": who["uniqueName"]}}}
+        return Response(200, {"authenticatedUser": user, "authorizedUser": user,
+                              "instanceId": self.state._uuid("organization", self.organization),
+                              "deploymentId": self.state._uuid("deployment"), "deploymentType": "hosted",
+                              "locationServiceData": {"serviceOwner": "00025394-6065-48ca-87d9-7f5672854ef7",
+                                                      "defaultAccessMappingMoniker": "PublicAccessMapping",
+                                                      "lastChangeId": 1, "lastChangeId64": 1}})
+
+    def _get_work_item_type(self, request: Request) -> Response:
+        p = self._project(request)
+        name = self._type(p, request.params["type"])
+        states, _closed = PROCESS_STATES[p.process]
+        return Response(200, {
+            "name": name, "referenceName": f"Microsoft.VSTS.WorkItemTypes.{name.replace(' ', '')}",
+            "description": f"{name} in the {p.process} process", "color": "F2CB1D", "isDisabled": False,
+            "states": [{"name": s, "color": "b2b2b2", "category": "Completed" if s in _closed else "InProgress"}
+                       for s in states],
+            "url": self.api(f"{p.id}/_apis/wit/workItemTypes/{name}"),
+        })
+
+    def _list_work_item_types(self, request: Request) -> Response:
+        p = self._project(request)
+        return Response(200, self._wrap([{"name": t, "referenceName": f"Microsoft.VSTS.WorkItemTypes.{t.replace(' ', '')}",
+                                          "url": self.api(f"{p.id}/_apis/wit/workItemTypes/{t}")}
+                                         for t in PROCESS_TYPES[p.process]]))
+
+    def _classification_node(self, request: Request) -> Response:
+        p = self._project(request)
+        group = request.params["structureGroup"].lower()
+        path = request.params.get("path", "")
+        parts = [part for part in re.split(r"[\\/]", path) if part]
+        if group not in ("areas", "iterations") or (parts and not (
+                group == "areas" and "\\".join(parts).lower() in p.areas)):
+            raise _Answer(self._error(404, f"VS402485: The node {path or group} does not exist in project {p.name}.",
+                                      "WorkItemClassificationNodeDoesNotExistException"))
+        name = parts[-1] if parts else p.name
+        return Response(200, {
+            "id": int(self.state._uuid("node", p.name, path.lower())[:6], 16), "identifier": self.state._uuid("node", p.name, path),
+            "name": name, "structureType": "area" if group == "areas" else "iteration", "hasChildren": False,
+            "path": "\\" + "\\".join([p.name, "Area" if group == "areas" else "Iteration", *parts]),
+            "url": self.api(f"{p.id}/_apis/wit/classificationNodes/{request.params['structureGroup']}/{path}"),
+        })
+
     # pipelines
+
+    def _get_pipeline(self, request: Request) -> Response:
+        pipeline = self._pipeline(request)
+        p = self.state.project(pipeline.project)
+        url = self.api(f"{p.id}/_apis/pipelines/{pipeline.id}?revision=1")
+        return Response(200, {"id": pipeline.id, "name": pipeline.name, "folder": pipeline.folder, "revision": 1,
+                              "url": url, "configuration": {"type": "yaml", "path": "azure-pipelines.yml"},
+                              "_links": {"self": {"href": url},
+                                         "web": {"href": self.api(f"{p.name}/_build/definition?definitionId="
+                                                                  f"{pipeline.id}")}}})
 
     def _pipeline(self, request: Request) -> Pipeline:
         p = self._project(request)
@@ -1108,6 +1397,42 @@ class AzureDevOpsEmulator(HttpEmulator):
             raise _Answer(self._error(404, f"Run {request.params['runId']} not found.",
                                       "PipelineRunNotFoundException")) from None
         return Response(200, self._run_json(pipeline, run))
+
+
+_DROPPED_ELEMENTS = re.compile(r"<(script|style|iframe|object|embed)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+_TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)([^>]*)>")
+_ATTRIBUTE = re.compile(r"""([\w:-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+)""")
+_KEPT_ATTRIBUTES = {"href", "src", "alt", "title", "style", "colspan", "rowspan", "align", "target", "rel"}
+
+
+def _expands_relations(request: Request) -> bool:
+    return request.query.get("$expand", "").lower() in ("relations", "all")
+
+
+def sanitize_html(text: str) -> str:
+    """Rich text as the service stores it: HTML comments, scripts and styles dropped, event
+    handlers, ``data-*`` and other unknown attributes removed, ``javascript:`` links emptied; the
+    text itself kept. (The real sanitizer's exact rules are not published; this one is at least as
+    strict where it matters to the bot: nothing hidden in markup is relied on to survive.)"""
+    text = _HTML_COMMENT.sub("", _DROPPED_ELEMENTS.sub("", text))
+
+    def tag(match: re.Match) -> str:
+        closing, name, rest = match.groups()
+        if closing:
+            return f"</{name.lower()}>"
+        kept = []
+        for attr, value in _ATTRIBUTE.findall(rest):
+            attr = attr.lower()
+            if attr not in _KEPT_ATTRIBUTES:
+                continue
+            if attr in ("href", "src") and value.strip("\"'").strip().lower().startswith("javascript:"):
+                value = '""'
+            kept.append(f"{attr}={value}")
+        end = " /" if rest.rstrip().endswith("/") else ""
+        return f"<{name.lower()}{''.join(' ' + a for a in kept)}{end}>"
+
+    return _TAG.sub(tag, text)
 
 
 def _wiql_match(fields: Mapping[str, Any], name: str, op: str, value: Any) -> bool:
@@ -1171,13 +1496,15 @@ class AzureDevOpsSchemas:
 
 def _any_object(node: Any) -> Any:
     """The specs write .NET's ``object`` (any JSON value: a field's string, number or identity) as a
-    bare ``{"type": "object"}``; as JSON Schema that would refuse ``"New"``, so it becomes ``{}``."""
+    bare ``{"type": "object"}``; as JSON Schema that would refuse ``"New"``, so it becomes ``{}``.
+    A generic's type parameter (``Change<T>.item``, the changed item: an object) is written
+    ``{"type": "string", "format": "T"}``; it becomes ``{}`` too."""
     if isinstance(node, list):
         return [_any_object(item) for item in node]
     if not isinstance(node, dict):
         return node
-    if node == {"type": "object"}:
-        return {}
+    if node == {"type": "object"} or (node.get("type") == "string" and node.get("format") == "T"):
+        return {key: value for key, value in node.items() if key == "description"}
     return {key: _any_object(value) for key, value in node.items()}
 
 
