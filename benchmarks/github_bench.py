@@ -158,7 +158,8 @@ def main() -> None:
               f"(goal: 0 units, <= 2 requests: {'met' if idle_units == 0 and idle_requests <= 2 else 'NOT met'})")
         per_event, own, elapsed, charged = many_repositories(emulator, root, project_dir, args.repos)
         print(f"{args.repos} repositories, one /status each: {per_event:.2f} requests per event with the cycle's two "
-              f"polls, {own:.2f} for the event itself (permission, reaction, reply); {charged} charged in all; "
+              f"polls, {own:.2f} for the event itself (reaction and reply: a read-level command needs no "
+              f"permission lookup); {charged} charged in all; "
               f"cycle {elapsed:.2f} s (goal <= 4 per event: {'met' if per_event <= 4 else 'NOT met'} with the polls, "
               f"{'met' if own <= 4 else 'NOT met'} without)")
         latencies = webhook_latency(emulator, root, project_dir, args.deliveries)

@@ -16,10 +16,13 @@ from typing import TextIO
 
 from bot import messages
 from bot.events import ChangeMerged, CommandGiven
+from bot.logs import secrets_of
 from bot.lifecycle import CHANNEL_DIGEST, Lifecycle, Project
+from bot.observability import Observability, observe_adapters, observe_handlers
 from bot.outbox import DeliveryReport, Outbox
 from bot.settings import Settings
 from bot.store import NewEffect, Store
+from integrations.ports import TransientError
 
 __all__ = ["BotApp", "build"]
 
@@ -33,6 +36,7 @@ class BotApp:
     lifecycle: Lifecycle
     outbox: Outbox
     clock: Callable[[], datetime]
+    observability: Observability | None = None  # metrics and readiness (bot/observability.py)
 
     @property
     def scm(self):
@@ -59,9 +63,15 @@ class BotApp:
         changes, cursor = scm.merged_changes(self.store.cursor(f"{source}:changes"))
         if not changes and cursor is not None and self.store.cursor(f"{source}:changes") != cursor:
             self.store.set_cursor(f"{source}:changes", cursor)
-        seen += self._handle_all([ChangeMerged(source, change) for change in changes], (f"{source}:changes", cursor))
-        comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
-        seen += self._handle_all([CommandGiven(source, comment) for comment in comments], (f"{source}:comments", cursor))
+        try:
+            seen += self._handle_all([ChangeMerged(source, change) for change in changes], (f"{source}:changes", cursor))
+            comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
+            seen += self._handle_all([CommandGiven(source, comment) for comment in comments],
+                                     (f"{source}:comments", cursor))
+        except TransientError as exc:
+            # A rate limit or a spent per-cycle request budget part-way: what was handled is stored with
+            # its cursor; the cursor never passes what was not, so the rest comes again next cycle.
+            log.warning("poll: %s; the rest waits for the next cycle", exc)
         self.bootstrap()
         if seen:
             log.info("poll: %d new event(s) from %s", seen, source)
@@ -121,11 +131,16 @@ class BotApp:
         """Post the daily digest once per day."""
         now = self.clock()
         day = now.date().isoformat()
+        if self.store.seen(f"digest:{day}"):  # posted today: no tracker request every cycle
+            return False
         model = self.lifecycle.project.name
         production = self.registry.production(model)
         since = now - timedelta(days=1)
         runs = [r for r in self.registry.runs(model, limit=200) if r.started_at >= since]
-        ticket = self.tracker.find_open(f"retrain:{model}")
+        try:
+            ticket = self.tracker.find_open(f"retrain:{model}")
+        except TransientError:  # a rate limit or this cycle's request budget: the last known ticket will do
+            ticket = self.lifecycle.known_ticket(model)
         last = self.store.get_state("last_drift", model) or {}
         row = {
             "model": model,
@@ -171,7 +186,8 @@ def build(
     clock = clock or (lambda: datetime.now(UTC))
     spec = load_project(settings.project_dir)
     store = store or Store(settings.state_database_url, clock=clock)
-    create_local_tables(store.engine)
+    with store.schema_transaction() as conn:  # two bots starting together on PostgreSQL create them once
+        create_local_tables(conn)
     registry = registry or ModelRegistry(settings.registry_dir, clock=clock)
     repo_dir = settings.repo_dir or _git_root(spec.root) or spec.root
     if settings.azure_enabled:
@@ -189,14 +205,21 @@ def build(
                                 clock=clock, out=out)
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)
     if chat is None and settings.slack_bot_token is not None:
-        chat = _slack(settings)
+        chat = _slack(settings, spec.name)
     chat = chat or ConsoleChat(store.engine, out=out, clock=clock)
+    if engine is None and settings.github_enabled:  # merged pull requests run from the merge commit's code
+        engine = _github_workspace_engine(settings, scm, InProcessEngine(registry, {spec.name: spec.root}, clock=clock),
+                                          settings.project_path or _relative_path(spec.root, repo_dir))
     engine = engine or InProcessEngine(registry, {spec.name: spec.root}, clock=clock)
     project = Project(spec.name, spec.root, tuple(settings.project_paths) or (_relative_path(spec.root, repo_dir),))
+    observability = Observability(store=store, models=[spec.name], secrets=secrets_of(settings))
+    observe_adapters(observability, scm, tracker, chat, engine)
     lifecycle = Lifecycle(settings=settings, store=store, registry=registry, scm=scm, tracker=tracker, chat=chat,
-                          engine=engine, project=project, clock=clock)
-    outbox = Outbox(store, lifecycle.handlers(), ingest=lambda event: lifecycle.handle(event), clock=clock)
-    return BotApp(settings=settings, store=store, lifecycle=lifecycle, outbox=outbox, clock=clock)
+                          engine=engine, project=project, clock=clock, observer=observability)
+    outbox = Outbox(store, observe_handlers(lifecycle.handlers(), observability),
+                    ingest=lambda event: lifecycle.handle(event), clock=clock)
+    return BotApp(settings=settings, store=store, lifecycle=lifecycle, outbox=outbox, clock=clock,
+                  observability=observability)
 
 
 def _github(settings: Settings, clock):
@@ -208,8 +231,22 @@ def _github(settings: Settings, clock):
                       installation_id=settings.github_app_installation_id)
     client = GitHubClient(connect(auth, base_url=settings.github_api_url, timeout=settings.github_timeout_s),
                           settings.github_repository,
-                          bot_login=settings.bot_name, reserve=settings.github_rate_limit_reserve, clock=clock)
+                          bot_login=settings.bot_name, reserve=settings.github_rate_limit_reserve, clock=clock,
+                          cycle_budget=settings.github_cycle_budget, cycle_s=settings.poll_interval_s)
     return GitHubSource(client, branch=settings.watch_branch), GitHubIssues(client)
+
+
+def _github_workspace_engine(settings: Settings, scm, engine, project_path: str):
+    """The in-process engine on checkouts of the GitHub repository (integrations/workspace.py)."""
+    from integrations.github import GitHubSource
+    from integrations.workspace import GitWorkspaces, WorkspaceEngine
+
+    if not isinstance(scm, GitHubSource):
+        return None
+    client = scm.client
+    workspaces = GitWorkspaces(settings.data_dir.expanduser().resolve() / "workspaces", client.clone_url,
+                               token=client.token, timeout_s=max(60.0, settings.github_timeout_s * 40))
+    return WorkspaceEngine(engine, workspaces, project_path=project_path)
 
 
 def _azure(settings: Settings, registry):
@@ -236,11 +273,17 @@ def _azure(settings: Settings, registry):
     return scm, tracker, engine
 
 
-def _slack(settings: Settings):
-    from integrations.slack import SlackChat, connect
+def _slack(settings: Settings, project: str | None = None):
+    """Slack chat, its channels routed for ``project`` (by default the one in MLOPS_PROJECT_DIR)."""
+    from integrations.slack import SlackChat, connect, routes
 
+    if project is None and settings.slack_project_channels:
+        from pipeline.spec import load_project
+
+        project = load_project(settings.project_dir).name
     client = connect(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
-    return SlackChat(client, channels=settings.slack_channels, mention_group=settings.slack_mention_group)
+    channels = routes(settings.slack_channels, settings.slack_project_channels, project)
+    return SlackChat(client, channels=channels, mention_group=settings.slack_mention_group)
 
 
 def _git_root(path: Path) -> Path | None:

@@ -355,24 +355,15 @@ def _version_ref(obj: _Context, ref: str):
 
 def _app(obj: _Context, *, quiet: bool = False):
     from bot.app import build
+    from bot.logs import configure_logging
     from bot.store import StoreError
     from pipeline.spec import SpecError
 
-    _configure_logging(obj.settings.log_level)
+    configure_logging(obj.settings)
     try:
         return build(obj.settings, out=None if quiet else sys.stdout)
     except (SpecError, StoreError) as exc:
         raise OperationFailed(str(exc)) from None
-
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    # Request-level chatter from libraries says nothing a user can act on.
-    for noisy in ("apscheduler", "urllib3", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @cli.command("run")
@@ -383,7 +374,12 @@ def run_bot(obj: _Context, once: bool, as_json: bool) -> None:
     """Run the bot: poll for merged changes and commands, check drift, deliver effects, post the digest."""
     app = _app(obj, quiet=as_json)
     if once:
-        done = app.run_once()
+        from bot.scheduler import AnotherBotLeads, run_once
+
+        try:
+            done = run_once(app)
+        except AnotherBotLeads as exc:
+            raise OperationFailed(str(exc)) from None
         if as_json:
             _print_json(done)
         else:
@@ -413,7 +409,9 @@ def serve(obj: _Context, host: str | None, port: int | None) -> None:
     runner.start()
     try:
         # uvicorn handles SIGTERM and Ctrl-C: it stops taking requests, then we stop the jobs.
-        uvicorn.run(web, host=host, port=port, log_level=obj.settings.log_level.lower(), access_log=False)
+        # log_config=None: uvicorn's own lines go through the bot's handler (format, ids, redaction).
+        uvicorn.run(web, host=host, port=port, log_level=obj.settings.log_level.lower(), access_log=False,
+                    log_config=None)
     finally:
         runner.stop()
 
@@ -673,11 +671,78 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
             checks += _slack(settings).diagnose([CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST])
         except Exception as exc:  # a bad token or URL is a finding here, not a crash
             checks.append(("Slack", str(exc), "check SLACK_BOT_TOKEN and MLOPS_SLACK_API_URL"))
+    if settings.azure_enabled:
+        from bot.app import _azure
+
+        try:
+            azure_scm, azure_tracker, azure_engine = _azure(settings, None)
+            from integrations.azure_devops import diagnose
+
+            checks += diagnose(azure_tracker, azure_scm, azure_engine)
+        except Exception as exc:  # a malformed URL or an unknown process is a finding here, not a crash
+            checks.append(("Azure DevOps", str(exc), "check the AZURE_DEVOPS_* and MLOPS_AZURE_* settings"))
     batches = settings.batches_dir
     checks.append((f"monitoring folder ({batches})",
                    None if batches.is_dir() or not batches.exists() else f"{batches} is not a folder",
                    "set MLOPS_MONITOR_DIR to a folder of CSV or Parquet batches"))
     return checks
+
+
+@cli.group()
+def db() -> None:
+    """The state database's schema (migrations run by themselves when the bot starts)."""
+
+
+@db.command("upgrade")
+@json_option
+@pass_context
+def db_upgrade(obj: _Context, as_json: bool) -> None:
+    """Bring the state database's schema to this mlops-bot's newest revision (in place, keeping the data)."""
+    from bot.store import Store, StoreError
+
+    try:
+        store = Store(obj.settings.state_database_url)
+    except StoreError as exc:
+        raise OperationFailed(str(exc)) from None
+    change, label = store.schema_upgrade, store.label
+    store.close()
+    if as_json:
+        _print_json({"database": label, "from": change[0] if change else None,
+                     "to": change[1] if change else None, "upgraded": change is not None})
+    elif change is None:
+        click.echo(f"state database {label} is already at the newest revision")
+    else:
+        click.echo(f"state database {label} upgraded from revision {change[0] or '(none)'} to {change[1]}")
+
+
+@db.command("current")
+@json_option
+@pass_context
+def db_current(obj: _Context, as_json: bool) -> None:
+    """Show the state database's schema revision and the newest this mlops-bot knows; changes nothing."""
+    from bot.store import StoreError, schema_status
+
+    try:
+        status = schema_status(obj.settings.state_database_url)
+    except StoreError as exc:
+        raise OperationFailed(str(exc)) from None
+    if as_json:
+        _print_json({"database": status.database, "revision": status.revision, "head": status.head,
+                     "current": status.current})
+        return
+    if status.revision is None and status.legacy is None:
+        state = "not created yet (the bot creates it when it starts)"
+    elif status.revision is None:
+        state = "from before migrations (`mlops-bot db upgrade` or starting the bot upgrades it)"
+    elif status.current:
+        state = "current"
+    else:
+        from bot.migrations import known
+
+        state = ("older (`mlops-bot db upgrade` or starting the bot upgrades it)" if known(status.revision)
+                 else "written by a newer mlops-bot: upgrade mlops-bot")
+    click.echo(f"state database {status.database}\nrevision {status.revision or '(none)'}, newest {status.head}: "
+               f"{state}")
 
 
 @cli.group()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import messages
-from bot.commands import REGISTRY, Request, parse, respond, unknown_reply
+from bot.commands import REGISTRY, Request, parse, required_permission, respond, unknown_reply
 from bot.commands.base import CheckDrift, Promote, Rollback, RunPipeline
 from bot.events import (
     ChangeMerged,
@@ -38,10 +38,13 @@ from bot.events import (
     RunFinished,
     TicketClosed,
 )
+from bot.logs import log_context
+from bot.fork_guard import code_under_test
 from bot.outbox import Delivered, PermanentError
 from bot.store import EffectRow, NewEffect, Store
 from integrations.ports import (
     Chat,
+    ChatAction,
     Comment,
     MessageRef,
     Permission,
@@ -76,8 +79,10 @@ class Lifecycle:
     """The rules (``effects_for``) and the effect handlers (``handlers``), over the ports."""
 
     def __init__(self, *, settings, store: Store, registry, scm: SourceControl, tracker: Tracker, chat: Chat,
-                 engine: PipelineEngine, project: Project, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 engine: PipelineEngine, project: Project, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 observer=None):
         self.settings, self.store, self.registry = settings, store, registry
+        self.observer = observer  # told of each event seen (bot/observability.py), when given
         self.scm, self.tracker, self.chat, self.engine = scm, tracker, chat, engine
         self.project, self.clock = project, clock
         self._memory: OrderedDict[tuple[str, str], dict] = OrderedDict()  # bounded: see _remember
@@ -94,10 +99,16 @@ class Lifecycle:
         if not known_new and self.store.seen(event.key):
             if cursor:
                 self.store.set_cursor(*cursor)
+            if self.observer is not None:
+                self.observer.event(event, source or getattr(event, "source", ""), new=False)
             return False
-        effects = self.effects_for(event)
-        return self.store.ingest(event.key, event.kind, source or getattr(event, "source", ""), event.to_dict(),
-                                 effects, cursor=cursor)
+        with log_context(event=event.key, run=getattr(event, "run_id", None)):
+            effects = self.effects_for(event)
+            new = self.store.ingest(event.key, event.kind, source or getattr(event, "source", ""), event.to_dict(),
+                                    effects, cursor=cursor)
+        if self.observer is not None:
+            self.observer.event(event, source or getattr(event, "source", ""), new=new)
+        return new
 
     def effects_for(self, event: Event) -> list[NewEffect]:
         rule = {
@@ -126,8 +137,15 @@ class Lifecycle:
             # A webhook's pull request carries no file list; ask for it (a TransientError leaves the
             # event unstored, and the poller brings the merge again later).
             change = replace(change, paths=tuple(self.scm.change_paths(change.repo, change.number)))
+        # AB#12 links work item 12 to the change whatever the change touches (once per pair).
+        links = self._ab_links(change.target, change.url, change.title, f"{change.title}\n{change.body}", "description")
+        # Optional: a pull request's commit messages; asked for only when AB# links can matter.
+        if self.tracker.name == "azure" and hasattr(self.scm, "change_messages"):
+            commits = "\n".join(self.scm.change_messages(change.repo, change.number))
+            links += [e for e in self._ab_links(change.target, change.url, change.title, commits, "commits")
+                      if e.key not in {link.key for link in links}]
         if change.branch != watched or not self.touches_project(change.paths):
-            return []
+            return links
         run_id = _run_id(f"{change.repo}:{change.commit}")
         tickets = self.scm.linked_tickets(change, tuple(self.settings.ticket_patterns))
         origin = {
@@ -143,6 +161,7 @@ class Lifecycle:
             self._chat_episode(origin["episode"], CHANNEL_PIPELINE,
                                f"⏳ {self.project.name}: pipeline running for {change.target} “{change.title}”"),
             self._pipeline_run(run_id, trigger="merge", reason=why, origin=origin, promote=True),
+            *links,
         ]
 
     # --- rule 3: commands ----------------------------------------------------------------------
@@ -151,18 +170,21 @@ class Lifecycle:
         comment = event.comment
         if comment.by_bot or comment.edited or comment.author == self.settings.bot_name:
             return []
+        links = [] if comment.target.kind != "change" else self._ab_links(
+            comment.target, comment.url.split("#")[0], "", comment.body, f"comments (by {comment.author})")
         parsed = parse(comment.body, limit=self.settings.max_commands_per_comment)
         if not parsed.invocations and not parsed.unknown:
-            return []
-        effects = [] if comment.target.kind == "chat" else [self._react(comment, "eyes")]
+            return links
+        effects = links + ([] if comment.target.kind == "chat" else [self._react(comment, "eyes")])
         if parsed.unknown:
             effects.append(self._reply(comment.target, f"unknown:{comment.id}", unknown_reply(parsed.unknown).text))
-        permission = self.permission(comment.target, comment.author)
+        permission = self._command_permission(comment, parsed.invocations)
         context = CommandView(self)
         for index, invocation in enumerate(parsed.invocations):
             request = Request(invocation=invocation, target=comment.target, author=comment.author,
                               model=self.project.name, permission=permission)
             reply = respond(request, context, overrides=self.settings.command_permissions)
+            reply, code = code_under_test(self, comment, reply)  # a pull request's code; forks need /ok-to-test
             key = f"cmd:{event.source}:{comment.target.repo}:{comment.id}:{index}"
             effects.append(self._reply(comment.target, key, reply.text))
             origin = {
@@ -170,6 +192,7 @@ class Lifecycle:
                 "command": invocation.line, "author": comment.author, "repo": comment.target.repo,
                 "episode": self._episode_for(comment.target),
             }
+            origin.update(code)
             if comment.target.kind == "ticket":
                 origin["ticket"] = comment.target.number
             for action in reply.actions:
@@ -196,8 +219,26 @@ class Lifecycle:
         """The author's level: from the repository for changes and tickets, from settings in chat."""
         if target.kind == "chat":
             levels = self.settings.slack_permissions
+            resolve = getattr(self.chat, "permission", None)  # Slack also reads user groups
+            if resolve is not None:
+                return resolve(author, levels)
             return Permission[levels.get(author, levels.get("*", "read"))]
         return self.scm.permission(target.repo, author)
+
+    def _command_permission(self, comment: Comment, invocations) -> Permission:
+        """The author's level, asked for only when a command needs more than read: on hosts where
+        whoever can comment can read (``commenters_can_read``), /status and /help cost no lookup."""
+        needed = max((required_permission(i.name, self.settings.command_permissions) for i in invocations),
+                     default=Permission.read)
+        if (needed <= Permission.read and comment.target.kind != "chat"
+                and getattr(self.scm, "commenters_can_read", False)):
+            return Permission.read
+        return self.permission(comment.target, comment.author)
+
+    def host_in_thread(self, target: Target, message: MessageRef) -> None:
+        """Commands given at ``target`` (a button under ``message``) are answered in ``message``'s
+        thread, which keeps its own text: their episode has no top-level message of its own."""
+        self._remember("threads", self._episode_for(target), {**_ref_dict(message), "hosted": True})
 
     def _episode_for(self, target: Target) -> str:
         if target.kind == "ticket":
@@ -209,11 +250,17 @@ class Lifecycle:
     def _action_effects(self, action, key: str, origin: dict[str, Any]) -> list[NewEffect]:
         model = self.project.name
         if isinstance(action, RunPipeline):
-            ticket = self.known_ticket(model) if action.promote else None
+            # Code of an unmerged pull request is trained and validated, never promoted on its own:
+            # merging it (or an explicit /deploy of the candidate) is the human decision.
+            unmerged = bool(origin.get("head_ref"))
+            promote = action.promote and not unmerged
+            reason = action.reason + (" (unmerged pull request code: kept as a candidate)" if action.promote
+                                      and unmerged else "")
+            ticket = self.known_ticket(model) if promote else None
             if ticket is not None:
                 origin = {**origin, "ticket": ticket.id}
-            return [self._pipeline_run(_run_id(key), trigger="command", reason=action.reason, origin=origin,
-                                       promote=action.promote)]
+            return [self._pipeline_run(_run_id(key), trigger="command", reason=reason, origin=origin,
+                                       promote=promote)]
         if isinstance(action, Promote):
             return [NewEffect(f"{key}:promote", "registry.promote", {
                 "model": model, "version": action.version, "reason": action.reason, "cause": key, "origin": origin,
@@ -252,7 +299,8 @@ class Lifecycle:
             }, lane=f"ticket:{number}"))
         episode = origin.get("episode") or f"run:{event.run_id}"
         where = str(target) if target else {"bootstrap": "first model"}.get(origin.get("kind", ""), "run")
-        effects.append(self._chat_episode(episode, CHANNEL_PIPELINE, messages.run_chat_text(result, where)))
+        effects.append(self._chat_episode(episode, CHANNEL_PIPELINE, messages.run_chat_text(result, where),
+                                          actions=_run_actions(result)))
         effects.append(self._chat_reply(episode, CHANNEL_PIPELINE, f"run-chat:{event.run_id}",
                                         f"Run `{event.run_id}`: {messages.run_chat_text(result, where)}"))
         ticket_id = origin.get("ticket")
@@ -330,7 +378,10 @@ class Lifecycle:
         target = _target(((origin.payload if origin else {}).get("origin") or {}).get("target"))
         if target is not None:
             effects.append(self._reply(target, f"result:{event.key}", text))
-        effects.append(NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_PIPELINE, "text": text},
+        buttons = [{"command": "rollback", "model": event.model, "version": event.version}] \
+            if event.kind == "model_promoted" else []
+        effects.append(NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_PIPELINE, "text": text,
+                                                                   **({"actions": buttons} if buttons else {})},
                                  lane=f"chat:{CHANNEL_PIPELINE}"))
         return effects
 
@@ -354,6 +405,23 @@ class Lifecycle:
         return NewEffect(key, "scm.upsert", {"target": _target_dict(target), "marker": marker, "body": body},
                          lane=f"scm:{target}")
 
+    def _ab_links(self, target: Target, url: str, title: str, text: str, where: str) -> list[NewEffect]:
+        """``AB#12`` in a change's title, description, commits or comments: work item 12 linked to the
+        change (a Hyperlink, or an Azure Repos pull request's artifact link) with a comment, once per
+        pair whichever text names it first (the effect's key)."""
+        if self.tracker.name != "azure" or not hasattr(self.tracker, "link"):
+            return []
+        from integrations.local import find_ticket_references
+
+        numbers = [n for name, n in find_ticket_references(text, tuple(self.settings.ticket_patterns)) if name == "azure"]
+        url = url if url.startswith(("https://", "http://")) else ""  # a local commit has nothing to link to
+        return [NewEffect(f"ab-link:{target.repo}:{target.number}:{number}", "tracker.link", {
+            "ticket_id": number, "target": _target_dict(target), "url": url, "title": title,
+            "body": f"🔗 Linked to {'pull request' if target.kind == 'change' else 'change'} {target}"
+                    f"{f' “{title}”' if title else ''}{f' ({url})' if url else ''}: mentioned as AB#{number} "
+                    f"in its {where}.",
+        }, lane=f"ticket:{number}") for number in numbers]
+
     def _react(self, comment: Comment, reaction: str) -> NewEffect:
         return NewEffect(f"react:{comment.target.repo}:{comment.id}:{reaction}", "scm.react", {
             "comment": {"id": comment.id, "target": _target_dict(comment.target), "author": comment.author},
@@ -366,10 +434,12 @@ class Lifecycle:
             "context": STATUS_CONTEXT,
         }, lane=f"status:{repo}:{commit}")
 
-    def _chat_episode(self, episode: str, channel: str, text: str) -> NewEffect:
+    def _chat_episode(self, episode: str, channel: str, text: str, *, actions: list[dict] | None = None) -> NewEffect:
+        """``actions``: buttons under the message (ChatAction fields), where the chat shows them."""
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
         return NewEffect(f"episode:{episode}:{digest}", "chat.episode",
-                         {"episode": episode, "channel": channel, "text": text}, lane=f"chat:{episode}")
+                         {"episode": episode, "channel": channel, "text": text,
+                          **({"actions": actions} if actions else {})}, lane=f"chat:{episode}")
 
     def _chat_reply(self, episode: str, channel: str, key: str, text: str) -> NewEffect:
         return NewEffect(key, "chat.reply", {"episode": episode, "channel": channel, "text": text},
@@ -409,6 +479,7 @@ class Lifecycle:
             "tracker.drift": _Handler(self._deliver_drift_ticket),
             "tracker.comment": _Handler(self._deliver_ticket_comment, self._find_ticket_comment),
             "tracker.close": _Handler(self._deliver_close),
+            "tracker.link": _Handler(self._deliver_link),
             "chat.post": _Handler(self._deliver_chat_post, self._find_chat_post),
             "chat.episode": _Handler(self._deliver_chat_episode),
             "chat.reply": _Handler(self._deliver_chat_reply, self._find_chat_reply),
@@ -491,7 +562,7 @@ class Lifecycle:
             episode = f"ticket:{ticket.id}"
             text = messages.drift_chat_text(model, p["severity"], p["features"], f"ticket #{ticket.id} {ticket.url}")
             self.store.add_effects(effect.cause, [
-                self._chat_episode(episode, CHANNEL_ALERTS, text),
+                self._chat_episode(episode, CHANNEL_ALERTS, text, actions=[{"command": "retrain", "model": model}]),
                 self._chat_reply(episode, CHANNEL_ALERTS, f"drift-chat:{effect.key}",
                                  f"Batch `{p['batch']}`: {p['severity']} drift. Report: {p['report_dir'] or 'n/a'}"),
                 NewEffect(f"drift-chart:{effect.key}", "chat.upload", {
@@ -509,6 +580,16 @@ class Lifecycle:
         found = self.tracker.find_comment(int(effect.payload["ticket_id"]), effect.key)
         return Delivered({"comment_id": found}) if found else None
 
+    def _deliver_link(self, effect: EffectRow) -> Delivered:
+        # Safe to repeat: the tracker looks for the link before making it.
+        p, target = effect.payload, _target(effect.payload["target"])
+        ours = hasattr(self.scm, "link_url") and target.repo == getattr(self.scm, "repo", None)
+        url = self.scm.link_url(target) if ours else p["url"]
+        outcome = self.tracker.link(int(p["ticket_id"]), url, p["body"], marker=effect.key, title=p.get("title", ""))
+        if outcome != "missing":
+            self.store.link("ticket", str(p["ticket_id"]), "linked_to", "change", f"{target.repo}:{target.number}")
+        return Delivered({"outcome": outcome, "url": url})
+
     def _deliver_close(self, effect: EffectRow) -> Delivered:
         p = effect.payload
         self.tracker.close(int(p["ticket_id"]))
@@ -519,8 +600,15 @@ class Lifecycle:
         return Delivered({})
 
     def _deliver_chat_post(self, effect: EffectRow) -> Delivered:
-        ref = self.chat.post(effect.payload["channel"], effect.payload["text"], marker=effect.key)
+        ref = self.chat.post(effect.payload["channel"], effect.payload["text"], marker=effect.key,
+                             **self._actions(effect.payload))
         return Delivered(_ref_dict(ref))
+
+    def _actions(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The effect's buttons as ``actions=`` for a chat that shows them; nothing for one that does not."""
+        if not payload.get("actions") or not getattr(self.chat, "shows_actions", False):
+            return {}
+        return {"actions": tuple(ChatAction(**action) for action in payload["actions"])}
 
     def _find_chat_post(self, effect: EffectRow) -> Delivered | None:
         ref = self.chat.find_message(effect.payload["channel"], effect.key)
@@ -536,10 +624,12 @@ class Lifecycle:
         """The episode's one top-level message: posted once, then updated in place."""
         p = effect.payload
         parent = self._thread(p["episode"], p["channel"])
+        if parent is not None and (self._remembered("threads", p["episode"]) or {}).get("hosted"):
+            return Delivered({**_ref_dict(parent), "hosted": True})  # a button's: its news are replies there
         if parent is None:
-            parent = self.chat.post(p["channel"], p["text"], marker=f"episode:{p['episode']}")
+            parent = self.chat.post(p["channel"], p["text"], marker=f"episode:{p['episode']}", **self._actions(p))
         else:
-            self.chat.update(parent, p["text"])
+            self.chat.update(parent, p["text"], **self._actions(p))
         self._remember("threads", p["episode"], _ref_dict(parent))
         self.store.link("episode", p["episode"], "chat_thread", "chat", f"{parent.channel}/{parent.id}")
         return Delivered(_ref_dict(parent))
@@ -741,6 +831,18 @@ def _target_dict(target: Target) -> dict[str, Any]:
 
 def _target(data: dict[str, Any] | None) -> Target | None:
     return Target(data["kind"], data["repo"], int(data["number"])) if data else None
+
+
+def _run_actions(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished run's buttons: roll back what it deployed, or deploy the candidate it validated."""
+    version, model = result.get("version"), result.get("model", "")
+    if version is None or not model:
+        return []
+    if result.get("promoted"):
+        return [{"command": "rollback", "model": model, "version": version}]
+    if result.get("status") == "succeeded":
+        return [{"command": "deploy", "model": model, "version": version}]
+    return []
 
 
 def _ref_dict(ref: MessageRef) -> dict[str, Any]:

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="How much the bot logs.", examples=["DEBUG"]
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as readable text, or as JSON objects for log systems.",
+        examples=["json"]
+    )
     state_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the state database; default: SQLite in MLOPS_DATA_DIR/state.db.",
@@ -71,6 +75,12 @@ class Settings(BaseSettings):
         description="Paths (in the repository) whose change triggers a pipeline run; default: the project folder.",
         examples=['["models/churn/", "shared/features/"]'],
     )
+    project_path: str | None = Field(
+        default=None,
+        description="The project folder's path inside the repository, for runs from a fetched commit (GitHub); "
+                    "default: MLOPS_PROJECT_DIR relative to its git repository.",
+        examples=["models/churn"],
+    )
 
     # Scheduler.
     poll_interval_s: float = Field(default=60.0, gt=0, description="Seconds between polls of source control.",
@@ -81,6 +91,11 @@ class Settings(BaseSettings):
                                       examples=[2])
     digest_cron: str = Field(default="0 9 * * *", description="When to post the daily digest (cron, local time).",
                              examples=["30 8 * * 1-5"])
+    takeover_s: float = Field(
+        default=30.0, ge=1, le=3600,
+        description="Seconds within which a standby bot takes over when the leading one dies (bots sharing a PostgreSQL state database).",
+        examples=[10],
+    )
 
     # Monitoring and retrain tickets.
     monitor_dir: Path | None = Field(
@@ -150,6 +165,11 @@ class Settings(BaseSettings):
         default=100, ge=0, description="GitHub requests kept in reserve: below it the bot waits for the reset.",
         examples=[500],
     )
+    github_cycle_budget: int = Field(
+        default=1000, ge=0, description="GitHub requests per poll cycle at most (0: no limit); the rest of the "
+                                        "work waits for the next cycle.",
+        examples=[200],
+    )
 
     github_workflow: str | None = Field(
         default=None, description="GitHub Actions workflow (file name or id) that trains, instead of the "
@@ -174,16 +194,22 @@ class Settings(BaseSettings):
         default=None, description="Who severe drift alerts mention: a user group id (S...), here or channel.",
         examples=["S0123ABCD"],
     )
+    slack_project_channels: dict[str, dict[str, str]] = Field(
+        default={}, description="Slack channels per model project (JSON: project name to a mapping like "
+                                "MLOPS_SLACK_CHANNELS), over MLOPS_SLACK_CHANNELS for that project.",
+        examples=['{"churn": {"mlops-alerts": "#churn-alerts", "mlops-pipeline": "#churn-ci"}}'],
+    )
 
     slack_signing_secret: SecretStr | None = Field(
         default=None, validation_alias="SLACK_SIGNING_SECRET",
-        description="Slack app's signing secret; /mlops slash commands are refused while it is unset.",
+        description="Slack app's signing secret; /mlops slash commands and buttons are refused while it is unset.",
         examples=["8f742231b10e8888abcd99yyyzzz85a5"],
     )
     slack_permissions: dict[str, str] = Field(
-        default={}, description="Permission level of Slack users for /mlops (JSON: user id or name, or * for "
-                                "everyone, to read|triage|write|maintain|admin); default read.",
-        examples=['{"U024BE7LH": "maintain", "*": "read"}'],
+        default={}, description="Permission level of Slack users for /mlops and buttons (JSON: user id or name, "
+                                "user group id S... or @handle, or * for everyone, to "
+                                "read|triage|write|maintain|admin; the highest that names a user wins); default read.",
+        examples=['{"U024BE7LH": "maintain", "@ml-leads": "admin", "*": "read"}'],
     )
 
     # Azure DevOps: Boards for tickets; optionally Repos for code and Pipelines for runs.
@@ -267,6 +293,22 @@ class Settings(BaseSettings):
         for who, level in value.items():
             if level not in levels:
                 raise ValueError(f"{who}: {level!r} is not a level; use one of {', '.join(levels)}")
+        return value
+
+    @field_validator("slack_project_channels")
+    @classmethod
+    def _known_kinds_per_project(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        import re
+
+        kinds = ("mlops-pipeline", "mlops-alerts", "mlops-digest")
+        for project, channels in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", project):
+                raise ValueError(f"{project!r} is not a project name (the [project] name of its mlops.toml)")
+            for kind, channel in channels.items():
+                if kind not in kinds:
+                    raise ValueError(f"{project}: {kind!r} is not a kind of message; use {', '.join(kinds)}")
+                if not channel.strip().lstrip("#"):
+                    raise ValueError(f"{project}: {kind} needs a channel name or id")
         return value
 
     @field_validator("digest_cron")

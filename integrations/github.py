@@ -8,12 +8,25 @@ fetch followed by a write.
 Failures become the ports' errors: 5xx, timeouts, lost connections and rate limits are
 ``TransientError`` (a write whose answer was lost is flagged ``outcome_unknown``, so the outbox
 looks for its marker before repeating it); 404 and 422 are ``PermanentError``.
+
+A per-cycle budget (``MLOPS_GITHUB_CYCLE_BUDGET``) caps the requests made in one poll interval:
+once spent, every further request raises ``CycleBudgetSpent`` (a ``StillRunning``: the work is not
+failed, it waits), so a burst of work spreads over several cycles instead of spending the hour's
+rate limit at once. The poll's own two requests are always made; each poll starts a new cycle, and
+so does a poll interval gone by without one (a bot fed by webhooks that rarely polls).
+
+Workflows on GitHub Actions report metrics by convention: the run uploads an artifact named
+``mlops-metrics`` holding ``metrics.json``, either what ``mlops-bot pipeline run --json`` prints
+or ``{"metrics": {"roc_auc": 0.97, ...}}``; the bot reads it through the artifacts API.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,10 +35,12 @@ from typing import Any
 from integrations.github_payloads import change_from_pull, comment_from_json
 from integrations.ports import (
     Change,
+    ChangeHead,
     Comment,
     PermanentError,
     Permission,
     RunHandle,
+    StillRunning,
     Target,
     Ticket,
     TransientError,
@@ -33,7 +48,8 @@ from integrations.ports import (
     with_marker,
 )
 
-__all__ = ["GitHubActionsEngine", "GitHubAuth", "GitHubClient", "GitHubIssues", "GitHubSource", "connect"]
+__all__ = ["METRICS_ARTIFACT", "CycleBudgetSpent", "GitHubActionsEngine", "GitHubAuth", "GitHubClient",
+           "GitHubIssues", "GitHubSource", "connect"]
 
 log = logging.getLogger("mlops_bot.github")
 
@@ -43,6 +59,12 @@ _ROLE_PERMISSION = {
 }
 PERMISSION_TTL_S = 300.0
 _REACTIONS = {"eyes", "+1", "-1", "rocket", "confused", "heart", "hooray", "laugh"}
+METRICS_ARTIFACT, METRICS_FILE = "mlops-metrics", "metrics.json"
+_MAX_METRICS_BYTES = 1024 * 1024
+
+
+class CycleBudgetSpent(StillRunning):
+    """This poll cycle's GitHub requests are spent: the work waits for the next cycle, it has not failed."""
 
 
 @dataclass(frozen=True)
@@ -82,21 +104,31 @@ class GitHubClient:
     """One repository on GitHub, with the rate-limit budget kept in view."""
 
     def __init__(self, gh: Any, repo: str, *, bot_login: str = "", reserve: int = 50,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), cycle_budget: int = 0,
+                 cycle_s: float = 60.0):
         self.gh, self.repo_name, self.bot_login, self.reserve, self.clock = gh, repo, bot_login, reserve, clock
         self.repo = gh.get_repo(repo)  # lazy: no request
         self.requester = gh.requester
         self._etags: dict[str, str] = {}
+        self.cycle_budget, self.cycle_s, self.cycle_used = cycle_budget, cycle_s, 0
+        self._cycle_started = clock()
+        self._clone_url: str | None = None
+
+    def begin_cycle(self) -> None:
+        """A new poll cycle: its request budget starts afresh."""
+        self.cycle_used, self._cycle_started = 0, self.clock()
 
     def call(self, verb: str, path: str, *, params: dict | None = None, body: Any = None,
-             etag_key: str | None = None, write: bool = False, url: str | None = None) -> tuple[dict, Any]:
+             etag_key: str | None = None, write: bool = False, url: str | None = None,
+             budgeted: bool = True, conditional: bool = True) -> tuple[dict, Any]:
         """One REST call on the repository (``path`` after ``/repos/{owner}/{repo}``, or a full ``url``).
 
-        With ``etag_key`` the call is conditional; a 304 returns ``(headers, None)`` and is free.
+        With ``etag_key`` the call is conditional (unless ``conditional`` is False: the ETag is only
+        kept then); a 304 returns ``(headers, None)`` and is free. ``budgeted=False`` (the poll's own requests) is made even when the cycle's budget is spent.
         """
-        self._check_budget()
+        self._spend(budgeted)
         headers = {}
-        if etag_key and etag_key in self._etags:
+        if etag_key and conditional and etag_key in self._etags:
             headers["If-None-Match"] = self._etags[etag_key]
         try:
             response_headers, data = self.requester.requestJsonAndCheck(
@@ -133,10 +165,69 @@ class GitHubClient:
                        "the rate limit is spent" if remaining == 0 else None, "wait for the reset or use a GitHub App"))
         return checks
 
+    def token(self) -> str:
+        """The credential git uses over HTTPS: the token, or the App installation's current token."""
+        return self.requester.auth.token
+
+    def clone_url(self) -> str:
+        """The repository's HTTPS clone URL, asked once."""
+        if self._clone_url is None:
+            _headers, data = self.call("GET", "")
+            self._clone_url = data["clone_url"]
+        return self._clone_url
+
+    def download(self, url: str) -> bytes:
+        """A file behind an API URL that answers 302 to short-lived signed storage elsewhere (an artifact's zip).
+
+        The storage (``*.blob.core.windows.net`` and the like) is fetched with a plain request and no
+        Authorization header, as it requires; PyGithub would refuse to follow a redirect off GitHub's domains.
+        """
+        import requests
+
+        self._spend(True)
+        try:
+            status, headers, _body = self.requester.requestJson("GET", url)
+        except Exception as exc:
+            raise _translate(exc, write=False) from exc
+        location = {k.lower(): v for k, v in (headers or {}).items()}.get("location")
+        if status in {404, 410}:
+            raise PermanentError(f"GitHub answered {status} for {url}")
+        if status >= 500 or status == 429:
+            raise TransientError(f"GitHub answered {status} for {url}")
+        if status not in {301, 302, 303, 307} or not location:
+            raise PermanentError(f"GitHub answered {status} for {url}, not a redirect to the file")
+        try:
+            with requests.get(location, timeout=30, stream=True) as answer:
+                if answer.status_code >= 400:
+                    raise TransientError(f"the artifact storage answered {answer.status_code}")
+                data = bytearray()
+                for chunk in answer.iter_content(65536):
+                    data.extend(chunk)
+                    if len(data) > 50 * _MAX_METRICS_BYTES:
+                        raise PermanentError(f"the download from {url} is too large")
+                return bytes(data)
+        except requests.exceptions.RequestException as exc:
+            raise TransientError(f"the artifact storage did not answer: {type(exc).__name__}") from exc
+
+    def _spend(self, budgeted: bool) -> None:
+        self._check_budget()
+        if (budgeted and self.cycle_budget and self.cycle_used >= self.cycle_budget
+                and (self.clock() - self._cycle_started).total_seconds() >= self.cycle_s):
+            self.begin_cycle()  # a whole interval without a poll: webhooks alone must not stall
+        if budgeted and self.cycle_budget and self.cycle_used >= self.cycle_budget:
+            raise CycleBudgetSpent(f"this cycle's {self.cycle_budget} GitHub requests are spent",
+                                   retry_after=self.cycle_s)
+        self.cycle_used += 1
+
     def _check_budget(self) -> None:
-        remaining, _limit = self.gh.rate_limiting
+        try:
+            remaining, _limit = self.gh.rate_limiting  # asks GitHub only before the first answer
+        except Exception as exc:
+            raise _translate(exc, write=False) from exc
         if 0 <= remaining <= self.reserve and remaining != -1:
             reset = self.gh.rate_limiting_resettime
+            if reset and reset <= time.time():
+                return  # the window has reset since the last answer: this request refreshes the count
             wait = max(1.0, reset - time.time()) if reset else 60.0
             # Back off before the budget runs out, so commands a person types can still be answered.
             raise TransientError(f"GitHub rate limit nearly spent ({remaining} left); waiting for the reset",
@@ -158,11 +249,18 @@ class GitHubSource:
     """Pull requests and their comments on one repository, behind the SourceControl port."""
 
     name = "github"
+    # Whoever can comment on a repository can read it (public: everyone; private: only those with
+    # access), so read-level commands need no permission lookup.
+    commenters_can_read = True
 
     def __init__(self, client: GitHubClient, *, branch: str | None = None):
         self.client, self.repo = client, client.repo_name
         self.branch = branch or "main"
         self._permissions: dict[str, tuple[Permission, float]] = {}
+        # The cursor each poll expects to be given next: a different one means the caller did not
+        # take the whole last answer (a rate limit or the cycle's budget stopped it part-way), so
+        # the next request must not be conditional, or GitHub's 304 would hide what is left.
+        self._expected: dict[str, str | None] = {}
 
     # --- polling: one conditional request per kind and cycle -----------------------------------
 
@@ -170,12 +268,14 @@ class GitHubSource:
         since = cursor or (self.client.clock() - timedelta(minutes=10)).isoformat()
         _headers, data = self.client.call("GET", "/issues/comments", params={
             "since": since, "sort": "updated", "direction": "asc", "per_page": 100,
-        }, etag_key="comments")
+        }, etag_key="comments", budgeted=False, conditional=self._expected.get("comments", cursor) == cursor)
         if not data:
+            self._expected["comments"] = cursor
             return [], cursor or since
         comments = [comment_from_json(self.repo, item, bot_login=self.client.bot_login) for item in data]
         fresh = [c for c in comments if not c.edited]
         newest = max(item.get("updated_at") or item.get("created_at") for item in data)
+        self._expected["comments"] = newest
         # ``since`` is inclusive: the newest comment comes again next time and its event key dedupes it.
         return fresh, newest
 
@@ -184,10 +284,17 @@ class GitHubSource:
 
         The cursor is the newest ``updated_at`` seen and the pull requests seen at that very second
         (``time|1,2``): timestamps are to the second, so the boundary is both inclusive and exact.
+        A poll asks for merges first, so this also starts the request budget's new cycle.
         """
+        self.client.begin_cycle()
         _headers, data = self.client.call("GET", "/pulls", params={
             "state": "closed", "sort": "updated", "direction": "desc", "per_page": 50,
-        }, etag_key="pulls")
+        }, etag_key="pulls", budgeted=False, conditional=self._expected.get("pulls", cursor) == cursor)
+        changes, next_cursor = self._merges(data, cursor)
+        self._expected["pulls"] = next_cursor
+        return changes, next_cursor
+
+    def _merges(self, data: list | None, cursor: str | None) -> tuple[list[Change], str | None]:
         if not data:
             # 304, or no closed pull request yet; after a first look, "|" means "every merge from now on".
             return [], cursor if cursor is not None else (None if data is None else "|")
@@ -208,6 +315,27 @@ class GitHubSource:
 
     def change_paths(self, repo: str, number: int) -> list[str]:
         return [item["filename"] for item in self.client.paged(f"/pulls/{number}/files", {"per_page": 100})]
+
+    def change_messages(self, repo: str, number: int) -> list[str]:
+        """The pull request's commit messages, oldest first, read for ``AB#12`` links.
+
+        GitHub lists at most 250 commits of a pull request (three pages of 100 here); AB# in a later
+        commit of a longer one goes unseen. A fault raises (TransientError for 5xx, timeouts and rate
+        limits), so the merge is read again later rather than linked without its commits.
+        """
+        return [(item.get("commit") or {}).get("message") or ""
+                for item in self.client.paged(f"/pulls/{number}/commits", {"per_page": 100})]
+
+    def change_head(self, repo: str, number: int) -> ChangeHead:
+        """Where the pull request's code is now: its head commit and the repository (maybe a fork) holding it."""
+        _h, pull = self.client.call("GET", f"/pulls/{number}")
+        base_repo = ((pull.get("base") or {}).get("repo") or {}).get("full_name") or self.repo
+        head = pull.get("head") or {}
+        head_repo = (head.get("repo") or {}).get("full_name") or ""  # empty: the fork was deleted
+        state = "merged" if pull.get("merged") or pull.get("merged_at") else pull.get("state", "open")
+        return ChangeHead(repo=base_repo, number=int(pull["number"]), commit=head.get("sha", ""),
+                          head_repo=head_repo, from_fork=head_repo.lower() != base_repo.lower(), state=state,
+                          merge_commit=pull.get("merge_commit_sha") or "")
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -354,8 +482,17 @@ class GitHubActionsEngine:
             status = "queued" if run.get("status") in {"queued", "requested", "waiting", "pending"} else "running"
         else:
             status = "succeeded" if run.get("conclusion") == "success" else "failed"
-        return RunHandle(run_id, status, url=run.get("html_url", ""),
-                         result=self._result(run_id, "", status, run))
+        result = self._result(run_id, "", status, run)
+        if run.get("status") == "completed":
+            published = self._published(run)
+            if status == "succeeded" and published.pop("not_promoted", False):
+                status = "not_promoted"
+            published.pop("not_promoted", None)
+            if status == "failed":
+                published.pop("reasons", None)  # the run's failure is the reason
+            result.update(published)
+            result["status"] = status
+        return RunHandle(run_id, status, url=run.get("html_url", ""), result=result)
 
     def _result(self, run_id: str, project: str, status: str, run: dict[str, Any] | None) -> dict[str, Any]:
         url = (run or {}).get("html_url", "")
@@ -367,6 +504,72 @@ class GitHubActionsEngine:
             "error": f"the workflow run concluded {(run or {}).get('conclusion')}: {url}" if failed else None,
             "reasons": [f"the workflow run concluded {(run or {}).get('conclusion')}: {url}"] if failed else [],
         }
+
+    def _published(self, run: dict[str, Any]) -> dict[str, Any]:
+        """What the run published in its ``mlops-metrics`` artifact, as a local run's result fields.
+
+        The workflow's own registry numbers its versions, so its version is not reported as ours:
+        only the metrics, the gates and (for a run that was not promoted) its reasons.
+        """
+        _h, data = self.client.call("GET", f"/actions/runs/{run['id']}/artifacts",
+                                    params={"name": METRICS_ARTIFACT, "per_page": 10})
+        found = [a for a in (data or {}).get("artifacts", [])
+                 if a.get("name") == METRICS_ARTIFACT and not a.get("expired")]
+        if not found:
+            return {}
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(self.client.download(found[0]["archive_download_url"])))
+            with archive.open(METRICS_FILE) as handle:
+                published = json.loads(handle.read(_MAX_METRICS_BYTES))
+        except (KeyError, ValueError, zipfile.BadZipFile, PermanentError) as exc:
+            log.warning("workflow run %s: no readable %s in its %s artifact (%s)", run.get("id"), METRICS_FILE,
+                        METRICS_ARTIFACT, type(exc).__name__)
+            return {}
+        return _metrics_fields(published)
+
+
+def _metrics_fields(published: Any) -> dict[str, Any]:
+    """``metrics.json``: a whole run result (``mlops-bot pipeline run --json``), or ``{"metrics": {...}}``.
+
+    Only well-formed parts are kept (numbers as numbers), since the file comes from the team's workflow.
+    """
+    if not isinstance(published, dict):
+        return {}
+    given = published.get("validation") if isinstance(published.get("validation"), dict) else published
+    metrics = _numbers(given.get("metrics"))
+    if not metrics:
+        return {}
+    validation: dict[str, Any] = {"metrics": metrics}
+    production = given.get("production")
+    if isinstance(production, dict):
+        validation["production"] = {
+            "version": production.get("version") if isinstance(production.get("version"), int) else None,
+            "metrics": _numbers(production.get("metrics")), "difference": _numbers(production.get("difference")),
+            **({"note": str(production["note"])} if production.get("note") else {}),
+        }
+    gates = [{"name": str(g["name"]), "passed": bool(g["passed"]), "detail": str(g.get("detail", ""))}
+             for g in given.get("gates") or [] if isinstance(g, dict) and "name" in g and "passed" in g]
+    if gates:
+        validation["gates"] = gates
+    if isinstance(given.get("passed"), bool):
+        validation["passed"] = given["passed"]
+    fields: dict[str, Any] = {"validation": validation}
+    if published.get("status") == "not_promoted":
+        fields["not_promoted"] = True
+        fields["reasons"] = [str(reason) for reason in published.get("reasons") or []]
+    stages = [{"name": str(s["name"]), "status": str(s["status"]),
+               "duration_s": s.get("duration_s") if isinstance(s.get("duration_s"), int | float) else None}
+              for s in published.get("stages") or [] if isinstance(s, dict) and "name" in s and "status" in s]
+    if stages:
+        fields["stages"] = stages
+    return fields
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    if not isinstance(values, dict):
+        return {}
+    return {str(name): float(value) for name, value in values.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 def _ticket(item: dict[str, Any], key: str) -> Ticket:

@@ -139,11 +139,12 @@ _FIND_MESSAGE = _find_message.where(_chat.c.thread.is_(None))
 _FIND_THREAD_MESSAGE = _find_message.where(_chat.c.thread == sa.bindparam("in_thread"))
 
 
-def create_local_tables(engine: sa.Engine) -> None:
-    _metadata.create_all(engine)
+def create_local_tables(bind: sa.Engine | sa.Connection) -> None:
+    """Create the tables and indexes that are missing (on a connection: in its transaction)."""
+    _metadata.create_all(bind)
     for table in (_comments, _chat):  # indexes added since the tables were first made
         for index in table.indexes:
-            index.create(engine, checkfirst=True)
+            index.create(bind, checkfirst=True)
 
 
 class _Database:

@@ -19,7 +19,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "Change",
+    "ChangeHead",
     "Chat",
+    "ChatAction",
     "Comment",
     "MessageRef",
     "PermanentError",
@@ -112,6 +114,19 @@ class Change:
 
 
 @dataclass(frozen=True)
+class ChangeHead:
+    """Where a change's code is: its head commit, the repository holding it (a fork's, maybe), its state."""
+
+    repo: str
+    number: int
+    commit: str  # the head commit
+    head_repo: str  # "owner/name"; empty when the fork was deleted
+    from_fork: bool
+    state: Literal["open", "closed", "merged"]
+    merge_commit: str = ""
+
+
+@dataclass(frozen=True)
 class Comment:
     """A comment someone wrote on a change or a ticket."""
 
@@ -142,6 +157,16 @@ class MessageRef:
     channel: str
     id: str
     thread: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatAction:
+    """A button under a chat message that gives a command about a model: ``retrain``, ``deploy``
+    (``version``) or ``rollback`` (of ``version``, the one the message deployed)."""
+
+    command: Literal["retrain", "deploy", "rollback"]
+    model: str
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +211,13 @@ class SourceControl(Protocol):
     # Optional: ``change_paths(repo, number) -> list[str]``, the files a change touched, for changes
     # that arrive without them (a webhook's pull request). Adapters whose changes always carry their
     # paths leave it out.
+    # Optional: ``change_head(repo, number) -> ChangeHead``, for services where a change may come
+    # from a fork: commands that run a change's code check it first (see ``bot/fork_guard.py``).
+    # Optional: ``change_messages(repo, number) -> list[str]``, a pull request's commit messages,
+    # read for ``AB#12`` links. Optional: ``link_url(target) -> str``, what a tracker links a change
+    # by when it is not its web URL (Azure Repos: the pull request's ``vstfs:///`` artifact).
+    # Optional: ``commenters_can_read = True`` where whoever can comment can read the repository
+    # (GitHub): read-level commands then skip the permission lookup.
 
 
 @runtime_checkable
@@ -214,6 +246,9 @@ class Tracker(Protocol):
     def get(self, ticket_id: int) -> Ticket | None:
         ...
 
+    # Optional: ``link(ticket_id, url, body, *, marker, title="") -> str``, the ticket linked to a
+    # change (``AB#12``) with a comment, once; ``linked``, ``already`` or ``missing`` (Azure Boards).
+
 
 @runtime_checkable
 class Chat(Protocol):
@@ -230,6 +265,9 @@ class Chat(Protocol):
 
     def find_message(self, channel: str, marker: str, *, thread: str | None = None) -> MessageRef | None:
         ...
+
+    # Optional: an adapter that can show buttons sets ``shows_actions = True`` and takes
+    # ``actions: Sequence[ChatAction]`` on ``post`` and ``update``; callers pass them only then.
 
 
 @runtime_checkable

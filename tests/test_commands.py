@@ -171,7 +171,7 @@ def test_parse_limit_drops_the_rest():
 
 # --- permissions -----------------------------------------------------------------------------
 
-DEFAULTS = {"retrain": "write", "validate": "write", "drift": "write", "deploy": "maintain",
+DEFAULTS = {"retrain": "write", "validate": "write", "ok-to-test": "write", "drift": "write", "deploy": "maintain",
             "rollback": "maintain", "status": "read", "help": "read"}
 
 
@@ -459,8 +459,8 @@ def test_a_handler_returning_garbage_becomes_a_reply(monkeypatch):
 
 # --- the registry ----------------------------------------------------------------------------
 
-def test_registry_holds_the_seven_commands_with_their_help():
-    assert list(REGISTRY) == ["retrain", "validate", "deploy", "rollback", "drift", "status", "help"]
+def test_registry_holds_the_eight_commands_with_their_help():
+    assert list(REGISTRY) == ["retrain", "validate", "ok-to-test", "deploy", "rollback", "drift", "status", "help"]
     text = help_text()
     for name, spec in REGISTRY.items():
         assert spec.name == name
@@ -469,7 +469,7 @@ def test_registry_holds_the_seven_commands_with_their_help():
         for example in spec.examples:
             assert [i.name for i in parse(example).invocations] == [name]
         assert f"| `{spec.usage}` | {spec.summary} |" in text
-    assert text.count("\n| `/") == 7
+    assert text.count("\n| `/") == 8
 
 
 def test_help_lists_who_may_use_each_command():
@@ -478,6 +478,7 @@ def test_help_lists_who_may_use_each_command():
     assert rows == {
         "| `/retrain [reason]`": "write or higher",
         "| `/validate`": "write or higher",
+        "| `/ok-to-test`": "write or higher",
         "| `/deploy [version] [--force]`": "maintain or higher",
         "| `/rollback [reason]`": "maintain or higher",
         "| `/drift`": "write or higher",
@@ -512,3 +513,26 @@ def test_a_spec_missing_its_help_is_rejected(changes, message):
     assert _spec().examples == ("/hold",)
     with pytest.raises(ValueError, match=re.escape(message)):
         _spec(**changes)
+
+
+@pytest.mark.parametrize(
+    ("body", "target", "allows"),
+    [
+        ("/ok-to-test", PR, True),
+        ("/OK-to-test looks safe", PR, True),
+        ("> /ok-to-test", PR, False),  # quoted: not a command
+        ("/ok-to-test", Target("ticket", "acme/churn", 3), False),  # only pull requests have code to allow
+    ],
+)
+def test_ok_to_test_allows_only_on_pull_requests(body, target, allows):
+    from bot.commands.ok_to_test import AllowHead
+
+    parsed = parse(body)
+    if not parsed.invocations:
+        assert not allows
+        return
+    req = Request(invocation=parsed.invocations[0], target=target, author="maya", model=MODEL,
+                  permission=Permission.maintain)
+    reply = respond(req, live_context())
+    assert reply.actions == ((AllowHead(by="maya"),) if allows else ())
+    assert ("Thanks @maya" in reply.text) is allows

@@ -186,6 +186,11 @@ def test_closed_pulls_by_update_with_merge_and_files(world: SimpleNamespace) -> 
     assert merged.merged and merged.merge_commit_sha == world.merge_sha
     assert merged.merged_by.login == "alice" and merged.merged_at is not None and merged.state == "closed"
     assert [(f.filename, f.additions) for f in merged.get_files()] == [("train.py", 5)]
+    assert [c.commit.message for c in merged.get_commits()] == ["Tune the forest"]  # one commit, the title's
+    s.push_to_pull(REPO, world.pull, message="Fix AB#3")
+    assert [(c.sha, c.commit.message) for c in world.gh.get_repo(REPO).get_pull(world.pull).get_commits()] == [
+        (sha, s.repo(REPO).commits[sha]) for sha in s.issue(REPO, world.pull).pull.commits]
+    assert world.gh.get_repo(REPO).get_pull(world.pull).commits == 2
     assert [p.number for p in world.gh.get_repo(REPO).get_pulls()] == [world.pull]
 
 
@@ -542,6 +547,7 @@ CASES = [
     Case("pulls/get", 200, lambda w: ("GET", f"{R}/pulls/{w.merged}", None, {})),
     Case("pulls/get", 404, lambda w: ("GET", f"{R}/pulls/{w.issue}", None, {})),
     Case("pulls/list-files", 200, lambda w: ("GET", f"{R}/pulls/{w.pull}/files", None, {})),
+    Case("pulls/list-commits", 200, lambda w: ("GET", f"{R}/pulls/{_pushed(w)}/commits?per_page=2", None, {})),
     Case("repos/get-commit", 200, lambda w: ("GET", f"{R}/commits/{w.merge_sha}", None, {})),
     Case("repos/create-commit-status", 201, lambda w: ("POST", f"{R}/statuses/{_head(w)}",
                                                        {"state": "success", "context": "mlops"}, {})),
@@ -569,7 +575,31 @@ CASES = [
     Case("users/get-authenticated", 403, lambda w: ("GET", "/user", None, {}), "app"),
     Case("apps/create-installation-access-token", 201, lambda w: ("POST", "/app/installations/1/access_tokens", {},
                                                                   {}), "jwt"),
+    Case("actions/list-workflow-run-artifacts", 200,
+         lambda w: ("GET", f"{R}/actions/runs/{_artifact(w)[0]}/artifacts", None, {})),
+    Case("actions/download-artifact", 302, lambda w: ("GET", f"{R}/actions/artifacts/{_artifact(w)[1]}/zip", None, {})),
+    Case("actions/download-artifact", 410,
+         lambda w: ("GET", f"{R}/actions/artifacts/{_artifact(w, expired=True)[1]}/zip", None, {})),
 ]
+NOT_API = {"artifact-storage"}  # where an artifact's download redirects to: storage, not GitHub's API
+
+
+def _artifact(w: SimpleNamespace, *, expired: bool = False) -> tuple[int, int]:
+    """A finished workflow run with an ``mlops-metrics`` artifact: (run id, artifact id)."""
+    w.gh.get_repo(REPO).get_workflow("train.yml").create_dispatch("main")
+    run = w.emulator.state.workflow_runs(REPO, "train.yml")[-1]
+    w.emulator.state.complete_run(REPO, run.id, "success")
+    artifact = w.emulator.state.add_artifact(REPO, run.id, "mlops-metrics", {"metrics.json": '{"metrics": {}}'})
+    if expired:
+        w.emulator.state.expire_artifact(REPO, artifact)
+    return run.id, artifact
+
+
+def _pushed(w: SimpleNamespace) -> int:
+    """The open pull request, with two more commits pushed to it (three in all: two pages of two)."""
+    for n in range(2):
+        w.emulator.state.push_to_pull(REPO, w.pull, message=f"Fix {n}\n\nAB#{n}")
+    return w.pull
 
 
 def _check_run(w: SimpleNamespace) -> int:
@@ -635,7 +665,7 @@ def test_every_route_answers_within_githubs_schema(schema_world: SimpleNamespace
 
 
 def test_schema_cases_cover_every_route(github_emulator: GitHubEmulator) -> None:  # noqa: F811
-    assert {r.name for r in github_emulator.router.routes} == {c.route for c in CASES}
+    assert {r.name for r in github_emulator.router.routes} == {c.route for c in CASES} | NOT_API
 
 
 def test_schema_check_fails_when_a_required_field_is_dropped(
@@ -685,3 +715,62 @@ def test_issue_timestamps_follow_the_emulator_clock(world: SimpleNamespace) -> N
     clock.advance(timedelta(days=2).total_seconds())
     issue = world.gh.get_repo(REPO).create_issue("Later")
     assert issue.created_at - before >= timedelta(days=2)
+
+
+# ---------------------------------------------------------------------------
+# Artifacts, clone URLs and App tokens
+
+
+def test_an_artifact_downloads_by_a_redirect_to_storage_that_takes_no_token(world: SimpleNamespace) -> None:
+    import io
+    import zipfile
+
+    run_id, artifact_id = _artifact(world)
+    world.emulator.state.add_artifact(REPO, run_id, "logs", {"train.log": "..."})
+    listed = world.gh.requester.requestJsonAndCheck("GET", f"{R}/actions/runs/{run_id}/artifacts",
+                                                    parameters={"name": "mlops-metrics"})[1]
+    assert [a["name"] for a in listed["artifacts"]] == ["mlops-metrics"] and listed["total_count"] == 1
+    everything = world.gh.requester.requestJsonAndCheck("GET", f"{R}/actions/runs/{run_id}/artifacts")[1]
+    assert [a["name"] for a in everything["artifacts"]] == ["mlops-metrics", "logs"]
+    status, headers, _ = world.gh.requester.requestJson("GET", listed["artifacts"][0]["archive_download_url"])
+    location = headers["location"]
+    assert status == 302 and location.startswith(f"http://localhost:{world.emulator.port}/")
+    with_token = requests.get(location, headers={"Authorization": f"token {world.emulator.token}"})
+    assert with_token.status_code == 400  # storage refuses a second credential next to its signature
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(location).content))
+    assert archive.read("metrics.json") == b'{"metrics": {}}'
+    world.emulator.clock.advance(minutes=2)
+    assert requests.get(location).status_code == 403  # the signed URL is short-lived
+    assert world.emulator.log.filter(path=r"/_blobs/.*", charged=True) == []
+
+
+def test_a_repositorys_clone_url_can_name_a_local_bare_repository(world: SimpleNamespace, tmp_path: Path) -> None:
+    assert world.gh.get_repo(REPO).clone_url == f"{world.emulator.url}/{REPO}.git"
+    world.emulator.state.add_repo(REPO, clone_url=tmp_path / "remote.git")
+    assert world.gh.get_repo(REPO).clone_url == (tmp_path / "remote.git").as_uri()
+    world.emulator.state.add_repo("acme/other", clone_url="https://git.example.com/acme/other.git")
+    assert world.gh.get_repo("acme/other").clone_url == "https://git.example.com/acme/other.git"
+
+
+def test_app_tokens_need_the_registered_key_and_expire(world: SimpleNamespace, app_key: SimpleNamespace) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    world.emulator.add_app(7, slug="seven", public_key=app_key.public)
+    world.emulator.add_installation(70, app_id=7)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    forged = Auth.AppAuth(7, other).create_jwt()
+    refused = requests.post(world.emulator.base_url + "/app/installations/70/access_tokens",
+                            headers={"Authorization": f"Bearer {forged}"})
+    assert refused.status_code == 401
+    jwt = Auth.AppAuth(7, app_key.private).create_jwt()
+    issued = requests.post(world.emulator.base_url + "/app/installations/70/access_tokens",
+                           headers={"Authorization": f"Bearer {jwt}"}).json()
+    gh = client(world.emulator, issued["token"])
+    assert gh.get_repo(REPO).full_name == REPO
+    with pytest.raises(BadCredentialsException):
+        client(world.emulator, issued["token"][:-1] + "x").get_repo(REPO).full_name  # noqa: B018
+    world.emulator.clock.advance(hours=1, seconds=1)
+    with pytest.raises(BadCredentialsException):
+        client(world.emulator, issued["token"]).get_repo("acme/model").full_name  # noqa: B018

@@ -55,6 +55,26 @@ def test_merges_are_found_after_the_first_look(github):
     assert source.linked_tickets(changes[0], (r"#(\d+)",)) == [("local", 7)]
 
 
+def test_commit_messages_of_a_pull_request_over_two_pages(github):
+    source, _ = adapters(github)
+    messages = [f"Step {n}" for n in range(1, 130)] + ["Tune the forest\n\nFixes AB#42"]
+    pull = github.state.open_pull(REPO, "Tune", "", "bob", files=PROJECT_FILES, commits=messages)
+    github.log.clear()
+    assert source.change_messages(REPO, pull) == messages  # oldest first, the head's last
+    assert github.log.count("GET", path=rf"(/api/v3)?/repos/{REPO}/pulls/{pull}/commits", status=200) == 2
+    single = github.state.open_pull(REPO, "One commit", "", "bob")
+    assert source.change_messages(REPO, single) == ["One commit"]  # by default, one commit titled as the pull
+
+
+def test_a_server_error_reading_commit_messages_is_transient(github):
+    source, _ = adapters(github)
+    pull = github.state.open_pull(REPO, "Tune", "", "bob", commits=["AB#7 first", "second"])
+    github.faults.add("pulls/list-commits", 502)
+    with pytest.raises(TransientError, match="502"):
+        source.change_messages(REPO, pull)
+    assert source.change_messages(REPO, pull) == ["AB#7 first", "second"]  # the next try reads them all
+
+
 def test_replies_edits_reactions_statuses_and_markers(github):
     source, _ = adapters(github)
     pull = github.state.open_pull(REPO, "Tune", "", "bob", files=PROJECT_FILES)
@@ -141,3 +161,36 @@ def test_a_reply_to_a_missing_pull_request_is_given_up_at_once(github, make_app)
     dead = app.store.effects(status="dead")
     assert [e.key for e in dead] == ["reply:424242"] and dead[0].attempts == 1
     assert "GitHub answered 404" in dead[0].last_error
+
+
+def test_the_cycle_budget_holds_requests_until_the_next_poll(github):
+    from integrations.github import CycleBudgetSpent
+
+    source, _ = adapters(github, cycle_budget=3, cycle_s=45)
+    _, cursor = source.merged_changes(None)  # a poll starts the cycle: 1 of 3
+    assert source.permission(REPO, "bob") == Permission.write
+    assert source.permission(REPO, "alice") == Permission.admin  # 3 of 3
+    github.log.clear()
+    with pytest.raises(CycleBudgetSpent) as spent:
+        source.permission(REPO, "maya")
+    assert spent.value.retry_after == 45 and github.log.count() == 0  # waits: nothing was sent
+    source.new_comments(None)  # the poll's own requests are always made
+    source.merged_changes(cursor)  # the next cycle
+    assert source.permission(REPO, "maya") == Permission.maintain
+
+
+def test_an_answer_not_all_taken_is_asked_for_again_without_its_etag(github):
+    source, _ = adapters(github)
+    pull = github.state.open_pull(REPO, "Tune", "", "bob", files=PROJECT_FILES)
+    for n in range(2):
+        github.state.add_comment(REPO, pull, "bob", f"/status {n}")
+    first, cursor = source.new_comments("2000-01-01T00:00:00Z")
+    # The caller stopped part-way and kept its cursor: a 304 now would hide the comments it did not handle.
+    github.log.clear()
+    again, _ = source.new_comments("2000-01-01T00:00:00Z")
+    assert github.log.count(status=200) == 1
+    assert [c.body for c in again] == [c.body for c in first] == ["/status 0", "/status 1"]
+    source.new_comments(cursor)  # taken at last: from here polls are conditional again
+    github.log.clear()
+    assert source.new_comments(cursor) == ([], cursor)
+    assert github.log.count(status=304) == 1 and github.log.charged() == 0

@@ -12,17 +12,46 @@ import pytest
 from starlette.testclient import TestClient
 
 from bot.webhooks import create_app
-from tests.conftest import settle, tiny_frame
+from integrations.ports import PermanentError
+from tests.conftest import PROJECT, git, settle, tiny_frame
 
 REPO = "acme/model"
 FILES = ["models/tiny/mlops.toml"]
 SECRET = "webhook-secret"
 
 
+class Remote:
+    """The repository's code on the server: a bare repository, which the emulator's clone_url names."""
+
+    def __init__(self, source, root):
+        self.bare, self.work = root / "remote.git", root / "work"
+        git(root, "clone", "-q", "--bare", str(source), str(self.bare))
+        git(root, "clone", "-q", str(self.bare), str(self.work))
+
+    def commit(self, message="a change", *, with_f1=False, ref="refs/heads/main", base="origin/main") -> str:
+        """A commit on ``base`` pushed to ``ref``; ``with_f1`` adds f1 to the project's metrics, so a
+        report shows whose code ran."""
+        git(self.work, "fetch", "-q", "origin")
+        git(self.work, "checkout", "-q", "--detach", base)
+        toml = self.work / PROJECT / "mlops.toml"
+        if with_f1:
+            toml.write_text(toml.read_text().replace('others = ["accuracy"]', 'others = ["accuracy", "f1"]'))
+        (self.work / "NOTES.md").write_text(message)
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-q", "-m", message)
+        git(self.work, "push", "-q", "origin", f"+HEAD:{ref}")
+        return git(self.work, "rev-parse", "HEAD")
+
+
 @pytest.fixture
-def world(github_emulator):
+def remote(repo, tmp_path):
+    return Remote(repo, tmp_path)
+
+
+@pytest.fixture
+def world(github_emulator, remote):
     state = github_emulator.state
-    state.add_repo(REPO)
+    state.add_repo(REPO, clone_url=remote.bare)
     for login, role in [("alice", "admin"), ("maya", "maintain"), ("bob", "write"), ("rita", "read"),
                         ("mlops-bot[bot]", "write")]:
         state.add_collaborator(REPO, login, role)
@@ -42,21 +71,27 @@ def bot_comments(world, number: int) -> list[str]:
     return [c.body for c in world.state.comments(REPO, number) if c.user == "mlops-bot[bot]"]
 
 
-def merge(world, title="Tune the model", body="", files=FILES) -> tuple[int, str]:
+def merge(world, title="Tune the model", body="", files=FILES, remote=None, with_f1=False) -> tuple[int, str]:
+    """A merged pull request; with ``remote``, its merge commit is a real commit there."""
     number = world.state.open_pull(REPO, title, body, "bob", files=files)
     world.state.clock.advance(seconds=2)
-    sha = world.state.merge_pull(REPO, number)
+    sha = world.state.merge_pull(REPO, number, merge_sha=remote.commit(title, with_f1=with_f1) if remote else None)
     return number, sha
 
 
-def test_a_merged_pull_request_runs_once_and_reports_on_it(world, bot):
+def test_a_merged_pull_request_runs_once_and_reports_on_it(world, bot, remote):
     issue = world.state.open_issue(REPO, "Better recall", "", "alice")
-    number, sha = merge(world, body=f"Fixes #{issue}")
+    number, sha = merge(world, body=f"Fixes #{issue}", remote=remote, with_f1=True)
     settle(bot)
     runs = bot.registry.runs("tiny")
     assert [r.trigger for r in runs] == ["merge", "bootstrap"]
     report = bot_comments(world, number)
     assert len(report) == 1 and "| roc_auc |" in report[0] and "production v1" in report[0]
+    # The merge commit's code ran (its mlops.toml adds f1), from the bot's own workspace at that commit.
+    assert "| f1 |" in report[0]
+    workspace = bot.settings.data_dir / "workspaces" / sha
+    assert (workspace / PROJECT / "mlops.toml").is_file()
+    assert git(workspace, "rev-parse", "HEAD") == sha
     assert world.state.statuses(REPO, sha)[-1].state in {"success", "failure"}
     assert any("Linked change" in body for body in bot_comments(world, issue))
 
@@ -79,15 +114,18 @@ def test_a_merge_elsewhere_runs_nothing(world, bot):
     assert len(bot.registry.runs("tiny")) == 1
 
 
-def test_retrain_by_a_writer_runs_and_by_a_reader_is_refused(world, bot):
-    number = world.state.open_pull(REPO, "Experiment", "", "bob", files=FILES)
+def test_retrain_by_a_writer_runs_and_by_a_reader_is_refused(world, bot, remote):
+    head = remote.commit("Experiment", ref="refs/heads/bob-experiment")
+    number = world.state.open_pull(REPO, "Experiment", "", "bob", files=FILES, head_sha=head, head_ref="bob-experiment")
     writer = world.state.add_comment(REPO, number, "bob", "/retrain more data")
     reader = world.state.add_comment(REPO, number, "rita", "/retrain")
     settle(bot)
     assert [r.content for r in world.state.reactions(writer)] == ["eyes"]
     replies = bot_comments(world, number)
     assert any("Retraining **tiny**" in r for r in replies)
-    assert any("Model **tiny v2** is now in production" in r for r in replies)
+    # The pull request's code is not merged: trained and validated, kept as a candidate, not deployed.
+    assert any("registered as a candidate" in r for r in replies)
+    assert bot.registry.production("tiny").version == 1
     assert any("@rita" in r and "needs **write** permission" in r for r in replies)
     assert len(bot.registry.runs("tiny")) == 2  # the reader's command ran nothing
     assert [r.content for r in world.state.reactions(reader)] == ["eyes"]
@@ -170,4 +208,201 @@ def test_a_merge_trains_on_github_actions_once_and_reports_the_outcome(world, ma
     assert len(report) == 1 and "Failed in **github-actions**: the workflow run concluded failure" in report[0]
     assert world.state.statuses(REPO, sha)[-1].state == "error"
     assert len(world.state.workflow_runs(REPO, workflow)) == 2
+    assert app.store.effects(status="dead") == []
+
+
+# --- pull requests from forks ----------------------------------------------------------------
+
+
+def test_a_fork_pull_request_runs_nothing_until_a_maintainer_allows_its_head(world, bot, remote):
+    fork_head = remote.commit("Fork: add f1", with_f1=True, ref="refs/heads/eve-patch")
+    number = world.state.open_pull(REPO, "Add f1", "", "eve", files=FILES, from_fork=True, head_sha=fork_head,
+                                   head_ref="eve-patch")
+    workspace = bot.settings.data_dir / "workspaces" / fork_head
+
+    def say(author, body):
+        world.state.add_comment(REPO, number, author, body)
+        settle(bot)
+        return bot_comments(world, number)[-1]
+
+    refused = say("bob", "/validate")
+    assert "comes from a fork (`eve/model`)" in refused and "write, maintain or admin access" in refused
+    assert f"`{fork_head[:7]}`" in refused and "Nothing was run" in refused
+    assert "needs **write** permission" in say("rita", "/ok-to-test")  # a reader may not allow it
+    assert "needs **write** permission" in say("eve", "/validate")  # nor may the fork's author run it
+    assert len(bot.registry.runs("tiny")) == 1 and not workspace.exists()
+
+    assert f"may now run its code at `{fork_head[:7]}`" in say("maya", "/ok-to-test")
+    say("bob", "/validate")
+    runs = bot.registry.runs("tiny")
+    assert [r.trigger for r in runs] == ["command", "bootstrap"] and (workspace / PROJECT / "mlops.toml").is_file()
+    report = bot_comments(world, number)[-1]
+    assert "registered as a candidate" in report and "| f1 |" in report  # the fork's code ran, not deployed
+    assert bot.registry.production("tiny").version == 1
+    assert world.state.statuses(REPO, fork_head)[-1].state == "success"  # reported on the head commit
+
+    # A new push needs a new /ok-to-test.
+    world.state.push_to_pull(REPO, number, remote.commit("Fork: more", ref="refs/heads/eve-patch"))
+    again = say("bob", "/retrain")
+    assert "earlier commit" in again and f"`{fork_head[:7]}`" in again
+    assert len(bot.registry.runs("tiny")) == 2
+
+
+def test_ok_to_test_on_a_pull_request_from_the_repository_itself_is_not_needed(world, bot, remote):
+    head = remote.commit("Own branch", ref="refs/heads/bob-own")
+    number = world.state.open_pull(REPO, "Own", "", "bob", files=FILES, head_sha=head, head_ref="bob-own")
+    world.state.add_comment(REPO, number, "maya", "/ok-to-test")
+    world.state.add_comment(REPO, number, "maya", "> /ok-to-test\nquoted, not a command")
+    settle(bot)
+    replies = bot_comments(world, number)
+    assert len(replies) == 1 and "not from a fork" in replies[0]
+    assert bot.store.get_state("ok_to_test", f"{REPO}#{number}") is None
+
+
+# --- the per-cycle request budget ------------------------------------------------------------
+
+
+def test_a_cycle_spends_at_most_its_budget_and_the_rest_waits_for_the_next(world, make_app):
+    budget = 4
+    app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
+                   project_paths=["models/tiny"], github_timeout_s=1, github_cycle_budget=budget)
+    app.run_once()
+    authors = ["alice", "maya", "bob", "rita"]  # four reactions and four replies: cycles' worth of writes
+    numbers = [world.state.open_pull(REPO, f"PR {n}", "", "bob", files=FILES) for n in range(4)]
+    comments = [world.state.add_comment(REPO, number, author, "/status") for number, author in zip(numbers, authors)]
+    cycles = []
+    for _ in range(20):
+        world.log.clear()
+        app.run_once()
+        cycles.append(world.log.count())
+        app.clock.now += timedelta(minutes=2)  # past the poll interval
+        if all(bot_comments(world, number) for number in numbers) and not app.store.effects(status="pending"):
+            break
+    assert max(cycles) <= budget and len(cycles) >= 4, cycles
+    for number, comment in zip(numbers, comments):
+        assert len(bot_comments(world, number)) == 1  # every command answered once: nothing lost or doubled
+        assert [r.content for r in world.state.reactions(comment)] == ["eyes"]
+    assert app.store.effects(status="dead") == []
+    app.poll()  # the bot's own replies, read once
+    world.log.clear()
+    app.poll()
+    assert world.log.count() == 2 and world.log.charged() == 0  # and idle again: two free 304s
+
+
+def test_a_bot_fed_only_by_webhooks_gets_a_new_budget_each_poll_interval(world, make_app):
+    budget = 2
+    app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
+                   project_paths=["models/tiny"], github_timeout_s=1, github_cycle_budget=budget)
+    app.run_once()
+    number = world.state.open_pull(REPO, "PR", "", "bob", files=FILES)
+    comments = [world.state.add_comment(REPO, number, "alice", f"/status {k}") for k in range(3)]
+    app.poll()  # one poll brings the three commands; from here on nothing polls
+    world.log.clear()
+    app.deliver()
+    assert world.log.count() <= budget  # the interval's budget is spent: the rest waits
+    for _ in range(10):
+        app.clock.now += timedelta(seconds=app.settings.poll_interval_s)  # an interval, and no poll
+        app.deliver()
+        if not app.store.effects(status="pending"):
+            break
+    assert all([r.content for r in world.state.reactions(c)] == ["eyes"] for c in comments)
+    assert len(bot_comments(world, number)) == 3 and app.store.effects(status="dead") == []
+
+
+# --- acting as a GitHub App ------------------------------------------------------------------
+
+
+def _rsa_pem() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def test_the_bot_acts_as_a_github_app_installation(world, make_app, remote):
+    private, public = _rsa_pem()
+    world.add_app(42, slug="acme-mlops", public_key=public)
+    world.add_installation(4242, app_id=42)
+    world.state.add_collaborator(REPO, "acme-mlops[bot]", "write")
+    app = make_app(github_repository=REPO, github_api_url=world.base_url, github_timeout_s=1,
+                   project_paths=["models/tiny"], bot_name="acme-mlops", github_app_id="42",
+                   github_app_private_key=private.replace("\n", "\\n"), github_app_installation_id=4242)
+    app.run_once()
+    number, sha = merge(world, remote=remote)
+    comment = world.state.add_comment(REPO, number, "bob", "/status")
+    settle(app)
+    tokens = world.log.filter(method="POST", path="/app/installations/4242/access_tokens")
+    assert len(tokens) == 1 and tokens[0].status == 201  # one token, reused until it expires
+    mine = [c.body for c in world.state.comments(REPO, number) if c.user == "acme-mlops[bot]"]
+    assert len(mine) == 2 and any("| roc_auc |" in body for body in mine)  # the run's report and /status
+    assert bot_comments(world, number) == []  # nothing as the token's user
+    assert [(r.user, r.content) for r in world.state.reactions(comment)] == [("acme-mlops[bot]", "eyes")]
+    assert world.state.statuses(REPO, sha)[-1].creator == "acme-mlops[bot]"
+    assert app.store.effects(status="dead") == []
+
+
+def test_an_app_key_that_does_not_match_is_refused(world, make_app):
+    _private, public = _rsa_pem()
+    wrong, _ = _rsa_pem()
+    world.add_app(43, slug="other", public_key=public)
+    world.add_installation(4343, app_id=43)
+    app = make_app(github_repository=REPO, github_api_url=world.base_url, github_timeout_s=1,
+                   project_paths=["models/tiny"], github_app_id="43",
+                   github_app_private_key=wrong, github_app_installation_id=4343)
+    with pytest.raises(PermanentError, match="refused the credentials"):
+        app.poll()
+    assert [e.status for e in world.log.filter(path="/app/installations/4343/access_tokens")] == [401]
+    assert not [e for e in world.log if e.path.startswith("/repos/") and e.status == 200]
+
+
+# --- metrics a GitHub Actions workflow publishes ------------------------------------------------
+
+
+def test_a_workflows_published_metrics_are_reported_like_a_local_run(world, make_app):
+    workflow = world.state.add_workflow(REPO, "train.yml", run_name_input="run_id")
+    app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
+                   project_paths=["models/tiny"], github_timeout_s=1, github_workflow="train.yml")
+    app.run_once()
+    bootstrap = world.state.workflow_runs(REPO, workflow)[0]
+    world.state.complete_run(REPO, bootstrap.id, "success")
+    settle(app)
+    succeeded, _ = merge(world, title="Good change")
+
+    def dispatched(index):
+        for _ in range(3):
+            app.run_once()
+        return world.state.workflow_runs(REPO, workflow)[index]
+
+    run = dispatched(1)
+    world.state.add_artifact(REPO, run.id, "mlops-metrics", {"metrics.json": json.dumps({
+        "run_id": run.inputs["run_id"], "status": "succeeded", "version": 7, "promoted": True,
+        "validation": {"metrics": {"roc_auc": 0.9731, "accuracy": 0.91},
+                       "production": {"version": 6, "metrics": {"roc_auc": 0.9612, "accuracy": 0.9},
+                                      "difference": {"roc_auc": 0.0119, "accuracy": 0.01}},
+                       "gates": [{"name": "max_regression", "passed": True, "detail": "+0.0119"}]},
+    })})
+    world.state.add_artifact(REPO, run.id, "logs", {"train.log": "..."})
+    world.state.complete_run(REPO, run.id, "success")
+    settle(app)
+    report = bot_comments(world, succeeded)[-1]
+    assert "✅ succeeded" in report and "| roc_auc | 0.9731 | 0.9612 | +0.0119 |" in report
+    assert "| max_regression | pass |" in report and "v7" not in report  # the workflow's numbering is its own
+
+    failed, sha = merge(world, title="Bad change")
+    run = dispatched(2)
+    world.state.add_artifact(REPO, run.id, "mlops-metrics", {"metrics.json": json.dumps(
+        {"metrics": {"roc_auc": 0.71, "accuracy": "n/a"}})})
+    world.state.complete_run(REPO, run.id, "failure")
+    settle(app)
+    report = bot_comments(world, failed)[-1]
+    assert "Failed in **github-actions**: the workflow run concluded failure" in report
+    assert "| roc_auc | 0.7100 |" in report and "| accuracy |" not in report
+    assert world.state.statuses(REPO, sha)[-1].state == "error"
+    downloads = world.log.filter(path=r"/_blobs/.*")
+    assert downloads and {entry.identity for entry in downloads} == {"anonymous"}  # the storage URL got no token
     assert app.store.effects(status="dead") == []

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from bot.commands import deploy, drift, help, retrain, rollback, status, validate
+from bot.commands import deploy, drift, help, ok_to_test, retrain, rollback, status, validate
 from bot.commands.base import (
     Action,
     CheckDrift,
@@ -55,7 +55,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MODULES = (retrain, validate, deploy, rollback, drift, status, help)  # the order /help lists them in
+_MODULES = (retrain, validate, ok_to_test, deploy, rollback, drift, status, help)  # the order /help lists them in
 _LEVELS = tuple(level for level in Permission if level > Permission.none)
 
 

@@ -420,6 +420,7 @@ class Faults:
         self._rate = 0.0
         self._random_kinds: tuple[str, ...] = ()
         self._random_target: str | None = None
+        self._random_retry_after = 60
         self.timeout_hold = timeout_hold
         self.fired: list[FiredFault] = []
 
@@ -446,9 +447,11 @@ class Faults:
         return rule
 
     def random(
-        self, rate: float, kinds: Iterable[str | int] = ("500", "502"), *, seed: int = 0, target: str | None = None
+        self, rate: float, kinds: Iterable[str | int] = ("500", "502"), *, seed: int = 0, target: str | None = None,
+        retry_after: int = 60,
     ) -> None:
-        """Fail a ``rate`` share of requests (matching ``target``, if given) with one of ``kinds``.
+        """Fail a ``rate`` share of requests (matching ``target``, if given) with one of ``kinds``
+        (a kind named twice is drawn twice as often); rate limits ask for ``retry_after`` seconds.
 
         The draws come from ``random.Random(seed)``, so the same requests in the same order fail
         the same way.
@@ -460,6 +463,7 @@ class Faults:
             self._rate = rate
             self._random_kinds = tuple(self._kind(k) for k in kinds)
             self._random_target = target
+            self._random_retry_after = retry_after
 
     def clear(self) -> None:
         with self._lock:
@@ -484,7 +488,7 @@ class Faults:
                     if self._rng.random() < self._rate:
                         kind = self._rng.choice(self._random_kinds)
                         self.fired.append(FiredFault(kind, request.method, request.path))
-                        return FaultRule(probe.target, kind, None)
+                        return FaultRule(probe.target, kind, None, self._random_retry_after)
         return None
 
 

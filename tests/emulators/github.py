@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import itertools
+import json
 import secrets
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -121,6 +123,7 @@ class Pull:
     merged_at: datetime | None = None
     merge_commit_sha: str | None = None
     merged_by: str | None = None
+    commits: list[str] = field(default_factory=list)  # the SHAs of its commits, oldest first; the last is the head
 
 
 @dataclass
@@ -205,6 +208,19 @@ class WorkflowRun:
 
 
 @dataclass
+class Artifact:
+    id: int
+    run_id: int
+    name: str
+    archive: bytes  # the zip GitHub serves
+    created_at: datetime
+    expires_at: datetime
+    head_sha: str
+    head_branch: str | None
+    expired: bool = False
+
+
+@dataclass
 class Repo:
     id: int
     owner: str
@@ -226,6 +242,8 @@ class Repo:
     collaborators: dict[str, str] = field(default_factory=dict)  # login -> role
     workflows: dict[int, Workflow] = field(default_factory=dict)
     runs: dict[int, WorkflowRun] = field(default_factory=dict)
+    artifacts: dict[int, Artifact] = field(default_factory=dict)
+    clone_url: str | None = None  # where ``git`` fetches from: by default the emulator's own (unserved) URL
 
     @property
     def full_name(self) -> str:
@@ -287,16 +305,23 @@ class GitHubState:
         private: bool = False,
         description: str | None = None,
         owner_type: str = "Organization",
+        clone_url: str | Path | None = None,
     ) -> Repo:
+        """A repository. ``clone_url`` is what its ``clone_url`` field says, for tests that fetch
+        its code with git: a URL, or the path of a local (bare) repository, given as a file URL."""
         owner, _, name = full_name.partition("/")
         if not owner or not name:
             raise ValueError(f"expected 'owner/name', got {full_name!r}")
         with self.lock:
             if full_name.lower() in self.repos:
-                return self.repos[full_name.lower()]
+                repo = self.repos[full_name.lower()]
+                if clone_url is not None:
+                    repo.clone_url = _as_url(clone_url)
+                return repo
             self.add_user(owner, type=owner_type if owner.lower() not in self.users else None)
             now = self.clock.now()
-            repo = Repo(self.next_id(), owner, name, default_branch, private, description, now, now)
+            repo = Repo(self.next_id(), owner, name, default_branch, private, description, now, now,
+                        clone_url=_as_url(clone_url) if clone_url is not None else None)
             sha = self.new_sha()
             repo.commits[sha] = "Initial commit"
             repo.branches[default_branch] = sha
@@ -377,28 +402,34 @@ class GitHubState:
         files: Sequence[str | Mapping[str, Any]] = (),
         labels: Iterable[str] = (),
         draft: bool = False,
+        commits: Sequence[str] = (),
     ) -> int:
         """A pull request from ``author``; ``files`` are names or diff-entry fields
-        (``filename``, ``status``, ``additions``, ``deletions``, ``patch``)."""
+        (``filename``, ``status``, ``additions``, ``deletions``, ``patch``). ``commits`` are its
+        commit messages, oldest first (the last one is the head commit); by default it has one
+        commit, messaged with the title."""
         with self.lock:
             r = self.repo(repo)
             base_ref = base or r.default_branch
             head_sha = head_sha or self.new_sha()
+            messages = list(commits) or [title]
+            shas = [self.new_sha() for _ in messages[:-1]] + [head_sha]
             head_ref = head_ref or f"{author.removesuffix('[bot]')}-patch-{max(r.issues, default=0) + 1}"
             head_repo = r.full_name
             if from_fork:
                 fork = self.add_repo(f"{author}/{r.name}", default_branch=r.default_branch, owner_type="User")
                 fork.fork, fork.parent = True, r.full_name
-                fork.commits[head_sha] = title
+                fork.commits.update(zip(shas, messages))
                 fork.branches[head_ref] = head_sha
                 head_repo = fork.full_name
             else:
                 r.branches[head_ref] = head_sha
-            r.commits[head_sha] = title  # GitHub knows a pull request's head in the base repository
+            r.commits.update(zip(shas, messages))  # GitHub knows a pull request's commits in the base repository
             issue = self._new_issue(r, title, body, author, labels)
             issue.pull = Pull(
                 head_ref, head_sha, base_ref, r.branches.get(base_ref, ""), head_repo, _diff_entries(files), draft
             )
+            issue.pull.commits = shas
             return issue.number
 
     def merge_pull(self, repo: str, number: int, *, merge_sha: str | None = None, by: str | None = None) -> str:
@@ -417,6 +448,24 @@ class GitHubState:
             pull.merged_by = by or r.owner
             issue.state, issue.closed_at, issue.updated_at, issue.closed_by = "closed", now, now, pull.merged_by
             r.updated_at = now
+            return sha
+
+    def push_to_pull(self, repo: str, number: int, head_sha: str | None = None, *, message: str = "") -> str:
+        """A new commit on the pull request's head branch (in the fork, for a fork), messaged
+        ``message`` (default ``Update <branch>``); returns its SHA."""
+        with self.lock:
+            r = self.repo(repo)
+            issue = self.issue(repo, number)
+            if issue.pull is None:
+                raise ValueError(f"{repo}#{number} is an issue, not a pull request")
+            sha = head_sha or self.new_sha()
+            head_repo = self.repo(issue.pull.head_repo)
+            head_repo.commits[sha] = message or f"Update {issue.pull.head_ref}"
+            head_repo.branches[issue.pull.head_ref] = sha
+            r.commits[sha] = head_repo.commits[sha]
+            issue.pull.head_sha = sha
+            issue.pull.commits.append(sha)
+            issue.updated_at = self.clock.now()
             return sha
 
     def close_pull(self, repo: str, number: int, *, by: str | None = None) -> None:
@@ -483,6 +532,28 @@ class GitHubState:
             now = self.clock.now()
             run.status, run.conclusion, run.updated_at = "completed", conclusion, now
             run.run_started_at = run.run_started_at or now
+
+    def add_artifact(self, repo: str, run_id: int, name: str, files: Mapping[str, str | bytes], *,
+                     retention_days: int = 90) -> int:
+        """An artifact the workflow run uploaded (``actions/upload-artifact``): ``files`` zipped."""
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file_name, content in files.items():
+                archive.writestr(file_name, content.encode() if isinstance(content, str) else content)
+        with self.lock:
+            r = self.repo(repo)
+            run = self.run(repo, run_id)
+            now = self.clock.now()
+            artifact = Artifact(self.next_id(), run.id, name, buffer.getvalue(), now,
+                                now + timedelta(days=retention_days), run.head_sha, run.head_branch)
+            r.artifacts[artifact.id] = artifact
+            return artifact.id
+
+    def expire_artifact(self, repo: str, artifact_id: int) -> None:
+        with self.lock:
+            self.repo(repo).artifacts[artifact_id].expired = True
 
     # -- reading the world back
 
@@ -562,6 +633,11 @@ def _diff_entries(files: Sequence[str | Mapping[str, Any]]) -> list[dict[str, An
         entry["changes"] = entry["additions"] + entry["deletions"]
         entries.append(entry)
     return entries
+
+
+def _as_url(location: str | Path) -> str:
+    text = str(location)
+    return text if "://" in text else Path(text).resolve().as_uri()
 
 
 def _find_workflow(r: Repo, key: str) -> Workflow | None:
@@ -667,6 +743,7 @@ class GitHubEmulator(HttpEmulator):
         self._budgets: dict[str, _Budget] = {}
         self._apps: dict[int, _App] = {}
         self._installations: dict[int, tuple[int, str]] = {}  # id -> (app id, account)
+        self._downloads: dict[str, tuple[int, datetime]] = {}  # signed download name -> (artifact id, expiry)
         self.add_token(token, login, scopes=scopes)
         self.add_app(app_id, slug=app_slug)
         self.add_installation(installation_id, app_id=app_id)
@@ -803,7 +880,8 @@ class GitHubEmulator(HttpEmulator):
             return self._error(401, "A JSON web token could not be decoded")
         if identity.kind == "anonymous" and request.method != "GET":
             return self._error(401, "Requires authentication")
-        free = request.path == "/rate_limit" or identity.kind == "app"
+        # Downloads from the storage an artifact redirects to are not API requests.
+        free = request.path == "/rate_limit" or identity.kind == "app" or request.path.startswith("/_blobs/")
         budget = self._budget(identity)
         if not free and budget.remaining <= 0:
             return self._limit_exceeded(identity)
@@ -811,7 +889,7 @@ class GitHubEmulator(HttpEmulator):
             response = request.route.handler(request)
         except _Answer as answer:
             response = answer.response
-        if request.method == "GET" and response.status == 200:
+        if request.method == "GET" and response.status == 200 and not isinstance(response.body, bytes):
             response = self._conditional(request, response)
         if not free and response.status != 304:
             budget.used += 1
@@ -1047,7 +1125,7 @@ class GitHubEmulator(HttpEmulator):
             "tags_url": f"{api}/tags",
             "teams_url": f"{api}/teams",
             "trees_url": f"{api}/git/trees{{/sha}}",
-            "clone_url": self.web(f"/{repo.full_name}.git"),
+            "clone_url": repo.clone_url or self.web(f"/{repo.full_name}.git"),
             "mirror_url": None,
             "hooks_url": f"{api}/hooks",
             "svn_url": self.web(f"/{repo.full_name}"),
@@ -1272,7 +1350,7 @@ class GitHubEmulator(HttpEmulator):
                     "comments": sum(1 for c in repo.comments.values() if c.number == issue.number),
                     "review_comments": 0,
                     "maintainer_can_modify": head_repo is not repo,
-                    "commits": 1,
+                    "commits": len(pull.commits),
                     "additions": sum(f["additions"] for f in pull.files),
                     "deletions": sum(f["deletions"] for f in pull.files),
                     "changed_files": len(pull.files),
@@ -1494,6 +1572,7 @@ class GitHubEmulator(HttpEmulator):
         add("GET", f"{r}/pulls", self._list_pulls, name="pulls/list")
         add("GET", f"{r}/pulls/{{pull_number}}", self._get_pull, name="pulls/get")
         add("GET", f"{r}/pulls/{{pull_number}}/files", self._list_files, name="pulls/list-files")
+        add("GET", f"{r}/pulls/{{pull_number}}/commits", self._list_pull_commits, name="pulls/list-commits")
         add("GET", f"{r}/commits/{{ref}}", self._get_commit, name="repos/get-commit")
         add("POST", f"{r}/statuses/{{sha}}", self._create_status, name="repos/create-commit-status")
         add("GET", f"{r}/commits/{{ref}}/statuses", self._list_statuses, name="repos/list-commit-statuses-for-ref")
@@ -1507,6 +1586,11 @@ class GitHubEmulator(HttpEmulator):
         add("POST", f"{r}/actions/workflows/{{workflow_id}}/dispatches", self._dispatch_workflow,
             name="actions/create-workflow-dispatch")
         add("GET", f"{r}/actions/runs", self._list_runs, name="actions/list-workflow-runs-for-repo")
+        add("GET", f"{r}/actions/runs/{{run_id}}/artifacts", self._list_run_artifacts,
+            name="actions/list-workflow-run-artifacts")
+        add("GET", f"{r}/actions/artifacts/{{artifact_id}}/{{archive_format}}", self._download_artifact,
+            name="actions/download-artifact")
+        add("GET", "/_blobs/{name}", self._blob, name="artifact-storage")
         add("GET", "/rate_limit", self._rate_limit, name="rate-limit/get")
         add("GET", "/user", self._get_user, name="users/get-authenticated")
         add("POST", "/app/installations/{installation_id}/access_tokens", self._installation_token,
@@ -1759,6 +1843,14 @@ class GitHubEmulator(HttpEmulator):
         page, headers = self._page(request, pull.files)
         return Response(200, [self._file_json(repo, pull, f) for f in page], headers)
 
+    def _list_pull_commits(self, request: Request) -> Response:
+        repo = self._repo(request)
+        pull = self._pull(request, repo).pull
+        assert pull is not None
+        # GitHub lists at most 250 commits of a pull request (oldest first), 30 a page by default, 100 at most.
+        page, headers = self._page(request, pull.commits[:250])
+        return Response(200, [self._commit_json(repo, sha) for sha in page], headers)
+
     def _get_commit(self, request: Request) -> Response:
         repo = self._repo(request)
         sha = self._known_sha(request, repo, request.params["ref"])
@@ -1921,6 +2013,69 @@ class GitHubEmulator(HttpEmulator):
         last = max((run.updated_at for run in found), default=None)
         return Response(200, body, headers, last_modified=last)
 
+    def _artifact_json(self, repo: Repo, artifact: Artifact) -> dict[str, Any]:
+        api = self.api(f"/repos/{repo.full_name}/actions/artifacts/{artifact.id}")
+        return {
+            "id": artifact.id,
+            "node_id": _node_id("Artifact", artifact.id),
+            "name": artifact.name,
+            "size_in_bytes": len(artifact.archive),
+            "url": api,
+            "archive_download_url": f"{api}/zip",
+            "expired": artifact.expired,
+            "created_at": iso(artifact.created_at),
+            "updated_at": iso(artifact.created_at),
+            "expires_at": iso(artifact.expires_at),
+            "digest": "sha256:" + hashlib.sha256(artifact.archive).hexdigest(),
+            "workflow_run": {
+                "id": artifact.run_id, "repository_id": repo.id, "head_repository_id": repo.id,
+                "head_branch": artifact.head_branch, "head_sha": artifact.head_sha,
+            },
+        }
+
+    def _list_run_artifacts(self, request: Request) -> Response:
+        repo = self._repo(request)
+        try:
+            run = repo.runs[int(request.params["run_id"])]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+        found = [a for a in repo.artifacts.values() if a.run_id == run.id
+                 and (request.query.get("name") is None or a.name == request.query["name"])]
+        page, headers = self._page(request, found)
+        body = {"total_count": len(found), "artifacts": [self._artifact_json(repo, a) for a in page]}
+        return Response(200, body, headers, last_modified=run.updated_at)
+
+    def _download_artifact(self, request: Request) -> Response:
+        """GitHub answers 302 to a short-lived signed URL on another host (blob storage), which
+        takes no Authorization header; here, ``localhost`` instead of ``127.0.0.1``."""
+        repo = self._repo(request)
+        try:
+            artifact = repo.artifacts[int(request.params["artifact_id"])]
+        except (KeyError, ValueError):
+            raise _Answer(self.not_found(request)) from None
+        if request.params["archive_format"] != "zip":
+            raise _Answer(self.not_found(request))
+        if artifact.expired:
+            raise _Answer(self._error(410, "Artifact has expired"))
+        name = secrets.token_urlsafe(24)
+        self._downloads[name] = (artifact.id, self.clock.now() + timedelta(minutes=1))
+        location = f"http://localhost:{self.port}{API_PREFIX}/_blobs/{name}"
+        return Response(302, None, {"Location": location})
+
+    def _blob(self, request: Request) -> Response:
+        if request.header("authorization"):
+            # Blob storage refuses a second authentication scheme next to its signed URL.
+            raise _Answer(Response(400, b"<Error><Code>InvalidAuthenticationInfo</Code></Error>",
+                                   content_type="application/xml"))
+        found = self._downloads.get(request.params["name"])
+        if found is None or found[1] < self.clock.now():
+            raise _Answer(Response(403, b"<Error><Code>AuthenticationFailed</Code></Error>",
+                                   content_type="application/xml"))
+        for repo in self.state.repos.values():
+            if found[0] in repo.artifacts:
+                return Response(200, repo.artifacts[found[0]].archive, content_type="application/zip")
+        raise _Answer(self.not_found(request))
+
     def _rate_limit(self, request: Request) -> Response:
         budget = self._budget(request.identity)
         core = {"limit": budget.limit, "used": budget.used, "remaining": budget.remaining, "reset": budget.reset}
@@ -2074,6 +2229,32 @@ _DIFF_ENTRY = {
         "contents_url": {"type": "string", "format": "uri"},
     },
 }
+_ARTIFACT = {
+    "type": "object",
+    "required": [
+        "id", "node_id", "name", "size_in_bytes", "url", "archive_download_url", "expired", "created_at",
+        "expires_at", "updated_at",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "node_id": {"type": "string"},
+        "name": {"type": "string"},
+        "size_in_bytes": {"type": "integer"},
+        "url": {"type": "string"},
+        "archive_download_url": {"type": "string"},
+        "expired": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time", "nullable": True},
+        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        "updated_at": {"type": "string", "format": "date-time", "nullable": True},
+        "digest": {"type": "string", "nullable": True},
+        "workflow_run": {
+            "type": "object", "nullable": True,
+            "properties": {"id": {"type": "integer"}, "repository_id": {"type": "integer"},
+                           "head_repository_id": {"type": "integer"}, "head_branch": {"type": "string"},
+                           "head_sha": {"type": "string"}},
+        },
+    },
+}
 _GIT_PERSON = {"type": "object", "nullable": True, "required": ["name", "email", "date"]}
 _COMMIT = {
     "type": "object",
@@ -2112,6 +2293,16 @@ SUPPLEMENTARY_PATHS: dict[str, Any] = {
     "/repos/{owner}/{repo}/commits/{ref}": {
         "get": {"operationId": "repos/get-commit", "responses": {"200": _json_response(_COMMIT)}},
     },
+    # "Lists a maximum of 250 commits for a pull request", paged by per_page (default 30, at most 100)
+    # and page, with a Link header; each item GitHub's ``commit`` schema, which the subset lacks (as
+    # for repos/get-commit above), so the transcribed ``_COMMIT`` stands in for its $ref.
+    "/repos/{owner}/{repo}/pulls/{pull_number}/commits": {
+        "get": {
+            "operationId": "pulls/list-commits",
+            "responses": {"200": {**_json_response({"type": "array", "items": _COMMIT}),
+                                  "headers": {"Link": {"$ref": "#/components/headers/link"}}}},
+        },
+    },
     "/repos/{owner}/{repo}/actions/workflows/{workflow_id}": {
         "get": {"operationId": "actions/get-workflow", "responses": {"200": _json_response(_WORKFLOW)}},
     },
@@ -2140,6 +2331,25 @@ SUPPLEMENTARY_PATHS: dict[str, Any] = {
                                "workflow_runs": {"type": "array", "items": _WORKFLOW_RUN}},
             })},
         },
+    },
+}
+SUPPLEMENTARY_PATHS["/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts"] = {
+    "get": {
+        "operationId": "actions/list-workflow-run-artifacts",
+        "responses": {"200": _json_response({
+            "type": "object",
+            "required": ["total_count", "artifacts"],
+            "properties": {"total_count": {"type": "integer"}, "artifacts": {"type": "array", "items": _ARTIFACT}},
+        })},
+    },
+}
+SUPPLEMENTARY_PATHS["/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}"] = {
+    "get": {
+        "operationId": "actions/download-artifact",
+        "responses": {"302": {"description": "Response",
+                              "headers": {"Location": {"example": "https://pipelines.actions.githubusercontent.com/...",
+                                                       "schema": {"type": "string"}}}},
+                      "410": {"$ref": "#/components/responses/gone"}},
     },
 }
 SUPPLEMENTARY_OPERATIONS = frozenset(
