@@ -96,6 +96,30 @@ def test_ab_link_from_a_github_commit_message_only_after_commits_could_be_read(a
     assert app.store.effects(status="dead") == []
 
 
+def test_fixes_ab_on_a_github_pull_request_resolves_the_work_item_when_its_model_is_promoted(
+        ado, github, make_app, repo, tmp_path):
+    from tests.test_github_bot import Remote
+
+    remote = Remote(repo, tmp_path)
+    github.state.repo(REPO).clone_url = remote.bare.as_uri()
+    app = make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
+                   github_timeout_s=1, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
+                   azure_devops_pat=ado.pat, azure_devops_project="proj")
+    app.run_once()  # the first look; the first model
+    fixed = ado.state.add_work_item("proj", "Improve recall")
+    mentioned = ado.state.add_work_item("proj", "Check calibration")
+    number = github.state.open_pull(REPO, "Tune the model", f"Fixes AB#{fixed}; see AB#{mentioned}", "bob",
+                                    files=FILES)
+    github.state.clock.advance(seconds=2)
+    github.state.merge_pull(REPO, number, merge_sha=remote.commit("Tune the model"))
+    settle(app, rounds=60)
+    assert app.registry.production("tiny").version == 2  # the merge commit's code trained and was promoted
+    assert ado.state.work_item(fixed).fields["System.State"] == "Closed"
+    assert ado.state.work_item(mentioned).fields["System.State"] != "Closed"  # only named, not fixed
+    assert len(_relations(ado, fixed)) == len(_relations(ado, mentioned)) == 1
+    assert app.store.effects(status="dead") == []
+
+
 # --- Azure Repos ------------------------------------------------------------------------------
 
 
