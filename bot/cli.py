@@ -668,7 +668,8 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
         from bot.lifecycle import CHANNEL_ALERTS, CHANNEL_DIGEST, CHANNEL_PIPELINE
 
         try:
-            checks += _slack(settings).diagnose([CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST])
+            checks += _slack(settings).diagnose([CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST],
+                                                settings.slack_permissions)
         except Exception as exc:  # a bad token or URL is a finding here, not a crash
             checks.append(("Slack", str(exc), "check SLACK_BOT_TOKEN and MLOPS_SLACK_API_URL"))
     if settings.azure_enabled:

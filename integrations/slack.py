@@ -373,9 +373,12 @@ class SlackChat:
             if refused.error != "already_reacted":
                 raise
 
-    def diagnose(self, channels: Iterable[str]) -> list[tuple[str, str | None, str]]:
+    def diagnose(self, channels: Iterable[str],
+                 permissions: Mapping[str, str] | None = None) -> list[tuple[str, str | None, str]]:
         """What ``mlops-bot doctor`` reports: (what was checked, the problem or None, the fix):
-        the token, its scopes, and for each channel that it exists and the bot is in it."""
+        the token, its scopes, for each channel that it exists and the bot is in it, and for each
+        user group in ``permissions`` that Slack can say who is in it."""
+        groups = [key for key in (permissions or {}) if _is_group(key)]
         try:
             auth = self._call("auth.test", write=False, where="")
         except _Refused as refused:
@@ -387,13 +390,27 @@ class SlackChat:
         headers = {k.lower(): v for k, v in (auth.headers or {}).items()}
         if "x-oauth-scopes" in headers:  # bot tokens say their scopes on every answer
             granted = {s.strip() for s in str(headers["x-oauth-scopes"]).split(",") if s.strip()}
-            missing = [s for s in NEEDED_SCOPES if s not in granted]
+            needed = NEEDED_SCOPES + (("usergroups:read",) if groups else ())  # only to resolve groups
+            missing = [s for s in needed if s not in granted]
             fix = ("add them under OAuth & Permissions → Bot Token Scopes on api.slack.com/apps, then reinstall the "
                    "app to the workspace")
             checks.append((f"Slack token scopes ({', '.join(sorted(granted)) or 'none'})",
                            f"missing {', '.join(missing)}" if missing else None, fix if missing else ""))
         checks.extend(self._check_channel(name) for name in channels)
+        checks.extend(self._check_group(group) for group in groups)
         return checks
+
+    def _check_group(self, group: str) -> tuple[str, str | None, str]:
+        label = f"Slack user group {group} (in MLOPS_SLACK_PERMISSIONS)"
+        try:
+            group_id = group if _GROUP_ID.match(group) else self._group_id(group.lstrip("@"))
+            members = self._lookup_call("usergroups.users.list", usergroup=group_id)["users"] or ()
+        except _Refused as refused:
+            return label, refused.problem, refused.fix
+        except (PermanentError, TransientError) as exc:
+            return label, str(exc), ("add the usergroups:read scope and reinstall the app, or check the group's id "
+                                     "or handle")
+        return f"{label}: {len(members)} member(s)", None, ""
 
     def _check_channel(self, name: str) -> tuple[str, str | None, str]:
         target = self._target(name)

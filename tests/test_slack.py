@@ -435,6 +435,22 @@ def test_diagnose_names_missing_scopes_and_a_bad_token(slack: SimpleNamespace) -
     assert bad[:2] == ("Slack bot token", "Slack refused the bot token (invalid_auth)") and "xoxb-…" in bad[2]
 
 
+def test_diagnose_checks_the_user_groups_that_permissions_name(slack: SimpleNamespace) -> None:
+    leads = slack.state.add_usergroup("ml-leads", members=[slack.emulator.bot.id])
+    permissions = {"@ml-leads": "maintain", "@ml-interns": "read", "U024BE7LH": "write", "*": "read"}
+    checks = adapter(slack.emulator).diagnose(["mlops-alerts"], permissions)
+    assert checks[-2] == ("Slack user group @ml-leads (in MLOPS_SLACK_PERMISSIONS): 1 member(s)", None, "")
+    name, problem, fix = checks[-1]
+    assert name.startswith("Slack user group @ml-interns") and problem == "no Slack user group @ml-interns"
+    assert "use its id" in fix
+
+    slack.emulator.add_token("xoxb-nogroups", "plain-bot", scopes=("chat:write", "channels:read", "channels:history",
+                                                                   "files:write"), bot=True)
+    checks = adapter(slack.emulator, token="xoxb-nogroups").diagnose([], {leads.id: "maintain"})
+    assert checks[1][1] == "missing usergroups:read"
+    assert checks[-1][1] is not None and "usergroups:read" in checks[-1][2]
+
+
 def test_the_token_is_never_logged(slack: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     slack.emulator.faults.add("chat.postMessage", "lost_response")
