@@ -3,13 +3,8 @@ leader dies, carrying on from the stored cursors and outbox with nothing lost or
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,6 +14,9 @@ from bot.leader import LeaseLeader, SoleLeader, leadership_for
 from bot.store import Store
 from integrations.ports import Target
 from tests.conftest import PROJECT
+from tests.standby import Bot, bot_env, delivered
+from tests.standby import query as _query
+from tests.standby import wait_until as _wait_until
 from tests.test_bot import drifted_batch
 
 TAKEOVER_S = 4.0  # the test's MLOPS_TAKEOVER_S
@@ -86,51 +84,6 @@ def test_on_sqlite_the_bot_leads_alone(tmp_path: Path):
 # --- two real bots -------------------------------------------------------------------------------
 
 
-class Bot:
-    """``mlops-bot run`` in a process of its own, its log lines kept with the time they came."""
-
-    def __init__(self, name: str, env: dict[str, str], cwd: Path) -> None:
-        self.name = name
-        self.lines: list[tuple[float, str]] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=cwd,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append((time.monotonic(), line.rstrip()))
-
-    def wait_for(self, text: str, timeout: float) -> float:
-        """When a line with ``text`` came (time.monotonic())."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, line in list(self.lines):
-                if text in line:
-                    return at
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"{self.name} never logged {text!r}:\n" + self.log()[-4000:])
-
-    def log(self) -> str:
-        return "\n".join(line for _, line in self.lines)
-
-
-def _query(engine: sa.Engine, query: str) -> list:
-    with engine.connect() as conn:
-        return conn.execute(sa.text(query)).all()
-
-
-def _wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_repeated(
         make_app, repo: Path, tmp_path: Path, postgres_url: str):
@@ -140,12 +93,7 @@ def test_the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or
     for number, body in enumerate(["/status", "/validate", "/help", "/retrian", "/status"]):
         app.scm.add_comment(Target("change", app.scm.repo, 40 + number), body)
     data_dir = app.settings.data_dir
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
-           "MLOPS_STATE_URL": postgres_url, "MLOPS_PROJECT_DIR": str(repo / PROJECT), "MLOPS_DATA_DIR": str(data_dir),
-           "MLOPS_TAKEOVER_S": str(TAKEOVER_S), "MLOPS_POLL_INTERVAL_S": "0.5", "MLOPS_MONITOR_INTERVAL_S": "1",
-           "MLOPS_DELIVER_INTERVAL_S": "0.3", "MLOPS_DRIFT_COOLDOWN_S": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                       os.environ.get("PYTHONPATH")]))}
+    env = bot_env(postgres_url, project_dir=repo / PROJECT, data_dir=data_dir, takeover_s=TAKEOVER_S)
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     leader = Bot("the first bot", env, tmp_path)
     standby = None
@@ -194,26 +142,15 @@ def test_the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or
                 bot.process.kill()
                 bot.process.wait()
 
-    not_done = _query(engine, "SELECT key, status, last_error FROM effects WHERE status != 'done'")
-    bot_comments = [row.body for row in _query(engine, "SELECT body FROM local_comments WHERE by_bot")]
-    ticket_comments = [row.body for row in _query(engine, "SELECT body FROM local_ticket_comments")]
-    chat = _query(engine, "SELECT channel, thread, marker FROM local_chat")
-    tickets = _query(engine, "SELECT key, state FROM local_tickets")
-    events = _query(engine, "SELECT count(*) FROM events")[0][0]
-    print(f"{events} events, {len(_query(engine, 'SELECT id FROM effects'))} effects, each done once")
+    done = delivered(engine, data_dir)
+    print(f"{done.events} events, {done.effects} effects, each done once")
     engine.dispose()
-    assert not_done == []
-    markers = Counter(body.rsplit("<!-- mlops-bot:", 1)[-1] for body in bot_comments + ticket_comments)
-    assert [m for m, n in markers.items() if n > 1] == []  # no comment twice
-    chat_markers = Counter((row.channel, row.thread, row.marker) for row in chat)
-    assert [m for m, n in chat_markers.items() if n > 1] == []  # no chat message twice
-    assert len(tickets) == 1  # one drift episode, one ticket
-    assert sum("Did you mean" in body for body in bot_comments) == 2  # each typo answered once
-    assert events >= 7 + 2  # every comment and batch was seen
-    from pipeline.registry import ModelRegistry
-
-    runs = Counter(version.run_id for version in ModelRegistry(data_dir / "registry").versions())
-    assert runs and all(n == 1 for n in runs.values())  # no pipeline run made two models
+    assert done.not_done == []
+    assert done.doubled == []  # no comment, chat message, ticket or model made twice
+    assert len(done.tickets) == 1  # one drift episode, one ticket
+    assert sum("Did you mean" in body for body in done.bot_comments) == 2  # each typo answered once
+    assert done.events >= 7 + 2  # every comment and batch was seen
+    assert done.runs  # and no pipeline run made two models (in doubled)
 
 
 def test_run_once_does_nothing_while_another_bot_leads(make_app, postgres_url: str):
