@@ -193,7 +193,9 @@ class Lifecycle:
                 "episode": self._episode_for(comment.target),
             }
             origin.update(code)
-            if comment.target.kind == "ticket":
+            # A GitHub issue is one of the tracker's tickets only when GitHub is the tracker: with
+            # Azure Boards, issue #11 is not work item 11.
+            if comment.target.kind == "ticket" and (event.source != "github" or self.tracker.name == "github"):
                 origin["ticket"] = comment.target.number
             for action in reply.actions:
                 effects.extend(self._action_effects(action, key, origin))
@@ -735,8 +737,10 @@ class Lifecycle:
 
         p = effect.payload
         current = self.registry.production(p["model"])
-        if current is not None and p.get("from_version") is not None and current.version != p["from_version"]:
+        if (effect.outcome_unknown and current is not None and p.get("from_version") is not None
+                and current.version != p["from_version"]):
             # Already rolled back by an earlier attempt whose answer was lost: do not roll back twice.
+            # (On a first attempt a newer promotion is no rollback: roll back from it, as asked.)
             restored, previous = current, p["from_version"]
         else:
             try:

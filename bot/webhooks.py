@@ -71,7 +71,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         delivery = request.headers.get("x-github-delivery", "")
         try:
             fact = parse_delivery(event, payload, bot_login=settings.bot_name)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a field of the wrong shape
             return _error(400, f"cannot read this {event or 'unnamed'} delivery: {exc}")
         try:
             return await _run_sync(lambda: _accept(bot, fact, delivery, wake))
@@ -137,7 +137,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
 
         try:
             fact = parse_service_hook(payload)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a field of the wrong shape
             return _error(400, f"cannot read this service hook: {exc}")
         if fact is None:
             return _error(400, "not a service hook delivery: no eventType and resource")
