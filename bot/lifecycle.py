@@ -477,7 +477,7 @@ class Lifecycle:
             "scm.reply": _Handler(self._deliver_reply, self._find_reply),
             "scm.upsert": _Handler(self._deliver_upsert),
             "scm.react": _Handler(self._deliver_react),
-            "scm.status": _Handler(self._deliver_status),
+            "scm.status": _Handler(self._deliver_status, self._find_status),
             "tracker.drift": _Handler(self._deliver_drift_ticket),
             "tracker.comment": _Handler(self._deliver_ticket_comment, self._find_ticket_comment),
             "tracker.close": _Handler(self._deliver_close),
@@ -522,6 +522,15 @@ class Lifecycle:
         p = effect.payload
         self.scm.set_status(p["repo"], p["commit"], state=p["state"], description=p["description"], context=p["context"])
         return Delivered({})
+
+    def _find_status(self, effect: EffectRow) -> Delivered | None:
+        """A status carries no marker: it is done when the commit's newest status of its context
+        already says it (optional ``status_of`` on the source control)."""
+        p, status_of = effect.payload, getattr(self.scm, "status_of", None)
+        if status_of is None:
+            return None
+        return Delivered({}) if status_of(p["repo"], p["commit"], p["context"]) == (
+            p["state"], p["description"][:140]) else None
 
     def _deliver_drift_ticket(self, effect: EffectRow) -> Delivered:
         """Open the model's retrain ticket, or update the open one; never a second open ticket."""

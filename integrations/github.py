@@ -367,6 +367,15 @@ class GitHubSource:
             body["target_url"] = url
         self.client.call("POST", f"/statuses/{commit}", body=body, write=True)
 
+    def status_of(self, repo: str, commit: str, context: str) -> tuple[str, str] | None:
+        """The newest status of ``context`` on the commit, as (state, description): what the outbox
+        asks before repeating a status whose answer was lost (each POST adds one more)."""
+        _, statuses = self.client.call("GET", f"/commits/{commit}/statuses", params={"per_page": 100})
+        for status in statuses or ():  # newest first
+            if status.get("context") == context:
+                return status.get("state"), status.get("description") or ""
+        return None
+
     def permission(self, repo: str, user: str) -> Permission:
         # A person's role rarely changes; asking once per five minutes saves a request per command.
         cached = self._permissions.get(user)

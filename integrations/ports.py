@@ -216,6 +216,8 @@ class SourceControl(Protocol):
     # Optional: ``change_messages(repo, number) -> list[str]``, a pull request's commit messages,
     # read for ``AB#12`` links. Optional: ``link_url(target) -> str``, what a tracker links a change
     # by when it is not its web URL (Azure Repos: the pull request's ``vstfs:///`` artifact).
+    # Optional: ``status_of(repo, commit, context) -> (state, description) | None``, the newest status
+    # of a context, so a status whose answer was lost is not set twice.
     # Optional: ``commenters_can_read = True`` where whoever can comment can read the repository
     # (GitHub): read-level commands then skip the permission lookup.
 

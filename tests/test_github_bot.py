@@ -166,6 +166,16 @@ def test_faults_on_every_write_lose_nothing_and_double_nothing(world, bot):
     assert bot.store.effects(status="dead") == []
 
 
+def test_a_status_whose_answer_was_lost_is_not_set_twice(world, bot, remote):
+    world.faults.add("repos/create-commit-status", "lost_response", times=2)  # the pending and the result
+    number, sha = merge(world, remote=remote)
+    settle(bot)
+    assert world.faults.fired
+    states = [s.state for s in world.state.statuses(REPO, sha) if s.context == "mlops-bot/pipeline"]
+    assert states == ["pending", states[-1]] and states[-1] in {"success", "failure"}, states
+    assert bot.store.effects(status="dead") == []
+
+
 def test_doctor_checks_the_repository_and_the_token(world, repo, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
