@@ -36,7 +36,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ import sqlalchemy as sa  # noqa: E402
 from bot.app import build  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from integrations.ports import Target  # noqa: E402
-from tests.conftest import PROJECT, TINY_TOML, git, tiny_frame  # noqa: E402
+from tests.conftest import PROJECT, git, tiny_repository  # noqa: E402
 from tests.postgres import PostgresServer, find_binaries, start_server, stop_server  # noqa: E402
 from tests.standby import Bot, bot_env, delivered, query, wait_until  # noqa: E402
 from tests.test_bot import drifted_batch  # noqa: E402
@@ -74,7 +73,7 @@ class Pair:
 
     def __init__(self, server: PostgresServer, root: Path, takeover_s: float) -> None:
         self.root, self.takeover_s = root, takeover_s
-        self.repo = _repository(root / "repo")
+        self.repo = tiny_repository(root / "repo")
         self.data_dir = root / "state"
         state_url = server.new_schema(f"standby_{str(takeover_s).replace('.', '_')}")
         # Migrates the database; the console comments go in through its local source control.
@@ -219,19 +218,6 @@ def _until(condition, timeout: float) -> bool:
             return True
         time.sleep(0.03)
     return False
-
-
-def _repository(root: Path) -> Path:
-    """The tests' repository (tests/conftest.py's ``repo`` fixture): the tiny model project, committed."""
-    project = root / PROJECT
-    project.mkdir(parents=True)
-    (project / "mlops.toml").write_text(textwrap.dedent(TINY_TOML))
-    tiny_frame().to_csv(project / "data.csv", index=False)
-    (root / "README.md").write_text("a repository\n")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "the tiny model")
-    return root
 
 
 def main() -> None:

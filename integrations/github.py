@@ -266,16 +266,30 @@ class GitHubSource:
 
     def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
         since = cursor or (self.client.clock() - timedelta(minutes=10)).isoformat()
-        _headers, data = self.client.call("GET", "/issues/comments", params={
+        headers, data = self.client.call("GET", "/issues/comments", params={
             "since": since, "sort": "updated", "direction": "asc", "per_page": 100,
         }, etag_key="comments", budgeted=False, conditional=self._expected.get("comments", cursor) == cursor)
         if not data:
             self._expected["comments"] = cursor
             return [], cursor or since
+        # Timestamps are to the second and ``since`` is inclusive: a burst of more than a page within
+        # the cursor's second would bring back the same first page for ever, so read on. Until the
+        # last page is in, the next poll must not be conditional (its 304 would hide the rest).
+        self._expected["comments"] = None
+        data, following = list(data), _next_link(headers.get("link", ""))
+        for _ in range(_MAX_COMMENT_PAGES - 1):
+            if following is None:
+                break
+            headers, more = self.client.call("GET", "", url=following, budgeted=False)
+            data.extend(more or [])
+            following = _next_link(headers.get("link", ""))
         comments = [comment_from_json(self.repo, item, bot_login=self.client.bot_login) for item in data]
         fresh = [c for c in comments if not c.edited]
-        newest = max(item.get("updated_at") or item.get("created_at") for item in data)
-        self._expected["comments"] = newest
+        stamps = [item.get("updated_at") or item.get("created_at") for item in data]
+        newest = max(stamps)
+        # The next poll's first page holds the comments of the newest second: while they fill it, a
+        # 304 on that page would hide newer comments behind it, so ask without the ETag.
+        self._expected["comments"] = newest if stamps.count(newest) < 100 else None
         # ``since`` is inclusive: the newest comment comes again next time and its event key dedupes it.
         return fresh, newest
 
@@ -587,6 +601,9 @@ def _ticket(item: dict[str, Any], key: str) -> Ticket:
                   labels=tuple(label["name"] if isinstance(label, dict) else str(label)
                                for label in item.get("labels", [])))
 
+
+
+_MAX_COMMENT_PAGES = 10  # per poll; what is left comes next time (sorted oldest first, nothing skipped)
 
 
 def _next_link(link: str) -> str | None:

@@ -116,7 +116,11 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
+    return tiny_repository(tmp_path / "repo")
+
+
+def tiny_repository(root: Path) -> Path:
+    """A git repository at ``root`` holding the tiny model project, committed (tests and benchmarks)."""
     project = root / PROJECT
     project.mkdir(parents=True)
     (project / "mlops.toml").write_text(textwrap.dedent(TINY_TOML))

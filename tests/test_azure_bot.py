@@ -46,20 +46,12 @@ def test_drift_opens_one_work_item_in_the_current_iteration_and_retrain_closes_i
     fields = state.work_item(ticket.id).fields
     assert fields["System.IterationPath"] == "proj\\Sprint 1" and fields["System.AreaPath"] == "proj\\ML"
     assert "retrain" in fields["System.Tags"] and fields["Microsoft.VSTS.Common.Priority"] in {1, 2, 3}
-    assert len([n for n in range(1, ticket.id + 5) if _exists(state, n)]) == 1  # one work item per episode
+    assert len([n for n in range(1, ticket.id + 5) if state.has_work_item(n)]) == 1  # one work item per episode
 
     bot.scm.add_comment(Target("ticket", bot.scm.repo, ticket.id), "/retrain")
     settle(bot)
     assert state.work_item(ticket.id).fields["System.State"] == "Closed"
     assert bot.tracker.find_open("retrain:tiny") is None
-
-
-def _exists(state, number: int) -> bool:
-    try:
-        state.work_item(number)
-    except (KeyError, LookupError):
-        return False
-    return True
 
 
 def _auth(password: str) -> dict:

@@ -40,6 +40,26 @@ def test_comments_are_polled_with_one_conditional_request(github):
     assert github.log.count() == 3 and github.log.charged() == 0
 
 
+def test_a_burst_of_comments_within_one_second_is_read_whole(github):
+    """Timestamps are to the second and ``since`` is inclusive: more than a page of comments at the
+    cursor's second must be read page by page, or the poller would see the first page for ever."""
+    source, _ = adapters(github)
+    pull = github.state.open_pull(REPO, "Tune", "", "bob", files=PROJECT_FILES)
+    _, cursor = source.new_comments(None)
+    bodies = [f"/status {n}" for n in range(250)]
+    for body in bodies:  # the emulator's clock stands still: all in one second
+        github.state.add_comment(REPO, pull, "bob", body)
+    github.faults.add(r"GET /repos/acme/model/issues/comments\?.*\bpage=2\b.*", 502)  # the second page, once
+    with pytest.raises(TransientError):
+        source.new_comments(cursor)
+    comments, after = source.new_comments(cursor)  # asked again whole, not answered 304
+    assert [c.body for c in comments] == bodies
+    github.state.clock.advance(seconds=1)
+    github.state.add_comment(REPO, pull, "bob", "/help")  # behind the full first page of that second
+    later, _ = source.new_comments(after)
+    assert later[-1].body == "/help"
+
+
 def test_merges_are_found_after_the_first_look(github):
     source, _ = adapters(github)
     old = github.state.open_pull(REPO, "Old", "", "bob", files=PROJECT_FILES)

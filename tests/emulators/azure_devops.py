@@ -455,6 +455,10 @@ class AzureDevOpsState:
         with self.lock:
             return self.work_items[number]
 
+    def has_work_item(self, number: int) -> bool:
+        with self.lock:
+            return number in self.work_items
+
 
 # ---------------------------------------------------------------------------
 # The emulator

@@ -381,7 +381,8 @@ FAULT_KINDS = (
 @dataclass
 class FaultRule:
     """``target`` is a route name, a route key (``"POST /repos/{owner}/{repo}/issues"``),
-    or a regex matched in full against ``"METHOD /concrete/path"``."""
+    or a regex matched in full against ``"METHOD /concrete/path"`` or, to pick one page of a list,
+    ``"METHOD /concrete/path?query"`` (the query as sent)."""
 
     target: str
     kind: str
@@ -393,7 +394,10 @@ class FaultRule:
         route = request.route
         if route is not None and self.target in (route.name, route.key):
             return True
-        return re.fullmatch(self.target, f"{request.method} {request.path}") is not None
+        if re.fullmatch(self.target, f"{request.method} {request.path}") is not None:
+            return True
+        query = request.raw_path.partition("?")[2]
+        return bool(query) and re.fullmatch(self.target, f"{request.method} {request.path}?{query}") is not None
 
 
 @dataclass(frozen=True)

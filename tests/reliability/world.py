@@ -111,14 +111,6 @@ def write_batch(folder: Path, name: str, *, shift: float, seed: int, rows: int =
     return path
 
 
-def _exists(state, number: int) -> bool:
-    try:
-        state.work_item(number)
-    except (KeyError, LookupError):
-        return False
-    return True
-
-
 @dataclass
 class World:
     """The three emulators, set up for the bot, and what the scenario did to them."""
@@ -438,7 +430,7 @@ def audit(world: World, state_url: str, registry_dir: Path) -> Audit:
             seen = comment_markers[(int(p["ticket_id"]), key)] == 1
         elif kind == "tracker.drift":
             ticket = (effect["result"] or {}).get("ticket_id")
-            seen = ticket is not None and item_markers[f"retrain:{p['model']}"] >= 1 and _exists(azure, int(ticket))
+            seen = ticket is not None and item_markers[f"retrain:{p['model']}"] >= 1 and azure.has_work_item(int(ticket))
         elif kind == "tracker.close":
             seen = azure.work_item(int(p["ticket_id"])).fields["System.State"] in ("Closed", "Done", "Resolved")
         elif kind in ("chat.post",):
@@ -609,4 +601,5 @@ class Driver:
         pending = self.app.store.effects(status="pending", limit=10_000)
         raise AssertionError(f"the bot did not settle in {deadline_s:.0f} s: {len(pending)} effect(s) pending, e.g. "
                              f"{[(e.key, e.attempts, e.last_error) for e in pending[:5]]}; "
-                             f"job failures {dict(self.job_failures)}")
+                             f"job failures {dict(self.job_failures)}"
+                             f"{'' if self.seen_all is None or self.seen_all() else '; not all of the world is an event yet'}")
