@@ -579,7 +579,7 @@ class Driver:
     def _delivered(report) -> int:
         return 0 if report is None else report.delivered + report.recovered + report.retried
 
-    def settle(self, *, deadline_s: float = 150) -> None:
+    def settle(self, *, deadline_s: float = 240) -> None:
         """Cycle until nothing is pending, a poll brings nothing new and everything the world did is an
         event (a poll may fail quietly: it logs and leaves the rest for the next one); idle turns wait
         a moment."""
