@@ -1,7 +1,8 @@
-"""Helpers the service benchmarks share: a quiet git and running a bot until its outbox is empty."""
+"""Helpers the service benchmarks share: a quiet git, running a bot until its outbox is empty, percentiles."""
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -20,3 +21,8 @@ def settle(app, rounds: int = 40) -> None:
             return
         time.sleep(0.01)
     raise RuntimeError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
+
+
+def quantile(values: list[float], q: int) -> float:
+    """The q-th percentile (1..99), as statistics.quantiles computes it inclusively."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]

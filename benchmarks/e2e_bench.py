@@ -24,7 +24,6 @@ import hmac
 import json
 import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -40,20 +39,13 @@ import requests  # noqa: E402
 
 from bot.app import build  # noqa: E402
 from bot.settings import Settings  # noqa: E402
+from common import quantile  # noqa: E402  (benchmarks/common.py)
+from tests.emulators.framework import free_port  # noqa: E402
 from tests.emulators.github import GitHubEmulator  # noqa: E402
 
 SECRET = "bench-secret"
 _MARKER = re.compile(r"mlops-bot:cmd:github:[^:]+/[^:]+:(\d+):")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def quantile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 class Bench:

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import requests  # noqa: E402
 
 from bot.app import build  # noqa: E402
 from bot.settings import Settings  # noqa: E402
+from common import quantile  # noqa: E402  (benchmarks/common.py)
+from tests.emulators.framework import free_port  # noqa: E402
 from tests.emulators.github import GitHubEmulator  # noqa: E402
 
 SECRET = "bench-secret"
@@ -87,11 +88,6 @@ def many_repositories(emulator, root, project_dir, count: int) -> tuple[float, f
     assert replies == count, f"{replies} replies for {count} commands"
     return emulator.log.count() / count, (emulator.log.count() - polls) / count, elapsed, emulator.log.charged()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def webhook_latency(emulator, root, project_dir, deliveries: int) -> list[float]:
@@ -163,8 +159,7 @@ def main() -> None:
               f"cycle {elapsed:.2f} s (goal <= 4 per event: {'met' if per_event <= 4 else 'NOT met'} with the polls, "
               f"{'met' if own <= 4 else 'NOT met'} without)")
         latencies = webhook_latency(emulator, root, project_dir, args.deliveries)
-        p50 = statistics.median(latencies) * 1000
-        p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98] * 1000
+        p50, p99 = statistics.median(latencies) * 1000, quantile(latencies, 99) * 1000
         print(f"webhook to 👀 reaction over {len(latencies)} deliveries: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
               f"max {max(latencies) * 1000:.1f} ms (goal p99 < 250 ms: {'met' if p99 < 250 else 'NOT met'})")
 

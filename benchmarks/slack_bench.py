@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,9 +35,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import requests  # noqa: E402
 
 from bot.app import build  # noqa: E402
-from common import git, settle  # noqa: E402  (benchmarks/common.py)
+from common import git, quantile, settle  # noqa: E402  (benchmarks/common.py)
 from bot.settings import Settings  # noqa: E402
 from integrations.ports import Target  # noqa: E402
+from tests.emulators.framework import free_port  # noqa: E402
 from tests.emulators.slack import SlackEmulator  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"
@@ -74,11 +74,6 @@ def lifecycle(emulator, root: Path) -> dict[str, tuple[int, int, int]]:
     app.store.close()
     return counts
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def slash_latency(emulator, app_settings_root: Path, count: int) -> tuple[list[float], list[float]]:
@@ -156,12 +151,10 @@ def main() -> None:
                   f"{replies} thread replies (goal: at most one per episode: "
                   f"{'met' if top <= expected[channel] else 'NOT met'})")
         latencies, clicks = slash_latency(emulator, root, args.requests)
-        p50 = statistics.median(latencies) * 1000
-        p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98] * 1000
+        p50, p99 = statistics.median(latencies) * 1000, quantile(latencies, 99) * 1000
         print(f"/mlops status acknowledged over {len(latencies)} requests: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"(goal p99 < 300 ms: {'met' if p99 < 300 else 'NOT met'})")
-        p50 = statistics.median(clicks) * 1000
-        p99 = statistics.quantiles(clicks, n=100, method="inclusive")[98] * 1000
+        p50, p99 = statistics.median(clicks) * 1000, quantile(clicks, 99) * 1000
         print(f"Roll back clicks answered over {len(clicks)} requests: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"(Slack's limit 3 s; goal p99 < 300 ms: {'met' if p99 < 300 else 'NOT met'})")
 

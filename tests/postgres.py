@@ -22,7 +22,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.emulators.framework import free_port
 
 _REQUIRE = "REQUIRE_POSTGRES_TESTS"
 _REPORT = "STATE_DATABASES_REPORT"
@@ -84,7 +85,7 @@ def start_server(bin_dir: Path) -> PostgresServer:
     data, log = root / "data", root / "server.log"
     _run(run_as + [str(bin_dir / "initdb"), "-D", str(data), "-U", _USER, "--auth=trust", "-E", "UTF8",
                    "--no-locale", "--no-sync"])
-    port = _free_port()
+    port = free_port()  # only a number in the socket's name (listen_addresses=''): a clash is unlikely
     options = (f"-k {root} -p {port} -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
                f"-c full_page_writes=off -c max_connections=200")
     _run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
@@ -114,12 +115,6 @@ def _run(command: list[str]) -> None:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
-
-def _free_port() -> int:
-    # Only a number for the socket's name (no TCP listener), so a clash is unlikely either way.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- pytest ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from typing import Any, Self
 
 __all__ = [
     "FAULT_KINDS",
+    "free_port",
     "Clock",
     "Faults",
     "FaultRule",
@@ -377,6 +378,13 @@ FAULT_KINDS = (
     "lost_response",
 )
 
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test or benchmark starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 @dataclass
 class FaultRule:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.emulators.framework import free_port
 from tests.reliability.world import read_store, signed_headers
 
 SECRET = "load-webhook-secret"
@@ -33,11 +33,6 @@ WARM_UP_S = 10.0
 SENDERS = 4
 MAX_GROWTH_MB = 30.0
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -64,7 +59,7 @@ def _delivery(n: int) -> tuple[bytes, dict[str, str]]:
 def test_a_sustained_stream_of_deliveries_loses_none_and_memory_stays_flat(repo, tmp_path, report):
     from tests.conftest import PROJECT
 
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "state"
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "GITHUB_", "SLACK_", "AZURE_DEVOPS_"))}
     env = keep | {"MLOPS_PROJECT_DIR": str(repo / PROJECT), "MLOPS_DATA_DIR": str(data),
