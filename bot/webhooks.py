@@ -80,18 +80,24 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
             log.warning("delivery %s not stored yet: %s", delivery, type(exc).__name__)
             return _error(503, "GitHub could not be asked for details just now; the poller will pick this up")
 
-    async def slack_commands(request: Request) -> JSONResponse:
+    async def slack_signed(request: Request, what: str) -> tuple[bytes, str] | JSONResponse:
+        """The body and timestamp of a request Slack signed within the window, or the answer refusing it."""
         secret = settings.slack_signing_secret
         if secret is None:
-            return _error(403, "Slack commands are off: set SLACK_SIGNING_SECRET to the Slack app's signing secret")
+            return _error(403, f"Slack {what} are off: set SLACK_SIGNING_SECRET to the Slack app's signing secret")
         body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
         timestamp = request.headers.get("x-slack-request-timestamp", "")
         problem = verify_slack_request(secret.get_secret_value(), body=body, now=bot.clock().timestamp(),
                                        timestamp=timestamp, signature=request.headers.get("x-slack-signature", ""))
-        if problem:
-            return _error(401, problem)
+        return _error(401, problem) if problem else (body, timestamp)
+
+    async def slack_commands(request: Request) -> JSONResponse:
+        signed = await slack_signed(request, "commands")
+        if isinstance(signed, JSONResponse):
+            return signed
+        body, timestamp = signed
         form = {key: values[0] for key, values in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
         if not form.get("user_id") or not form.get("channel_id"):
             return _error(400, "not a slash command: user_id and channel_id are missing")
@@ -101,18 +107,10 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
 
     async def slack_interactions(request: Request) -> Response:
         """Clicks on the bot's buttons: verified as slash commands are, then ``bot/interactions.py``."""
-        secret = settings.slack_signing_secret
-        if secret is None:
-            return _error(403, "Slack buttons are off: set SLACK_SIGNING_SECRET to the Slack app's signing secret")
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        problem = verify_slack_request(secret.get_secret_value(), body=body, now=bot.clock().timestamp(),
-                                       timestamp=request.headers.get("x-slack-request-timestamp", ""),
-                                       signature=request.headers.get("x-slack-signature", ""))
-        if problem:
-            return _error(401, problem)
-        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        signed = await slack_signed(request, "buttons")
+        if isinstance(signed, JSONResponse):
+            return signed
+        form = urllib.parse.parse_qs(signed[0].decode("utf-8", "replace"))
         if not form.get("payload"):
             return _error(400, "not an interaction: the payload field is missing")
         return await _run_sync(lambda: clicks.handle(form["payload"][0]))
