@@ -54,6 +54,18 @@ def no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, ",".join([*kept, "127.0.0.1", "localhost"]))
 
 
+def _running(emulator, name: str, against: str) -> Iterator:
+    """Serve ``emulator`` for one test; fail it at teardown on a handler error or an answer outside
+    ``against`` (the service's description)."""
+    with emulator:
+        yield emulator
+    if emulator.errors:
+        pytest.fail(f"the {name} emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
+    if emulator.violations:
+        shown = "\n".join(emulator.violations[:20])
+        pytest.fail(f"the {name} emulator answered outside {against}:\n{shown}", pytrace=False)
+
+
 @pytest.fixture
 def github_emulator(no_proxy_for_loopback: None) -> Iterator[GitHubEmulator]:
     """A running GitHub emulator, stopped afterwards.
@@ -62,14 +74,7 @@ def github_emulator(no_proxy_for_loopback: None) -> Iterator[GitHubEmulator]:
     description covers is checked against its schema, and the test fails at teardown if any
     did not conform (or if a handler raised).
     """
-    emulator = GitHubEmulator(schemas=_github_schemas())
-    with emulator:
-        yield emulator
-    if emulator.errors:
-        pytest.fail("the GitHub emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
-    if emulator.violations:
-        shown = "\n".join(emulator.violations[:20])
-        pytest.fail(f"the GitHub emulator answered outside GitHub's schemas:\n{shown}", pytrace=False)
+    yield from _running(GitHubEmulator(schemas=_github_schemas()), "GitHub", "GitHub's schemas")
 
 
 @pytest.fixture
@@ -80,14 +85,7 @@ def slack_emulator(no_proxy_for_loopback: None) -> Iterator[SlackEmulator]:
     that ``tests/emulators/slack.py`` transcribes) is checked against its schema, and the test
     fails at teardown if any did not conform (or if a handler raised).
     """
-    emulator = SlackEmulator(schemas=_slack_schemas())
-    with emulator:
-        yield emulator
-    if emulator.errors:
-        pytest.fail("the Slack emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
-    if emulator.violations:
-        shown = "\n".join(emulator.violations[:20])
-        pytest.fail(f"the Slack emulator answered outside Slack's schemas:\n{shown}", pytrace=False)
+    yield from _running(SlackEmulator(schemas=_slack_schemas()), "Slack", "Slack's schemas")
 
 
 @pytest.fixture
@@ -98,11 +96,4 @@ def azure_devops_emulator(no_proxy_for_loopback: None) -> Iterator[AzureDevOpsEm
     specs cover is checked against its schema, and the test fails at teardown if any did not
     conform (or if a handler raised).
     """
-    emulator = AzureDevOpsEmulator(schemas=_azure_devops_schemas())
-    with emulator:
-        yield emulator
-    if emulator.errors:
-        pytest.fail("the Azure DevOps emulator failed:\n" + "\n".join(emulator.errors), pytrace=False)
-    if emulator.violations:
-        shown = "\n".join(emulator.violations[:20])
-        pytest.fail(f"the Azure DevOps emulator answered outside the specs:\n{shown}", pytrace=False)
+    yield from _running(AzureDevOpsEmulator(schemas=_azure_devops_schemas()), "Azure DevOps", "the specs")
