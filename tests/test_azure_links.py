@@ -35,6 +35,13 @@ def github(github_emulator):  # noqa: F811
     return github_emulator
 
 
+def _github_with_azure_boards(make_app, github, ado):
+    """A bot with its code on GitHub and its tickets on Azure Boards."""
+    return make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
+                    github_timeout_s=1, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
+                    azure_devops_pat=ado.pat, azure_devops_project="proj")
+
+
 def _relations(ado, number: int) -> list[tuple[str, str]]:
     return [(r["rel"], r["url"]) for r in ado.state.work_item(number).relations]
 
@@ -47,9 +54,7 @@ def _link_comments(ado, number: int) -> list[str]:
 
 
 def test_ab_links_from_a_github_pull_request_land_once_under_write_faults(ado, github, make_app):
-    app = make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
-                   github_timeout_s=1, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
-                   azure_devops_pat=ado.pat, azure_devops_project="proj")
+    app = _github_with_azure_boards(make_app, github, ado)
     app.run_once()  # the first look; the first model
     body_item = ado.state.add_work_item("proj", "Improve recall")
     comment_item = ado.state.add_work_item("proj", "Check calibration")
@@ -74,9 +79,7 @@ def test_ab_links_from_a_github_pull_request_land_once_under_write_faults(ado, g
 
 
 def test_ab_link_from_a_github_commit_message_only_after_commits_could_be_read(ado, github, make_app):
-    app = make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
-                   github_timeout_s=1, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
-                   azure_devops_pat=ado.pat, azure_devops_project="proj")
+    app = _github_with_azure_boards(make_app, github, ado)
     app.run_once()  # the first look; the first model
     item = ado.state.add_work_item("proj", "Calibrate the scores")
     number = github.state.open_pull(REPO, "Tune the model", "Tuning.", "bob", files=FILES,
@@ -102,9 +105,7 @@ def test_fixes_ab_on_a_github_pull_request_resolves_the_work_item_when_its_model
 
     remote = Remote(repo, tmp_path)
     github.state.repo(REPO).clone_url = remote.bare.as_uri()
-    app = make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
-                   github_timeout_s=1, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
-                   azure_devops_pat=ado.pat, azure_devops_project="proj")
+    app = _github_with_azure_boards(make_app, github, ado)
     app.run_once()  # the first look; the first model
     fixed = ado.state.add_work_item("proj", "Improve recall")
     mentioned = ado.state.add_work_item("proj", "Check calibration")

@@ -130,6 +130,17 @@ def _answered(response, allowed: set[int]) -> dict:
     return answer
 
 
+def _delivery_answered(web, response, statuses: Counter) -> dict:
+    """A webhook route's answer, checked and counted; what it says it stored is noted in ``web.stored``."""
+    answer = _answered(response, {200, 202, 400, 401, 413, 503})
+    statuses[f"{response.status_code} {answer.get('status', '')}".strip()] += 1
+    if answer.get("status") == "accepted":
+        web.stored[answer["event"]] += 1
+    elif answer.get("status") == "seen before":
+        web.stored.setdefault(answer["event"], 0)
+    return answer
+
+
 def _after_the_storm(client) -> None:
     """The store is whole, and the app still takes a valid delivery."""
     events = client.bot.store.events(limit=100_000)
@@ -168,14 +179,9 @@ def test_the_github_route_answers_any_delivery_and_the_store_stays_whole(web, re
         signature = data.draw(st.one_of(st.none(), st.none(), st.just(""), header_text, st.just("sha256=" + "0" * 64)),
                               label="signature")  # None: a valid signature over whatever the body is
         response = web.post("/webhooks/github", content=body, headers=_github_headers(body, event, delivery, signature))
-        answer = _answered(response, {200, 202, 400, 401, 413, 503})
-        statuses[f"{response.status_code} {answer.get('status', '')}".strip()] += 1
+        answer = _delivery_answered(web, response, statuses)
         if signature is not None and response.status_code not in (401, 413):
             assert signature == _github_headers(body, event, delivery)["X-Hub-Signature-256"]  # never a forgery
-        if answer.get("status") == "accepted":
-            web.stored[answer["event"]] += 1
-        elif answer.get("status") == "seen before":
-            web.stored.setdefault(answer["event"], 0)
 
     deliver()
     _after_the_storm(web)
@@ -240,14 +246,9 @@ def test_the_azure_devops_route_answers_any_hook_and_the_store_stays_whole(web, 
         response = web.post("/webhooks/azure-devops", content=body,
                             headers={"Authorization": f"{scheme}{token}".encode("utf-8"),
                                      "Content-Type": "application/json"})
-        answer = _answered(response, {200, 202, 400, 401, 413, 503})
-        statuses[f"{response.status_code} {answer.get('status', '')}".strip()] += 1
+        answer = _delivery_answered(web, response, statuses)
         if password != AZURE_SECRET or scheme.strip().lower() != "basic" or raw_auth:
             assert response.status_code == 401, answer
-        if answer.get("status") == "accepted":
-            web.stored[answer["event"]] += 1
-        elif answer.get("status") == "seen before":
-            web.stored.setdefault(answer["event"], 0)
 
     hook()
     _after_the_storm(web)
