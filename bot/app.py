@@ -207,10 +207,11 @@ def build(
     if chat is None and settings.slack_bot_token is not None:
         chat = _slack(settings, spec.name)
     chat = chat or ConsoleChat(store.engine, out=out, clock=clock)
-    if engine is None and settings.github_enabled:  # merged pull requests run from the merge commit's code
-        engine = _github_workspace_engine(settings, scm, InProcessEngine(registry, {spec.name: spec.root}, clock=clock),
-                                          settings.project_path or _relative_path(spec.root, repo_dir))
-    engine = engine or InProcessEngine(registry, {spec.name: spec.root}, clock=clock)
+    if engine is None:
+        engine = InProcessEngine(registry, {spec.name: spec.root}, clock=clock)
+        if settings.github_enabled:  # merged pull requests run from the merge commit's code
+            engine = _github_workspace_engine(settings, scm, engine, settings.project_path
+                                              or _relative_path(spec.root, repo_dir)) or engine
     project = Project(spec.name, spec.root, tuple(settings.project_paths) or (_relative_path(spec.root, repo_dir),))
     observability = Observability(store=store, models=[spec.name], secrets=secrets_of(settings))
     observe_adapters(observability, scm, tracker, chat, engine)
