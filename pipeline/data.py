@@ -1,19 +1,52 @@
-"""Reading a model project's data, describing its features and splitting off held-out rows."""
+"""Reading a model project's data, describing its features and splitting off held-out rows.
+
+The training schema is the contract: a column the data holds as numbers must hold only numbers (a
+few text values in it are an error naming the column, not a silent switch to a categorical feature),
+unless ``[data] categorical`` declares it a category. A retrain's training table is the project's
+data plus the labelled production rows of the ``[retrain]`` window (see ``pipeline.production``),
+aligned to the same feature columns and de-duplicated by ``[data] id_column``.
+"""
 
 from __future__ import annotations
 
 import glob
 import hashlib
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from pipeline.profile import feature_kind
 from pipeline.spec import DataSpec
 
-__all__ = ["DataError", "Dataset", "FeatureSchema", "load_dataset", "read_table", "split_dataset"]
+if TYPE_CHECKING:
+    from pipeline.production import LabelledProduction
+    from pipeline.spec import ProjectSpec
+
+__all__ = [
+    "DataError",
+    "Dataset",
+    "FeatureSchema",
+    "Split",
+    "assemble_training_data",
+    "category_text",
+    "column_types",
+    "fingerprint",
+    "fingerprint_of_hashes",
+    "load_dataset",
+    "positions_by_code",
+    "read_table",
+    "row_hashes",
+    "split_dataset",
+    "split_for_validation",
+    "superseded_rows",
+]
 
 _READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -56,14 +89,46 @@ class FeatureSchema:
 
 @dataclass(frozen=True)
 class Dataset:
+    """The training table: the project's rows first, then labelled production rows, oldest first.
+
+    ``fingerprint`` is a content hash of the whole table (features, target and id column, row by
+    row), so new labelled rows change it and re-reading the same data does not. ``sources`` says
+    where the rows came from: ``{"kind": "training" | "batch" | "labels", "path", "rows",
+    "fingerprint"}``, a "labels" source counting the rows whose label came from that label file.
+    ``observed_at`` is, per row, when a production row was observed (NaT for the project's rows);
+    None when the table holds no production row. ``problems`` are one line each on production rows
+    that were left out (the file named, and the fix).
+    """
+
     features: pd.DataFrame
     target: pd.Series
     files: tuple[Path, ...]
     fingerprint: str
+    sources: tuple[dict[str, Any], ...] = ()
+    observed_at: pd.Series | None = None
+    problems: tuple[str, ...] = ()
 
     @property
     def schema(self) -> FeatureSchema:
         return FeatureSchema.of(self.features)
+
+    @property
+    def production_rows(self) -> np.ndarray:
+        """A boolean mask over the rows: True for labelled production rows."""
+        if self.observed_at is None:
+            return np.zeros(len(self.features), dtype=bool)
+        return self.observed_at.notna().to_numpy()
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and held-out rows; ``recent`` marks the held-out rows that are production rows."""
+
+    x_train: pd.DataFrame
+    x_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    recent: np.ndarray = field(repr=False)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -83,83 +148,560 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def load_dataset(spec: DataSpec, root: Path) -> Dataset:
-    """Read every file the spec's path or glob names, and check the target and features exist."""
+    """The project's own data (``data.path``), held to the training schema contract."""
+    return _dataset(_read_project_data(spec, root), spec)
+
+
+def assemble_training_data(spec: ProjectSpec, production: LabelledProduction | None) -> Dataset:
+    """What a run trains on: the project's data (unless ``[retrain] keep_training_data = false``)
+    then the labelled production rows given (when ``[retrain] include_production``), aligned to the
+    project's feature columns and de-duplicated by ``[data] id_column``: of the rows with one id the
+    last stays, so a production row replaces the project's row and a newer production row an older one.
+
+    Production rows that cannot join the table (their batch lacks a feature column, their label does
+    not fit the target, a numeric feature holds text) are left out, each with a line in ``problems``.
+    The project's own data is held to the schema contract and raises ``DataError``.
+    """
+    data = spec.data
+    project = _read_project_data(data, spec.root)
+    problems = list(production.problems) if production is not None else []
+    aligned = None
+    if production is not None and spec.retrain.include_production and not production.frame.empty:
+        aligned = _align_production(production, project, data, problems)
+    if aligned is None:
+        if production is not None and not spec.retrain.keep_training_data:
+            problems.append(
+                f"[retrain] keep_training_data = false, but there are no labelled production rows to train on, so "
+                f"the model was trained on {data.path}; add labelled batches or label files"
+            )
+        return _dataset(project, data, problems=problems)
+    if not spec.retrain.keep_training_data:
+        project = project.without_rows()
+    return _dataset(project, data, production=aligned, problems=problems)
+
+
+@dataclass(frozen=True)
+class _ProjectRows:
+    """The project's labelled rows, held to the schema contract."""
+
+    frame: pd.DataFrame
+    files: tuple[Path, ...]
+    names: tuple[str, ...]  # each file as recorded in ``sources``: relative to the project folder
+    file_rows: tuple[int, ...]  # labelled rows of each file, in order
+    feature_names: tuple[str, ...]
+
+    def without_rows(self) -> _ProjectRows:
+        return _ProjectRows(self.frame.iloc[:0], (), (), (), self.feature_names)
+
+
+@dataclass(frozen=True)
+class _ProductionRows:
+    """Labelled production rows in the project's columns and types, and where each came from."""
+
+    frame: pd.DataFrame  # the feature columns, the target and the id column (if the batches have it)
+    observed_at: pd.Series
+    batch: pd.Series  # categorical: the file name of each row's batch
+    label_source: pd.Series  # categorical: the label file that gave each row its label; "" when its batch did
+    row_hashes: np.ndarray | None  # from reading, when they cover exactly these columns and types
+
+
+def _read_project_data(spec: DataSpec, root: Path) -> _ProjectRows:
     pattern = spec.path if Path(spec.path).is_absolute() else str(root / spec.path)
     files = tuple(sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()))
     if not files:
         raise DataError(f"no data file matches data.path = {spec.path!r} (looked in {root}); check the path in mlops.toml")
     frames = [read_table(path) for path in files]
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    where = ", ".join(map(str, files))
     if frame.empty:
-        raise DataError(f"{', '.join(map(str, files))}: the dataset has no rows")
+        raise DataError(f"{where}: the dataset has no rows")
     if spec.target not in frame.columns:
         raise DataError(
             f"target column {spec.target!r} not found in the data; columns are: {', '.join(map(str, frame.columns[:20]))}"
         )
-    feature_names = spec.features or [c for c in frame.columns if c not in {spec.target, spec.split.time_column}]
-    missing = [name for name in feature_names if name not in frame.columns]
+    if spec.split.time_column and spec.split.time_column not in frame.columns:
+        raise DataError(f"{where}: split.time_column {spec.split.time_column!r} is not a column of the data; "
+                        f"name the column that holds each row's time in mlops.toml")
+    not_features = {spec.target, spec.split.time_column, spec.id_column}
+    feature_names = spec.features or [c for c in frame.columns if c not in not_features]
+    missing = [name for name in dict.fromkeys([*feature_names, *spec.categorical]) if name not in frame.columns]
     if missing:
-        raise DataError(f"data.features names columns not in the data: {', '.join(missing)}")
+        raise DataError(f"data.features or data.categorical name columns not in the data: {', '.join(missing)}")
     if not feature_names:
         raise DataError("the data has no feature columns besides the target")
     target = frame[spec.target]
     if target.isna().all():
         raise DataError(f"target column {spec.target!r} has no values")
-    labelled = target.notna()
-    features = frame.loc[labelled, feature_names]
-    if spec.split.time_column:
-        # Kept alongside the features (not as one) so a time split can order rows.
-        features = features.assign(**{spec.split.time_column: frame.loc[labelled, spec.split.time_column]})
+    labelled = target.notna().to_numpy()
+    if not labelled.all():  # copy only when some rows have no label
+        frame = frame[labelled].reset_index(drop=True)
+    frame = _hold_to_schema_contract(frame, feature_names, spec.categorical, where)
+    names = tuple(_relative_name(path, root) for path in files)
+    file_rows = tuple(int(piece[spec.target].notna().sum()) for piece in frames)
+    return _ProjectRows(frame, files, names, file_rows, tuple(map(str, feature_names)))
+
+
+def _hold_to_schema_contract(frame: pd.DataFrame, names: Iterable[str], categorical: list[str], where: str) -> pd.DataFrame:
+    """Declared categories become text; text among numbers is an error naming the column and the values."""
+    changed = {}
+    for name in names:
+        column = frame[name]
+        if name in categorical:
+            text = _as_categories(column)
+            if text is not column:
+                changed[name] = text
+            continue
+        bad = _text_among_numbers(column)
+        if bad:
+            raise DataError(
+                f"{where}: column {name!r} holds numbers but also text: {_samples(bad)}; fix these values, "
+                f"or declare the column in [data] categorical = [\"{name}\"] if its values are categories"
+            )
+    return frame.assign(**changed) if changed else frame
+
+
+def _text_among_numbers(column: pd.Series) -> list[Any]:
+    """The values that are not numbers, in a text column whose distinct values are mostly numbers."""
+    dtype = column.dtype
+    if is_numeric_dtype(dtype) or is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        return []
+    distinct = pd.Series(pd.unique(column.dropna()), dtype=object)
+    if distinct.empty:
+        return []
+    parsed = pd.to_numeric(distinct, errors="coerce")
+    numbers = int(parsed.notna().sum())
+    if numbers * 2 <= len(distinct) or numbers == len(distinct):
+        return []
+    return distinct[parsed.isna().to_numpy()].tolist()
+
+
+def _as_categories(column: pd.Series) -> pd.Series:
+    """The column as text categories, numbers written alike whichever type read them (1 and 1.0 are "1")."""
+    if pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+        return column
+    codes, uniques = pd.factorize(column)
+    names = np.array([*(category_text(value) for value in uniques), np.nan], dtype=object)
+    return pd.Series(names[codes], index=column.index, name=column.name)  # code -1 (missing) picks the NaN
+
+
+def category_text(value: Any) -> str:
+    """A value as a category's text: the same for 1, 1.0 and "1", so that files typed differently agree."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def _align_production(production: LabelledProduction, project: _ProjectRows, spec: DataSpec,
+                      problems: list[str]) -> _ProductionRows | None:
+    """The production rows in the project's columns and types; rows that cannot be are left out, with a reason."""
+    from pipeline.production import BATCH_COLUMN, LABEL_SOURCE_COLUMN, OBSERVED_AT_COLUMN, check_labels
+
+    frame = production.frame
+    keep = np.ones(len(frame), dtype=bool)
+    batch, label_source = frame[BATCH_COLUMN], frame[LABEL_SOURCE_COLUMN]
+    for source in production.sources:
+        lacking = [name for name in project.feature_names if name not in source.columns]
+        if source.kind == "batch" and lacking:
+            keep &= (batch != source.path).to_numpy()
+            problems.append(
+                f"{production.where('batch', source.path)}: lacks the training data's feature column(s) "
+                f"{_samples(lacking)}, so its {source.rows} labelled rows are left out of training; add the columns"
+            )
+    converted: dict[str, pd.Series] = {}
+    reference = project.frame[spec.target]
+    numeric_target = is_numeric_dtype(reference.dtype) and not is_bool_dtype(reference.dtype)
+    classes = None if numeric_target else pd.unique(reference.dropna()).tolist()
+    checked = check_labels(frame[spec.target], numeric_target=numeric_target, classes=classes)
+    if checked.bad.any():
+        keep &= ~checked.bad
+        givers = [("batch", name) if source == "" else ("labels", source) for name, source in
+                  zip(batch[checked.bad], label_source[checked.bad], strict=True)]
+        for (kind, name), count in pd.Series(givers, dtype=object).value_counts(sort=False).items():
+            problems.append(f"{production.where(kind, name)}: {count} label(s) {checked.reason}; those rows are left "
+                            "out of training; correct the labels")
+    if checked.values is not frame[spec.target]:
+        converted[spec.target] = checked.values
+    for name in project.feature_names:
+        wanted, column = project.frame[name].dtype, frame[name].dtype
+        if name in spec.categorical or (feature_kind(wanted) == "categorical" and feature_kind(column) == "numeric"):
+            text = _as_categories(frame[name])
+            if text is not frame[name]:
+                converted[name] = text
+        elif feature_kind(wanted) == "numeric" and not is_numeric_dtype(column):
+            converted[name] = _numbers_of(frame[name], name, batch, keep, production, problems)
+    columns = [*project.feature_names, spec.target]
+    if spec.id_column is not None and spec.id_column in frame.columns:
+        columns.append(spec.id_column)
+    aligned = frame[columns]
+    if converted:
+        aligned = aligned.assign(**converted)
+    hashes = production.row_hashes if production.hashed_columns == column_types(aligned) else None
+    observed_at = frame[OBSERVED_AT_COLUMN]
+    if not keep.all():
+        aligned, observed_at, batch, label_source = aligned[keep], observed_at[keep], batch[keep], label_source[keep]
+        hashes = hashes[keep] if hashes is not None else None
+    if aligned.empty:
+        return None
+    return _ProductionRows(aligned.reset_index(drop=True), observed_at.reset_index(drop=True),
+                           batch.reset_index(drop=True), label_source.reset_index(drop=True), hashes)
+
+
+def _numbers_of(column: pd.Series, name: str, batch: pd.Series, keep: np.ndarray, production: LabelledProduction,
+                problems: list[str]) -> pd.Series:
+    """A production column that the training data holds as numbers, as numbers; rows with text are left out."""
+    parsed = pd.to_numeric(column.astype(object), errors="coerce")
+    bad = column.notna().to_numpy() & parsed.isna().to_numpy() & keep
+    for name_of_batch in dict.fromkeys(batch[bad]):
+        rows = bad & (batch == name_of_batch).to_numpy()
+        problems.append(
+            f"{production.where('batch', name_of_batch)}: column {name!r} holds text "
+            f"({_samples(pd.unique(column[rows]).tolist())}) where the training data has numbers; those "
+            f"{int(rows.sum())} rows are left out of training; fix the values in the batch"
+        )
+    keep &= ~bad
+    return parsed
+
+
+def _dataset(project: _ProjectRows, spec: DataSpec, *, production: _ProductionRows | None = None,
+             problems: list[str] | None = None) -> Dataset:
+    """One table of the project's rows then the production rows, with its fingerprint and sources."""
+    own = project.frame
+    shown = [*project.feature_names, *([spec.split.time_column] if spec.split.time_column in own.columns else [])]
+    id_column = spec.id_column if spec.id_column is not None and (
+        spec.id_column in own.columns or (production is not None and spec.id_column in production.frame.columns)) else None
+    hashed = [*project.feature_names, spec.target, *([id_column] if id_column else [])]
+    if production is None:
+        features, target, observed_at = own[shown], own[spec.target], None
+        whole = own.assign(**{id_column: np.nan}) if id_column and id_column not in own.columns else own
+        hashes = row_hashes(whole[hashed])
+        types = column_types(whole[hashed])
+        repeated = superseded_rows(whole[id_column]) if id_column else None
+    else:
+        theirs = production.frame
+        target = pd.concat([own[spec.target], theirs[spec.target]], ignore_index=True)
+        ids = pd.concat([_column_or_missing(own, id_column), _column_or_missing(theirs, id_column)],
+                        ignore_index=True) if id_column else None
+        observed_at = pd.concat([pd.Series(pd.NaT, index=own.index, dtype=production.observed_at.dtype),
+                                 production.observed_at], ignore_index=True)
+        # A row's hash depends on that row alone: the production rows' were computed when they were
+        # read, and serve as they are when both parts have each column in the same type.
+        reusable = production.row_hashes is not None and all(
+            name in own.columns and name in theirs.columns and own[name].dtype == theirs[name].dtype for name in hashed)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # copying, id checking and hashing overlap
+            joined = pool.submit(pd.concat, [own[shown], theirs[list(project.feature_names)]], ignore_index=True)
+            checked = pool.submit(superseded_rows, ids) if ids is not None else None
+            own_hashes = row_hashes(own[hashed]) if reusable else None
+            features = joined.result()
+            repeated = checked.result() if checked is not None else None
+        whole = {name: features[name] for name in project.feature_names} | {spec.target: target}
+        if id_column:
+            whole[id_column] = ids
+        hashes = np.concatenate([own_hashes, production.row_hashes]) if reusable else row_hashes(whole)
+        types = column_types(whole)
+    kept = None
+    if repeated is not None:  # the last row of an id stays: production over the project's, newer over older
+        kept = ~repeated
+        features, target = features[kept], target[kept]
+        observed_at = observed_at[kept] if observed_at is not None else None
+        hashes = hashes[kept]
+    sources = [_source(kind, name, hashes[positions], types)
+               for kind, name, positions in _source_rows(project, production, kept)]
     return Dataset(
         features=features.reset_index(drop=True),
-        target=target[labelled].reset_index(drop=True),
-        files=files,
-        fingerprint=fingerprint(frame.loc[labelled, [*feature_names, spec.target]]),
+        target=target.reset_index(drop=True),
+        files=project.files,
+        fingerprint=fingerprint_of_hashes(types, hashes),
+        sources=tuple(sources),
+        observed_at=observed_at.reset_index(drop=True) if observed_at is not None else None,
+        problems=tuple(problems or ()),
     )
+
+
+def superseded_rows(ids: pd.Series) -> np.ndarray | None:
+    """A mask of the rows whose id appears again in a later row, or None when no id repeats.
+
+    Missing ids never repeat. Most tables have unique ids, so that is checked first the cheap way:
+    integer ids by counting (when they span a range not much wider than their number) or sorting (a
+    vectorised sort is several times faster than a hash table over a million shuffled ids), other
+    ids by counting distinct values.
+    """
+    present = ids.notna().to_numpy()
+    values = ids.to_numpy() if isinstance(ids.dtype, np.dtype) and ids.dtype.kind in "iu" else None
+    if values is not None and len(values) == 0:
+        return None
+    if values is not None:
+        low, high = int(values.min()), int(values.max())
+        if high - low <= 4 * len(values) + 1024:
+            unique = int(np.bincount((values - low).astype(np.intp, copy=False)).max()) <= 1
+        else:
+            ordered = np.sort(values)
+            unique = not bool(np.any(ordered[1:] == ordered[:-1]))
+    else:
+        codes, distinct = pd.factorize(ids)
+        unique = len(distinct) == int(present.sum())
+    if unique:
+        return None
+    return ids.duplicated(keep="last").to_numpy() & present
+
+
+def _column_or_missing(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index, name=name)
+
+
+def _source_rows(project: _ProjectRows, production: _ProductionRows | None, kept: np.ndarray | None
+                 ) -> Iterable[tuple[str, str, slice | np.ndarray]]:
+    """Each source's kind, name and row positions in the table: the project's files, the batches,
+    then the label files (whose rows are also their batches' rows).
+
+    The table is the project's files one after the other, then the production rows batch by
+    batch; unless rows were dropped for a repeated id (``kept``), positions are ranges found from
+    the counts alone.
+    """
+    if kept is not None:
+        origin = np.repeat(np.arange(len(project.names), dtype=np.int32), project.file_rows)
+        labelled_by = np.full(len(origin), -1, dtype=np.int32)
+        if production is not None:
+            origin = np.concatenate([origin, production.batch.cat.codes.to_numpy().astype(np.int32) + len(project.names)])
+            labelled_by = np.concatenate([labelled_by, production.label_source.cat.codes.to_numpy().astype(np.int32)])
+        origin, labelled_by = origin[kept], labelled_by[kept]
+        names = [("training", name) for name in project.names]
+        if production is not None:
+            names += [("batch", str(name)) for name in production.batch.cat.categories]
+        for code, positions in positions_by_code(origin, len(names)):
+            yield (*names[code], positions)
+        if production is not None:
+            label_files = production.label_source.cat.categories
+            for code, positions in positions_by_code(labelled_by, len(label_files)):
+                if label_files[code]:
+                    yield "labels", str(label_files[code]), positions
+        return
+    bounds = np.cumsum([0, *project.file_rows])
+    for number, name in enumerate(project.names):
+        if bounds[number + 1] > bounds[number]:
+            yield "training", name, slice(int(bounds[number]), int(bounds[number + 1]))
+    if production is None:
+        return
+    offset = int(bounds[-1])
+    for column, kind in ((production.batch, "batch"), (production.label_source, "labels")):
+        for code, positions in positions_by_code(column.cat.codes.to_numpy(), len(column.cat.categories)):
+            name = str(column.cat.categories[code])
+            if name:
+                yield kind, name, (slice(positions.start + offset, positions.stop + offset)
+                                   if isinstance(positions, slice) else positions + offset)
+
+
+def positions_by_code(codes: np.ndarray, count: int) -> Iterable[tuple[int, np.ndarray | slice]]:
+    """For each code in 0..count-1 that occurs, its row positions in ascending order: a slice when
+    the codes come in runs (files one after the other, the usual case), else an index array.
+    Negative codes (none) are left out."""
+    if count >= np.iinfo(codes.dtype).max:  # the bounds below must fit the codes' type (no copy of the codes)
+        codes = codes.astype(np.int64)
+    if len(codes) < 2 or bool(np.all(codes[1:] >= codes[:-1])):
+        bounds = np.searchsorted(codes, np.arange(count + 1, dtype=codes.dtype))
+        for code in range(count):
+            if bounds[code + 1] > bounds[code]:
+                yield code, slice(int(bounds[code]), int(bounds[code + 1]))
+        return
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(count + 1, dtype=codes.dtype))
+    for code in range(count):
+        if bounds[code + 1] > bounds[code]:
+            yield code, order[bounds[code]:bounds[code + 1]]
+
+
+def _source(kind: str, name: str, hashes: np.ndarray, types: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return {"kind": kind, "path": name, "rows": len(hashes), "fingerprint": fingerprint_of_hashes(types, hashes)}
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- fingerprints
+#
+# A table's fingerprint is a SHA-256 over its column names and types, its row count and its rows.
+# A row's 64-bit hash folds the row's values in column-name order: each value's 64 bits (numbers as
+# stored; text and other objects by pandas' value hash) are XORed in and the result multiplied by an
+# odd constant of that column's position. Both steps are one-to-one, so changing any single value
+# changes the row's hash; and a row's hash depends on that row alone, so rows hashed apart and put
+# together give the hashes of the table hashed whole. The row hashes then go to SHA-256 a block of
+# 4096 rows at a time, each block as one 64-bit sum of its row hashes times powers of an odd number:
+# again one-to-one in any single row, and it keeps SHA-256 (slow without CPU support) to a few
+# kilobytes for a million rows. All of it is built for speed (two machine operations per value, over
+# blocks of rows that stay in the CPU cache, on a few threads) because every run hashes every row.
+
+_HASH_BLOCK_ROWS = 1 << 15
+_HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
+_SEED = np.uint64(0x345678)
+_MISSING_WORD = np.uint64(0x9AE16A3B2F90404F)  # a missing value that is not a number
+_FOLD_ROWS = 4096
+_FOLD_POWERS = np.cumprod(np.full(_FOLD_ROWS, 0xFF51AFD7ED558CCD, dtype=np.uint64), dtype=np.uint64)  # wraps mod 2**64
+_MULTIPLIERS = tuple(np.uint64((0x9E3779B97F4A7C15 + 2 * i * 0xD1B54A32D192ED03) % 2**64 | 1) for i in range(64))
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
     """A content hash of the rows and columns, independent of file format and column order."""
-    ordered = frame[sorted(map(str, frame.columns))]
+    return fingerprint_of_hashes(column_types(frame), row_hashes(frame))
+
+
+def fingerprint_of_hashes(types: tuple[tuple[str, str], ...], hashes: np.ndarray) -> str:
+    """The fingerprint of a table from its ``column_types`` and its ``row_hashes`` (of any subset of rows)."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    rows = len(hashes)
+    whole = rows - rows % _FOLD_ROWS
+    blocks = (hashes[:whole].reshape(-1, _FOLD_ROWS) * _FOLD_POWERS).sum(axis=1, dtype=np.uint64)
+    tail = (hashes[whole:] * _FOLD_POWERS[: rows - whole]).sum(dtype=np.uint64)
     digest = hashlib.sha256()
-    digest.update("\x1f".join(ordered.columns).encode())
-    digest.update("\x1f".join(str(t) for t in ordered.dtypes).encode())
-    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    digest.update("\x1f".join(name for name, _ in types).encode())
+    digest.update("\x1f".join(dtype for _, dtype in types).encode())
+    digest.update(np.uint64(rows).tobytes())
+    digest.update(np.ascontiguousarray(blocks).data)
+    digest.update(tail.tobytes())
     return "sha256:" + digest.hexdigest()
+
+
+def column_types(columns: pd.DataFrame | Mapping[str, pd.Series]) -> tuple[tuple[str, str], ...]:
+    """The (name, dtype) of each column, by name: the header a fingerprint covers."""
+    items = columns.items() if isinstance(columns, Mapping) else columns.dtypes.items()
+    return tuple(sorted((str(name), str(value.dtype if isinstance(columns, Mapping) else value))
+                        for name, value in items))
+
+
+def row_hashes(columns: pd.DataFrame | Mapping[str, pd.Series]) -> np.ndarray:
+    """One 64-bit hash per row over the columns (taken in name order), as a uint64 array."""
+    items = columns if isinstance(columns, Mapping) else {name: columns[name] for name in columns.columns}
+    names = sorted(items, key=str)
+    words = [_value_words(items[name]) for name in names]
+    rows = len(words[0]) if words else (len(columns) if not isinstance(columns, Mapping) else 0)
+    hashes = np.empty(rows, dtype=np.uint64)
+
+    def fold(start: int, stop: int) -> None:
+        for begin in range(start, stop, _HASH_BLOCK_ROWS):
+            end = min(stop, begin + _HASH_BLOCK_ROWS)
+            block = np.full(end - begin, _SEED, dtype=np.uint64)
+            for position, values in enumerate(words):
+                np.bitwise_xor(block, values[begin:end], out=block)
+                np.multiply(block, _MULTIPLIERS[position % len(_MULTIPLIERS)], out=block)
+            hashes[begin:end] = block
+
+    threads = min(_HASH_THREADS, max(1, rows // (4 * _HASH_BLOCK_ROWS)))
+    if threads == 1:
+        fold(0, rows)
+    else:  # NumPy releases the GIL inside each operation, so blocks of rows fold in parallel
+        bounds = np.linspace(0, rows, threads + 1).astype(int)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(fold, bounds[:-1], bounds[1:]))
+    return hashes
+
+
+def _value_words(column: pd.Series) -> np.ndarray:
+    """64 bits per value: a number's own bits (no copy for 8-byte types), else pandas' hash of the value.
+
+    Text is hashed once per distinct value and spread by code: a text column has far fewer distinct
+    values than rows, and Arrow-backed text is never turned into a million Python strings.
+    """
+    values = column.to_numpy() if isinstance(column.dtype, np.dtype) else None
+    if values is not None and values.dtype.kind in "iufbmM":
+        if values.dtype.itemsize == 8:
+            return values.view(np.uint64)
+        return values.view(f"u{values.dtype.itemsize}").astype(np.uint64)
+    codes, distinct = pd.factorize(column)
+    words = pd.util.hash_pandas_object(pd.Series(distinct, dtype=object), index=False).to_numpy()
+    return np.append(words, _MISSING_WORD)[codes]  # code -1 (missing) takes the last word
 
 
 def split_dataset(dataset: Dataset, spec: DataSpec, *, stratify_labels: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
     """Training and held-out rows: at random by seed, or the latest rows by the time column."""
-    split = spec.split
-    n_rows = len(dataset.features)
-    n_test = int(round(n_rows * split.test_fraction))
-    if n_test < 1 or n_rows - n_test < 2:
-        raise DataError(
-            f"the dataset has {n_rows} rows, too few to hold out {split.test_fraction:.0%} for validation; add data"
-        )
-    if split.method == "time":
-        order = np.argsort(pd.to_datetime(dataset.features[split.time_column]).to_numpy(), kind="stable")
-        train_index, test_index = order[: n_rows - n_test], order[n_rows - n_test :]
-        features = dataset.features.drop(columns=[split.time_column])
-    else:
-        from sklearn.model_selection import train_test_split
+    split = split_for_validation(dataset, spec, stratify_labels=stratify_labels)
+    return split.x_train, split.x_test, split.y_train, split.y_test
 
-        features = dataset.features
-        labels = dataset.target if stratify_labels and split.stratify and _can_stratify(dataset.target, n_test) else None
-        train_index, test_index = train_test_split(
-            np.arange(n_rows), test_size=n_test, random_state=split.seed, stratify=labels
-        )
-    return (
-        features.iloc[train_index].reset_index(drop=True),
-        features.iloc[test_index].reset_index(drop=True),
-        dataset.target.iloc[train_index].reset_index(drop=True),
-        dataset.target.iloc[test_index].reset_index(drop=True),
+
+def split_for_validation(dataset: Dataset, spec: DataSpec, *, stratify_labels: bool) -> Split:
+    """Training and held-out rows, the held-out ones including the newest production rows.
+
+    Without production rows: at random by seed and fraction (stratified by label where it can be),
+    or the latest rows by ``split.time_column``. With production rows, so that validation judges the
+    model on the data it will meet: by time, the whole table is ordered by time (production rows by
+    when they were observed) and the latest rows are held out; at random, the project's rows are
+    split as they would be alone, and of the production rows the newest ``test_fraction`` (at least
+    one) are held out. The same data and seed always give the same split.
+    """
+    split = spec.split
+    features = dataset.features.drop(columns=[split.time_column]) if (
+        split.method == "time" and split.time_column in dataset.features.columns) else dataset.features
+    production = dataset.production_rows
+    n_rows = len(features)
+    if not production.any():
+        train_index, test_index = _split_rows(dataset, np.arange(n_rows), spec, stratify_labels)
+    elif split.method == "time":
+        n_test = _held_out_count(n_rows, split.test_fraction)
+        order = np.argsort(_row_times(dataset, split.time_column), kind="stable")
+        train_index, test_index = order[: n_rows - n_test], order[n_rows - n_test:]
+    else:
+        own, theirs = np.flatnonzero(~production), np.flatnonzero(production)
+        n_own_test = int(round(len(own) * split.test_fraction))
+        own_train, own_test = (_split_rows(dataset, own, spec, stratify_labels) if n_own_test >= 1 and
+                               len(own) - n_own_test >= 2 else (own, own[:0]))  # too few to split: all train
+        by_time = theirs[np.argsort(dataset.observed_at.to_numpy()[theirs], kind="stable")]  # oldest first
+        n_recent = max(1, int(round(len(theirs) * split.test_fraction)))
+        train_index = np.concatenate([own_train, by_time[: len(theirs) - n_recent]])
+        test_index = np.concatenate([own_test, by_time[len(theirs) - n_recent:]])
+        if len(train_index) < 2:
+            raise DataError(f"the training data has {n_rows} rows, too few to hold out {split.test_fraction:.0%} "
+                            "for validation and train on the rest; add data")
+    return Split(
+        x_train=features.iloc[train_index].reset_index(drop=True),
+        x_test=features.iloc[test_index].reset_index(drop=True),
+        y_train=dataset.target.iloc[train_index].reset_index(drop=True),
+        y_test=dataset.target.iloc[test_index].reset_index(drop=True),
+        recent=production[test_index],
     )
+
+
+def _split_rows(dataset: Dataset, rows: np.ndarray, spec: DataSpec, stratify_labels: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Today's split of the given rows (the project's own): at random by seed, or the latest by time."""
+    split = spec.split
+    n_test = _held_out_count(len(rows), split.test_fraction)
+    if split.method == "time":
+        order = np.argsort(pd.to_datetime(dataset.features[split.time_column].iloc[rows]).to_numpy(), kind="stable")
+        return rows[order[: len(rows) - n_test]], rows[order[len(rows) - n_test:]]
+    from sklearn.model_selection import train_test_split
+
+    target = dataset.target.iloc[rows]
+    labels = target if stratify_labels and split.stratify and _can_stratify(target, n_test) else None
+    return tuple(train_test_split(rows, test_size=n_test, random_state=split.seed, stratify=labels))
+
+
+def _held_out_count(n_rows: int, fraction: float) -> int:
+    n_test = int(round(n_rows * fraction))
+    if n_test < 1 or n_rows - n_test < 2:
+        raise DataError(f"the dataset has {n_rows} rows, too few to hold out {fraction:.0%} for validation; add data")
+    return n_test
+
+
+def _row_times(dataset: Dataset, time_column: str) -> np.ndarray:
+    """Each row's time as UTC nanoseconds: the time column for the project's rows, when it was
+    observed for a production row (whose batch need not have the time column)."""
+    own = pd.to_datetime(dataset.features[time_column], utc=True, errors="coerce")
+    times = own.where(dataset.observed_at.isna(), pd.to_datetime(dataset.observed_at, utc=True))
+    return times.to_numpy(dtype="datetime64[ns]", na_value=np.datetime64("NaT"))
 
 
 def _can_stratify(target: pd.Series, n_test: int) -> bool:
     counts = target.value_counts()
     return counts.min() >= 2 and n_test >= len(counts)
+
+
+def _samples(values: list[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(value) if isinstance(value, str) else str(value) for value in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def _first_line(exc: BaseException) -> str:

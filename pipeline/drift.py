@@ -226,7 +226,9 @@ class FeatureDrift:
     findings: tuple[str, ...] = ()  # things a person should know, in words
     histogram: Mapping[str, Any] | None = None  # reference against current, for charts
     ignored: bool = False
-    causes: tuple[str, ...] = ()  # why it drifted: "distribution", "missing_rate", "schema"
+    # Why it drifted: "distribution", "missing_rate", "type_changed" (the model learnt numbers, the batch has text)
+    # or "schema" (the column is missing or cannot be read as numbers).
+    causes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -410,8 +412,8 @@ class _Check:
         batch_kinds = {name: feature_kind(dtype) for name, dtype in batch.dtypes.items() if name != self.target}
         missing = [f.name for f in profile.features if f.name not in batch_kinds]
         extra = [name for name in batch_kinds if name not in {f.name for f in profile.features}]
-        retyped = [f for f in profile.features if f.name in batch_kinds and batch_kinds[f.name] != f.kind]
-        comparable = [f for f in profile.features if batch_kinds.get(f.name) == f.kind]
+        retyped = [f for f in profile.features if f.name in batch_kinds and not _readable(f.kind, batch_kinds[f.name])]
+        comparable = [f for f in profile.features if f.name in batch_kinds and _readable(f.kind, batch_kinds[f.name])]
         if not comparable and not retyped:
             raise DriftInputError(f"none of the reference's {len(profile.features)} features "
                                   f"({_preview(profile.feature_names)}) is in the {batch.label} "
@@ -422,10 +424,7 @@ class _Check:
             if feature.name in missing:
                 results[feature.name] = _schema_result(feature, "the column is missing from the batch")
         for feature in retyped:
-            dtype = batch.dtypes[feature.name]
-            results[feature.name] = _schema_result(
-                feature, f"the column changed type: {feature.kind} ({feature.dtype}) in the reference, "
-                         f"{batch_kinds[feature.name]} ({dtype}) in the batch")
+            results[feature.name] = _type_changed_result(feature, batch.dtypes[feature.name])
         ordered = [results[f.name] for f in profile.features]
         features = _decide(ordered, config)
         multivariate = self._multivariate(comparable, current_sample) if config.multivariate else None
@@ -474,6 +473,7 @@ class _Check:
 
     def _compare_column(self, feature: FeatureProfile, column: pd.Series) -> tuple[dict, pd.Series]:
         """Statistics of one column and its sampled rows; runs in a worker thread."""
+        column = _as_reference_kind(feature, column)
         sample = column.iloc[self.sample_positions].reset_index(drop=True)
         if feature.kind == "numeric":
             try:
@@ -494,6 +494,7 @@ class _Check:
         accumulator = _StreamingNumeric(numeric) if numeric is not None else None
         counts, rows = pd.Series(dtype=np.int64), 0
         for chunk in self.batch.rows_of(feature.name, self.config.memory_budget_bytes):
+            chunk = _as_reference_kind(feature, chunk)
             inside = positions[(positions >= offset) & (positions < offset + len(chunk))] - offset
             sampled.append(chunk.iloc[inside].reset_index(drop=True))
             offset += len(chunk)
@@ -525,10 +526,16 @@ class _Check:
             if profile.prediction is not None or self.target is not None:
                 self.notes.append("prediction and performance drift skipped: no model was given to score the batch")
             return None, None
-        lacking = [name for name in profile.feature_names if name not in current_sample.columns]
+        lacking = [name for name in profile.feature_names if name not in self.batch.dtypes]
         if lacking:
             self.notes.append("prediction drift skipped: the batch lacks features the model needs: "
                               + _preview(lacking))
+            return None, None
+        retyped = [name for name in profile.feature_names if name not in current_sample.columns]
+        if retyped:
+            # Their type change is already reported as drift of those features.
+            self.notes.append("prediction and performance drift skipped: the model cannot score columns whose "
+                              "type changed: " + _preview(retyped))
             return None, None
         scored = current_sample.iloc[:config.prediction_rows]
         try:
@@ -1059,6 +1066,53 @@ def _schema_result(feature: FeatureProfile, finding: str) -> dict:
             "current": {}, "histogram": None}
 
 
+def _type_changed_result(feature: FeatureProfile, batch_dtype: Any) -> dict:
+    """A column whose values changed type (numbers in the reference, text or flags in the batch).
+
+    It is drift of that feature, at the highest severity: the model cannot read such values as
+    it learnt them, and no distribution test compares numbers with text. A missing column, by
+    contrast, stays a schema problem of the batch.
+    """
+    before, after = _type_name(feature.dtype), _type_name(batch_dtype)
+    result = _schema_result(feature, f"type changed: {before} → {after}")
+    result["type_changed"] = True
+    result["reference"]["type"], result["current"]["type"] = before, after
+    return result
+
+
+def _readable(reference_kind: str, batch_kind: str) -> bool:
+    """Whether a batch column can be compared with the reference's feature as it is.
+
+    Numbers in a column the model learnt as categories are categories (a CSV reader types a
+    column of zip codes as numbers; ``[data] categorical`` reads it as text in training), so they
+    are compared as such. Text in a column it learnt as numbers is a change of type.
+    """
+    return reference_kind == batch_kind or (reference_kind == "categorical" and batch_kind == "numeric")
+
+
+def _as_reference_kind(feature: FeatureProfile, column: pd.Series) -> pd.Series:
+    """Numbers in a categorical feature as category text, written as training writes them (1.0 is "1")."""
+    if feature.kind != "categorical" or feature_kind(column.dtype) != "numeric":
+        return column
+    from pipeline.data import category_text
+
+    codes, distinct = pd.factorize(column)  # one conversion per distinct value, not per row
+    text = np.array([*(category_text(value) for value in distinct), None], dtype=object)
+    return pd.Series(text[codes], index=column.index, name=column.name)  # code -1 (missing) picks None
+
+
+def _type_name(dtype: Any) -> str:
+    """A dtype as a person reads it: any string or object dtype is "text"."""
+    name = str(dtype)
+    return "text" if name in {"object", "str", "string"} or name.startswith("string") else name
+
+
+def _type_changes(features: Iterable[FeatureDrift]) -> list[str]:
+    """``name (float64 → text)`` for every counted feature whose type changed."""
+    return [f"{f.name} ({f.reference['type']} → {f.current['type']})" for f in features
+            if "type_changed" in f.causes and not f.ignored]
+
+
 def _missing_test(missing: tuple[int, int, int, int] | None) -> tuple[float | None, float | None]:
     """Change in the missing share and its chi-square p-value; (None, None) when nothing is ever missing."""
     if missing is None:
@@ -1126,9 +1180,11 @@ def _decide(results: list[dict], config: DriftConfig) -> list[FeatureDrift]:
         if significant and not distribution_level and result["p_value"] is not None:
             findings.append("the test is significant but the effect is below the floor: not counted as drift")
         level = 3 if result.get("schema") else max(distribution_level, missing_level)
-        causes = ("schema",) if result.get("schema") else tuple(
-            cause for cause, cause_level in (("distribution", distribution_level), ("missing_rate", missing_level))
-            if cause_level)
+        if result.get("schema"):
+            causes = ("type_changed",) if result.get("type_changed") else ("schema",)
+        else:
+            causes = tuple(cause for cause, cause_level in (("distribution", distribution_level),
+                                                            ("missing_rate", missing_level)) if cause_level)
         effects = [value for value in (result["psi"], result["distance"]) if value is not None]
         effect = max(effects) if effects else (abs(change) if missing_level else None)
         decided.append(FeatureDrift(
@@ -1155,6 +1211,11 @@ def _verdict(features: list[FeatureDrift], multivariate: MultivariateDrift | Non
     if key_drifted:
         reasons.append("key features drifted: " + ", ".join(f.name for f in key_drifted))
         levels.extend(SEVERITIES.index(f.severity) for f in key_drifted)
+    retyped = _type_changes(drifted)
+    if retyped:
+        # Counted whatever the share: the model cannot read these columns as it learnt them.
+        reasons.append("type changed: " + ", ".join(retyped))
+        levels.append(SEVERITIES.index("high"))
     if multivariate is not None and multivariate.drifted:
         reasons.append(f"a classifier tells batch rows from reference rows: AUC {multivariate.auc:.3f} "
                        f"(lower bound {multivariate.auc_lower:.3f} >= {config.auc_floor})")

@@ -7,7 +7,9 @@ runs pickle), ``metadata.json`` (what produced the model, its metrics and featur
 
 from __future__ import annotations
 
+import importlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ __all__ = [
     "MODEL_CARD_FILE",
     "MODEL_FILE",
     "ArtifactError",
+    "UntrustedTypesError",
     "load_model",
     "package",
     "read_metadata",
@@ -41,6 +44,19 @@ _TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy")
 
 class ArtifactError(RuntimeError):
     """A model artifact is missing, unreadable or refers to types we do not trust."""
+
+
+class UntrustedTypesError(ArtifactError):
+    """The artifact holds types of the project's own that ``model.trusted_types`` does not list."""
+
+    def __init__(self, path: Path, refused: list[str], already_trusted: tuple[str, ...]):
+        self.types = tuple(refused)
+        # The whole setting, as it should read: what is trusted today plus what was refused.
+        self.setting = "model.trusted_types = " + json.dumps([*dict.fromkeys([*already_trusted, *refused])])
+        super().__init__(
+            f"{path} contains types that are not trusted: {', '.join(refused)}; "
+            f"if they are your own, list them in mlops.toml: {self.setting}"
+        )
 
 
 def package(
@@ -127,17 +143,50 @@ def load_model(directory: Path, *, extra_trusted: tuple[str, ...] = (), project_
         raise ArtifactError(f"{path}: not a readable skops file: {exc}") from exc
     refused = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_MODULE_ROOTS and t not in extra_trusted]
     if refused:
-        raise ArtifactError(
-            f"{path} contains types that are not trusted: {', '.join(refused)}; "
-            "if they are your own, list them in model.trusted_types in mlops.toml"
-        )
-    try:
-        if project_root is None:
+        raise UntrustedTypesError(path, refused, extra_trusted)
+    with project_on_path(project_root) if project_root is not None else nullcontext():
+        try:
             return skops.io.load(path, trusted=untrusted)
-        with project_on_path(project_root):
-            return skops.io.load(path, trusted=untrusted)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: cannot be loaded: {exc}") from exc
+        except Exception as exc:
+            unimportable = _unimportable(untrusted)
+            if unimportable:
+                raise ArtifactError(
+                    f"{path}: cannot be loaded: {'; '.join(unimportable)}; define each such class at the top level "
+                    f"of a module in the model project folder{f' ({project_root})' if project_root else ''}, "
+                    "e.g. features.py, build the model from there and list the class in model.trusted_types"
+                ) from exc
+            raise ArtifactError(f"{path}: cannot be loaded: {_one_line(exc)}") from exc
+
+
+def _unimportable(type_names: list[str]) -> list[str]:
+    """Why each of the project's own types cannot be imported where the model is being loaded.
+
+    A class defined in the training script (``__main__``) or inside a function is saved under a
+    name no other process can import, so the model loads only in the process that trained it.
+    """
+    problems = []
+    for name in type_names:
+        module_name, _, attribute = name.rpartition(".")
+        if not module_name or module_name.split(".")[0] in _TRUSTED_MODULE_ROOTS:
+            continue
+        if module_name == "__main__":
+            problems.append(f"{name} was defined in the script that trained the model, which a loader cannot import")
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a user's module can fail to import in any way
+            problems.append(f"{name}: module {module_name!r} cannot be imported ({type(exc).__name__}: {_one_line(exc)})")
+            continue
+        if not hasattr(module, attribute):
+            problems.append(f"{name}: {module_name} has no top-level {attribute!r} (a class defined inside a "
+                            "function cannot be loaded)")
+    return problems
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message as one line: errors here end up in one-line reports."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def model_card(metadata: dict[str, Any]) -> str:

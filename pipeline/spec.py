@@ -22,8 +22,10 @@ __all__ = [
     "MetricLimit",
     "MetricsSpec",
     "ModelSpec",
+    "MonitorSpec",
     "PackageSpec",
     "ProjectSpec",
+    "RetrainSpec",
     "SpecError",
     "SplitSpec",
     "load_project",
@@ -92,6 +94,39 @@ class DataSpec(_Strict):
     target: str
     features: list[str] | None = None
     split: SplitSpec = SplitSpec()
+    id_column: str | None = Field(
+        default=None, description="a row's id: never a feature; de-duplicates rows and joins late labels to batches"
+    )
+    categorical: list[str] = Field(
+        default=[], description="columns always treated as categories (read as text) even when they hold numbers"
+    )
+
+    @field_validator("id_column")
+    @classmethod
+    def _id_column_named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a column, e.g. id_column = \"customer_id\"; leave it out if rows have no id")
+        return value
+
+    @model_validator(mode="after")
+    def _roles_do_not_overlap(self) -> DataSpec:
+        if self.id_column is not None and self.id_column == self.target:
+            raise ValueError(f"data.id_column and data.target are both {self.target!r}; the id cannot be what is predicted")
+        if self.id_column is not None and self.features is not None and self.id_column in self.features:
+            raise ValueError(f"data.features lists the id column {self.id_column!r}; an id is never a feature, "
+                             "remove it from data.features")
+        repeated = sorted({name for name in self.categorical if self.categorical.count(name) > 1})
+        if repeated:
+            raise ValueError(f"data.categorical lists {', '.join(map(repr, repeated))} more than once")
+        for name, role in ((self.target, "target"), (self.id_column, "id_column"), (self.split.time_column, "split.time_column")):
+            if name is not None and name in self.categorical:
+                raise ValueError(f"data.categorical lists {name!r}, which is the data.{role}, not a feature; remove it")
+        if self.features is not None:
+            unknown = [name for name in self.categorical if name not in self.features]
+            if unknown:
+                raise ValueError(f"data.categorical lists {', '.join(map(repr, unknown))}, not in data.features; "
+                                 "add it to data.features or remove it from data.categorical")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -162,6 +197,37 @@ class DeploySpec(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
 
 
+class RetrainSpec(_Strict):
+    """What a retrain trains on: the project's data, labelled production rows in a window, or both."""
+
+    include_production: bool = Field(default=True, description="add labelled production rows to the training data")
+    max_age_days: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="leave out labelled production rows observed longer ago than this"
+    )
+    max_rows: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="keep at most this many labelled production rows, the newest"
+    )
+    keep_training_data: bool = Field(default=True, description="keep the project's own data (data.path) in")
+
+    @model_validator(mode="after")
+    def _something_to_train_on(self) -> RetrainSpec:
+        if not self.keep_training_data and not self.include_production:
+            raise ValueError("keep_training_data = false with include_production = false leaves nothing to train on; "
+                             "set one of them to true")
+        return self
+
+
+class MonitorSpec(_Strict):
+    """Performance monitoring: when a drop on labelled production data is worth a retrain ticket."""
+
+    max_drop: Annotated[float, Field(ge=0.0)] | None = Field(
+        default=None, description="largest allowed drop of the primary metric on production data against validation"
+    )
+    estimated_trigger: bool = Field(
+        default=False, description="let the performance estimated before labels arrive open retrain tickets"
+    )
+
+
 class ProjectSpec(_Strict):
     project: ProjectInfo
     data: DataSpec
@@ -170,6 +236,8 @@ class ProjectSpec(_Strict):
     gates: GatesSpec = GatesSpec()
     package: PackageSpec = PackageSpec()
     deploy: DeploySpec = DeploySpec()
+    retrain: RetrainSpec = RetrainSpec()
+    monitor: MonitorSpec = MonitorSpec()
     drift: dict[str, Any] = {}
 
     # Where the file was read from; not part of the TOML.
@@ -196,6 +264,16 @@ class ProjectSpec(_Strict):
     @property
     def name(self) -> str:
         return self.project.name
+
+    @property
+    def performance_max_drop(self) -> float:
+        """How far the primary metric on production data may fall below validation before it is a finding:
+        ``[monitor] max_drop``, else the gates' ``max_regression``, else 0.05."""
+        if self.monitor.max_drop is not None:
+            return self.monitor.max_drop
+        if self.gates.max_regression is not None:
+            return self.gates.max_regression
+        return 0.05
 
 
 def load_project(project_dir: str | Path) -> ProjectSpec:

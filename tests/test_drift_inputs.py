@@ -96,23 +96,78 @@ def test_constant_columns_on_either_side(reference):
     assert batch_constant.drifted and batch_constant.current["std"] == 0.0
 
 
-def test_a_column_of_another_type_is_a_schema_finding(profile):
+def test_a_column_whose_type_changed_is_high_drift_of_that_feature(profile):
     batch = _batch().assign(age=lambda frame: frame["age"].round().astype(int).astype(str) + " years")
-    report = check_drift(profile, batch, config=_CONFIG)
+    # One feature of three is below this share: the type change alone must make the verdict.
+    report = check_drift(profile, batch, config=DriftConfig(multivariate=False, dataset_share=0.9))
     age = report.features[0]
     assert age.drifted and age.severity == "high"
-    assert "changed type: numeric (float64) in the reference, categorical" in age.findings[0]
+    assert age.causes == ("type_changed",)
+    assert age.findings == ("type changed: float64 → text",)
+    assert [f.name for f in report.drifted_features] == ["age"]
+    assert report.drifted and report.severity == "high"
+    assert report.reasons == ("type changed: age (float64 → text)",)
     assert report.schema_changes["type_changes"][0]["name"] == "age"
-    assert not report.features[1].drifted
+    assert report.schema_changes["missing_columns"] == []
+    assert not report.features[1].drifted and not report.features[2].drifted
+    assert "- type changed: age (float64 → text)" in report.to_markdown()
 
 
-def test_missing_and_extra_columns_are_schema_findings(profile):
+def test_numbers_in_a_categorical_column_are_compared_as_categories():
+    # Zip codes: text in training (as [data] categorical reads them), numbers as a CSV reader types them,
+    # floats once a value is missing.
+    rng = np.random.default_rng(3)
+    zips = rng.choice([1001, 1002, 2040], 3_000)
+    reference = pd.DataFrame({"zip": zips.astype(str), "age": rng.normal(40, 10, 3_000)})
+    profile = build_reference_profile(reference, model="churn")
+    same = pd.DataFrame({"zip": rng.choice([1001, 1002, 2040], 1_000).astype(float), "age": rng.normal(40, 10, 1_000)})
+    same.loc[:9, "zip"] = np.nan
+
+    report = check_drift(profile, same, config=_CONFIG)
+
+    assert report.schema_changes["type_changes"] == [] and not report.drifted
+    assert report.features[0].test == "chi2" and report.features[0].current["missing_rate"] == 0.01
+    other_codes = check_drift(profile, same.assign(zip=3), config=_CONFIG)  # a real change still shows
+    assert other_codes.features[0].causes == ("distribution",) and other_codes.features[0].severity == "high"
+
+
+def test_an_ignored_feature_whose_type_changed_does_not_make_the_verdict(reference):
+    config = DriftConfig(multivariate=False, per_feature={"age": {"ignore": True}})
+    batch = _batch().assign(age="forty")
+    report = check_drift(build_reference_profile(reference, model="churn"), batch, config=config)
+    assert report.features[0].causes == ("type_changed",) and report.features[0].ignored
+    assert not report.drifted and not any("type changed" in reason for reason in report.reasons)
+
+
+def _fitted_model(reference: pd.DataFrame):
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    columns = make_column_transformer((StandardScaler(), ["age", "income"]), (OneHotEncoder(), ["plan"]))
+    return make_pipeline(columns, LogisticRegression()).fit(reference, reference["age"] > 40)
+
+
+def test_with_a_model_a_type_change_is_not_reported_as_missing_features(reference, profile):
+    batch = _batch().assign(age="forty")
+    report = check_drift(profile, batch, config=_CONFIG, model=_fitted_model(reference))
+    assert report.drifted and report.features[0].causes == ("type_changed",)
+    assert not any("lacks features" in note for note in report.notes)
+    assert ("prediction and performance drift skipped: the model cannot score columns whose type changed: 'age'"
+            in report.notes)
+
+
+def test_missing_and_extra_columns_are_schema_findings(reference, profile):
     batch = _batch().drop(columns=["income"]).assign(coupon=1)
-    report = check_drift(profile, batch, config=_CONFIG)
+    report = check_drift(profile, batch, config=_CONFIG, model=_fitted_model(reference))
     assert report.schema_changes["missing_columns"] == ["income"]
     assert report.schema_changes["extra_columns"] == ["coupon"]
+    assert report.schema_changes["type_changes"] == []
     income = report.features[1]
     assert income.drifted and income.findings == ("the column is missing from the batch",)
+    assert income.causes == ("schema",)
+    assert "prediction drift skipped: the batch lacks features the model needs: 'income'" in report.notes
     assert "`coupon`" in report.to_markdown()
 
 
