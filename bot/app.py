@@ -149,6 +149,7 @@ class BotApp:
             "health": f"{last['severity']} drift" if last.get("drifted") else "no drift seen",
             "tickets": f"#{ticket.id}" if ticket else "",
             "runs": len(runs),
+            "performance": messages.performance_lines(self.store.get_state("performance", model)),
         }
         text = messages.digest_text(day, [row])
         effect = NewEffect(f"digest:{day}", "chat.post", {"channel": CHANNEL_DIGEST, "text": text},
@@ -208,7 +209,10 @@ def build(
         chat = _slack(settings, spec.name)
     chat = chat or ConsoleChat(store.engine, out=out, clock=clock)
     if engine is None:
-        engine = InProcessEngine(registry, {spec.name: spec.root}, clock=clock)
+        from pipeline.run import ProductionFolders
+
+        engine = InProcessEngine(registry, {spec.name: spec.root}, clock=clock,
+                                 production_data=ProductionFolders(settings.batches_dir, settings.label_files_dir))
         if settings.github_enabled:  # merged pull requests run from the merge commit's code
             engine = _github_workspace_engine(settings, scm, engine, settings.project_path
                                               or _relative_path(spec.root, repo_dir)) or engine

@@ -111,7 +111,7 @@ def pipeline() -> None:
 @pass_context
 def pipeline_run(obj: _Context, project: Path | None, reason: str, as_json: bool) -> None:
     """Train, package, validate and (if every gate passes) deploy the model project."""
-    from pipeline.run import run_pipeline
+    from pipeline.run import ProductionFolders, run_pipeline
 
     registry = obj.registry()
     project_dir = project or obj.settings.project_dir
@@ -122,7 +122,9 @@ def pipeline_run(obj: _Context, project: Path | None, reason: str, as_json: bool
             if running:
                 click.echo(f"  {running[0].name} ...", err=True)
 
-    result = run_pipeline(project_dir, registry, trigger="cli", reason=reason, on_progress=progress)
+    production_data = ProductionFolders(obj.settings.batches_dir, obj.settings.label_files_dir)
+    result = run_pipeline(project_dir, registry, trigger="cli", reason=reason, on_progress=progress,
+                          production_data=production_data)
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -252,10 +254,19 @@ def _report_production(registry, version, as_json: bool) -> None:
               help="CSV or Parquet file with the model's feature columns.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Where to write predictions (.csv or .parquet); default: CSV to standard output.")
+@click.option("--keep", "keep", multiple=True, metavar="COL",
+              help="Copy this input column to the output, after the id column (data.id_column) which is always "
+                   "copied when present; repeatable.")
 @model_option
 @pass_context
-def models_predict(obj: _Context, version: int | None, input_path: Path, output_path: Path | None, model: str | None) -> None:
-    """Score a file with VERSION (default: the production model)."""
+def models_predict(obj: _Context, version: int | None, input_path: Path, output_path: Path | None,
+                   keep: tuple[str, ...], model: str | None) -> None:
+    """Score a file with VERSION (default: the production model).
+
+    The output holds the id column and any --keep columns, then `prediction` and, for classifiers,
+    `probability_<class>`. Bad input (a missing column, text in a numeric column) is one line
+    naming the column and row, and exit status 1.
+    """
     from pipeline.data import DataError
     from pipeline.package import ArtifactError
     from pipeline.predict import predict_file
@@ -269,7 +280,7 @@ def models_predict(obj: _Context, version: int | None, input_path: Path, output_
     else:
         chosen = _registry_call(lambda: registry.get(name, version))
     try:
-        predictions = predict_file(chosen, input_path, project_root=obj.settings.project_dir)
+        predictions = predict_file(chosen, input_path, project_root=obj.settings.project_dir, keep=keep)
     except (DataError, ArtifactError) as exc:
         raise OperationFailed(str(exc)) from None
     if output_path is None:
@@ -489,6 +500,8 @@ def status(obj: _Context, as_json: bool) -> None:
         "recent_runs": [r.to_dict() for r in runs],
         "outbox": app.store.outbox_stats(),
         "last_drift": app.store.get_state("last_drift", model),
+        "held_alert": _held_alert(app.store.get_state("episodes", model)),
+        "performance": app.store.get_state("performance", model),
     }
     if as_json:
         _print_json(summary)
@@ -501,15 +514,30 @@ def status(obj: _Context, as_json: bool) -> None:
     else:
         click.echo(f"{model}: no model in production yet (run `mlops-bot run --once`)")
     click.echo("open tickets: " + (", ".join(f"#{t.id} {t.title}" for t in tickets) or "none"))
+    if summary["held_alert"]:
+        from bot.messages import held_alert_text
+
+        click.echo(f"alerts held on #{summary['held_alert']['ticket_id']}: {held_alert_text(summary['held_alert'])}")
     drift = summary["last_drift"]
     click.echo("last drift check: " + (f"{drift['severity'] if drift['drifted'] else 'no drift'} on {drift['batch']}"
                                        if drift else "none yet"))
+    from bot.messages import performance_lines
+
+    for line in performance_lines(summary["performance"]):
+        click.echo(line)
     outbox = summary["outbox"]
     click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
     if runs:
         click.echo(_table(("run", "status", "version", "trigger", "started"),
                           [(r.run_id, r.status, f"v{r.version}" if r.version else "—", r.trigger,
                             r.started_at.strftime("%Y-%m-%d %H:%M")) for r in runs]))
+
+
+def _held_alert(episode: dict | None) -> dict | None:
+    """The open retrain ticket's finding that the cooldown held back from chat, if any."""
+    episode = episode or {}
+    held = episode.get("seen_again") or {}
+    return {"ticket_id": episode["ticket_id"], **held} if episode.get("ticket_id") and held.get("until") else None
 
 
 @cli.group()

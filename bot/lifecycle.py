@@ -306,8 +306,14 @@ class Lifecycle:
         effects.append(self._chat_reply(episode, CHANNEL_PIPELINE, f"run-chat:{event.run_id}",
                                         f"Run `{event.run_id}`: {messages.run_chat_text(result, where)}"))
         ticket_id = origin.get("ticket")
-        if result.get("promoted") and ticket_id:
-            effects += self._close_retrain_ticket(int(ticket_id), result)
+        if ticket_id and result.get("nothing_new"):
+            effects += self._nothing_new_effects(int(ticket_id), result)
+        elif result.get("promoted") and ticket_id:
+            # Closed only once measured: the episode's batches re-checked, recent labelled rows compared.
+            effects.append(NewEffect(f"resolve:{ticket_id}:{event.run_id}", "episode.resolve", {
+                "ticket_id": int(ticket_id), "model": result.get("model"), "version": result.get("version"),
+                "run_id": event.run_id, "validation": result.get("validation"), "recent": result.get("recent"),
+            }, lane=f"ticket:{result.get('model')}"))
         if result.get("promoted") and self.tracker.name == "azure":
             # "Fixes AB#12": the work item is done once the change's model is in production.
             for number in origin.get("fixes", []):
@@ -316,20 +322,53 @@ class Lifecycle:
                     "run_id": event.run_id}, lane=f"ticket:{number}"))
         return effects
 
-    def _close_retrain_ticket(self, ticket_id: int, result: dict[str, Any]) -> list[NewEffect]:
-        model, version = result.get("model"), result.get("version")
-        body = (f"✅ Retrained **{model} v{version}** is in production (run `{result.get('run_id')}`). "
-                f"Closing this ticket.\n\n{messages.metrics_table(result.get('validation'))}")
+    def _close_retrain_ticket(self, ticket_id: int, result: dict[str, Any], summary: str = "") -> list[NewEffect]:
+        """The comment, the close and the chat that end an episode, owed once per ticket.
+
+        Two runs may be for the same ticket (``/retrain`` on the ticket and on a change while it is
+        open): the first to get here is the ticket's closer, recorded in the episode's state, and
+        the other closes nothing (its report is on its own change, comment or thread). Nothing is
+        closed for a ticket that is no longer the model's open retrain ticket (closed already, by
+        hand or by the closer, or never a retrain ticket).
+        """
+        model, version, run_id = result.get("model"), result.get("version"), result.get("run_id")
+        state = self.store.get_state("episodes", model) or {}
+        closer = state.get("closer") or {}
+        if closer.get("ticket_id") == ticket_id:
+            if closer.get("run_id") != run_id:
+                return []
+        elif state.get("ticket_id") != ticket_id:
+            return []
+        else:  # written before the effects it owes: a repeat of this run finds itself the closer
+            self.store.put_state("episodes", model, {**state, "closer": {"ticket_id": ticket_id, "run_id": run_id}})
+        measured = f": {summary}" if summary else ""
+        body = "\n\n".join(part for part in (
+            f"✅ Retrained **{model} v{version}** is in production (run `{run_id}`){measured}. Closing this ticket.",
+            messages.metrics_table(result.get("validation")),
+            messages.recent_table(result.get("recent")),
+        ) if part)
         episode = f"ticket:{ticket_id}"
         return [
-            NewEffect(f"close-comment:{ticket_id}:{result.get('run_id')}", "tracker.comment",
+            NewEffect(f"close-comment:{ticket_id}:{run_id}", "tracker.comment",
                       {"ticket_id": ticket_id, "body": body}, lane=f"ticket:{model}"),
-            NewEffect(f"close:{ticket_id}:{result.get('run_id')}", "tracker.close",
-                      {"ticket_id": ticket_id, "model": model, "version": version, "run_id": result.get("run_id")},
+            NewEffect(f"close:{ticket_id}:{run_id}", "tracker.close",
+                      {"ticket_id": ticket_id, "model": model, "version": version, "run_id": run_id},
                       lane=f"ticket:{model}"),
             self._chat_reply(episode, CHANNEL_ALERTS, f"close-chat:{ticket_id}",
                              f"✅ {model} v{version} is in production; ticket #{ticket_id} closed."),
             self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: drift resolved by v{version} · ticket #{ticket_id} closed"),
+        ]
+
+    def _nothing_new_effects(self, ticket_id: int, result: dict[str, Any]) -> list[NewEffect]:
+        """A retrain that had nothing to learn from: said on the ticket and in chat; the ticket stays open."""
+        model, run_id = result.get("model"), result.get("run_id")
+        text = (f"⚠️ Not retrained: {result['nothing_new']}. This ticket stays open; `/deploy N` still promotes "
+                "a version by hand.")
+        return [
+            NewEffect(f"nothing-new:{ticket_id}:{run_id}", "tracker.comment", {"ticket_id": ticket_id, "body": text},
+                      lane=f"ticket:{model}"),
+            self._chat_reply(f"ticket:{ticket_id}", CHANNEL_ALERTS, f"nothing-new-chat:{ticket_id}:{run_id}",
+                             f"⚠️ {model}: {result['nothing_new']}; ticket #{ticket_id} stays open."),
         ]
 
     # --- rule 2: drift -------------------------------------------------------------------------
@@ -346,11 +385,17 @@ class Lifecycle:
                                          {"ticket_id": episode_state["ticket_id"], "body": text}, lane=f"ticket:{model}"))
             effects.append(NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_ALERTS, "text": text},
                                      lane=f"chat:{CHANNEL_ALERTS}"))
-        elif event.drifted and SEVERITY_ORDER[event.severity] >= SEVERITY_ORDER[self.settings.drift_min_severity]:
+        elif reasons := self._ticket_reasons(event):
+            performance = event.summary.get("performance") or {}
+            severity = max([event.severity if "drift" in reasons else "none",
+                            (performance.get("finding") or {}).get("severity", "none")], key=SEVERITY_ORDER.get)
             effects.append(NewEffect(f"ticket:{event.key}", "tracker.drift", {
-                "model": model, "version": event.version, "severity": event.severity, "batch": event.batch,
-                "features": event.summary.get("features", []), "markdown": event.summary.get("markdown", ""),
+                "model": model, "version": event.version, "severity": severity, "batch": event.batch,
+                "features": event.summary.get("features", []) if "drift" in reasons else [],
+                "markdown": event.summary.get("markdown", ""),
                 "report_dir": event.report_dir, "checked_at": event.summary.get("checked_at"),
+                "reasons": reasons,
+                **({"performance": messages.performance_table(performance)} if performance else {}),
             }, lane=f"ticket:{model}"))
         target = _target(origin.get("target"))
         if target is not None:  # asked for with /drift: answer there, whatever the verdict
@@ -362,6 +407,13 @@ class Lifecycle:
                     event.summary.get("markdown", "")
             effects.append(self._reply(target, f"drift-reply:{event.key}", text.strip()))
         return effects
+
+    def _ticket_reasons(self, event: DriftFound) -> list[str]:
+        """Why the finding owes a retrain ticket: drift at or above the least severity that counts, and/or a
+        performance finding (measured on labels, or estimated where ``[monitor] estimated_trigger``)."""
+        drift = event.drifted and SEVERITY_ORDER[event.severity] >= SEVERITY_ORDER[self.settings.drift_min_severity]
+        performance = bool(((event.summary.get("performance") or {}).get("finding") or {}).get("problems"))
+        return ["drift"] * drift + ["performance"] * performance
 
     # --- promotions, rollbacks, closed tickets --------------------------------------------------
 
@@ -388,9 +440,12 @@ class Lifecycle:
         return effects
 
     def _on_ticket_closed(self, event: TicketClosed) -> list[NewEffect]:
+        """A retrain ticket closed (by hand, or seen closed): its episode is over, and the next
+        finding opens a new ticket at once."""
         state = self.store.get_state("episodes", self.project.name) or {}
         if state.get("ticket_id") == event.ticket_id:
-            self.store.put_state("episodes", self.project.name, {**state, "ticket_id": None, "closed_at": _iso(self.clock())})
+            self.store.put_state("episodes", self.project.name, {**state, "ticket_id": None, "seen_again": None,
+                                                                 "closed_at": _iso(self.clock())})
         return []
 
     # --- effect constructors --------------------------------------------------------------------
@@ -490,6 +545,7 @@ class Lifecycle:
             "registry.promote": _Handler(self._deliver_promote),
             "registry.rollback": _Handler(self._deliver_rollback),
             "drift.check": _Handler(self._deliver_drift_check),
+            "episode.resolve": _Handler(self._deliver_resolution),
         }
 
     def _deliver_reply(self, effect: EffectRow) -> Delivered:
@@ -533,45 +589,73 @@ class Lifecycle:
             p["state"], p["description"][:140]) else None
 
     def _deliver_drift_ticket(self, effect: EffectRow) -> Delivered:
-        """Open the model's retrain ticket, or update the open one; never a second open ticket."""
+        """Open the model's retrain ticket, or update the open one; never a second open ticket.
+
+        Opening the ticket and owing the episode's chat (the alert, its thread reply, the chart)
+        are one unit. The ticket carries this effect's key as its opener's marker, so a retry after
+        a lost answer (``outcome_unknown``) finds the ticket it opened itself and carries on as if
+        the answer had come: the chat owed once, no "Drift changed" comment. The chat is owed
+        before the episode's state is written, so a retry that finds the state written by this
+        effect (``finding``) has nothing left to do.
+
+        The cooldown holds chat back, never the ticket: a finding inside it is written on the open
+        ticket ("seen again ...; alerts held until ...") and kept in the state (``seen_again``, with
+        ``until``) for ``/status`` and ``mlops-bot status``. With no open ticket (none yet, or the
+        last one closed), the finding is a new episode: a new ticket, at once.
+
+        The payload may name ``reasons`` besides drift (default ``["drift"]``) and carry measured
+        ``performance``; the ticket shows both.
+        """
         p = effect.payload
         model, key = p["model"], _ticket_key(p["model"])
-        checked_at = datetime.fromisoformat(p["checked_at"]) if p.get("checked_at") else self.clock()
-        title = messages.drift_ticket_title(model, p["severity"])
-        body = messages.drift_ticket_body(model, p["version"], p["severity"], p["markdown"], p["report_dir"], checked_at)
-        labels = ("mlops-bot", "retrain", f"drift:{p['severity']}")
         state = self.store.get_state("episodes", model) or {}
-        ticket = self.tracker.find_open(key)
-        opened = ticket is None
+        if state.get("finding") == effect.key:  # an earlier attempt got as far as its state, written last
+            return Delivered({"ticket_id": state.get("ticket_id"), "opened": state.get("opened_by") == effect.key})
+        now = self.clock()
+        checked_at = datetime.fromisoformat(p["checked_at"]) if p.get("checked_at") else now
+        reasons = list(p.get("reasons") or ["drift"])
+        title = messages.drift_ticket_title(model, p["severity"], reasons)
+        labels = ("mlops-bot", "retrain", f"drift:{p['severity']}")
+
+        def body(seen_again: dict[str, Any] | None = None) -> str:
+            return messages.drift_ticket_body(model, p["version"], p["severity"], p["markdown"], p["report_dir"],
+                                              checked_at, reasons=reasons, performance=p.get("performance"),
+                                              seen_again=seen_again)
+
+        # After an unknown outcome, first the ticket this very effect may have opened.
+        ticket = self.tracker.find_open(key, opened_by=effect.key) if effect.outcome_unknown else None
+        opened = ticket is not None
+        ticket = ticket or self.tracker.find_open(key)
+        if ticket is None:  # a new episode, whatever the cooldown: a closed episode does not silence the next
+            ticket = self.tracker.open(key, title, body(), labels, marker=effect.key)
+            opened = True
+        seen_again = None
         if opened:
-            cooling = _within(state.get("alerted_at"), self.settings.drift_cooldown_s, self.clock())
-            if cooling and SEVERITY_ORDER[p["severity"]] <= SEVERITY_ORDER.get(state.get("severity", "none"), 0):
-                return Delivered({"skipped": "cooldown"})
-            ticket = self.tracker.open(key, title, body, labels, marker=key)
             alerted = True
         else:
-            ticket = self.tracker.update(ticket, title=title, body=body, labels=labels)
             material = (p["severity"] != state.get("severity")
                         or sorted(p["features"]) != sorted(state.get("features", [])))
+            cooling = _within(state.get("alerted_at"), self.settings.drift_cooldown_s, now)
             alerted = material and (
-                SEVERITY_ORDER[p["severity"]] > SEVERITY_ORDER.get(state.get("severity", "none"), 0)
-                or not _within(state.get("alerted_at"), self.settings.drift_cooldown_s, self.clock()))
+                SEVERITY_ORDER[p["severity"]] > SEVERITY_ORDER.get(state.get("severity", "none"), 0) or not cooling)
+            if not alerted:  # shown on the ticket, and while the cooldown lasts, as held
+                earlier = state.get("seen_again") or {}
+                seen_again = {"at": _iso(now), "batch": p["batch"], "severity": p["severity"],
+                              "features": p["features"], "count": int(earlier.get("count") or 0) + 1}
+                if cooling:
+                    cooldown = timedelta(seconds=self.settings.drift_cooldown_s)
+                    seen_again["until"] = _iso(datetime.fromisoformat(state["alerted_at"]) + cooldown)
+            ticket = self.tracker.update(ticket, title=title, body=body(seen_again), labels=labels)
             if alerted:
                 comment_marker = f"{effect.key}:comment"
                 if not self.tracker.find_comment(ticket.id, comment_marker):
                     self.tracker.comment(ticket.id, f"Drift changed: now **{p['severity']}** in "
                                          f"{', '.join(p['features']) or 'the data'} (batch `{p['batch']}`).",
                                          marker=comment_marker)
-        self.store.put_state("episodes", model, {
-            "ticket_id": ticket.id, "ticket_title": ticket.title, "ticket_url": ticket.url,
-            "severity": p["severity"], "features": p["features"],
-            "alerted_at": _iso(self.clock()) if alerted else state.get("alerted_at"), "batch": p["batch"],
-            "version": p["version"],
-        })
-        self.store.link("model", f"{model}:v{p['version']}", "drift_ticket", "ticket", str(ticket.id))
         if alerted:
             episode = f"ticket:{ticket.id}"
-            text = messages.drift_chat_text(model, p["severity"], p["features"], f"ticket #{ticket.id} {ticket.url}")
+            text = messages.drift_chat_text(model, p["severity"], p["features"], f"ticket #{ticket.id} {ticket.url}",
+                                            reasons)
             self.store.add_effects(effect.cause, [
                 self._chat_episode(episode, CHANNEL_ALERTS, text, actions=[{"command": "retrain", "model": model}]),
                 self._chat_reply(episode, CHANNEL_ALERTS, f"drift-chat:{effect.key}",
@@ -581,6 +665,17 @@ class Lifecycle:
                     "title": f"{model}: drift in batch {p['batch']}",
                 }, lane=f"chat:{episode}"),
             ])
+        # An alert moves the episode's yardstick (what was last said); a held finding does not, so
+        # that a change held back is still a change once the cooldown is over.
+        said = p if alerted else state
+        self.store.put_state("episodes", model, {
+            **({"opened_by": effect.key, "opened_at": _iso(now)} if opened else state),
+            "ticket_id": ticket.id, "ticket_title": ticket.title, "ticket_url": ticket.url,
+            "severity": said.get("severity"), "features": said.get("features", []), "reasons": reasons,
+            "alerted_at": _iso(now) if alerted else state.get("alerted_at"), "batch": p["batch"],
+            "version": p["version"], "seen_again": seen_again, "finding": effect.key,
+        })
+        self.store.link("model", f"{model}:v{p['version']}", "drift_ticket", "ticket", str(ticket.id))
         return Delivered({"ticket_id": ticket.id, "opened": opened})
 
     def _deliver_ticket_comment(self, effect: EffectRow) -> Delivered:
@@ -607,6 +702,7 @@ class Lifecycle:
         state = self.store.get_state("episodes", p["model"]) or {}
         if state.get("ticket_id") == int(p["ticket_id"]):
             self.store.put_state("episodes", p["model"], {**state, "ticket_id": None, "closed_at": _iso(self.clock())})
+            self.store.put_state("episode_batches", p["model"], {"batches": []})  # the next episode starts afresh
         self.store.link("ticket", str(p["ticket_id"]), "closed_by", "model", f"{p['model']}:v{p['version']}")
         return Delivered({})
 
@@ -672,7 +768,9 @@ class Lifecycle:
 
     def _deliver_run(self, effect: EffectRow) -> Delivered:
         p = effect.payload
-        context = {"origin": p["origin"], "trigger": p["trigger"]}
+        context = {"origin": p["origin"], "trigger": p["trigger"],
+                   # /retrain (or a Retrain button) must learn something: same data and code is no retrain.
+                   "require_new_data": p["trigger"] == "command" and p["promote"]}
         try:
             handle = self.engine.start(p["project"], run_id=p["run_id"], trigger=p["trigger"], reason=p["reason"],
                                        context=context, promote=p["promote"])
@@ -769,6 +867,44 @@ class Lifecycle:
         return Delivered({"batch": event.batch if event else None}, events=(event,) if event else ())
 
 
+    def _deliver_resolution(self, effect: EffectRow) -> Delivered:
+        """Measure whether the promoted retrain resolved the episode; close the ticket only if it did.
+
+        Safe to repeat: it only reads, and the effects it owes are keyed by the run.
+        """
+        from bot.resolution import judge_resolution, recheck_batches
+        from pipeline.spec import load_project
+
+        p = effect.payload
+        model, version, ticket_id = p["model"], int(p["version"]), int(p["ticket_id"])
+        spec = load_project(self.project.path)
+        episode = self.store.get_state("episode_batches", model) or {}
+        batches = [Path(entry["path"]) for entry in episode.get("batches", [])]
+        drift_persists, checked = recheck_batches(self.registry.get(model, version).path, batches,
+                                                  drift_settings=spec.drift, model_name=model)
+        resolution = judge_resolution(
+            drift_persists=drift_persists, checked_batches=checked, recent=p.get("recent"),
+            validated=(p.get("validation") or {}).get("metrics") or {}, primary=spec.metrics.primary,
+            maximize=str(spec.metrics.primary_direction) == "maximize", max_drop=spec.performance_max_drop,
+            limits={name: limit.model_dump() for name, limit in spec.gates.limits.items()},
+        )
+        summary = resolution.summary(model, version)
+        result = {"model": model, "version": version, "run_id": p["run_id"], "validation": p.get("validation"),
+                  "recent": p.get("recent")}
+        if resolution.resolved:
+            self.store.add_effects(effect.cause, self._close_retrain_ticket(ticket_id, result, summary))
+        else:
+            self.store.add_effects(effect.cause, [
+                NewEffect(f"unresolved:{ticket_id}:{p['run_id']}", "tracker.comment", {
+                    "ticket_id": ticket_id,
+                    "body": f"🔁 {summary}. This ticket stays open.\n\n{messages.recent_table(p.get('recent'))}".strip(),
+                }, lane=f"ticket:{model}"),
+                self._chat_reply(f"ticket:{ticket_id}", CHANNEL_ALERTS, f"unresolved-chat:{ticket_id}:{p['run_id']}",
+                                 f"🔁 {summary}; ticket #{ticket_id} stays open."),
+            ])
+        return Delivered({"resolved": resolution.resolved, "summary": summary})
+
+
 class _Handler:
     def __init__(self, deliver: Callable[[EffectRow], Delivered],
                  find_done: Callable[[EffectRow], Delivered | None] | None = None):
@@ -811,6 +947,10 @@ class CommandView:
 
     def open_ticket(self, model: str):
         return self._lifecycle.known_ticket(model)
+
+    def drift_episode(self, model: str) -> dict | None:
+        """The retrain episode's state: its ticket, what was last alerted, a finding held back (``seen_again``)."""
+        return self._lifecycle.store.get_state("episodes", model)
 
     def recent_runs(self, model: str, limit: int = 5) -> list[dict]:
         return [{"run_id": r.run_id, "status": r.status, "version": r.version, "trigger": r.trigger,

@@ -102,12 +102,17 @@ class Settings(BaseSettings):
         default=None, description="Folder of production batch files (CSV/Parquet) to check; default: MLOPS_DATA_DIR/batches.",
         examples=["/data/production-batches"],
     )
+    labels_dir: Path | None = Field(
+        default=None,
+        description="Folder of label files (CSV/Parquet: the project's id column and target) joined to earlier batches; default: MLOPS_DATA_DIR/labels.",
+        examples=["/data/production-labels"],
+    )
     drift_min_severity: Literal["low", "medium", "high"] = Field(
         default="low", description="The least severe drift that opens or updates a retrain ticket.", examples=["medium"]
     )
     drift_cooldown_s: float = Field(
         default=6 * 3600.0, ge=0,
-        description="Seconds after a drift alert during which the same model gets no new alert unless drift grows.",
+        description="Seconds after a drift alert during which chat gets no new alert for the same model unless drift grows; findings still update the ticket and show as held in status.",
         examples=[3600],
     )
 
@@ -340,6 +345,10 @@ class Settings(BaseSettings):
     @property
     def batches_dir(self) -> Path:
         return (self.monitor_dir or self.data_dir / "batches").expanduser().resolve()
+
+    @property
+    def label_files_dir(self) -> Path:
+        return (self.labels_dir or self.data_dir / "labels").expanduser().resolve()
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:

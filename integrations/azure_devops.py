@@ -329,7 +329,7 @@ class AzureBoards:
 
     # --- reads
 
-    def find_open(self, key: str) -> Ticket | None:
+    def find_open(self, key: str, *, opened_by: str | None = None) -> Ticket | None:
         from azure.devops.v7_1.work_item_tracking.models import Wiql
 
         states = ", ".join(f"'{s}'" for s in self.closed_states)
@@ -341,7 +341,8 @@ class AzureBoards:
             items = self.client.call("wit", "get_work_items", ids[start:start + 200], project=self.project,
                                      error_policy="omit")
             for item in items or []:
-                if item is not None and _has_marker(str((item.fields or {}).get("System.Description") or ""), key):
+                description = str((item.fields or {}).get("System.Description") or "") if item is not None else ""
+                if _has_marker(description, key) and (opened_by is None or _has_marker(description, opened_by)):
                     return self._ticket(item)
         return None
 
@@ -371,7 +372,9 @@ class AzureBoards:
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
         fields: dict[str, Any] = {
             "System.Title": title,
-            "System.Description": _with_html_marker(markdown_to_html(body), marker or key),
+            # The key's marker first (``_ticket`` reads the key from it), then this write's own.
+            "System.Description": _with_html_marker(_with_html_marker(markdown_to_html(body), key),
+                                                    marker if marker != key else ""),
             "System.Tags": self._tags(labels),
             "Microsoft.VSTS.Common.Priority": _priority(labels),
         }

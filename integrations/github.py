@@ -421,16 +421,19 @@ class GitHubIssues:
     def __init__(self, client: GitHubClient, *, label: str = "mlops-bot"):
         self.client, self.label = client, label
 
-    def find_open(self, key: str) -> Ticket | None:
+    def find_open(self, key: str, *, opened_by: str | None = None) -> Ticket | None:
         hidden = marker_comment(key)
+        opener = marker_comment(opened_by) if opened_by is not None else ""
         for item in self.client.paged("/issues", {"state": "open", "labels": self.label, "per_page": 100}):
-            if "pull_request" not in item and hidden in (item.get("body") or ""):
+            body = item.get("body") or ""
+            if "pull_request" not in item and hidden in body and opener in body:
                 return _ticket(item, key)
         return None
 
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
         _h, data = self.client.call("POST", "/issues", body={
-            "title": title, "body": with_marker(body, marker), "labels": sorted({self.label, *labels}),
+            "title": title, "body": with_marker(with_marker(body, key), marker if marker != key else ""),
+            "labels": sorted({self.label, *labels}),
         }, write=True)
         return _ticket(data, key)
 

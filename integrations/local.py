@@ -355,15 +355,19 @@ class LocalBoard:
         self.engine, self.clock, self.bot_name, self.out = engine, clock, bot_name, out
         self._db = _Database(engine)
 
-    def find_open(self, key: str) -> Ticket | None:
+    def find_open(self, key: str, *, opened_by: str | None = None) -> Ticket | None:
         with self._db.transaction() as conn:
             row = conn.execute(_OPEN_TICKET, {"ticket_key": key}).first()
-        return _ticket(row) if row else None
+        if row is None or (opened_by is not None and marker_comment(opened_by) not in row.body):
+            return None
+        return _ticket(row)
 
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
+        # The key's marker first: an update keeps it (and drops the opener's, needed only until then).
+        marked = with_marker(with_marker(body, key), marker if marker != key else "")
         with self._db.transaction() as conn:
             ticket_id = conn.execute(_NEW_TICKET, dict(
-                key=key, title=title, body=with_marker(body, marker), state="open", labels=",".join(labels),
+                key=key, title=title, body=marked, state="open", labels=",".join(labels),
                 created_at=_now(self.clock),
             )).inserted_primary_key[0]
         self._print(f"[board] opened #{ticket_id}: {title}")
@@ -516,8 +520,10 @@ class InProcessEngine:
 
     name = "local"
 
-    def __init__(self, registry, projects: dict[str, Path], *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(self, registry, projects: dict[str, Path], *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 production_data=None):
         self.registry, self.projects, self.clock = registry, projects, clock
+        self.production_data = production_data  # pipeline.run.ProductionFolders: labelled rows for retrains
 
     def start(self, project: str, *, run_id: str, trigger: str, reason: str, context: dict[str, Any],
               promote: bool = True) -> RunHandle:
@@ -529,7 +535,9 @@ class InProcessEngine:
         if project not in self.projects:
             raise KeyError(f"no model project named {project!r}; known: {', '.join(self.projects)}")
         result = run_pipeline(self.projects[project], self.registry, trigger=trigger, reason=reason, run_id=run_id,
-                              context=context, clock=self.clock, promote=promote)
+                              context=context, clock=self.clock, promote=promote,
+                              production_data=self.production_data,
+                              require_new_data=bool(context.get("require_new_data")))
         return RunHandle(result.run_id, result.status, result=result.to_dict())
 
     def status(self, run_id: str) -> RunHandle | None:
@@ -545,7 +553,9 @@ class InProcessEngine:
             "reason": record.reason, "failed_stage": record.failed_stage, "error": record.error,
             "version": record.version, "promoted": details.get("promoted", False),
             "validation": details.get("validation"), "stages": record.stages,
-            "reasons": [record.error] if record.error else list((details.get("validation") or {}).get("reasons", [])),
+            "data": details.get("data"), "recent": details.get("recent"), "nothing_new": details.get("nothing_new"),
+            "reasons": ([record.error] if record.error else [details["nothing_new"]] if details.get("nothing_new")
+                        else list((details.get("validation") or {}).get("reasons", []))),
         }
         return RunHandle(record.run_id, record.status, result=result)
 

@@ -226,11 +226,14 @@ class SourceControl(Protocol):
 class Tracker(Protocol):
     name: str
 
-    def find_open(self, key: str) -> Ticket | None:
-        """The open ticket the bot keeps for ``key`` (searching by its marker), if any."""
+    def find_open(self, key: str, *, opened_by: str | None = None) -> Ticket | None:
+        """The open ticket the bot keeps for ``key`` (searching by its marker), if any; with
+        ``opened_by``, only if that ticket was opened by the write with that marker (``open``'s
+        ``marker``), so a write whose answer was lost can tell its own ticket from another's."""
 
     def open(self, key: str, title: str, body: str, labels: tuple[str, ...], *, marker: str) -> Ticket:
-        ...
+        """Open a ticket for ``key``; its body carries the key's marker (``find_open``) and, when it
+        differs, ``marker``, the marker of this write (the effect's key)."""
 
     def update(self, ticket: Ticket, *, title: str | None = None, body: str | None = None,
                labels: tuple[str, ...] | None = None) -> Ticket:

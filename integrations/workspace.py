@@ -191,7 +191,8 @@ class WorkspaceEngine:
                 "validation": None, "stages": [], "reasons": [str(exc)],
             })
         folder = root / self.project_path if self.project_path else root
-        at_commit = InProcessEngine(self.engine.registry, {project: folder}, clock=self.engine.clock)
+        at_commit = InProcessEngine(self.engine.registry, {project: folder}, clock=self.engine.clock,
+                                    production_data=self.engine.production_data)
         return at_commit.start(project, run_id=run_id, trigger=trigger, reason=reason, context=context,
                                promote=promote)
 

@@ -476,9 +476,18 @@ class ModelRegistry:
     def _enable_wal(self) -> None:
         # WAL lets readers go on while a publish writes. The mode sticks to the file;
         # switching it needs the file to itself, so only ask when it is not set yet.
-        with self._connect() as conn:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+        # SQLite answers "locked" at once, without its busy handler, while another connection holds
+        # the file (two processes opening a new registry together): wait and ask again.
+        for attempt in range(50):
+            try:
+                with self._connect() as conn:
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _remove_stale_staging(self) -> None:
         # Folder times are written by the OS, so their age is measured by the OS clock,

@@ -18,9 +18,17 @@ from typing import Any
 
 from pipeline.registry import ModelRegistry, RunRecord
 
-__all__ = ["RunResult", "StageRecord", "run_pipeline"]
+__all__ = ["ProductionFolders", "RunResult", "StageRecord", "run_pipeline"]
 
 STAGES = ("train", "package", "validate", "deploy")
+
+
+@dataclass(frozen=True)
+class ProductionFolders:
+    """Where production data lands: batch files (some carrying labels) and late label files."""
+
+    batches: Path
+    labels: Path
 
 
 @dataclass
@@ -58,11 +66,16 @@ class RunResult:
     version: int | None = None
     promoted: bool = False
     validation: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None  # what the version was trained on: rows, fingerprint, sources
+    recent: dict[str, Any] | None = None  # candidate and production on the newest held-out production rows
+    nothing_new: str | None = None  # why a retrain stopped before training: it had nothing new to learn from
 
     @property
     def reasons(self) -> list[str]:
         if self.error:
             return [self.error]
+        if self.nothing_new:
+            return [self.nothing_new]
         return list((self.validation or {}).get("reasons", []))
 
     def stage(self, name: str) -> StageRecord:
@@ -81,7 +94,8 @@ class RunResult:
             error=self.error,
             version=self.version,
             stages=[stage.to_dict() for stage in self.stages],
-            details={"promoted": self.promoted, "validation": self.validation},
+            details={"promoted": self.promoted, "validation": self.validation, "data": self.data,
+                     "recent": self.recent, "nothing_new": self.nothing_new},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +114,9 @@ class RunResult:
             "reasons": self.reasons,
             "stages": [stage.to_dict() for stage in self.stages],
             "validation": self.validation,
+            "data": self.data,
+            "recent": self.recent,
+            "nothing_new": self.nothing_new,
         }
 
 
@@ -114,12 +131,18 @@ def run_pipeline(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_progress: Callable[[RunResult], None] | None = None,
     promote: bool = True,
+    production_data: ProductionFolders | None = None,
+    require_new_data: bool = False,
 ) -> RunResult:
     """Run the whole pipeline for the project in ``project_dir``; never raises for the project's faults.
 
     ``context`` is stored with the version (e.g. the commit and change that triggered the run), and
     ``on_progress`` is called after each stage, so a caller can show progress as it happens.
     ``promote=False`` validates without deploying (the deploy stage is skipped).
+    ``production_data``: where labelled production rows are found; the project's ``[retrain]`` table
+    says whether and which of them join the training data. ``require_new_data`` (a retrain asked
+    for by a person or an alert) stops before training when neither the data nor the code differs
+    from production's: retraining would only reproduce the production model.
     """
     from pipeline.spec import SpecError, load_project
 
@@ -138,12 +161,21 @@ def run_pipeline(
     registry.record_run(result.to_record())
     staging = registry.staging_dir()
     try:
-        _run_stages(spec, registry, staging, result, clock, on_progress, context or {}, promote)
+        _run_stages(spec, registry, staging, result, clock, on_progress, context or {}, promote,
+                    production_data, require_new_data)
     except _StageFailed as failure:
         return _finish(result, registry, clock, on_progress, failed=(failure.stage, failure.reason))
+    except _NothingNew as nothing:
+        result.status, result.nothing_new = "not_promoted", str(nothing)
+        for record in result.stages:
+            record.status, record.detail = "skipped", str(nothing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _finish(result, registry, clock, on_progress)
+
+
+class _NothingNew(Exception):
+    """A retrain whose data and code are production's: there is nothing to learn."""
 
 
 class _StageFailed(Exception):
@@ -152,39 +184,50 @@ class _StageFailed(Exception):
         self.stage, self.reason = stage, reason
 
 
-def _run_stages(spec, registry, staging, result, clock, on_progress, context, promote) -> None:
+def _run_stages(spec, registry, staging, result, clock, on_progress, context, promote, production_data,
+                require_new_data) -> None:
     def stage(name: str):
         return _Stage(result.stage(name), clock, on_progress, result)
 
     earlier = next((v for v in registry.versions(spec.name) if v.run_id == result.run_id), None)
     if earlier is None:
-        version = _build_and_validate(spec, registry, staging, result, stage, context)
+        version = _build_and_validate(spec, registry, staging, result, stage, context, clock, production_data,
+                                      require_new_data)
     else:
         # The same run was interrupted after its version was published: finish it, do not publish twice.
         version = earlier
         result.version, result.validation = earlier.version, earlier.metadata.get("validation")
+        result.data, result.recent = _data_summary(earlier.metadata.get("data") or {}), earlier.metadata.get("recent")
         for name in ("train", "package", "validate"):
             record = result.stage(name)
             record.status, record.detail = "succeeded", f"done before a restart (v{earlier.version})"
     _deploy(spec, registry, version, result, stage, promote)
 
 
-def _build_and_validate(spec, registry, staging, result, stage, context):
-    from pipeline.data import load_dataset, split_dataset
+def _build_and_validate(spec, registry, staging, result, stage, context, clock, production_data, require_new_data):
+    from pipeline.data import assemble_training_data, split_for_validation
+    from pipeline.load_check import check_in_fresh_process
     from pipeline.package import load_model, package, record_reference_metric, write_descriptor
-    from pipeline.train import build_estimator, train
+    from pipeline.train import build_estimator, code_version, train
     from pipeline.validate import validate
 
+    production = registry.production(spec.name)
     with stage("train") as record:
-        dataset = load_dataset(spec.data, spec.root)
+        labelled = _labelled_production(spec, production_data, clock)
+        dataset = assemble_training_data(spec, labelled)
+        result.data = _data_summary(_data_metadata(spec, dataset))
+        if require_new_data and production is not None:
+            _stop_if_nothing_new(spec, production, dataset, code_version(spec.root))
         estimator, task = build_estimator(spec.model, dataset.features.head(0), seed=spec.data.split.seed, project_root=spec.root)
-        x_train, x_test, y_train, y_test = split_dataset(dataset, spec.data, stratify_labels=task == "classification")
-        trained = train(spec.model, x_train, y_train, seed=spec.data.split.seed, project_root=spec.root)
-        record.detail = f"{trained.training_rows} rows, {len(trained.schema.names)} features"
+        split = split_for_validation(dataset, spec.data, stratify_labels=task == "classification")
+        trained = train(spec.model, split.x_train, split.y_train, seed=spec.data.split.seed, project_root=spec.root)
+        production_rows = int(dataset.production_rows.sum())
+        record.detail = (f"{trained.training_rows} rows, {len(trained.schema.names)} features"
+                         + (f", {production_rows} labelled production rows" if production_rows else ""))
 
     with stage("package") as record:
         metadata = package(
-            trained, staging, model_name=spec.name, training_features=x_train, training_target=y_train,
+            trained, staging, model_name=spec.name, training_features=split.x_train, training_target=split.y_train,
             primary_metric=spec.metrics.primary, keep_raw=spec.package.keep_raw_data,
         )
         metadata |= {
@@ -194,36 +237,125 @@ def _build_and_validate(spec, registry, staging, result, stage, context):
             "created_at": result.started_at.isoformat(),
             "run": {"run_id": result.run_id, "trigger": result.trigger, "reason": result.reason},
             "context": context,
-            "data": {
-                "files": [_relative(path, spec.root) for path in dataset.files],
-                "fingerprint": dataset.fingerprint,
-                "rows": len(dataset.features),
-                "target": spec.data.target,
-                "split": spec.data.split.model_dump(),
-            },
+            "data": _data_metadata(spec, dataset),
             "primary_metric": {"name": spec.metrics.primary, "direction": str(spec.metrics.primary_direction)},
         }
         record.detail = "model, metadata, model card and reference profile written"
 
     with stage("validate") as record:
-        production = registry.production(spec.name)
-        champion = known = None
+        champion = known = production_model = None
         if production is not None:
             known = _scores_on_the_same_rows(production.metadata, metadata["data"], spec.metrics.all)
-            model = None if known is not None else load_model(
-                production.path, extra_trusted=tuple(spec.model.trusted_types), project_root=spec.root)
-            champion = (production.version, model)
+            if known is None or split.recent.any():
+                production_model = load_model(production.path, extra_trusted=tuple(spec.model.trusted_types),
+                                              project_root=spec.root)
+            champion = (production.version, production_model)
         validation = validate(
-            trained.estimator, x_test, y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates,
+            trained.estimator, split.x_test, split.y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates,
             production=champion, known_production_metrics=known,
         )
         result.validation = validation.to_dict()
-        metadata |= {"metrics": validation.metrics, "validation": result.validation}
+        result.recent = _recent_scores(spec, trained, split, production, production_model)
+        # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`.
+        check_in_fresh_process(staging, split.x_test, trusted_types=tuple(spec.model.trusted_types),
+                               project_root=spec.root, estimator=trained.estimator,
+                               timeout_s=spec.deploy.timeout_seconds)
+        metadata |= {"metrics": validation.metrics, "validation": result.validation, "recent": result.recent}
+        calibration = _calibration(trained, split)
+        if calibration is not None:
+            metadata["calibration"] = calibration
         record_reference_metric(staging, validation.metrics[spec.metrics.primary])
         version = registry.publish(spec.name, staging, metadata, run_id=result.run_id, finalize=write_descriptor)
         result.version = version.version
         record.detail = "all gates passed" if validation.passed else "; ".join(validation.reasons)
     return version
+
+
+def _labelled_production(spec, production_data: ProductionFolders | None, clock):
+    """The labelled production rows the project's ``[retrain]`` window selects, or None."""
+    if production_data is None or not spec.retrain.include_production:
+        return None
+    from pipeline.production import read_labelled_production
+
+    return read_labelled_production(
+        production_data.batches, production_data.labels, target=spec.data.target, id_column=spec.data.id_column,
+        now=clock(), max_age_days=spec.retrain.max_age_days, max_rows=spec.retrain.max_rows,
+    )
+
+
+def _data_metadata(spec, dataset) -> dict[str, Any]:
+    return {
+        "files": [_relative(path, spec.root) for path in dataset.files],
+        "fingerprint": dataset.fingerprint,
+        "rows": len(dataset.features),
+        "target": spec.data.target,
+        "id_column": spec.data.id_column,
+        "split": spec.data.split.model_dump(),
+        "sources": [dict(source) for source in dataset.sources],
+        "production_problems": list(dataset.problems),
+    }
+
+
+def _data_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """What a run report says of the data: its size, fingerprint, sources and problems met."""
+    return {key: data.get(key) for key in ("rows", "fingerprint", "sources", "production_problems")}
+
+
+def _stop_if_nothing_new(spec, production, dataset, code) -> None:
+    recorded = production.metadata
+    same_data = (recorded.get("data") or {}).get("fingerprint") == dataset.fingerprint
+    before = recorded.get("code_version") or {}
+    same_code = bool(code and before and code.get("commit") == before.get("commit")
+                     and not code.get("dirty") and not before.get("dirty"))
+    if same_data and same_code:
+        raise _NothingNew(
+            f"nothing new to learn from: no labelled production data since v{production.version} and the same "
+            f"code; add labelled batches or label files (with the {spec.data.id_column or 'id'} column) to the "
+            f"labels folder, or update {spec.data.path}"
+        )
+
+
+def _recent_scores(spec, trained, split, production, production_model) -> dict[str, Any] | None:
+    """Candidate and production on the newest held-out production rows: the data the model will meet."""
+    from pipeline.validate import score
+
+    if not split.recent.any():
+        return None
+    x_recent, y_recent = split.x_test[split.recent], split.y_test[split.recent]
+    names = spec.metrics.all
+    recent: dict[str, Any] = {"rows": int(split.recent.sum()), "metrics": _scores(score, trained.estimator, x_recent,
+                                                                                   y_recent, trained.task, names)}
+    if production is not None and production_model is not None:
+        recent["production_version"] = production.version
+        recent["production_metrics"] = _scores(score, production_model, x_recent, y_recent, trained.task, names)
+    return recent
+
+
+def _scores(score, estimator, features, target, task, names) -> dict[str, float]:
+    """Every metric that is defined on these rows (ROC AUC is not, on rows of one class)."""
+    scores = {}
+    for name in names:
+        try:
+            scores.update(score(estimator, features, target, task=task, names=[name]))
+        except ValueError:
+            continue
+    return scores
+
+
+def _calibration(trained, split) -> dict[str, Any] | None:
+    """Calibrated probabilities on held-out rows, for estimating performance before labels arrive."""
+    from pipeline.performance import CalibrationError, fit_calibration
+    from pipeline.validate import model_outputs
+
+    if trained.task != "classification":
+        return None
+    _, probabilities = model_outputs(trained.estimator, split.x_test, probabilities=True)
+    if probabilities is None:
+        return None
+    try:
+        return fit_calibration(probabilities, split.y_test.to_numpy(), list(trained.estimator.classes_)).to_dict()
+    except CalibrationError:  # e.g. held-out rows of one class: no estimate for this version, nothing worse
+        return None
 
 
 def _scores_on_the_same_rows(production: dict[str, Any], data: dict[str, Any], names: list[str]) -> dict | None:
@@ -282,7 +414,7 @@ class _Stage:
                 self.record.status = "succeeded"
             _notify(self.on_progress, self.result)
             return False
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
+        if isinstance(exc, KeyboardInterrupt | SystemExit | _NothingNew):
             return False
         self.record.status = "failed"
         self.record.detail = _reason(exc)

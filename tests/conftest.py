@@ -65,10 +65,13 @@ def write_project(root: Path, toml: str, frame: pd.DataFrame | None = None, *, d
     return root
 
 
-def tiny_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
-    """A small, learnable classification table with a categorical column and missing values."""
+def tiny_frame(rows: int = 400, seed: int = 0, *, x1_shift: float = 0.0) -> pd.DataFrame:
+    """A small, learnable classification table with a categorical column and missing values.
+
+    ``x1_shift`` moves x1 before the labels are drawn: covariate shift, labels still true to P(y|x).
+    """
     rng = np.random.default_rng(seed)
-    x1 = rng.normal(size=rows)
+    x1 = rng.normal(size=rows) + x1_shift
     x2 = rng.normal(size=rows)
     colour = rng.choice(["red", "green", "blue"], size=rows)
     logit = 2.0 * x1 - 1.5 * x2 + np.where(colour == "red", 1.0, -0.5)

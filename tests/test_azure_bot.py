@@ -37,8 +37,9 @@ def test_drift_opens_one_work_item_in_the_current_iteration_and_retrain_closes_i
     settle(bot)
     bot.settings.batches_dir.mkdir(parents=True, exist_ok=True)
     for name, seed in (("b1.csv", 1), ("b2.csv", 2)):
-        frame = tiny_frame(300, seed=seed).drop(columns=["label"])
-        frame["x1"] += 3.0
+        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
+        if name != "b1.csv":  # the first batch is labelled: a retrain has something to learn
+            frame = frame.drop(columns=["label"])
         frame.to_csv(bot.settings.batches_dir / name, index=False)
         settle(bot)
     ticket = bot.tracker.find_open("retrain:tiny")

@@ -20,9 +20,11 @@ def commit(repo: Path, path: str, text: str, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def drifted_batch(app, name: str, *, shift: float, rows: int = 300, seed: int = 1) -> Path:
-    frame = tiny_frame(rows, seed=seed).drop(columns=["label"])
-    frame["x1"] = frame["x1"] + shift
+def drifted_batch(app, name: str, *, shift: float, rows: int = 300, seed: int = 1, labels: bool = False) -> Path:
+    """Production rows with x1 shifted; with ``labels``, the true labels too (a labelled batch)."""
+    frame = tiny_frame(rows, seed=seed, x1_shift=shift)
+    if not labels:
+        frame = frame.drop(columns=["label"])
     folder = app.settings.batches_dir
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / name, index=False)
@@ -96,7 +98,7 @@ def test_a_failing_pipeline_is_reported_with_its_stage(make_app, repo):
 def test_drift_opens_one_ticket_updates_it_and_retrain_closes_it(make_app):
     app = make_app()
     app.run_once()
-    drifted_batch(app, "b1.csv", shift=3.0)
+    drifted_batch(app, "b1.csv", shift=1.5, labels=True)  # labelled: a retrain has something to learn
     app.run_once()
     open_tickets = app.tracker.tickets(state="open")
     assert len(open_tickets) == 1
@@ -104,7 +106,7 @@ def test_drift_opens_one_ticket_updates_it_and_retrain_closes_it(make_app):
     assert ticket.title.startswith("Retrain tiny:") and "retrain" in ticket.labels
     assert "x1" in app.tracker.details(ticket.id)["body"]
 
-    drifted_batch(app, "b2.csv", shift=3.0, seed=2)  # the same drift again: updated in place, no new ticket
+    drifted_batch(app, "b2.csv", shift=1.5, seed=2)  # the same drift again: updated in place, no new ticket
     app.run_once()
     assert [t.id for t in app.tracker.tickets(state="open")] == [ticket.id]
     assert app.tracker.details(ticket.id)["comments"] == []

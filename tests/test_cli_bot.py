@@ -33,9 +33,10 @@ def bot(repo, tmp_path, monkeypatch):
     return invoke
 
 
-def write_batch(tmp_path, name: str, shift: float) -> None:
-    frame = tiny_frame(300, seed=11).drop(columns=["label"])
-    frame["x1"] += shift
+def write_batch(tmp_path, name: str, shift: float, *, labels: bool = False) -> None:
+    frame = tiny_frame(300, seed=11, x1_shift=shift)
+    if not labels:
+        frame = frame.drop(columns=["label"])
     (tmp_path / "state" / "batches").mkdir(parents=True, exist_ok=True)
     frame.to_csv(tmp_path / "state" / "batches" / name, index=False)
 
@@ -46,7 +47,7 @@ def test_the_whole_loop_from_the_command_line(bot, tmp_path):
     status = json.loads(bot("status", "--json").output)
     assert status["production"]["version"] == 1 and status["open_tickets"] == []
 
-    write_batch(tmp_path, "b1.csv", shift=3.0)
+    write_batch(tmp_path, "b1.csv", shift=1.5, labels=True)  # labelled: the retrain learns from it
     assert bot("run", "--once").exit_code == 0
     tickets = json.loads(bot("board", "list", "--json").output)
     assert len(tickets) == 1 and tickets[0]["state"] == "open"

@@ -135,8 +135,9 @@ def test_drift_opens_one_issue_updates_it_and_a_promoted_retrain_closes_it(world
     batches = bot.settings.batches_dir
     batches.mkdir(parents=True, exist_ok=True)
     for name, seed in (("b1.csv", 1), ("b2.csv", 2)):
-        frame = tiny_frame(300, seed=seed).drop(columns=["label"])
-        frame["x1"] += 3.0
+        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
+        if name != "b1.csv":  # the first batch is labelled: a retrain has something to learn
+            frame = frame.drop(columns=["label"])
         frame.to_csv(batches / name, index=False)
         settle(bot)
     opened = [i for i in world.state.issues(REPO) if "mlops-bot" in i.labels]

@@ -29,8 +29,9 @@ def bot(slack, make_app):
 
 
 def drift(app, name: str, seed: int) -> None:
-    frame = tiny_frame(300, seed=seed).drop(columns=["label"])
-    frame["x1"] += 3.0
+    frame = tiny_frame(300, seed=seed, x1_shift=1.5)
+    if name != "b1.csv":  # the first batch is labelled: a retrain has something to learn
+        frame = frame.drop(columns=["label"])
     app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(app.settings.batches_dir / name, index=False)
 
@@ -107,6 +108,9 @@ def slash(client, text: str, user: str = "U_BOB", *, secret: str = SIGNING_SECRE
 
 
 def test_slash_retrain_is_acknowledged_at_once_and_answered_in_a_thread(slack, web):
+    labelled = tiny_frame(200, seed=5)  # labelled production rows: the retrain has something new to learn
+    web.bot.settings.batches_dir.mkdir(parents=True, exist_ok=True)
+    labelled.to_csv(web.bot.settings.batches_dir / "labelled.csv", index=False)
     answer = slash(web, "retrain fresh data")
     assert answer.status_code == 200
     assert answer.json() == {"response_type": "ephemeral",

@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 
 from bot.commands.base import CommandContext, CommandSpec, Reply, Request, code, format_metric, format_time, usage_reply
+from bot.messages import held_alert_text
 from integrations.ports import Permission, Ticket
 
 __all__ = ["SPEC"]
@@ -20,11 +21,13 @@ def handle(request: Request, ctx: CommandContext) -> Reply:
         return usage_reply(request, SPEC.usage, problem, SPEC.examples[0])
     model = request.model
     now = _now(ctx)
+    ticket = ctx.open_ticket(model)
     lines = [
         f"Status of **{model}**",
         "",
         f"- {_production(ctx.production(model), now)}",
-        f"- {_ticket(ctx.open_ticket(model))}",
+        f"- {_ticket(ticket)}",
+        *([f"- {held}"] if ticket is not None and (held := _held(ctx, model, ticket)) else []),
         f"- {_drift(ctx.last_drift(model), now)}",
         "",
         *_runs(ctx.recent_runs(model, limit=_RUNS)),
@@ -46,6 +49,19 @@ def _ticket(ticket: Ticket | None) -> str:
         return "Retrain ticket: none open"
     name = f"[#{ticket.id}]({ticket.url})" if ticket.url else f"#{ticket.id}"
     return f"Retrain ticket: {name} {ticket.title}"
+
+
+def _held(ctx: CommandContext, model: str, ticket: Ticket) -> str | None:
+    """The finding the cooldown held back from chat, if the ticket's episode has one.
+
+    Optional on the context, like ``now``: ``drift_episode(model)``, the episode's state.
+    """
+    episode = getattr(ctx, "drift_episode", None)
+    state = episode(model) if callable(episode) else None
+    held = (state or {}).get("seen_again") or {}
+    if (state or {}).get("ticket_id") != ticket.id or not held.get("until"):
+        return None
+    return f"Alerts held: {held_alert_text(held)}"
 
 
 def _drift(drift: dict | None, now: datetime | None) -> str:

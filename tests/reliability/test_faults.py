@@ -14,9 +14,10 @@ import random
 import time
 from collections import Counter
 
+import pytest
 from starlette.testclient import TestClient
 
-from tests.reliability.world import Driver, audit, chatter, quick_retries
+from tests.reliability.world import REPO, Driver, audit, chatter, quick_retries, read_store
 
 SECRET = "faults-webhook-secret"
 
@@ -103,3 +104,56 @@ def test_a_fifth_of_all_calls_failing_loses_nothing_and_doubles_nothing(world, s
                                                        "rate_limit_primary", "rate_limit_secondary"}
     assert result.counts["work items"] >= 2  # two drift episodes, one work item each
     assert len(world.facts.comments) >= 300
+
+
+@pytest.mark.parametrize("tickets", ["github", "azure"])
+def test_a_lost_answer_to_the_ticket_opening_is_one_opening_with_its_alert(world, state_url, report, tickets):
+    """The write that opens the retrain ticket lands, and its answer is lost (a dropped connection),
+    for the first drift episode and again for the next one, after a person closed the first
+    ticket. The retry must find the ticket it opened itself and carry on as if the answer had
+    come: one ticket per episode, no "Drift changed" comment on a ticket seconds old, and each
+    episode's alert, thread reply and chart in chat, once."""
+    from bot.app import build
+    from bot.settings import Settings
+
+    world.tickets = tickets
+    app = build(Settings(**world.settings_values(state_url)), out=None)
+    quick_retries(app)
+    driver = Driver(app, seen_all=lambda: not world.unseen(state_url))
+    try:
+        driver.settle()  # the first model
+        world.lose_ticket_openings()
+        world.batch("b1.csv", shift=3.0, seed=1)
+        driver.settle()
+        (first,) = [number for number, state, _body in world.retrain_tickets() if state == "open"]
+        world.close_ticket(first)  # resolved by hand; the drift comes back later: a new episode
+        world.lose_ticket_openings()
+        world.batch("b2.csv", shift=3.0, seed=2)
+        driver.settle()
+    finally:
+        app.store.close()
+
+    result = audit(world, state_url, app.settings.registry_dir)
+    lost_answers = [f for f in world.faults_fired if f.endswith(":lost_response")]
+    report(f"{tickets}: {result.line()}; lost answers {sum(world.faults_fired[f] for f in lost_answers)}")
+    result.assert_clean()
+    assert sum(world.faults_fired[f] for f in lost_answers) == 2
+    _events, effects = read_store(state_url)
+    openings = [e for e in effects if e["kind"] == "tracker.drift"]
+    assert [(e["result"] or {}).get("opened") for e in openings] == [True, True]
+    tickets_seen = world.retrain_tickets()
+    assert len(tickets_seen) == 2 and [state for _n, state, _b in tickets_seen] == ["closed", "open"]
+    assert not [e for e in effects if e["kind"] == "tracker.comment"]  # no "Drift changed" on a new ticket
+    if tickets == "github":
+        assert not [c for c in world.github.state.comments(REPO) if "Drift changed" in c.body]
+    else:
+        assert not [c for number, _s, _b in tickets_seen for c in world.azure.state.work_item(number).comments
+                    if "Drift changed" in c.text]
+    alerts = {m.marker: m for m in world.slack.state.messages("mlops-alerts") if m.marker}
+    for effect in openings:
+        number = effect["result"]["ticket_id"]
+        thread = alerts.get(f"episode:ticket:{number}")
+        assert thread is not None, f"no alert in chat for ticket {number}: {sorted(alerts)}"
+        assert [r.marker for r in thread.replies if r.marker] == [f"drift-chat:{effect['key']}"], \
+            [r.marker for r in thread.replies]
+        assert len([f for r in thread.replies for f in r.files] + thread.files) == 1  # the chart

@@ -124,6 +124,7 @@ class World:
     batches_dir: Path = field(init=False)
     work_items: dict[str, int] = field(default_factory=dict)
     facts: Facts = field(init=False)
+    tickets: str = "azure"  # where retrain tickets live: "azure" (work items) or "github" (issues)
 
     def __post_init__(self) -> None:
         self.project_dir = make_project(self.root / "checkout")
@@ -147,8 +148,9 @@ class World:
     # --- settings ------------------------------------------------------------------------------
 
     def settings_values(self, state_url: str, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for ``Settings``: GitHub for code, Azure Boards for tickets, Slack for chat."""
-        return {
+        """Keyword arguments for ``Settings``: GitHub for code, Azure Boards (or, with ``tickets =
+        "github"``, GitHub issues) for tickets, Slack for chat."""
+        values = {
             "project_dir": self.project_dir, "data_dir": self.data_dir, "state_url": state_url,
             "monitor_dir": self.batches_dir, "project_paths": [PROJECT_PATH], "drift_cooldown_s": 0,
             "github_repository": REPO, "github_token": self.github.token, "github_api_url": self.github.base_url,
@@ -157,6 +159,9 @@ class World:
             "azure_devops_org_url": self.azure.base_url, "azure_devops_pat": self.azure.pat,
             "azure_devops_project": AZURE_PROJECT,
         } | overrides
+        if self.tickets == "github":
+            values = {name: value for name, value in values.items() if not name.startswith("azure_devops_")}
+        return values
 
     def env(self, state_url: str, **extra: str) -> dict[str, str]:
         """The same settings as environment variables, for ``mlops-bot run`` in a subprocess."""
@@ -175,6 +180,32 @@ class World:
         """About ``rate`` of every request to every emulator fails, in every way they can."""
         for offset, emulator in enumerate((self.github, self.slack, self.azure)):
             emulator.faults.random(rate, FAULT_MIX, seed=seed + offset, retry_after=1)
+
+    def lose_ticket_openings(self, times: int = 1) -> None:
+        """The next ``times`` writes that open a ticket land, and their answers are lost."""
+        if self.tickets == "github":
+            self.github.faults.add("issues/create", "lost_response", times=times)
+        else:
+            self.azure.faults.add("Work Items_Create", "lost_response", times=times)
+
+    def close_ticket(self, number: int) -> None:
+        """A person closes a retrain ticket (no webhook tells the bot)."""
+        if self.tickets == "github":
+            self.github.state.close_issue(REPO, number, by="alice")
+        else:
+            with self.azure.state.lock:
+                self.azure.state.work_items[number].fields["System.State"] = "Closed"
+
+    def retrain_tickets(self) -> list[tuple[int, str, str]]:
+        """(number, state, body or description) of every ticket that carries the retrain marker."""
+        marker = f"retrain:{MODEL}"
+        if self.tickets == "github":
+            return [(i.number, i.state, i.body or "") for i in self.github.state.issues(REPO)
+                    if marker in MARKER.findall(i.body or "")]
+        items = [self.azure.state.work_items[n] for n in sorted(self.azure.state.work_items)]
+        return [(i.id, "closed" if i.fields["System.State"] in ("Closed", "Removed", "Done") else "open",
+                 str(i.fields.get("System.Description") or ""))
+                for i in items if marker in HTML_MARKER.findall(str(i.fields.get("System.Description") or ""))]
 
     def heal(self) -> None:
         for emulator in (self.github, self.slack, self.azure):
@@ -361,28 +392,30 @@ def audit(world: World, state_url: str, registry_dir: Path) -> Audit:
     for marker, n in github_markers.items():
         if n > 1:
             result.doubled.append(f"github comment {marker} x{n}")
-    if any(i.user == BOT_LOGIN for i in gh.issues(REPO)):
+    if world.tickets == "azure" and any(i.user == BOT_LOGIN for i in gh.issues(REPO)):
         result.problems.append("the bot opened a GitHub issue though tickets live on Azure Boards")
 
-    # Azure Boards: work items by marker, their comments by marker.
+    # Azure Boards: the comments on work items by marker.
     items = [azure.work_items[n] for n in sorted(azure.work_items)]
-    item_markers: Counter[str] = Counter()
     comment_markers: Counter[tuple[int, str]] = Counter()
     for item in items:
-        for marker in HTML_MARKER.findall(str(item.fields.get("System.Description") or "")):
-            item_markers[marker] += 1
         for comment in item.comments:
             for marker in HTML_MARKER.findall(comment.text) + MARKER.findall(comment.text):
                 comment_markers[(item.id, marker)] += 1
-    result.counts["work items"] = sum(item_markers.values())
     result.counts["work item comments"] = sum(comment_markers.values())
     for (number, marker), n in comment_markers.items():
         if n > 1:
             result.doubled.append(f"work item {number} comment {marker} x{n}")
-    open_tickets = [i for i in items if f"retrain:{MODEL}" in HTML_MARKER.findall(str(i.fields.get("System.Description")))
-                    and i.fields["System.State"] not in ("Closed", "Removed", "Done")]
-    if len(open_tickets) > 1:
-        result.doubled.append(f"{len(open_tickets)} open retrain work items")
+
+    # Retrain tickets (work items or issues): one per opening the bot owed, never two open at once.
+    tickets = world.retrain_tickets()
+    result.counts["work items" if world.tickets == "azure" else "issues"] = len(tickets)
+    if len([t for t in tickets if t[1] == "open"]) > 1:
+        result.doubled.append(f"{len([t for t in tickets if t[1] == 'open'])} open retrain tickets")
+    openings = [e for e in effects if e["kind"] == "tracker.drift" and (e["result"] or {}).get("opened")]
+    if len(tickets) != len(openings):
+        (result.doubled if len(tickets) > len(openings) else result.lost).append(
+            f"{len(tickets)} retrain tickets for {len(openings)} openings")
 
     # Slack: every message and reply by marker, per channel.
     slack_markers: Counter[tuple[str, str | None, str]] = Counter()
@@ -426,11 +459,15 @@ def audit(world: World, state_url: str, registry_dir: Path) -> Audit:
         elif kind == "scm.status":
             statuses_owed[(p["commit"], p["state"])] += 1
             continue
+        elif kind == "tracker.comment" and world.tickets == "github":
+            seen = github_markers[key] == 1
         elif kind == "tracker.comment":
             seen = comment_markers[(int(p["ticket_id"]), key)] == 1
         elif kind == "tracker.drift":
             ticket = (effect["result"] or {}).get("ticket_id")
-            seen = ticket is not None and item_markers[f"retrain:{p['model']}"] >= 1 and azure.has_work_item(int(ticket))
+            seen = ticket is not None and int(ticket) in {number for number, _state, _body in tickets}
+        elif kind == "tracker.close" and world.tickets == "github":
+            seen = gh.issue(REPO, int(p["ticket_id"])).state == "closed"
         elif kind == "tracker.close":
             seen = azure.work_item(int(p["ticket_id"])).fields["System.State"] in ("Closed", "Done", "Resolved")
         elif kind in ("chat.post",):
