@@ -128,12 +128,25 @@ class BotApp:
                 return total
 
     def digest(self) -> bool:
-        """Post the daily digest once per day."""
+        """Post the digest if a time of MLOPS_DIGEST_CRON (local time) has come since the last one.
+
+        Never merely because the bot started: the first call records when the bot started, and the
+        first digest waits for the first scheduled time after it. The scheduler calls this at each
+        cron time and at start (to catch one missed while the bot was down); ``run --once`` calls
+        it every cycle. Several missed times make one digest.
+        """
+        from bot.scheduler import digest_due, local_timezone
+
         now = self.clock()
-        day = now.date().isoformat()
-        if self.store.seen(f"digest:{day}"):  # posted today: no tracker request every cycle
-            return False
         model = self.lifecycle.project.name
+        mark = self.store.get_state("digest", model)
+        if mark is None:
+            self.store.put_state("digest", model, {"since": now.isoformat(), "started": now.isoformat()})
+            return False
+        due = digest_due(self.settings.digest_cron, since=datetime.fromisoformat(mark["since"]), now=now)
+        if due is None:
+            return False
+        day = due.astimezone(local_timezone()).date().isoformat()
         production = self.registry.production(model)
         since = now - timedelta(days=1)
         runs = [r for r in self.registry.runs(model, limit=200) if r.started_at >= since]
@@ -152,19 +165,25 @@ class BotApp:
             "performance": messages.performance_lines(self.store.get_state("performance", model)),
         }
         text = messages.digest_text(day, [row])
-        effect = NewEffect(f"digest:{day}", "chat.post", {"channel": CHANNEL_DIGEST, "text": text},
-                           lane=f"chat:{CHANNEL_DIGEST}")
-        return self.store.ingest(f"digest:{day}", "digest", "bot", {"day": day}, [effect])
+        # Keyed by the scheduled time: a repeat after a crash between these two writes posts nothing new.
+        key = f"digest:{model}:{due.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}"
+        effect = NewEffect(key, "chat.post", {"channel": CHANNEL_DIGEST, "text": text}, lane=f"chat:{CHANNEL_DIGEST}")
+        posted = self.store.ingest(key, "digest", "bot", {"day": day, "due": due.isoformat()}, [effect])
+        self.store.put_state("digest", model, mark | {"since": now.isoformat()})
+        return posted
 
     def run_once(self) -> dict[str, int]:
-        """Every job once, in the order that lets one cycle finish what it starts."""
+        """Every job once, in the order that lets one cycle finish what it starts.
+
+        The digest is among them but posts only when its cron time has come (see ``digest``).
+        """
         polled = self.poll()
         delivered = self.deliver().delivered
         checked = self.monitor()
         delivered += self.deliver().delivered
-        self.digest()
+        digests = int(self.digest())
         delivered += self.deliver().delivered
-        return {"events": polled, "batches": checked, "effects": delivered}
+        return {"events": polled, "batches": checked, "effects": delivered, "digests": digests}
 
 
 def build(

@@ -20,6 +20,7 @@ __all__ = ["main"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+_SETTINGS_NOTES = "mlops_bot.settings_notes"  # ctx.meta key: the start-up notes on the settings
 
 
 class OperationFailed(click.ClickException):
@@ -85,7 +86,33 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 model_option = click.option("--model", "model", metavar="NAME", help="Model name (default: the configured project's).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """Whatever a command lets escape ends as one line on stderr; the traceback only at MLOPS_LOG_LEVEL=DEBUG."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if not isinstance(ctx.obj, _Context):
+                raise
+            settings = ctx.obj.settings  # a settings problem, if there is one, is the line to show
+            if settings.log_level == "DEBUG":
+                raise
+            from bot.settings import path_problem
+
+            problem = path_problem(settings, exc) if isinstance(exc, OSError) else None
+            if problem:
+                raise SettingsProblem(problem) from None
+            from bot.logs import redact, secrets_of
+
+            said = redact(" ".join(str(exc).split()), secrets_of(settings))
+            raise OperationFailed(f"{said or 'failed'} ({type(exc).__name__}; MLOPS_LOG_LEVEL=DEBUG shows where)") \
+                from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--env-file", metavar="FILE", help="Read settings from this file instead of ./.env.")
 @click.version_option(package_name="mlops-bot")
 @click.pass_context
@@ -93,6 +120,14 @@ def cli(ctx: click.Context, env_file: str | None) -> None:
     """mlops-bot keeps a model's lifecycle (train, package, validate, deploy, monitor, retrain)
     tied to pull requests, tickets and chat."""
     ctx.obj = _Context(env_file)
+    from bot.settings import settings_notes
+
+    # Said once at start, on stderr: variables that look meant for the bot but do nothing.
+    # doctor lists them among its checks instead.
+    ctx.meta[_SETTINGS_NOTES] = notes = settings_notes(env_file or ".env")
+    if ctx.invoked_subcommand != "doctor":
+        for note in notes:
+            click.echo(f"warning: {note.line}", err=True)
 
 
 # --- pipeline ---------------------------------------------------------------------------------
@@ -111,10 +146,21 @@ def pipeline() -> None:
 @pass_context
 def pipeline_run(obj: _Context, project: Path | None, reason: str, as_json: bool) -> None:
     """Train, package, validate and (if every gate passes) deploy the model project."""
+    from bot.logs import configure_logging
     from pipeline.run import ProductionFolders, run_pipeline
+    from pipeline.spec import SpecError, load_project
+    from pipeline.train import check_metrics_suit_task
 
-    registry = obj.registry()
     project_dir = project or obj.settings.project_dir
+    configure_logging(obj.settings)  # at MLOPS_LOG_LEVEL=DEBUG, a failed stage's whole traceback
+    # A missing folder, a typo in mlops.toml or a metric that cannot score this model is the user's to
+    # fix before anything runs: one line, exit 2, and no run recorded. A run that fails is exit 1.
+    try:
+        check_metrics_suit_task(load_project(project_dir))
+    except SpecError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    registry = obj.registry()
 
     def progress(result) -> None:
         if not as_json:
@@ -502,6 +548,7 @@ def status(obj: _Context, as_json: bool) -> None:
         "last_drift": app.store.get_state("last_drift", model),
         "held_alert": _held_alert(app.store.get_state("episodes", model)),
         "performance": app.store.get_state("performance", model),
+        "labels": app.store.get_state("labels_seen", model),
     }
     if as_json:
         _print_json(summary)
@@ -525,6 +572,11 @@ def status(obj: _Context, as_json: bool) -> None:
 
     for line in performance_lines(summary["performance"]):
         click.echo(line)
+    labels = summary["labels"] or {}
+    if labels.get("unmatched"):
+        click.echo(f"labels: {labels['unmatched']} id(s) match no batch yet (kept until they do, or age out)")
+    for problem in labels.get("problems", []):
+        click.echo(f"⚠️ labels: {problem}")
     outbox = summary["outbox"]
     click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
     if runs:
@@ -618,6 +670,9 @@ def _parse_ref(app, ref: str) -> tuple[str, str]:
 def doctor(obj: _Context) -> None:
     """Check the settings and each configured service; say what is wrong and how to fix it."""
     checks = _doctor_checks(obj)
+    # Settings that do nothing (an ignored GITHUB_TOKEN, a misspelt MLOPS_ name): worth a word, not a failure.
+    for note in click.get_current_context().meta.get(_SETTINGS_NOTES, []):
+        click.echo(f"! {note.variable} {note.problem}\n    fix: {note.fix}")
     failed = 0
     for name, problem, fix in checks:
         if problem:

@@ -322,7 +322,8 @@ class Lifecycle:
                     "run_id": event.run_id}, lane=f"ticket:{number}"))
         return effects
 
-    def _close_retrain_ticket(self, ticket_id: int, result: dict[str, Any], summary: str = "") -> list[NewEffect]:
+    def _close_retrain_ticket(self, ticket_id: int, result: dict[str, Any], summary: str = "",
+                              why: str = "resolved") -> list[NewEffect]:
         """The comment, the close and the chat that end an episode, owed once per ticket.
 
         Two runs may be for the same ticket (``/retrain`` on the ticket and on a change while it is
@@ -356,7 +357,7 @@ class Lifecycle:
                       lane=f"ticket:{model}"),
             self._chat_reply(episode, CHANNEL_ALERTS, f"close-chat:{ticket_id}",
                              f"✅ {model} v{version} is in production; ticket #{ticket_id} closed."),
-            self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: drift resolved by v{version} · ticket #{ticket_id} closed"),
+            self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: {why} with v{version} · ticket #{ticket_id} closed"),
         ]
 
     def _nothing_new_effects(self, ticket_id: int, result: dict[str, Any]) -> list[NewEffect]:
@@ -613,45 +614,55 @@ class Lifecycle:
             return Delivered({"ticket_id": state.get("ticket_id"), "opened": state.get("opened_by") == effect.key})
         now = self.clock()
         checked_at = datetime.fromisoformat(p["checked_at"]) if p.get("checked_at") else now
-        reasons = list(p.get("reasons") or ["drift"])
-        title = messages.drift_ticket_title(model, p["severity"], reasons)
-        labels = ("mlops-bot", "retrain", f"drift:{p['severity']}")
+        found = list(p.get("reasons") or ["drift"])  # this finding's reasons; the episode's accumulate
+        drift_now = "drift" in found
 
-        def body(seen_again: dict[str, Any] | None = None) -> str:
-            return messages.drift_ticket_body(model, p["version"], p["severity"], p["markdown"], p["report_dir"],
-                                              checked_at, reasons=reasons, performance=p.get("performance"),
-                                              seen_again=seen_again)
+        def ticket_text(reasons: list[str], episode: dict[str, Any], seen_again: dict[str, Any] | None = None):
+            # A finding without drift (late labels) keeps the episode's drift report on the ticket.
+            drift = p if drift_now else {"severity": episode.get("drift_severity") or p["severity"],
+                                         "markdown": episode.get("markdown", ""),
+                                         "report_dir": episode.get("report_dir", "")}
+            title = messages.drift_ticket_title(model, drift["severity"], reasons)
+            body = messages.drift_ticket_body(model, p["version"], drift["severity"], drift["markdown"],
+                                              drift["report_dir"], checked_at, reasons=reasons,
+                                              performance=p.get("performance"), seen_again=seen_again)
+            return title, body, ("mlops-bot", "retrain", f"drift:{drift['severity']}")
 
         # After an unknown outcome, first the ticket this very effect may have opened.
         ticket = self.tracker.find_open(key, opened_by=effect.key) if effect.outcome_unknown else None
         opened = ticket is not None
         ticket = ticket or self.tracker.find_open(key)
         if ticket is None:  # a new episode, whatever the cooldown: a closed episode does not silence the next
-            ticket = self.tracker.open(key, title, body(), labels, marker=effect.key)
+            title, body, labels = ticket_text(found, {})
+            ticket = self.tracker.open(key, title, body, labels, marker=effect.key)
             opened = True
+        reasons = found if opened else list(dict.fromkeys([*(state.get("reasons") or []), *found]))
         seen_again = None
         if opened:
             alerted = True
         else:
-            material = (p["severity"] != state.get("severity")
-                        or sorted(p["features"]) != sorted(state.get("features", [])))
+            material = (p["severity"] != state.get("severity") or bool(set(found) - set(state.get("reasons") or []))
+                        or (drift_now and sorted(p["features"]) != sorted(state.get("features", []))))
             cooling = _within(state.get("alerted_at"), self.settings.drift_cooldown_s, now)
             alerted = material and (
                 SEVERITY_ORDER[p["severity"]] > SEVERITY_ORDER.get(state.get("severity", "none"), 0) or not cooling)
             if not alerted:  # shown on the ticket, and while the cooldown lasts, as held
                 earlier = state.get("seen_again") or {}
                 seen_again = {"at": _iso(now), "batch": p["batch"], "severity": p["severity"],
+                              "what": "drift" if drift_now else "performance drop",
                               "features": p["features"], "count": int(earlier.get("count") or 0) + 1}
                 if cooling:
                     cooldown = timedelta(seconds=self.settings.drift_cooldown_s)
                     seen_again["until"] = _iso(datetime.fromisoformat(state["alerted_at"]) + cooldown)
-            ticket = self.tracker.update(ticket, title=title, body=body(seen_again), labels=labels)
+            title, body, labels = ticket_text(reasons, state, seen_again)
+            ticket = self.tracker.update(ticket, title=title, body=body, labels=labels)
             if alerted:
                 comment_marker = f"{effect.key}:comment"
+                what = (f"Drift changed: now **{p['severity']}** in {', '.join(p['features']) or 'the data'}"
+                        if drift_now else "Performance dropped: "
+                        + ((p.get("performance") or {}).get("finding") or "see the table above"))
                 if not self.tracker.find_comment(ticket.id, comment_marker):
-                    self.tracker.comment(ticket.id, f"Drift changed: now **{p['severity']}** in "
-                                         f"{', '.join(p['features']) or 'the data'} (batch `{p['batch']}`).",
-                                         marker=comment_marker)
+                    self.tracker.comment(ticket.id, f"{what} (batch `{p['batch']}`).", marker=comment_marker)
         if alerted:
             episode = f"ticket:{ticket.id}"
             text = messages.drift_chat_text(model, p["severity"], p["features"], f"ticket #{ticket.id} {ticket.url}",
@@ -672,6 +683,8 @@ class Lifecycle:
             **({"opened_by": effect.key, "opened_at": _iso(now)} if opened else state),
             "ticket_id": ticket.id, "ticket_title": ticket.title, "ticket_url": ticket.url,
             "severity": said.get("severity"), "features": said.get("features", []), "reasons": reasons,
+            **({"drift_severity": p["severity"], "markdown": p["markdown"], "report_dir": p["report_dir"]}
+               if drift_now else {key: state.get(key) for key in ("drift_severity", "markdown", "report_dir")}),
             "alerted_at": _iso(now) if alerted else state.get("alerted_at"), "batch": p["batch"],
             "version": p["version"], "seen_again": seen_again, "finding": effect.key,
         })
@@ -802,6 +815,9 @@ class Lifecycle:
             metadata = self.registry.get(result["model"], result["version"]).metadata
             if (metadata.get("data") or {}).get("fingerprint"):
                 self.store.link("model", model, "trained_on", "data", metadata["data"]["fingerprint"])
+            for source in (metadata.get("data") or {}).get("sources") or []:
+                if source.get("kind") in {"batch", "labels"}:  # what production taught this version
+                    self.store.link("model", model, "learned_from", source["kind"], source["path"])
             code = metadata.get("code_version") or {}
             if code.get("commit") and not origin.get("commit"):
                 self.store.link(*run, "built_from", "commit", f"{origin.get('repo') or 'local'}@{code['commit']}"
@@ -892,7 +908,8 @@ class Lifecycle:
         result = {"model": model, "version": version, "run_id": p["run_id"], "validation": p.get("validation"),
                   "recent": p.get("recent")}
         if resolution.resolved:
-            self.store.add_effects(effect.cause, self._close_retrain_ticket(ticket_id, result, summary))
+            why = "drift gone" if resolution.drift_gone else "performance on recent data restored"
+            self.store.add_effects(effect.cause, self._close_retrain_ticket(ticket_id, result, summary, why))
         else:
             self.store.add_effects(effect.cause, [
                 NewEffect(f"unresolved:{ticket_id}:{p['run_id']}", "tracker.comment", {
@@ -958,6 +975,9 @@ class CommandView:
 
     def last_drift(self, model: str) -> dict | None:
         return self._lifecycle.store.get_state("last_drift", model)
+
+    def performance(self, model: str) -> dict | None:
+        return self._lifecycle.store.get_state("performance", model)
 
 
 def _version_summary(version) -> dict[str, Any]:

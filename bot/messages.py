@@ -200,7 +200,7 @@ def held_alert_text(held: Mapping[str, Any]) -> str:
 
 def _seen_again_text(seen: Mapping[str, Any]) -> str:
     count = int(seen.get("count") or 1)
-    return (f"{seen.get('severity') or 'the'} drift seen again at {datetime.fromisoformat(seen['at']):%Y-%m-%d %H:%M} "
+    return (f"{seen.get('severity') or 'the'} {seen.get('what') or 'drift'} seen again at {datetime.fromisoformat(seen['at']):%Y-%m-%d %H:%M} "
             f"UTC in `{seen.get('batch')}`" + (f" ({count} findings since the last alert)" if count > 1 else ""))
 
 

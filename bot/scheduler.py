@@ -1,9 +1,10 @@
 """APScheduler wiring only: each job calls the same BotApp function a command would.
 
 Polling, the drift check and the digest are APScheduler jobs that never overlap themselves
-(``max_instances=1``, missed runs coalesced). The outbox has its own thread: it delivers every
-``MLOPS_DELIVER_INTERVAL_S`` and at once when a job or a webhook wakes it, so an acknowledgement
-does not wait for the next tick. Stopping lets the effect in flight finish.
+(``max_instances=1``, missed runs coalesced). The digest job runs at its cron times, in local time,
+and once at start, where ``BotApp.digest`` posts only if a cron time passed since the last digest.
+The outbox has its own thread: it delivers every ``MLOPS_DELIVER_INTERVAL_S`` and at once when a
+job or a webhook wakes it, so an acknowledgement does not wait for the next tick. Stopping lets the effect in flight finish.
 
 Only the leader works (``bot/leader.py``): on a shared PostgreSQL database several bots may run,
 one holding the lease; the others keep their jobs scheduled but skip them, and deliver nothing,
@@ -16,12 +17,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from bot.app import BotApp
 from bot.leader import LEASE_NAME, Leadership, leadership_for
+from bot.settings import cron_trigger
 
-__all__ = ["AnotherBotLeads", "Runner", "run_forever", "run_once"]
+__all__ = ["AnotherBotLeads", "Runner", "digest_due", "local_timezone", "run_forever", "run_once"]
 
 log = logging.getLogger("mlops_bot.scheduler")
 
@@ -41,7 +43,6 @@ class Runner:
         self._deliverer = threading.Thread(target=self._deliver_loop, name="outbox", daemon=True)
 
     def start(self) -> None:
-        from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         settings, now = self.app.settings, datetime.now(UTC)
@@ -49,14 +50,16 @@ class Runner:
                                 id="poll", next_run_time=now)
         self._scheduler.add_job(self._job("monitor", self.app.monitor),
                                 IntervalTrigger(seconds=settings.monitor_interval_s), id="monitor", next_run_time=now)
-        self._scheduler.add_job(self._job("digest", self.app.digest), CronTrigger.from_crontab(settings.digest_cron),
-                                id="digest")
+        # At its cron times, and at start: a time missed while the bot was down still gets its digest.
+        self._scheduler.add_job(self._job("digest", self.app.digest),
+                                cron_trigger(settings.digest_cron, timezone=local_timezone()),
+                                id="digest", next_run_time=now)
         self._deliverer.start()
         self._scheduler.start()
         self.leadership.start(self._leadership_changed)
         log.info("mlops-bot running: poll every %gs, drift check every %gs, deliveries every %gs and on demand, "
-                 "digest at '%s'", settings.poll_interval_s, settings.monitor_interval_s,
-                 settings.deliver_interval_s, settings.digest_cron)
+                 "digest at '%s' (%s time)", settings.poll_interval_s, settings.monitor_interval_s,
+                 settings.deliver_interval_s, settings.digest_cron, local_timezone())
 
     def wake(self) -> None:
         """Deliver now: something new was stored."""
@@ -79,7 +82,7 @@ class Runner:
             return
         # Taken over: look for what happened while nobody led, and deliver what the last leader left.
         now = datetime.now(UTC)
-        for job in ("poll", "monitor"):
+        for job in ("poll", "monitor", "digest"):
             try:
                 self._scheduler.modify_job(job, next_run_time=now)
             except Exception:  # shutting down: nothing left to run
@@ -107,6 +110,21 @@ class Runner:
                 self.app.deliver(should_stop=self._should_stop)
             except Exception:
                 log.exception("delivering the outbox failed; trying again shortly")
+
+
+def local_timezone() -> tzinfo:
+    """The zone cron times are read in (MLOPS_DIGEST_CRON is local time): the system's, or TZ's."""
+    from tzlocal import get_localzone
+
+    return get_localzone()
+
+
+def digest_due(cron: str, *, since: datetime, now: datetime) -> datetime | None:
+    """The first time ``cron`` (local time) names after ``since``, if it is not after ``now``; else None."""
+    trigger = cron_trigger(cron, timezone=local_timezone())
+    # The trigger gives the first fire time at or after the instant it is handed: hand it the next one.
+    due = trigger.get_next_fire_time(None, since + timedelta(microseconds=1))
+    return due if due is not None and due <= now else None
 
 
 class AnotherBotLeads(RuntimeError):

@@ -3,19 +3,34 @@
 The bot's own settings share the ``MLOPS_`` prefix; settings of outside services use the names
 their ecosystems already use (``GITHUB_TOKEN``, ``SLACK_BOT_TOKEN``, ...). Nothing else in the code
 reads ``os.environ``: the entry point builds one ``Settings`` and passes it down.
+
+Every problem is one ``SettingsError`` line naming the variable, what was expected and an example
+(``load_settings``); what does nothing but looks meant for the bot is a ``SettingsNote``
+(``settings_notes``): an unknown ``MLOPS_`` name, a GITHUB_TOKEN without GITHUB_REPOSITORY.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
-__all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "env_name", "load_settings"]
+__all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "SettingsNote", "cron_trigger", "env_name",
+           "load_settings", "path_problem", "settings_notes"]
 
 ENV_PREFIX = "MLOPS_"
+# Settings given as JSON text (lists and mappings); MLOPS_PROJECT_PATHS also takes one plain path.
+_JSON_SETTINGS = ("project_paths", "command_permissions", "ticket_patterns", "slack_channels",
+                  "slack_project_channels", "slack_permissions", "azure_permissions")
+# MLOPS_ names the bot sets itself for the project's deploy command (pipeline/deploy.py): a deploy
+# command that calls mlops-bot must not be told they are misspelt settings.
+_HOOK_VARIABLES = frozenset({"MLOPS_MODEL_NAME", "MLOPS_MODEL_VERSION", "MLOPS_MODEL_DIR", "MLOPS_MODEL_PATH"})
 # The example ships in the source tree; the default project is used when nothing else is set.
 BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "breast_cancer"
 
@@ -30,6 +45,10 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",  # the .env file may hold other tools' settings too
+        # JSON settings are decoded by _json_text below, so a malformed one is a validation error that
+        # names its variable (pydantic-settings' own decoding stops at the first with a bare exception).
+        enable_decoding=False,
+        env_ignore_empty=True,  # MLOPS_X= (as compose's ${MLOPS_X:-} passes it) means unset, not ""
         frozen=True,
         validate_default=True,
         populate_by_name=True,  # tests and code build Settings(github_webhook_secret=...) by field name
@@ -72,7 +91,8 @@ class Settings(BaseSettings):
     )
     project_paths: list[str] = Field(
         default=[],
-        description="Paths (in the repository) whose change triggers a pipeline run; default: the project folder.",
+        description="Paths (in the repository) whose change triggers a pipeline run: one path as it is, several "
+                    "as a JSON list; default: the project folder.",
         examples=['["models/churn/", "shared/features/"]'],
     )
     project_path: str | None = Field(
@@ -89,8 +109,11 @@ class Settings(BaseSettings):
                                       examples=[600])
     deliver_interval_s: float = Field(default=5.0, gt=0, description="Seconds between outbox deliveries.",
                                       examples=[2])
-    digest_cron: str = Field(default="0 9 * * *", description="When to post the daily digest (cron, local time).",
-                             examples=["30 8 * * 1-5"])
+    digest_cron: str = Field(
+        default="0 9 * * *",
+        description="When to post the daily digest (cron, local time; weekdays as cron counts them, 0 and 7 "
+                    "Sunday); never merely because the bot started.",
+        examples=["30 8 * * 1-5"])
     takeover_s: float = Field(
         default=30.0, ge=1, le=3600,
         description="Seconds within which a standby bot takes over when the leading one dies (bots sharing a PostgreSQL state database).",
@@ -144,7 +167,8 @@ class Settings(BaseSettings):
     # GitHub (source control and tracker when a token or an App is configured).
     github_token: SecretStr | None = Field(
         default=None, validation_alias="GITHUB_TOKEN",
-        description="GitHub token (fine-grained: issues, pull requests, commit statuses read/write; metadata read).",
+        description="GitHub token (fine-grained: issues, pull requests, commit statuses read/write; metadata read); "
+                    "used with GITHUB_REPOSITORY, ignored (with a warning) without it.",
         examples=["github_pat_..."],
     )
     github_repository: str | None = Field(
@@ -273,8 +297,10 @@ class Settings(BaseSettings):
         if any(app) and not all(app):
             raise ValueError("GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and GITHUB_APP_INSTALLATION_ID go together; "
                              "set all three, or use GITHUB_TOKEN")
-        if (self.github_token or all(app)) and not self.github_repository:
-            raise ValueError("GitHub credentials are set but GITHUB_REPOSITORY is not; e.g. GITHUB_REPOSITORY=acme/churn-model")
+        # A GITHUB_TOKEN alone is not asking for GitHub: gh users and CI jobs export one for other
+        # tools. It is ignored (settings_notes says so); App settings exist only for this bot.
+        if all(app) and not self.github_repository:
+            raise ValueError("GitHub App settings are set but GITHUB_REPOSITORY is not; e.g. GITHUB_REPOSITORY=acme/churn-model")
         if self.github_repository and not (self.github_token or all(app)):
             raise ValueError("GITHUB_REPOSITORY is set but no credentials: set GITHUB_TOKEN (or the GitHub App settings)")
         return self
@@ -282,6 +308,128 @@ class Settings(BaseSettings):
     @property
     def github_enabled(self) -> bool:
         return bool(self.github_repository)
+
+    @field_validator(*_JSON_SETTINGS, mode="before")
+    @classmethod
+    def _json_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """JSON text from the environment or .env, decoded; values given in code pass as they are."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:  # an empty variable is an unset one
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        if info.field_name == "project_paths" and not text.startswith(("[", "{", '"')):
+            return [text]  # one plain path: no JSON needed for the common case
+        expected = "a JSON list" if isinstance(cls.model_fields[info.field_name].default, list) else "a JSON object"
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            # exc.msg and the position only: the text itself is never repeated (it may hold a secret).
+            raise ValueError(f"expected {expected}, but this is not valid JSON ({exc.msg} at character "
+                             f"{exc.pos + 1})") from None
+
+    @field_validator("watch_branch")
+    @classmethod
+    def _branch_name(cls, value: str | None) -> str | None:
+        # git check-ref-format's rules, so that a typo fails here and not at the first poll.
+        if value and (re.search(r"[\s~^:?*\[\\]|\.\.|@\{|//|^[-/.]|[/.]$|\.lock$", value)):
+            raise ValueError("expected a git branch name (no spaces, none of ~^:?*[\\, no '..')")
+        return value
+
+    @field_validator("project_path")
+    @classmethod
+    def _path_inside_the_repository(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", value)
+                                  or ".." in Path(value).parts):
+            raise ValueError("expected a relative path inside the repository (not absolute, no '..')")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", value):
+            raise ValueError("expected an IP address or a host name")
+        return value
+
+    @field_validator("github_api_url", "slack_api_url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        if not re.match(r"https?://[^\s/]+", value) or re.search(r"\s", value):
+            raise ValueError("expected an http:// or https:// address")
+        return value
+
+    @field_validator("github_app_id")
+    @classmethod
+    def _app_id(cls, value: str | None) -> str | None:
+        if value and not value.isdigit():
+            raise ValueError("expected the App's number (its settings page shows 'App ID')")
+        return value
+
+    @field_validator("github_app_private_key")
+    @classmethod
+    def _pem_key(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else None
+        if text and not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
+            raise ValueError("expected the PEM text of the App's private key, starting -----BEGIN ... PRIVATE KEY-----")
+        return value
+
+    @field_validator("github_workflow")
+    @classmethod
+    def _workflow(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"\d+|[\w.-]+\.ya?ml", value):
+            raise ValueError("expected a workflow file name in .github/workflows (ending .yml or .yaml) or its id")
+        return value
+
+    @field_validator("slack_mention_group")
+    @classmethod
+    def _mention(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"<[^>\s]+>|[@!]?[\w.-]+", value.strip()):
+            raise ValueError("expected a user group id (S...), @handle, here or channel")
+        return value
+
+    @field_validator("azure_devops_project")
+    @classmethod
+    def _azure_project_name(cls, value: str | None) -> str | None:
+        # Azure DevOps' own naming rules for projects.
+        if value and (not value.strip() or len(value) > 64 or value.startswith(("_", "."))
+                                  or value.endswith(".") or re.search(r'[\\/:*?"<>|;#$*{},+=\[\]]', value)):
+            raise ValueError("expected an Azure DevOps project name (at most 64 characters, none of "
+                             "\\ / : * ? \" < > | ; # $ { } , + = [ ])")
+        return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        """A URL SQLAlchemy can open, with its driver installed: checked now, not at first use."""
+        if value is None or not value.strip():
+            return None
+        import sqlalchemy as sa
+
+        # No message repeats the URL: it may carry the database password.
+        try:
+            url = sa.make_url(value)
+        except sa.exc.ArgumentError:
+            raise ValueError("expected a database URL such as sqlite:///PATH or "
+                             "postgresql+psycopg://USER:PASSWORD@HOST/DATABASE") from None
+        try:
+            dialect = url.get_dialect()
+        except sa.exc.NoSuchModuleError:
+            raise ValueError(f"unknown database kind {url.drivername!r} (the part before ://); use sqlite or "
+                             "postgresql+psycopg") from None
+        try:
+            dialect.import_dbapi()
+        except ImportError as exc:
+            raise ValueError(f"the driver for {url.drivername} ({exc.name or dialect.driver}) is not installed; "
+                             "install it, or use sqlite or postgresql+psycopg") from None
+        return value
 
     @field_validator("command_permissions")
     @classmethod
@@ -303,8 +451,6 @@ class Settings(BaseSettings):
     @field_validator("slack_project_channels")
     @classmethod
     def _known_kinds_per_project(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        import re
-
         kinds = ("mlops-pipeline", "mlops-alerts", "mlops-digest")
         for project, channels in value.items():
             if not re.fullmatch(r"[A-Za-z0-9._-]+", project):
@@ -319,18 +465,22 @@ class Settings(BaseSettings):
     @field_validator("digest_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        CronTrigger.from_crontab(value)
+        try:
+            cron_trigger(value)
+        except ValueError as exc:
+            raise ValueError(f"expected five cron fields (minute hour day month weekday): {exc}") from None
         return value
 
     @field_validator("ticket_patterns")
     @classmethod
     def _patterns_with_a_group(cls, value: list[str]) -> list[str]:
-        import re
-
-        for pattern in value:
-            if re.compile(pattern).groups != 1:
+        for number, pattern in enumerate(value, 1):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {number} is not a regular expression: {exc.msg} at position {exc.pos} "
+                                 "(in JSON, write each backslash twice)") from None
+            if compiled.groups != 1:
                 raise ValueError(f"pattern {pattern!r} must have exactly one group (the ticket number)")
         return value
 
@@ -352,13 +502,191 @@ class Settings(BaseSettings):
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
-    """Build the settings, turning validation errors into one line per bad variable."""
+    """Build the settings and check the folders and files they name, as one line naming each bad variable.
+
+    Every problem becomes a SettingsError: a value of the wrong kind, a rule across settings, and a
+    folder that does not exist or is a file. Nothing is created here.
+    """
     if env_file is not None and env_file != ".env" and not Path(env_file).is_file():
         raise SettingsError(f"env file {env_file} not found; pass an existing file to --env-file")
     try:
-        return Settings(_env_file=env_file)
+        settings = Settings(_env_file=env_file)
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:  # the env file itself: unreadable, or not UTF-8 text
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise SettingsError(f"env file {env_file} cannot be read ({reason})") from None
+    except _SourceError as exc:  # a source could not read a value at all; its cause may quote the value
+        found = re.search(r'field "([^"]+)"', str(exc))
+        if found and found[1] in Settings.model_fields:
+            raise SettingsError(_with_example(found[1], "cannot be read in this form")) from None
+        raise SettingsError("a setting cannot be read; compare the environment and .env with .env.example") from None
+    problems = _path_problems(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return settings
+
+
+# Folders the settings name: (field, what it is for, whether it must exist already).
+_FOLDERS = (("data_dir", "the bot's data folder", False), ("project_dir", "the model project folder", True),
+            ("repo_dir", "the git repository", True), ("monitor_dir", "the folder of production batches", False),
+            ("labels_dir", "the folder of label files", False))
+
+
+def _path_problems(settings: Settings) -> list[str]:
+    """Folders that are files, or that must exist and do not; the SQLite file's folder must exist."""
+    problems = []
+    for field, what, must_exist in _FOLDERS:
+        # The default project is the bundled example: only a project named by the user is checked.
+        if field not in settings.model_fields_set or getattr(settings, field) is None:
+            continue
+        path = getattr(settings, field).expanduser()
+        if path.exists() and not path.is_dir():
+            problems.append(_with_example(field, f"{path} is a file; expected {what}"))
+        elif must_exist and not path.exists():
+            problems.append(_with_example(field, f"folder {path} does not exist; expected {what}"))
+        elif not path.exists():
+            parent = next((p for p in path.absolute().parents if p.exists()), None)
+            if parent is not None and not parent.is_dir():
+                problems.append(_with_example(field, f"{parent} is a file, so {path} cannot be created"))
+            elif parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+                problems.append(_with_example(field, f"{path} cannot be created: {parent} is not writable"))
+    if settings.state_url:
+        import sqlalchemy as sa
+
+        url = sa.make_url(settings.state_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+                and not url.database.startswith("file:"):
+            database = Path(url.database).expanduser()
+            if not database.parent.is_dir():
+                problems.append(_with_example("state_url", f"folder {database.parent} does not exist; create it, "
+                                                           "or name a database file in an existing folder"))
+            elif database.is_dir():
+                problems.append(_with_example("state_url", f"{database} is a folder; name the database file in it"))
+    return problems
+
+
+def _with_example(field: str, problem: str) -> str:
+    examples = Settings.model_fields[field].examples
+    variable = env_name(field)
+    return f"{variable}: {problem}" + (f"; e.g. {variable}={examples[0]}" if examples else "")
+
+
+def path_problem(settings: Settings, error: OSError) -> str | None:
+    """The one line for a folder or file of the settings that cannot be used (found at first use), or None
+    when ``error`` concerns none of them."""
+    if not error.filename:
+        return None
+    failed = Path(error.filename).expanduser().absolute()
+    candidates = [(field, getattr(settings, field)) for field, _what, _must in _FOLDERS]
+    candidates.append(("data_dir", settings.data_dir))  # the default data folder too
+    for field, folder in candidates:
+        if folder is None:
+            continue
+        folder = folder.expanduser().absolute()
+        if failed == folder or folder in failed.parents:
+            reason = error.strerror or type(error).__name__
+            return _with_example(field, f"cannot use {failed} ({reason}); expected a folder the bot can write")
+    return None
+
+
+class SettingsNote(NamedTuple):
+    """Something in the settings worth a word at start-up that does not stop the bot."""
+
+    variable: str
+    problem: str
+    fix: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.variable} {self.problem}; {self.fix}"
+
+
+def settings_notes(env_file: str | Path | None = ".env") -> list[SettingsNote]:
+    """Variables in the environment or ``env_file`` that look meant for the bot but do nothing.
+
+    Read from the raw variables, before validation, so they are said even when a value is wrong:
+    an ``MLOPS_`` name that is no setting (with the nearest known one), and a GITHUB_TOKEN that is
+    ignored because GITHUB_REPOSITORY is not set.
+    """
+    import difflib
+
+    raw: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        try:
+            raw.update({name.upper(): value or "" for name, value in dotenv_values(env_file, encoding="utf-8").items()})
+        except (OSError, UnicodeDecodeError):
+            pass  # load_settings says what is wrong with the file
+    raw.update({name.upper(): value for name, value in os.environ.items()})  # the environment wins, as in Settings
+    known = {env_name(field) for field in Settings.model_fields}
+    ours = sorted(name for name in known if name.startswith(ENV_PREFIX))
+    notes = []
+    for name in sorted(raw):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in _HOOK_VARIABLES:
+            nearest = difflib.get_close_matches(name, ours, n=1, cutoff=0.6)
+            fix = f"did you mean {nearest[0]}?" if nearest else "see .env.example for the settings there are"
+            notes.append(SettingsNote(name, "is not a setting of mlops-bot and is ignored", fix))
+    app = all(raw.get(name) for name in ("GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_INSTALLATION_ID"))
+    if raw.get("GITHUB_TOKEN") and not raw.get("GITHUB_REPOSITORY") and not app:
+        notes.append(SettingsNote(
+            "GITHUB_TOKEN", "is set but GITHUB_REPOSITORY is not, so it is ignored and source control and tickets "
+                            "stay local (git repository and board)",
+            "set GITHUB_REPOSITORY=owner/name to watch that repository and file tickets on GitHub "
+            "(GITHUB_API_URL for GitHub Enterprise)"))
+    return notes
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron's numbering: 0 (and 7) is Sunday
+
+
+def cron_trigger(expression: str, timezone: Any = None):
+    """An APScheduler CronTrigger for a crontab line (minute hour day month weekday), read as cron reads it.
+
+    APScheduler 3's own ``from_crontab`` counts weekdays from Monday, so ``1-5`` would mean Tuesday to
+    Saturday; here the weekdays become names first. ``timezone`` None: the system's local zone.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"got {len(fields)} field(s)")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_weekdays(weekday),
+                       timezone=timezone)
+
+
+def _cron_weekdays(field: str) -> str:
+    """Cron's weekday field (``1-5``, ``0,6``, ``*/2``, ``mon-fri``, 7 for Sunday) as APScheduler's day names."""
+    if field in ("*", "?"):
+        return "*"
+
+    def day(token: str) -> int:
+        token = token.strip().lower()[:3]
+        if token in _WEEKDAYS:
+            return _WEEKDAYS.index(token)
+        if token.isdigit() and int(token) <= 7:
+            return int(token)
+        raise ValueError(f"weekday {token!r} is not 0-7 or sun-sat")
+
+    days: set[int] = set()
+    for item in field.split(","):
+        part, slash, step_text = item.partition("/")
+        if slash and not (step_text.isdigit() and int(step_text) > 0):
+            raise ValueError(f"weekday step {step_text!r} is not a positive number")
+        step = int(step_text) if slash else 1
+        if part == "*":
+            first, last = 0, 6
+        elif "-" in part:
+            first, last = (day(token) for token in part.split("-", 1))
+        else:
+            first = day(part)
+            last = 6 if slash else first  # cron: "2/3" runs from Tuesday to the end of the week
+        if last < first:
+            raise ValueError(f"weekday range {part!r} runs backwards")
+        days.update(number % 7 for number in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[number] for number in sorted(days))
 
 
 def env_name(field_name: str) -> str:
@@ -384,4 +712,4 @@ def describe_errors(exc: ValidationError) -> str:
         example = f"; e.g. {variable}={field.examples[0]}" if field and field.examples else ""
         # Never echo the value: it may be a secret.
         problems.append(f"{variable}: {message}{example}")
-    return "; ".join(problems)
+    return " ".join("; ".join(problems).split())  # one line, whatever a message holds

@@ -145,6 +145,7 @@ def run_pipeline(
     from production's: retraining would only reproduce the production model.
     """
     from pipeline.spec import SpecError, load_project
+    from pipeline.train import check_metrics_suit_task
 
     result = RunResult(
         run_id=run_id or f"run-{clock():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
@@ -155,9 +156,12 @@ def run_pipeline(
     )
     try:
         spec = load_project(project_dir)
+        result.model = spec.name
+        # Before any data is read or anything fitted: a metric that cannot score this kind of model
+        # would otherwise fail only at validation, after the whole training.
+        check_metrics_suit_task(spec)
     except SpecError as exc:
         return _finish(result, registry, clock, on_progress, failed=("train", str(exc)))
-    result.model = spec.name
     registry.record_run(result.to_record())
     staging = registry.staging_dir()
     try:
@@ -187,7 +191,7 @@ class _StageFailed(Exception):
 def _run_stages(spec, registry, staging, result, clock, on_progress, context, promote, production_data,
                 require_new_data) -> None:
     def stage(name: str):
-        return _Stage(result.stage(name), clock, on_progress, result)
+        return _Stage(result.stage(name), clock, on_progress, result, project_root=spec.root)
 
     earlier = next((v for v in registry.versions(spec.name) if v.run_id == result.run_id), None)
     if earlier is None:
@@ -395,10 +399,15 @@ def _deploy(spec, registry, version, result, stage, promote) -> None:
 
 
 class _Stage:
-    """Times one stage, records its outcome and turns any exception into a failure of that stage."""
+    """Times one stage, records its outcome and turns any exception into a failure of that stage.
 
-    def __init__(self, record: StageRecord, clock, on_progress, result: RunResult):
+    ``project_root``: the model project's folder, so an error raised in the project's own code is
+    reported with its file and line.
+    """
+
+    def __init__(self, record: StageRecord, clock, on_progress, result: RunResult, *, project_root: Path | None = None):
         self.record, self.clock, self.on_progress, self.result = record, clock, on_progress, result
+        self.project_root = project_root
 
     def __enter__(self) -> StageRecord:
         self.record.status, self.record.started_at = "running", self.clock()
@@ -417,7 +426,12 @@ class _Stage:
         if isinstance(exc, KeyboardInterrupt | SystemExit | _NothingNew):
             return False
         self.record.status = "failed"
-        self.record.detail = _reason(exc)
+        self.record.detail = _reason(exc, self.project_root)
+        # The report keeps one line; the whole story, with every file and line, is for MLOPS_LOG_LEVEL=DEBUG.
+        import logging
+
+        logging.getLogger(__name__).debug("%s failed: %s", self.record.name, self.record.detail,
+                                          exc_info=(exc_type, exc, tb))
         raise _StageFailed(self.record.name, self.record.detail) from exc
 
 
@@ -442,16 +456,21 @@ def _notify(on_progress, result: RunResult) -> None:
         on_progress(result)
 
 
-def _reason(exc: BaseException) -> str:
-    # Our own errors carry messages written for people; anything else gets its type for context.
+def _reason(exc: BaseException, project_root: Path | None = None) -> str:
+    """One line: where in the project's own code it failed, when it did; our own errors carry messages
+    written for people; anything else gets its type for context."""
     from pipeline.data import DataError
     from pipeline.deploy import DeployError
     from pipeline.package import ArtifactError
-    from pipeline.train import TrainError
+    from pipeline.spec import SpecError
+    from pipeline.train import TrainError, describe_user_error
 
-    if isinstance(exc, DataError | TrainError | DeployError | ArtifactError):
+    located = describe_user_error(exc, project_root) if project_root is not None else None
+    if located is not None:
+        return located
+    if isinstance(exc, DataError | TrainError | DeployError | ArtifactError | SpecError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _relative(path: Path, root: Path) -> str:

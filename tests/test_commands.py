@@ -44,6 +44,8 @@ class FakeContext:
     ticket: Ticket | None = None
     runs: list[dict] = field(default_factory=list)
     drift: dict | None = None
+    episode: dict | None = None
+    performance_: dict | None = None
     calls: list[str] = field(default_factory=list)
 
     def production(self, model: str) -> dict | None:
@@ -69,6 +71,12 @@ class FakeContext:
     def last_drift(self, model: str) -> dict | None:
         self.calls.append(f"last_drift {model}")
         return self.drift
+
+    def drift_episode(self, model: str) -> dict | None:
+        return self.episode
+
+    def performance(self, model: str) -> dict | None:
+        return self.performance_
 
 
 class ClockedContext(FakeContext):
@@ -400,6 +408,22 @@ def test_status_without_a_clock_and_without_drift():
         "- Retrain ticket: #3 Retrain churn",
         "- Last drift check: 2026-01-05 13:30 UTC on `b-18.csv`: no drift",
     ]
+
+
+def test_status_shows_performance_on_production_data_measured_and_estimated():
+    performance = {
+        "window": {"rows": 800, "version": 3, "metrics": {"roc_auc": 0.91}, "validated": {"roc_auc": 0.95}},
+        "last_batch": "b-18.csv",
+        "batches": {"b-18.csv": {"measured": {"rows": 400, "metrics": {"roc_auc": 0.9}},
+                                 "estimated": {"roc_auc": 0.93}, "estimate_error": {"roc_auc": 0.03},
+                                 "finding": {"problems": ["roc_auc on batch b-18.csv 0.90, validated 0.95: a drop "
+                                                          "of 0.05, more than the 0.01 allowed"]}}},
+    }
+    lines = run("/status", live_context(performance_=performance)).text.splitlines()
+    assert "- Performance of v3 on 800 labelled production rows: roc_auc 0.9100 (validated 0.9500)" in lines
+    assert ("- Newest batch b-18.csv: measured roc_auc 0.9000; estimated roc_auc 0.9300; estimate off by "
+            "roc_auc 0.0300") in lines
+    assert any(line.startswith("- ⚠️ roc_auc on batch b-18.csv 0.90") for line in lines)
 
 
 def test_help_handler_uses_overrides():

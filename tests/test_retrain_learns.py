@@ -121,6 +121,9 @@ def test_a_retrain_on_labelled_production_data_learns_and_closes_the_ticket_when
     assert accuracy(app, 2, fresh) > accuracy(app, 1, fresh)
 
     assert app.tracker.get(ticket.id).state == "closed"
+    learned = {(l.relation, l.dst_kind, l.dst_id) for l in app.store.trace("model", "breast-cancer:v2")}
+    assert {("learned_from", "batch", "batch-001.csv"), ("learned_from", "batch", "batch-002.csv")} <= learned
+    assert any("performance on recent data restored with v2" in m["text"] for m in app.chat.messages())
     closing = ticket_comments(app, ticket.id)[-1]
     assert "Closing this ticket" in closing
     assert "production v1" in closing and "this run" in closing  # before and after on recent data

@@ -95,7 +95,7 @@ def test_retrain_on_a_drift_alert_is_done_once_and_answered_in_the_alerts_thread
     settle(app)
     assert app.registry.production("tiny").version == 2
     (alert,) = slack.state.messages("mlops-alerts")  # still the one message, updated in place
-    assert "drift resolved by v2" in alert.text and buttons(alert) == []  # nothing left to retrain
+    assert "with v2" in alert.text and "closed" in alert.text and buttons(alert) == []  # nothing left to retrain
     replies = [reply.text for reply in alert.replies]
     assert any(text.startswith("Retraining *tiny*") for text in replies)
     assert any("Run `run-" in text and "succeeded: tiny v2" in text for text in replies)

@@ -100,6 +100,12 @@ class CommandContext(Protocol):
     def last_drift(self, model: str) -> dict | None:
         """{"drifted": bool, "severity": str, "checked_at": iso, "batch": str, "features": [names]}."""
 
+    def drift_episode(self, model: str) -> dict | None:
+        """The retrain episode's state: ``ticket_id``, and ``seen_again`` (with ``until``) for a held finding."""
+
+    def performance(self, model: str) -> dict | None:
+        """The production model on production data: ``window`` and per-batch entries (see bot/monitor.py)."""
+
 
 # The actions a command asks for; the dispatcher turns them into real work and links the result back.
 @dataclass(frozen=True)

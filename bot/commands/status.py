@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 
 from bot.commands.base import CommandContext, CommandSpec, Reply, Request, code, format_metric, format_time, usage_reply
-from bot.messages import held_alert_text
+from bot.messages import held_alert_text, performance_lines
 from integrations.ports import Permission, Ticket
 
 __all__ = ["SPEC"]
@@ -29,6 +29,7 @@ def handle(request: Request, ctx: CommandContext) -> Reply:
         f"- {_ticket(ticket)}",
         *([f"- {held}"] if ticket is not None and (held := _held(ctx, model, ticket)) else []),
         f"- {_drift(ctx.last_drift(model), now)}",
+        *[f"- {line[0].upper()}{line[1:]}" for line in performance_lines(ctx.performance(model))],
         "",
         *_runs(ctx.recent_runs(model, limit=_RUNS)),
     ]
@@ -52,12 +53,8 @@ def _ticket(ticket: Ticket | None) -> str:
 
 
 def _held(ctx: CommandContext, model: str, ticket: Ticket) -> str | None:
-    """The finding the cooldown held back from chat, if the ticket's episode has one.
-
-    Optional on the context, like ``now``: ``drift_episode(model)``, the episode's state.
-    """
-    episode = getattr(ctx, "drift_episode", None)
-    state = episode(model) if callable(episode) else None
+    """The finding the cooldown held back from chat, if the ticket's episode has one."""
+    state = ctx.drift_episode(model)
     held = (state or {}).get("seen_again") or {}
     if (state or {}).get("ticket_id") != ticket.id or not held.get("until"):
         return None

@@ -63,7 +63,7 @@ def test_a_fifth_of_all_calls_failing_loses_nothing_and_doubles_nothing(world, s
             driver.settle,  # retrained before any drift: there is no ticket to close
             lambda: world.batch("b2.csv", shift=2.0, seed=2),
             lambda: world.merge(pulls[1]),
-            lambda: world.batch("b3.csv", shift=3.0, seed=3),
+            lambda: world.batch("b3.csv", shift=3.0, seed=3, labels=True),  # labelled: the retrain learns
             lambda: world.comment(issues[0], "bob", "/drift"),
             driver.settle,  # the retrain ticket is open before anyone asks to retrain
             lambda: world.comment(issues[0], "bob", "/retrain fresh data from the north clinic"),

@@ -101,12 +101,14 @@ class Remote:
         return git(self.work, "rev-parse", "HEAD")
 
 
-def write_batch(folder: Path, name: str, *, shift: float, seed: int, rows: int = 400) -> Path:
-    """A production batch from the example's own ``make_batch`` (shifted by ``shift`` std devs)."""
+def write_batch(folder: Path, name: str, *, shift: float, seed: int, rows: int = 400, labels: bool = False) -> Path:
+    """A production batch from the example's own ``make_batch`` (shifted by ``shift`` std devs);
+    ``labels``: with the true diagnosis, so a retrain has something to learn from it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     partial = folder / f".{name}.partial"
-    make_batch(rows, shift, seed, labels=False).to_csv(partial, index=False, float_format="%.6g")
+    make_batch(rows, shift, seed, labels=labels, id_prefix=Path(name).stem).to_csv(partial, index=False,
+                                                                                    float_format="%.6g")
     partial.rename(path)  # appears whole: the monitor never reads half a file
     return path
 
@@ -242,8 +244,8 @@ class World:
         self.facts.comments.append((comment_id, number, author, body))
         return comment_id
 
-    def batch(self, name: str, *, shift: float, seed: int) -> Path:
-        path = write_batch(self.batches_dir, name, shift=shift, seed=seed)
+    def batch(self, name: str, *, shift: float, seed: int, labels: bool = False) -> Path:
+        path = write_batch(self.batches_dir, name, shift=shift, seed=seed, labels=labels)
         self.facts.batches.append(name)
         return path
 
