@@ -221,7 +221,7 @@ def _estimate(production, estimator, frame) -> dict[str, float] | None:
 
 def _finding(spec, production, metrics: dict[str, float], *, what: str) -> dict[str, Any] | None:
     """A drop of the primary metric beyond ``[monitor] max_drop``, or a gate limit broken, on production data."""
-    from pipeline.performance import PerformanceError, performance_drop
+    from pipeline.performance import PerformanceError, limits_broken, performance_drop
 
     validated = production.metadata.get("metrics") or {}
     try:
@@ -231,13 +231,8 @@ def _finding(spec, production, metrics: dict[str, float], *, what: str) -> dict[
     except PerformanceError as exc:
         log.warning("performance of %s v%s not judged: %s", production.model, production.version, exc)
         found = None
-    problems = [found.description] if found is not None else []
-    for name, limit in spec.gates.limits.items():
-        value = metrics.get(name)
-        if value is not None and limit.min is not None and value < limit.min:
-            problems.append(f"{name} on {what} {value:.4f}, below the {limit.min:g} limit")
-        elif value is not None and limit.max is not None and value > limit.max:
-            problems.append(f"{name} on {what} {value:.4f}, above the {limit.max:g} limit")
+    problems = ([found.description] if found is not None else []) + limits_broken(metrics, spec.gates.limits,
+                                                                                  data=what)
     if not problems:
         return None
     severe = found is not None and found.drop > 2 * spec.performance_max_drop

@@ -60,21 +60,12 @@ def judge_resolution(*, drift_persists: list[str] | None, checked_batches: list[
     there is within ``max_drop`` of what the version scored at validation: the rule that raises a
     performance finding in production (``pipeline.performance.performance_drop``) no longer fires.
     """
-    from pipeline.performance import performance_drop
+    from pipeline.performance import limits_broken, performance_drop
 
     problems: list[str] | None = None
     if recent and recent.get("metrics"):
         after, before = recent["metrics"], recent.get("production_metrics") or {}
-        problems = []
-        for name, limit in limits.items():
-            value = after.get(name)
-            if value is None:
-                continue
-            low, high = limit.get("min"), limit.get("max")
-            if low is not None and value < low:
-                problems.append(f"{name} on recent data {_was(before, name)}{value:.4f}, below the {low:g} limit")
-            elif high is not None and value > high:
-                problems.append(f"{name} on recent data {_was(before, name)}{value:.4f}, above the {high:g} limit")
+        problems = limits_broken(after, limits, data="recent data", before=before)
         if primary in validated and not any(p.startswith(f"{primary} ") for p in problems):
             found = performance_drop(after, validated, primary=primary, max_drop=max_drop, data="recent data",
                                      direction="maximize" if maximize else "minimize")
@@ -109,6 +100,3 @@ def recheck_batches(version_dir: Path, batches: list[Path], *, drift_settings: d
         persisting.update(dict.fromkeys(feature.name for feature in report.drifted_features))
     return (list(persisting) if checked else None), checked
 
-
-def _was(before: dict[str, float], name: str) -> str:
-    return f"{before[name]:.4f} → " if before.get(name) is not None else ""

@@ -37,6 +37,7 @@ __all__ = [
     "estimate_error",
     "estimate_performance",
     "fit_calibration",
+    "limits_broken",
     "measured_performance",
     "performance_drop",
 ]
@@ -198,6 +199,26 @@ def performance_drop(
         return None
     return PerformanceFinding(metric=primary, value=value, validated=validated, drop=drop, max_drop=float(max_drop),
                               direction=direction, data=data, estimated=estimated)
+
+
+def limits_broken(metrics: dict[str, float], limits: dict[str, Any], *, data: str,
+                  before: dict[str, float] | None = None) -> list[str]:
+    """The project's gate limits (``[gates.limits]``: ``{name: {"min", "max"}}`` or MetricLimit) that
+    ``metrics`` on production ``data`` break, one line each; with ``before`` (the old model's scores
+    on the same rows) the line shows the change: ``accuracy on recent data 0.4100 → 0.5200, below the
+    0.85 limit``. Metrics not measured on these rows are not judged."""
+    problems = []
+    for name, limit in limits.items():
+        value = metrics.get(name)
+        if value is None:
+            continue
+        low, high = (limit.get("min"), limit.get("max")) if isinstance(limit, dict) else (limit.min, limit.max)
+        was = f"{before[name]:.4f} → " if before and before.get(name) is not None else ""
+        if low is not None and value < low:
+            problems.append(f"{name} on {data} {was}{value:.4f}, below the {low:g} limit")
+        elif high is not None and value > high:
+            problems.append(f"{name} on {data} {was}{value:.4f}, above the {high:g} limit")
+    return problems
 
 
 # --------------------------------------------------------------------------- calibration

@@ -8,7 +8,6 @@ the ticket is closed only when the problem is measured gone.
 from __future__ import annotations
 
 import importlib.util
-import io
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 
 from integrations.ports import Target
-from tests.conftest import EXAMPLE, FakeClock, git
+from tests.conftest import EXAMPLE, git
 
 PROJECT = "models/breast_cancer"
 
@@ -42,22 +41,9 @@ def example_repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bot(example_repo: Path, tmp_path: Path, monkeypatch):
-    from bot.app import build
-    from bot.settings import Settings
-
-    monkeypatch.chdir(tmp_path)
-    apps = []
-
-    def make(**overrides):
-        values = {"project_dir": example_repo / PROJECT, "data_dir": tmp_path / "state", "drift_cooldown_s": 0}
-        app = build(Settings(**(values | overrides)), clock=FakeClock(), out=io.StringIO())
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.store.close()
+def bot(example_repo: Path, make_app):
+    """The bot on embedded defaults (conftest's make_app) over the bundled example in its own repository."""
+    return lambda **overrides: make_app(project_dir=example_repo / PROJECT, **overrides)
 
 
 def write_batch(app, name: str, *, shift: float, seed: int, labels: str = "none", rows: int = 400) -> Path:
