@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -910,7 +912,7 @@ def _create_engine(url: sa.URL, busy_timeout_s: float) -> sa.Engine:
         # The driver's own transaction handling skips BEGIN before a SELECT; begin them here instead.
         dbapi_connection.isolation_level = None
         # WAL: readers never wait for the writer, and a commit survives the process being killed.
-        dbapi_connection.execute("PRAGMA journal_mode=WAL").close()
+        _use_wal(dbapi_connection, busy_timeout_s)
         # In WAL, NORMAL still survives the process being killed at any moment; only an OS crash or
         # power loss may undo the last commits, and the outbox then finds its writes by marker.
         dbapi_connection.execute("PRAGMA synchronous=NORMAL").close()
@@ -929,6 +931,28 @@ def _create_engine(url: sa.URL, busy_timeout_s: float) -> sa.Engine:
     # transaction, which here costs more than most statements do.
     engine.dialect.do_begin = _begin  # type: ignore[method-assign]
     return engine
+
+
+def _use_wal(dbapi_connection: Any, busy_timeout_s: float) -> None:
+    """Put the database in WAL mode (kept in the file, so usually already done).
+
+    Switching needs the database to itself, and SQLite answers "database is locked" at once, without
+    its busy handler, when bots starting together open a new database; so retry until the timeout.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            cursor = dbapi_connection.execute("PRAGMA journal_mode=WAL")  # answers the mode now in use
+            mode = cursor.fetchone()[0]
+            cursor.close()
+            if mode.lower() == "wal" or mode.lower() == "memory":
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("database is locked")
+        time.sleep(0.05)
 
 
 def _create_postgresql_engine(url: sa.URL) -> sa.Engine:
