@@ -173,11 +173,25 @@ def settle(app, rounds: int = 30) -> None:
 # --- the emulators of outside services ---------------------------------------------------------
 
 from tests.emulators.fixtures import (  # noqa: E402,F401
+    REQUIRE_REFDATA,
     azure_devops_emulator,
     github_emulator,
     no_proxy_for_loopback,
+    refdata_missing_reason,
     slack_emulator,
 )
+
+
+def pytest_sessionstart(session) -> None:
+    # CI (REQUIRE_REFDATA=1, set by .ci/run) must not pass with the reference checks silently off.
+    reason = refdata_missing_reason()
+    if reason and os.environ.get(REQUIRE_REFDATA) == "1":
+        pytest.exit(f"{REQUIRE_REFDATA}=1 but {reason}", returncode=1)
+
+
+def pytest_report_header(config) -> str | None:
+    reason = refdata_missing_reason()
+    return f"reference data: {reason}" if reason else None
 
 # --- PostgreSQL: a throwaway server, and state tests on SQLite and PostgreSQL -------------------
 

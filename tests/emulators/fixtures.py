@@ -14,18 +14,33 @@ from .framework import OpenAPISchemas
 from .github import GitHubEmulator, github_schemas
 from .slack import SlackEmulator, slack_schemas
 
-__all__ = ["REFDATA", "azure_devops_emulator", "github_emulator", "no_proxy_for_loopback", "refdata_dir", "slack_emulator"]
+__all__ = ["REFDATA", "REQUIRE_REFDATA", "refdata_missing_reason", "azure_devops_emulator", "github_emulator", "no_proxy_for_loopback", "refdata_dir", "slack_emulator"]
 
 #: ../shared/refdata next to the repository (as in CI); never copied into the project
 REFDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "refdata"
 
 
-def refdata_dir() -> Path:
-    """The reference data folder, or skip the calling test when it is absent."""
+#: Set by .ci/run: in CI the reference data must be there, and its absence fails the run.
+REQUIRE_REFDATA = "REQUIRE_REFDATA"
+
+
+def refdata_missing_reason() -> str | None:
+    """Why the reference data cannot be used, or None when it is there."""
     path = REFDATA.resolve()
-    if not path.is_dir():
-        pytest.skip(f"../shared/refdata not found: {path}")
-    return path
+    if path.is_dir():
+        return None
+    return (f"../shared/refdata not found at {path}: the tests that read it skip and the emulators' "
+            "answers go unchecked against the services' descriptions; put the shared folder beside the clone")
+
+
+def refdata_dir() -> Path:
+    """The reference data folder; without it the calling test skips (fails under REQUIRE_REFDATA=1)."""
+    reason = refdata_missing_reason()
+    if reason:
+        if os.environ.get(REQUIRE_REFDATA) == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return REFDATA.resolve()
 
 
 @functools.cache
