@@ -9,6 +9,7 @@ Exit codes: 0 done, 1 the operation failed, 2 a usage or settings error.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ class _Context:
     def __init__(self, env_file: str | None):
         self._env_file = env_file
         self._settings = None
+        self.project: Path | None = None  # --project, over MLOPS_PROJECT_DIR
 
     @property
     def settings(self):
@@ -53,15 +55,29 @@ class _Context:
             from bot.settings import SettingsError, load_settings
 
             try:
-                self._settings = load_settings(self._env_file or ".env")
+                settings = load_settings(self._env_file or ".env")
             except SettingsError as exc:
                 raise SettingsProblem(str(exc)) from None
+            if self.project is not None:
+                settings = settings.model_copy(update={"project_dir": self.project})
+            self._settings = settings
         return self._settings
 
     def registry(self):
         from pipeline.registry import ModelRegistry
 
         return ModelRegistry(self.settings.registry_dir)
+
+    def version(self, registry, ref: tuple[str | None, str], model: str | None = None):
+        """The registry version a VersionRef names; its model part, if any, wins over --model."""
+        ref_model, version = ref
+        name = self.model_name(registry, ref_model or model)
+        if version == "production":
+            chosen = registry.production(name)
+            if chosen is None:
+                raise OperationFailed(f"{name} has no production model yet; run `mlops-bot pipeline run`")
+            return chosen
+        return _registry_call(lambda: registry.get(name, int(version)))
 
     def model_name(self, registry, given: str | None) -> str:
         """The model a command is about: as given, else the configured project's, else the only one."""
@@ -84,6 +100,41 @@ class _Context:
 pass_context = click.make_pass_decorator(_Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 model_option = click.option("--model", "model", metavar="NAME", help="Model name (default: the configured project's).")
+
+
+def _take_project(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is None:
+        return
+    if not (value / "mlops.toml").is_file():
+        what = "has no mlops.toml" if value.is_dir() else "does not exist"
+        raise click.BadParameter(f"{value} {what}; give the model project's folder (the one holding mlops.toml)")
+    ctx.ensure_object(_Context).project = value.resolve()
+
+
+def project_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--project DIR on a command: the model project it is about, over MLOPS_PROJECT_DIR."""
+    return click.option(
+        "--project", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", expose_value=False,
+        callback=_take_project, is_eager=True,
+        help="Model project folder with an mlops.toml (default: MLOPS_PROJECT_DIR, the bundled example).",
+    )(command)
+
+
+class VersionRef(click.ParamType):
+    """A model version as every command spells it: 3, v3, name:v3 or production (name:production)."""
+
+    name = "VERSION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str | None, str]:
+        if isinstance(value, tuple):
+            return value
+        match = _VERSION_REF.fullmatch(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a model version; write 3, v3, name:v3 or production", param, ctx)
+        return match["model"], match["version"] or "production"
+
+
+_VERSION_REF = re.compile(r"(?:(?P<model>[A-Za-z0-9][A-Za-z0-9._-]*):)?(?:v?(?P<version>\d+)|production)")
 
 
 class _OneLineErrors(click.Group):
@@ -139,19 +190,18 @@ def pipeline() -> None:
 
 
 @pipeline.command("run")
-@click.option("--project", "project", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Model project folder with an mlops.toml (default: MLOPS_PROJECT_DIR, the bundled example).")
+@project_option
 @click.option("--reason", default="", metavar="TEXT", help="Why this run happens; recorded with the version.")
 @json_option
 @pass_context
-def pipeline_run(obj: _Context, project: Path | None, reason: str, as_json: bool) -> None:
+def pipeline_run(obj: _Context, reason: str, as_json: bool) -> None:
     """Train, package, validate and (if every gate passes) deploy the model project."""
     from bot.logs import configure_logging
     from pipeline.run import ProductionFolders, run_pipeline
     from pipeline.spec import SpecError, load_project
     from pipeline.train import check_metrics_suit_task
 
-    project_dir = project or obj.settings.project_dir
+    project_dir = obj.settings.project_dir
     configure_logging(obj.settings)  # at MLOPS_LOG_LEVEL=DEBUG, a failed stage's whole traceback
     # A missing folder, a typo in mlops.toml or a metric that cannot score this model is the user's to
     # fix before anything runs: one line, exit 2, and no run recorded. A run that fails is exit 1.
@@ -214,6 +264,7 @@ def models() -> None:
 
 @models.command("list")
 @model_option
+@project_option
 @click.option("--all", "all_models", is_flag=True, help="Every model in the registry, not only one.")
 @json_option
 @pass_context
@@ -240,14 +291,16 @@ def models_list(obj: _Context, model: str | None, all_models: bool, as_json: boo
 
 
 @models.command("show")
-@click.argument("version", type=int)
+@click.argument("version", type=VersionRef())
 @model_option
+@project_option
 @json_option
 @pass_context
-def models_show(obj: _Context, version: int, model: str | None, as_json: bool) -> None:
-    """One version: everything recorded about it, and its time in production."""
+def models_show(obj: _Context, version: tuple[str | None, str], model: str | None, as_json: bool) -> None:
+    """One VERSION (3, v3, name:v3 or production): everything recorded about it, and its time in production."""
     registry = obj.registry()
-    described = _registry_call(lambda: registry.describe(obj.model_name(registry, model), version))
+    chosen = obj.version(registry, version, model)
+    described = _registry_call(lambda: registry.describe(chosen.model, chosen.version))
     if as_json:
         _print_json(described)
         return
@@ -261,21 +314,24 @@ def models_show(obj: _Context, version: int, model: str | None, as_json: bool) -
 
 
 @models.command("promote")
-@click.argument("version", type=int)
+@click.argument("version", type=VersionRef())
 @model_option
+@project_option
 @click.option("--reason", default="promoted by hand", metavar="TEXT", help="Recorded in the production history.")
 @json_option
 @pass_context
-def models_promote(obj: _Context, version: int, model: str | None, reason: str, as_json: bool) -> None:
-    """Make VERSION the production model (the current one is archived)."""
+def models_promote(obj: _Context, version: tuple[str | None, str], model: str | None, reason: str,
+                   as_json: bool) -> None:
+    """Make VERSION (3, v3 or name:v3) the production model (the current one is archived)."""
     registry = obj.registry()
-    name = obj.model_name(registry, model)
-    promoted = _registry_call(lambda: registry.promote(name, version, reason=reason, trigger="cli"))
+    chosen = obj.version(registry, version, model)
+    promoted = _registry_call(lambda: registry.promote(chosen.model, chosen.version, reason=reason, trigger="cli"))
     _report_production(registry, promoted, as_json)
 
 
 @models.command("rollback")
 @model_option
+@project_option
 @click.option("--reason", default="rolled back by hand", metavar="TEXT", help="Recorded in the production history.")
 @json_option
 @pass_context
@@ -295,7 +351,7 @@ def _report_production(registry, version, as_json: bool) -> None:
 
 
 @models.command("predict")
-@click.argument("version", type=int, required=False)
+@click.argument("version", type=VersionRef(), required=False)
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="CSV or Parquet file with the model's feature columns.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -304,10 +360,11 @@ def _report_production(registry, version, as_json: bool) -> None:
               help="Copy this input column to the output, after the id column (data.id_column) which is always "
                    "copied when present; repeatable.")
 @model_option
+@project_option
 @pass_context
-def models_predict(obj: _Context, version: int | None, input_path: Path, output_path: Path | None,
+def models_predict(obj: _Context, version: tuple[str | None, str] | None, input_path: Path, output_path: Path | None,
                    keep: tuple[str, ...], model: str | None) -> None:
-    """Score a file with VERSION (default: the production model).
+    """Score a file with VERSION (3, v3, name:v3; default: the production model).
 
     The output holds the id column and any --keep columns, then `prediction` and, for classifiers,
     `probability_<class>`. Bad input (a missing column, text in a numeric column) is one line
@@ -318,13 +375,8 @@ def models_predict(obj: _Context, version: int | None, input_path: Path, output_
     from pipeline.predict import predict_file
 
     registry = obj.registry()
-    name = obj.model_name(registry, model)
-    if version is None:
-        chosen = registry.production(name)
-        if chosen is None:
-            raise OperationFailed(f"{name} has no production model; pass a VERSION or run `mlops-bot pipeline run`")
-    else:
-        chosen = _registry_call(lambda: registry.get(name, version))
+    chosen = obj.version(registry, version or (None, "production"), model)
+    name = chosen.model
     try:
         predictions = predict_file(chosen, input_path, project_root=obj.settings.project_dir, keep=keep)
     except (DataError, ArtifactError) as exc:
@@ -351,33 +403,41 @@ def drift() -> None:
 
 @drift.command("check")
 @click.option("--reference", required=True, metavar="PATH|VERSION",
-              help="Reference data (CSV/Parquet file, folder or glob) or a model version (v3, name:v3) whose profile to use.")
+              help="Reference data (CSV/Parquet file, folder or glob) or a model version (v3, name:v3, production) "
+                   "whose profile to use.")
 @click.option("--current", required=True, metavar="PATH", help="The batch to check: CSV/Parquet file, folder or glob.")
 @click.option("--target", default=None, metavar="COL", help="Label column in the batch, for performance drift.")
-@click.option("--model", "model_version", default=None, metavar="VERSION",
-              help="Model version whose predictions to compare (prediction and performance drift).")
+@click.option("--version", "model_version", default=None, type=VersionRef(), metavar="VERSION",
+              help="Model version whose predictions to compare (prediction and performance drift): 3, v3, name:v3 "
+                   "or production.")
+@model_option
+@project_option
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Write report.json, report.md and report.png here.")
 @click.option("--fail-on-drift", is_flag=True, help=f"Exit {EXIT_DRIFT} when the data drifted (for CI scripts).")
 @json_option
 @pass_context
-def drift_check(obj: _Context, reference: str, current: str, target: str | None, model_version: str | None,
-                report_dir: Path | None, fail_on_drift: bool, as_json: bool) -> None:
+def drift_check(obj: _Context, reference: str, current: str, target: str | None,
+                model_version: tuple[str | None, str] | None, model: str | None, report_dir: Path | None,
+                fail_on_drift: bool, as_json: bool) -> None:
     """Compare a batch with the reference; exit 0 whatever the verdict unless --fail-on-drift."""
     from pipeline.drift import DriftInputError, check_drift
     from pipeline.package import ArtifactError, load_model
 
-    reference_version = _version_ref(obj, reference)
-    model = None
+    if model is not None and _VERSION_REF.fullmatch(model) and not model.startswith("production"):
+        raise click.BadParameter(f"--model names a model; for the version {model!r} use --version {model}",
+                                 param_hint="--model")
+    reference_version = _version_ref(obj, reference, model)
     model_name = None
     if model_version is not None:
-        chosen = _version_ref(obj, model_version)
-        if chosen is None:
-            raise OperationFailed(f"--model {model_version!r}: expected a version such as v3 or name:v3")
+        chosen = obj.version(obj.registry(), model_version, model)
         try:
-            model = load_model(chosen.path, extra_trusted=tuple(chosen.metadata.get("trusted_types", [])))
+            model = load_model(chosen.path, extra_trusted=tuple(chosen.metadata.get("trusted_types", [])),
+                               project_root=obj.settings.project_dir)
         except ArtifactError as exc:
             raise OperationFailed(str(exc)) from None
+    else:
+        model = None
     if reference_version is not None:
         model_name = reference_version.model
     try:
@@ -395,16 +455,14 @@ def drift_check(obj: _Context, reference: str, current: str, target: str | None,
         sys.exit(EXIT_DRIFT)
 
 
-def _version_ref(obj: _Context, ref: str):
-    """The registry version a reference such as v3 or churn:v3 names, or None if it is not one."""
-    import re
+def _version_ref(obj: _Context, ref: str, model: str | None):
+    """The registry version --reference names (v3, churn:v3, production), or None for a data path.
 
-    match = re.fullmatch(r"(?:(?P<model>[A-Za-z0-9][A-Za-z0-9._-]*):)?v(?P<version>\d+)", ref)
-    if match is None:
+    A bare number is a file name here, never a version: only the spellings with v or production count.
+    """
+    if Path(ref).exists() or ref.isdigit() or _VERSION_REF.fullmatch(ref) is None:
         return None
-    registry = obj.registry()
-    name = match["model"] or obj.model_name(registry, None)
-    return _registry_call(lambda: registry.get(name, int(match["version"])))
+    return obj.version(obj.registry(), VersionRef().convert(ref, None, None), model)
 
 
 # --- the bot -----------------------------------------------------------------------------------
@@ -424,6 +482,7 @@ def _app(obj: _Context, *, quiet: bool = False):
 
 
 @cli.command("run")
+@project_option
 @click.option("--once", is_flag=True, help="Run each job once (poll, deliver, drift check, digest) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --once: print what was done as JSON.")
 @pass_context
@@ -449,6 +508,7 @@ def run_bot(obj: _Context, once: bool, as_json: bool) -> None:
 
 
 @cli.command("serve")
+@project_option
 @click.option("--host", default=None, metavar="HOST", help="Address to listen on (default: MLOPS_HOST, 127.0.0.1).")
 @click.option("--port", default=None, type=int, metavar="PORT", help="Port to listen on (default: MLOPS_PORT, 8080).")
 @pass_context
@@ -474,6 +534,7 @@ def serve(obj: _Context, host: str | None, port: int | None) -> None:
 
 
 @cli.command("console")
+@project_option
 @click.option("--on", "on", default=None, metavar="ticket:N|change:N",
               help="Where typed comments go (default: the open retrain ticket, else the latest change).")
 @pass_context
@@ -530,6 +591,7 @@ def _console_target(app, on: str | None):
 
 
 @cli.command("status")
+@project_option
 @json_option
 @pass_context
 def status(obj: _Context, as_json: bool) -> None:
@@ -598,6 +660,7 @@ def events() -> None:
 
 
 @events.command("list")
+@project_option
 @click.option("--limit", default=20, show_default=True, help="How many events, newest first.")
 @json_option
 @pass_context
@@ -624,6 +687,7 @@ def _event_row(row) -> dict:
 
 
 @cli.command("trace")
+@project_option
 @click.argument("ref")
 @json_option
 @pass_context
@@ -666,6 +730,7 @@ def _parse_ref(app, ref: str) -> tuple[str, str]:
 
 
 @cli.command("doctor")
+@project_option
 @pass_context
 def doctor(obj: _Context) -> None:
     """Check the settings and each configured service; say what is wrong and how to fix it."""
@@ -835,6 +900,7 @@ def board() -> None:
 
 
 @board.command("list")
+@project_option
 @click.option("--all", "show_all", is_flag=True, help="Closed tickets too.")
 @json_option
 @pass_context
@@ -853,6 +919,7 @@ def board_list(obj: _Context, show_all: bool, as_json: bool) -> None:
 
 
 @board.command("show")
+@project_option
 @click.argument("ticket", type=int)
 @json_option
 @pass_context
@@ -871,6 +938,7 @@ def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
 
 
 @board.command("comment")
+@project_option
 @click.argument("ticket", type=int)
 @click.argument("text")
 @pass_context

@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
-__all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "SettingsNote", "cron_trigger", "env_name",
+__all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "SettingsNote", "cron_trigger", "env_name", "find_data_dir",
            "load_settings", "path_problem", "settings_notes"]
 
 ENV_PREFIX = "MLOPS_"
@@ -37,6 +37,18 @@ BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "breast_
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable, what is expected and an example."""
+
+
+def find_data_dir(start: Path) -> Path:
+    """The default data folder: the nearest ``.mlops`` at or above ``start``, else one at the git
+    repository's root, else ``start/.mlops``. So commands run from inside a model project's folder
+    see the same registry and state as those run from the repository's root."""
+    for folder in (start, *start.parents):
+        if (folder / ".mlops").is_dir():
+            return folder / ".mlops"
+        if (folder / ".git").exists():
+            return folder / ".mlops"
+    return start / ".mlops"
 
 
 class Settings(BaseSettings):
@@ -55,8 +67,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(
-        default=Path(".mlops"),
-        description="Folder for the bot's state: model registry, state database, reports.",
+        default_factory=lambda: find_data_dir(Path.cwd()),
+        description="Folder for the bot's state: model registry, state database, reports. Default: `.mlops` in "
+                    "the nearest folder above holding one, else at the git repository's root, else here.",
         examples=["/var/lib/mlops-bot"],
     )
     project_dir: Path = Field(

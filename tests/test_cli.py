@@ -136,3 +136,48 @@ def test_settings_from_env_file(run, tmp_path, monkeypatch):
 def test_usage_error_exits_2(run):
     assert CliRunner().invoke(cli, ["models", "show", "abc"]).exit_code == 2
     assert CliRunner().invoke(cli, ["nonsense"]).exit_code == 2
+
+
+def test_a_version_is_spelled_the_same_way_everywhere(run, tmp_path):
+    run("pipeline", "run")
+    run("pipeline", "run")
+    shown = {spelling: json.loads(run("models", "show", spelling, "--json").output)["version"]
+             for spelling in ("1", "v1", "tiny:v1", "tiny:1", "production", "tiny:production")}
+    assert shown == {"1": 1, "v1": 1, "tiny:v1": 1, "tiny:1": 1, "production": 2, "tiny:production": 2}
+    assert run("models", "promote", "v1").output.strip() == "tiny v1 is in production"
+    tiny_frame(5, seed=3).drop(columns=["label"]).to_csv(tmp_path / "in.csv", index=False)
+    scored = CliRunner().invoke(cli, ["models", "predict", "v2", "--input", "in.csv", "--output", "out.csv"])
+    assert scored.exit_code == 0 and "from tiny v2" in scored.output
+    tiny_frame(40, seed=4).to_csv(tmp_path / "batch.csv", index=False)
+    for reference, version in (("v1", "v2"), ("tiny:v2", "production")):
+        checked = run("drift", "check", "--reference", reference, "--current", "batch.csv", "--version", version,
+                      "--json")
+        assert checked.exit_code == 0, checked.output
+        assert json.loads(checked.output)["features"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["models", "show", "v"], "'v' is not a model version; write 3, v3, name:v3 or production"),
+        (["drift", "check", "--reference", "v1", "--current", "b.csv", "--model", "v1"],
+         "--model names a model; for the version 'v1' use --version v1"),
+        (["models", "list", "--project", "nowhere"], "nowhere does not exist; give the model project's folder"),
+        (["status", "--project", "."], ". has no mlops.toml; give the model project's folder"),
+    ],
+)
+def test_bad_references_and_projects_exit_2_with_one_line(run, args, message):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_project_is_taken_by_every_command_that_reads_models(run, tmp_path, tiny_project, monkeypatch):
+    monkeypatch.delenv("MLOPS_PROJECT_DIR")  # the default is now the bundled example, not tiny
+    assert run("pipeline", "run", "--project", str(tiny_project)).exit_code == 0
+    listed = json.loads(run("models", "list", "--project", str(tiny_project), "--json").output)
+    assert [(v["model"], v["version"]) for v in listed] == [("tiny", 1)]
+    shown = json.loads(run("models", "show", "v1", "--project", str(tiny_project), "--json").output)
+    assert shown["model"] == "tiny"
+    traced = run("trace", "v1", "--project", str(tiny_project), "--json")
+    assert traced.exit_code == 0 and json.loads(traced.output)["from"] == {"kind": "model", "id": "tiny:v1"}

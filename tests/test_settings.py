@@ -254,3 +254,17 @@ def test_an_unexpected_failure_is_one_line_and_its_traceback_waits_for_debug(mon
         "error: the adapter broke on two lines (RuntimeError; MLOPS_LOG_LEVEL=DEBUG shows where)"]
     debug = _status(monkeypatch, tmp_path, MLOPS_LOG_LEVEL="DEBUG")
     assert isinstance(debug.exception, RuntimeError)
+
+
+def test_the_default_data_folder_is_found_from_inside_a_project(tmp_path):
+    from bot.settings import find_data_dir
+
+    repo, project = tmp_path / "repo", tmp_path / "repo" / "models" / "churn"
+    project.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    assert find_data_dir(project) == repo / ".mlops"  # the repository's root, seen from any folder in it
+    (project / ".mlops").mkdir()
+    assert find_data_dir(project / "data") == project / ".mlops"  # an existing .mlops nearer wins
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert find_data_dir(outside) == outside / ".mlops"  # no repository: the current folder
