@@ -570,7 +570,7 @@ def console(obj: _Context, on: str | None) -> None:
 def _console_target(app, on: str | None):
     from integrations.ports import Target
 
-    repo = getattr(app.scm, "repo", "local")
+    repo = app.scm.repo
     if on:
         kind, _, number = on.partition(":")
         if kind not in {"ticket", "change"} or not number.isdigit():
@@ -596,10 +596,15 @@ def _console_target(app, on: str | None):
 @pass_context
 def status(obj: _Context, as_json: bool) -> None:
     """Production model, open tickets, recent runs and the queue of effects."""
+    from integrations.ports import ListsTickets
+
     app = _app(obj, quiet=True)
     model = app.lifecycle.project.name
     production = app.registry.production(model)
-    tickets = [t for t in getattr(app.tracker, "tickets", lambda **_: [])(state="open")]
+    if isinstance(app.tracker, ListsTickets):
+        tickets = app.tracker.tickets(state="open")
+    else:  # a tracker that cannot list: the model's retrain ticket, the one the bot keeps open
+        tickets = [t for t in [app.tracker.find_open(f"retrain:{model}")] if t is not None]
     runs = app.registry.runs(model, limit=5)
     summary = {
         "model": model,
@@ -710,7 +715,7 @@ def trace(obj: _Context, ref: str, as_json: bool) -> None:
 
 def _parse_ref(app, ref: str) -> tuple[str, str]:
     model = app.lifecycle.project.name
-    repo = getattr(app.scm, "repo", "local")
+    repo = app.scm.repo
     kind, sep, ident = ref.partition(":")
     if not sep:
         kind, ident = "", ref
@@ -759,12 +764,20 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
     checks: list[tuple[str, str | None, str]] = [("settings", None, "")]
     from pipeline.spec import SpecError, load_project
 
+    from pipeline.train import check_metrics_suit_task
+
     try:
         spec = load_project(settings.project_dir)
         checks.append((f"model project {spec.name} ({spec.root})", None, ""))
     except SpecError as exc:
         checks.append(("model project", str(exc), "fix mlops.toml, or point MLOPS_PROJECT_DIR at your project"))
         spec = None
+    if spec is not None:
+        try:  # before any training: a metric that cannot score this kind of model fails only at validate
+            check_metrics_suit_task(spec)
+            checks.append(("metrics suit the model's task", None, ""))
+        except SpecError as exc:
+            checks.append(("metrics suit the model's task", str(exc), "change [metrics] in mlops.toml"))
     if spec is not None:
         from pipeline.data import DataError, load_dataset
 
@@ -795,14 +808,22 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
         Store(settings.state_database_url).close()
         checks.append(("state database", None, ""))
     except StoreError as exc:
-        checks.append(("state database", str(exc), "stop the other mlops-bot, or set MLOPS_STATE_URL"))
-    from pipeline.registry import ModelRegistry, RegistryError
-
+        locked = "locked" in str(exc)
+        checks.append(("state database", str(exc),
+                       "stop the other mlops-bot, or set MLOPS_STATE_URL" if locked else
+                       "the file is damaged or not mlops-bot's: restore it from a backup (docs/operations.md), "
+                       "or move it away and the bot starts with an empty state"))
     try:
-        ModelRegistry(settings.registry_dir)
+        registry = obj.registry()
+        registry.models()  # reads the index: a damaged one shows here
+        registry.close()
         checks.append((f"model registry ({settings.registry_dir})", None, ""))
-    except (RegistryError, OSError) as exc:
+    except OSError as exc:
         checks.append(("model registry", str(exc), "set MLOPS_DATA_DIR to a writable folder"))
+    except Exception as exc:  # a damaged index is a finding here, not a crash
+        checks.append(("model registry", " ".join(str(exc).split()),
+                       f"restore {settings.registry_dir} from a backup (docs/operations.md), or move it away "
+                       "and retrain"))
     if settings.github_enabled:
         from bot.app import _github
 
@@ -896,7 +917,7 @@ def db_current(obj: _Context, as_json: bool) -> None:
 
 @cli.group()
 def board() -> None:
-    """The local board of retrain tickets (embedded default tracker)."""
+    """The retrain tickets on the tracker: the local board, GitHub issues or Azure Boards work items."""
 
 
 @board.command("list")
@@ -905,8 +926,12 @@ def board() -> None:
 @json_option
 @pass_context
 def board_list(obj: _Context, show_all: bool, as_json: bool) -> None:
-    """Tickets on the local board."""
+    """The bot's tickets on the tracker, oldest first."""
+    from integrations.ports import ListsTickets
+
     app = _app(obj, quiet=True)
+    if not isinstance(app.tracker, ListsTickets):
+        raise OperationFailed(f"the {app.tracker.name} tracker cannot list its tickets; look for them there")
     tickets = app.tracker.tickets(state=None if show_all else "open")
     if as_json:
         _print_json([{"id": t.id, "title": t.title, "state": t.state, "labels": list(t.labels)} for t in tickets])
@@ -924,16 +949,24 @@ def board_list(obj: _Context, show_all: bool, as_json: bool) -> None:
 @json_option
 @pass_context
 def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
-    """A ticket with its comments."""
+    """A ticket with its comments (where the tracker can show them; else its title, state and address)."""
+    from integrations.ports import DescribesTickets
+
     app = _app(obj, quiet=True)
-    details = app.tracker.details(ticket)
+    if isinstance(app.tracker, DescribesTickets):
+        details = app.tracker.details(ticket)
+    else:  # the rest is on the tracker's own page
+        found = app.tracker.get(ticket)
+        details = found and {"id": found.id, "key": found.key, "title": found.title, "state": found.state,
+                             "url": found.url, "labels": list(found.labels)}
     if details is None:
         raise OperationFailed(f"there is no ticket #{ticket}; see `mlops-bot board list --all`")
     if as_json:
         _print_json(details)
         return
-    click.echo(f"#{details['id']} [{details['state']}] {details['title']}\n\n{details['body']}\n")
-    for comment in details["comments"]:
+    body = details["body"] if "body" in details else f"(body and comments at {details['url'] or 'the tracker'})"
+    click.echo(f"#{details['id']} [{details['state']}] {details['title']}\n\n{body}\n")
+    for comment in details.get("comments", []):
         click.echo(f"--- {comment['author']} at {comment['created_at']}\n{comment['body']}\n")
 
 
@@ -944,12 +977,14 @@ def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
 @pass_context
 def board_comment(obj: _Context, ticket: int, text: str) -> None:
     """Comment on a ticket as the console user (commands such as /retrain work), then run the bot once."""
-    from integrations.ports import Target
+    from integrations.ports import TakesTypedComments, Target
 
     app = _app(obj)
+    if not isinstance(app.scm, TakesTypedComments):
+        raise OperationFailed(f"comments are written on {app.scm.name}, not here: comment on the ticket there")
     if app.tracker.get(ticket) is None:
         raise OperationFailed(f"there is no ticket #{ticket}; see `mlops-bot board list --all`")
-    app.scm.add_comment(Target("ticket", getattr(app.scm, "repo", "local"), ticket), text)
+    app.scm.add_comment(Target("ticket", app.scm.repo, ticket), text)
     app.run_once()
 
 

@@ -83,11 +83,30 @@ def test_board_comment_runs_the_command(bot, tmp_path):
 
 def test_doctor_reports_problems_with_fixes(bot, repo, tmp_path, monkeypatch):
     healthy = bot("doctor")
-    assert healthy.exit_code == 0 and "all checks passed" in healthy.output
+    assert healthy.exit_code == 0 and "all checks passed" in healthy.output, healthy.output
     (repo / PROJECT / "data.csv").unlink()
     broken = bot("doctor")
     assert broken.exit_code == 1
     assert "✗ training data: no data file matches" in broken.output and "fix: check data.path" in broken.output
+
+
+def test_doctor_names_damaged_state_and_registry_and_unfit_metrics(bot, repo, tmp_path):
+    # Each in a process of its own, as people run them: an index left open here would be written
+    # back over the damage when it is closed.
+    subprocess.run([sys.executable, "-m", "bot", "pipeline", "run"], cwd=tmp_path, capture_output=True, check=True)
+    (tmp_path / "state" / "state.db").write_bytes(b"not a database " * 100)
+    (tmp_path / "state" / "registry" / "index.sqlite").write_bytes(b"not a database " * 100)
+    toml = repo / PROJECT / "mlops.toml"
+    toml.write_text(toml.read_text().replace('primary = "roc_auc"', 'primary = "r2"'))
+    result = subprocess.run([sys.executable, "-m", "bot", "doctor"], cwd=tmp_path, capture_output=True, text=True)
+    result.output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("✗ metrics suit the model's task: ") and "r2" in line for line in lines)
+    state = lines.index(next(line for line in lines if line.startswith("✗ state database: ")))
+    assert "file is not a database" in lines[state] and "damaged or not mlops-bot's" in lines[state + 1]
+    assert any(line.startswith("✗ model registry: ") for line in lines), result.output
+    assert "3 problem(s) found" in result.output
 
 
 def test_drift_check_command(bot, tmp_path):
