@@ -708,9 +708,57 @@ def trace(obj: _Context, ref: str, as_json: bool) -> None:
         return
     if not links:
         raise OperationFailed(f"nothing is linked to {kind} {ident}; check the reference (see `mlops-bot trace --help`)")
-    click.echo(f"{kind} {ident}")
+    click.echo("\n".join(_lineage_tree((kind, ident), links)))
+
+
+def _lineage_tree(root: tuple[str, str], links) -> list[str]:
+    """The links as a tree from ``root`` outward, each object once, nearest first:
+
+    model:churn:v3
+    ├── produced_by → run:run-1a2b
+    │   └── built_from → commit:acme/churn@7dc25be
+    └── ← closed_by ticket:12
+    """
+    touching: dict[tuple[str, str], list] = {}
     for link in links:
-        click.echo(f"  {link.src_kind}:{link.src_id} --{link.relation}--> {link.dst_kind}:{link.dst_id}")
+        touching.setdefault((link.src_kind, link.src_id), []).append(link)
+        touching.setdefault((link.dst_kind, link.dst_id), []).append(link)
+    children: dict[tuple[str, str], list[tuple[str, tuple[str, str]]]] = {}
+    seen, frontier = {root}, [root]
+    while frontier:  # breadth first: an object hangs under the nearest object linked to it
+        following = []
+        for node in frontier:
+            for link in touching.get(node, []):
+                src, dst = (link.src_kind, link.src_id), (link.dst_kind, link.dst_id)
+                other, label = (dst, f"{link.relation} →") if src == node else (src, f"← {link.relation}")
+                if other in seen:
+                    continue
+                seen.add(other)
+                children.setdefault(node, []).append((label, other))
+                following.append(other)
+        frontier = following
+    lines = [_node_text(root)]
+
+    def walk(node: tuple[str, str], indent: str) -> None:
+        below = children.get(node, [])
+        for index, (label, child) in enumerate(below):
+            last = index == len(below) - 1
+            lines.append(f"{indent}{'└── ' if last else '├── '}{label} {_node_text(child)}")
+            walk(child, indent + ("    " if last else "│   "))
+
+    walk(root, "")
+    return lines
+
+
+def _node_text(node: tuple[str, str]) -> str:
+    """An object as people read it: commits and data fingerprints shortened (--json keeps them whole)."""
+    kind, ident = node
+    if kind == "commit" and "@" in ident:
+        repo, _, sha = ident.rpartition("@")
+        return f"commit:{repo}@{sha[:12]}"
+    if kind == "data" and ident.startswith("sha256:"):
+        return f"data:{ident[:19]}"
+    return f"{kind}:{ident}"
 
 
 def _parse_ref(app, ref: str) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -181,3 +182,23 @@ def test_project_is_taken_by_every_command_that_reads_models(run, tmp_path, tiny
     assert shown["model"] == "tiny"
     traced = run("trace", "v1", "--project", str(tiny_project), "--json")
     assert traced.exit_code == 0 and json.loads(traced.output)["from"] == {"kind": "model", "id": "tiny:v1"}
+
+
+def test_trace_prints_a_tree_from_the_reference_outward():
+    from bot.cli import _lineage_tree
+    from bot.store import Link
+
+    def link(src: str, relation: str, dst: str) -> Link:
+        (src_kind, src_id), (dst_kind, dst_id) = src.split(":", 1), dst.split(":", 1)
+        return Link(src_kind=src_kind, src_id=src_id, relation=relation, dst_kind=dst_kind, dst_id=dst_id,
+                    created_at=datetime(2026, 12, 3, tzinfo=UTC))
+
+    sha = "e83da5beeb98c27507a85983dc594c87c014ccbc"
+    links = [link("model:churn:v2", "produced_by", "run:run-1"), link("ticket:7", "closed_by", "model:churn:v2"),
+             link("run:run-1", "built_from", f"commit:acme/churn@{sha}"), link("run:run-1", "for_ticket", "ticket:7")]
+    assert _lineage_tree(("model", "churn:v2"), links) == [
+        "model:churn:v2",
+        "├── produced_by → run:run-1",
+        "│   └── built_from → commit:acme/churn@e83da5beeb98",
+        "└── ← closed_by ticket:7",  # reached from the model first: shown once, under it
+    ]
