@@ -468,13 +468,13 @@ def _version_ref(obj: _Context, ref: str, model: str | None):
 # --- the bot -----------------------------------------------------------------------------------
 
 
-def _app(obj: _Context, *, quiet: bool = False):
+def _app(obj: _Context, *, quiet: bool = False, log_file: Path | None = None):
     from bot.app import build
     from bot.logs import configure_logging
     from bot.store import StoreError
     from pipeline.spec import SpecError
 
-    configure_logging(obj.settings)
+    configure_logging(obj.settings, file=log_file)
     try:
         return build(obj.settings, out=None if quiet else sys.stdout)
     except (SpecError, StoreError) as exc:
@@ -542,7 +542,10 @@ def console(obj: _Context, on: str | None) -> None:
     """Type comments (/retrain, /status, ...) as if on a change or ticket, and watch the bot answer."""
     from integrations.ports import Target
 
-    app = _app(obj)
+    # The conversation is the terminal's: log lines go to a file, never between the messages.
+    log_file = obj.settings.log_file or obj.settings.data_dir.expanduser().resolve() / "logs" / "console.log"
+    app = _app(obj, log_file=log_file)
+    click.echo(f"(the bot's log: {log_file})", err=True)
     app.run_once()
     target = _console_target(app, on)
     click.echo(f"Commenting on {target.kind}:{target.number}. Type a comment (e.g. /status or /help); "

@@ -16,6 +16,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ _MASK = "***"
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Quiet unless something is wrong: request-level chatter says nothing a user can act on.
 _NOISY = ("apscheduler", "urllib3", "sqlalchemy", "msrest", "azure", "github.Requester", "slack_sdk",
-          "alembic.runtime.plugins")
+          "alembic.runtime.plugins", "matplotlib", "PIL")
 # Shapes of credentials worth hiding even when they are not this bot's own (defence in depth).
 _TOKEN_SHAPES = [
     (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abeoprs]-[A-Za-z0-9-]{8,})"), _MASK),
@@ -145,15 +146,23 @@ def _json_formatter(secrets: Iterable[str]) -> logging.Formatter:
                  datefmt="%Y-%m-%dT%H:%M:%S%z")
 
 
-def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> logging.Handler:
-    """Send the root logger's records to ``stream`` (stderr) in the configured format; returns the handler.
+def configure_logging(settings: Settings, *, stream: TextIO | None = None, file: Path | None = None) -> logging.Handler:
+    """Send the root logger's records to ``stream``, else to ``file`` or MLOPS_LOG_FILE (appended), else
+    to stderr, in the configured format; returns the handler.
 
     Calling it again replaces the handler it installed before (and leaves any other handler alone).
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        old.close()
+    log_file = file or settings.log_file
+    if stream is None and log_file is not None:
+        log_file = Path(log_file).expanduser()
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     setattr(handler, _HANDLER_MARK, True)
     secrets = secrets_of(settings)
     handler.setFormatter(_json_formatter(secrets) if settings.log_format == "json" else _TextFormatter(secrets))

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         default="text", description="Log lines as readable text, or as JSON objects for log systems.",
         examples=["json"]
     )
+    log_file: Path | None = Field(
+        default=None,
+        description="Write log lines to this file (appended) instead of stderr; `mlops-bot console` uses "
+                    "MLOPS_DATA_DIR/logs/console.log when unset, so logs never interleave with the conversation.",
+        examples=["/var/log/mlops-bot.log"],
+    )
     state_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the state database; default: SQLite in MLOPS_DATA_DIR/state.db.",
@@ -564,6 +570,13 @@ def _path_problems(settings: Settings) -> list[str]:
                 problems.append(_with_example(field, f"{parent} is a file, so {path} cannot be created"))
             elif parent is not None and not os.access(parent, os.W_OK | os.X_OK):
                 problems.append(_with_example(field, f"{path} cannot be created: {parent} is not writable"))
+    if settings.log_file is not None:
+        log_file = settings.log_file.expanduser()
+        nearest = next((p for p in log_file.absolute().parents if p.exists()), None)
+        if log_file.is_dir():
+            problems.append(_with_example("log_file", f"{log_file} is a folder; name the log file in it"))
+        elif nearest is not None and not nearest.is_dir():
+            problems.append(_with_example("log_file", f"{log_file} cannot be created: {nearest} is a file"))
     if settings.state_url:
         import sqlalchemy as sa
 

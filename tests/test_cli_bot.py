@@ -56,6 +56,8 @@ def test_the_whole_loop_from_the_command_line(bot, tmp_path):
     answered = bot("console", "--on", f"ticket:{ticket}", input="/status\n/retrain new data\n:quit\n")
     assert answered.exit_code == 0, answered.output
     assert "Retraining **tiny**" in answered.output
+    log = (tmp_path / "state" / "logs" / "console.log").read_text()  # the log goes to a file, not between messages
+    assert " INFO " in log and " INFO " not in answered.output
     shown = json.loads(bot("board", "show", str(ticket), "--json").output)
     assert shown["state"] == "closed"
     assert any("Closing this ticket" in c["body"] for c in shown["comments"])

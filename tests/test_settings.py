@@ -74,6 +74,7 @@ WRONG_VALUES = {
     "MLOPS_TAKEOVER_S": "not-a-number",
     "MLOPS_MONITOR_DIR": "<file>",
     "MLOPS_LABELS_DIR": "<file>",
+    "MLOPS_LOG_FILE": "<file>/x.log",
     "MLOPS_DRIFT_MIN_SEVERITY": "extreme",
     "MLOPS_DRIFT_COOLDOWN_S": "not-a-number",
     "MLOPS_MAX_COMMANDS_PER_COMMENT": "not-a-number",
