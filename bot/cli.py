@@ -211,22 +211,68 @@ def pipeline_run(obj: _Context, reason: str, as_json: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     registry = obj.registry()
-
-    def progress(result) -> None:
-        if not as_json:
-            running = [stage for stage in result.stages if stage.status == "running"]
-            if running:
-                click.echo(f"  {running[0].name} ...", err=True)
-
     production_data = ProductionFolders(obj.settings.batches_dir, obj.settings.label_files_dir)
-    result = run_pipeline(project_dir, registry, trigger="cli", reason=reason, on_progress=progress,
-                          production_data=production_data)
+    # Progress is for people watching a terminal; --json and a pipe get only the result.
+    with _StageProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
+        result = run_pipeline(project_dir, registry, trigger="cli", reason=reason, on_progress=progress.update,
+                              production_data=production_data)
     if as_json:
         _print_json(result.to_dict())
     else:
         _print_run(result)
     if result.status == "failed":
         sys.exit(EXIT_FAILED)
+
+
+class _StageProgress:
+    """The running stage and its elapsed time on one terminal line, redrawn every second
+    (training 1,500 trees takes minutes: the line shows the run is alive)."""
+
+    def __init__(self, *, enabled: bool, stream=None, tick_s: float = 1.0):
+        import threading
+        import time
+
+        self.enabled, self.stream, self.tick_s, self._now = enabled, stream or sys.stderr, tick_s, time.monotonic
+        self._stage: str | None = None
+        self._started = 0.0
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._redraw_every_tick, name="stage-progress", daemon=True)
+
+    def __enter__(self) -> _StageProgress:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.update(None)
+
+    def update(self, result) -> None:
+        """Called by the pipeline after each stage change: finish the last stage's line, start the next."""
+        if not self.enabled:
+            return
+        running = next((stage.name for stage in result.stages if stage.status == "running"), None) if result else None
+        with self._lock:
+            if running == self._stage:
+                return
+            if self._stage is not None:
+                self._draw(end="\n")
+            self._stage = running
+            if running is not None:
+                self._started = self._now()
+                self._draw()
+
+    def _redraw_every_tick(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            with self._lock:
+                if self._stage is not None:
+                    self._draw()
+
+    def _draw(self, end: str = "") -> None:
+        self.stream.write(f"\r\x1b[K  {self._stage} ... {self._now() - self._started:.0f}s{end}")
+        self.stream.flush()
 
 
 def _print_run(result) -> None:

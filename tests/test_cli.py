@@ -202,3 +202,28 @@ def test_trace_prints_a_tree_from_the_reference_outward():
         "│   └── built_from → commit:acme/churn@e83da5beeb98",
         "└── ← closed_by ticket:7",  # reached from the model first: shown once, under it
     ]
+
+
+def test_stage_progress_shows_the_running_stage_with_elapsed_time_and_stays_quiet_when_off():
+    import io
+    from types import SimpleNamespace
+
+    from bot.cli import _StageProgress
+
+    def at(*statuses):
+        return SimpleNamespace(stages=[SimpleNamespace(name=n, status=s) for n, s in statuses])
+
+    moments = iter([0.0, 0.0, 65.0, 65.0, 65.0, 66.0])
+    out = io.StringIO()
+    progress = _StageProgress(enabled=True, stream=out, tick_s=3600)
+    progress._now = lambda: next(moments)
+    with progress:
+        progress.update(at(("train", "running")))
+        progress.update(at(("train", "running")))  # no change: nothing drawn
+        progress.update(at(("train", "done"), ("package", "running")))
+    assert out.getvalue().split("\r\x1b[K") == ["", "  train ... 0s", "  train ... 65s\n", "  package ... 0s",
+                                                "  package ... 1s\n"]
+    quiet = io.StringIO()
+    with _StageProgress(enabled=False, stream=quiet) as off:
+        off.update(at(("train", "running")))
+    assert quiet.getvalue() == ""
