@@ -221,6 +221,9 @@ def build(
 
             engine = GitHubActionsEngine(github_scm.client, workflow=settings.github_workflow,
                                          ref=settings.watch_branch or "main")
+    if scm is None and _git_root(repo_dir) is None:  # what doctor says too, said where the bot starts
+        log.warning("no git repository holds %s: merged changes will not be watched (run `git init` there, or "
+                    "set MLOPS_REPO_DIR to the repository whose commits should trigger runs)", repo_dir)
     scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
                                 clock=clock, out=out)
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)

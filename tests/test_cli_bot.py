@@ -182,3 +182,15 @@ def test_console_refuses_a_ticket_or_change_that_does_not_exist(bot):
     assert missing_change.exit_code == 1 and "there is no change 99" in missing_change.output
     moved = bot("console", "--on", "change:1", input=":on ticket:5\n:quit\n")
     assert moved.exit_code == 0 and "there is no ticket #5" in moved.output
+
+
+def test_run_outside_a_git_repository_says_merges_are_not_watched(bot, tiny_project, monkeypatch, caplog):
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(tiny_project))  # tmp_path/tiny: no repository holds it
+    assert bot("run", "--once").exit_code == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"no git repository holds {tiny_project}: merged changes will not be watched" in w for w in warned)
+
+
+def test_run_in_a_git_repository_does_not_warn_about_it(bot, caplog):
+    assert bot("run", "--once").exit_code == 0
+    assert not any("no git repository" in r.getMessage() for r in caplog.records)
