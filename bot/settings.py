@@ -320,13 +320,19 @@ class Settings(BaseSettings):
         # tools. It is ignored (settings_notes says so); App settings exist only for this bot.
         if all(app) and not self.github_repository:
             raise ValueError("GitHub App settings are set but GITHUB_REPOSITORY is not; e.g. GITHUB_REPOSITORY=acme/churn-model")
-        if self.github_repository and not (self.github_token or all(app)):
+        # GitHub Actions sets GITHUB_REPOSITORY in every job: there it is not asking for GitHub either
+        # (settings_notes says so); anywhere else, a repository without credentials is a mistake.
+        if self.github_repository and not self._github_credentials and not _in_github_actions():
             raise ValueError("GITHUB_REPOSITORY is set but no credentials: set GITHUB_TOKEN (or the GitHub App settings)")
         return self
 
     @property
+    def _github_credentials(self) -> bool:
+        return bool(self.github_token or self.github_app_id)  # the App's three settings come together
+
+    @property
     def github_enabled(self) -> bool:
-        return bool(self.github_repository)
+        return bool(self.github_repository) and self._github_credentials
 
     @field_validator(*_JSON_SETTINGS, mode="before")
     @classmethod
@@ -628,6 +634,10 @@ class SettingsNote(NamedTuple):
         return f"{self.variable} {self.problem}; {self.fix}"
 
 
+def _in_github_actions() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
 def settings_notes(env_file: str | Path | None = ".env") -> list[SettingsNote]:
     """Variables in the environment or ``env_file`` that look meant for the bot but do nothing.
 
@@ -661,6 +671,11 @@ def settings_notes(env_file: str | Path | None = ".env") -> list[SettingsNote]:
                             "stay local (git repository and board)",
             "set GITHUB_REPOSITORY=owner/name to watch that repository and file tickets on GitHub "
             "(GITHUB_API_URL for GitHub Enterprise)"))
+    if raw.get("GITHUB_REPOSITORY") and not raw.get("GITHUB_TOKEN") and not app and _in_github_actions():
+        notes.append(SettingsNote(
+            "GITHUB_REPOSITORY", "is set by GitHub Actions but no GITHUB_TOKEN is given, so source control and "
+                                 "tickets stay local",
+            "to use this repository, pass the token in the step: env: GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}"))
     return notes
 
 

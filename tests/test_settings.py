@@ -242,6 +242,18 @@ def test_a_github_token_alone_is_ignored_with_one_warning(monkeypatch, tmp_path)
     assert token not in doctor.output
 
 
+def test_the_repository_github_actions_sets_is_no_request_for_github(monkeypatch, tmp_path):
+    result = _status(monkeypatch, tmp_path, GITHUB_ACTIONS="true", GITHUB_REPOSITORY="acme/churn")
+    assert result.exit_code == 0, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("warning: GITHUB_REPOSITORY is set by GitHub Actions but no GITHUB_TOKEN is given")
+    assert "no model in production yet" in result.stdout
+    monkeypatch.delenv("GITHUB_ACTIONS")  # outside Actions the same setting is a mistake, said at once
+    elsewhere = _status(monkeypatch, tmp_path)
+    assert elsewhere.exit_code == 2
+    assert "GITHUB_REPOSITORY is set but no credentials: set GITHUB_TOKEN" in elsewhere.stderr
+
+
 def test_an_unexpected_failure_is_one_line_and_its_traceback_waits_for_debug(monkeypatch, tmp_path):
     import bot.app
 
