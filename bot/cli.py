@@ -63,6 +63,16 @@ class _Context:
             self._settings = settings
         return self._settings
 
+    def nothing_here_yet(self, *, state: bool = False) -> str | None:
+        """Why a read-only command has nothing to read (no data folder yet), or None. Read-only
+        commands say this instead of creating an empty registry or state database where they run."""
+        settings = self.settings
+        data_dir = settings.data_dir.expanduser().resolve()
+        if data_dir.is_dir() or (state and settings.state_url):
+            return None
+        return (f"nothing here yet: no mlops-bot data folder at {data_dir}; run `mlops-bot pipeline run` or "
+                "`mlops-bot run` first, or set MLOPS_DATA_DIR to the bot's data folder")
+
     def registry(self):
         from pipeline.registry import ModelRegistry
 
@@ -316,6 +326,9 @@ def models() -> None:
 @pass_context
 def models_list(obj: _Context, model: str | None, all_models: bool, as_json: bool) -> None:
     """Every version with its stage, metrics, data fingerprint and code version."""
+    if (nothing := obj.nothing_here_yet()) is not None:
+        click.echo("[]" if as_json else nothing)
+        return
     registry = obj.registry()
     names = registry.models() if all_models else [obj.model_name(registry, model)]
     versions = [version for name in names for version in registry.versions(name)]
@@ -344,6 +357,8 @@ def models_list(obj: _Context, model: str | None, all_models: bool, as_json: boo
 @pass_context
 def models_show(obj: _Context, version: tuple[str | None, str], model: str | None, as_json: bool) -> None:
     """One VERSION (3, v3, name:v3 or production): everything recorded about it, and its time in production."""
+    if (nothing := obj.nothing_here_yet()) is not None:
+        raise OperationFailed(nothing)
     registry = obj.registry()
     chosen = obj.version(registry, version, model)
     described = _registry_call(lambda: registry.describe(chosen.model, chosen.version))
@@ -420,6 +435,8 @@ def models_predict(obj: _Context, version: tuple[str | None, str] | None, input_
     from pipeline.package import ArtifactError
     from pipeline.predict import predict_file
 
+    if (nothing := obj.nothing_here_yet()) is not None:
+        raise OperationFailed(nothing)
     registry = obj.registry()
     chosen = obj.version(registry, version or (None, "production"), model)
     name = chosen.model
@@ -720,6 +737,9 @@ def events() -> None:
 @pass_context
 def events_list(obj: _Context, limit: int, as_json: bool) -> None:
     """Events newest first, each with the effects it caused and their state."""
+    if (nothing := obj.nothing_here_yet(state=True)) is not None:
+        click.echo("[]" if as_json else nothing)
+        return
     app = _app(obj, quiet=True)
     rows = app.store.events(limit=limit)
     if as_json:
@@ -747,6 +767,8 @@ def _event_row(row) -> dict:
 @pass_context
 def trace(obj: _Context, ref: str, as_json: bool) -> None:
     """Walk the lineage from REF: a model version (v3 or name:v3), a run id, ticket:N, change:N, commit:SHA."""
+    if (nothing := obj.nothing_here_yet(state=True)) is not None:
+        raise OperationFailed(nothing)
     app = _app(obj, quiet=True)
     kind, ident = _parse_ref(app, ref)
     links = app.store.trace(kind, ident)
