@@ -6,20 +6,25 @@ numeric features, one categorical feature (declared in ``[data] categorical``), 
 (``[data] id_column``, shuffled, so no shortcut for sorted ids applies) and a 0/1 target.
 
 - assemble: ``read_labelled_production`` over the batches folder, then ``assemble_training_data``:
-  it reads every file, checks the schema contract, aligns the columns, de-duplicates by id,
-  fingerprints the whole table and each source, and returns features, target and observed times.
+  it reads every file (into Arrow; pandas gets one copy of the whole table at the end), checks the
+  schema contract, aligns the columns, de-duplicates by id, fingerprints the whole table and each
+  source, and returns features, target and observed times.
 - pandas: ``pd.read_parquet`` of each file and one ``pd.concat``; no checks, no fingerprint.
+
+After the timing, each side digests its result's features and target row by row (the same
+function on both sides); the run stops if the two differ, so both sides did the same reading.
 
 Timing rule, the same for both sides: ``--rounds`` rounds, each running both sides (in turn
 first), each side in a fresh Python subprocess that imports what it needs and then runs the work
-``--repeat`` times. The figure is the best (minimum) wall time over all of a side's runs, the
+``--repeat`` times (the time to produce the result; freeing the previous run's result is not timed,
+on either side). The figure is the best (minimum) wall time over all of a side's runs, the
 median is shown beside it, and so is the best CPU time (all threads), which a busy machine
 disturbs less. Alternating the sides keeps a burst of load elsewhere from landing on one side
 only. Peak memory is a subprocess's peak resident set size (``ru_maxrss``), shown whole and above
 the resident size after imports (the largest over a side's subprocesses). The files are generated
 first, in a temporary folder, and that time is shown separately. Threads: pyarrow's pools (shown)
-on both sides; the assembly also hashes rows on up to min(4, CPUs) threads and overlaps its final
-copy with hashing and the id check (two threads).
+on both sides (reading, and converting to pandas); the assembly also hashes rows on up to
+min(4, CPUs) threads and checks ids for repeats on one more thread.
 
 Goal (issue 12): assemble at most 1.3 times pandas alone.
 
@@ -100,7 +105,8 @@ def files_of(folder: Path) -> list[Path]:
 
 
 def run_side(side: str, folder: Path, repeat: int) -> dict:
-    """In the subprocess: run one side ``repeat`` times and report times, peak memory and the result's shape."""
+    """In the subprocess: run one side ``repeat`` times and report times, peak memory, the result's
+    shape and, computed after the timing, a digest of its content (features and target, row by row)."""
     if side == "assemble":
         from pipeline.data import assemble_training_data
         from pipeline.production import read_labelled_production
@@ -116,26 +122,37 @@ def run_side(side: str, folder: Path, repeat: int) -> dict:
             dataset = assemble_training_data(spec, production)
             if dataset.problems:
                 raise RuntimeError(f"the assembly reported problems: {dataset.problems}")
+            return dataset
+
+        def described(dataset) -> tuple[int, int, str, pd.DataFrame]:
             # The id column is read and used (de-duplication, fingerprint) but kept out of the features.
-            return len(dataset.features), dataset.features.shape[1] + 2, dataset.fingerprint
+            table = dataset.features.assign(**{spec.data.target: dataset.target})
+            return len(dataset.features), dataset.features.shape[1] + 2, dataset.fingerprint, table
     else:
         paths = files_of(folder)
 
         def work():
-            frame = pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
-            return len(frame), frame.shape[1], ""
+            return pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
+
+        def described(frame) -> tuple[int, int, str, pd.DataFrame]:
+            return len(frame), frame.shape[1], "", frame.drop(columns=["row_id"])
 
     import pyarrow as pa
 
     settled = _rss_now()
-    times, cpu, shape = [], [], None
+    times, cpu, result = [], [], None
     for _ in range(repeat):
+        result = None  # the previous run's result is freed before the next run, on both sides
         started, started_cpu = time.perf_counter(), time.process_time()
-        shape = work()
+        result = work()
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
-    return {"times": times, "cpu": cpu, "rows": shape[0], "columns": shape[1], "fingerprint": shape[2],
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "after_imports_mb": settled,
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows, columns, fingerprint, table = described(result)
+    from pipeline.data import fingerprint as content_of  # not timed: the same digest of either side's rows
+
+    return {"times": times, "cpu": cpu, "rows": rows, "columns": columns, "fingerprint": fingerprint,
+            "content": content_of(table), "peak_mb": peak, "after_imports_mb": settled,
             "arrow_threads": pa.cpu_count(), "arrow_io_threads": pa.io_thread_count()}
 
 
@@ -190,6 +207,9 @@ def main() -> None:
     if ours["rows"] != pandas_side["rows"] or ours["columns"] != pandas_side["columns"]:
         raise SystemExit(f"the sides disagree: assemble gave {ours['rows']} rows x {ours['columns']} columns, "
                          f"pandas {pandas_side['rows']} x {pandas_side['columns']}")
+    if ours["content"] != pandas_side["content"]:
+        raise SystemExit("the sides disagree on the rows' values: the assembled features and target differ from "
+                         "the files read by pandas")
     print(f"machine: {os.cpu_count()} CPUs; pyarrow threads {ours['arrow_threads']} (I/O {ours['arrow_io_threads']}) "
           f"on both sides; row hashing on up to {min(4, os.cpu_count() or 1)} threads (assemble only)")
     print(f"timing: {args.rounds} rounds x {args.repeat} runs per side, each round a fresh subprocess per side, "
@@ -201,7 +221,8 @@ def main() -> None:
     ratio = min(ours["times"]) / min(pandas_side["times"])
     cpu_ratio = min(ours["cpu"]) / min(pandas_side["cpu"])
     memory = ours["above_imports_mb"] / pandas_side["above_imports_mb"]
-    print(f"rows {ours['rows']:,}, fingerprint {ours['fingerprint'][:23]}...")
+    print(f"rows {ours['rows']:,}, fingerprint {ours['fingerprint'][:23]}...; both sides hold the same features "
+          "and target, row by row (checked after timing)")
     print(f"ratio assemble / pandas: time {ratio:.2f}x (goal <= {GOAL}x: {'met' if ratio <= GOAL else 'missed'}), "
           f"CPU time {cpu_ratio:.2f}x, peak memory above imports {memory:.2f}x")
 
@@ -213,6 +234,7 @@ def _combined(measured: list[dict]) -> dict:
         "times": [t for one in measured for t in one["times"]],
         "cpu": [t for one in measured for t in one["cpu"]],
         "rows": first["rows"], "columns": first["columns"], "fingerprint": first["fingerprint"],
+        "content": first["content"],
         "peak_mb": max(one["peak_mb"] for one in measured),
         "above_imports_mb": max(one["peak_mb"] - one["after_imports_mb"] for one in measured),
         "arrow_threads": first["arrow_threads"], "arrow_io_threads": first["arrow_io_threads"],

@@ -7,22 +7,26 @@ embedded defaults when no service is configured. Nothing here runs at import tim
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import SecretStr
+
 from bot import messages
-from bot.events import ChangeMerged, CommandGiven
+from bot.events import ChangeMerged, CommandGiven, ModelPromoted
 from bot.logs import secrets_of
-from bot.lifecycle import CHANNEL_DIGEST, Lifecycle, Project
+from bot.lifecycle import CHANNEL_ALERTS, CHANNEL_DIGEST, Lifecycle, Project
 from bot.observability import Observability, observe_adapters, observe_handlers
-from bot.outbox import DeliveryReport, Outbox
+from bot.outbox import Blocked, DeliveryReport, Outbox
 from bot.settings import Settings
 from bot.store import NewEffect, Store
-from integrations.ports import TransientError
+from integrations.ports import PermissionRefused, TransientError
+from pipeline.registry import RegistryError, RegistryPort, ReportsAliasMoves
 
 __all__ = ["BotApp", "build"]
 
@@ -60,7 +64,16 @@ class BotApp:
         """Read new merged changes and comments; record each as an event (once) with its effects."""
         scm, seen = self.scm, 0
         source = scm.name
-        changes, cursor = scm.merged_changes(self.store.cursor(f"{source}:changes"))
+        try:
+            changes, cursor = scm.merged_changes(self.store.cursor(f"{source}:changes"))
+        except PermissionRefused as refused:
+            # Nothing can be read until it is granted: said once per episode, tried again each cycle.
+            if self.store.get_state("poll_refused", source) != {"permission": refused.permission}:
+                log.error("poll: %s refuses the bot %s: %s", source, refused.permission, refused)
+                self.store.put_state("poll_refused", source, {"permission": refused.permission})
+            return 0
+        if self.store.get_state("poll_refused", source):
+            self.store.put_state("poll_refused", source, {})
         if not changes and cursor is not None and self.store.cursor(f"{source}:changes") != cursor:
             self.store.set_cursor(f"{source}:changes", cursor)
         try:
@@ -73,9 +86,42 @@ class BotApp:
             # its cursor; the cursor never passes what was not, so the rest comes again next cycle.
             log.warning("poll: %s; the rest waits for the next cycle", exc)
         self.bootstrap()
+        seen += self.watch_registry()
         if seen:
             log.info("poll: %d new event(s) from %s", seen, source)
         return seen
+
+    def watch_registry(self) -> int:
+        """Production moved by someone else in the registry (MLflow's UI, another tool): recorded in
+        the version's history and said where the bot's own promotions are, once. One request when
+        nothing moved. The first look only records what it finds: aliases set before the bot came are
+        not news."""
+        registry = self.registry
+        if not isinstance(registry, ReportsAliasMoves):
+            return 0
+        from integrations.mlflow_registry import alias_changes
+
+        model = self.lifecycle.project.name
+        watched = (registry.production_alias, registry.candidate_alias)
+        try:
+            current = registry.aliases(model)
+        except RegistryError as exc:
+            log.warning("registry: cannot read the aliases of %s: %s", model, exc)
+            return 0
+        known = self.store.get_state("aliases", model)
+        changes = alias_changes(known or {}, current, watched)
+        moves = registry.adopt_external_moves(model, changes) if changes else []
+        handled = 0
+        if known is not None:
+            for move in moves:
+                if move.alias == registry.production_alias and move.version is not None:
+                    event = ModelPromoted(model, move.version, move.previous,
+                                          reason=f"the {move.alias} alias was moved outside mlops-bot",
+                                          cause=f"alias:{move.alias}:{move.at.isoformat()}")
+                    handled += int(self.lifecycle.handle(event, source="registry"))
+        if current != known:
+            self.store.put_state("aliases", model, current)
+        return handled
 
     def _handle_all(self, events: list, cursor: tuple[str, str | None]) -> int:
         """Handle a poll's events in order; the cursor moves with the last one, in its transaction."""
@@ -117,12 +163,10 @@ class BotApp:
 
     def deliver(self, *, should_stop: Callable[[], bool] = lambda: False, until_idle: bool = True) -> DeliveryReport:
         """Deliver due effects; with ``until_idle``, also those that the delivered ones caused."""
-        total = DeliveryReport(0, 0, 0, 0)
+        total = DeliveryReport()
         while True:
             report = self.outbox.deliver_due(should_stop=should_stop)
-            total = DeliveryReport(*(a + b for a, b in zip(
-                (total.delivered, total.retried, total.dead, total.recovered),
-                (report.delivered, report.retried, report.dead, report.recovered))))
+            total = DeliveryReport(*(a + b for a, b in zip(astuple(total), astuple(report))))
             done = report.delivered + report.recovered
             if not until_idle or should_stop() or done == 0:
                 return total
@@ -200,7 +244,6 @@ def build(
 ) -> BotApp:
     """Make the bot: real adapters for whatever is configured, embedded defaults for the rest."""
     from integrations.local import ConsoleChat, InProcessEngine, LocalBoard, LocalGitSource, create_local_tables
-    from pipeline.registry import ModelRegistry
     from pipeline.spec import load_project
 
     clock = clock or (lambda: datetime.now(UTC))
@@ -208,7 +251,7 @@ def build(
     store = store or Store(settings.state_database_url, clock=clock)
     with store.schema_transaction() as conn:  # two bots starting together on PostgreSQL create them once
         create_local_tables(conn)
-    registry = registry or ModelRegistry(settings.registry_dir, clock=clock)
+    registry = registry or open_registry(settings, clock=clock)
     repo_dir = settings.repo_dir or _git_root(spec.root) or spec.root
     if settings.azure_enabled:
         azure_scm, azure_tracker, azure_engine = _azure(settings, registry)
@@ -243,8 +286,21 @@ def build(
     observe_adapters(observability, scm, tracker, chat, engine)
     lifecycle = Lifecycle(settings=settings, store=store, registry=registry, scm=scm, tracker=tracker, chat=chat,
                           engine=engine, project=project, clock=clock, observer=observability)
+
+    def alert_blocked(blocked: Blocked) -> None:
+        """One alert per episode of a refused permission, in the alerts channel, unless the chat is what refuses."""
+        if blocked.service == chat.name:
+            return  # the chat itself refuses: the log, `status` and /metrics say so
+        key = f"blocked:{blocked.service}:{blocked.permission}:{blocked.since.isoformat()}"
+        text = (f"⛔ {blocked.service} refuses mlops-bot **{blocked.permission}**: {blocked.message}\n"
+                f"What needs it waits, tried again every {blocked.retry_s / 60:g} min, and goes on once it is granted.")
+        store.ingest(key, "permission_blocked", "outbox", {"service": blocked.service, "permission": blocked.permission,
+                                                           "effect": blocked.effect_key},
+                     [NewEffect(f"chat:{key}", "chat.post", {"channel": CHANNEL_ALERTS, "text": text},
+                                lane=f"chat:{CHANNEL_ALERTS}")])
+
     outbox = Outbox(store, observe_handlers(lifecycle.handlers(), observability),
-                    ingest=lambda event: lifecycle.handle(event), clock=clock)
+                    ingest=lambda event: lifecycle.handle(event), clock=clock, on_blocked=alert_blocked)
     return BotApp(settings=settings, store=store, lifecycle=lifecycle, outbox=outbox, clock=clock,
                   observability=observability)
 
@@ -311,6 +367,27 @@ def _slack(settings: Settings, project: str | None = None):
     client = connect(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
     channels = routes(settings.slack_channels, settings.slack_project_channels, project)
     return SlackChat(client, channels=channels, mention_group=settings.slack_mention_group)
+
+
+def open_registry(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> RegistryPort:
+    """The model registry the settings name: MLflow at MLFLOW_TRACKING_URI, else the bot's own
+    registry in MLOPS_DATA_DIR/registry. The one place either is made."""
+    from pipeline.registry import ModelRegistry
+
+    clock = clock or (lambda: datetime.now(UTC))
+    if not settings.mlflow_tracking_uri:
+        return ModelRegistry(settings.registry_dir, clock=clock)
+    from integrations.mlflow_registry import MlflowRegistry
+
+    # MLflow reads its credentials from the environment only: give it those that came from .env.
+    for name, value in (("MLFLOW_TRACKING_TOKEN", settings.mlflow_tracking_token),
+                        ("MLFLOW_TRACKING_USERNAME", settings.mlflow_tracking_username),
+                        ("MLFLOW_TRACKING_PASSWORD", settings.mlflow_tracking_password)):
+        if value is not None and name not in os.environ:
+            os.environ[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_registry_uri,
+                          data_dir=settings.data_dir.expanduser().resolve(), production_alias=settings.production_alias,
+                          candidate_alias=settings.candidate_alias, clock=clock)
 
 
 def _git_root(path: Path) -> Path | None:

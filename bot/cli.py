@@ -34,6 +34,12 @@ class OperationFailed(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class UsageProblem(OperationFailed):
+    """A command asked for something that is not there (a project folder): one line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
 class SettingsProblem(OperationFailed):
     exit_code = EXIT_USAGE
 
@@ -68,15 +74,15 @@ class _Context:
         commands say this instead of creating an empty registry or state database where they run."""
         settings = self.settings
         data_dir = settings.data_dir.expanduser().resolve()
-        if data_dir.is_dir() or (state and settings.state_url):
+        if data_dir.is_dir() or (state and settings.state_url) or (not state and settings.mlflow_tracking_uri):
             return None
         return (f"nothing here yet: no mlops-bot data folder at {data_dir}; run `mlops-bot pipeline run` or "
                 "`mlops-bot run` first, or set MLOPS_DATA_DIR to the bot's data folder")
 
     def registry(self):
-        from pipeline.registry import ModelRegistry
+        from bot.app import open_registry
 
-        return ModelRegistry(self.settings.registry_dir)
+        return open_registry(self.settings)
 
     def version(self, registry, ref: tuple[str | None, str], model: str | None = None):
         """The registry version a VersionRef names; its model part, if any, wins over --model."""
@@ -115,9 +121,11 @@ model_option = click.option("--model", "model", metavar="NAME", help="Model name
 def _take_project(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
     if value is None:
         return
+    if not value.is_dir():
+        raise UsageProblem(f"model project folder {value} does not exist; pass --project DIR or set MLOPS_PROJECT_DIR")
     if not (value / "mlops.toml").is_file():
-        what = "has no mlops.toml" if value.is_dir() else "does not exist"
-        raise click.BadParameter(f"{value} {what}; give the model project's folder (the one holding mlops.toml)")
+        raise UsageProblem(f"{value} has no mlops.toml; pass --project with the model project's folder (the one "
+                           "holding mlops.toml)")
     ctx.ensure_object(_Context).project = value.resolve()
 
 
@@ -224,8 +232,9 @@ def pipeline_run(obj: _Context, reason: str, as_json: bool) -> None:
     production_data = ProductionFolders(obj.settings.batches_dir, obj.settings.label_files_dir)
     # Progress is for people watching a terminal; --json and a pipe get only the result.
     with _StageProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
+        # In a child process, as the bot runs it: the project's code never sees this process's secrets.
         result = run_pipeline(project_dir, registry, trigger="cli", reason=reason, on_progress=progress.update,
-                              production_data=production_data)
+                              production_data=production_data, isolated=True)
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -682,6 +691,8 @@ def status(obj: _Context, as_json: bool) -> None:
         "held_alert": _held_alert(app.store.get_state("episodes", model)),
         "performance": app.store.get_state("performance", model),
         "labels": app.store.get_state("labels_seen", model),
+        "blocked": [{"service": b.service, "permission": b.permission, "effect": b.effect.key,
+                     "kind": b.effect.kind, "message": b.message} for b in app.outbox.blocked()],
     }
     if as_json:
         _print_json(summary)
@@ -712,6 +723,12 @@ def status(obj: _Context, as_json: bool) -> None:
         click.echo(f"⚠️ labels: {problem}")
     outbox = summary["outbox"]
     click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
+    waiting: dict[tuple[str, str], list[dict]] = {}
+    for blocked in summary["blocked"]:
+        waiting.setdefault((blocked["service"], blocked["permission"]), []).append(blocked)
+    for (service, permission), effects in waiting.items():
+        click.echo(f"blocked: {len(effects)} effect(s) wait for {service} to grant {permission}: "
+                   f"{effects[0]['message']}")
     if runs:
         click.echo(_table(("run", "status", "version", "trigger", "started"),
                           [(r.run_id, r.status, f"v{r.version}" if r.version else "—", r.trigger,
@@ -872,6 +889,14 @@ def doctor(obj: _Context) -> None:
     if failed:
         click.echo(f"{failed} problem(s) found", err=True)
         sys.exit(EXIT_FAILED)
+    # Everything checks out: what waited for a permission is tried again at the next cycle.
+    from bot.store import Store
+
+    store = Store(obj.settings.state_database_url)
+    resumed = store.unblock()
+    store.close()
+    if resumed:
+        click.echo(f"{resumed} effect(s) waiting for a permission will be tried again at the next cycle")
     click.echo("all checks passed")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.commands import Reply, RunPipeline, required_permission
 from bot.commands.ok_to_test import AllowHead
-from integrations.ports import ChangeHead, Comment, PermanentError, Permission
+from integrations.ports import ChangeHead, Comment, PermanentError, Permission, ReportsChangeHeads
 
 __all__ = ["code_under_test"]
 
@@ -34,7 +34,7 @@ def code_under_test(lifecycle: Any, comment: Comment, reply: Reply) -> tuple[Rep
     runs = any(isinstance(action, RunPipeline) for action in reply.actions)
     reply = replace(reply, actions=tuple(a for a in reply.actions if not isinstance(a, AllowHead)))
     target, scm = comment.target, lifecycle.scm
-    if target.kind != "change" or not (runs or allows) or not hasattr(scm, "change_head"):
+    if target.kind != "change" or not (runs or allows) or not isinstance(scm, ReportsChangeHeads):
         return reply, {}
     try:
         head: ChangeHead = scm.change_head(target.repo, target.number)

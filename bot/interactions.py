@@ -29,7 +29,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
 
 from bot.events import CommandGiven
-from integrations.ports import Comment, MessageRef, PermanentError, Target, TransientError
+from integrations.ports import Comment, MessageRef, PermanentError, Target, TransientError, Whispers
 from integrations.slack_payloads import ButtonClick, NotAClick, parse_click
 
 __all__ = ["DOUBLE_CLICK_S", "SLACK_WINDOW_S", "Interactions", "verify_slack_request"]
@@ -131,10 +131,10 @@ class Interactions:
 
     def _send_ephemeral(self, click: ButtonClick, text: str) -> None:
         """``chat.postEphemeral``; the click's ``response_url`` when that cannot be used."""
-        whisper = getattr(self.bot.chat, "whisper", None)
-        if whisper is not None:
+        chat = self.bot.chat
+        if isinstance(chat, Whispers):
             try:
-                whisper(click.channel, click.user_id, text, thread=click.thread_ts)
+                chat.whisper(click.channel, click.user_id, text, thread=click.thread_ts)
                 return
             except (PermanentError, TransientError) as exc:
                 log.info("ephemeral answer to a click through chat.postEphemeral failed (%s); using response_url",

@@ -27,7 +27,7 @@ from typing import Any
 
 from bot import messages
 from bot.commands import REGISTRY, Request, parse, required_permission, respond, unknown_reply
-from bot.commands.base import CheckDrift, Promote, Rollback, RunPipeline
+from bot.commands.base import CheckDrift, Promote, Rollback, RunPipeline, TellsTime
 from bot.events import (
     ChangeMerged,
     CommandGiven,
@@ -46,15 +46,23 @@ from integrations.ports import (
     Chat,
     ChatAction,
     Comment,
+    LinksChanges,
     MessageRef,
+    NamesChangesForLinks,
     Permission,
     PipelineEngine,
+    ReadsCommitStatuses,
+    ReportsChangedPaths,
+    ReportsCommitMessages,
+    ResolvesPermissions,
+    ShowsActions,
     SourceControl,
     StillRunning,
     Target,
     Ticket,
     Tracker,
     TransientError,
+    UploadsFiles,
 )
 
 __all__ = ["Lifecycle", "SEVERITY_ORDER"]
@@ -96,18 +104,18 @@ class Lifecycle:
         The early look (skipped when the caller already checked) spares the services the requests
         that working out the effects of an old event would cost; ``ingest`` dedupes in any case.
         """
+        source = source or _source_of(event)
         if not known_new and self.store.seen(event.key):
             if cursor:
                 self.store.set_cursor(*cursor)
             if self.observer is not None:
-                self.observer.event(event, source or getattr(event, "source", ""), new=False)
+                self.observer.event(event, source, new=False)
             return False
-        with log_context(event=event.key, run=getattr(event, "run_id", None)):
+        with log_context(event=event.key, run=event.run_id if isinstance(event, RunFinished) else None):
             effects = self.effects_for(event)
-            new = self.store.ingest(event.key, event.kind, source or getattr(event, "source", ""), event.to_dict(),
-                                    effects, cursor=cursor)
+            new = self.store.ingest(event.key, event.kind, source, event.to_dict(), effects, cursor=cursor)
         if self.observer is not None:
-            self.observer.event(event, source or getattr(event, "source", ""), new=new)
+            self.observer.event(event, source, new=new)
         return new
 
     def effects_for(self, event: Event) -> list[NewEffect]:
@@ -132,15 +140,15 @@ class Lifecycle:
 
     def _on_change_merged(self, event: ChangeMerged) -> list[NewEffect]:
         change = event.change
-        watched = self.settings.watch_branch or getattr(self.scm, "branch", change.branch)
-        if not change.paths and hasattr(self.scm, "change_paths"):
+        watched = self.settings.watch_branch or self.scm.branch
+        if not change.paths and isinstance(self.scm, ReportsChangedPaths):
             # A webhook's pull request carries no file list; ask for it (a TransientError leaves the
             # event unstored, and the poller brings the merge again later).
             change = replace(change, paths=tuple(self.scm.change_paths(change.repo, change.number)))
         # AB#12 links work item 12 to the change whatever the change touches (once per pair).
         links = self._ab_links(change.target, change.url, change.title, f"{change.title}\n{change.body}", "description")
-        # Optional: a pull request's commit messages; asked for only when AB# links can matter.
-        if self.tracker.name == "azure" and hasattr(self.scm, "change_messages"):
+        # A pull request's commit messages, where the source reads them: asked for only when links can matter.
+        if isinstance(self.tracker, LinksChanges) and isinstance(self.scm, ReportsCommitMessages):
             commits = "\n".join(self.scm.change_messages(change.repo, change.number))
             links += [e for e in self._ab_links(change.target, change.url, change.title, commits, "commits")
                       if e.key not in {link.key for link in links}]
@@ -193,9 +201,9 @@ class Lifecycle:
                 "episode": self._episode_for(comment.target),
             }
             origin.update(code)
-            # A GitHub issue is one of the tracker's tickets only when GitHub is the tracker: with
-            # Azure Boards, issue #11 is not work item 11.
-            if comment.target.kind == "ticket" and (event.source != "github" or self.tracker.name == "github"):
+            # An issue of the repository is one of the tracker's tickets only when the tracker keeps
+            # them there: with Azure Boards, GitHub issue #11 is not work item 11.
+            if comment.target.kind == "ticket" and (not self.scm.has_issues or self.tracker.tickets_in_repository):
                 origin["ticket"] = comment.target.number
             for action in reply.actions:
                 effects.extend(self._action_effects(action, key, origin))
@@ -221,9 +229,8 @@ class Lifecycle:
         """The author's level: from the repository for changes and tickets, from settings in chat."""
         if target.kind == "chat":
             levels = self.settings.slack_permissions
-            resolve = getattr(self.chat, "permission", None)  # Slack also reads user groups
-            if resolve is not None:
-                return resolve(author, levels)
+            if isinstance(self.chat, ResolvesPermissions):  # Slack also reads user groups
+                return self.chat.permission(author, levels)
             return Permission[levels.get(author, levels.get("*", "read"))]
         return self.scm.permission(target.repo, author)
 
@@ -232,8 +239,7 @@ class Lifecycle:
         whoever can comment can read (``commenters_can_read``), /status and /help cost no lookup."""
         needed = max((required_permission(i.name, self.settings.command_permissions) for i in invocations),
                      default=Permission.read)
-        if (needed <= Permission.read and comment.target.kind != "chat"
-                and getattr(self.scm, "commenters_can_read", False)):
+        if needed <= Permission.read and comment.target.kind != "chat" and self.scm.commenters_can_read:
             return Permission.read
         return self.permission(comment.target, comment.author)
 
@@ -292,7 +298,7 @@ class Lifecycle:
             state = {"succeeded": "success", "not_promoted": "failure"}.get(event.status, "error")
             effects.append(self._status(origin["repo"], origin["commit"], state,
                                         _status_description(result), event.run_id))
-        ours = "azure" if self.tracker.name == "azure" else "local"  # AB#12 names Azure Boards; #12 the repository's
+        ours = _reference_name(self.tracker)
         for tracker_name, number in origin.get("tickets", []):
             if tracker_name != ours:
                 continue
@@ -314,7 +320,7 @@ class Lifecycle:
                 "ticket_id": int(ticket_id), "model": result.get("model"), "version": result.get("version"),
                 "run_id": event.run_id, "validation": result.get("validation"), "recent": result.get("recent"),
             }, lane=f"ticket:{result.get('model')}"))
-        if result.get("promoted") and self.tracker.name == "azure":
+        if result.get("promoted") and self.tracker.reference_prefix == "AB#":
             # "Fixes AB#12": the work item is done once the change's model is in production.
             for number in origin.get("fixes", []):
                 effects.append(NewEffect(f"fixes:{event.run_id}:{number}", "tracker.close", {
@@ -467,16 +473,17 @@ class Lifecycle:
         """``AB#12`` in a change's title, description, commits or comments: work item 12 linked to the
         change (a Hyperlink, or an Azure Repos pull request's artifact link) with a comment, once per
         pair whichever text names it first (the effect's key)."""
-        if self.tracker.name != "azure" or not hasattr(self.tracker, "link"):
+        if not isinstance(self.tracker, LinksChanges):
             return []
         from integrations.local import find_ticket_references
 
-        numbers = [n for name, n in find_ticket_references(text, tuple(self.settings.ticket_patterns)) if name == "azure"]
+        ours, prefix = _reference_name(self.tracker), self.tracker.reference_prefix
+        numbers = [n for name, n in find_ticket_references(text, tuple(self.settings.ticket_patterns)) if name == ours]
         url = url if url.startswith(("https://", "http://")) else ""  # a local commit has nothing to link to
         return [NewEffect(f"ab-link:{target.repo}:{target.number}:{number}", "tracker.link", {
             "ticket_id": number, "target": _target_dict(target), "url": url, "title": title,
             "body": f"🔗 Linked to {'pull request' if target.kind == 'change' else 'change'} {target}"
-                    f"{f' “{title}”' if title else ''}{f' ({url})' if url else ''}: mentioned as AB#{number} "
+                    f"{f' “{title}”' if title else ''}{f' ({url})' if url else ''}: mentioned as {prefix}{number} "
                     f"in its {where}.",
         }, lane=f"ticket:{number}") for number in numbers]
 
@@ -582,11 +589,11 @@ class Lifecycle:
 
     def _find_status(self, effect: EffectRow) -> Delivered | None:
         """A status carries no marker: it is done when the commit's newest status of its context
-        already says it (optional ``status_of`` on the source control)."""
-        p, status_of = effect.payload, getattr(self.scm, "status_of", None)
-        if status_of is None:
+        already says it (where the source control reads statuses back: ``ReadsCommitStatuses``)."""
+        p = effect.payload
+        if not isinstance(self.scm, ReadsCommitStatuses):
             return None
-        return Delivered({}) if status_of(p["repo"], p["commit"], p["context"]) == (
+        return Delivered({}) if self.scm.status_of(p["repo"], p["commit"], p["context"]) == (
             p["state"], p["description"][:140]) else None
 
     def _deliver_drift_ticket(self, effect: EffectRow) -> Delivered:
@@ -702,8 +709,12 @@ class Lifecycle:
     def _deliver_link(self, effect: EffectRow) -> Delivered:
         # Safe to repeat: the tracker looks for the link before making it.
         p, target = effect.payload, _target(effect.payload["target"])
-        ours = hasattr(self.scm, "link_url") and target.repo == getattr(self.scm, "repo", None)
-        url = self.scm.link_url(target) if ours else p["url"]
+        if not isinstance(self.tracker, LinksChanges):
+            raise PermanentError(f"the {self.tracker.name} tracker links no changes")
+        if isinstance(self.scm, NamesChangesForLinks) and target.repo == self.scm.repo:
+            url = self.scm.link_url(target)  # a change of ours, linked as the source names it
+        else:
+            url = p["url"]
         outcome = self.tracker.link(int(p["ticket_id"]), url, p["body"], marker=effect.key, title=p.get("title", ""))
         if outcome != "missing":
             self.store.link("ticket", str(p["ticket_id"]), "linked_to", "change", f"{target.repo}:{target.number}")
@@ -726,7 +737,7 @@ class Lifecycle:
 
     def _actions(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The effect's buttons as ``actions=`` for a chat that shows them; nothing for one that does not."""
-        if not payload.get("actions") or not getattr(self.chat, "shows_actions", False):
+        if not payload.get("actions") or not isinstance(self.chat, ShowsActions):
             return {}
         return {"actions": tuple(ChatAction(**action) for action in payload["actions"])}
 
@@ -767,7 +778,7 @@ class Lifecycle:
         """The drift chart in the alert's thread, where the chat can show files (the console cannot)."""
         p = effect.payload
         parent = self._thread(p["episode"], p["channel"])
-        if parent is None or not hasattr(self.chat, "upload") or not Path(p["path"]).is_file():
+        if parent is None or not isinstance(self.chat, UploadsFiles) or not Path(p["path"]).is_file():
             return Delivered({"uploaded": False})
         self.chat.upload(parent, p["path"], p["title"])  # the adapter skips a file already in the thread
         return Delivered({"uploaded": True})
@@ -934,8 +945,8 @@ class _Handler:
         return self._find_done(effect) if self._find_done else None
 
 
-class CommandView:
-    """The read-only view of state that command handlers see."""
+class CommandView(TellsTime):
+    """The read-only view of state that command handlers see (a ``CommandContext``)."""
 
     def __init__(self, lifecycle: Lifecycle):
         self._lifecycle = lifecycle
@@ -955,7 +966,7 @@ class CommandView:
         # Production periods form a stack; the one under the current is what a rollback restores.
         stack: list[int] = []
         for period in history:
-            if getattr(period, "started_by", "promote") == "rollback":
+            if period.started_by == "rollback":
                 if stack:
                     stack.pop()
             else:
@@ -996,6 +1007,17 @@ def _ticket_key(model: str) -> str:
 
 def _run_id(cause: str) -> str:
     return "run-" + hashlib.sha1(cause.encode()).hexdigest()[:12]
+
+
+def _source_of(event: Event) -> str:
+    """The service an event was read from (``github``, ``slack``...); empty for the bot's own."""
+    return event.source if isinstance(event, (CommandGiven, ChangeMerged, TicketClosed)) else ""
+
+
+def _reference_name(tracker: Tracker) -> str:
+    """What ``find_ticket_references`` calls a reference to one of the tracker's tickets: ``azure``
+    for ``AB#12``, ``local`` for ``#12``."""
+    return "azure" if tracker.reference_prefix == "AB#" else "local"
 
 
 def _target_dict(target: Target) -> dict[str, Any]:

@@ -11,7 +11,8 @@ two tests) never share a count. The series are fed from the places that know:
   also sets the log context (event, effect, run) for everything the delivery logs;
 * API requests by service and status, and GitHub's rate-limit budget: one hook per SDK client, on
   the extension point each SDK offers for it (``observe_adapters``);
-* outbox depth and age, and the last drift check per model: read from the state store at scrape
+* outbox depth and age, the effects blocked for want of a permission (by service and the
+  permission to grant), and the last drift check per model: read from the state store at scrape
   time, so they are right after a restart and on a standby too.
 
 Readiness asks the state store and each configured service one cheap question (GitHub's free
@@ -67,7 +68,8 @@ class Observability:
         self.effects_delivered = Counter("mlops_bot_effects_delivered", "Effects delivered (or found already done).",
                                          ["kind"], registry=r)
         self.effects_failed = Counter("mlops_bot_effects_failed", "Failed effect deliveries, by kind and error "
-                                      "(transient: retried later; permanent: given up).", ["kind", "error"], registry=r)
+                                      "(transient: retried later; permanent: given up; blocked: waits for a permission).",
+                                      ["kind", "error"], registry=r)
         self.effect_seconds = Histogram("mlops_bot_effect_delivery_seconds", "Time to deliver one effect.", ["kind"],
                                         buckets=_EFFECT_BUCKETS, registry=r)
         self.api_requests = Counter("mlops_bot_api_requests", "HTTP requests to outside services, by service and "
@@ -116,11 +118,12 @@ class Observability:
         self.effect_seconds.labels(kind).observe(seconds)
 
     def effect_failed(self, kind: str, error: BaseException) -> None:
-        from integrations.ports import PermanentError, StillRunning, TransientError
+        from integrations.ports import PermanentError, PermissionRefused, StillRunning, TransientError
 
         if isinstance(error, StillRunning):
             return  # a remote run still going: not a failure
-        reason = ("permanent" if isinstance(error, PermanentError) else
+        reason = ("blocked" if isinstance(error, PermissionRefused) else  # waits for a grant: not given up
+                  "permanent" if isinstance(error, PermanentError) else
                   "transient" if isinstance(error, TransientError) else "unexpected")
         self.effects_failed.labels(kind, reason).inc()
 
@@ -218,6 +221,10 @@ class _StateCollector:
         up = GaugeMetricFamily("mlops_bot_state_store_up", "1 when the state database answered this scrape.")
         try:
             stats = self._store.outbox_stats()
+            blocked: dict[tuple[str, str], int] = {}
+            for waiting in self._store.blocked_effects():
+                key = (waiting.service, waiting.permission)
+                blocked[key] = blocked.get(key, 0) + 1
             drift = {model: self._store.get_state("last_drift", model) for model in self._models}
         except Exception as error:  # noqa: BLE001 - a scrape must answer even when the database does not
             log.warning("metrics: the state database did not answer: %s", type(error).__name__)
@@ -233,6 +240,12 @@ class _StateCollector:
         yield GaugeMetricFamily("mlops_bot_outbox_oldest_pending_age_seconds",
                                 "Age of the oldest pending effect (0 when none is pending).",
                                 value=stats["oldest_pending_age_s"] or 0.0)
+        waiting = GaugeMetricFamily("mlops_bot_blocked_effects", "Effects a service refused for want of a "
+                                    "permission, waiting for it to be granted (see mlops-bot status).",
+                                    labels=["service", "permission"])
+        for (service, permission), count in sorted(blocked.items()):
+            waiting.add_metric([service, permission], count)
+        yield waiting
         severity = GaugeMetricFamily("mlops_bot_drift_severity", "Severity of the last drift check "
                                      "(0 none, 1 low, 2 medium, 3 high).", labels=["model"])
         detected = GaugeMetricFamily("mlops_bot_drift_detected", "1 when the last drift check found drift.",

@@ -7,6 +7,13 @@ their handlers, one lane at a time in order, and records what happened:
   crash between the two repeats the delivery, which then finds itself already done.
 * failed in a way worth retrying: tried again later with exponential back-off and jitter.
 * failed for good, or too many times: dead, and its lane moves on.
+* refused for want of a permission (``PermissionRefused``): blocked, not failed. A person can grant
+  it, so the effect is kept at the head of its lane and tried again every ``blocked_retry_s``
+  (one attempt per blocked effect per interval, none counted against its attempts); the first
+  refusal of an episode of a (service, permission) is logged once, as an error naming the
+  permission, and handed to ``on_blocked`` (a chat alert); ``blocked()`` lists what waits, for
+  ``status`` and the metrics. When one of them gets through, the permission is granted: the others
+  waiting for it are made due at once. ``resume_blocked`` does the same when ``doctor`` sees it.
 
 Before every first attempt the effect is marked "outcome unknown" in the store, and the mark is
 cleared only once its result is stored. So an effect whose delivery may have happened (a timeout,
@@ -28,17 +35,18 @@ from typing import Any, Protocol
 
 from bot.events import Event
 from bot.logs import log_context
-from bot.store import EffectRow, Store, utc_now
+from bot.store import BlockedEffect, EffectRow, Store, blocked_by, utc_now
 # The adapters raise the ports' own PermanentError (404, 422, refused credentials): it is the one
-# that sends an effect dead at once.
-from integrations.ports import PermanentError, StillRunning, TransientError
+# that sends an effect dead at once; its PermissionRefused blocks the effect instead.
+from integrations.ports import PermanentError, PermissionRefused, StillRunning, TransientError
 
-__all__ = ["Delivered", "DeliveryReport", "EffectHandler", "Outbox", "PermanentError"]
+__all__ = ["Blocked", "BlockedEffect", "Delivered", "DeliveryReport", "EffectHandler", "Outbox", "PermanentError"]
 
 _log = logging.getLogger("mlops_bot.outbox")
 # Beyond this many doublings every delay is capped anyway; stopping here keeps the number finite.
 _MAX_DOUBLINGS = 32
 _MAX_ERROR_CHARS = 1000
+BLOCKED_RETRY_S = 600.0  # how often an effect refused for want of a permission is tried again
 
 
 @dataclass(frozen=True)
@@ -61,13 +69,38 @@ class DeliveryReport:
     retried: int = 0
     dead: int = 0
     recovered: int = 0  # found already done by an attempt whose outcome was unknown
+    blocked: int = 0  # refused for want of a permission: kept, tried again later
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """What ``on_blocked`` hears when a service starts refusing the bot a permission (once per episode)."""
+
+    service: str  # the service that refused: "github", "slack", ...
+    permission: str  # what to grant, in its words: "issues=write", "chat:write"
+    message: str  # what it said, and how to grant it
+    effect_key: str  # the first effect it refused
+    effect_kind: str
+    since: datetime
+    retry_s: float  # how often the blocked effects are tried again
+
+
+class _RefusedWhileLooking(Exception):
+    """A refusal while looking for an effect whose outcome is unknown: it may still have happened."""
+
+    def __init__(self, refusal: PermissionRefused) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 class Outbox:
     def __init__(self, store: Store, handlers: Mapping[str, EffectHandler], *, ingest: Callable[[Event], None],
                  clock: Callable[[], datetime] = utc_now, max_attempts: int = 10, base_delay_s: float = 2.0,
-                 max_delay_s: float = 900.0, jitter: Callable[[], float] = random.random) -> None:
+                 max_delay_s: float = 900.0, jitter: Callable[[], float] = random.random,
+                 blocked_retry_s: float = BLOCKED_RETRY_S, on_blocked: Callable[[Blocked], None] | None = None) -> None:
         self._store = store
+        self._blocked_retry_s = blocked_retry_s
+        self._on_blocked = on_blocked
         self._handlers = handlers
         self._ingest = ingest
         self._clock = clock
@@ -118,6 +151,15 @@ class Outbox:
                 self._store.finish_attempts(completed, untried)
         return DeliveryReport(**outcomes)
 
+    def blocked(self) -> list[BlockedEffect]:
+        """The effects waiting for a permission to be granted, oldest first (``status``, ``doctor``)."""
+        return self._store.blocked_effects()
+
+    def resume_blocked(self, *, service: str | None = None, permission: str | None = None) -> int:
+        """Try the blocked effects (of ``service``, or for ``permission``) at the next delivery
+        rather than at the end of their interval: the permission is seen granted. Returns how many."""
+        return self._store.unblock(service=service, permission=permission)
+
     def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]]) -> str:
         """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in.
 
@@ -130,6 +172,10 @@ class Outbox:
                                  why="no handler for its kind", outcome_unknown=False)
         try:
             delivered, recovered = self._attempt(handler, effect)
+        except _RefusedWhileLooking as looking:
+            return self._block(effect, looking.refusal, outcome_unknown=True)
+        except PermissionRefused as error:  # the write was refused, so it did not happen
+            return self._block(effect, error, outcome_unknown=False)
         except PermanentError as error:
             return self._give_up(effect, _describe(error), why=type(error).__name__, outcome_unknown=False)
         except StillRunning as error:
@@ -150,7 +196,13 @@ class Outbox:
         else:
             completed[effect.id] = delivered.result
         outcome = "recovered" if recovered else "delivered"
-        _log.info("effect %s (%s) %s", effect.key, effect.kind, outcome)
+        granted = blocked_by(effect)
+        if granted is not None:  # it waited for a permission, which is granted now: so do the others waiting
+            others = self._store.unblock(service=granted[0], permission=granted[1], excluding=(effect.id,))
+            _log.info("effect %s (%s) %s: %s grants %s now%s", effect.key, effect.kind, outcome, *granted,
+                      f"; {others} more blocked effect(s) resume" if others else "")
+        else:
+            _log.info("effect %s (%s) %s", effect.key, effect.kind, outcome)
         return outcome
 
     def _attempt(self, handler: EffectHandler, effect: EffectRow) -> tuple[Delivered, bool]:
@@ -161,6 +213,8 @@ class Outbox:
             except TransientError as error:
                 # Nothing was learnt: the earlier attempt may still have happened.
                 raise TransientError(str(error), outcome_unknown=True, retry_after=error.retry_after) from error
+            except PermissionRefused as error:  # nor here
+                raise _RefusedWhileLooking(error) from error
             if found is not None:
                 return found, True
         return handler.deliver(effect), False
@@ -181,6 +235,29 @@ class Outbox:
                      effect.key, effect.kind, type(error).__name__, attempts, delay)
         return "retried"
 
+    def _block(self, effect: EffectRow, error: PermissionRefused, *, outcome_unknown: bool) -> str:
+        """Park the effect until the permission is granted: tried again in ``blocked_retry_s``, its
+        attempts untouched. The first refusal of an episode is logged (once) and told ``on_blocked``."""
+        service, permission = error.service, " ".join(error.permission.split()) or "unnamed"
+        message = str(error)[:_MAX_ERROR_CHARS]
+        ongoing = self._store.blocked_effects(service=service, permission=permission)  # this one too, if it waited
+        now = self._clock()
+        self._store.block(effect.id, service=service, permission=permission, message=message,
+                          at=now + timedelta(seconds=self._blocked_retry_s), outcome_unknown=outcome_unknown)
+        if ongoing:
+            _log.debug("effect %s (%s) still blocked: %s refuses %s", effect.key, effect.kind, service, permission)
+            return "blocked"
+        _log.error("%s refuses the bot %s: effect %s (%s) and any other that needs it wait, tried again every "
+                   "%s, until it is granted. %s", service, permission, effect.key, effect.kind,
+                   _duration(self._blocked_retry_s), message)
+        if self._on_blocked is not None:
+            try:
+                self._on_blocked(Blocked(service, permission, message, effect.key, effect.kind, now,
+                                         self._blocked_retry_s))
+            except Exception as problem:  # noqa: BLE001 - telling must not stop the deliveries
+                _log.warning("could not tell about %s refusing %s (%s)", service, permission, type(problem).__name__)
+        return "blocked"
+
     def _give_up(self, effect: EffectRow, error: str, *, why: str, outcome_unknown: bool) -> str:
         """Mark the effect dead with ``error`` (kept in the store); ``why`` is the short form for the log."""
         self._store.give_up(effect.id, error, outcome_unknown=outcome_unknown)
@@ -196,3 +273,7 @@ class Outbox:
 
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

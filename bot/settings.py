@@ -183,6 +183,53 @@ class Settings(BaseSettings):
         examples=["a-long-random-string"],
     )
 
+    # MLflow (the model registry and run tracking when MLFLOW_TRACKING_URI is set). MLflow's own
+    # variables, read by MLflow too; the bot reads them to choose the registry and hide the secrets.
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking server (http(s)://..., databricks, azureml://...) or a local store "
+                    "(sqlite:///path/mlflow.db): models are registered and runs tracked there; unset, the bot's "
+                    "own registry in MLOPS_DATA_DIR/registry.",
+        examples=["http://mlflow.internal:5000"],
+    )
+    mlflow_registry_uri: str | None = Field(
+        default=None, validation_alias="MLFLOW_REGISTRY_URI",
+        description="MLflow model registry when it is not the tracking server (default: MLFLOW_TRACKING_URI).",
+        examples=["databricks-uc"],
+    )
+    mlflow_tracking_token: SecretStr | None = Field(
+        default=None, validation_alias="MLFLOW_TRACKING_TOKEN",
+        description="Bearer token for the MLflow server (MLflow reads it; the bot keeps it out of logs and of the "
+                    "pipeline's process).",
+        examples=["dapi..."],
+    )
+    mlflow_tracking_username: str | None = Field(
+        default=None, validation_alias="MLFLOW_TRACKING_USERNAME",
+        description="User name for the MLflow server's basic authentication (MLflow reads it).",
+        examples=["mlops-bot"],
+    )
+    mlflow_tracking_password: SecretStr | None = Field(
+        default=None, validation_alias="MLFLOW_TRACKING_PASSWORD",
+        description="Password for the MLflow server's basic authentication, with MLFLOW_TRACKING_USERNAME "
+                    "(MLflow reads both).",
+        examples=["a-long-random-string"],
+    )
+    mlflow_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias="MLFLOW_WEBHOOK_SECRET",
+        description="Secret of the MLflow registry webhook (POST /webhooks/mlflow); deliveries are refused while it "
+                    "is unset. Alias moves are also seen by polling, so webhooks only make the bot see them sooner.",
+        examples=["a-long-random-string"],
+    )
+    production_alias: str = Field(
+        default="production", pattern=r"^[A-Za-z0-9_-]{1,255}$",
+        description="The MLflow alias that marks the production version (teams often use champion).",
+        examples=["champion"],
+    )
+    candidate_alias: str = Field(
+        default="candidate", pattern=r"^[A-Za-z0-9_-]{1,255}$",
+        description="The MLflow alias a validated version waiting for /deploy gets.", examples=["challenger"],
+    )
+
     # GitHub (source control and tracker when a token or an App is configured).
     github_token: SecretStr | None = Field(
         default=None, validation_alias="GITHUB_TOKEN",
@@ -295,6 +342,20 @@ class Settings(BaseSettings):
         default=None, validation_alias="AZURE_DEVOPS_WEBHOOK_SECRET",
         description="Password of the service hooks' basic authentication; hooks are refused while it is unset.",
         examples=["a-long-random-string"])
+
+    @field_validator("production_alias", "candidate_alias")
+    @classmethod
+    def _alias_not_mlflows_own(cls, alias: str) -> str:
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError("this name (and v<number>) is one MLflow keeps for itself")
+        return alias
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> Settings:
+        if self.production_alias == self.candidate_alias:
+            raise ValueError("MLOPS_CANDIDATE_ALIAS: the same as MLOPS_PRODUCTION_ALIAS; give them different names, "
+                             "e.g. MLOPS_CANDIDATE_ALIAS=challenger")
+        return self
 
     @model_validator(mode="after")
     def _azure_complete(self) -> Settings:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BlockedEffect",
     "EffectRow",
     "EventRow",
     "Lease",
@@ -47,6 +49,7 @@ __all__ = [
     "SchemaStatus",
     "Store",
     "StoreError",
+    "blocked_by",
     "schema_status",
     "utc_now",
 ]
@@ -101,6 +104,28 @@ class EffectRow:
     result: dict[str, Any] | None
     created_at: datetime
     done_at: datetime | None
+
+
+@dataclass(frozen=True)
+class BlockedEffect:
+    """A pending effect a service refused for want of a permission: it waits for someone to grant it."""
+
+    effect: EffectRow
+    service: str  # "github", "slack", ...
+    permission: str  # what to grant, in the service's words: "issues=write", "chat:write"
+    message: str  # what the service said, and how to grant it
+
+
+# A blocked effect is a pending one whose last_error reads "blocked by <service>: needs
+# <permission>" and, on the next line, the message: no column of its own, so no migration.
+_BLOCKED_PREFIX = "blocked by "
+_BLOCKED = re.compile(r"blocked by (?P<service>[^:\n]+): needs (?P<permission>[^\n]*)\n(?P<message>.*)", re.S)
+
+
+def blocked_by(effect: EffectRow) -> tuple[str, str] | None:
+    """(service, permission) when ``effect`` is parked for want of that permission, else None."""
+    parsed = _BLOCKED.fullmatch(effect.last_error or "") if effect.status == "pending" else None
+    return None if parsed is None else (parsed["service"], parsed["permission"])
 
 
 @dataclass(frozen=True)
@@ -458,6 +483,51 @@ class Store:
             self._update_effects(conn, self._sql.retry, [
                 {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "at": at},
             ])
+
+    def block(self, effect_id: int, *, service: str, permission: str, message: str, at: datetime,
+              outcome_unknown: bool) -> None:
+        """Park a pending effect that ``service`` refused for want of ``permission`` until ``at``:
+        not a failed attempt (its attempts stay as they are), and listed by ``blocked_effects``
+        until it is tried again and something else happens."""
+        note = f"{_BLOCKED_PREFIX}{service}: needs {' '.join(permission.split())}\n{message}"
+        with self._transaction(write=True) as conn:
+            self._update_effects(conn, self._sql.block, [
+                {"effect_id": effect_id, "error": note, "unknown": outcome_unknown, "at": at},
+            ])
+
+    def blocked_effects(self, *, service: str | None = None, permission: str | None = None) -> list[BlockedEffect]:
+        """The pending effects parked for want of a permission (optionally one service's, or one
+        permission's), oldest first."""
+        query = (sa.select(_effects)
+                 .where(_effects.c.status == "pending", _effects.c.last_error.like(_BLOCKED_PREFIX + "%"))
+                 .order_by(_effects.c.id))
+        with self._transaction() as conn:
+            rows = [_effect_row(row) for row in conn.execute(query)]
+        found = []
+        for row in rows:
+            parsed = _BLOCKED.fullmatch(row.last_error or "")
+            if parsed is None:
+                continue
+            if service is not None and parsed["service"] != service:
+                continue
+            if permission is not None and parsed["permission"] != permission:
+                continue
+            found.append(BlockedEffect(row, parsed["service"], parsed["permission"], parsed["message"]))
+        return found
+
+    def unblock(self, *, service: str | None = None, permission: str | None = None,
+                at: datetime | None = None, excluding: Collection[int] = ()) -> int:
+        """Make the parked effects (optionally one service's, or one permission's; not those in
+        ``excluding``) due at ``at`` (now by default), as when the permission is seen granted;
+        returns how many."""
+        ids = [b.effect.id for b in self.blocked_effects(service=service, permission=permission)
+               if b.effect.id not in excluding]
+        if not ids:
+            return 0
+        statement = (_effects.update().where(_effects.c.id.in_(ids), _effects.c.status == "pending")
+                     .values(next_attempt_at=at or self._clock()))
+        with self._transaction(write=True) as conn:
+            return conn.execute(statement).rowcount
 
     def check_later(self, effect_id: int, note: str, *, at: datetime) -> None:
         """Look at a started effect again at ``at`` (a remote run still going); not a failed attempt."""
@@ -857,6 +927,9 @@ class _Statements:
             outcome_unknown=sa.bindparam("unknown"))
         self.check_later = _effects.update().where(effect_id).values(
             next_attempt_at=sa.bindparam("at"), last_error=sa.bindparam("error"), outcome_unknown=True)
+        self.block = _effects.update().where(effect_id).values(
+            next_attempt_at=sa.bindparam("at"), last_error=sa.bindparam("error"),
+            outcome_unknown=sa.bindparam("unknown"))
         self.give_up = _effects.update().where(effect_id).values(
             status="dead", attempts=_effects.c.attempts + 1, last_error=sa.bindparam("error"),
             outcome_unknown=sa.bindparam("unknown"), done_at=sa.bindparam("done_at"))

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Callable
 
@@ -141,6 +142,28 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
             return _error(400, "not a service hook delivery: no eventType and resource")
         return await _run_sync(lambda: _accept_azure(bot, fact, str(payload.get("id") or ""), wake))
 
+    async def mlflow(request: Request) -> JSONResponse:
+        from integrations.mlflow_registry import WebhookError, verify_webhook, webhook_event
+
+        secret = settings.mlflow_webhook_secret
+        if secret is None or not settings.mlflow_tracking_uri:
+            return _error(403, "MLflow webhooks are off: set MLFLOW_TRACKING_URI and MLFLOW_WEBHOOK_SECRET (the "
+                               "webhook's secret in MLflow)")
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            payload = verify_webhook(secret.get_secret_value(), dict(request.headers), body)
+        except WebhookError as exc:
+            return _error(401, str(exc))
+        fact = webhook_event(payload)
+        if fact["model"] != bot.lifecycle.project.name:
+            return JSONResponse({"status": "ignored", "reason": f"model {fact['model']!r} is not this bot's"})
+        # A hint, not the truth: deliveries come late, twice or out of order. The next cycle reads
+        # the registry's aliases (one request) and records what moved, once.
+        wake()
+        return JSONResponse({"status": "accepted", "event": fact["event"]}, status_code=202)
+
     def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -148,6 +171,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
                              Route("/webhooks/slack/commands", slack_commands, methods=["POST"]),
                              Route("/webhooks/slack/interactions", slack_interactions, methods=["POST"]),
                              Route("/webhooks/azure-devops", azure_devops, methods=["POST"]),
+                             Route("/webhooks/mlflow", mlflow, methods=["POST"]),
                              Route("/healthz", healthz, methods=["GET"]), *observability_routes(bot)])
 
 
@@ -167,7 +191,7 @@ def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Call
         form.get("user_name") not in settings.slack_permissions else form["user_name"]
     parsed = parse("/" + text, limit=1)
     if not parsed.invocations:
-        return _ephemeral(unknown_reply(parsed.unknown or [text.split()[0]]).text.replace("`/", "`/mlops "))
+        return _ephemeral(unknown_reply(parsed.unknown or [text.split()[0]]).text)
     invocation = parsed.invocations[0]
     request = Request(invocation=invocation, target=target, author=author, model=lifecycle.project.name,
                       permission=lifecycle.permission(target, author))
@@ -219,7 +243,13 @@ def _accept_azure(bot: BotApp, fact: dict, notification: str, wake: Callable[[],
 
 
 def _ephemeral(text: str) -> JSONResponse:
-    return JSONResponse({"response_type": "ephemeral", "text": text})
+    """An answer only the person who typed the slash command sees, written as Slack renders it
+    (mrkdwn in Block Kit, as the bot's chat messages are) and with hints typed as in Slack."""
+    from integrations.slack import render
+
+    text = re.sub(r"`/(?!mlops\b)([a-z][\w-]*)", r"`/mlops \1", text)  # `/retrain` is `/mlops retrain` in Slack
+    fallback, blocks = render(text)
+    return JSONResponse({"response_type": "ephemeral", "text": fallback, "blocks": blocks})
 
 
 def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONResponse:

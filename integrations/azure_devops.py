@@ -25,16 +25,20 @@ import html
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.ports import (
     Change,
     Comment,
+    LinksChanges,
+    ListsTickets,
+    NamesChangesForLinks,
     PermanentError,
     Permission,
+    ReportsChangedPaths,
     RunHandle,
     Target,
     Ticket,
@@ -77,6 +81,13 @@ _MARKER = re.compile(r"<!-- mlops-bot:(.*?) -->")
 _TEXT_MARKER = re.compile(r"\[mlops-bot:([^\]<>\s]+)\]")
 _PR_ARTIFACT = "vstfs:///Git/PullRequestId/"
 _ITERATION_CHANGES = "4216bdcf-b6b1-4d59-8b82-c34cc183fc8b"  # git: pull request iteration changes
+_PULL_REQUESTS = "9946fd70-0d40-406e-b686-b4744cbbcc37"  # git: pull requests (7.1.0b4's criteria lack minTime)
+_PULLS_PAGE = 100
+#: a list of pull requests cuts each description to 400 symbols (UTF-16 code units)
+_LISTED_DESCRIPTION = 400
+#: merges closed this long before the newest one seen are listed again, and their ids kept in the
+#: cursor: a completion that becomes visible after a newer one was listed is still read, once
+_MERGE_LOOKBACK = timedelta(minutes=5)
 #: reactions that mean "seen" or "good": each becomes the one reaction Azure Repos has, a like
 _LIKED = frozenset({"eyes", "+1", "rocket", "heart", "hooray", "laugh"})
 
@@ -307,10 +318,12 @@ def _stamp(when: datetime) -> str:
 # Boards
 
 
-class AzureBoards:
+class AzureBoards(LinksChanges, ListsTickets):
     """Retrain tickets as work items, behind the Tracker port."""
 
     name = "azure"
+    reference_prefix = "AB#"
+    tickets_in_repository = False
 
     def __init__(self, client: AzureDevOpsClient, *, project: str, team: str | None = None,
                  work_item_type: str = "Task", area_path: str | None = None, process: str = "Agile",
@@ -330,21 +343,31 @@ class AzureBoards:
     # --- reads
 
     def find_open(self, key: str, *, opened_by: str | None = None) -> Ticket | None:
+        for item in self._tagged("open"):
+            description = str((item.fields or {}).get("System.Description") or "")
+            if _has_marker(description, key) and (opened_by is None or _has_marker(description, opened_by)):
+                return self._ticket(item)
+        return None
+
+    def tickets(self, *, state: str | None = None) -> list[Ticket]:
+        """The work items carrying the bot's tag, in ``state`` (all with None), oldest first."""
+        return sorted((self._ticket(item) for item in self._tagged(state)), key=lambda ticket: ticket.id)
+
+    def _tagged(self, state: str | None) -> Iterator[Any]:
+        """The project's work items carrying the bot's tag, open or closed (``closed_states``) or
+        both, read 200 at a time; one deleted meanwhile is left out."""
         from azure.devops.v7_1.work_item_tracking.models import Wiql
 
         states = ", ".join(f"'{s}'" for s in self.closed_states)
+        where = {"open": f" AND [System.State] NOT IN ({states})", "closed": f" AND [System.State] IN ({states})"}
         query = ("SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "
-                 f"AND [System.Tags] CONTAINS '{_quote(self.tag)}' AND [System.State] NOT IN ({states})")
+                 f"AND [System.Tags] CONTAINS '{_quote(self.tag)}'{where.get(state or '', '')}")
         result = self.client.call("wit", "query_by_wiql", Wiql(query=query), team_context=self._context())
         ids = [ref.id for ref in (result.work_items or [])]
         for start in range(0, len(ids), 200):
             items = self.client.call("wit", "get_work_items", ids[start:start + 200], project=self.project,
                                      error_policy="omit")
-            for item in items or []:
-                description = str((item.fields or {}).get("System.Description") or "") if item is not None else ""
-                if _has_marker(description, key) and (opened_by is None or _has_marker(description, opened_by)):
-                    return self._ticket(item)
-        return None
+            yield from (item for item in items or [] if item is not None)
 
     def get(self, ticket_id: int) -> Ticket | None:
         try:
@@ -528,7 +551,7 @@ def _quote(text: str) -> str:
 # Repos
 
 
-class AzureRepos:
+class AzureRepos(ReportsChangedPaths, NamesChangesForLinks):
     """Pull requests and their threads on one repository, behind the SourceControl port.
 
     Who may do what is not asked of the service: ``permissions`` maps users (unique names) and
@@ -537,6 +560,8 @@ class AzureRepos:
     """
 
     name = "azure"
+    commenters_can_read = False  # a project's readers are not known from a comment: levels come from settings
+    has_issues = False
 
     def __init__(self, client: AzureDevOpsClient, *, project: str, repository: str, branch: str = "main",
                  bot_user: str = "", permissions: Mapping[str, str] | None = None,
@@ -555,29 +580,70 @@ class AzureRepos:
     # --- polling
 
     def merged_changes(self, cursor: str | None) -> tuple[list[Change], str | None]:
-        """Completed pull requests into ``branch`` since the cursor (``closedDate|id,id``); a first
-        look starts from now."""
-        from azure.devops.v7_1.git.models import GitPullRequestSearchCriteria
+        """Pull requests completed into ``branch`` since the cursor, oldest merge first.
 
-        criteria = GitPullRequestSearchCriteria(status="completed", target_ref_name=f"refs/heads/{self.branch}")
-        pulls = self.client.call("git", "get_pull_requests", self.repo, criteria, project=self.project, top=100)
-        pulls = [p for p in pulls or [] if p.closed_date is not None]
-        if not pulls:
-            return [], cursor if cursor is not None else "|"
-        stamps = {p.pull_request_id: _stamp(_when(p.closed_date)) for p in pulls}
-        newest = max(stamps.values())
-        at_newest = sorted(str(n) for n, s in stamps.items() if s == newest)
+        The cursor is the newest closed date seen and the ids of the pull requests closed within
+        ``_MERGE_LOOKBACK`` of it (``closedDate|id,id``). A poll reads every page (``$skip``, ``$top``)
+        of the completed pull requests closed after that date less the lookback (``minTime`` on
+        ``queryTimeRangeType=closed``): the service lists newest created first, so an old pull
+        request merged now can be on any page, and paging by offset over a set that only grows can
+        repeat one, never skip one. A merge is news when its id is not in the cursor, so two in the
+        same second, one completed out of creation order and one that shows up late are each read
+        once. Nothing merged: one request (while fewer than a page closed within the lookback). A
+        listed description is cut to 400 symbols; a cut one is read whole, by id, so ``AB#12`` near
+        its end is seen.
+
+        A first look starts from now: the newest closed date among the newest created pull
+        requests, then every one closed after it, give the newest closed date of all.
+        """
         if cursor is None:
-            return [], f"{newest}|{','.join(at_newest)}"
-        since, _, seen = cursor.partition("|")
-        seen_ids = set(seen.split(",")) if seen else set()
-        fresh = [p for p in pulls if stamps[p.pull_request_id] > since
-                 or (stamps[p.pull_request_id] == since and str(p.pull_request_id) not in seen_ids)]
-        if newest == since:
-            at_newest = sorted(seen_ids | set(at_newest))
-        changes = [self._change(p) for p in sorted(fresh, key=lambda p: stamps[p.pull_request_id])
-                   if p.last_merge_commit is not None]
-        return changes, f"{newest}|{','.join(at_newest)}"
+            closed = [_when(p["closedDate"]) for p in self._completed(None, pages=False)]
+            if not closed:
+                return [], "|"
+            return [], self._merge_cursor(self._completed(max(closed) - _MERGE_LOOKBACK), max(closed))
+        since_text, _, seen_text = cursor.partition("|")
+        seen = {part for part in seen_text.split(",") if part}
+        since = _when(since_text) if since_text else None
+        listed = self._completed(since - _MERGE_LOOKBACK if since is not None else None)
+        fresh = sorted((p for p in listed if str(p["pullRequestId"]) not in seen
+                        and (p.get("lastMergeCommit") or {}).get("commitId")),
+                       key=lambda p: (_when(p["closedDate"]), int(p["pullRequestId"])))
+        return [self._change(p) for p in fresh], self._merge_cursor(listed, since)
+
+    def _completed(self, after: datetime | None, *, pages: bool = True) -> list[dict[str, Any]]:
+        """The completed pull requests into ``branch`` closed after ``after`` (all with None), every
+        page of them (the first only, without ``pages``), as JSON."""
+        query: dict[str, Any] = {"searchCriteria.status": "completed",
+                                 "searchCriteria.targetRefName": f"refs/heads/{self.branch}", "$top": _PULLS_PAGE}
+        if after is not None:
+            query["searchCriteria.queryTimeRangeType"] = "closed"
+            query["searchCriteria.minTime"] = after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        found: dict[int, dict[str, Any]] = {}
+        skip = 0
+        while True:
+            page = self.client.get_json(
+                "git", "git.get_pull_requests", location_id=_PULL_REQUESTS, version="7.1-preview.1",
+                route_values={"project": self.project, "repositoryId": self.repo},
+                query={**query, "$skip": skip or None}) or {}
+            items = page.get("value") or []
+            for item in items:
+                if item.get("closedDate") and (after is None or _when(item["closedDate"]) > after):
+                    found.setdefault(int(item["pullRequestId"]), item)
+            if not pages or len(items) < _PULLS_PAGE:
+                return list(found.values())
+            skip += len(items)
+
+    @staticmethod
+    def _merge_cursor(listed: list[dict[str, Any]], since: datetime | None) -> str:
+        """The newest closed date and the ids read within the lookback of it; one listed without its
+        merge commit yet is left out, so it is read again while the lookback covers it."""
+        closed = {int(p["pullRequestId"]): _when(p["closedDate"]) for p in listed}
+        newest = max([*closed.values(), *([since] if since is not None else [])], default=None)
+        if newest is None:
+            return "|"
+        merged = {int(p["pullRequestId"]) for p in listed if (p.get("lastMergeCommit") or {}).get("commitId")}
+        recent = sorted(n for n, when in closed.items() if when > newest - _MERGE_LOOKBACK and n in merged)
+        return f"{_stamp(newest)}|{','.join(map(str, recent))}"
 
     def new_comments(self, cursor: str | None) -> tuple[list[Comment], str | None]:
         """Comments in the threads of active pull requests since the cursor (``time|id,id``);
@@ -742,11 +808,16 @@ class AzureRepos:
 
     # --- helpers
 
-    def _change(self, pull: Any) -> Change:
-        return Change(repo=self.repo, number=int(pull.pull_request_id), title=pull.title or "",
-                      body=pull.description or "", author=_name(pull.created_by),
-                      commit=pull.last_merge_commit.commit_id, merged_at=_when(pull.closed_date),
-                      url=pull.url or "", branch=(pull.target_ref_name or "").removeprefix("refs/heads/"))
+    def _change(self, pull: Mapping[str, Any]) -> Change:
+        """A listed completed pull request as a change; a description the list cut is read whole."""
+        number, body = int(pull["pullRequestId"]), str(pull.get("description") or "")
+        if len(body.encode("utf-16-le")) // 2 >= _LISTED_DESCRIPTION - 1:  # cut (maybe inside a surrogate pair)
+            body = self.client.call("git", "get_pull_request", self.repo, number,
+                                    project=self.project).description or body
+        return Change(repo=self.repo, number=number, title=str(pull.get("title") or ""), body=body,
+                      author=_name(pull.get("createdBy")), commit=str(pull["lastMergeCommit"]["commitId"]),
+                      merged_at=_when(pull["closedDate"]), url=str(pull.get("url") or ""),
+                      branch=str(pull.get("targetRefName") or "").removeprefix("refs/heads/"))
 
     def _comment(self, pull: Any, thread: Any, item: Any) -> Comment:
         author = _name(item.author)

@@ -9,6 +9,13 @@ Failures become the ports' errors: 5xx, timeouts, lost connections and rate limi
 ``TransientError`` (a write whose answer was lost is flagged ``outcome_unknown``, so the outbox
 looks for its marker before repeating it); 404 and 422 are ``PermanentError``.
 
+Refusals for want of a permission are ``PermissionRefused``, naming what to grant: a fine-grained
+token or App installation without the permission a route needs gets 403 "Resource not accessible
+by ..." with ``X-Accepted-GitHub-Permissions`` (``issues=write``); a classic token without the
+scope gets 404 with ``X-Accepted-OAuth-Scopes`` (``repo``); and a 404 from a repository the token
+or installation was not given (GitHub hides a private repository rather than refuse it) is told
+apart from a missing issue by asking for the repository itself.
+
 A per-cycle budget (``MLOPS_GITHUB_CYCLE_BUDGET``) caps the requests made in one poll interval:
 once spent, every further request raises ``CycleBudgetSpent`` (a ``StillRunning``: the work is not
 failed, it waits), so a burst of work spreads over several cycles instead of spending the hour's
@@ -25,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import time
 import zipfile
 from collections.abc import Callable
@@ -37,8 +45,14 @@ from integrations.ports import (
     Change,
     ChangeHead,
     Comment,
+    ListsTickets,
     PermanentError,
     Permission,
+    PermissionRefused,
+    ReadsCommitStatuses,
+    ReportsChangedPaths,
+    ReportsChangeHeads,
+    ReportsCommitMessages,
     RunHandle,
     StillRunning,
     Target,
@@ -59,6 +73,7 @@ _ROLE_PERMISSION = {
 }
 PERMISSION_TTL_S = 300.0
 _REACTIONS = {"eyes", "+1", "-1", "rocket", "confused", "heart", "hooray", "laugh"}
+_MARKER = re.compile(r"<!-- mlops-bot:(.*?) -->")  # marker_comment's form
 METRICS_ARTIFACT, METRICS_FILE = "mlops-metrics", "metrics.json"
 _MAX_METRICS_BYTES = 1024 * 1024
 
@@ -134,10 +149,49 @@ class GitHubClient:
             response_headers, data = self.requester.requestJsonAndCheck(
                 verb, url or f"{self.repo.url}{path}", parameters=params, headers=headers, input=body)
         except Exception as exc:
-            raise _translate(exc, write=write) from exc
+            translated = _translate(exc, write=write, what=f"{verb} {self.repo_name}{path}" if url is None else
+                                    f"{verb} {url}")
+            if _status_of(exc) == 404 and type(translated) is PermanentError:
+                translated = self._hidden_repository(exc, asked_for_it=(path == "" and url is None)) or translated
+            raise translated from exc
         if etag_key and response_headers.get("etag"):
             self._etags[etag_key] = response_headers["etag"]
         return response_headers, data
+
+    def _hidden_repository(self, exc: Exception, *, asked_for_it: bool) -> PermissionRefused | None:
+        """A 404 that GitHub gave because the token or installation may not see the repository
+        (as a refusal saying what to grant), or None for a thing that is really not there."""
+        from github import GithubException
+
+        if asked_for_it:
+            hidden = True
+        else:  # the issue may be gone, or the whole repository hidden: ask for the repository
+            try:
+                self.requester.requestJsonAndCheck("GET", self.repo.url)
+            except GithubException as probe:
+                hidden = probe.status == 404
+            except Exception:  # noqa: BLE001 - no answer: the 404 stays what it was
+                return None
+            else:
+                hidden = False
+        if not hidden:
+            return None
+        headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
+        if "x-oauth-scopes" in headers:  # a classic token: it sees private repositories with ``repo``
+            granted = {scope.strip() for scope in headers["x-oauth-scopes"].split(",") if scope.strip()}
+            if "repo" in granted:
+                return None  # it would see it: the repository is not there
+            return PermissionRefused(
+                f"GitHub answered 404 for {self.repo_name}: a classic token without the 'repo' scope (it has "
+                f"{', '.join(sorted(granted)) or 'none'}) cannot see a private repository; grant the token the "
+                "'repo' scope (github.com → Settings → Developer settings → Personal access tokens), or check "
+                "GITHUB_REPOSITORY", service="github", permission="repo")
+        return PermissionRefused(
+            f"GitHub answered 404 for {self.repo_name}: the token or App installation was not given this "
+            f"repository (a private one is hidden from it), or it does not exist; give it access to "
+            f"{self.repo_name} (fine-grained token: Repository access; GitHub App: the installation's repository "
+            "access) with Metadata: Read-only, or check GITHUB_REPOSITORY", service="github",
+            permission="metadata=read")
 
     def diagnose(self) -> list[tuple[str, str | None, str]]:
         """What ``mlops-bot doctor`` reports: (what was checked, the problem or None, the fix)."""
@@ -188,7 +242,7 @@ class GitHubClient:
         try:
             status, headers, _body = self.requester.requestJson("GET", url)
         except Exception as exc:
-            raise _translate(exc, write=False) from exc
+            raise _translate(exc, write=False, what=f"GET {url}") from exc
         location = {k.lower(): v for k, v in (headers or {}).items()}.get("location")
         if status in {404, 410}:
             raise PermanentError(f"GitHub answered {status} for {url}")
@@ -245,13 +299,14 @@ class GitHubClient:
             headers, data = self.call("GET", "", url=following)
 
 
-class GitHubSource:
+class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHeads, ReadsCommitStatuses):
     """Pull requests and their comments on one repository, behind the SourceControl port."""
 
     name = "github"
     # Whoever can comment on a repository can read it (public: everyone; private: only those with
     # access), so read-level commands need no permission lookup.
     commenters_can_read = True
+    has_issues = True  # issue #12 is a ticket only when the tracker is the repository's issues
 
     def __init__(self, client: GitHubClient, *, branch: str | None = None):
         self.client, self.repo = client, client.repo_name
@@ -413,10 +468,12 @@ class GitHubSource:
         return find_ticket_references(f"{change.title}\n{change.body}", patterns)
 
 
-class GitHubIssues:
+class GitHubIssues(ListsTickets):
     """Retrain tickets as issues on the repository, found again by label and hidden marker."""
 
     name = "github"
+    reference_prefix = "#"
+    tickets_in_repository = True
 
     def __init__(self, client: GitHubClient, *, label: str = "mlops-bot"):
         self.client, self.label = client, label
@@ -470,9 +527,19 @@ class GitHubIssues:
     def get(self, ticket_id: int) -> Ticket | None:
         try:
             _h, data = self.client.call("GET", f"/issues/{ticket_id}")
+        except PermissionRefused:
+            raise  # not a ticket gone: one the bot may not read
         except PermanentError:
             return None
-        return _ticket(data, "")
+        return _ticket(data, _key_in(data.get("body") or ""))
+
+    def tickets(self, *, state: str | None = None) -> list[Ticket]:
+        """The issues carrying the bot's label (pull requests left out), oldest first, each with the
+        key its marker names."""
+        items = self.client.paged("/issues", {"state": state or "all", "labels": self.label, "direction": "asc",
+                                              "per_page": 100})
+        found = [_ticket(item, _key_in(item.get("body") or "")) for item in items if "pull_request" not in item]
+        return sorted(found, key=lambda ticket: ticket.id)
 
 
 class GitHubActionsEngine:
@@ -547,6 +614,8 @@ class GitHubActionsEngine:
             archive = zipfile.ZipFile(io.BytesIO(self.client.download(found[0]["archive_download_url"])))
             with archive.open(METRICS_FILE) as handle:
                 published = json.loads(handle.read(_MAX_METRICS_BYTES))
+        except PermissionRefused:
+            raise  # not an unreadable artifact: one the bot may not read
         except (KeyError, ValueError, zipfile.BadZipFile, PermanentError) as exc:
             log.warning("workflow run %s: no readable %s in its %s artifact (%s)", run.get("id"), METRICS_FILE,
                         METRICS_ARTIFACT, type(exc).__name__)
@@ -598,6 +667,12 @@ def _numbers(values: Any) -> dict[str, float]:
             if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
+def _key_in(body: str) -> str:
+    """The key a ticket's body carries: its first hidden marker (``open`` writes the key's first)."""
+    found = _MARKER.search(body)
+    return found.group(1) if found else ""
+
+
 def _ticket(item: dict[str, Any], key: str) -> Ticket:
     return Ticket(id=int(item["number"]), key=key, title=item.get("title", ""),
                   state="closed" if item.get("state") == "closed" else "open", url=item.get("html_url", ""),
@@ -616,8 +691,8 @@ def _next_link(link: str) -> str | None:
     return None
 
 
-def _translate(exc: Exception, *, write: bool) -> Exception:
-    """PyGithub's and requests' exceptions, as the ports' two kinds of failure."""
+def _translate(exc: Exception, *, write: bool, what: str = "") -> Exception:
+    """PyGithub's and requests' exceptions, as the ports' kinds of failure."""
     import requests
     from github import GithubException, RateLimitExceededException
 
@@ -631,11 +706,65 @@ def _translate(exc: Exception, *, write: bool) -> Exception:
             return TransientError(f"GitHub answered {status}", outcome_unknown=write)
         if status == 401:
             return PermanentError("GitHub refused the credentials (401); check GITHUB_TOKEN or the App's key")
+        refused = _permission_refused(exc, what)
+        if refused is not None:
+            return refused
         return PermanentError(f"GitHub answered {status}: {_message(exc)}")
     if isinstance(exc, requests.exceptions.RequestException):
         # A timeout or a dropped connection: a write may have been applied before the answer was lost.
         return TransientError(f"GitHub did not answer: {type(exc).__name__}", outcome_unknown=write)
     return exc
+
+
+#: GitHub's names of the fine-grained permissions, as its settings pages show them
+_PERMISSION_NAMES = {
+    "actions": "Actions", "checks": "Checks", "contents": "Contents", "issues": "Issues", "metadata": "Metadata",
+    "pull_requests": "Pull requests", "statuses": "Commit statuses", "workflows": "Workflows",
+}
+_LEVEL_NAMES = {"read": "Read-only", "write": "Read and write", "admin": "Admin"}
+
+
+def _status_of(exc: Exception) -> int | None:
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def _permission_refused(exc: Any, what: str) -> PermissionRefused | None:
+    """GitHub's refusals for want of a permission: a fine-grained token's or installation's 403
+    (``X-Accepted-GitHub-Permissions``), a classic token's 404 for want of a scope
+    (``X-Accepted-OAuth-Scopes``, none of which it has)."""
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    message = _message(exc)
+    where = f" to {what}" if what else ""
+    if exc.status == 403 and ("x-accepted-github-permissions" in headers or "not accessible by" in message):
+        sets = [part.strip() for part in str(headers.get("x-accepted-github-permissions", "")).split(";")
+                if part.strip()]
+        if not sets:
+            return PermissionRefused(f"GitHub refused{where}: {message} (403); the token or App installation lacks a "
+                                     "permission GitHub did not name: see the endpoint's documentation",
+                                     service="github", permission="unnamed")
+        shown = " or ".join(f"{s} ({', '.join(_permission_name(p) for p in s.split(','))})" for s in sets)
+        return PermissionRefused(
+            f"GitHub refused{where}: {message} (403); grant {shown} in the fine-grained token's repository "
+            "permissions, or in the GitHub App's permissions (then accept them on its installation)",
+            service="github", permission=sets[0])
+    if exc.status == 404 and "x-oauth-scopes" in headers and headers.get("x-accepted-oauth-scopes"):
+        accepted = [s.strip() for s in str(headers["x-accepted-oauth-scopes"]).split(",") if s.strip()]
+        granted = {s.strip() for s in str(headers["x-oauth-scopes"]).split(",") if s.strip()}
+        if accepted and not granted & set(accepted):
+            return PermissionRefused(
+                f"GitHub answered 404{where}: the classic token lacks the scope for it (it has "
+                f"{', '.join(sorted(granted)) or 'none'}); grant it the '{accepted[0]}' scope"
+                + (f" (or {', '.join(repr(a) for a in accepted[1:])})" if len(accepted) > 1 else "")
+                + " (github.com → Settings → Developer settings → Personal access tokens)",
+                service="github", permission=accepted[0])
+    return None
+
+
+def _permission_name(permission: str) -> str:
+    """``issues=write`` as GitHub's settings show it: ``Issues: Read and write``."""
+    name, _, level = permission.strip().partition("=")
+    return f"{_PERMISSION_NAMES.get(name, name)}: {_LEVEL_NAMES.get(level, level)}"
 
 
 def _is_rate_limit(exc) -> bool:

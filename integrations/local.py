@@ -29,9 +29,13 @@ import sqlalchemy as sa
 from integrations.ports import (
     Change,
     Comment,
+    DescribesTickets,
+    ListsTickets,
     MessageRef,
     Permission,
+    ReadsCommitStatuses,
     RunHandle,
+    TakesTypedComments,
     Target,
     Ticket,
     marker_comment,
@@ -188,10 +192,12 @@ def _now(clock: Callable[[], datetime]) -> str:
     return clock().isoformat()
 
 
-class LocalGitSource:
+class LocalGitSource(ReadsCommitStatuses, TakesTypedComments):
     """A git repository on this machine as the source of merged changes; console comments."""
 
     name = "local"
+    commenters_can_read = False  # the console user owns the repository; anyone else only reads
+    has_issues = False  # a comment typed on ticket N is on the tracker's ticket N
 
     def __init__(self, engine: sa.Engine, repo_dir: Path, *, branch: str | None = None, bot_name: str = "mlops-bot",
                  console_user: str = "you", clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -345,10 +351,12 @@ def find_ticket_references(text: str, patterns: tuple[str, ...]) -> list[tuple[s
     return found
 
 
-class LocalBoard:
+class LocalBoard(ListsTickets, DescribesTickets):
     """Retrain tickets on a board kept in the state database."""
 
     name = "board"
+    reference_prefix = "#"
+    tickets_in_repository = False
 
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  bot_name: str = "mlops-bot", out: TextIO | None = None):
@@ -516,14 +524,20 @@ class ConsoleChat:
 
 
 class InProcessEngine:
-    """Runs the pipeline in this process, to the end, before ``start`` returns."""
+    """Runs the pipeline on this machine, to the end, before ``start`` returns.
+
+    ``isolated`` (the default): the project's code (train, package, validate) runs in a child process
+    with none of this process's secrets, memory or fate (pipeline/child.py); this process keeps the
+    registry. ``isolated=False`` runs it all in this process (quicker: for tests).
+    """
 
     name = "local"
 
     def __init__(self, registry, projects: dict[str, Path], *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 production_data=None):
+                 production_data=None, isolated: bool = True):
         self.registry, self.projects, self.clock = registry, projects, clock
         self.production_data = production_data  # pipeline.run.ProductionFolders: labelled rows for retrains
+        self.isolated = isolated
 
     def start(self, project: str, *, run_id: str, trigger: str, reason: str, context: dict[str, Any],
               promote: bool = True) -> RunHandle:
@@ -537,7 +551,7 @@ class InProcessEngine:
         result = run_pipeline(self.projects[project], self.registry, trigger=trigger, reason=reason, run_id=run_id,
                               context=context, clock=self.clock, promote=promote,
                               production_data=self.production_data,
-                              require_new_data=bool(context.get("require_new_data")))
+                              require_new_data=bool(context.get("require_new_data")), isolated=self.isolated)
         return RunHandle(result.run_id, result.status, result=result.to_dict())
 
     def status(self, run_id: str) -> RunHandle | None:

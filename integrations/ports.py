@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
@@ -23,17 +26,31 @@ __all__ = [
     "Chat",
     "ChatAction",
     "Comment",
+    "DescribesTickets",
+    "LinksChanges",
+    "ListsTickets",
     "MessageRef",
+    "NamesChangesForLinks",
     "PermanentError",
     "Permission",
+    "PermissionRefused",
     "PipelineEngine",
+    "ReadsCommitStatuses",
+    "ReportsChangeHeads",
+    "ReportsChangedPaths",
+    "ReportsCommitMessages",
+    "ResolvesPermissions",
     "RunHandle",
+    "ShowsActions",
     "SourceControl",
     "Target",
     "StillRunning",
+    "TakesTypedComments",
     "Ticket",
     "Tracker",
     "TransientError",
+    "UploadsFiles",
+    "Whispers",
     "marker_comment",
     "with_marker",
 ]
@@ -65,6 +82,21 @@ class StillRunning(TransientError):
 
 class PermanentError(RuntimeError):
     """A call failed in a way that retrying cannot fix (not found, refused, invalid): give up on it."""
+
+
+class PermissionRefused(PermanentError):
+    """The service refused the bot for want of a permission its token, App or install lacks.
+
+    Retrying cannot fix it, but a person can: ``permission`` is what to grant, in the service's own
+    words (GitHub's ``issues=write``, a classic token's ``repo`` scope, Slack's ``chat:write``), and
+    the message says how. So the outbox does not give the work up: it parks it, says once what to
+    grant, and tries again now and then, until the grant lets it through.
+    """
+
+    def __init__(self, message: str, *, service: str, permission: str) -> None:
+        super().__init__(message)
+        self.service = service
+        self.permission = permission
 
 
 class Permission(IntEnum):
@@ -179,7 +211,24 @@ class RunHandle:
 
 @runtime_checkable
 class SourceControl(Protocol):
+    """Merged changes and comments on one repository, and the bot's writes there.
+
+    What some sources can do besides is a capability of its own below (``ReportsChangedPaths``,
+    ``ReportsCommitMessages``, ``ReportsChangeHeads``, ``ReadsCommitStatuses``,
+    ``NamesChangesForLinks``, ``TakesTypedComments``): an adapter that can declares it by
+    inheriting the Protocol, and callers ask with ``isinstance``.
+    """
+
     name: str
+    repo: str  # the repository it reads, as its changes and comments name it
+    branch: str  # the branch it watches unless settings name another
+    # Whoever can comment can read the repository (GitHub: public, or private to those with access),
+    # so read-level commands need no permission lookup.
+    commenters_can_read: bool
+    # The repository has issues of its own (GitHub): a comment on issue #12 is on one of the
+    # tracker's tickets only when the tracker keeps its tickets there (``Tracker.tickets_in_repository``).
+    # False where a comment on a ticket is on the tracker's ticket (the console).
+    has_issues: bool
 
     def merged_changes(self, cursor: str | None) -> tuple[list[Change], str | None]:
         """Changes merged since ``cursor`` (oldest first) and the cursor to store for next time."""
@@ -208,23 +257,21 @@ class SourceControl(Protocol):
     def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
         """Tickets the change refers to, as (tracker name, number): ``Fixes #12``, ``AB#34``."""
 
-    # Optional: ``change_paths(repo, number) -> list[str]``, the files a change touched, for changes
-    # that arrive without them (a webhook's pull request). Adapters whose changes always carry their
-    # paths leave it out.
-    # Optional: ``change_head(repo, number) -> ChangeHead``, for services where a change may come
-    # from a fork: commands that run a change's code check it first (see ``bot/fork_guard.py``).
-    # Optional: ``change_messages(repo, number) -> list[str]``, a pull request's commit messages,
-    # read for ``AB#12`` links. Optional: ``link_url(target) -> str``, what a tracker links a change
-    # by when it is not its web URL (Azure Repos: the pull request's ``vstfs:///`` artifact).
-    # Optional: ``status_of(repo, commit, context) -> (state, description) | None``, the newest status
-    # of a context, so a status whose answer was lost is not set twice.
-    # Optional: ``commenters_can_read = True`` where whoever can comment can read the repository
-    # (GitHub): read-level commands then skip the permission lookup.
-
 
 @runtime_checkable
 class Tracker(Protocol):
+    """Retrain tickets: opened once per key, updated, commented on, closed.
+
+    Optional capabilities: ``LinksChanges``, ``ListsTickets``, ``DescribesTickets`` (below).
+    """
+
     name: str
+    # How a change's text names one of its tickets: ``"#"`` (``#12``: the repository's issues, the
+    # local board) or ``"AB#"`` (``AB#12``: Azure Boards work items).
+    reference_prefix: Literal["#", "AB#"]
+    # Its tickets are the source control repository's own issues (GitHub Issues): see
+    # ``SourceControl.has_issues``.
+    tickets_in_repository: bool
 
     def find_open(self, key: str, *, opened_by: str | None = None) -> Ticket | None:
         """The open ticket the bot keeps for ``key`` (searching by its marker), if any; with
@@ -251,12 +298,14 @@ class Tracker(Protocol):
     def get(self, ticket_id: int) -> Ticket | None:
         ...
 
-    # Optional: ``link(ticket_id, url, body, *, marker, title="") -> str``, the ticket linked to a
-    # change (``AB#12``) with a comment, once; ``linked``, ``already`` or ``missing`` (Azure Boards).
-
 
 @runtime_checkable
 class Chat(Protocol):
+    """Messages in channels, each episode one message updated in place with a thread of replies.
+
+    Optional capabilities: ``ShowsActions``, ``UploadsFiles``, ``Whispers``, ``ResolvesPermissions``.
+    """
+
     name: str
 
     def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None) -> MessageRef:
@@ -271,9 +320,6 @@ class Chat(Protocol):
     def find_message(self, channel: str, marker: str, *, thread: str | None = None) -> MessageRef | None:
         ...
 
-    # Optional: an adapter that can show buttons sets ``shows_actions = True`` and takes
-    # ``actions: Sequence[ChatAction]`` on ``post`` and ``update``; callers pass them only then.
-
 
 @runtime_checkable
 class PipelineEngine(Protocol):
@@ -285,6 +331,154 @@ class PipelineEngine(Protocol):
 
     def status(self, run_id: str) -> RunHandle | None:
         """Where the run stands; None if the engine never saw it."""
+
+
+# --- capabilities: what some adapters can do besides their port ----------------------------------
+#
+# An adapter that has one declares it by inheriting the Protocol (``class GitHubSource(ReportsChangedPaths,
+# ...)``), so readers and the type checker see it, and an adapter that drops one of its methods can
+# no longer be made (the methods are abstract). Callers ask with ``isinstance(adapter, Capability)``.
+
+
+@runtime_checkable
+class ReportsChangedPaths(Protocol):
+    """A source control that can list the files a change touched, for changes that arrive without
+    them (a webhook's pull request); sources whose changes always carry their paths need not."""
+
+    @abstractmethod
+    def change_paths(self, repo: str, number: int) -> list[str]:
+        """The paths the change touched, relative to the repository's root."""
+
+
+@runtime_checkable
+class ReportsCommitMessages(Protocol):
+    """A source control that can read a pull request's commit messages, where ``AB#12`` may link a
+    work item too."""
+
+    @abstractmethod
+    def change_messages(self, repo: str, number: int) -> list[str]:
+        """The change's commit messages, oldest first."""
+
+
+@runtime_checkable
+class ReportsChangeHeads(Protocol):
+    """A source control where a change may come from a fork: commands that run a change's code ask
+    where its head is first (see ``bot/fork_guard.py``)."""
+
+    @abstractmethod
+    def change_head(self, repo: str, number: int) -> ChangeHead:
+        """Where the change's code is now: its head commit and the repository holding it."""
+
+
+@runtime_checkable
+class ReadsCommitStatuses(Protocol):
+    """A source control that can read back a commit's statuses, so a status whose answer was lost
+    is not set twice."""
+
+    @abstractmethod
+    def status_of(self, repo: str, commit: str, context: str) -> tuple[str, str] | None:
+        """The newest status of ``context`` on the commit, as (state, description); None if none."""
+
+
+@runtime_checkable
+class NamesChangesForLinks(Protocol):
+    """A source control whose changes a tracker links by something other than their web address
+    (Azure Repos: the pull request's ``vstfs:///`` artifact)."""
+
+    repo: str
+
+    @abstractmethod
+    def link_url(self, target: Target) -> str:
+        """What a tracker's link to the change (one of ``repo``'s) points at."""
+
+
+@runtime_checkable
+class TakesTypedComments(Protocol):
+    """A source control whose comments a person types on this machine (``mlops-bot console`` and
+    ``board comment``), as if on a change or a ticket."""
+
+    @abstractmethod
+    def add_comment(self, target: Target, body: str, *, author: str | None = None) -> Comment:
+        """Write a comment as ``author`` (default: the console user); the next poll reads it."""
+
+
+@runtime_checkable
+class LinksChanges(Protocol):
+    """A tracker whose tickets a change links by naming them (``AB#12`` on Azure Boards): the
+    ticket gets a link to the change and a comment saying so, once."""
+
+    @abstractmethod
+    def link(self, ticket_id: int, url: str, body: str, *, marker: str, title: str = "") -> str:
+        """Link the ticket to ``url`` with ``body`` as a comment, once: ``linked``, ``already``
+        (nothing written) or ``missing`` (no such ticket)."""
+
+
+@runtime_checkable
+class ListsTickets(Protocol):
+    """A tracker that can list the tickets the bot keeps on it (``mlops-bot board list`` and ``status``)."""
+
+    @abstractmethod
+    def tickets(self, *, state: Literal["open", "closed"] | None = None) -> list[Ticket]:
+        """The bot's tickets in ``state`` (all with None), oldest first."""
+
+
+@runtime_checkable
+class DescribesTickets(Protocol):
+    """A tracker that can show a ticket whole, its body and comments (``mlops-bot board show``)."""
+
+    @abstractmethod
+    def details(self, ticket_id: int) -> dict[str, Any] | None:
+        """``id``, ``key``, ``title``, ``state``, ``url``, ``labels``, ``body``, ``created_at``,
+        ``closed_at`` and ``comments`` (each ``author``, ``body``, ``created_at``); None if no such ticket."""
+
+
+@runtime_checkable
+class ShowsActions(Protocol):
+    """A chat that shows buttons under a message: its ``post`` and ``update`` take ``actions``.
+
+    ``shows_actions`` is what tells it apart at run time, where ``isinstance`` sees member names,
+    not signatures: every chat has a ``post``.
+    """
+
+    shows_actions: Literal[True]
+
+    @abstractmethod
+    def post(self, channel: str, text: str, *, marker: str, blocks: list[dict] | None = None,
+             actions: Sequence[ChatAction] = ()) -> MessageRef:
+        """``Chat.post``, with ``actions`` as buttons under the message."""
+
+    @abstractmethod
+    def update(self, message: MessageRef, text: str, *, blocks: list[dict] | None = None,
+               actions: Sequence[ChatAction] = ()) -> None:
+        """``Chat.update``; the message's buttons become ``actions`` (none if empty)."""
+
+
+@runtime_checkable
+class UploadsFiles(Protocol):
+    """A chat that can show a file (the drift chart) in a message's thread."""
+
+    @abstractmethod
+    def upload(self, parent: MessageRef, path: str | Path, title: str) -> None:
+        """Upload the file into ``parent``'s thread, once: a file already there is not sent again."""
+
+
+@runtime_checkable
+class Whispers(Protocol):
+    """A chat that can show a message to one person only (Slack's ephemeral messages)."""
+
+    @abstractmethod
+    def whisper(self, channel: str, user: str, text: str, *, thread: str | None = None) -> None:
+        """A message in ``channel`` that only ``user`` sees."""
+
+
+@runtime_checkable
+class ResolvesPermissions(Protocol):
+    """A chat that works out who may do what itself (Slack: through user groups), rather than
+    from the settings' names alone."""
+
+    @abstractmethod
+    def permission(self, user: str, levels: Mapping[str, str]) -> Permission:
+        """``user``'s level from ``levels``, which maps users, groups and ``*`` to level names."""
 
 
 def marker_comment(marker: str) -> str:

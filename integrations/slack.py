@@ -25,7 +25,10 @@ would repeat a write that may have been applied: rate limits (429) are waited ou
 for a short wait; a dropped connection is retried for reads, and for writes only when the request
 never reached Slack. What is left becomes the ports' errors: ``TransientError`` (with
 ``retry_after``, or ``outcome_unknown`` for a write whose answer was lost) or ``PermanentError``
-saying how to fix it. The token is never logged nor put in a message.
+saying how to fix it; ``PermissionRefused`` when what is missing is for a person to grant: a scope
+(``missing_scope``, naming the scope ``needed``), or the bot's place in a channel (``not_in_channel``,
+and ``channel_not_found``, which is what a private channel the bot is not in looks like). The
+token is never logged nor put in a message.
 """
 
 from __future__ import annotations
@@ -55,7 +58,18 @@ from slack_sdk.http_retry import (
     RetryState,
 )
 
-from integrations.ports import ChatAction, MessageRef, PermanentError, Permission, TransientError
+from integrations.ports import (
+    ChatAction,
+    MessageRef,
+    PermanentError,
+    Permission,
+    PermissionRefused,
+    ResolvesPermissions,
+    ShowsActions,
+    TransientError,
+    UploadsFiles,
+    Whispers,
+)
 
 __all__ = ["ACTION_PREFIX", "EVENT_TYPE", "SlackChat", "buttons", "connect", "holders", "render", "routes"]
 
@@ -186,7 +200,15 @@ class _Refused(PermanentError):
         self.problem, self.fix, self.error = problem, fix, error
 
 
-class SlackChat:
+class _PermissionRefused(_Refused, PermissionRefused):
+    """A refusal a person lifts by granting something: a scope, or the bot's place in a channel."""
+
+    def __init__(self, problem: str, fix: str, *, error: str, permission: str) -> None:
+        PermissionRefused.__init__(self, f"{problem}; {fix}", service="slack", permission=permission)
+        self.problem, self.fix, self.error = problem, fix, error
+
+
+class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
     """The Chat port on Slack.
 
     ``channels`` maps the bot's logical channel names (``mlops-pipeline``, ``mlops-alerts``,
@@ -447,10 +469,11 @@ class SlackChat:
             if target.lower() == str(found.get("name", "")).lower():
                 return found["id"]
         mapped = f" ({channel} is mapped to it)" if target != channel else ""
-        raise _Refused(
+        raise _PermissionRefused(
             f"Slack channel #{target} not found{mapped}, or it is private and the bot is not in it",
             f"create #{target} and invite the bot with /invite @{self._bot_name()}, or map {channel} to an existing "
-            f"channel's id (channel details → About → Channel ID)", error="channel_not_found")
+            f"channel's id (channel details → About → Channel ID)", error="channel_not_found",
+            permission=f"membership of #{target}")
 
     def _listed_channels(self) -> Iterator[dict[str, Any]]:
         """Channels the bot can see (archived ones too, so that posting says so); private ones
@@ -552,15 +575,20 @@ class SlackChat:
         if error in ("invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"):
             return _Refused(f"Slack refused the bot token ({error})", _TOKEN_FIX, error=error)
         if error == "missing_scope":
-            needed = data.get("needed") or "a scope"
-            return _Refused(f"the Slack app lacks the scope {needed} for {method}",
-                            f"add {needed} under OAuth & Permissions → Bot Token Scopes on api.slack.com/apps, then "
-                            "reinstall the app to the workspace", error=error)
+            needed = str(data.get("needed") or "a scope")
+            return _PermissionRefused(
+                f"the Slack app lacks the scope {needed} for {method}",
+                f"add {needed} under OAuth & Permissions → Bot Token Scopes on api.slack.com/apps, then reinstall the "
+                "app to the workspace", error=error, permission=needed)
         bot = self._bot_name() if error in ("channel_not_found", "not_in_channel") else ""
+        if error == "not_in_channel":
+            return _PermissionRefused(f"the bot is not in {where}", f"invite the bot with /invite @{bot} in {where}",
+                                      error=error, permission=f"membership of {where}")
+        if error == "channel_not_found":
+            return _PermissionRefused(f"Slack channel {where} not found, or it is private and the bot is not in it",
+                                      f"check the channel mapping, or invite the bot with /invite @{bot}",
+                                      error=error, permission=f"membership of {where}")
         problems = {
-            "channel_not_found": (f"Slack channel {where} not found, or it is private and the bot is not in it",
-                                  f"check the channel mapping, or invite the bot with /invite @{bot}"),
-            "not_in_channel": (f"the bot is not in {where}", f"invite the bot with /invite @{bot} in {where}"),
             "is_archived": (f"Slack channel {where} is archived",
                             "unarchive it, or map the bot's channel to another one"),
             "msg_too_long": (f"Slack refused the message in {where} as too long",

@@ -13,7 +13,9 @@ of it (and of any ``user:password@`` in a URL) before it is quoted.
 ``WorkspaceEngine`` wraps the in-process engine: a run whose origin names a commit (a merged pull
 request, or a command on a pull request) runs the project at ``project_path`` inside that commit's
 checkout; any other run (the first model, a command on a ticket) runs the project folder the bot
-was given, as before.
+was given, as before. Either way the wrapped engine's ``isolated`` holds: by default the
+checkout's code (a fork's too, after ``/ok-to-test``) runs in a child process that gets none of the
+bot's secrets, not the token above nor any other (pipeline/child.py).
 """
 
 from __future__ import annotations
@@ -192,7 +194,8 @@ class WorkspaceEngine:
             })
         folder = root / self.project_path if self.project_path else root
         at_commit = InProcessEngine(self.engine.registry, {project: folder}, clock=self.engine.clock,
-                                    production_data=self.engine.production_data)
+                                    production_data=self.engine.production_data,
+                                    isolated=self.engine.isolated)
         return at_commit.start(project, run_id=run_id, trigger=trigger, reason=reason, context=context,
                                promote=promote)
 

@@ -5,10 +5,14 @@ few text values in it are an error naming the column, not a silent switch to a c
 unless ``[data] categorical`` declares it a category. A retrain's training table is the project's
 data plus the labelled production rows of the ``[retrain]`` window (see ``pipeline.production``),
 aligned to the same feature columns and de-duplicated by ``[data] id_column``.
+
+Files are read into Arrow (``Columns``) and put together there; the training table is copied into
+pandas once, when it is complete, and fingerprints hash the rows where they lie.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -20,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from pipeline.profile import feature_kind
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
     from pipeline.spec import ProjectSpec
 
 __all__ = [
+    "Columns",
     "DataError",
     "Dataset",
     "FeatureSchema",
@@ -39,10 +47,13 @@ __all__ = [
     "column_types",
     "fingerprint",
     "fingerprint_of_hashes",
+    "first_line",
     "load_dataset",
     "positions_by_code",
+    "read_columns",
     "read_table",
     "row_hashes",
+    "sample_values",
     "split_dataset",
     "split_for_validation",
     "superseded_rows",
@@ -144,7 +155,202 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, engine="pyarrow")
     except Exception as exc:  # every reader failure is the same to the user: the file cannot be read
-        raise DataError(f"{path}: cannot be read as {kind.upper()}: {_first_line(exc)}") from exc
+        raise DataError(f"{path}: cannot be read as {kind.upper()}: {first_line(exc)}") from exc
+
+
+def read_columns(path: str | Path) -> Columns:
+    """One CSV or Parquet file as ``Columns``: Parquet in Arrow as stored, CSV as ``read_table``
+    reads it. Parquet text with few distinct values (categories) stays dictionary-encoded as Parquet
+    keeps it, which is cheaper to read and to hash; pandas still gets text. An index that pandas
+    wrote into a Parquet file is not data and is left out."""
+    path = Path(path)
+    if _READERS.get(path.suffix.lower()) != "parquet":
+        return Columns.of_frame(read_table(path))
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        metadata = pq.read_metadata(path)
+        schema = metadata.schema.to_arrow_schema()
+        text = _categories_in(metadata, schema)
+        table = pq.ParquetFile(path, metadata=metadata, read_dictionary=text).read()  # one file: no dataset layer
+    except Exception as exc:  # as in read_table: the file cannot be read, whatever the reader says
+        raise DataError(f"{path}: cannot be read as PARQUET: {first_line(exc)}") from exc
+    index = [name for name in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(name, str)]
+    if index:
+        table = table.drop_columns(index)
+    return Columns.of(table.replace_schema_metadata(None), text=frozenset(text) - set(index))
+
+
+def _categories_in(metadata: pq.FileMetaData, schema: pa.Schema) -> list[str]:
+    """The text columns that Parquet stores as a dictionary much smaller than their rows (a few
+    distinct values, as categories have). Text of mostly distinct values (ids, free text) is read as
+    it is: a dictionary of a million distinct values costs more to build than it saves."""
+    position = {metadata.schema.column(number).path: number for number in range(metadata.num_columns)}
+    found = []
+    for item in schema:
+        if not _is_arrow_text(item.type) or pa.types.is_dictionary(item.type) or item.name not in position:
+            continue
+        chunks = [metadata.row_group(group).column(position[item.name]) for group in range(metadata.num_row_groups)]
+        if all(chunk.has_dictionary_page and chunk.dictionary_page_offset is not None
+               and 16 * (chunk.data_page_offset - chunk.dictionary_page_offset) <= chunk.num_values
+               for chunk in chunks):
+            found.append(item.name)
+    return found
+
+
+@dataclass(frozen=True, eq=False)
+class Columns:
+    """Rows as named columns: most in Arrow as read from the files, not yet copied into pandas, the
+    rest as pandas Series (columns whose types differ between files, columns converted to the
+    training schema). Selecting, filtering and putting files together stay in Arrow, where they copy
+    little or nothing; ``frame`` makes the one pandas copy at the end, and ``row_hashes`` hashes the
+    Arrow columns where they lie. ``text`` names the Arrow columns that are dictionary-encoded text,
+    which pandas gets as text.
+    """
+
+    table: pa.Table  # the Arrow columns
+    series: Mapping[str, pd.Series]  # the pandas columns, each indexed 0..rows-1
+    names: tuple[str, ...]  # every column, in order
+    rows: int
+    text: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, table: pa.Table, *, text: frozenset[str] = frozenset()) -> Columns:
+        return cls(table, {}, tuple(table.column_names), table.num_rows, text & set(table.column_names))
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame) -> Columns:
+        frame = frame.reset_index(drop=True)
+        series = {str(name): frame[name].rename(str(name)) for name in frame.columns}
+        return cls(pa.table({}), series, tuple(series), len(frame))
+
+    @classmethod
+    def concat(cls, parts: list[Columns]) -> Columns:
+        """The parts one after the other. A column stays in Arrow when the parts agree on its type (or
+        Arrow widens it, as pandas would: whole numbers among decimals become decimals); a column
+        whose types do not agree (numbers in one file, text in another) is put together by pandas. A
+        column that a part lacks is missing in that part's rows."""
+        if len(parts) == 1:
+            return parts[0]
+        names = tuple(dict.fromkeys(name for part in parts for name in part.names))
+        arrow: dict[str, pa.ChunkedArray] = {}
+        series: dict[str, pd.Series] = {}
+        text = set()
+        for name in names:
+            stacked = None
+            if not any(name in part.series for part in parts):
+                stacked, is_text = _stacked_arrow(parts, name)
+            if stacked is not None:
+                arrow[name] = stacked
+                if is_text:
+                    text.add(name)
+            else:  # as pandas puts frames together: a part without the column adds missing values
+                series[name] = pd.concat([part.series_of(name).to_frame(name) if name in part else
+                                          pd.DataFrame(index=pd.RangeIndex(part.rows)) for part in parts],
+                                         ignore_index=True)[name]
+        table = pa.Table.from_arrays(list(arrow.values()), names=list(arrow)) if arrow else pa.table({})
+        return cls(table, series, names, sum(part.rows for part in parts), frozenset(text))
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def dtype(self, name: str) -> Any:
+        """The column's pandas dtype, without converting the column."""
+        if name in self.series:
+            return self.series[name].dtype
+        column = self.table.column(name)
+        return _pandas_dtype(column.type, column.null_count > 0, name in self.text)
+
+    def series_of(self, name: str) -> pd.Series:
+        """One column in pandas (an Arrow column is converted on its own)."""
+        if name in self.series:
+            return self.series[name]
+        return _decoded(self.table.column(name), name in self.text).to_pandas().rename(name)
+
+    def hashable(self, names: Iterable[str] | None = None) -> dict[str, pd.Series | pa.ChunkedArray]:
+        """The columns (all, or those named) as ``row_hashes`` takes them: Arrow columns as they are."""
+        return {name: self.series[name] if name in self.series else self.table.column(name)
+                for name in (self.names if names is None else names)}
+
+    def select(self, names: Iterable[str]) -> Columns:
+        names = tuple(names)
+        in_arrow = [name for name in names if name not in self.series]
+        series = {name: self.series[name] for name in names if name in self.series}
+        return Columns(self.table.select(in_arrow), series, names, self.rows, self.text & set(in_arrow))
+
+    def take(self, rows: np.ndarray) -> Columns:
+        """The rows that a boolean mask or positions pick."""
+        positions = np.flatnonzero(rows) if rows.dtype == bool else rows
+        table = self.table
+        if table.num_columns:
+            table = table.filter(pa.array(rows)) if rows.dtype == bool else table.take(pa.array(positions))
+        series = {name: column.iloc[positions].reset_index(drop=True) for name, column in self.series.items()}
+        return Columns(table, series, self.names, len(positions), self.text)
+
+    def with_series(self, columns: Mapping[str, pd.Series]) -> Columns:
+        """These columns (pandas, indexed like the rows) in place of those of the same name, or added."""
+        replaced = [name for name in columns if name in self.table.column_names]
+        table = self.table.drop_columns(replaced) if replaced else self.table
+        names = self.names + tuple(name for name in columns if name not in self.names)
+        return Columns(table, {**self.series, **{name: column.rename(name) for name, column in columns.items()}},
+                       names, self.rows, self.text - set(replaced))
+
+    def frame(self) -> pd.DataFrame:
+        """All columns as one pandas frame: the one copy of the Arrow data, made on Arrow's threads."""
+        table = self.table
+        for name in self.text:
+            table = table.set_column(table.column_names.index(name), name, _decoded(table.column(name), True))
+        frame = table.to_pandas() if table.num_columns else pd.DataFrame(index=pd.RangeIndex(self.rows))
+        for position, name in enumerate(self.names):
+            if name in self.series:
+                frame.insert(position, name, self.series[name])
+        return frame
+
+
+def _stacked_arrow(parts: list[Columns], name: str) -> tuple[pa.ChunkedArray | None, bool]:
+    """One Arrow column of the parts' columns of that name (missing where a part lacks it), and whether
+    it is dictionary-encoded text; None when their types do not agree."""
+    pieces = [part.table.column(name) if name in part else None for part in parts]
+    present = [piece for piece in pieces if piece is not None]
+    is_text = all(name in part.text for part, piece in zip(parts, pieces, strict=True) if piece is not None)
+    types = {piece.type for piece in present}
+    if len(types) > 1 and all(_is_arrow_text(kind) for kind in types):  # text read from different formats
+        pieces = [piece.cast(pa.large_string()) if piece is not None else None for piece in pieces]
+        types, is_text = {pa.large_string()}, False
+    if len(types) == 1:
+        common = types.pop()
+    else:
+        try:
+            common = pa.unify_schemas([pa.schema([pa.field(name, kind)]) for kind in types],
+                                      promote_options="permissive").field(name).type
+            pieces = [piece.cast(common) if piece is not None and piece.type != common else piece for piece in pieces]
+        except (pa.ArrowException, TypeError, ValueError):
+            return None, False
+    chunks = [chunk for part, piece in zip(parts, pieces, strict=True)
+              for chunk in (piece.chunks if piece is not None else [pa.nulls(part.rows, common)])]
+    return pa.chunked_array(chunks, type=common), is_text
+
+
+def _is_arrow_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+@functools.lru_cache(maxsize=256)
+def _pandas_dtype(kind: pa.DataType, missing: bool, text: bool) -> Any:
+    """The dtype pandas gives an Arrow column: it depends on the type and on whether values are missing
+    (whole numbers with missing values become decimals), so a sample of one missing value tells."""
+    sample = pa.nulls(1, kind) if missing else pa.array([], type=kind)
+    return _decoded(sample, text).to_pandas().dtype
+
+
+def _decoded(column: pa.ChunkedArray | pa.Array, text: bool) -> pa.ChunkedArray | pa.Array:
+    """Dictionary-encoded text as plain text (what pandas makes text of); any other column as it is."""
+    return column.cast(pa.large_string()) if text and pa.types.is_dictionary(column.type) else column
 
 
 def load_dataset(spec: DataSpec, root: Path) -> Dataset:
@@ -166,7 +372,7 @@ def assemble_training_data(spec: ProjectSpec, production: LabelledProduction | N
     project = _read_project_data(data, spec.root)
     problems = list(production.problems) if production is not None else []
     aligned = None
-    if production is not None and spec.retrain.include_production and not production.frame.empty:
+    if production is not None and spec.retrain.include_production and production.rows:
         aligned = _align_production(production, project, data, problems)
     if aligned is None:
         if production is not None and not spec.retrain.keep_training_data:
@@ -184,21 +390,24 @@ def assemble_training_data(spec: ProjectSpec, production: LabelledProduction | N
 class _ProjectRows:
     """The project's labelled rows, held to the schema contract."""
 
-    frame: pd.DataFrame
+    columns: Columns  # every column of the data files (the target too), labelled rows only
+    target: pd.Series
     files: tuple[Path, ...]
     names: tuple[str, ...]  # each file as recorded in ``sources``: relative to the project folder
     file_rows: tuple[int, ...]  # labelled rows of each file, in order
     feature_names: tuple[str, ...]
 
     def without_rows(self) -> _ProjectRows:
-        return _ProjectRows(self.frame.iloc[:0], (), (), (), self.feature_names)
+        none = np.zeros(0, dtype=np.intp)
+        return _ProjectRows(self.columns.take(none), self.target.iloc[:0], (), (), (), self.feature_names)
 
 
 @dataclass(frozen=True)
 class _ProductionRows:
     """Labelled production rows in the project's columns and types, and where each came from."""
 
-    frame: pd.DataFrame  # the feature columns, the target and the id column (if the batches have it)
+    columns: Columns  # the feature columns and the id column (if the batches have it)
+    target: pd.Series
     observed_at: pd.Series
     batch: pd.Series  # categorical: the file name of each row's batch
     label_source: pd.Series  # categorical: the label file that gave each row its label; "" when its batch did
@@ -210,60 +419,70 @@ def _read_project_data(spec: DataSpec, root: Path) -> _ProjectRows:
     files = tuple(sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()))
     if not files:
         raise DataError(f"no data file matches data.path = {spec.path!r} (looked in {root}); check the path in mlops.toml")
-    frames = [read_table(path) for path in files]
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    parts = [read_columns(path) for path in files]
+    columns = Columns.concat(parts)
     where = ", ".join(map(str, files))
-    if frame.empty:
+    if not len(columns):
         raise DataError(f"{where}: the dataset has no rows")
-    if spec.target not in frame.columns:
+    if spec.target not in columns:
         raise DataError(
-            f"target column {spec.target!r} not found in the data; columns are: {', '.join(map(str, frame.columns[:20]))}"
+            f"target column {spec.target!r} not found in the data; columns are: {', '.join(columns.names[:20])}"
         )
-    if spec.split.time_column and spec.split.time_column not in frame.columns:
+    if spec.split.time_column and spec.split.time_column not in columns:
         raise DataError(f"{where}: split.time_column {spec.split.time_column!r} is not a column of the data; "
                         f"name the column that holds each row's time in mlops.toml")
     not_features = {spec.target, spec.split.time_column, spec.id_column}
-    feature_names = spec.features or [c for c in frame.columns if c not in not_features]
-    missing = [name for name in dict.fromkeys([*feature_names, *spec.categorical]) if name not in frame.columns]
+    feature_names = spec.features or [c for c in columns.names if c not in not_features]
+    missing = [name for name in dict.fromkeys([*feature_names, *spec.categorical]) if name not in columns]
     if missing:
         raise DataError(f"data.features or data.categorical name columns not in the data: {', '.join(missing)}")
     if not feature_names:
         raise DataError("the data has no feature columns besides the target")
-    target = frame[spec.target]
+    target = columns.series_of(spec.target)
     if target.isna().all():
         raise DataError(f"target column {spec.target!r} has no values")
     labelled = target.notna().to_numpy()
     if not labelled.all():  # copy only when some rows have no label
-        frame = frame[labelled].reset_index(drop=True)
-    frame = _hold_to_schema_contract(frame, feature_names, spec.categorical, where)
+        columns, target = columns.take(labelled), target[labelled].reset_index(drop=True)
+    columns = _hold_to_schema_contract(columns, feature_names, spec.categorical, where)
     names = tuple(_relative_name(path, root) for path in files)
-    file_rows = tuple(int(piece[spec.target].notna().sum()) for piece in frames)
-    return _ProjectRows(frame, files, names, file_rows, tuple(map(str, feature_names)))
+    bounds, running = np.cumsum([0, *(part.rows for part in parts)]), np.concatenate([[0], np.cumsum(labelled)])
+    file_rows = tuple(int(count) for count in running[bounds[1:]] - running[bounds[:-1]])
+    return _ProjectRows(columns, target, files, names, file_rows, tuple(map(str, feature_names)))
 
 
-def _hold_to_schema_contract(frame: pd.DataFrame, names: Iterable[str], categorical: list[str], where: str) -> pd.DataFrame:
+def _hold_to_schema_contract(columns: Columns, names: Iterable[str], categorical: list[str], where: str) -> Columns:
     """Declared categories become text; text among numbers is an error naming the column and the values."""
     changed = {}
     for name in names:
-        column = frame[name]
+        dtype = columns.dtype(name)
         if name in categorical:
-            text = _as_categories(column)
-            if text is not column:
-                changed[name] = text
+            if not _is_text(dtype):  # text stays as it is
+                changed[name] = _as_categories(columns.series_of(name))
             continue
-        bad = _text_among_numbers(column)
+        if _holds_no_text(dtype):
+            continue
+        bad = _text_among_numbers(columns.series_of(name))
         if bad:
             raise DataError(
-                f"{where}: column {name!r} holds numbers but also text: {_samples(bad)}; fix these values, "
+                f"{where}: column {name!r} holds numbers but also text: {sample_values(bad)}; fix these values, "
                 f"or declare the column in [data] categorical = [\"{name}\"] if its values are categories"
             )
-    return frame.assign(**changed) if changed else frame
+    return columns.with_series(changed) if changed else columns
+
+
+def _is_text(dtype: Any) -> bool:
+    """A column of text (not of Python objects): as categories it stays as it is."""
+    return pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
+
+
+def _holds_no_text(dtype: Any) -> bool:
+    return is_numeric_dtype(dtype) or is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype)
 
 
 def _text_among_numbers(column: pd.Series) -> list[Any]:
     """The values that are not numbers, in a text column whose distinct values are mostly numbers."""
-    dtype = column.dtype
-    if is_numeric_dtype(dtype) or is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+    if _holds_no_text(column.dtype):
         return []
     distinct = pd.Series(pd.unique(column.dropna()), dtype=object)
     if distinct.empty:
@@ -277,7 +496,7 @@ def _text_among_numbers(column: pd.Series) -> list[Any]:
 
 def _as_categories(column: pd.Series) -> pd.Series:
     """The column as text categories, numbers written alike whichever type read them (1 and 1.0 are "1")."""
-    if pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+    if _is_text(column.dtype):
         return column
     codes, uniques = pd.factorize(column)
     names = np.array([*(category_text(value) for value in uniques), np.nan], dtype=object)
@@ -298,24 +517,25 @@ def category_text(value: Any) -> str:
 def _align_production(production: LabelledProduction, project: _ProjectRows, spec: DataSpec,
                       problems: list[str]) -> _ProductionRows | None:
     """The production rows in the project's columns and types; rows that cannot be are left out, with a reason."""
-    from pipeline.production import BATCH_COLUMN, LABEL_SOURCE_COLUMN, OBSERVED_AT_COLUMN, check_labels
+    from pipeline.production import check_labels
 
-    frame = production.frame
-    keep = np.ones(len(frame), dtype=bool)
-    batch, label_source = frame[BATCH_COLUMN], frame[LABEL_SOURCE_COLUMN]
+    columns = production.columns
+    keep = np.ones(len(columns), dtype=bool)
+    batch, label_source = production.batch, production.label_source
     for source in production.sources:
         lacking = [name for name in project.feature_names if name not in source.columns]
         if source.kind == "batch" and lacking:
             keep &= (batch != source.path).to_numpy()
             problems.append(
                 f"{production.where('batch', source.path)}: lacks the training data's feature column(s) "
-                f"{_samples(lacking)}, so its {source.rows} labelled rows are left out of training; add the columns"
+                f"{sample_values(lacking)}, so its {source.rows} labelled rows are left out of training; "
+                "add the columns"
             )
-    converted: dict[str, pd.Series] = {}
-    reference = project.frame[spec.target]
+    reference = project.target
     numeric_target = is_numeric_dtype(reference.dtype) and not is_bool_dtype(reference.dtype)
     classes = None if numeric_target else pd.unique(reference.dropna()).tolist()
-    checked = check_labels(frame[spec.target], numeric_target=numeric_target, classes=classes)
+    labels = columns.series_of(spec.target)
+    checked = check_labels(labels, numeric_target=numeric_target, classes=classes)
     if checked.bad.any():
         keep &= ~checked.bad
         givers = [("batch", name) if source == "" else ("labels", source) for name, source in
@@ -323,30 +543,33 @@ def _align_production(production: LabelledProduction, project: _ProjectRows, spe
         for (kind, name), count in pd.Series(givers, dtype=object).value_counts(sort=False).items():
             problems.append(f"{production.where(kind, name)}: {count} label(s) {checked.reason}; those rows are left "
                             "out of training; correct the labels")
-    if checked.values is not frame[spec.target]:
-        converted[spec.target] = checked.values
+    converted: dict[str, pd.Series] = {}
     for name in project.feature_names:
-        wanted, column = project.frame[name].dtype, frame[name].dtype
-        if name in spec.categorical or (feature_kind(wanted) == "categorical" and feature_kind(column) == "numeric"):
-            text = _as_categories(frame[name])
-            if text is not frame[name]:
-                converted[name] = text
-        elif feature_kind(wanted) == "numeric" and not is_numeric_dtype(column):
-            converted[name] = _numbers_of(frame[name], name, batch, keep, production, problems)
-    columns = [*project.feature_names, spec.target]
-    if spec.id_column is not None and spec.id_column in frame.columns:
-        columns.append(spec.id_column)
-    aligned = frame[columns]
-    if converted:
-        aligned = aligned.assign(**converted)
-    hashes = production.row_hashes if production.hashed_columns == column_types(aligned) else None
-    observed_at = frame[OBSERVED_AT_COLUMN]
-    if not keep.all():
-        aligned, observed_at, batch, label_source = aligned[keep], observed_at[keep], batch[keep], label_source[keep]
-        hashes = hashes[keep] if hashes is not None else None
-    if aligned.empty:
+        if name not in columns:  # no batch has it: every batch's rows are left out above
+            continue
+        wanted, dtype = project.columns.dtype(name), columns.dtype(name)
+        if name in spec.categorical or (feature_kind(wanted) == "categorical" and feature_kind(dtype) == "numeric"):
+            if not _is_text(dtype):
+                converted[name] = _as_categories(columns.series_of(name))
+        elif feature_kind(wanted) == "numeric" and not is_numeric_dtype(dtype):
+            converted[name] = _numbers_of(columns.series_of(name), name, batch, keep, production, problems)
+    if not keep.any():
         return None
-    return _ProductionRows(aligned.reset_index(drop=True), observed_at.reset_index(drop=True),
+    names = [*project.feature_names]
+    if spec.id_column is not None and spec.id_column in columns:
+        names.append(spec.id_column)
+    aligned = columns.select(names).with_series(converted) if converted else columns.select(names)
+    target = checked.values.rename(spec.target)
+    # The hashes from reading hold when they cover these very columns, none of them converted here.
+    hashed = tuple(sorted(column_types(aligned) + ((spec.target, str(target.dtype)),)))
+    unchanged = not converted and checked.values is labels
+    hashes = production.row_hashes if unchanged and production.hashed_columns == hashed else None
+    observed_at = production.observed_at
+    if not keep.all():
+        aligned, target, observed_at = aligned.take(keep), target[keep], observed_at[keep]
+        batch, label_source = batch[keep], label_source[keep]
+        hashes = hashes[keep] if hashes is not None else None
+    return _ProductionRows(aligned, target.reset_index(drop=True), observed_at.reset_index(drop=True),
                            batch.reset_index(drop=True), label_source.reset_index(drop=True), hashes)
 
 
@@ -359,7 +582,7 @@ def _numbers_of(column: pd.Series, name: str, batch: pd.Series, keep: np.ndarray
         rows = bad & (batch == name_of_batch).to_numpy()
         problems.append(
             f"{production.where('batch', name_of_batch)}: column {name!r} holds text "
-            f"({_samples(pd.unique(column[rows]).tolist())}) where the training data has numbers; those "
+            f"({sample_values(pd.unique(column[rows]).tolist())}) where the training data has numbers; those "
             f"{int(rows.sum())} rows are left out of training; fix the values in the batch"
         )
     keep &= ~bad
@@ -368,50 +591,56 @@ def _numbers_of(column: pd.Series, name: str, batch: pd.Series, keep: np.ndarray
 
 def _dataset(project: _ProjectRows, spec: DataSpec, *, production: _ProductionRows | None = None,
              problems: list[str] | None = None) -> Dataset:
-    """One table of the project's rows then the production rows, with its fingerprint and sources."""
-    own = project.frame
-    shown = [*project.feature_names, *([spec.split.time_column] if spec.split.time_column in own.columns else [])]
+    """One table of the project's rows then the production rows, with its fingerprint and sources.
+
+    The rows stay in Arrow (as read) until the one conversion to pandas of the whole table; the
+    hashes of the project's rows are taken from Arrow meanwhile, and the production rows' come from
+    reading them, when both parts hold each hashed column in the same type (a row's hash depends on
+    that row alone).
+    """
+    own = project.columns
+    features = list(project.feature_names)
+    shown = [*features, *([spec.split.time_column] if spec.split.time_column in own else [])]
     id_column = spec.id_column if spec.id_column is not None and (
-        spec.id_column in own.columns or (production is not None and spec.id_column in production.frame.columns)) else None
-    hashed = [*project.feature_names, spec.target, *([id_column] if id_column else [])]
+        spec.id_column in own or (production is not None and spec.id_column in production.columns)) else None
+    own_ids = _column_or_missing(own, id_column) if id_column else None
+    observed_at = None
     if production is None:
-        features, target, observed_at = own[shown], own[spec.target], None
-        whole = own.assign(**{id_column: np.nan}) if id_column and id_column not in own.columns else own
-        hashes = row_hashes(whole[hashed])
-        types = column_types(whole[hashed])
-        repeated = superseded_rows(whole[id_column]) if id_column else None
+        table, target, ids = own.select(shown), project.target, own_ids
+        own_hashed = None
     else:
-        theirs = production.frame
-        target = pd.concat([own[spec.target], theirs[spec.target]], ignore_index=True)
-        ids = pd.concat([_column_or_missing(own, id_column), _column_or_missing(theirs, id_column)],
-                        ignore_index=True) if id_column else None
-        observed_at = pd.concat([pd.Series(pd.NaT, index=own.index, dtype=production.observed_at.dtype),
+        theirs = production.columns
+        table = Columns.concat([own.select(shown), theirs.select(features)])
+        target = pd.concat([project.target, production.target], ignore_index=True)
+        their_ids = _column_or_missing(theirs, id_column) if id_column else None
+        ids = pd.concat([own_ids, their_ids], ignore_index=True) if id_column else None
+        observed_at = pd.concat([pd.Series(pd.NaT, index=project.target.index, dtype=production.observed_at.dtype),
                                  production.observed_at], ignore_index=True)
-        # A row's hash depends on that row alone: the production rows' were computed when they were
-        # read, and serve as they are when both parts have each column in the same type.
         reusable = production.row_hashes is not None and all(
-            name in own.columns and name in theirs.columns and own[name].dtype == theirs[name].dtype for name in hashed)
-        with ThreadPoolExecutor(max_workers=2) as pool:  # copying, id checking and hashing overlap
-            joined = pool.submit(pd.concat, [own[shown], theirs[list(project.feature_names)]], ignore_index=True)
-            checked = pool.submit(superseded_rows, ids) if ids is not None else None
-            own_hashes = row_hashes(own[hashed]) if reusable else None
-            features = joined.result()
-            repeated = checked.result() if checked is not None else None
-        whole = {name: features[name] for name in project.feature_names} | {spec.target: target}
-        if id_column:
-            whole[id_column] = ids
-        hashes = np.concatenate([own_hashes, production.row_hashes]) if reusable else row_hashes(whole)
-        types = column_types(whole)
+            str(own.dtype(name)) == str(theirs.dtype(name)) for name in features) and (
+            str(project.target.dtype) == str(production.target.dtype)) and (
+            id_column is None or str(own_ids.dtype) == str(their_ids.dtype))
+        own_hashed = (_hashed(own.hashable(features), spec.target, project.target, id_column, own_ids)
+                      if reusable else None)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the id check runs while Arrow converts the table
+        checked = pool.submit(superseded_rows, ids) if ids is not None else None
+        if own_hashed is not None:
+            hashes = np.concatenate([row_hashes(own_hashed), production.row_hashes])
+        else:
+            hashes = row_hashes(_hashed(table.hashable(features), spec.target, target, id_column, ids))
+        frame = table.frame()
+        repeated = checked.result() if checked is not None else None
+    types = column_types(_hashed({name: frame[name] for name in features}, spec.target, target, id_column, ids))
     kept = None
     if repeated is not None:  # the last row of an id stays: production over the project's, newer over older
         kept = ~repeated
-        features, target = features[kept], target[kept]
+        frame, target = frame[kept], target[kept]
         observed_at = observed_at[kept] if observed_at is not None else None
         hashes = hashes[kept]
     sources = [_source(kind, name, hashes[positions], types)
                for kind, name, positions in _source_rows(project, production, kept)]
     return Dataset(
-        features=features.reset_index(drop=True),
+        features=frame.reset_index(drop=True),
         target=target.reset_index(drop=True),
         files=project.files,
         fingerprint=fingerprint_of_hashes(types, hashes),
@@ -421,13 +650,19 @@ def _dataset(project: _ProjectRows, spec: DataSpec, *, production: _ProductionRo
     )
 
 
+def _hashed(columns: Mapping[str, Any], target_name: str, target: pd.Series, id_column: str | None,
+            ids: pd.Series | None) -> dict[str, Any]:
+    """The columns a fingerprint covers: the features, the target and the id column (if any)."""
+    return {**columns, target_name: target, **({id_column: ids} if id_column else {})}
+
+
 def superseded_rows(ids: pd.Series) -> np.ndarray | None:
     """A mask of the rows whose id appears again in a later row, or None when no id repeats.
 
     Missing ids never repeat. Most tables have unique ids, so that is checked first the cheap way:
-    integer ids by counting (when they span a range not much wider than their number) or sorting (a
-    vectorised sort is several times faster than a hash table over a million shuffled ids), other
-    ids by counting distinct values.
+    integer ids by marking each in a table of the range (when they span a range not much wider than
+    their number) or sorting (a vectorised sort is several times faster than a hash table over a
+    million shuffled ids), other ids by counting distinct values.
     """
     present = ids.notna().to_numpy()
     values = ids.to_numpy() if isinstance(ids.dtype, np.dtype) and ids.dtype.kind in "iu" else None
@@ -436,7 +671,9 @@ def superseded_rows(ids: pd.Series) -> np.ndarray | None:
     if values is not None:
         low, high = int(values.min()), int(values.max())
         if high - low <= 4 * len(values) + 1024:
-            unique = int(np.bincount((values - low).astype(np.intp, copy=False)).max()) <= 1
+            seen = np.zeros(high - low + 1, dtype=bool)
+            seen[values - low] = True
+            unique = int(np.count_nonzero(seen)) == len(values)
         else:
             ordered = np.sort(values)
             unique = not bool(np.any(ordered[1:] == ordered[:-1]))
@@ -448,8 +685,10 @@ def superseded_rows(ids: pd.Series) -> np.ndarray | None:
     return ids.duplicated(keep="last").to_numpy() & present
 
 
-def _column_or_missing(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index, name=name)
+def _column_or_missing(columns: Columns, name: str) -> pd.Series:
+    if name in columns:
+        return columns.series_of(name)
+    return pd.Series(np.nan, index=pd.RangeIndex(len(columns)), name=name)
 
 
 def _source_rows(project: _ProjectRows, production: _ProductionRows | None, kept: np.ndarray | None
@@ -567,53 +806,134 @@ def fingerprint_of_hashes(types: tuple[tuple[str, str], ...], hashes: np.ndarray
     return "sha256:" + digest.hexdigest()
 
 
-def column_types(columns: pd.DataFrame | Mapping[str, pd.Series]) -> tuple[tuple[str, str], ...]:
-    """The (name, dtype) of each column, by name: the header a fingerprint covers."""
+def column_types(columns: pd.DataFrame | Columns | Mapping[str, pd.Series]) -> tuple[tuple[str, str], ...]:
+    """The (name, dtype) of each column, by name: the header a fingerprint covers (pandas dtypes,
+    also for ``Columns`` still in Arrow)."""
+    if isinstance(columns, Columns):
+        return tuple(sorted((str(name), str(columns.dtype(name))) for name in columns.names))
     items = columns.items() if isinstance(columns, Mapping) else columns.dtypes.items()
     return tuple(sorted((str(name), str(value.dtype if isinstance(columns, Mapping) else value))
                         for name, value in items))
 
 
-def row_hashes(columns: pd.DataFrame | Mapping[str, pd.Series]) -> np.ndarray:
-    """One 64-bit hash per row over the columns (taken in name order), as a uint64 array."""
-    items = columns if isinstance(columns, Mapping) else {name: columns[name] for name in columns.columns}
+def row_hashes(columns: pd.DataFrame | Columns | Mapping[str, pd.Series | pa.ChunkedArray]) -> np.ndarray:
+    """One 64-bit hash per row over the columns (taken in name order), as a uint64 array.
+
+    A column may be in pandas or still in Arrow (``Columns``); either way it hashes as the pandas
+    column it is or becomes, so the hashes do not depend on where the rows are held. Arrow numbers
+    are hashed where they lie, file by file (no copy), and Arrow text once per distinct value.
+    """
+    if isinstance(columns, Columns):
+        items: Mapping[str, Any] = columns.hashable()
+        rows = len(columns)
+    elif isinstance(columns, Mapping):
+        items = columns
+        rows = len(next(iter(items.values()))) if items else 0
+    else:
+        items = {name: columns[name] for name in columns.columns}
+        rows = len(columns)
     names = sorted(items, key=str)
-    words = [_value_words(items[name]) for name in names]
-    rows = len(words[0]) if words else (len(columns) if not isinstance(columns, Mapping) else 0)
+    in_place = [_numbers_in_place(items[name]) for name in names]  # Arrow numbers: hashed chunk by chunk
+    words = [None if numbers is not None else _value_words(items[name]) for name, numbers in zip(names, in_place,
+                                                                                                  strict=True)]
     hashes = np.empty(rows, dtype=np.uint64)
+    # Pieces of rows that no chunk boundary crosses (within one, each Arrow column is one chunk, whose
+    # values are a NumPy view of Arrow's buffer), none longer than a few blocks: the threads take the
+    # next piece as they finish one, so a thread that the machine holds back delays little.
+    bounds = {0, rows}
+    for numbers in in_place:
+        if numbers is not None:
+            bounds.update(np.cumsum([len(chunk) for chunk in numbers.chunks]).tolist())
+    edges = sorted(bounds)
+    step = 4 * _HASH_BLOCK_ROWS
+    pieces = [(begin, min(stop, begin + step)) for start, stop in zip(edges[:-1], edges[1:], strict=True)
+              for begin in range(start, stop, step)]
 
     def fold(start: int, stop: int) -> None:
-        for begin in range(start, stop, _HASH_BLOCK_ROWS):
-            end = min(stop, begin + _HASH_BLOCK_ROWS)
+        values = [word[start:stop] if word is not None else _number_words(numbers.slice(start, stop - start))
+                  for word, numbers in zip(words, in_place, strict=True)]
+        for begin in range(0, stop - start, _HASH_BLOCK_ROWS):
+            end = min(stop - start, begin + _HASH_BLOCK_ROWS)
             block = np.full(end - begin, _SEED, dtype=np.uint64)
-            for position, values in enumerate(words):
-                np.bitwise_xor(block, values[begin:end], out=block)
+            for position, value in enumerate(values):
+                np.bitwise_xor(block, value[begin:end], out=block)
                 np.multiply(block, _MULTIPLIERS[position % len(_MULTIPLIERS)], out=block)
-            hashes[begin:end] = block
+            hashes[start + begin:start + end] = block
 
-    threads = min(_HASH_THREADS, max(1, rows // (4 * _HASH_BLOCK_ROWS)))
-    if threads == 1:
-        fold(0, rows)
-    else:  # NumPy releases the GIL inside each operation, so blocks of rows fold in parallel
-        bounds = np.linspace(0, rows, threads + 1).astype(int)
+    threads = min(_HASH_THREADS, len(pieces))
+    if threads <= 1 or rows < 2 * step:
+        for start, stop in pieces:
+            fold(start, stop)
+    else:  # NumPy releases the GIL inside each operation, so pieces of rows fold in parallel
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(fold, bounds[:-1], bounds[1:]))
+            list(pool.map(fold, *zip(*pieces, strict=True)))
     return hashes
 
 
-def _value_words(column: pd.Series) -> np.ndarray:
+def _numbers_in_place(column: pd.Series | pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """An Arrow column of numbers or booleans without missing values (pandas holds them with the same
+    bits), to hash in place; None for any other column."""
+    if not isinstance(column, pa.ChunkedArray) or column.null_count:
+        return None
+    kind = column.type
+    return column if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) else None
+
+
+def _number_words(piece: pa.ChunkedArray) -> np.ndarray:
+    """The words of a piece of an Arrow column of numbers within one chunk: a view of Arrow's buffer."""
+    chunks = [chunk for chunk in piece.chunks if len(chunk)]
+    values = chunks[0] if len(chunks) == 1 else pa.chunked_array(chunks, type=piece.type).combine_chunks()
+    return _bits(values.to_numpy(zero_copy_only=False))  # no copy for numbers without missing values
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    if values.dtype.itemsize == 8:
+        return values.view(np.uint64)
+    return values.view(f"u{values.dtype.itemsize}").astype(np.uint64)
+
+
+def _value_words(column: pd.Series | pa.ChunkedArray) -> np.ndarray:
     """64 bits per value: a number's own bits (no copy for 8-byte types), else pandas' hash of the value.
 
     Text is hashed once per distinct value and spread by code: a text column has far fewer distinct
-    values than rows, and Arrow-backed text is never turned into a million Python strings.
+    values than rows, and Arrow-backed text is never turned into a million Python strings. An Arrow
+    column of text is hashed from its dictionary (as Parquet stores text); another Arrow column
+    (with missing values, dates, ...) is converted to the pandas column it becomes.
     """
+    if isinstance(column, pa.ChunkedArray):
+        if _is_arrow_text(column.type):
+            return _text_words(column)
+        column = column.to_pandas()
     values = column.to_numpy() if isinstance(column.dtype, np.dtype) else None
     if values is not None and values.dtype.kind in "iufbmM":
-        if values.dtype.itemsize == 8:
-            return values.view(np.uint64)
-        return values.view(f"u{values.dtype.itemsize}").astype(np.uint64)
+        return _bits(values)
     codes, distinct = pd.factorize(column)
-    words = pd.util.hash_pandas_object(pd.Series(distinct, dtype=object), index=False).to_numpy()
+    return _words_by_code(pd.Series(distinct, dtype=object), codes)
+
+
+def _text_words(column: pa.ChunkedArray) -> np.ndarray:
+    """The words of Arrow text (plain or dictionary-encoded, as Parquet stores it): each chunk's
+    dictionary is hashed (all of them in one go), and its codes pick the words."""
+    encoded = [chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk) for chunk in column.chunks]
+    if not encoded:
+        return np.empty(0, dtype=np.uint64)
+    dictionaries = pa.concat_arrays([chunk.dictionary.cast(pa.large_string()) for chunk in encoded])
+    words = pd.util.hash_pandas_object(pd.Series(dictionaries.to_pylist(), dtype=object), index=False).to_numpy()
+    words = np.append(words, _MISSING_WORD)
+    words[:-1][dictionaries.is_null().to_numpy(zero_copy_only=False)] = _MISSING_WORD  # a missing value is missing
+    result = np.empty(len(column), dtype=np.uint64)
+    start = offset = 0
+    for chunk in encoded:
+        # A missing code takes the last word: filled so that with the chunk's offset it points there.
+        indices = chunk.indices if chunk.indices.type in (pa.int32(), pa.int64()) else chunk.indices.cast(pa.int64())
+        codes = pc.fill_null(indices, len(words) - 1 - offset).to_numpy(zero_copy_only=False)
+        np.take(words[offset:], codes, out=result[start:start + len(chunk)])
+        start, offset = start + len(chunk), offset + len(chunk.dictionary)
+    return result
+
+
+def _words_by_code(distinct: pd.Series, codes: np.ndarray) -> np.ndarray:
+    words = pd.util.hash_pandas_object(distinct, index=False).to_numpy()
     return np.append(words, _MISSING_WORD)[codes]  # code -1 (missing) takes the last word
 
 
@@ -699,11 +1019,13 @@ def _can_stratify(target: pd.Series, n_test: int) -> bool:
     return counts.min() >= 2 and n_test >= len(counts)
 
 
-def _samples(values: list[Any], limit: int = 5) -> str:
+def sample_values(values: list[Any], limit: int = 5) -> str:
+    """A few values for a message (text quoted), and how many more there are: one wording everywhere."""
     shown = ", ".join(repr(value) if isinstance(value, str) else str(value) for value in values[:limit])
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line (or its type's name), for a one-line message that names the file."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

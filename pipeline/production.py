@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from pipeline.data import _first_line, _samples  # one wording for sample values and errors
 from pipeline.data import (
+    Columns,
     DataError,
     category_text,
     column_types,
     fingerprint_of_hashes,
+    first_line,
     positions_by_code,
+    read_columns,
     read_table,
     row_hashes,
+    sample_values,
     superseded_rows,
 )
 
@@ -68,7 +72,6 @@ __all__ = [
 OBSERVED_AT_COLUMN = "__observed_at"  # when the row's batch was written (UTC)
 BATCH_COLUMN = "__batch"  # the file name of the row's batch
 LABEL_SOURCE_COLUMN = "__label_source"  # the file name of the label file that gave the label; "" for its batch
-_ADDED = (OBSERVED_AT_COLUMN, BATCH_COLUMN, LABEL_SOURCE_COLUMN)
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -87,25 +90,43 @@ class ProductionSource:
         return {"kind": self.kind, "path": self.path, "rows": self.rows, "fingerprint": self.fingerprint}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LabelledProduction:
-    """Labelled production rows, oldest first: the batches' columns, the target, and the added
-    ``OBSERVED_AT_COLUMN``, ``BATCH_COLUMN`` and ``LABEL_SOURCE_COLUMN``."""
+    """Labelled production rows, oldest first.
 
-    frame: pd.DataFrame
+    ``columns`` holds the rows' own columns (the batches' columns, with the target as checked and
+    joined), still in Arrow as read where nothing changed them, so that a training table can be put
+    together from them with one copy; ``observed_at``, ``batch`` and ``label_source`` say, per row,
+    when it was observed, its batch and the label file that gave its label ("" for its batch).
+    ``frame`` is all of it as one pandas frame: the own columns, then the added
+    ``OBSERVED_AT_COLUMN``, ``BATCH_COLUMN`` and ``LABEL_SOURCE_COLUMN``; made on first use.
+    """
+
+    columns: Columns
+    observed_at: pd.Series
+    batch: pd.Series  # categorical
+    label_source: pd.Series  # categorical
     sources: tuple[ProductionSource, ...] = ()
     problems: tuple[str, ...] = ()  # one line each: the file named, what is wrong, how to fix it
     unmatched_labels: int = 0  # label ids that match no batch row yet
     batches_dir: Path | None = None
     labels_dir: Path | None = None
-    # Per row of ``frame``, a hash over its own columns (all but the added ones), computed once when
-    # read so that building the training table need not hash these rows again.
-    row_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
-    hashed_columns: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+    # Per row, a hash over its own columns (``columns``), computed once when read so that building
+    # the training table need not hash these rows again.
+    row_hashes: np.ndarray | None = field(default=None, repr=False)
+    hashed_columns: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def rows(self) -> int:
-        return len(self.frame)
+        return len(self.columns)
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        frame = self.columns.frame()
+        frame[OBSERVED_AT_COLUMN] = self.observed_at.array
+        frame[BATCH_COLUMN] = self.batch.array
+        frame[LABEL_SOURCE_COLUMN] = self.label_source.array
+        return frame
 
     def by_batch(self) -> dict[str, pd.DataFrame]:
         """The labelled rows of each batch, by the batch's file name, oldest batch first."""
@@ -142,7 +163,7 @@ def check_labels(values: pd.Series, *, numeric_target: bool | None = None, class
             return LabelCheck(values, np.zeros(len(values), dtype=bool))
         parsed = pd.to_numeric(values.astype(object), errors="coerce")
         bad = present & parsed.isna().to_numpy()
-        samples = _samples(pd.unique(values[bad]).tolist())
+        samples = sample_values(pd.unique(values[bad]).tolist())
         return LabelCheck(parsed.rename(values.name), bad, f"are not numbers ({samples}) but the target is numeric")
     if classes is None:
         return LabelCheck(values, np.zeros(len(values), dtype=bool))
@@ -155,7 +176,7 @@ def check_labels(values: pd.Series, *, numeric_target: bool | None = None, class
     if any(_kind(value) != _kind(written) for value, written in as_class.items()):
         converted = values.map(as_class)  # e.g. the label "1" in a text column, for the class 1
     names = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
-    return LabelCheck(converted, bad, f"are not classes the model knows ({_samples(unknown)}; known: {names})")
+    return LabelCheck(converted, bad, f"are not classes the model knows ({sample_values(unknown)}; known: {names})")
 
 
 def read_labelled_production(
@@ -200,35 +221,41 @@ def read_labelled_production(
                 expired.append(path.name)
             continue
         try:
-            table = _read_arrow(path)
+            part = read_columns(path)
         except DataError as exc:
             problems.append(f"{exc}; its labels (if any) are not used until the file is written again")
             continue
-        keep = None
+        keep = _with_value(part, target) if has_target else None
         if joins:  # an unlabelled row stays only where a label file labels it
-            ids = table.column(id_column).to_pandas()
+            ids = part.series_of(id_column)
             ids_seen.append(ids)
-            keep = ids.isin(labels.ids).to_numpy()
-            if has_target:
-                keep = keep | table.column(target).is_valid().to_numpy(zero_copy_only=False)
-        elif table.column(target).null_count:
-            keep = table.column(target).is_valid()
-        if keep is not None:
-            table = table.filter(keep)
-        if table.num_rows:
-            batches.add(path.name, table, observed, names)
-    rows = batches.frame(target)
+            joined = ids.isin(labels.ids).to_numpy()
+            keep = joined if not has_target else joined | (keep if keep is not None else True)
+        if keep is not None and not keep.all():
+            part = part.take(keep)
+        if part.rows:
+            batches.add(path.name, part, observed, names)
+    # The rows' own columns stay as read; what the rules below look at (the target, the id, where
+    # each row came from) is a small pandas frame beside them, whose index says which rows remain.
+    columns, rows = batches.rows(target)
+    rows[target] = columns.series_of(target)
+    if id_column is not None and id_column in columns:
+        rows[id_column] = columns.series_of(id_column)
     rows = _checked_batch_labels(rows, target, classes, numeric_target, batches_dir, problems)
     rows, unmatched = _join_labels(rows, labels, target=target, id_column=id_column, ids_seen=ids_seen,
                                    problems=problems)
     rows = _labelled_window(rows, target=target, id_column=id_column, max_rows=max_rows)
+    if len(rows) < len(columns):
+        columns = columns.take(rows.index.to_numpy())
+    rows = rows.reset_index(drop=True)
+    columns = columns.with_series({target: rows[target]})
     if rows.empty and expired:
         problems.append(
-            f"no labelled production row is inside the window: the labelled batches ({_samples(expired)}) in "
+            f"no labelled production row is inside the window: the labelled batches ({sample_values(expired)}) in "
             f"{batches_dir} were written more than [retrain] max_age_days = {max_age_days:g} days ago; widen "
             "max_age_days in mlops.toml, or add newer labelled batches or label files"
         )
-    return _described(rows, batches.columns, problems, unmatched, batches_dir, labels_dir)
+    return _described(columns, rows, batches.columns, problems, unmatched, batches_dir, labels_dir)
 
 
 # --------------------------------------------------------------------------- label files
@@ -249,9 +276,9 @@ def _read_label_files(folder: Path, *, target: str, id_column: str | None, class
         return None
     if id_column is None:
         problems.append(
-            f"{len(files)} label file(s) in {folder} ({_samples([path.name for path, _ in files])}) cannot be joined "
-            f"to batches: the project has no id column; set [data] id_column = \"...\" in mlops.toml to the column "
-            "that identifies a row in both the batches and the label files"
+            f"{len(files)} label file(s) in {folder} ({sample_values([path.name for path, _ in files])}) cannot "
+            f"be joined to batches: the project has no id column; set [data] id_column = \"...\" in mlops.toml to "
+            "the column that identifies a row in both the batches and the label files"
         )
         return None
     collected = []
@@ -310,7 +337,7 @@ def _read_label_file(path: Path, *, target: str, id_column: str, classes, numeri
     if len(conflicting):
         problems.append(
             f"{path}: {len(conflicting)} id(s) have two different labels in this file (e.g. "
-            f"{_samples(conflicting.tolist(), 3)}); they are ignored until the file gives each id one label"
+            f"{sample_values(conflicting.tolist(), 3)}); they are ignored until the file gives each id one label"
         )
         frame = frame[~frame[id_column].isin(conflicting).to_numpy()]
     return frame.drop_duplicates(subset=[id_column], keep="last")
@@ -330,8 +357,8 @@ def _report_relabelled(labels: pd.DataFrame, id_column: str, target: str, folder
     for name, ids in latest.groupby("__file", sort=False)[id_column]:
         earlier = sorted(set(repeated.loc[repeated[id_column].isin(ids).to_numpy(), "__file"]) - {name})
         problems.append(
-            f"{folder / name}: relabels {len(ids)} id(s) that {_samples(earlier, 3)} labelled differently (e.g. "
-            f"{_samples(ids.tolist(), 3)}); the newest file wins; if it is wrong, correct or remove it"
+            f"{folder / name}: relabels {len(ids)} id(s) that {sample_values(earlier, 3)} labelled differently (e.g. "
+            f"{sample_values(ids.tolist(), 3)}); the newest file wins; if it is wrong, correct or remove it"
         )
 
 
@@ -339,60 +366,42 @@ def _report_relabelled(labels: pd.DataFrame, id_column: str, target: str, folder
 
 
 class _Batches:
-    """The batches read, kept as Arrow tables and turned into one pandas frame at the end: one copy
-    of the data instead of one per batch and another to put them together."""
+    """The batches read, kept as read (in Arrow) and put together at the end without a pandas copy."""
 
     def __init__(self) -> None:
-        self.tables: list[pa.Table] = []
+        self.parts: list[Columns] = []
         self.names: list[str] = []
         self.observed: list[datetime] = []
         self.columns: dict[str, tuple[str, ...]] = {}
 
-    def add(self, name: str, table: pa.Table, observed: datetime, columns: list[str]) -> None:
-        # Each file's pandas metadata describes that file alone (its index, its row count): drop it.
-        self.tables.append(table.replace_schema_metadata(None))
+    def add(self, name: str, part: Columns, observed: datetime, columns: list[str]) -> None:
+        self.parts.append(part)
         self.names.append(name)
         self.observed.append(observed)
         self.columns[name] = tuple(map(str, columns))
 
-    def frame(self, target: str) -> pd.DataFrame:
-        """All rows, oldest batch first, with the target (missing where a batch has none), when each
-        row was observed and the name of its batch (both added cheaply, from the batches' lengths)."""
-        if not self.tables:
-            return pd.DataFrame({target: pd.Series(dtype=float), OBSERVED_AT_COLUMN: pd.Series(dtype="datetime64[ns, UTC]"),
-                                 BATCH_COLUMN: pd.Categorical([])})
-        lengths = [table.num_rows for table in self.tables]
-        tables, self.tables = self.tables, []  # the frame will hold the data
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowException, TypeError, ValueError):  # types that do not unify (text in one, numbers in another)
-            frame = pd.concat([table.to_pandas() for table in tables], ignore_index=True)
-        else:
-            del tables  # so that converting can free each Arrow column as it goes
-            frame = table.to_pandas(self_destruct=True)
-            del table
+    def rows(self, target: str) -> tuple[Columns, pd.DataFrame]:
+        """All rows, oldest batch first, with the target (missing where a batch has none); and beside
+        them, per row, when it was observed and the name of its batch (cheap, from the batches' lengths)."""
+        if not self.parts:
+            return Columns.of_frame(pd.DataFrame({target: pd.Series(dtype=float)})), pd.DataFrame({
+                OBSERVED_AT_COLUMN: pd.Series(dtype="datetime64[ns, UTC]"), BATCH_COLUMN: pd.Categorical([])})
+        lengths = [part.rows for part in self.parts]
+        columns, self.parts = Columns.concat(self.parts), []
+        if target not in columns:
+            columns = columns.with_series({target: pd.Series(np.nan, index=pd.RangeIndex(len(columns)))})
         codes = np.repeat(np.arange(len(lengths)), lengths)
         times = np.array([np.datetime64(moment.replace(tzinfo=None), "ns") for moment in self.observed])
-        if target not in frame.columns:
-            frame[target] = np.nan
-        frame[OBSERVED_AT_COLUMN] = pd.Series(times[codes], index=frame.index).dt.tz_localize(UTC)
-        frame[BATCH_COLUMN] = pd.Categorical.from_codes(codes, categories=self.names)
-        return frame
+        return columns, pd.DataFrame({OBSERVED_AT_COLUMN: pd.Series(times[codes]).dt.tz_localize(UTC),
+                                      BATCH_COLUMN: pd.Categorical.from_codes(codes, categories=self.names)})
 
 
-def _read_arrow(path: Path) -> pa.Table:
-    """A batch file as an Arrow table: Parquet as stored, CSV as ``read_table`` reads it."""
-    if path.name.lower().endswith((".parquet", ".pq")):
-        try:
-            return pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{path}: cannot be read as PARQUET: {_first_line(exc)}") from exc
-    frame = read_table(path)
-    try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: a column holds values of different types ({_first_line(exc)}); "
-                        "write each column with values of one type") from exc
+def _with_value(part: Columns, name: str) -> np.ndarray | None:
+    """Which rows have a value in the column; None when all have one."""
+    if name not in part.series and not part.table.column(name).null_count:
+        return None
+    present = part.series_of(name).notna().to_numpy()
+    return None if present.all() else present
 
 
 def _checked_batch_labels(rows: pd.DataFrame, target: str, classes, numeric_target, folder: Path,
@@ -451,13 +460,15 @@ def _join_labels(rows: pd.DataFrame, labels: _Labels | None, *, target: str, id_
     unmatched = ~labels.ids.isin(seen)
     for name, count in zip(*np.unique(labels.files[unmatched].astype(str), return_counts=True), strict=True):
         examples = labels.ids[unmatched & (labels.files == name)].tolist()
-        problems.append(f"{labels.paths[name]}: {count} label(s) match no batch row yet (ids e.g. {_samples(examples, 3)}); "
-                        f"they are kept, and joined when a batch with those {id_column} values arrives")
+        problems.append(f"{labels.paths[name]}: {count} label(s) match no batch row yet (ids e.g. "
+                        f"{sample_values(examples, 3)}); they are kept, and joined when a batch with those "
+                        f"{id_column} values arrives")
     return rows.assign(**{LABEL_SOURCE_COLUMN: pd.Categorical.from_codes(codes, categories=files)}), int(unmatched.sum())
 
 
 def _labelled_window(rows: pd.DataFrame, *, target: str, id_column: str | None, max_rows: int | None) -> pd.DataFrame:
-    """Labelled rows only, one per id (the newest), the newest ``max_rows`` of them."""
+    """Labelled rows only, one per id (the newest), the newest ``max_rows`` of them; their index is
+    their position among all rows."""
     if rows.empty or target not in rows.columns:
         return rows.iloc[:0]
     labelled = rows[target].notna().to_numpy()
@@ -468,21 +479,21 @@ def _labelled_window(rows: pd.DataFrame, *, target: str, id_column: str | None, 
         rows = rows[~repeated]
     if max_rows is not None and len(rows) > max_rows:
         rows = rows.iloc[len(rows) - max_rows:]
-    return rows.reset_index(drop=True)
+    return rows
 
 
-def _described(rows: pd.DataFrame, columns_of: dict[str, tuple[str, ...]], problems: list[str], unmatched: int,
-               batches_dir: Path, labels_dir: Path) -> LabelledProduction:
+def _described(columns: Columns, rows: pd.DataFrame, columns_of: dict[str, tuple[str, ...]], problems: list[str],
+               unmatched: int, batches_dir: Path, labels_dir: Path) -> LabelledProduction:
     """The result, with each contributing file's rows and fingerprint (over the rows' own columns)."""
-    own = [name for name in rows.columns if name not in _ADDED]
-    if rows.empty:
-        return LabelledProduction(rows, (), tuple(problems), unmatched, batches_dir, labels_dir)
     for name in (BATCH_COLUMN, LABEL_SOURCE_COLUMN):  # only files that gave rows, so grouping sees no empty group
         used = np.bincount(rows[name].cat.codes.to_numpy(), minlength=len(rows[name].cat.categories)) > 0
         if not used.all():
             rows[name] = rows[name].cat.remove_unused_categories()
-    hashes = row_hashes(rows[own])
-    types = column_types(rows[own])
+    added = (rows[OBSERVED_AT_COLUMN], rows[BATCH_COLUMN], rows[LABEL_SOURCE_COLUMN])
+    if rows.empty:
+        return LabelledProduction(columns, *added, (), tuple(problems), unmatched, batches_dir, labels_dir)
+    hashes = row_hashes(columns)
+    types = column_types(columns)
     sources = []
     for kind, names in (("batch", rows[BATCH_COLUMN]), ("labels", rows[LABEL_SOURCE_COLUMN])):
         for name, positions in _groups(names).items():
@@ -491,7 +502,7 @@ def _described(rows: pd.DataFrame, columns_of: dict[str, tuple[str, ...]], probl
             rows_of = hashes[positions]
             fingerprint = fingerprint_of_hashes(types, rows_of)
             sources.append(ProductionSource(kind, name, len(rows_of), fingerprint, columns_of.get(name, ())))
-    return LabelledProduction(rows, tuple(sources), tuple(problems), unmatched, batches_dir, labels_dir,
+    return LabelledProduction(columns, *added, tuple(sources), tuple(problems), unmatched, batches_dir, labels_dir,
                               row_hashes=hashes, hashed_columns=types)
 
 
@@ -534,7 +545,7 @@ def _column_names(path: Path) -> list[str]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (OSError, ValueError, pa.ArrowException, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read: {_first_line(exc)}") from exc
+        raise DataError(f"{path}: cannot be read: {first_line(exc)}") from exc
 
 
 def _read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -543,7 +554,7 @@ def _read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
             return pd.read_parquet(path, columns=columns)
         return pd.read_csv(path, usecols=columns, engine="pyarrow")
     except (OSError, ValueError, pa.ArrowException, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read: {_first_line(exc)}") from exc
+        raise DataError(f"{path}: cannot be read: {first_line(exc)}") from exc
 
 
 # --------------------------------------------------------------------------- small helpers

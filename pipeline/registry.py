@@ -13,6 +13,9 @@ version folder without a row is a leftover of a killed process that the next
 
 Every operation opens its own SQLite connection, so any number of threads and
 processes can share one root; writers queue on SQLite's lock instead of failing.
+
+``RegistryPort`` is what the bot and the pipeline ask of a registry; ``ModelRegistry`` here and
+``integrations.mlflow_registry.MlflowRegistry`` both satisfy it and return the records below.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ModelRegistry", "ModelVersion", "RegistryError", "RunRecord", "Stage", "StageChange"]
+__all__ = ["ModelRegistry", "ModelVersion", "RegistryError", "RegistryPort", "ReportsAliasMoves", "RunRecord", "Stage",
+           "StageChange"]
 
 _SCHEMA_VERSION = 1
 # Long enough for a concurrent publish or promote to finish; short enough to notice a hung peer.
@@ -97,18 +101,49 @@ class Stage(StrEnum):
     ARCHIVED = "archived"
 
 
+class _LocalFolder:
+    """``ModelVersion.path``: a folder on this machine, given as a path or fetched on first read.
+
+    A registry on a remote server passes a function instead of a path, so that listing versions
+    downloads nothing: the function runs the first time ``path`` is read, and its answer is kept.
+    """
+
+    _key = "_path"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self._key]
+        if callable(value):
+            value = Path(value())
+            instance.__dict__[self._key] = value
+        return value
+
+    def __set__(self, instance: Any, value: Path | Callable[[], Path]) -> None:
+        instance.__dict__[self._key] = value if callable(value) else Path(value)
+
+
 @dataclass(frozen=True)
 class ModelVersion:
+    """One published version; ``path`` is its artifact folder on this machine (``model.skops`` etc.).
+
+    ``aliases`` and ``source`` are set by registries that have them (MLflow: the version's aliases
+    and where its MLflow model lives); ``stage`` is then derived from the aliases.
+    """
+
     model: str
     version: int
     stage: Stage
-    path: Path
+    # Not compared and not in repr: reading it may download the folder (see _LocalFolder).
+    path: Path = field(compare=False, repr=False)
     created_at: datetime
     run_id: str
     metadata: dict[str, Any]
+    aliases: tuple[str, ...] = ()
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        described = {
             "model": self.model,
             "version": self.version,
             "stage": str(self.stage),
@@ -117,6 +152,14 @@ class ModelVersion:
             "run_id": self.run_id,
             "metadata": self.metadata,
         }
+        if self.aliases or self.source:
+            described |= {"aliases": list(self.aliases), "source": self.source}
+        return described
+
+
+# Set after the dataclass is made, so that its __init__ stores the path (or the function that
+# fetches it) through the descriptor, while the field itself stays required and positional.
+ModelVersion.path = _LocalFolder()  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -131,10 +174,13 @@ class StageChange:
     run_id: str | None
     trigger: str
     ended_reason: str | None
-    started_by: str  # "promote" or "rollback"
+    started_by: str  # "promote" or "rollback"; MLflow adds "external" (a move made outside the bot)
+    # Who asked and by which command; kept by registries that record them (MLflow), else empty.
+    by: str = ""
+    command: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        described = {
             "model": self.model,
             "version": self.version,
             "started_at": _to_text(self.started_at),
@@ -145,6 +191,9 @@ class StageChange:
             "ended_reason": self.ended_reason,
             "started_by": self.started_by,
         }
+        if self.by or self.command:
+            described |= {"by": self.by, "command": self.command}
+        return described
 
 
 @dataclass(frozen=True)
@@ -181,11 +230,75 @@ class RunRecord:
         }
 
 
+@runtime_checkable
+class RegistryPort(Protocol):
+    """What the bot and the pipeline ask of a model registry.
+
+    Versions are numbered per model from 1. ``publish`` makes a staged folder the next version
+    (a candidate, unless ``candidate=False``); ``promote`` puts a version in production and
+    ``rollback`` restores the one before it, reading the production history as a stack.
+    ``by`` and ``command`` say who asked and how; a registry that cannot keep them ignores them.
+    Every refusal is a ``RegistryError`` whose one-line message says what exists or what to do.
+    """
+
+    def staging_dir(self) -> Path: ...
+
+    def publish(self, model: str, staging: Path, metadata: dict[str, Any], *, run_id: str,
+                finalize: Callable[[Path, dict[str, Any]], None] | None = None,
+                candidate: bool = True) -> ModelVersion: ...
+
+    def find_by_run_id(self, model: str, run_id: str) -> ModelVersion | None: ...
+
+    def get(self, model: str, version: int) -> ModelVersion: ...
+
+    def versions(self, model: str | None = None) -> list[ModelVersion]: ...
+
+    def models(self) -> list[str]: ...
+
+    def production(self, model: str) -> ModelVersion | None: ...
+
+    def promote(self, model: str, version: int, *, reason: str, run_id: str | None = None,
+                trigger: str = "manual", by: str = "mlops-bot", command: str | None = None) -> ModelVersion: ...
+
+    def rollback(self, model: str, *, reason: str, trigger: str = "manual", by: str = "mlops-bot",
+                 command: str | None = None) -> ModelVersion: ...
+
+    def history(self, model: str) -> list[StageChange]: ...
+
+    def describe(self, model: str, version: int) -> dict[str, Any]: ...
+
+    def record_run(self, run: RunRecord) -> None: ...
+
+    def runs(self, model: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsAliasMoves(Protocol):
+    """A registry others move aliases in too (MLflow: its UI, other tools): the bot sees those moves
+    and records them in the version's history, so a rollback and `models show` account for them."""
+
+    production_alias: str
+    candidate_alias: str
+
+    def aliases(self, model: str) -> dict[str, int]:
+        """Every alias of ``model`` and the version it points at, in one request."""
+        ...
+
+    def adopt_external_moves(self, model: str, changes: Iterable[Any]) -> list[Any]:
+        """Record the moves in ``changes`` (aliases that point elsewhere than the bot last saw) that
+        the bot did not make itself, each once; returns those recorded."""
+        ...
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class ModelRegistry:
+class ModelRegistry(RegistryPort):
     """Model versions in a folder, indexed by SQLite; safe to share between processes."""
 
     def __init__(self, root: Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
@@ -223,8 +336,9 @@ class ModelRegistry:
         *,
         run_id: str,
         finalize: Callable[[Path, dict[str, Any]], None] | None = None,
+        candidate: bool = True,
     ) -> ModelVersion:
-        """Make the staged folder the model's next version, as a ``candidate``.
+        """Make the staged folder the model's next version, as a ``candidate`` (else ``archived``).
 
         ``finalize(folder, metadata)``, if given, is called once the version number is
         known, after ``metadata.json`` is written and before the folder is moved into
@@ -234,6 +348,9 @@ class ModelRegistry:
         On any failure the registry is left as it was and the staged folder is put
         back where it was, with its own ``metadata.json`` (if any) restored; other
         files ``finalize`` wrote stay in it.
+
+        Each call publishes a new version, even for a ``run_id`` published before: callers
+        that may repeat a run ask ``find_by_run_id`` first.
         """
         _check_model_name(model)
         staging = Path(staging)
@@ -242,6 +359,7 @@ class ModelRegistry:
         metadata_file = staging / "metadata.json"
         original_metadata = metadata_file.read_bytes() if metadata_file.exists() else None
         published: Path | None = None
+        stage = Stage.CANDIDATE if candidate else Stage.ARCHIVED
         with self._connect() as conn:
             # BEGIN IMMEDIATE takes the write lock before reading the highest version,
             # so two publishers can never pick the same number.
@@ -266,7 +384,7 @@ class ModelRegistry:
                 conn.execute(
                     "INSERT INTO versions (model, version, stage, created_at, run_id, metadata)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (model, version, Stage.CANDIDATE, created_at, run_id, metadata_text),
+                    (model, version, stage, created_at, run_id, metadata_text),
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -279,7 +397,7 @@ class ModelRegistry:
         return ModelVersion(
             model=model,
             version=version,
-            stage=Stage.CANDIDATE,
+            stage=stage,
             path=target,
             created_at=_from_text(created_at),
             run_id=run_id,
@@ -291,6 +409,15 @@ class ModelRegistry:
     def get(self, model: str, version: int) -> ModelVersion:
         with self._connect() as conn:
             return self._get(conn, model, version)
+
+    def find_by_run_id(self, model: str, run_id: str) -> ModelVersion | None:
+        """The (first) version that pipeline run ``run_id`` published, or None."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM versions WHERE model = ? AND run_id = ? ORDER BY version LIMIT 1",
+                (model, run_id),
+            ).fetchone()
+        return self._version_from_row(row) if row else None
 
     def versions(self, model: str | None = None) -> list[ModelVersion]:
         """Versions ordered by model then version; all models when ``model`` is None."""
@@ -322,11 +449,14 @@ class ModelRegistry:
         reason: str,
         run_id: str | None = None,
         trigger: str = "manual",
+        by: str = "mlops-bot",
+        command: str | None = None,
     ) -> ModelVersion:
         """Put ``version`` in production and archive the one it replaces.
 
         Promoting the version already in production changes nothing. An archived
         version may be promoted: that is how an older version is deployed by hand.
+        ``by`` and ``command`` are accepted for the port and not stored here.
         """
         with self._write() as conn:
             chosen = self._get(conn, model, version)
@@ -340,8 +470,19 @@ class ModelRegistry:
             )
         return replace(chosen, stage=Stage.PRODUCTION)
 
-    def rollback(self, model: str, *, reason: str, trigger: str = "manual") -> ModelVersion:
-        """Restore the version that was in production before the current one."""
+    def rollback(
+        self,
+        model: str,
+        *,
+        reason: str,
+        trigger: str = "manual",
+        by: str = "mlops-bot",
+        command: str | None = None,
+    ) -> ModelVersion:
+        """Restore the version that was in production before the current one.
+
+        ``by`` and ``command`` are accepted for the port and not stored here.
+        """
         with self._write() as conn:
             current = self._production(conn, model)
             if current is None:

@@ -3,10 +3,16 @@
 A failure in any stage ends the run with that stage and the reason; nothing becomes visible in the
 registry unless validation finished, and production changes only when every gate passed and the
 deploy command (if any) succeeded. "Not promoted" is a normal outcome with reasons, not an error.
+
+The part that runs the project's own code (reading its data, its estimator, packaging and
+validating the candidate) is ``build_candidate``: plain data in, plain data out, so that
+``run_pipeline(..., isolated=True)`` can run it in a process of its own (pipeline/child.py) while
+this process keeps the registry: the run records, publishing, promotion and the deploy command.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 import uuid
@@ -18,7 +24,7 @@ from typing import Any
 
 from pipeline.registry import ModelRegistry, RunRecord
 
-__all__ = ["ProductionFolders", "RunResult", "StageRecord", "run_pipeline"]
+__all__ = ["ProductionFolders", "RunResult", "StageRecord", "build_candidate", "run_pipeline"]
 
 STAGES = ("train", "package", "validate", "deploy")
 
@@ -133,6 +139,7 @@ def run_pipeline(
     promote: bool = True,
     production_data: ProductionFolders | None = None,
     require_new_data: bool = False,
+    isolated: bool = False,
 ) -> RunResult:
     """Run the whole pipeline for the project in ``project_dir``; never raises for the project's faults.
 
@@ -143,9 +150,11 @@ def run_pipeline(
     says whether and which of them join the training data. ``require_new_data`` (a retrain asked
     for by a person or an alert) stops before training when neither the data nor the code differs
     from production's: retraining would only reproduce the production model.
+    ``isolated=True`` runs the project's code (train, package, validate) in a child process with
+    none of this process's secrets, stopped after ``[model] timeout_seconds``; a crash or a kill
+    there (the OOM killer) fails the run at its stage and leaves this process as it was.
     """
     from pipeline.spec import SpecError, load_project
-    from pipeline.train import check_metrics_suit_task
 
     result = RunResult(
         run_id=run_id or f"run-{clock():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
@@ -158,15 +167,19 @@ def run_pipeline(
         spec = load_project(project_dir)
         result.model = spec.name
         # Before any data is read or anything fitted: a metric that cannot score this kind of model
-        # would otherwise fail only at validation, after the whole training.
-        check_metrics_suit_task(spec)
+        # would otherwise fail only at validation, after the whole training. It may call the
+        # project's estimator factory, so an isolated run checks it in its own process.
+        if not isolated:
+            from pipeline.train import check_metrics_suit_task
+
+            check_metrics_suit_task(spec)
     except SpecError as exc:
         return _finish(result, registry, clock, on_progress, failed=("train", str(exc)))
     registry.record_run(result.to_record())
     staging = registry.staging_dir()
     try:
         _run_stages(spec, registry, staging, result, clock, on_progress, context or {}, promote,
-                    production_data, require_new_data)
+                    production_data, require_new_data, isolated)
     except _StageFailed as failure:
         return _finish(result, registry, clock, on_progress, failed=(failure.stage, failure.reason))
     except _NothingNew as nothing:
@@ -189,14 +202,16 @@ class _StageFailed(Exception):
 
 
 def _run_stages(spec, registry, staging, result, clock, on_progress, context, promote, production_data,
-                require_new_data) -> None:
-    def stage(name: str):
-        return _Stage(result.stage(name), clock, on_progress, result, project_root=spec.root)
+                require_new_data, isolated) -> None:
+    events = _StageEvents(result, clock, on_progress)
 
-    earlier = next((v for v in registry.versions(spec.name) if v.run_id == result.run_id), None)
+    def stage(name: str, *, resume: bool = False):
+        return _Stage(name, events, project_root=spec.root, resume=resume)
+
+    earlier = registry.find_by_run_id(spec.name, result.run_id)
     if earlier is None:
-        version = _build_and_validate(spec, registry, staging, result, stage, context, clock, production_data,
-                                      require_new_data)
+        version = _build_and_validate(spec, registry, staging, result, stage, events, context, clock,
+                                      production_data, require_new_data, isolated)
     else:
         # The same run was interrupted after its version was published: finish it, do not publish twice.
         version = earlier
@@ -208,19 +223,114 @@ def _run_stages(spec, registry, staging, result, clock, on_progress, context, pr
     _deploy(spec, registry, version, result, stage, promote)
 
 
-def _build_and_validate(spec, registry, staging, result, stage, context, clock, production_data, require_new_data):
+def _build_and_validate(spec, registry, staging, result, stage, events, context, clock, production_data,
+                        require_new_data, isolated):
+    """The project's code builds and validates the candidate (here, or in a process of its own with
+    ``isolated``); this process publishes it, so the registry is never in reach of the project's code."""
+    production = registry.production(spec.name)
+    job = {
+        "project_dir": str(spec.root),
+        "run": {"run_id": result.run_id, "trigger": result.trigger, "reason": result.reason,
+                "started_at": result.started_at.isoformat()},
+        "context": context,
+        "production": None if production is None else {
+            "version": production.version, "path": str(production.path), "metadata": production.metadata},
+        "production_data": None if production_data is None else {
+            "batches": str(production_data.batches), "labels": str(production_data.labels)},
+        # The newest labelled production rows are chosen as of this clock's now.
+        "now": clock().isoformat() if production_data is not None and spec.retrain.include_production else None,
+        "require_new_data": require_new_data,
+        "staging": str(staging),
+        "check_task": isolated,  # in-process, run_pipeline has checked the metrics against the task already
+    }
+    if isolated:
+        from pipeline.child import run_in_child
+
+        built = run_in_child(job, on_event=events, cwd=spec.root, timeout_s=spec.model.timeout_seconds)
+    else:
+        built = build_candidate(job, events)
+    result.data, result.validation, result.recent = built.get("data"), built.get("validation"), built.get("recent")
+    if built["outcome"] == "nothing_new":
+        raise _NothingNew(built["reason"])
+    if built["outcome"] == "failed":
+        events.fail(built["stage"], built["reason"])
+        raise _StageFailed(built["stage"], built["reason"])
+    from pipeline.package import write_descriptor
+
+    with stage("validate", resume=True) as record:  # the validate stage ends once its candidate is published
+        version = registry.publish(spec.name, staging, built["metadata"], run_id=result.run_id,
+                                   finalize=write_descriptor)
+        result.version = version.version
+        validation = result.validation or {}
+        record.detail = "all gates passed" if validation.get("passed") else "; ".join(validation.get("reasons", []))
+    return version
+
+
+@dataclass(frozen=True)
+class _Production:
+    """What the project's side knows of the production version: its number, folder and metadata."""
+
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+
+
+def build_candidate(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read the project's data, train, package into ``job["staging"]`` and validate: the part of a run
+    that runs the project's code, up to (not including) publishing.
+
+    Plain data in and out, so that it can run in a process of its own (``python -m pipeline.child``).
+    ``job``: ``project_dir``; ``run`` (``run_id``, ``trigger``, ``reason``, ``started_at``);
+    ``context``; ``production`` (``version``, ``path``, ``metadata``) or None; ``production_data``
+    (``batches``, ``labels``) or None; ``now`` (ISO time, for the labelled-production window);
+    ``require_new_data``; ``staging``; ``check_task`` (check the metrics against the task first).
+    ``emit`` gets ``{"stage", "status", "detail"}`` as stages start (``running``) and end
+    (``succeeded``, ``failed``, ``skipped``); validate's end is the publisher's to report.
+    Returns ``{"outcome": "built", "metadata"}``, ``{"outcome": "failed", "stage", "reason"}`` or
+    ``{"outcome": "nothing_new", "reason"}``, each with the ``data``, ``validation`` and ``recent``
+    found so far; never raises for the project's faults.
+    """
+    from pipeline.spec import SpecError, load_project
+
+    found: dict[str, Any] = {"data": None, "validation": None, "recent": None}
+    try:
+        spec = load_project(job["project_dir"])
+        if job.get("check_task"):
+            from pipeline.train import check_metrics_suit_task
+
+            check_metrics_suit_task(spec)
+    except SpecError as exc:
+        return {"outcome": "failed", "stage": "train", "reason": str(exc), **found}
+    try:
+        metadata = _build(spec, job, emit, found)
+    except _StageFailed as failure:
+        return {"outcome": "failed", "stage": failure.stage, "reason": failure.reason, **found}
+    except _NothingNew as nothing:
+        return {"outcome": "nothing_new", "reason": str(nothing), **found}
+    return {"outcome": "built", "metadata": metadata, **found}
+
+
+def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, Any]:
     from pipeline.data import assemble_training_data, split_for_validation
     from pipeline.load_check import check_in_fresh_process
-    from pipeline.package import load_model, package, record_reference_metric, write_descriptor
+    from pipeline.package import load_model, package, record_reference_metric
     from pipeline.train import build_estimator, code_version, train
     from pipeline.validate import validate
 
-    production = registry.production(spec.name)
+    def stage(name: str, *, leave_open: bool = False):
+        return _Stage(name, emit, project_root=spec.root, leave_open=leave_open)
+
+    production = None if job.get("production") is None else _Production(
+        version=int(job["production"]["version"]), path=Path(job["production"]["path"]),
+        metadata=job["production"]["metadata"])
+    folders = job.get("production_data")
+    production_data = None if folders is None else ProductionFolders(Path(folders["batches"]), Path(folders["labels"]))
+    run = job["run"]
     with stage("train") as record:
-        labelled = _labelled_production(spec, production_data, clock)
+        labelled = _labelled_production(spec, production_data, job.get("now"))
         dataset = assemble_training_data(spec, labelled)
-        result.data = _data_summary(_data_metadata(spec, dataset))
-        if require_new_data and production is not None:
+        found["data"] = _data_summary(_data_metadata(spec, dataset))
+        if job.get("require_new_data") and production is not None:
             _stop_if_nothing_new(spec, production, dataset, code_version(spec.root))
         estimator, task = build_estimator(spec.model, dataset.features.head(0), seed=spec.data.split.seed, project_root=spec.root)
         split = split_for_validation(dataset, spec.data, stratify_labels=task == "classification")
@@ -229,6 +339,7 @@ def _build_and_validate(spec, registry, staging, result, stage, context, clock, 
         record.detail = (f"{trained.training_rows} rows, {len(trained.schema.names)} features"
                          + (f", {production_rows} labelled production rows" if production_rows else ""))
 
+    staging = Path(job["staging"])
     with stage("package") as record:
         metadata = package(
             trained, staging, model_name=spec.name, training_features=split.x_train, training_target=split.y_train,
@@ -238,15 +349,15 @@ def _build_and_validate(spec, registry, staging, result, stage, context, clock, 
             "description": spec.project.description,
             "estimator": spec.model.estimator,
             "trusted_types": spec.model.trusted_types,
-            "created_at": result.started_at.isoformat(),
-            "run": {"run_id": result.run_id, "trigger": result.trigger, "reason": result.reason},
-            "context": context,
+            "created_at": run["started_at"],
+            "run": {"run_id": run["run_id"], "trigger": run["trigger"], "reason": run["reason"]},
+            "context": job.get("context") or {},
             "data": _data_metadata(spec, dataset),
             "primary_metric": {"name": spec.metrics.primary, "direction": str(spec.metrics.primary_direction)},
         }
         record.detail = "model, metadata, model card and reference profile written"
 
-    with stage("validate") as record:
+    with stage("validate", leave_open=True):
         champion = known = production_model = None
         if production is not None:
             known = _scores_on_the_same_rows(production.metadata, metadata["data"], spec.metrics.all)
@@ -258,32 +369,29 @@ def _build_and_validate(spec, registry, staging, result, stage, context, clock, 
             trained.estimator, split.x_test, split.y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates,
             production=champion, known_production_metrics=known,
         )
-        result.validation = validation.to_dict()
-        result.recent = _recent_scores(spec, trained, split, production, production_model)
+        found["validation"] = validation.to_dict()
+        found["recent"] = _recent_scores(spec, trained, split, production, production_model)
         # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`.
         check_in_fresh_process(staging, split.x_test, trusted_types=tuple(spec.model.trusted_types),
                                project_root=spec.root, estimator=trained.estimator,
                                timeout_s=spec.deploy.timeout_seconds)
-        metadata |= {"metrics": validation.metrics, "validation": result.validation, "recent": result.recent}
+        metadata |= {"metrics": validation.metrics, "validation": found["validation"], "recent": found["recent"]}
         calibration = _calibration(trained, split)
         if calibration is not None:
             metadata["calibration"] = calibration
         record_reference_metric(staging, validation.metrics[spec.metrics.primary])
-        version = registry.publish(spec.name, staging, metadata, run_id=result.run_id, finalize=write_descriptor)
-        result.version = version.version
-        record.detail = "all gates passed" if validation.passed else "; ".join(validation.reasons)
-    return version
+    return metadata
 
 
-def _labelled_production(spec, production_data: ProductionFolders | None, clock):
+def _labelled_production(spec, production_data: ProductionFolders | None, now: str | None):
     """The labelled production rows the project's ``[retrain]`` window selects, or None."""
-    if production_data is None or not spec.retrain.include_production:
+    if production_data is None or not spec.retrain.include_production or now is None:
         return None
     from pipeline.production import read_labelled_production
 
     return read_labelled_production(
         production_data.batches, production_data.labels, target=spec.data.target, id_column=spec.data.id_column,
-        now=clock(), max_age_days=spec.retrain.max_age_days, max_rows=spec.retrain.max_rows,
+        now=datetime.fromisoformat(now), max_age_days=spec.retrain.max_age_days, max_rows=spec.retrain.max_rows,
     )
 
 
@@ -399,40 +507,75 @@ def _deploy(spec, registry, version, result, stage, promote) -> None:
 
 
 class _Stage:
-    """Times one stage, records its outcome and turns any exception into a failure of that stage.
+    """One stage: reports its start and end to ``report`` and turns any exception into a failure of that stage.
 
+    ``report`` gets ``{"stage", "status", "detail"}``: ``running`` on entering, then ``succeeded``
+    (or the status the block set, e.g. ``skipped``), ``failed`` or ``skipped`` (nothing new to learn).
     ``project_root``: the model project's folder, so an error raised in the project's own code is
-    reported with its file and line.
+    reported with its file and line. ``leave_open``: a success is not reported (the caller ends the
+    stage later); ``resume``: the stage was reported running already (by ``leave_open``).
     """
 
-    def __init__(self, record: StageRecord, clock, on_progress, result: RunResult, *, project_root: Path | None = None):
-        self.record, self.clock, self.on_progress, self.result = record, clock, on_progress, result
-        self.project_root = project_root
+    def __init__(self, name: str, report: Callable[[dict[str, Any]], None], *, project_root: Path | None = None,
+                 leave_open: bool = False, resume: bool = False):
+        self.record, self.report, self.project_root = StageRecord(name, status="running"), report, project_root
+        self.leave_open, self.resume = leave_open, resume
 
     def __enter__(self) -> StageRecord:
-        self.record.status, self.record.started_at = "running", self.clock()
-        self._start = time.perf_counter()
-        _notify(self.on_progress, self.result)
+        if not self.resume:
+            self._report("running")
         return self.record
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.record.finished_at = self.clock()
-        self.record.duration_s = time.perf_counter() - self._start
         if exc is None:
-            if self.record.status == "running":
-                self.record.status = "succeeded"
-            _notify(self.on_progress, self.result)
+            if not self.leave_open:
+                self._report("succeeded" if self.record.status == "running" else self.record.status,
+                             self.record.detail)
             return False
-        if isinstance(exc, KeyboardInterrupt | SystemExit | _NothingNew):
+        if isinstance(exc, _NothingNew):
+            self._report("skipped", str(exc))
             return False
-        self.record.status = "failed"
-        self.record.detail = _reason(exc, self.project_root)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return False
+        reason = _reason(exc, self.project_root)
         # The report keeps one line; the whole story, with every file and line, is for MLOPS_LOG_LEVEL=DEBUG.
-        import logging
+        logging.getLogger(__name__).debug("%s failed: %s", self.record.name, reason, exc_info=(exc_type, exc, tb))
+        self._report("failed", reason)
+        raise _StageFailed(self.record.name, reason) from exc
 
-        logging.getLogger(__name__).debug("%s failed: %s", self.record.name, self.record.detail,
-                                          exc_info=(exc_type, exc, tb))
-        raise _StageFailed(self.record.name, self.record.detail) from exc
+    def _report(self, status: str, detail: str = "") -> None:
+        self.report({"stage": self.record.name, "status": status, "detail": detail})
+
+
+class _StageEvents:
+    """The run's stage records, kept from the stages' reports (``_Stage``), wherever those ran: each
+    timed by this process's clock, and each change shown to ``on_progress``."""
+
+    _STATUSES = ("running", "succeeded", "failed", "skipped")
+
+    def __init__(self, result: RunResult, clock, on_progress):
+        self.result, self.clock, self.on_progress = result, clock, on_progress
+        self._started: dict[str, float] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        name, status = event.get("stage"), event.get("status")
+        if name not in STAGES or status not in self._STATUSES:
+            return  # a report this process did not ask for: nothing to record
+        record = self.result.stage(name)
+        if status == "running":
+            record.status, record.started_at, record.detail = "running", self.clock(), ""
+            self._started[name] = time.perf_counter()
+        else:
+            record.finished_at = self.clock()
+            record.duration_s = time.perf_counter() - self._started.get(name, time.perf_counter())
+            record.status, record.detail = status, str(event.get("detail") or "")
+        if status != "failed":  # a failure is shown once the run is finished
+            _notify(self.on_progress, self.result)
+
+    def fail(self, name: str, reason: str) -> None:
+        """End ``name`` as failed, if it is still running (its process died before it could say so)."""
+        if name in STAGES and self.result.stage(name).status == "running":
+            self({"stage": name, "status": "failed", "detail": reason})
 
 
 def _finish(result: RunResult, registry, clock, on_progress, *, failed: tuple[str, str] | None = None) -> RunResult:

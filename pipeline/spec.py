@@ -139,6 +139,9 @@ class ModelSpec(_Strict):
     trusted_types: list[str] = Field(
         default=[], description="types of your own (e.g. 'features.Ratio') that loading a saved model may construct"
     )
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="stop a run whose training, packaging and validation (in their own process) take longer"
+    )
 
     @field_validator("estimator")
     @classmethod

@@ -135,9 +135,21 @@ def tiny_repository(root: Path) -> Path:
     return root
 
 
+def run_pipelines_in_process(app, in_process: bool = True):
+    """Run ``app``'s pipelines in the test's own process (fast) instead of the bot's child process."""
+    from integrations.local import InProcessEngine
+    from integrations.workspace import WorkspaceEngine
+
+    engine = app.lifecycle.engine
+    engine = engine.engine if isinstance(engine, WorkspaceEngine) else engine
+    if isinstance(engine, InProcessEngine):
+        engine.isolated = not in_process
+    return app
+
+
 @pytest.fixture
 def make_app(repo: Path, tmp_path: Path, monkeypatch):
-    """Build the bot on embedded defaults over ``repo``, with a fake clock and quiet output."""
+    """Build the bot on embedded defaults over ``repo``, with a fake clock, quiet output and the pipeline in-process."""
     from bot.app import build
     from bot.settings import Settings
 
@@ -145,11 +157,14 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
     clock = FakeClock()
     apps = []
 
-    def make(**overrides):
+    def make(*, isolated: bool = False, **overrides):
         values = {"project_dir": repo / PROJECT, "data_dir": tmp_path / "state", "drift_cooldown_s": 0} | overrides
         out = io.StringIO()
         app = build(Settings(**values), clock=clock, out=out)
         app.out = out
+        # The bot runs its pipeline in a child process; tests run it in theirs, for speed, unless they
+        # ask for the bot's way (isolated=True).
+        run_pipelines_in_process(app, not isolated)
         apps.append(app)
         return app
 

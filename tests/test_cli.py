@@ -163,8 +163,8 @@ def test_a_version_is_spelled_the_same_way_everywhere(run, tmp_path):
         (["models", "show", "v"], "'v' is not a model version; write 3, v3, name:v3 or production"),
         (["drift", "check", "--reference", "v1", "--current", "b.csv", "--model", "v1"],
          "--model names a model; for the version 'v1' use --version v1"),
-        (["models", "list", "--project", "nowhere"], "nowhere does not exist; give the model project's folder"),
-        (["status", "--project", "."], ". has no mlops.toml; give the model project's folder"),
+        (["models", "list", "--project", "nowhere"], "error: model project folder nowhere does not exist; pass --project DIR"),
+        (["status", "--project", "."], "error: . has no mlops.toml; pass --project with the model project's folder"),
     ],
 )
 def test_bad_references_and_projects_exit_2_with_one_line(run, args, message):

@@ -12,10 +12,13 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from pipeline.data import (
+    Columns,
     DataError,
     assemble_training_data,
+    column_types,
     fingerprint,
     load_dataset,
+    read_columns,
     row_hashes,
     split_dataset,
     split_for_validation,
@@ -40,7 +43,10 @@ def project(tmp_path: Path, toml: str = WITH_IDS, frame: pd.DataFrame | None = N
 def write_batch(folder: Path, name: str, frame: pd.DataFrame, *, days_ago: float) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    frame.to_csv(path, index=False)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
     moment = (NOW - timedelta(days=days_ago)).timestamp()
     os.utime(path, (moment, moment))
     return path
@@ -217,6 +223,94 @@ def test_text_in_a_numeric_feature_of_a_batch_leaves_those_rows_out(tmp_path):
     assert len(dataset.features) == 204 and dataset.features["x1"].dtype == np.float64
     line = next(line for line in dataset.problems if "batch-001.csv" in line)
     assert "column 'x1' holds text ('oops') where the training data has numbers; those 1 rows are left out" in line
+
+
+def test_the_table_is_the_same_whether_the_files_are_parquet_or_csv(tmp_path):
+    def assembled(suffix: str):
+        folder = tmp_path / suffix
+        frame = with_ids(tiny_frame(1000), "t")  # enough rows for Parquet to keep its text as a dictionary
+        spec = load_project(write_project(folder / "project", WITH_IDS.replace("data.csv", f"data{suffix}"), frame,
+                                          data_name=f"data{suffix}"))
+        first = with_ids(tiny_frame(600, seed=1), "b1")
+        # A newer row for the project's t-5 and one for b1-3, each of which replaces the older row.
+        newer = pd.concat([frame.iloc[[5]].assign(label="yes", x1=9.5), first.iloc[[3]].assign(x1=7.25)])
+        write_batch(folder / "batches", f"batch-001{suffix}", first, days_ago=3)
+        write_batch(folder / "batches", f"batch-002{suffix}", newer, days_ago=2)
+        late = with_ids(tiny_frame(20, seed=2), "b2")
+        write_batch(folder / "batches", f"batch-003{suffix}", late.drop(columns=["label"]), days_ago=2)
+        write_batch(folder / "labels", f"late{suffix}", late[["row_id", "label"]], days_ago=1)
+        labelled = read_labelled_production(folder / "batches", folder / "labels", target="label",
+                                            id_column="row_id", now=NOW, max_rows=610)
+        return assemble_training_data(spec, labelled)
+
+    parquet, csv = assembled(".parquet"), assembled(".csv")
+
+    # 600 + 2 + 20 production rows, b1-3 once: the newest 610 of them; the project's t-5 replaced.
+    assert parquet.problems == () and len(parquet.features) == 1000 - 1 + 610
+    assert (parquet.features["x1"] == 7.25).sum() == 1 and (parquet.features["x1"] == 9.5).sum() == 1
+    pd.testing.assert_frame_equal(parquet.features, csv.features)
+    pd.testing.assert_series_equal(parquet.target, csv.target)
+    pd.testing.assert_series_equal(parquet.observed_at, csv.observed_at)
+    assert parquet.fingerprint == csv.fingerprint
+    assert [(s["kind"], s["rows"], s["fingerprint"]) for s in parquet.sources] == [
+        (s["kind"], s["rows"], s["fingerprint"]) for s in csv.sources]
+    assert parquet.features["x1"].iloc[-21] == 7.25 and parquet.features["x1"].iloc[-22] == 9.5
+
+
+def test_columns_read_from_parquet_hash_and_convert_as_pandas_reads_them(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = 3000
+    frame = pd.DataFrame({
+        "f": rng.normal(size=rows), "f_missing": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows)),
+        "i": rng.integers(0, 100, rows), "i32": rng.integers(0, 100, rows).astype(np.int32),
+        "flag": rng.random(rows) < 0.5,
+        "flag_missing": pd.Series(np.where(rng.random(rows) < 0.1, None, rng.random(rows) < 0.5), dtype=object),
+        "text": pd.Series(np.where(rng.random(rows) < 0.1, None, rng.choice(["a", "b", "c"], rows)), dtype="str"),
+        "category": pd.Categorical(rng.choice(["x", "y"], rows)),
+        "moment": pd.date_range("2020-01-01", periods=rows, freq="s", tz="UTC"),
+        "key": [f"id-{i}" for i in range(rows)],
+    })
+    frame.iloc[::7].to_parquet(tmp_path / "one.parquet", row_group_size=5)  # pandas writes its index too
+    frame.to_parquet(tmp_path / "two.parquet", index=False, row_group_size=1000)
+    one, two = read_columns(tmp_path / "one.parquet"), read_columns(tmp_path / "two.parquet")
+    assert two.text == {"text"} and one.text == set()  # few distinct values in large enough row groups
+    both = Columns.concat([one, two])
+    as_pandas = pd.concat([pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")],
+                          ignore_index=True)
+
+    pd.testing.assert_frame_equal(both.frame(), as_pandas)  # the same values and dtypes, the index left out
+    np.testing.assert_array_equal(row_hashes(both), row_hashes(as_pandas))
+    assert column_types(both) == column_types(as_pandas)
+    some = np.flatnonzero(rng.random(len(both)) < 0.3)
+    np.testing.assert_array_equal(row_hashes(both.take(some)), row_hashes(as_pandas.iloc[some]))
+    changed = frame.copy()
+    changed.loc[1234, "text"] = "d"
+    changed.to_parquet(tmp_path / "two.parquet", index=False, row_group_size=1000)
+    assert (row_hashes(read_columns(tmp_path / "two.parquet")) != row_hashes(two)).sum() == 1
+
+
+def test_rows_hashed_on_several_threads_across_files_are_those_hashed_whole(tmp_path):
+    rng = np.random.default_rng(2)
+    for number, rows in enumerate((150_000, 170_001)):
+        frame = pd.DataFrame({"a": rng.normal(size=rows), "b": rng.integers(0, 9, rows), "c": rng.random(rows) < 0.5})
+        frame.to_parquet(tmp_path / f"{number}.parquet", index=False, row_group_size=40_000)
+    both = Columns.concat([read_columns(tmp_path / "0.parquet"), read_columns(tmp_path / "1.parquet")])
+    np.testing.assert_array_equal(row_hashes(both), row_hashes(both.frame()))
+
+
+def test_files_whose_column_types_disagree_are_put_together_as_pandas_puts_them(tmp_path):
+    pd.DataFrame({"n": [1, 2], "mixed": [1.5, 2.5], "text": ["a", "b"]}).to_parquet(tmp_path / "a.parquet", index=False)
+    pd.DataFrame({"n": [0.5], "mixed": ["three"], "only": [True]}).to_parquet(tmp_path / "b.parquet", index=False)
+    pd.DataFrame({"n": [7], "mixed": [4.0], "text": ["c"], "only": [False]}).to_csv(tmp_path / "c.csv", index=False)
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.csv"]
+
+    both = Columns.concat([read_columns(path) for path in paths])
+
+    expected = pd.concat([pd.read_parquet(paths[0]), pd.read_parquet(paths[1]), pd.read_csv(paths[2])],
+                         ignore_index=True)
+    pd.testing.assert_frame_equal(both.frame(), expected)
+    assert both.frame()["mixed"].tolist() == [1.5, 2.5, "three", 4.0]
+    np.testing.assert_array_equal(row_hashes(both), row_hashes(both.frame()))
 
 
 # --- the split -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ if "azure.devops" not in sys.modules:
 
 import pytest
 
-from tests.emulators.azure_devops import LOCATIONS, RESOURCE_AREAS_ID, AzureDevOpsEmulator
+from tests.emulators.azure_devops import LOCATIONS, RESOURCE_AREAS, RESOURCE_AREAS_ID, AzureDevOpsEmulator
 from tests.emulators.fixtures import azure_devops_emulator, no_proxy_for_loopback, refdata_dir  # noqa: F401
 
 pytest.importorskip("azure.devops", reason="azure-devops==7.1.0b4 is not installed")
@@ -78,8 +78,33 @@ def test_options_and_resource_areas_bodies(ado: AzureDevOpsEmulator) -> None:
     assert {"id", "area", "resourceName", "routeTemplate", "resourceVersion", "minVersion", "maxVersion",
             "releasedVersion"} <= set(options["value"][0])
     areas = requests.get(ado.api("_apis/ResourceAreas"), auth=auth, timeout=5).json()
-    assert areas == {"count": 0, "value": []}
+    assert areas["count"] == len(areas["value"]) == len(RESOURCE_AREAS)
+    assert {(a["id"], a["name"]) for a in areas["value"]} == set(RESOURCE_AREAS)
+    assert {a["locationUrl"] for a in areas["value"]} == {ado.base_url + "/"}  # as the service writes it
     assert requests.get(ado.api("_apis/ResourceAreas"), auth=("", "wrong"), timeout=5).status_code == 401
+
+
+def test_every_area_client_finds_its_area_on_the_emulator(ado: AzureDevOpsEmulator) -> None:
+    """A populated list is what the client looks each area client's URL up in; an area missing from
+    it would send the client to app.vssps.visualstudio.com. Every client the adapters build (and
+    core) finds its area, answers from the emulator, and discovery is read once."""
+    from azure.devops.v7_1.core.core_client import CoreClient
+    from azure.devops.v7_1.git.git_client import GitClient
+    from azure.devops.v7_1.work.work_client import WorkClient
+    from azure.devops.v7_1.work_item_tracking.work_item_tracking_client import WorkItemTrackingClient
+
+    listed = {area_id for area_id, _name in RESOURCE_AREAS}
+    for kind in (CoreClient, GitClient, WorkClient, WorkItemTrackingClient):
+        assert kind.resource_area_identifier in listed, kind.__name__
+    factory = _connection(ado).clients_v7_1
+    git = _fast(factory.get_git_client())
+    assert git.get_pull_requests("model", None, project="proj") == []
+    wit = _fast(factory.get_work_item_tracking_client())
+    assert wit.get_work_items([ado.state.add_work_item("proj", "x")], project="proj")[0].fields["System.Title"] == "x"
+    factory.get_work_client()
+    factory.get_core_client()
+    assert ado.log.count("GET", path=r"/fakeorg/_apis/ResourceAreas") == 1
+    assert ado.log.count("OPTIONS") == 1
 
 
 def test_work_items_create_update_get_batch_wiql_comments_and_relations(ado: AzureDevOpsEmulator) -> None:

@@ -75,6 +75,8 @@ WRONG_VALUES = {
     "MLOPS_MONITOR_DIR": "<file>",
     "MLOPS_LABELS_DIR": "<file>",
     "MLOPS_LOG_FILE": "<file>/x.log",
+    "MLOPS_PRODUCTION_ALIAS": "latest",
+    "MLOPS_CANDIDATE_ALIAS": "has space",
     "MLOPS_DRIFT_MIN_SEVERITY": "extreme",
     "MLOPS_DRIFT_COOLDOWN_S": "not-a-number",
     "MLOPS_MAX_COMMANDS_PER_COMMENT": "not-a-number",
@@ -117,6 +119,12 @@ ANY_TEXT = {
     "MLOPS_AZURE_TEAM": "team names are any text; Azure DevOps judges them",
     "MLOPS_AZURE_REPOSITORY": "repository names are nearly any text; Azure Repos judges them",
     "AZURE_DEVOPS_WEBHOOK_SECRET": "a secret: any text the service hooks are configured with",
+    "MLFLOW_TRACKING_URI": "MLflow judges its URIs (a server, databricks, azureml://, sqlite:///); doctor reaches it",
+    "MLFLOW_REGISTRY_URI": "MLflow judges its URIs, as for MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_TOKEN": "a secret: any text the MLflow server issued",
+    "MLFLOW_TRACKING_USERNAME": "user names are any text; the MLflow server judges them",
+    "MLFLOW_TRACKING_PASSWORD": "a secret: any text the MLflow server is configured with",
+    "MLFLOW_WEBHOOK_SECRET": "a secret: any text the MLflow webhook is configured with",
 }
 
 

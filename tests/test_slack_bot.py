@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import pytest
@@ -113,8 +114,9 @@ def test_slash_retrain_is_acknowledged_at_once_and_answered_in_a_thread(slack, w
     labelled.to_csv(web.bot.settings.batches_dir / "labelled.csv", index=False)
     answer = slash(web, "retrain fresh data")
     assert answer.status_code == 200
-    assert answer.json() == {"response_type": "ephemeral",
-                             "text": "On it: `/mlops retrain fresh data`. I'll answer in a thread in this channel."}
+    said = "On it: `/mlops retrain fresh data`. I'll answer in a thread in this channel."
+    assert answer.json() == {"response_type": "ephemeral", "text": said,
+                             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": said}}]}
     settle(web.bot)
     assert web.bot.registry.production("tiny").version == 2
     messages = slack.state.messages("mlops-pipeline")
@@ -128,13 +130,16 @@ def test_slash_retrain_is_acknowledged_at_once_and_answered_in_a_thread(slack, w
 @pytest.mark.parametrize(
     ("text", "user", "expected"),
     [("deploy 1", "U_BOB", "needs *maintain* permission"), ("retrain", "U_RITA", "needs *write* permission"),
-     ("retrian", "U_BOB", "/mlops retrain"), ("status", "U_RITA", "tiny"), ("", "U_RITA", "/rollback")],
+     ("retrian", "U_BOB", "/mlops retrain"), ("status", "U_RITA", "tiny"), ("", "U_RITA", "/mlops rollback [reason]")],
 )
 def test_slash_refusals_hints_and_read_only_answers_are_ephemeral_and_store_nothing(web, text, user, expected):
     before = len(web.bot.store.events())
     answer = slash(web, text, user)
     assert answer.status_code == 200 and answer.json()["response_type"] == "ephemeral"
-    assert expected.replace("*", "**") in answer.json()["text"] or expected in answer.json()["text"]
+    # Written as Slack shows it: mrkdwn (*bold*, not **bold**), hints typed as in Slack (/mlops retrain).
+    shown = "\n".join(block["text"]["text"] for block in answer.json()["blocks"] if block["type"] == "section")
+    assert expected in shown and "**" not in shown
+    assert not re.search(r"`/(?!mlops)", shown)
     assert len(web.bot.store.events()) == before
 
 

@@ -125,11 +125,14 @@ def respond(request: Request, ctx: CommandContext, *,
     return reply
 
 
-def help_text(overrides: Mapping[str, str | Permission] | None = None) -> str:
-    """The ``/help`` answer: a Markdown table of every command, with this deployment's permissions."""
+def help_text(overrides: Mapping[str, str | Permission] | None = None, *, in_chat: bool = False) -> str:
+    """The ``/help`` answer: a Markdown table of every command, with this deployment's permissions.
+
+    ``in_chat``: asked in chat, where commands are typed after the slash command (`/mlops retrain`)."""
     levels = check_overrides(overrides)
     rows = [
-        "Type a command at the start of its own line in a comment on a pull request or ticket.",
+        "Type `/mlops` and a command in a channel the bot is in, or click the buttons on its messages."
+        if in_chat else "Type a command at the start of its own line in a comment on a pull request or ticket.",
         "",
         "| Command | What it does | Who may use it | Examples |",
         "| --- | --- | --- | --- |",

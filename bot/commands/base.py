@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import difflib
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from integrations.ports import Permission, Target, Ticket
 
@@ -32,6 +33,7 @@ __all__ = [
     "Request",
     "Rollback",
     "RunPipeline",
+    "TellsTime",
     "code",
     "format_metric",
     "format_time",
@@ -78,7 +80,7 @@ class Request:
 class CommandContext(Protocol):
     """A read-only view of the bot's state; the dispatcher supplies it.
 
-    Optionally it may also offer ``now() -> datetime``; ``/status`` then shows ages ("2 days ago")
+    One that also knows the time is a ``TellsTime`` too: ``/status`` then shows ages ("2 days ago")
     next to the timestamps. Handlers never read the clock themselves.
     """
 
@@ -105,6 +107,15 @@ class CommandContext(Protocol):
 
     def performance(self, model: str) -> dict | None:
         """The production model on production data: ``window`` and per-batch entries (see bot/monitor.py)."""
+
+
+@runtime_checkable
+class TellsTime(Protocol):
+    """A ``CommandContext`` that knows the time, so answers can say how long ago things were."""
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """The bot's clock (timezone-aware)."""
 
 
 # The actions a command asks for; the dispatcher turns them into real work and links the result back.

@@ -16,7 +16,7 @@ def handle(request: Request, ctx: CommandContext, overrides: Mapping[str, str] |
     # run what. Arguments are ignored: whatever was asked, the answer is the list.
     from bot.commands import help_text
 
-    return Reply(help_text(overrides))
+    return Reply(help_text(overrides, in_chat=request.target.kind == "chat"))
 
 
 SPEC = CommandSpec(

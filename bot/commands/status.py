@@ -5,7 +5,17 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from bot.commands.base import CommandContext, CommandSpec, Reply, Request, code, format_metric, format_time, usage_reply
+from bot.commands.base import (
+    CommandContext,
+    CommandSpec,
+    Reply,
+    Request,
+    TellsTime,
+    code,
+    format_metric,
+    format_time,
+    usage_reply,
+)
 from bot.messages import held_alert_text, performance_lines
 from integrations.ports import Permission, Ticket
 
@@ -89,8 +99,7 @@ def _runs(runs: list[dict]) -> list[str]:
 
 
 def _now(ctx: CommandContext) -> datetime | None:
-    clock = getattr(ctx, "now", None)
-    return clock() if callable(clock) else None
+    return ctx.now() if isinstance(ctx, TellsTime) else None
 
 
 SPEC = CommandSpec(

@@ -10,10 +10,12 @@ Point the real ``azure-devops`` client at it::
 It serves one organization at ``http://127.0.0.1:PORT/{organization}``. The client's first-use
 discovery is answered as the service does: ``OPTIONS {org}/_apis`` lists the resource locations
 (id, area, resourceName, routeTemplate, versions) of every call the bot makes, ResourceAreas
-``e81700f7-...`` among them, and ``GET {org}/_apis/ResourceAreas`` answers an empty list, so every
-client stays on the emulator. Bodies follow the 7.1 specs and examples in
+``e81700f7-...`` among them, and ``GET {org}/_apis/ResourceAreas`` lists the areas served at the
+organization's URL (``RESOURCE_AREAS``), each at the emulator's, so every client stays on it. Bodies follow the 7.1 specs and examples in
 ``../shared/refdata/azure-devops/`` (``azure_devops_schemas()`` loads the specs for checking); lists
 come wrapped as ``{"count": n, "value": [...]}``; every URL is absolute on the emulator's host.
+Lists of pull requests are as the service gives them: newest created first, 101 unless ``$top``
+says, paged by ``$skip``, descriptions cut to 400 symbols (read one by id for the whole).
 
 Authentication is Basic with a personal access token (any user name, the PAT as password).
 Failures answer with the service's error body (``$id``, ``message``, ``typeKey``...), which the
@@ -35,11 +37,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .framework import Clock, FaultRule, HttpEmulator, OpenAPISchemas, Request, Response, iso
+from .framework import Clock, FaultRule, HttpEmulator, OpenAPISchemas, Request, Response, iso, parse_iso
 
 __all__ = [
+    "DEFAULT_PULLS_TOP",
+    "LISTED_DESCRIPTION_LIMIT",
     "LOCATIONS",
     "PROCESS_STATES",
+    "RESOURCE_AREAS",
     "AzureDevOpsEmulator",
     "AzureDevOpsState",
     "azure_devops_schemas",
@@ -132,6 +137,26 @@ _IMPLIED = {"vso.work_write": "vso.work", "vso.build_execute": "vso.build"}
 HTML_FIELDS = ("System.Description", "System.History", "Microsoft.VSTS.Common.AcceptanceCriteria",
                "Microsoft.VSTS.TCM.ReproSteps")
 PR_ARTIFACT = "vstfs:///Git/PullRequestId/"
+#: "description field will be truncated up to 400 symbols" in a list of pull requests (symbols: .NET's
+#: UTF-16 code units); the pull request read by id carries all of it
+LISTED_DESCRIPTION_LIMIT = 400
+#: what a list of pull requests holds when ``$top`` is not given: the service answers 101 at most
+DEFAULT_PULLS_TOP = 101
+#: (id, name) of the resource areas ``GET {org}/_apis/ResourceAreas`` lists, as the service does for
+#: the areas served at the organization's URL (https://dev.azure.com/{org}/); the client takes each
+#: area client's base URL from here (and, for an id not listed, asks app.vssps.visualstudio.com)
+RESOURCE_AREAS: tuple[tuple[str, str], ...] = (
+    ("79134c72-4a58-4b42-976c-04e7115f32bf", "core"),
+    ("5264459e-e5e0-4bd8-b118-0985e68a4ec5", "wit"),
+    ("1d4f49f9-02b9-4e26-b826-2cdb6195f2a9", "work"),
+    ("4e080c62-fa21-4fbc-8fef-2a10a2b38049", "git"),
+    ("8aa40520-446d-40e6-89f6-9c9f9ce44c48", "tfvc"),
+    ("965220d5-5bb9-42cf-8d67-9b146df2a5a4", "build"),
+    ("fb13a388-40dd-4a04-b530-013a739c72ef", "policy"),
+    ("31c84e0a-3ece-48fd-a29d-100849af99ba", "dashboard"),
+    ("bf7d82a0-8aa5-4613-94ef-6172a5ea01f3", "wiki"),
+    ("a85b8835-c1a1-4aac-ae97-1c3d0ba72dbd", "distributedtask"),
+)
 STATUS_STATES = ("notSet", "pending", "succeeded", "failed", "error", "notApplicable")
 
 
@@ -392,11 +417,13 @@ class AzureDevOpsState:
             pull.source_commit = self.new_sha()
             return len(pull.iterations)
 
-    def complete_pull(self, repo: str, number: int, *, merge_commit: str | None = None) -> str:
-        """Completes (merges) the pull request; returns the merge commit."""
+    def complete_pull(self, repo: str, number: int, *, merge_commit: str | None = None,
+                      closed_at: datetime | None = None) -> str:
+        """Completes (merges) the pull request; returns the merge commit. ``closed_at`` (default now)
+        dates it earlier: a completion that becomes visible after newer ones were listed."""
         with self.lock:
             pull = self.repo(repo).pulls[number]
-            pull.status, pull.closed = "completed", self.clock.now()
+            pull.status, pull.closed = "completed", closed_at or self.clock.now()
             pull.merge_commit = merge_commit or self.new_sha()
             return pull.merge_commit
 
@@ -701,13 +728,16 @@ class AzureDevOpsEmulator(HttpEmulator):
     def _commit_ref(self, repo: Repository, sha: str) -> dict[str, Any]:
         return {"commitId": sha, "url": self.api(f"_apis/git/repositories/{repo.id}/commits/{sha}")}
 
-    def _pull_json(self, repo: Repository, pull: PullRequest) -> dict[str, Any]:
+    def _pull_json(self, repo: Repository, pull: PullRequest, *, listed: bool = False) -> dict[str, Any]:
+        """The pull request as read by id, or as a list holds it (``listed``: the description cut to
+        ``LISTED_DESCRIPTION_LIMIT``)."""
         url = self.api(f"{self.state.project(repo.project).id}/_apis/git/repositories/{repo.id}"
                        f"/pullRequests/{pull.id}")
         body: dict[str, Any] = {
             "repository": self._repo_json(repo), "pullRequestId": pull.id, "codeReviewId": pull.id,
             "status": pull.status, "createdBy": self._identity_json(pull.author), "creationDate": iso(pull.created),
-            "title": pull.title, "description": pull.description, "sourceRefName": pull.source,
+            "title": pull.title, "sourceRefName": pull.source,
+            "description": _truncated(pull.description, LISTED_DESCRIPTION_LIMIT) if listed else pull.description,
             "targetRefName": pull.target, "mergeStatus": "succeeded", "isDraft": False,
             "mergeId": self.state._uuid("merge", repo.id, str(pull.id)),
             "lastMergeSourceCommit": self._commit_ref(repo, pull.source_commit),
@@ -825,7 +855,9 @@ class AzureDevOpsEmulator(HttpEmulator):
         return Response(200, self._wrap(value))
 
     def _resource_areas(self, request: Request) -> Response:
-        return Response(200, self._wrap([]))
+        """Every area at the organization's URL (with its trailing ``/``, as the service writes it)."""
+        return Response(200, self._wrap([{"id": area_id, "name": name, "locationUrl": self.base_url + "/"}
+                                         for area_id, name in RESOURCE_AREAS]))
 
     # work items
 
@@ -1090,16 +1122,57 @@ class AzureDevOpsEmulator(HttpEmulator):
     # git
 
     def _list_pulls(self, request: Request) -> Response:
+        """Pull Requests - Get Pull Requests: the criteria's status (``active`` unless given; ``all``),
+        branches, creator and time range (``minTime``/``maxTime``, strictly after/before, on the date
+        ``queryTimeRangeType`` names: ``created`` unless ``closed``); newest created first (by id),
+        whatever the time range; ``$skip`` then ``$top`` (``DEFAULT_PULLS_TOP`` when absent); each
+        description cut to 400 symbols."""
         repo = self._repo(request)
-        status = request.query.get("searchCriteria.status", "active").lower()
-        target = request.query.get("searchCriteria.targetRefName")
+        query = request.query
+        status = query.get("searchCriteria.status", "active").lower()
         pulls = [p for p in repo.pulls.values() if status == "all" or p.status == status]
-        if target:
-            pulls = [p for p in pulls if p.target == target]
-        # newest first, as the service orders them
-        pulls.sort(key=lambda p: (p.closed or p.created, p.id), reverse=True)
-        skip, top = int(request.query.get("$skip") or 0), int(request.query.get("$top") or 101)
-        return Response(200, self._wrap([self._pull_json(repo, p) for p in pulls[skip: skip + top]]))
+        for key, attribute in (("targetRefName", "target"), ("sourceRefName", "source")):
+            if query.get(f"searchCriteria.{key}"):
+                pulls = [p for p in pulls if getattr(p, attribute) == query[f"searchCriteria.{key}"]]
+        if query.get("searchCriteria.creatorId"):
+            pulls = [p for p in pulls if self.state.identity(p.author).id == query["searchCriteria.creatorId"]]
+        kind = query.get("searchCriteria.queryTimeRangeType", "created").lower()
+        if kind not in ("created", "closed"):
+            raise _Answer(self._error(400, f"The value '{query['searchCriteria.queryTimeRangeType']}' is not "
+                                      "valid for queryTimeRangeType.", "InvalidArgumentValueException"))
+        low, high = self._time_bound(query, "minTime"), self._time_bound(query, "maxTime")
+        if low is not None or high is not None:
+            def when(p: PullRequest) -> datetime | None:
+                return p.closed if kind == "closed" else p.created
+
+            pulls = [p for p in pulls if when(p) is not None and (low is None or when(p) > low)
+                     and (high is None or when(p) < high)]
+        pulls.sort(key=lambda p: p.id, reverse=True)  # newest created first
+        skip, top = self._count_parameter(query, "$skip", 0), self._count_parameter(query, "$top", DEFAULT_PULLS_TOP)
+        return Response(200, self._wrap([self._pull_json(repo, p, listed=True) for p in pulls[skip: skip + top]]))
+
+    def _time_bound(self, query: Mapping[str, str], name: str) -> datetime | None:
+        text = query.get(f"searchCriteria.{name}")
+        if not text:
+            return None
+        try:
+            return parse_iso(re.sub(r"(\.\d{6})\d+", r"\1", text))
+        except ValueError:
+            raise _Answer(self._error(400, f"The value '{text}' is not valid for {name}.",
+                                      "InvalidArgumentValueException")) from None
+
+    def _count_parameter(self, query: Mapping[str, str], name: str, default: int) -> int:
+        text = query.get(name)
+        if text in (None, ""):
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise _Answer(self._error(400, f"The value '{text}' is not valid for {name}.",
+                                      "InvalidArgumentValueException"))
+        return value
 
     def _get_pull(self, request: Request) -> Response:
         repo = self._repo(request)
@@ -1408,6 +1481,15 @@ _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)([^>]*)>")
 _ATTRIBUTE = re.compile(r"""([\w:-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+)""")
 _KEPT_ATTRIBUTES = {"href", "src", "alt", "title", "style", "colspan", "rowspan", "align", "target", "rel"}
+
+
+def _truncated(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` UTF-16 code units, as .NET counts a string's length; a surrogate
+    pair the cut would split is left out whole."""
+    units = text.encode("utf-16-le")
+    if len(units) <= 2 * limit:
+        return text
+    return units[:2 * limit].decode("utf-16-le", errors="ignore")
 
 
 def _expands_relations(request: Request) -> bool:

@@ -47,7 +47,7 @@ from .framework import (
     parse_iso,
 )
 
-__all__ = ["GitHubEmulator", "GitHubState", "github_schemas", "ROLES"]
+__all__ = ["DEFAULT_PERMISSIONS", "GitHubEmulator", "GitHubState", "ROLES", "ROUTE_PERMISSIONS", "github_schemas"]
 
 API_PREFIX = "/api/v3"
 _JWT_EXPIRED = (
@@ -67,6 +67,77 @@ REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes
 STATUS_STATES = ("error", "failure", "pending", "success")
 CHECK_STATUSES = ("queued", "in_progress", "completed", "waiting", "requested", "pending")
 CHECK_CONCLUSIONS = ("success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required")
+
+# ---------------------------------------------------------------------------
+# Permissions, as GitHub enforces them
+#
+# Fine-grained tokens and App installations hold repository permissions ("issues": "write", ...) on
+# the repositories they were given; classic tokens hold scopes ("repo", "public_repo"). Each route
+# needs the permission GitHub's "Permissions required for GitHub Apps / fine-grained personal access
+# tokens" pages give it (the REST description's subset carries none): issues and their comments,
+# labels and reactions need Issues, or Pull requests when the issue is a pull request; pull requests
+# Pull requests; commit statuses Commit statuses; commits Contents; workflows, runs and artifacts
+# Actions; check runs Checks; the repository itself and a collaborator's permission Metadata, which
+# every fine-grained token and installation holds. What GitHub answers without it:
+#
+# - fine-grained actor, repository it was not given: 404 "Not Found" when the repository is
+#   private; on a public one reads go through (public resources need no permission), writes 403;
+# - fine-grained actor, permission missing (or read where write is needed): 403 "Resource not
+#   accessible by integration" (App installations) or "... by personal access token", with
+#   ``X-Accepted-GitHub-Permissions: issues=write`` (several sets that would each do are separated
+#   by "; "); reads of a public repository need no permission;
+# - classic token: a private repository needs ``repo`` for anything; on a public one reads need no
+#   scope and writes ``public_repo`` or ``repo`` (a workflow dispatch ``repo``). Without it GitHub
+#   answers 404 "Not Found", as if the repository were not there, and ``X-Accepted-OAuth-Scopes``
+#   says what would do.
+
+#: levels of a fine-grained permission, lowest first
+ACCESS = {"none": 0, "read": 1, "write": 2, "admin": 3}
+#: what an App installation and a fine-grained token hold unless told otherwise: all the bot uses
+DEFAULT_PERMISSIONS = {
+    "actions": "write", "checks": "write", "contents": "read", "issues": "write",
+    "metadata": "read", "pull_requests": "write", "statuses": "write",
+}
+#: route name -> (permission, level) it needs from a fine-grained actor
+ROUTE_PERMISSIONS: dict[str, tuple[str, str]] = {
+    "repos/get": ("metadata", "read"),
+    "repos/get-collaborator-permission-level": ("metadata", "read"),
+    "issues/list-for-repo": ("issues", "read"),
+    "issues/create": ("issues", "write"),
+    "issues/get": ("issues", "read"),
+    "issues/update": ("issues", "write"),
+    "issues/list-comments-for-repo": ("issues", "read"),
+    "issues/list-comments": ("issues", "read"),
+    "issues/create-comment": ("issues", "write"),
+    "issues/get-comment": ("issues", "read"),
+    "issues/update-comment": ("issues", "write"),
+    "reactions/list-for-issue-comment": ("issues", "read"),
+    "reactions/create-for-issue-comment": ("issues", "write"),
+    "issues/add-labels": ("issues", "write"),
+    "issues/remove-label": ("issues", "write"),
+    "issues/list-labels-for-repo": ("issues", "read"),
+    "issues/create-label": ("issues", "write"),
+    "pulls/list": ("pull_requests", "read"),
+    "pulls/get": ("pull_requests", "read"),
+    "pulls/list-files": ("pull_requests", "read"),
+    "pulls/list-commits": ("pull_requests", "read"),
+    "repos/get-commit": ("contents", "read"),
+    "repos/create-commit-status": ("statuses", "write"),
+    "repos/list-commit-statuses-for-ref": ("statuses", "read"),
+    "repos/list-commit-statuses-for-ref-legacy": ("statuses", "read"),
+    "checks/create": ("checks", "write"),
+    "checks/update": ("checks", "write"),
+    "actions/get-workflow": ("actions", "read"),
+    "actions/create-workflow-dispatch": ("actions", "write"),
+    "actions/list-workflow-runs-for-repo": ("actions", "read"),
+    "actions/list-workflow-run-artifacts": ("actions", "read"),
+    "actions/download-artifact": ("actions", "read"),
+}
+#: routes on issues and pull requests alike, which either permission opens
+_ISSUES_OR_PULLS = frozenset({"issues/list-comments-for-repo", "issues/list-labels-for-repo", "issues/create-label"})
+#: classic scopes a write needs on a public repository (a private one needs ``repo`` for anything)
+_PUBLIC_WRITE_SCOPES = ("public_repo", "repo")
+_SCOPES_OF_ROUTE = {"actions/create-workflow-dispatch": ("repo",)}
 
 
 # ---------------------------------------------------------------------------
@@ -651,6 +722,21 @@ def _node_id(kind: str, number: int) -> str:
     return base64.b64encode(f"0{len(kind)}:{kind}{number}".encode()).decode()
 
 
+def _permissions(given: Mapping[str, str] | None) -> dict[str, str]:
+    """Repository permissions as held: ``DEFAULT_PERMISSIONS`` when None; metadata always readable."""
+    held = dict(DEFAULT_PERMISSIONS if given is None else given)
+    for name, level in held.items():
+        if level not in ACCESS:
+            raise ValueError(f"permission {name}={level!r}: expected one of {', '.join(ACCESS)}")
+    if ACCESS[held.get("metadata", "none")] < ACCESS["read"]:
+        held["metadata"] = "read"  # GitHub grants it to every fine-grained token and installation
+    return held
+
+
+def _repositories(given: Iterable[str] | None) -> frozenset[str] | None:
+    return None if given is None else frozenset(name.lower() for name in given)
+
+
 # ---------------------------------------------------------------------------
 # Authentication and rate limits
 
@@ -659,10 +745,18 @@ def _node_id(kind: str, number: int) -> str:
 class _Identity:
     login: str
     kind: str  # "token" (personal/OAuth), "installation", "app" (a JWT), "anonymous"
-    scopes: tuple[str, ...] | None = None
+    scopes: tuple[str, ...] | None = None  # a classic token's; None: fine-grained (or not a token)
     installation_id: int | None = None
     app_id: int | None = None
     expires_at: datetime | None = None
+    # A fine-grained token's permissions and repositories (lower-case "owner/name"; None: all); an
+    # installation token's permissions are those it asked for (None: all the installation's).
+    permissions: dict[str, str] | None = None
+    repositories: frozenset[str] | None = None
+
+    @property
+    def fine_grained(self) -> bool:
+        return self.kind == "installation" or (self.kind == "token" and self.scopes is None)
 
     @property
     def budget_key(self) -> str:
@@ -709,6 +803,14 @@ class GitHubEmulator(HttpEmulator):
     its JWT returns an installation token for ``<slug>[bot]``. Check runs need such a token
     (``check_runs_need_app``), as on GitHub.
 
+    Permissions (see ``ROUTE_PERMISSIONS``): a classic token holds its ``scopes``; a fine-grained
+    token (``add_token(..., permissions=...)``, or ``scopes=None``) and an installation hold GitHub's
+    repository permissions, ``DEFAULT_PERMISSIONS`` unless told otherwise, on the repositories they
+    were given (all unless told otherwise). ``set_scopes``, ``set_permissions`` and
+    ``add_installation`` change them later: a person granting or taking away a permission. What an
+    installation holds applies at once to the tokens it has issued (GitHub applies a change to new
+    tokens, which an App asks for at least hourly).
+
     Each identity has a primary budget of ``rate_limit`` requests an hour on the emulator's
     clock; ``GET /rate_limit``, 304 answers and 401s are free.
     """
@@ -743,6 +845,8 @@ class GitHubEmulator(HttpEmulator):
         self._budgets: dict[str, _Budget] = {}
         self._apps: dict[int, _App] = {}
         self._installations: dict[int, tuple[int, str]] = {}  # id -> (app id, account)
+        # id -> (permissions, repositories: lower-case "owner/name", None for all)
+        self._installation_access: dict[int, tuple[dict[str, str], frozenset[str] | None]] = {}
         self._downloads: dict[str, tuple[int, datetime]] = {}  # signed download name -> (artifact id, expiry)
         self.add_token(token, login, scopes=scopes)
         self.add_app(app_id, slug=app_slug)
@@ -751,11 +855,40 @@ class GitHubEmulator(HttpEmulator):
 
     # -- configuration
 
-    def add_token(self, token: str, login: str, *, scopes: Sequence[str] | None = ("repo",)) -> None:
-        """A personal access token for ``login``; ``scopes=None`` sends no ``X-OAuth-Scopes``."""
+    def add_token(self, token: str, login: str, *, scopes: Sequence[str] | None = ("repo",),
+                  permissions: Mapping[str, str] | None = None, repositories: Iterable[str] | None = None) -> None:
+        """A personal access token for ``login``: classic, holding ``scopes`` (said in ``X-OAuth-Scopes``),
+        or fine-grained when ``permissions`` is given or ``scopes`` is None (no ``X-OAuth-Scopes``):
+        ``permissions`` (``{"issues": "write", ...}``; ``DEFAULT_PERMISSIONS`` when None) on
+        ``repositories`` (``owner/name``; None: every repository)."""
+        fine_grained = permissions is not None or scopes is None
         with self.lock:
             self.state.add_user(login)
-            self._tokens[token] = _Identity(login, "token", tuple(scopes) if scopes is not None else None)
+            self._tokens[token] = _Identity(
+                login, "token", None if fine_grained else tuple(scopes or ()),
+                permissions=_permissions(permissions) if fine_grained else None,
+                repositories=_repositories(repositories) if fine_grained else None)
+
+    def set_scopes(self, token: str, scopes: Sequence[str]) -> None:
+        """The scopes of the classic token ``token`` from now on."""
+        with self.lock:
+            identity = self._tokens[token]
+            if identity.fine_grained:
+                raise ValueError(f"{token!r} is a fine-grained token: it holds permissions, not scopes")
+            identity.scopes = tuple(scopes)
+
+    def set_permissions(self, token: str, permissions: Mapping[str, str], *,
+                        repositories: Any = ...) -> None:
+        """What the fine-grained token ``token`` holds from now on: ``permissions`` (all of them:
+        those left out are "none", but for metadata, always "read"), and ``repositories`` unless
+        left out (None: every repository)."""
+        with self.lock:
+            identity = self._tokens[token]
+            if not identity.fine_grained or identity.kind != "token":
+                raise ValueError(f"{token!r} is not a fine-grained personal access token")
+            identity.permissions = _permissions(permissions)
+            if repositories is not ...:
+                identity.repositories = _repositories(repositories)
 
     def add_app(self, app_id: int, *, slug: str = "mlops-bot", public_key: str | None = None) -> None:
         """A GitHub App. With ``public_key`` (PEM), JWT signatures are verified (RS256);
@@ -764,9 +897,15 @@ class GitHubEmulator(HttpEmulator):
             self._apps[app_id] = _App(app_id, slug, "acme", public_key, self.clock.now())
             self.state.add_user(f"{slug}[bot]", type="Bot")
 
-    def add_installation(self, installation_id: int, *, app_id: int = 1, account: str = "acme") -> None:
+    def add_installation(self, installation_id: int, *, app_id: int = 1, account: str = "acme",
+                         permissions: Mapping[str, str] | None = None,
+                         repositories: Iterable[str] | None = None) -> None:
+        """An installation of App ``app_id`` on ``account``, granted ``permissions``
+        (``DEFAULT_PERMISSIONS`` when None) on ``repositories`` (None: all). Called again for an
+        existing installation, it changes what the installation holds (and its tokens with it)."""
         with self.lock:
             self._installations[installation_id] = (app_id, account)
+            self._installation_access[installation_id] = (_permissions(permissions), _repositories(repositories))
 
     def reset_rate_limit(self, token: str | None = None) -> None:
         """Refills the budget of ``token``'s identity (of every identity when None)."""
@@ -885,15 +1024,99 @@ class GitHubEmulator(HttpEmulator):
         budget = self._budget(identity)
         if not free and budget.remaining <= 0:
             return self._limit_exceeded(identity)
+        accepted: dict[str, str] = {}
         try:
+            accepted = self._authorize(request, identity)
             response = request.route.handler(request)
         except _Answer as answer:
             response = answer.response
+        response.headers = {**accepted, **response.headers}
         if request.method == "GET" and response.status == 200 and not isinstance(response.body, bytes):
             response = self._conditional(request, response)
         if not free and response.status != 304:
             budget.used += 1
             response.charged = True
+        return response
+
+    # -- permissions
+
+    def _granted(self, identity: _Identity) -> tuple[dict[str, str], frozenset[str] | None]:
+        """What a fine-grained actor holds now: (permissions, repositories or None for all)."""
+        if identity.kind != "installation":
+            return identity.permissions or {}, identity.repositories
+        held, repositories = self._installation_access.get(identity.installation_id or 0, ({}, frozenset()))
+        if identity.permissions is None:
+            return held, repositories
+        asked = {name: level for name, level in identity.permissions.items() if name in held}
+        narrowed = {name: min(level, held[name], key=ACCESS.__getitem__) for name, level in asked.items()}
+        return _permissions(narrowed), repositories
+
+    def _needed(self, request: Request, repo: Repo) -> list[tuple[str, str]]:
+        """The permission sets that would each let ``request`` through (empty: it needs none)."""
+        assert request.route is not None
+        need = ROUTE_PERMISSIONS.get(request.route.name)
+        if need is None:
+            return []
+        name, level = need
+        if name == "issues" and (request.route.name in _ISSUES_OR_PULLS or self._on_pull(request, repo)):
+            return [(name, level), ("pull_requests", level)]  # a pull request's: either permission
+        return [need]
+
+    def _on_pull(self, request: Request, repo: Repo) -> bool:
+        try:
+            if "issue_number" in request.params:
+                issue = repo.issues.get(int(request.params["issue_number"]))
+            elif "comment_id" in request.params:
+                comment = repo.comments.get(int(request.params["comment_id"]))
+                issue = repo.issues.get(comment.number) if comment else None
+            else:
+                return False
+        except ValueError:
+            return False
+        return issue is not None and issue.is_pull
+
+    def _authorize(self, request: Request, identity: _Identity) -> dict[str, str]:
+        """Refuses, as GitHub does, a request its token or installation lacks the permission for
+        (raises ``_Answer``); otherwise the headers saying what the route accepts."""
+        if "owner" not in request.params or "repo" not in request.params or identity.kind in ("anonymous", "app"):
+            return {}
+        repo = self.state.find_repo(request.params["owner"], request.params["repo"])
+        if repo is None:
+            return {}  # the handler answers 404
+        needed = self._needed(request, repo)
+        if not needed:
+            return {}
+        write = any(level != "read" for _, level in needed)
+        if not identity.fine_grained:
+            if repo.private:
+                accepted: tuple[str, ...] = ("repo",)
+            else:
+                accepted = _SCOPES_OF_ROUTE.get(request.route.name, _PUBLIC_WRITE_SCOPES) if write else ()
+            headers = {"X-Accepted-OAuth-Scopes": ", ".join(accepted)}
+            if accepted and not set(accepted) & set(identity.scopes or ()):
+                raise _Answer(self._with_headers(self.not_found(request), headers))
+            return headers
+        headers = {"X-Accepted-GitHub-Permissions": "; ".join(f"{name}={level}" for name, level in needed)}
+        held, repositories = self._granted(identity)
+        if repositories is not None and repo.full_name.lower() not in repositories:
+            if repo.private:
+                raise _Answer(self._with_headers(self.not_found(request), headers))
+            if write:
+                raise _Answer(self._with_headers(self._not_accessible(identity), headers))
+            return headers  # public resources need no permission
+        if not write and not repo.private:
+            return headers
+        if any(ACCESS[held.get(name, "none")] >= ACCESS[level] for name, level in needed):
+            return headers
+        raise _Answer(self._with_headers(self._not_accessible(identity), headers))
+
+    def _not_accessible(self, identity: _Identity) -> Response:
+        by = "integration" if identity.kind == "installation" else "personal access token"
+        return self._error(403, f"Resource not accessible by {by}")
+
+    @staticmethod
+    def _with_headers(response: Response, headers: Mapping[str, str]) -> Response:
+        response.headers.update(headers)
         return response
 
     def _conditional(self, request: Request, response: Response) -> Response:
@@ -2129,14 +2352,17 @@ class GitHubEmulator(HttpEmulator):
         if app_id != identity.app_id:
             raise _Answer(self.not_found(request))
         body = self._body(request)
+        held, _repositories = self._installation_access.get(installation_id, ({}, None))
+        asked = body.get("permissions") or None  # none asked for: all the installation's
+        if asked is not None and (not isinstance(asked, dict) or any(
+                ACCESS.get(str(level), 99) > ACCESS[held.get(str(name), "none")] for name, level in asked.items())):
+            raise _Answer(self._error(422, "The permissions requested are not granted to this installation."))
         token = "ghs_" + secrets.token_urlsafe(27).replace("-", "A").replace("_", "B")[:36]
         expires = self.clock.now() + timedelta(hours=1)
         login = f"{self._apps[app_id].slug}[bot]"
-        self._tokens[token] = _Identity(login, "installation", None, installation_id, app_id, expires)
-        permissions = body.get("permissions") or {
-            "actions": "write", "checks": "write", "contents": "read", "issues": "write",
-            "metadata": "read", "pull_requests": "write", "statuses": "write",
-        }
+        self._tokens[token] = _Identity(login, "installation", None, installation_id, app_id, expires,
+                                        permissions=_permissions(asked) if asked is not None else None)
+        permissions = dict(asked) if asked is not None else dict(held)
         return Response(
             201,
             {"token": token, "expires_at": iso(expires), "permissions": permissions, "repository_selection": "all"},

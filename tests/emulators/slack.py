@@ -741,6 +741,14 @@ class SlackEmulator(HttpEmulator):
             self._revoked.discard(token)
             return found
 
+    def set_scopes(self, token: str, scopes: Sequence[str]) -> None:
+        """The scopes ``token`` holds from now on: an admin adding a scope to the app (and reinstalling
+        it, which Slack needs) or taking one away. Calls needing a scope it lacks answer
+        ``missing_scope`` with ``needed`` and ``provided``."""
+        with self.lock:
+            identity = self._tokens[token]
+            identity.scopes = tuple(scopes)
+
     def revoke_token(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
         with self.lock:

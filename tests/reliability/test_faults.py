@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 from starlette.testclient import TestClient
 
+from tests.conftest import run_pipelines_in_process
 from tests.reliability.world import REPO, Driver, audit, chatter, quick_retries, read_store
 
 SECRET = "faults-webhook-secret"
@@ -28,7 +29,8 @@ def test_a_fifth_of_all_calls_failing_loses_nothing_and_doubles_nothing(world, s
     from bot.webhooks import create_app
 
     started = time.monotonic()
-    app = build(Settings(**world.settings_values(state_url, github_webhook_secret=SECRET)), out=None)
+    app = run_pipelines_in_process(build(Settings(**world.settings_values(state_url, github_webhook_secret=SECRET)),
+                                         out=None))
     quick_retries(app)
     driver = Driver(app, seen_all=lambda: not world.unseen(state_url))
     web = TestClient(create_app(app))
@@ -117,7 +119,7 @@ def test_a_lost_answer_to_the_ticket_opening_is_one_opening_with_its_alert(world
     from bot.settings import Settings
 
     world.tickets = tickets
-    app = build(Settings(**world.settings_values(state_url)), out=None)
+    app = run_pipelines_in_process(build(Settings(**world.settings_values(state_url)), out=None))
     quick_retries(app)
     driver = Driver(app, seen_all=lambda: not world.unseen(state_url))
     try:
