@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 _READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Parquet text is read as its dictionary when the dictionary takes at most a byte per this many rows.
+_ROWS_PER_DICTIONARY_BYTE = 16
 
 
 class DataError(ValueError):
@@ -192,7 +194,8 @@ def _categories_in(metadata: pq.FileMetaData, schema: pa.Schema) -> list[str]:
             continue
         chunks = [metadata.row_group(group).column(position[item.name]) for group in range(metadata.num_row_groups)]
         if all(chunk.has_dictionary_page and chunk.dictionary_page_offset is not None
-               and 16 * (chunk.data_page_offset - chunk.dictionary_page_offset) <= chunk.num_values
+               and (chunk.data_page_offset - chunk.dictionary_page_offset) * _ROWS_PER_DICTIONARY_BYTE
+               <= chunk.num_values
                for chunk in chunks):
             found.append(item.name)
     return found
@@ -672,7 +675,7 @@ def superseded_rows(ids: pd.Series) -> np.ndarray | None:
         low, high = int(values.min()), int(values.max())
         if high - low <= 4 * len(values) + 1024:
             seen = np.zeros(high - low + 1, dtype=bool)
-            seen[values - low] = True
+            seen[values - low if low else values] = True
             unique = int(np.count_nonzero(seen)) == len(values)
         else:
             ordered = np.sort(values)
