@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 import urllib.parse
 from functools import partial
 
@@ -83,9 +82,11 @@ def test_retrain_on_a_drift_alert_is_done_once_and_answered_in_the_alerts_thread
     pipeline = len(slack.state.messages("mlops-pipeline"))
 
     payload = slack.state.click("mlops-alerts", alert.ts, "mlops:retrain", "bob")
-    started = time.perf_counter()
     answer = press(web, payload)
-    assert answer.status_code == 200 and time.perf_counter() - started < 3  # Slack's limit
+    # Slack wants the answer within 3 s, so it must not wait for the work: the retrain is only
+    # stored when the click is answered (how fast is benchmarks/slack_bench.py's to measure).
+    assert answer.status_code == 200 and app.registry.production("tiny").version == 1
+    assert [e.kind for e in app.store.effects(status="pending") if e.kind == "pipeline.run"] == ["pipeline.run"]
     assert press(web, payload).status_code == 200  # Slack sends the same click again
     assert press(web, slack.state.click("mlops-alerts", alert.ts, "mlops:retrain", "maya")).status_code == 200
     assert slack_commands(app) == [f"slack:comment:{alert.channel}:click:{payload['trigger_id']}"]
