@@ -20,6 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.data import first_line
+
 __all__ = ["Batch", "DriftInputError", "open_batch"]
 
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -241,7 +243,7 @@ def _read_csv(path: Path, role: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError as error:
         raise DriftInputError(f"the {role} file {path} is empty; it needs a header row and data rows") from error
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as error:
-        raise DriftInputError(f"could not read the {role} file {path} as CSV ({_first_line(error)}); "
+        raise DriftInputError(f"could not read the {role} file {path} as CSV ({first_line(error)}); "
                               "check that it is a complete, comma-separated file") from error
     if path.name.lower().endswith(".csv") and _looks_truncated(path, frame.shape[1]):
         raise DriftInputError(f"the {role} file {path} looks truncated: its last line is cut short and "
@@ -263,5 +265,3 @@ def _looks_truncated(path: Path, header_fields: int) -> bool:
     return len(fields) < header_fields
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
