@@ -210,9 +210,12 @@ def pipeline() -> None:
 @pipeline.command("run")
 @project_option
 @click.option("--reason", default="", metavar="TEXT", help="Why this run happens; recorded with the version.")
+@click.option("--require-new-data", is_flag=True,
+              help="A retrain, as the bot's /retrain: stop before training when neither the data (labelled "
+                   "production rows included) nor the code differs from production's.")
 @json_option
 @pass_context
-def pipeline_run(obj: _Context, reason: str, as_json: bool) -> None:
+def pipeline_run(obj: _Context, reason: str, require_new_data: bool, as_json: bool) -> None:
     """Train, package, validate and (if every gate passes) deploy the model project."""
     from bot.logs import configure_logging
     from pipeline.run import ProductionFolders, run_pipeline
@@ -234,7 +237,8 @@ def pipeline_run(obj: _Context, reason: str, as_json: bool) -> None:
     with _StageProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
         # In a child process, as the bot runs it: the project's code never sees this process's secrets.
         result = run_pipeline(project_dir, registry, trigger="cli", reason=reason, on_progress=progress.update,
-                              production_data=production_data, isolated=True)
+                              production_data=production_data, require_new_data=require_new_data,
+                              isolated=True)
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -310,6 +314,8 @@ def _print_run(result) -> None:
         click.echo(_table(("metric", "candidate", label, "difference"), rows))
     if result.status == "failed":
         click.echo(f"run {result.run_id} FAILED in {result.failed_stage}: {result.error}", err=True)
+    elif result.nothing_new:
+        click.echo(f"run {result.run_id}: {result.model} not retrained: {result.nothing_new}")
     elif result.status == "not_promoted":
         click.echo(f"run {result.run_id}: {result.model} v{result.version} NOT promoted:")
         for reason in result.reasons:
@@ -841,9 +847,8 @@ def _lineage_tree(root: tuple[str, str], links) -> list[str]:
 def _node_text(node: tuple[str, str]) -> str:
     """An object as people read it: commits and data fingerprints shortened (--json keeps them whole)."""
     kind, ident = node
-    if kind == "commit" and "@" in ident:
-        repo, _, sha = ident.rpartition("@")
-        return f"commit:{repo}@{sha[:12]}"
+    if kind == "commit" and "@" in ident:  # one repository's commit, as `trace commit:SHA` takes it back
+        return f"commit:{ident.rpartition('@')[2][:12]}"
     if kind == "data" and ident.startswith("sha256:"):
         return f"data:{ident[:19]}"
     return f"{kind}:{ident}"
@@ -864,10 +869,19 @@ def _parse_ref(app, ref: str) -> tuple[str, str]:
     if kind == "change":
         return "change", ident if ":" in ident else f"{repo}:{ident}"
     if kind == "commit":
-        return "commit", ident if "@" in ident else f"{repo}@{ident}"
+        return "commit", ident if "@" in ident else _commit_id(app, f"{repo}@{ident}")
     if kind and ident.startswith("v") and ident[1:].isdigit():
         return "model", f"{kind}:{ident}"
     raise OperationFailed(f"cannot read reference {ref!r}; use v3, {model}:v3, run-..., ticket:12, change:4 or commit:SHA")
+
+
+def _commit_id(app, given: str) -> str:
+    """The linked commit a short hash names (``commit:e83da5beeb98`` as `trace` prints it)."""
+    found = app.store.linked_ids("commit", given)
+    if len(found) > 1:
+        raise OperationFailed(f"commit:{given.rpartition('@')[2]} is ambiguous: it starts "
+                              f"{', '.join(ident.rpartition('@')[2][:12] for ident in found)}; give more of the hash")
+    return found[0] if found else given
 
 
 @cli.command("doctor")

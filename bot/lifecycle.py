@@ -312,8 +312,12 @@ class Lifecycle:
         effects.append(self._chat_reply(episode, CHANNEL_PIPELINE, f"run-chat:{event.run_id}",
                                         f"Run `{event.run_id}`: {messages.run_chat_text(result, where)}"))
         ticket_id = origin.get("ticket")
+        missed = self._production_rows_missed(result) if ticket_id else 0
+        if missed:  # said instead of "nothing new": the runner could not see what was new
+            effects += self._rows_missed_effects(int(ticket_id), result, missed)
         if ticket_id and result.get("nothing_new"):
-            effects += self._nothing_new_effects(int(ticket_id), result)
+            if not missed:
+                effects += self._nothing_new_effects(int(ticket_id), result)
         elif result.get("promoted") and ticket_id:
             # Closed only once measured: the episode's batches re-checked, recent labelled rows compared.
             effects.append(NewEffect(f"resolve:{ticket_id}:{event.run_id}", "episode.resolve", {
@@ -379,6 +383,43 @@ class Lifecycle:
         ]
 
     # --- rule 2: drift -------------------------------------------------------------------------
+
+    def _production_rows_missed(self, result: dict[str, Any]) -> int:
+        """How many labelled production rows in the ``[retrain]`` window a retrain left out (0: none).
+
+        A remote engine's runner (a workflow) sees the production folders only if the team gives them
+        to it; a run that reports its data without a single production source, while the bot measured
+        production on labelled rows in the window, trained on the old data again.
+        """
+        data = result.get("data")
+        if not isinstance(data, dict) or any(source.get("kind") in {"batch", "labels"}
+                                             for source in data.get("sources") or []):
+            return 0
+        window = (self.store.get_state("performance", self.project.name) or {}).get("window") or {}
+        if not window.get("rows"):
+            return 0
+        from pipeline.spec import SpecError, load_project
+
+        try:
+            include = load_project(self.project.path).retrain.include_production
+        except SpecError:
+            return 0  # the run's own report says what is wrong with the project
+        return int(window["rows"]) if include else 0
+
+    def _rows_missed_effects(self, ticket_id: int, result: dict[str, Any], rows: int) -> list[NewEffect]:
+        model, run_id = result.get("model"), result.get("run_id")
+        data = result.get("data") or {}
+        text = (f"⚠️ Run `{run_id}` ({self.engine.name}) trained on {data.get('rows', '?')} rows without any labelled "
+                f"production row, yet {rows} labelled production rows of {model} are in the `[retrain]` window: "
+                "the runner does not see the production folders. Give it the bot's `MLOPS_MONITOR_DIR` and "
+                "`MLOPS_LABELS_DIR` (docs/retraining.md, \"Remote engines\"). This ticket stays open.")
+        return [
+            NewEffect(f"rows-missed:{ticket_id}:{run_id}", "tracker.comment", {"ticket_id": ticket_id, "body": text},
+                      lane=f"ticket:{model}"),
+            self._chat_reply(f"ticket:{ticket_id}", CHANNEL_ALERTS, f"rows-missed-chat:{ticket_id}:{run_id}",
+                             f"⚠️ {model}: run `{run_id}` trained without the {rows} labelled production rows; "
+                             f"ticket #{ticket_id} stays open."),
+        ]
 
     def _on_drift(self, event: DriftFound) -> list[NewEffect]:
         model = event.model
@@ -831,7 +872,7 @@ class Lifecycle:
                     self.store.link("model", model, "learned_from", source["kind"], source["path"])
             code = metadata.get("code_version") or {}
             if code.get("commit") and not origin.get("commit"):
-                self.store.link(*run, "built_from", "commit", f"{origin.get('repo') or 'local'}@{code['commit']}"
+                self.store.link(*run, "built_from", "commit", f"{origin.get('repo') or self.scm.repo}@{code['commit']}"
                                 + (" (dirty)" if code.get("dirty") else ""))
         if origin.get("commit"):
             self.store.link(*run, "built_from", "commit", f"{origin['repo']}@{origin['commit']}")

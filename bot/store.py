@@ -609,6 +609,17 @@ class Store:
                 frontier = next_frontier
         return list(found.values())
 
+    def linked_ids(self, kind: str, prefix: str) -> list[str]:
+        """The ids of linked objects of ``kind`` that start with ``prefix`` (a short commit hash), sorted."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        self.write_deferred()
+        with self._transaction() as conn:
+            found: set[str] = set()
+            for side_kind, side_id in ((_links.c.src_kind, _links.c.src_id), (_links.c.dst_kind, _links.c.dst_id)):
+                query = sa.select(side_id).where(side_kind == kind, side_id.like(pattern, escape="\\")).distinct()
+                found.update(row[0] for row in conn.execute(query))
+        return sorted(found)
+
     # Leases: one of several bots leads (bot/leader.py).
 
     def take_lease(self, name: str, holder: str, *, ttl_s: float) -> Lease:

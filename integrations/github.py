@@ -581,8 +581,9 @@ class GitHubActionsEngine:
             if status == "succeeded" and published.pop("not_promoted", False):
                 status = "not_promoted"
             published.pop("not_promoted", None)
-            if status == "failed":
-                published.pop("reasons", None)  # the run's failure is the reason
+            if status == "failed":  # the run's failure is the reason
+                published.pop("reasons", None)
+                published.pop("nothing_new", None)
             result.update(published)
             result["status"] = status
         return RunHandle(run_id, status, url=run.get("html_url", ""), result=result)
@@ -630,10 +631,19 @@ def _metrics_fields(published: Any) -> dict[str, Any]:
     """
     if not isinstance(published, dict):
         return {}
+    fields: dict[str, Any] = {}
+    data = _data_fields(published.get("data"))
+    if data:
+        fields["data"] = data
+    if published.get("nothing_new"):
+        # A retrain (``pipeline run --require-new-data``) that stopped before training: not a failure.
+        fields.update(not_promoted=True, nothing_new=str(published["nothing_new"])[:1000],
+                      reasons=[str(published["nothing_new"])[:1000]])
+        return fields
     given = published.get("validation") if isinstance(published.get("validation"), dict) else published
     metrics = _numbers(given.get("metrics"))
     if not metrics:
-        return {}
+        return fields
     validation: dict[str, Any] = {"metrics": metrics}
     production = given.get("production")
     if isinstance(production, dict):
@@ -648,7 +658,7 @@ def _metrics_fields(published: Any) -> dict[str, Any]:
         validation["gates"] = gates
     if isinstance(given.get("passed"), bool):
         validation["passed"] = given["passed"]
-    fields: dict[str, Any] = {"validation": validation}
+    fields["validation"] = validation
     if published.get("status") == "not_promoted":
         fields["not_promoted"] = True
         fields["reasons"] = [str(reason) for reason in published.get("reasons") or []]
@@ -657,6 +667,23 @@ def _metrics_fields(published: Any) -> dict[str, Any]:
               for s in published.get("stages") or [] if isinstance(s, dict) and "name" in s and "status" in s]
     if stages:
         fields["stages"] = stages
+    return fields
+
+
+def _data_fields(data: Any) -> dict[str, Any]:
+    """What the run trained on (``rows``, ``fingerprint``, ``sources``), the well-formed parts only."""
+    if not isinstance(data, dict):
+        return {}
+    fields: dict[str, Any] = {}
+    if isinstance(data.get("rows"), int) and not isinstance(data.get("rows"), bool):
+        fields["rows"] = data["rows"]
+    if isinstance(data.get("fingerprint"), str):
+        fields["fingerprint"] = data["fingerprint"][:100]
+    sources = [{"kind": str(source["kind"]), "path": str(source.get("path", ""))[:300],
+                **({"rows": source["rows"]} if isinstance(source.get("rows"), int) else {})}
+               for source in data.get("sources") or [] if isinstance(source, dict) and "kind" in source]
+    if sources:
+        fields["sources"] = sources[:200]
     return fields
 
 

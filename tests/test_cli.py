@@ -73,6 +73,33 @@ def test_run_then_list_show_promote_rollback(run, tmp_path):
     assert "# Model card: tiny v2" in card.output
 
 
+def test_a_retrain_on_a_runner_stops_when_nothing_is_new_and_learns_from_labelled_batches(run, tiny_project,
+                                                                                           tmp_path, monkeypatch):
+    """``pipeline run --require-new-data`` is what a workflow runs for the bot's ``/retrain``."""
+    from tests.conftest import git
+
+    git(tiny_project, "init", "-q", "-b", "main")  # the same code is the same commit
+    git(tiny_project, "add", ".")
+    git(tiny_project, "commit", "-q", "-m", "the tiny model")
+    assert run("pipeline", "run").exit_code == 0
+    same = run("pipeline", "run", "--require-new-data", "--json")
+    assert same.exit_code == 0, same.output  # nothing to learn is an answer, not a failure
+    said = json.loads(same.output)
+    assert said["status"] == "not_promoted" and said["version"] is None
+    assert said["nothing_new"].startswith("nothing new to learn from: no labelled production data since v1")
+    assert [s["kind"] for s in said["data"]["sources"]] == ["training"]
+    assert "not retrained: nothing new to learn from" in run("pipeline", "run", "--require-new-data").output
+
+    batches = tmp_path / "shared" / "batches"  # where the runner sees the bot's production batches
+    batches.mkdir(parents=True)
+    monkeypatch.setenv("MLOPS_MONITOR_DIR", str(batches))
+    tiny_frame(120, seed=9, x1_shift=1.0).to_csv(batches / "batch-1.csv", index=False)
+    learned = json.loads(run("pipeline", "run", "--require-new-data", "--json").output)
+    assert learned["nothing_new"] is None and learned["version"] == 2
+    assert [s["kind"] for s in learned["data"]["sources"]] == ["training", "batch"]
+    assert learned["data"]["rows"] == 400 + 120
+
+
 def test_predict_writes_predictions(run, tmp_path):
     run("pipeline", "run")
     tiny_frame(20, seed=5).drop(columns=["label"]).to_csv(tmp_path / "in.csv", index=False)
@@ -200,7 +227,7 @@ def test_trace_prints_a_tree_from_the_reference_outward():
     assert _lineage_tree(("model", "churn:v2"), links) == [
         "model:churn:v2",
         "├── produced_by → run:run-1",
-        "│   └── built_from → commit:acme/churn@e83da5beeb98",
+        "│   └── built_from → commit:e83da5beeb98",  # the repository is the deployment's own
         "└── ← closed_by ticket:7",  # reached from the model first: shown once, under it
     ]
 

@@ -66,6 +66,13 @@ def test_the_whole_loop_from_the_command_line(bot, tmp_path):
     assert {"from": f"ticket:{ticket}", "relation": "closed_by", "to": "model:tiny:v2"} in traced["links"]
     back = json.loads(bot("trace", "v2", "--json").output)
     assert any(link["to"] == f"ticket:{ticket}" for link in back["links"])
+    # v1's run (the first model) and v2's (the retrain) were built from one commit: one object, one name.
+    built = [link for link in back["links"] if link["relation"] == "built_from"]
+    assert len(built) == 2 and len({link["to"] for link in built}) == 1
+    sha = built[0]["to"].rpartition("@")[2]
+    tree = bot("trace", f"commit:{sha[:12]}")  # as the tree prints it
+    assert tree.exit_code == 0, tree.output
+    assert tree.output.splitlines()[0] == f"commit:{sha[:12]}" and tree.output.count("← built_from") == 2
 
     events = json.loads(bot("events", "list", "--json").output)
     assert {"command", "drift_found", "run_finished"} <= {e["kind"] for e in events}

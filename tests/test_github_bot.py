@@ -417,3 +417,65 @@ def test_a_workflows_published_metrics_are_reported_like_a_local_run(world, make
     downloads = world.log.filter(path=r"/_blobs/.*")
     assert downloads and {entry.identity for entry in downloads} == {"anonymous"}  # the storage URL got no token
     assert app.store.effects(status="dead") == []
+
+
+# --- a retrain on GitHub Actions and the production rows it must learn from ----------------------
+
+
+def _retrain_on_actions(world, make_app, *, labelled: bool):
+    """v1 in production, a drift ticket from one shifted batch (``labelled`` or not), then ``/retrain``
+    on the ticket dispatched to the workflow; returns the app, the ticket and the dispatched run."""
+    from pipeline.run import run_pipeline
+
+    workflow = world.state.add_workflow(REPO, "train.yml", run_name_input="run_id")
+    app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
+                   project_paths=["models/tiny"], github_timeout_s=1, github_workflow="train.yml")
+    assert run_pipeline(app.lifecycle.project.path, app.registry, trigger="cli").promoted  # a shared registry's v1
+    app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
+    frame = tiny_frame(300, seed=1, x1_shift=1.5)
+    (frame if labelled else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / "b1.csv", index=False)
+    settle(app)
+    [ticket] = [i.number for i in world.state.issues(REPO) if "mlops-bot" in i.labels]
+    world.state.add_comment(REPO, ticket, "bob", "/retrain")
+    for _ in range(3):
+        app.run_once()
+    [run] = world.state.workflow_runs(REPO, workflow)
+    assert run.inputs["trigger"] == "command" and run.inputs["promote"] == "true"
+    return app, ticket, run
+
+
+def _publish_nothing_new(world, run, *, sources):
+    """What ``mlops-bot pipeline run --require-new-data --json`` prints on a runner with nothing new."""
+    world.state.add_artifact(REPO, run.id, "mlops-metrics", {"metrics.json": json.dumps({
+        "run_id": run.inputs["run_id"], "status": "not_promoted", "version": None, "promoted": False,
+        "nothing_new": "nothing new to learn from: no labelled production data since v1 and the same code",
+        "data": {"rows": 400, "fingerprint": "sha256:abc", "sources": sources},
+    })})
+    world.state.complete_run(REPO, run.id, "success")
+
+
+def test_a_workflow_that_trained_without_the_labelled_production_rows_is_told_so(world, make_app):
+    app, ticket, run = _retrain_on_actions(world, make_app, labelled=True)
+    window = app.store.get_state("performance", "tiny")["window"]
+    assert window["rows"] == 300  # the bot measured production on the labelled batch
+    _publish_nothing_new(world, run, sources=[{"kind": "training", "path": "data.csv", "rows": 400}])
+    settle(app)
+    said = bot_comments(world, ticket)
+    missed = [body for body in said if "without any labelled production row" in body]
+    assert len(missed) == 1 and "300 labelled production rows" in missed[0] and "MLOPS_LABELS_DIR" in missed[0]
+    # The run's own report says what the runner found; the bot's word on the ticket is the real cause.
+    assert not any(body.startswith("⚠️ Not retrained") for body in said)
+    assert world.state.issue(REPO, ticket).state == "open"
+    assert app.store.effects(status="dead") == []
+
+
+def test_a_workflow_with_nothing_new_to_learn_leaves_the_ticket_open(world, make_app):
+    app, ticket, run = _retrain_on_actions(world, make_app, labelled=False)
+    _publish_nothing_new(world, run, sources=[{"kind": "training", "path": "data.csv", "rows": 400}])
+    settle(app)
+    said = bot_comments(world, ticket)
+    assert [body for body in said if body.startswith("⚠️ Not retrained: nothing new to learn from")]
+    assert not any("without any labelled production row" in body for body in said)
+    assert world.state.issue(REPO, ticket).state == "open"
+    report = [body for body in said if "nothing new to learn from" in body]
+    assert report and app.store.effects(status="dead") == []
