@@ -33,12 +33,15 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from integrations.github_payloads import change_from_pull, comment_from_json
 from integrations.ports import (
@@ -62,8 +65,8 @@ from integrations.ports import (
     with_marker,
 )
 
-__all__ = ["METRICS_ARTIFACT", "CycleBudgetSpent", "GitHubActionsEngine", "GitHubAuth", "GitHubClient",
-           "GitHubIssues", "GitHubSource", "connect"]
+__all__ = ["METRICS_ARTIFACT", "ContentPacer", "CycleBudgetSpent", "GitHubActionsEngine", "GitHubAuth",
+           "GitHubClient", "GitHubIssues", "GitHubSource", "WritesPaced", "connect"]
 
 log = logging.getLogger("mlops_bot.github")
 
@@ -80,6 +83,71 @@ _MAX_METRICS_BYTES = 1024 * 1024
 
 class CycleBudgetSpent(StillRunning):
     """This poll cycle's GitHub requests are spent: the work waits for the next cycle, it has not failed."""
+
+
+class WritesPaced(StillRunning):
+    """The hour's content-creating requests are spent: the write waits, it has not failed (nor been sent)."""
+
+
+#: GitHub's advice for POST, PATCH, PUT and DELETE requests: "wait at least one second between each
+#: request" ("Best practices for using the REST API"); PyGithub's own default ``seconds_between_writes``.
+#: It keeps the bot under the secondary limit of 80 content-generating requests a minute.
+WRITE_SPACING_S = 1.0
+#: The secondary limit of 500 content-generating requests an hour ("Rate limits for the REST API"), less
+#: a tenth for what others do with the same token or installation.
+WRITES_PER_HOUR = 450
+#: the longest a write waits for its slot in the thread that makes it; a longer wait is the outbox's
+MAX_WRITE_WAIT_S = 10.0
+
+
+class ContentPacer:
+    """Spaces the bot's writes to GitHub so that they stay under its secondary rate limits.
+
+    ``wait()`` before each POST, PATCH, PUT or DELETE: it sleeps until ``spacing_s`` after the
+    previous write (successive slots for concurrent callers), and raises ``WritesPaced`` (with
+    ``retry_after``, taking no slot) when ``per_hour`` writes already fill the last hour or the slot
+    is more than ``max_wait_s`` away. ``ContentPacer.unpaced()`` does nothing. ``monotonic`` and
+    ``sleep`` are the time it paces on (a test passes a clock it controls).
+    """
+
+    def __init__(self, *, spacing_s: float = WRITE_SPACING_S, per_hour: int = WRITES_PER_HOUR,
+                 max_wait_s: float = MAX_WRITE_WAIT_S, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.spacing_s, self.per_hour, self.max_wait_s = spacing_s, per_hour, max_wait_s
+        self._monotonic, self._sleep = monotonic, sleep
+        self._hour: deque[float] = deque()  # slots of the writes of the last hour
+        self._lock = threading.Lock()
+
+    @classmethod
+    def unpaced(cls) -> ContentPacer:
+        return cls(spacing_s=0.0, per_hour=0)
+
+    @classmethod
+    def for_api(cls, base_url: str) -> ContentPacer:
+        """Paced on github.com and GitHub Enterprise Cloud (``*.ghe.com``), whose secondary limits
+        are documented; not on GitHub Enterprise Server, where "rate limits are disabled by
+        default" and any an administrator sets are not known to the bot."""
+        host = (urlsplit(base_url).hostname or "").lower()
+        return cls() if host == "api.github.com" or host.endswith(".ghe.com") else cls.unpaced()
+
+    def wait(self) -> None:
+        if not self.spacing_s and not self.per_hour:
+            return
+        with self._lock:
+            now = self._monotonic()
+            while self._hour and self._hour[0] <= now - 3600:
+                self._hour.popleft()
+            at = max(now, self._hour[-1] + self.spacing_s) if self._hour else now
+            if self.per_hour and len(self._hour) >= self.per_hour:
+                at = max(at, self._hour[-self.per_hour] + 3600)
+            if at - now > self.max_wait_s:
+                raise WritesPaced(f"GitHub's secondary limits: {len(self._hour)} writes in the last hour; the next "
+                                  f"waits {at - now:.0f} s", retry_after=at - now)
+            self._hour.append(at)
+            if len(self._hour) > max(self.per_hour, 1):
+                self._hour.popleft()
+        if at > now:
+            self._sleep(at - now)
 
 
 @dataclass(frozen=True)
@@ -111,6 +179,9 @@ def connect(auth: GitHubAuth, *, base_url: str = "https://api.github.com", timeo
         # waits as long as GitHub asks and checks for a lost write before repeating it.
         retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.3, status_forcelist=(502, 503, 504),
                       allowed_methods=frozenset({"GET"}), respect_retry_after_header=False, raise_on_status=False)
+    # PyGithub's own spacing is off: it sleeps in the request on the wall clock, for reads too (0.25 s),
+    # and cannot turn the hour's limit into a wait for the outbox. GitHubClient paces writes instead
+    # (ContentPacer: GitHub's one second between writes, and its hourly limit).
     return Github(base_url=base_url.rstrip("/"), timeout=int(max(1, timeout)), auth=credentials, lazy=True,
                   per_page=100, retry=retry, seconds_between_requests=None, seconds_between_writes=None)
 
@@ -120,7 +191,7 @@ class GitHubClient:
 
     def __init__(self, gh: Any, repo: str, *, bot_login: str = "", reserve: int = 50,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), cycle_budget: int = 0,
-                 cycle_s: float = 60.0):
+                 cycle_s: float = 60.0, pacer: ContentPacer | None = None):
         self.gh, self.repo_name, self.bot_login, self.reserve, self.clock = gh, repo, bot_login, reserve, clock
         self.repo = gh.get_repo(repo)  # lazy: no request
         self.requester = gh.requester
@@ -128,6 +199,7 @@ class GitHubClient:
         self.cycle_budget, self.cycle_s, self.cycle_used = cycle_budget, cycle_s, 0
         self._cycle_started = clock()
         self._clone_url: str | None = None
+        self.pacer = pacer or ContentPacer.for_api(gh.requester.base_url)
 
     def begin_cycle(self) -> None:
         """A new poll cycle: its request budget starts afresh."""
@@ -142,6 +214,8 @@ class GitHubClient:
         kept then); a 304 returns ``(headers, None)`` and is free. ``budgeted=False`` (the poll's own requests) is made even when the cycle's budget is spent.
         """
         self._spend(budgeted)
+        if verb != "GET":
+            self.pacer.wait()
         headers = {}
         if etag_key and conditional and etag_key in self._etags:
             headers["If-None-Match"] = self._etags[etag_key]
@@ -457,6 +531,8 @@ class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHead
     def _ask_permission(self, user: str) -> Permission:
         try:
             _h, data = self.client.call("GET", f"/collaborators/{user}/permission")
+        except PermissionRefused:
+            raise  # the bot may not ask (a hidden repository): nobody's level is known, "none" would be a guess
         except PermanentError:
             return Permission.none  # not a collaborator: 404
         role = (data or {}).get("role_name") or (data or {}).get("permission") or "none"

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -71,7 +72,8 @@ from integrations.ports import (
     Whispers,
 )
 
-__all__ = ["ACTION_PREFIX", "EVENT_TYPE", "SlackChat", "buttons", "connect", "holders", "render", "routes"]
+__all__ = ["ACTION_PREFIX", "EVENT_TYPE", "SlackChat", "SlackPacer", "buttons", "connect", "holders", "render",
+           "routes"]
 
 log = logging.getLogger("mlops_bot.slack")
 
@@ -97,6 +99,22 @@ GROUP_LOOKUP_TIMEOUT_S = 1.0  # a person waits (Slack wants an answer in 3 s): a
 #: methods safe to repeat after a dropped connection
 _READS = frozenset({"auth.test", "conversations.history", "conversations.replies", "conversations.info",
                     "conversations.list", "chat.getPermalink", "users.info"})
+#: Each method's rate-limit tier, from its page in Slack's method reference (docs.slack.dev/reference/methods/
+#: <method>, "Rate limits"), and each tier's calls a minute from Slack's "Rate limits" page
+#: (docs.slack.dev/apis/web-api/rate-limits: Tier 1 "1+", Tier 2 "20+", Tier 3 "50+", Tier 4 "100+" per
+#: minute, per method and workspace). The bot paces at the floor each tier guarantees.
+METHOD_TIERS = {
+    "auth.test": 4, "chat.update": 3, "chat.postEphemeral": 4, "chat.getPermalink": 4, "conversations.info": 3,
+    "conversations.list": 2, "conversations.history": 3, "conversations.replies": 3, "users.info": 4,
+    "reactions.add": 3, "files.getUploadURLExternal": 4, "files.completeUploadExternal": 4, "usergroups.list": 2,
+    "usergroups.users.list": 2,
+}
+TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
+#: chat.postMessage is limited per channel: "generally one message per second per channel"; bursts are
+#: allowed but their size is not said, so the bot does not count on them.
+POST_SPACING_S = 1.0
+#: the longest the pacer makes a caller wait; a longer wait is the outbox's (a TransientError with retry_after)
+MAX_PACING_WAIT_S = 10.0
 _TOKEN_FIX = ("set the bot token to the Slack app's Bot User OAuth Token (xoxb-…), from api.slack.com/apps → "
               "your app → OAuth & Permissions")
 
@@ -189,6 +207,62 @@ def _retry_after(headers: Mapping[str, Any] | None) -> float:
 
 
 # ---------------------------------------------------------------------------
+# Pacing
+
+
+class SlackPacer:
+    """Keeps the bot's calls within Slack's published limits, so that they are not answered 429.
+
+    Each method gets its tier's calls a minute (``METHOD_TIERS``; an unlisted method Tier 2, "most
+    methods"): a burst of a quarter of them, then evenly spaced, so that no 60 s hold more than the
+    tier allows. chat.postMessage gets one message a second per channel. ``wait(method, channel)``
+    takes the next free slot and sleeps until it, or, when that is more than ``max_wait_s`` away,
+    raises ``TransientError`` with ``retry_after`` and takes nothing. Thread-safe: concurrent callers
+    get successive slots. ``monotonic`` and ``sleep`` are the time it paces on (a test passes a clock
+    it controls).
+    """
+
+    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 max_wait_s: float = MAX_PACING_WAIT_S, paced: bool = True) -> None:
+        self._monotonic, self._sleep, self.max_wait_s, self.paced = monotonic, sleep, max_wait_s, paced
+        self._next: dict[str, float] = {}  # method (or chat.postMessage:channel) -> when its budget is whole again
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_api(cls, base_url: str) -> SlackPacer:
+        """Paced against Slack itself (``slack.com``), whose limits these are; not against another
+        server speaking its API (an emulator, a proxy with limits of its own)."""
+        host = (urlsplit(base_url).hostname or "").lower()
+        return cls(paced=host == "slack.com" or host.endswith(".slack.com"))
+
+    @staticmethod
+    def _budget(method: str) -> tuple[float, int]:
+        """(seconds between calls, calls allowed at once) for ``method``: a burst of B and then one per
+        interval I keeps any minute within the tier's N calls when B + 60 / I <= N."""
+        if method == "chat.postMessage":
+            return POST_SPACING_S, 1
+        per_minute = TIER_PER_MINUTE[METHOD_TIERS.get(method, 2)]
+        burst = max(1, per_minute // 4)
+        return 60.0 / (per_minute - burst) if per_minute > burst else 60.0, burst
+
+    def wait(self, method: str, channel: str | None = None) -> None:
+        if not self.paced:
+            return
+        interval, burst = self._budget(method)
+        key = f"{method}:{channel or ''}" if method == "chat.postMessage" else method
+        with self._lock:  # the generic cell rate algorithm: one number per key
+            now = self._monotonic()
+            full = max(self._next.get(key, now), now)
+            at = max(now, full - (burst - 1) * interval)
+            if at - now > self.max_wait_s:
+                raise TransientError(f"Slack's limit on {method} is reached; waiting {at - now:.0f} s",
+                                     retry_after=at - now)
+            self._next[key] = full + interval
+        if at > now:
+            self._sleep(at - now)
+
+
+# ---------------------------------------------------------------------------
 # The adapter
 
 
@@ -222,8 +296,10 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
     shows_actions = True  # post and update take ``actions``: buttons
 
     def __init__(self, client: WebClient, *, channels: Mapping[str, str] = _NO_CHANNELS,
-                 mention_group: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 mention_group: str | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 pacer: SlackPacer | None = None) -> None:
         self.client = client
+        self.pacer = pacer or SlackPacer.for_api(client.base_url)
         self.channels = dict(channels)
         self.mention_group = mention_group
         self._ids: dict[str, str] = {}  # channel name (lower case, no #) -> id
@@ -308,6 +384,8 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
         for message in self._pages("conversations.replies", "messages", channel=channel, ts=thread):
             if any(f.get("name") == path.name and f.get("title") == title for f in message.get("files") or ()):
                 return
+        for step in ("files.getUploadURLExternal", "files.completeUploadExternal"):  # what files_upload_v2 calls
+            self.pacer.wait(step)
         try:
             self.client.files_upload_v2(channel=channel, thread_ts=thread, file=str(path), filename=path.name,
                                         title=title)
@@ -372,6 +450,7 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
                                      timeout=GROUP_LOOKUP_TIMEOUT_S, retry_handlers=[])  # type: ignore[arg-type]
         function = getattr(self._lookup, method.replace(".", "_"))
         try:
+            self.pacer.wait(method)
             return function(**arguments)
         except Exception as exc:
             translated = self._translate(exc, method, write=False, where="")
@@ -522,8 +601,10 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
         return fallback, rendered
 
     def _call(self, method: str, *, write: bool, where: str, **arguments: Any) -> Any:
-        """One Web API call through the SDK's method for it, its failures as the ports' errors."""
+        """One Web API call through the SDK's method for it, paced to Slack's limits, its failures as
+        the ports' errors."""
         function = getattr(self.client, method.replace(".", "_"))
+        self.pacer.wait(method, arguments.get("channel"))
         try:
             return function(**{k: v for k, v in arguments.items() if v is not None})
         except Exception as exc:

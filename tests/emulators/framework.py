@@ -30,6 +30,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,8 @@ __all__ = [
     "Request",
     "RequestLog",
     "Response",
+    "SlidingWindow",
+    "TokenBucket",
     "Route",
     "Router",
     "etag_of",
@@ -101,6 +104,31 @@ class Clock:
                 self._frozen = when.astimezone(UTC)
             else:
                 self._offset = when.astimezone(UTC) - datetime.now(UTC)
+
+    def seconds(self) -> float:
+        """The emulator's time as a POSIX timestamp to the microsecond: what rate-limit windows
+        measure (``now`` is cut to the second, as the services' timestamps are)."""
+        with self._lock:
+            base = self._frozen if self._frozen is not None else datetime.now(UTC) + self._offset
+        return base.timestamp()
+
+    def freeze(self) -> None:
+        """Stand still at the current time from now on (a live clock becomes a frozen one)."""
+        with self._lock:
+            if self._frozen is None:
+                self._frozen = datetime.now(UTC) + self._offset
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass: a frozen clock moves on at once, a live one waits. A client paced on
+        the same clock (``monotonic=clock.seconds, sleep=clock.sleep``) then waits no wall time."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            frozen = self._frozen is not None
+        if frozen:
+            self.advance(seconds)
+        else:
+            time.sleep(seconds)
 
 
 def iso(when: datetime | None) -> str | None:
@@ -362,6 +390,63 @@ class RequestLog:
 
     def writes(self) -> list[LoggedRequest]:
         return [e for e in self.entries if e.method not in ("GET", "HEAD", "OPTIONS")]
+
+
+# ---------------------------------------------------------------------------
+# Rate limits
+
+
+class SlidingWindow:
+    """At most ``limit`` requests in any ``period`` seconds, as the services count their limits.
+
+    ``take(now)`` admits a request (and counts it) when the window has room and returns 0;
+    otherwise it counts nothing and returns the seconds until the oldest request leaves the window.
+    Thread-safe.
+    """
+
+    def __init__(self, limit: int, period: float) -> None:
+        if limit < 1 or period <= 0:
+            raise ValueError("a window needs a limit of at least 1 and a positive period")
+        self.limit, self.period = limit, period
+        self._times: deque[float] = deque()
+        self._lock = threading.RLock()
+
+    def wait(self, now: float) -> float:
+        """The seconds until the window has room (0: it has room now); counts nothing."""
+        with self._lock:
+            while self._times and self._times[0] <= now - self.period:
+                self._times.popleft()
+            return self._times[0] + self.period - now if len(self._times) >= self.limit else 0.0
+
+    def take(self, now: float) -> float:
+        with self._lock:
+            wait = self.wait(now)
+            if wait == 0:
+                self._times.append(now)
+            return wait
+
+
+class TokenBucket:
+    """``rate`` requests a second on average, with bursts of up to ``burst`` (Slack's "1 per
+    second, short bursts allowed"). ``take(now)`` returns 0 and spends a token when one is left,
+    otherwise the seconds until the next one. Thread-safe."""
+
+    def __init__(self, burst: int, rate: float) -> None:
+        if burst < 1 or rate <= 0:
+            raise ValueError("a bucket needs a burst of at least 1 and a positive rate")
+        self.burst, self.rate = burst, rate
+        self._tokens, self._at = float(burst), None
+        self._lock = threading.Lock()
+
+    def take(self, now: float) -> float:
+        with self._lock:
+            if self._at is not None:
+                self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate
 
 
 # ---------------------------------------------------------------------------
@@ -723,7 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        outcome = self.server.emulator._process(self.command, self.path, headers, body)
+        outcome = self.server.emulator._process_counted(self.command, self.path, headers, body)
         if isinstance(outcome, _Drop):
             if outcome.hold:
                 self.server.emulator._stopping.wait(outcome.hold)
@@ -788,6 +873,8 @@ class HttpEmulator:
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.in_flight = 0  # requests received and not yet answered (for concurrency limits)
+        self._in_flight_lock = threading.Lock()
 
     # -- life cycle
 
@@ -897,7 +984,24 @@ class HttpEmulator:
     def identity_name(self, request: Request) -> str | None:
         return None if request.identity is None else str(request.identity)
 
+    def admit(self, request: Request) -> Response | None:
+        """Called for a routed request before faults and ``dispatch``, outside ``lock``, with
+        ``in_flight`` counting it: a service's answer for a request it refuses at the door (too
+        many at once), or None to go on."""
+        return None
+
     # -- the pipeline
+
+    def _process_counted(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | _Drop:
+        with self._in_flight_lock:
+            self.in_flight += 1
+        try:
+            return self._process(method, raw_path, headers, body)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
 
     def _record(self, request: Request, status: int | None, charged: bool, fault: str | None) -> None:
         self.log.append(
@@ -942,6 +1046,8 @@ class HttpEmulator:
             if request.route is None:
                 response = self.not_found(request)
         fault = None
+        if response is None:
+            response = self.admit(request)
         if response is None:
             fault = self.faults.pick(request)
             if fault is not None and fault.kind == "timeout":

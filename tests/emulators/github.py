@@ -22,7 +22,7 @@ import base64
 import hashlib
 import io
 import itertools
-import json
+import math
 import secrets
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +38,7 @@ from .framework import (
     OpenAPISchemas,
     Request,
     Response,
+    SlidingWindow,
     etag_of,
     format_http_date,
     iso,
@@ -55,6 +56,17 @@ _JWT_EXPIRED = (
     "the assertion expires"
 )
 DOCS = "https://docs.github.com/rest"
+# GitHub's secondary rate limits, from "Rate limits for the REST API" (docs.github.com/rest/using-the-rest-api/
+# rate-limits-for-the-rest-api, "About secondary rate limits"): no more than 100 concurrent requests, and no
+# more than 80 content-generating requests a minute and 500 an hour. The refdata's OpenAPI description says
+# of every route that creates content: "Creating content too quickly using this endpoint may result in
+# secondary rate limiting". A refused request answers 403 (or 429) with ``retry-after`` and this message.
+SECONDARY_CONCURRENT = 100
+SECONDARY_CONTENT_PER_MINUTE = 80
+SECONDARY_CONTENT_PER_HOUR = 500
+SECONDARY_DOCS = ("https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api"
+                  "#about-secondary-rate-limits")
+_WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 #: role -> (legacy permission, {permissions flags})
 ROLES = {
     "admin": ("admin", {"admin": True, "maintain": True, "push": True, "triage": True, "pull": True}),
@@ -813,6 +825,13 @@ class GitHubEmulator(HttpEmulator):
 
     Each identity has a primary budget of ``rate_limit`` requests an hour on the emulator's
     clock; ``GET /rate_limit``, 304 answers and 401s are free.
+
+    With ``secondary_limits``, GitHub's secondary limits apply as well: per identity, at most
+    ``SECONDARY_CONTENT_PER_MINUTE`` content-generating requests (every POST, PATCH, PUT and DELETE
+    but an App's token exchange) in any minute and ``SECONDARY_CONTENT_PER_HOUR`` in any hour of the
+    emulator's clock, and at most ``SECONDARY_CONCURRENT`` requests in flight; past them the answer
+    is 403 with ``retry-after`` and GitHub's message, applying nothing. ``secondary_limited``
+    counts those answers (scripted faults are in ``faults.fired``).
     """
 
     service = "github"
@@ -833,9 +852,13 @@ class GitHubEmulator(HttpEmulator):
         port: int = 0,
         clock: Clock | None = None,
         schemas: OpenAPISchemas | None = None,
+        secondary_limits: bool = False,
     ) -> None:
         super().__init__(host=host, port=port, prefix=API_PREFIX, clock=clock, schemas=schemas)
         self.state = GitHubState(self.clock, self.lock)
+        self.secondary_limits = secondary_limits
+        self.secondary_limited = 0  # requests answered with a secondary rate limit (not scripted faults)
+        self._content_windows: dict[str, tuple[SlidingWindow, SlidingWindow]] = {}
         self.token = token
         self.login = login
         self.rate_limit = rate_limit
@@ -1006,6 +1029,38 @@ class GitHubEmulator(HttpEmulator):
         identity = request.identity
         return identity.login or identity.kind if isinstance(identity, _Identity) else None
 
+    def _secondary_limit(self, status: int, retry_after: int) -> Response:
+        """GitHub's answer past a secondary limit (PyGithub, with ``retry=None``: a 403 raises
+        ``RateLimitExceededException``, a 429 a ``GithubException``)."""
+        message = ("You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+                   f"If you reach out to GitHub Support for help, please include the request ID {secrets.token_hex(4)}.")
+        response = Response(status, {"message": message, "documentation_url": SECONDARY_DOCS, "status": str(status)})
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    def admit(self, request: Request) -> Response | None:
+        if self.secondary_limits and self.in_flight > SECONDARY_CONCURRENT:
+            with self.lock:
+                self.secondary_limited += 1
+            return self._secondary_limit(403, 60)
+        return None
+
+    def _content_limited(self, request: Request, identity: _Identity) -> Response | None:
+        """The secondary limit on content-generating requests, counted per identity; a refused
+        request is not counted."""
+        if not self.secondary_limits or request.method not in _WRITES or identity.kind == "app":
+            return None
+        windows = self._content_windows.setdefault(identity.budget_key, (
+            SlidingWindow(SECONDARY_CONTENT_PER_MINUTE, 60), SlidingWindow(SECONDARY_CONTENT_PER_HOUR, 3600)))
+        now = self.clock.seconds()
+        wait = max(window.wait(now) for window in windows)
+        if wait == 0:
+            for window in windows:
+                window.take(now)
+            return None
+        self.secondary_limited += 1
+        return self._secondary_limit(403, max(1, math.ceil(wait)))
+
     def dispatch(self, request: Request) -> Response:
         assert request.route is not None
         identity = self._authenticate(request)
@@ -1019,6 +1074,9 @@ class GitHubEmulator(HttpEmulator):
             return self._error(401, "A JSON web token could not be decoded")
         if identity.kind == "anonymous" and request.method != "GET":
             return self._error(401, "Requires authentication")
+        limited = self._content_limited(request, identity)
+        if limited is not None:
+            return limited
         # Downloads from the storage an artifact redirects to are not API requests.
         free = request.path == "/rate_limit" or identity.kind == "app" or request.path.startswith("/_blobs/")
         budget = self._budget(identity)
@@ -1180,13 +1238,7 @@ class GitHubEmulator(HttpEmulator):
             })
             return response
         if rule.kind in ("rate_limit_secondary", "429"):
-            message = (
-                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
-                f"If you reach out to GitHub Support for help, please include the request ID {secrets.token_hex(4)}."
-            )
-            response = self._error(429 if rule.kind == "429" else 403, message)
-            response.headers["Retry-After"] = str(rule.retry_after)
-            return response
+            return self._secondary_limit(429 if rule.kind == "429" else 403, rule.retry_after)
         messages = {500: "Server Error", 502: "Server Error", 503: "Service Unavailable"}
         return Response(int(rule.kind), {"message": messages[int(rule.kind)]})
 

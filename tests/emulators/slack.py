@@ -36,6 +36,7 @@ import base64
 import copy
 import itertools
 import json
+import math
 import mimetypes
 import re
 import secrets
@@ -46,11 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .framework import Clock, FaultRule, HttpEmulator, OpenAPISchemas, Request, Response
+from .framework import Clock, FaultRule, HttpEmulator, OpenAPISchemas, Request, Response, SlidingWindow, TokenBucket
 
 __all__ = [
     "DEFAULT_SCOPES",
     "METHODS",
+    "METHOD_TIERS",
     "Channel",
     "File",
     "Message",
@@ -87,6 +89,23 @@ METHODS = (
     "users.info", "reactions.add", "files.getUploadURLExternal", "files.completeUploadExternal",
     "usergroups.list", "usergroups.users.list",
 )
+#: Each method's rate-limit tier, from its page in Slack's method reference (docs.slack.dev/reference/
+#: methods/<method>, "Rate limits"); Slack's OpenAPI description in the refdata does not carry them. The
+#: "special" methods are given the tier their documented behaviour comes closest to: chat.postMessage is
+#: limited per channel instead (``POST_PER_SECOND``), auth.test and chat.getPermalink as Tier 4.
+METHOD_TIERS = {
+    "auth.test": 4, "chat.postMessage": 4, "chat.update": 3, "chat.postEphemeral": 4, "chat.getPermalink": 4,
+    "conversations.info": 3, "conversations.list": 2, "conversations.history": 3, "conversations.replies": 3,
+    "users.info": 4, "reactions.add": 3, "files.getUploadURLExternal": 4, "files.completeUploadExternal": 4,
+    "usergroups.list": 2, "usergroups.users.list": 2,
+}
+#: Slack's "Rate limits" page (docs.slack.dev/apis/web-api/rate-limits): Tier 1 "1+ per minute", Tier 2
+#: "20+", Tier 3 "50+", Tier 4 "100+", per method, per app and workspace; the emulator allows the floor.
+TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
+#: The same page: chat.postMessage "generally allows posting one message per second per channel", "short
+#: bursts >1 allowed" (how many is not said: the emulator allows ``POST_BURST``).
+POST_PER_SECOND = 1.0
+POST_BURST = 3
 _BLOCK_TYPES = {"section", "divider", "header", "context", "image", "actions", "rich_text", "input", "file",
                 "video", "markdown"}
 _EMOJI = re.compile(r"^[a-z0-9_+'-]{1,100}(::skin-tone-[2-6])?$")
@@ -668,6 +687,12 @@ class SlackEmulator(HttpEmulator):
     ``add_token``. ``rate_limit(method, per_minute)`` makes a method answer 429 past that many
     calls a minute (per token, on the emulator's clock); ``faults`` (``"429"`` and the two
     ``rate_limit_*`` kinds all give Slack's 429) script the rest, as in the GitHub emulator.
+
+    With ``tier_limits``, every method is limited as Slack documents it: its tier's calls per minute
+    (``METHOD_TIERS``, ``TIER_PER_MINUTE``) in any 60 s of the emulator's clock, and
+    chat.postMessage to ``POST_PER_SECOND`` per channel with bursts of ``POST_BURST``, per token.
+    Past a limit the answer is HTTP 429 with ``Retry-After`` and ``{"ok": false, "error":
+    "ratelimited"}``, and nothing is applied; ``rate_limited`` counts those answers by method.
     """
 
     service = "slack"
@@ -685,9 +710,14 @@ class SlackEmulator(HttpEmulator):
         port: int = 0,
         clock: Clock | None = None,
         schemas: OpenAPISchemas | None = None,
+        tier_limits: bool = False,
     ) -> None:
         super().__init__(host=host, port=port, prefix="", clock=clock, schemas=schemas)
         self.state = SlackState(self.clock, self.lock, team_id=team_id, team=team, bot_name=bot_name)
+        self.tier_limits = tier_limits
+        self.rate_limited: dict[str, int] = {}  # method -> 429s answered by a limit (not scripted faults)
+        self._tier_windows: dict[tuple[str, str], SlidingWindow] = {}  # (token, method)
+        self._channel_buckets: dict[tuple[str, str], TokenBucket] = {}  # (token, channel) for chat.postMessage
         self.token = token
         self.max_text = max_text
         self.bot = self.state.bot
@@ -815,8 +845,9 @@ class SlackEmulator(HttpEmulator):
                 args = _arguments(request)
                 identity = self._authenticate(request, args)
                 request.identity = identity
-                limited = self._over_limit(method, identity)
+                limited = self._over_limit(method, identity) or self._over_tier(method, identity, args)
                 if limited is not None:
+                    self.rate_limited[method] = self.rate_limited.get(method, 0) + 1
                     return limited
                 body = handler(_Call(method, args, identity))
             except _Fail as failure:
@@ -856,6 +887,23 @@ class SlackEmulator(HttpEmulator):
             return Response(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(wait)})
         self._windows[key] = (window, calls + 1)
         return None
+
+    def _over_tier(self, method: str, identity: _Identity, args: dict[str, Any]) -> Response | None:
+        """Slack's documented limits (with ``tier_limits``): the 429 to answer, or None."""
+        if not self.tier_limits:
+            return None
+        now = self.clock.seconds()
+        if method == "chat.postMessage":
+            key = (identity.token, str(args.get("channel", "")))
+            bucket = self._channel_buckets.setdefault(key, TokenBucket(POST_BURST, POST_PER_SECOND))
+            wait = bucket.take(now)
+        else:
+            per_minute = TIER_PER_MINUTE[METHOD_TIERS.get(method, 2)]
+            window = self._tier_windows.setdefault((identity.token, method), SlidingWindow(per_minute, 60))
+            wait = window.take(now)
+        if wait == 0:
+            return None
+        return Response(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(max(1, math.ceil(wait)))})
 
     # -- helpers
 

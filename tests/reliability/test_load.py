@@ -166,3 +166,66 @@ def test_a_sustained_stream_of_deliveries_loses_none_and_memory_stays_flat(repo,
     assert all(k.startswith("redelivered 200 duplicate") for k in statuses if k.startswith("redelivered"))
     assert elapsed < DURATION_S * 1.25, f"the stream fell behind: {elapsed:.1f} s for {DURATION_S:.0f} s of deliveries"
     assert growth < MAX_GROWTH_MB, samples
+
+
+# --- a busy episode within the services' limits ------------------------------------------------------
+
+BUSY_COMMENTS = 50  # each answered with a reply and a reaction: 100 writes, past GitHub's 80 a minute
+
+
+def test_a_busy_episode_within_the_services_limits_does_everything_once_and_meets_no_limit(world, tmp_path, report):
+    """The bot on GitHub (code and tickets) and Slack, both emulators enforcing their documented
+    limits (GitHub's secondary limits, Slack's tiers and one message a second per channel): a merge
+    and a storm of commands make far more writes in a minute than GitHub allows, and the adapters'
+    pacing must keep every answer under the limits: no 403/429 for a limit, every effect exactly once.
+
+    The emulators' clocks stand still and the adapters pace on them, so their waits cost no wall
+    time (the pacing itself is what is tested, not how long it takes: benchmarks would print that).
+    """
+    from bot.app import build
+    from bot.settings import Settings
+    from integrations.github import ContentPacer, GitHubAuth, GitHubClient, GitHubIssues, GitHubSource, connect
+    from integrations.slack import SlackChat, SlackPacer
+    from integrations.slack import connect as connect_slack
+    from tests.conftest import run_pipelines_in_process
+    from tests.reliability.world import BOT_LOGIN, REPO, Driver, audit, quick_retries
+
+    world.tickets = "github"
+    for emulator in (world.github, world.slack):
+        emulator.clock.freeze()
+    world.github.secondary_limits = True
+    world.slack.tier_limits = True
+    state_url = f"sqlite:///{tmp_path / 'busy.db'}"
+    settings = Settings(**world.settings_values(state_url))
+    gh = connect(GitHubAuth(token=world.github.token), base_url=world.github.base_url, timeout=5, retry=None)
+    github = GitHubClient(gh, REPO, bot_login=BOT_LOGIN, reserve=settings.github_rate_limit_reserve,
+                          cycle_budget=settings.github_cycle_budget, cycle_s=settings.poll_interval_s,
+                          pacer=ContentPacer(monotonic=world.github.clock.seconds, sleep=world.github.clock.sleep))
+    chat = SlackChat(connect_slack(world.slack.token, base_url=world.slack.base_url, timeout=5, rate_limit_retries=0),
+                     pacer=SlackPacer(monotonic=world.slack.clock.seconds, sleep=world.slack.clock.sleep))
+    app = run_pipelines_in_process(build(settings, scm=GitHubSource(github), tracker=GitHubIssues(github), chat=chat,
+                                         out=None))
+    quick_retries(app)
+    driver = Driver(app, seen_all=lambda: not world.unseen(state_url))
+    github_started, slack_started = world.github.clock.seconds(), world.slack.clock.seconds()
+    try:
+        driver.settle()  # the first look and the first model
+        pulls = [world.open_pull(f"Change {n}") for n in range(3)]
+        world.merge(pulls[0])  # a run: its report on the pull request, a status, a Slack thread
+        for n in range(BUSY_COMMENTS):
+            world.comment(pulls[n % len(pulls)], ("bob", "alice", "rita")[n % 3], "/status" if n % 2 else "/help")
+        driver.settle()
+    finally:
+        app.store.close()
+
+    result = audit(world, state_url, app.settings.registry_dir)
+    limited_github = world.github.secondary_limited
+    limited_slack = sum(world.slack.rate_limited.values())
+    github_writes = len(world.github.log.writes())
+    report(f"{result.line()}; GitHub {github_writes} writes over {world.github.clock.seconds() - github_started:.0f} "
+           f"emulated s, secondary-limit answers {limited_github}; Slack {len(world.slack.log)} calls over "
+           f"{world.slack.clock.seconds() - slack_started:.0f} emulated s, 429s {limited_slack}")
+    result.assert_clean()
+    assert github_writes > 80  # busy enough that unpaced it would have met the minute's limit
+    assert limited_github == 0 and limited_slack == 0
+    assert not world.github.faults.fired and not world.slack.faults.fired
