@@ -900,6 +900,16 @@ def doctor(obj: _Context) -> None:
             click.echo(f"✗ {name}: {problem}\n    fix: {fix}")
         else:
             click.echo(f"✓ {name}")
+    # Each permission the configured features need: granted, missing (a failure), or not checkable
+    # without writing (said, not counted).
+    for check in _doctor_permission_checks(obj.settings):
+        if check.state == "missing":
+            failed += 1
+            click.echo(f"✗ {check.name}: missing\n    fix: {check.fix}")
+        elif check.state == "unchecked":
+            click.echo(f"? {check.name}: not checked\n    note: {check.fix}")
+        else:
+            click.echo(f"✓ {check.name}")
     if failed:
         click.echo(f"{failed} problem(s) found", err=True)
         sys.exit(EXIT_FAILED)
@@ -1014,6 +1024,49 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
                    None if batches.is_dir() or not batches.exists() else f"{batches} is not a folder",
                    "set MLOPS_MONITOR_DIR to a folder of CSV or Parquet batches"))
     return checks
+
+
+def _doctor_permission_checks(settings) -> list:
+    """For each configured service, each permission the bot's features need and whether the
+    credential has it (integrations/permissions.py says how each is checked). A service that cannot
+    be reached gives no lines here: ``_doctor_checks`` has already said why."""
+    from integrations import permissions
+
+    found: list[permissions.PermissionCheck] = []
+    if settings.github_enabled:
+        from bot.app import _github
+
+        try:
+            source, _tracker = _github(settings, lambda: None)
+            installation = None
+            if settings.github_app_id and settings.github_app_private_key is not None:
+                installation = permissions.github_installation_permissions(
+                    settings.github_app_id, settings.github_app_private_key.get_secret_value().replace("\\n", "\n"),
+                    int(settings.github_app_installation_id), base_url=settings.github_api_url)
+            found += permissions.github_permissions(source.client, actions=bool(settings.github_workflow),
+                                                    installation=installation)
+        except Exception:  # noqa: BLE001 - unreachable or refused: the GitHub checks above say so
+            pass
+    if settings.slack_bot_token is not None:
+        from bot.app import _slack
+
+        try:
+            needs = permissions.slack_needs(permission_keys=list(settings.slack_permissions),
+                                            slash_commands=settings.slack_signing_secret is not None)
+            found += permissions.slack_permissions(_slack(settings).client, needs)
+        except Exception:  # noqa: BLE001 - the Slack checks above say why
+            pass
+    if settings.azure_enabled:
+        from bot.app import _azure
+
+        try:
+            _scm, tracker, _engine = _azure(settings, None)
+            found += permissions.azure_devops_permissions(
+                tracker.client, project=settings.azure_devops_project, work_item_type=settings.azure_work_item_type,
+                repository=settings.azure_repository, pipeline_id=settings.azure_pipeline_id)
+        except Exception:  # noqa: BLE001 - the Azure DevOps checks above say why
+            pass
+    return found
 
 
 @cli.group()

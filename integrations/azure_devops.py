@@ -13,7 +13,10 @@ control, Pipelines as the pipeline engine, and the service hooks' deliveries as 
 Failures become the ports' errors. The client retries a GET on 429/503 itself, never a POST or
 PATCH: a write that is refused with 429 is a ``TransientError`` with the service's
 ``Retry-After``; a 5xx or a lost answer on a write is ``outcome_unknown``, so the outbox looks for
-the write's marker before repeating it. 400/401/403/404 are ``PermanentError`` with what to fix.
+the write's marker before repeating it. 400/403/404 are ``PermanentError`` with what to fix. A PAT
+without the scope a call needs (401 TF400813), a wrong or expired PAT (401) and a user without a
+project permission (403 "You need the ... permission") are ``PermissionRefused``, naming the scope
+or permission to grant and where: the outbox parks such work until it is granted.
 
 Nothing here connects at import time; ``connect`` builds the client. Set
 ``AZURE_DEVOPS_CACHE_DIR`` before the first use to choose where the client caches discovery.
@@ -26,7 +29,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +40,7 @@ from integrations.ports import (
     NamesChangesForLinks,
     PermanentError,
     Permission,
+    PermissionRefused,
     ReportsChangedPaths,
     RunHandle,
     Target,
@@ -49,6 +52,7 @@ from integrations.ports import (
 __all__ = [
     "CLOSE_STATE",
     "CLOSED_STATES",
+    "SCOPE_NAMES",
     "AzureBoards",
     "AzureDevOpsClient",
     "AzurePipelines",
@@ -58,6 +62,8 @@ __all__ = [
     "html_marker",
     "markdown_to_html",
     "parse_service_hook",
+    "scopes_for",
+    "tokens_page",
 ]
 
 log = logging.getLogger("mlops_bot.azure_devops")
@@ -90,6 +96,8 @@ _LISTED_DESCRIPTION = 400
 _MERGE_LOOKBACK = timedelta(minutes=5)
 #: reactions that mean "seen" or "good": each becomes the one reaction Azure Repos has, a like
 _LIKED = frozenset({"eyes", "+1", "rocket", "heart", "hooray", "laugh"})
+#: a 403 for want of a permission in the project's security: "You need the Git 'X' permission ..."
+_PROJECT_PERMISSION = re.compile(r"You need the (.+?) permission")
 
 
 # ---------------------------------------------------------------------------
@@ -155,7 +163,12 @@ class AzureDevOpsClient:
 
     def call(self, kind: str, method: str, *args: Any, write: bool = False, **kwargs: Any) -> Any:
         sdk = self.client(kind)
-        return self._guard(lambda: getattr(sdk, method)(*args, **kwargs), write=write, what=f"{kind}.{method}")
+        return self._guard(lambda: getattr(sdk, method)(*args, **kwargs), write=write, what=f"{kind}.{method}",
+                           scopes=scopes_for(kind, method))
+
+    @property
+    def organization_url(self) -> str:
+        return str(self.connection.base_url).rstrip("/")
 
     def get_json(self, kind: str, what: str, *, location_id: str, version: str, route_values: dict[str, Any],
                  query: dict[str, Any] | None = None) -> Any:
@@ -165,25 +178,106 @@ class AzureDevOpsClient:
         query = {k: str(v) for k, v in (query or {}).items() if v is not None}
         return self._guard(lambda: sdk._send(http_method="GET", location_id=location_id, version=version,
                                              route_values=route_values, query_parameters=query).json(),
-                           write=False, what=what)
+                           write=False, what=what, scopes=scopes_for(kind, "get"))
 
-    @staticmethod
-    def _guard(action: Callable[[], Any], *, write: bool, what: str) -> Any:
+    def _guard(self, action: Callable[[], Any], *, write: bool, what: str, scopes: tuple[str, ...] = ()) -> Any:
         try:
             return action()
         except (TransientError, PermanentError):
             raise
         except Exception as exc:
-            raise _translate(exc, write=write, what=what) from exc
+            raise _translate(exc, write=write, what=what, scopes=scopes,
+                             organization_url=self.organization_url) from exc
 
 
-def _translate(exc: Exception, *, write: bool, what: str) -> Exception:
+# ---------------------------------------------------------------------------
+# Authorization: the PAT's scopes
+#
+# A PAT holds scopes (Work Items: Read & write = vso.work_write, ...). The service answers a call the
+# PAT has no scope for with 401 and "TF400813: The user '...' is not authorized to access this
+# resource." (typeKey UnauthorizedRequestException), and a PAT that is wrong, expired or revoked with
+# 401 and no JSON body (the client raises AzureDevOpsAuthenticationError); a user who lacks a
+# permission in the project (its security settings, not the PAT) gets 403. Each operation's scopes are
+# in the ``security`` of Microsoft's 7.1 REST specs; any one of those listed opens it.
+
+#: the scopes as the PAT page (User settings → Personal access tokens) shows them
+SCOPE_NAMES: dict[str, str] = {
+    "vso.work": "Work Items (Read)", "vso.work_write": "Work Items (Read & write)",
+    "vso.code": "Code (Read)", "vso.code_write": "Code (Read & write)", "vso.code_status": "Code (Status)",
+    "vso.threads_full": "Pull Request Threads (Read & write)",
+    "vso.build": "Build (Read)", "vso.build_execute": "Build (Read & execute)",
+}
+#: the writes the bot makes -> the scopes that open them, the one to ask for first
+_WRITE_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("wit", "create_work_item"): ("vso.work_write",),
+    ("wit", "update_work_item"): ("vso.work_write",),
+    ("wit", "add_work_item_comment"): ("vso.work_write",),
+    ("git", "create_thread"): ("vso.code_write", "vso.threads_full"),
+    ("git", "create_comment"): ("vso.code_write", "vso.threads_full"),
+    ("git", "update_comment"): ("vso.code_write", "vso.threads_full"),
+    ("git", "create_like"): ("vso.code_write", "vso.threads_full"),
+    ("git", "create_commit_status"): ("vso.code_status", "vso.code_write"),
+    ("pipelines", "run_pipeline"): ("vso.build_execute",),
+}
+#: every other call of an area reads, with its read scope (wit and work are both Work Items)
+_READ_SCOPES: dict[str, str] = {"wit": "vso.work", "work": "vso.work", "git": "vso.code", "pipelines": "vso.build"}
+
+
+def scopes_for(kind: str, method: str) -> tuple[str, ...]:
+    """The PAT scopes that open the client call ``kind.method`` (any one of them, the first the one
+    to ask for); empty for calls any valid PAT may make (who am I)."""
+    if (kind, method) in _WRITE_SCOPES:
+        return _WRITE_SCOPES[kind, method]
+    return (_READ_SCOPES[kind],) if kind in _READ_SCOPES else ()
+
+
+def tokens_page(organization_url: str) -> str:
+    """Where the PAT's owner creates or edits a PAT: the organization's own token page."""
+    return f"{organization_url.rstrip('/')}/_usersSettings/tokens"
+
+
+def _scope_refusal(what: str, message: str, scopes: tuple[str, ...], organization_url: str) -> PermissionRefused:
+    """A TF400813 answer: the PAT lacks the scope the call needs; one line naming it and where to add it."""
+    wanted = scopes[0]
+    others = "".join(f" (or {SCOPE_NAMES.get(s, s)}, {s})" for s in scopes[1:])
+    refusal = PermissionRefused(
+        f"Azure DevOps refused {what} (401 {message.split(':', 1)[0]}): the PAT lacks "
+        f"{SCOPE_NAMES.get(wanted, wanted)}, {wanted}{others}: create a PAT with it at "
+        f"{tokens_page(organization_url)} (or edit this one) and set AZURE_DEVOPS_EXT_PAT",
+        service="azure-devops", permission=wanted)
+    refusal.status = 401  # type: ignore[attr-defined]
+    return refusal
+
+
+def _translate(exc: Exception, *, write: bool, what: str, scopes: tuple[str, ...] = (),
+               organization_url: str = "https://dev.azure.com/ORG") -> Exception:
     from msrest.exceptions import ClientRequestError
 
     status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", None) or exc).strip()
     if status is None and type(exc).__name__ == "AzureDevOpsAuthenticationError":
         status = 401
+    if status == 401 and "TF400813" in message and scopes:
+        return _scope_refusal(what, message, scopes, organization_url)
+    if status == 401:
+        # Wrong, expired or revoked: a person renews it, and what waited goes through then.
+        refusal = PermissionRefused(
+            f"Azure DevOps refused the PAT for {what} (401): it is wrong, expired or revoked; renew "
+            f"AZURE_DEVOPS_EXT_PAT with a PAT created at {tokens_page(organization_url)} with Work Items (Read & "
+            "write), Code (Read & write), Code (Status) and Build (Read & execute)", service="azure-devops",
+            permission="a valid PAT")
+        refusal.status = 401  # type: ignore[attr-defined]
+        return refusal
+    if status == 403 and _PROJECT_PERMISSION.search(message):
+        # The PAT has the scope but its owner lacks a permission in the project (e.g. TF401027:
+        # "You need the Git 'PullRequestContribute' permission to perform this action").
+        needed = _PROJECT_PERMISSION.search(message).group(1)  # type: ignore[union-attr]
+        refusal = PermissionRefused(
+            f"Azure DevOps refused {what} (403): {message}; give the PAT's user the {needed} permission "
+            "(Project settings → Repositories or Boards → Security), or use a PAT of a user who has it",
+            service="azure-devops", permission=needed)
+        refusal.status = 403  # type: ignore[attr-defined]
+        return refusal
     if status is not None:
         if status == 429:
             return TransientError(f"Azure DevOps throttled {what} (429): {message}",
@@ -192,10 +286,8 @@ def _translate(exc: Exception, *, write: bool, what: str) -> Exception:
             return TransientError(f"Azure DevOps answered {status} to {what}: {message}", outcome_unknown=write,
                                   retry_after=_seconds(getattr(exc, "retry_after", None)))
         fixes = {
-            401: "the personal access token is invalid, expired or lacks the scope this needs: renew "
-                 "AZURE_DEVOPS_EXT_PAT with Work Items (read & write), Code (read & status), Build (read & execute)",
-            403: "the token lacks a scope or the user a permission: grant Work Items (read & write), "
-                 "Code (read & status) and Build (read & execute)",
+            403: "the PAT's user lacks a permission in the project: check its access level and the project's "
+                 "security settings (Boards, Repos, Pipelines) for that user",
             404: "check the organization URL, project, team, repository and pipeline id in the settings",
             400: "the request was refused as invalid: check the work item type, area path and states "
                  "configured for this process",
@@ -895,7 +987,7 @@ class AzurePipelines:
 
 _SCOPE_FIX = {
     "wit": "edit the PAT (User settings → Personal access tokens) and give it Work Items: Read & write",
-    "git": "edit the PAT and give it Code: Read & status",
+    "git": "edit the PAT and give it Code: Read & status, and Code: Read & write for replies in pull request threads",
     "pipelines": "edit the PAT and give it Build: Read & execute",
 }
 
