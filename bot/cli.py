@@ -1175,10 +1175,15 @@ def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
     if as_json:
         _print_json(details)
         return
+    from integrations.local import show_markdown
+
     body = details["body"] if "body" in details else f"(body and comments at {details['url'] or 'the tracker'})"
-    click.echo(f"#{details['id']} [{details['state']}] {details['title']}\n\n{body}\n")
+    heading = f"#{details['id']} [{details['state']}] {details['title']}"
+    # Rendered Markdown on a terminal, the text as written when piped (show_markdown decides).
+    show_markdown(sys.stdout, heading, body, plain=f"{heading}\n\n{body}\n", indent=0)
     for comment in details.get("comments", []):
-        click.echo(f"--- {comment['author']} at {comment['created_at']}\n{comment['body']}\n")
+        heading = f"--- {comment['author']} at {comment['created_at']}"
+        show_markdown(sys.stdout, heading, comment["body"], plain=f"{heading}\n{comment['body']}\n", indent=0)
 
 
 @board.command("comment")

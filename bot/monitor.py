@@ -66,9 +66,6 @@ def check_new_labels(lifecycle: Lifecycle) -> int:
     Returns how many batches got late labels. Nothing is read unless the label files changed or a
     labelled batch arrived since the last look.
     """
-    from pipeline.production import read_labelled_production
-    from pipeline.spec import load_project
-
     model = lifecycle.project.name
     production = lifecycle.registry.production(model)
     labels_dir = lifecycle.settings.label_files_dir
@@ -77,6 +74,11 @@ def check_new_labels(lifecycle: Lifecycle) -> int:
     identities = sorted(batch_id(path) for path in files)
     if production is None or (seen.get("files") == identities and not seen.get("stale")):
         return 0
+    # Imported only when there are labels to read: pipeline.production brings pandas and pyarrow
+    # (some 80 MB), which an idle bot's every monitor cycle would otherwise keep resident.
+    from pipeline.production import read_labelled_production
+    from pipeline.spec import load_project
+
     spec = load_project(lifecycle.project.path)
     labelled = read_labelled_production(
         lifecycle.settings.batches_dir, labels_dir, target=spec.data.target, id_column=spec.data.id_column,

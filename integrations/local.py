@@ -42,7 +42,44 @@ from integrations.ports import (
     with_marker,
 )
 
-__all__ = ["ConsoleChat", "InProcessEngine", "LocalBoard", "LocalGitSource", "create_local_tables"]
+__all__ = ["ConsoleChat", "InProcessEngine", "LocalBoard", "LocalGitSource", "create_local_tables", "show_markdown"]
+
+
+def show_markdown(out: TextIO, heading: str, body: str, *, plain: str, indent: int = 4,
+                  force_terminal: bool | None = None) -> None:
+    """Print a message of the bot's for a person: on a terminal, ``heading`` in bold and the Markdown
+    ``body`` rendered (tables, bold, lists) ``indent`` columns in; anywhere else (a pipe, a file, a
+    test's buffer) the text ``plain`` as it is, so logs and scripts read what was written.
+
+    Whether ``out`` is a terminal is rich's call (``isatty``, and ``TTY_COMPATIBLE``/``FORCE_COLOR``
+    when set); ``force_terminal`` overrides it.
+    """
+    # rich is imported only where something is shown: the bot's start-up and idle memory stay lean.
+    from rich.console import Console
+
+    console = Console(file=out, force_terminal=force_terminal, highlight=False)
+    if not console.is_terminal:
+        print(plain, file=out, flush=True)
+        return
+    from rich.markdown import Markdown
+    from rich.padding import Padding
+    from rich.text import Text
+
+    console.print(Text(heading, style="bold"))
+    if body.strip():
+        # hyperlinks=False: the address is printed after the link text, for terminals without OSC 8 links.
+        console.print(Padding(Markdown(_terminal_markdown(body), hyperlinks=False), (0, 0, 0, indent)))
+    out.flush()
+
+
+_SUMMARY = re.compile(r"<summary>(.*?)</summary>", re.DOTALL)
+_DETAILS_TAG = re.compile(r"</?details[^>]*>")
+
+
+def _terminal_markdown(body: str) -> str:
+    """``<details><summary>Title</summary>`` (folded sections on GitHub) as a bold line: a terminal
+    cannot fold, and rich drops HTML, which would lose the section's title."""
+    return _DETAILS_TAG.sub("", _SUMMARY.sub(lambda match: f"\n**{match.group(1).strip()}**\n", body))
 
 _metadata = sa.MetaData()
 
@@ -335,7 +372,8 @@ class LocalGitSource(ReadsCommitStatuses, TakesTypedComments):
 
     def _print(self, heading: str, body: str) -> None:
         if self.out is not None:
-            print(heading if not body else f"{heading}\n{textwrap.indent(body.strip(), '    ')}", file=self.out, flush=True)
+            show_markdown(self.out, heading, body,
+                          plain=heading if not body else f"{heading}\n{textwrap.indent(body.strip(), '    ')}")
 
 
 def find_ticket_references(text: str, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -460,7 +498,8 @@ class LocalBoard(ListsTickets, DescribesTickets):
 
     def _print(self, line: str, body: str = "") -> None:
         if self.out is not None:
-            print(line if not body else f"{line}\n{textwrap.indent(body.strip(), '    ')}", file=self.out, flush=True)
+            show_markdown(self.out, line, body,
+                          plain=line if not body else f"{line}\n{textwrap.indent(body.strip(), '    ')}")
 
 
 def _target_params(target: Target) -> dict[str, Any]:
@@ -520,7 +559,8 @@ class ConsoleChat:
 
     def _print(self, heading: str, text: str) -> None:
         if self.out is not None:
-            print(f"💬 {heading}\n{textwrap.indent(text.strip(), '   │ ')}", file=self.out, flush=True)
+            show_markdown(self.out, f"💬 {heading}", text, indent=3,
+                          plain=f"💬 {heading}\n{textwrap.indent(text.strip(), '   │ ')}")
 
 
 class InProcessEngine:

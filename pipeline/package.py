@@ -11,12 +11,14 @@ import importlib
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+# pandas, the profile and training come in where they are used: the bot's process imports this
+# module only to write a version's descriptor, and would otherwise keep some 80 MB of them resident.
+if TYPE_CHECKING:
+    import pandas as pd
 
-from pipeline.profile import build_reference_profile, read_reference_profile
-from pipeline.train import TrainedModel, project_on_path
+    from pipeline.train import TrainedModel
 
 __all__ = [
     "METADATA_FILE",
@@ -72,6 +74,8 @@ def package(
     """Write the model and its reference profile into ``directory``; return the metadata so far."""
     import skops.io
 
+    from pipeline.profile import build_reference_profile
+
     skops.io.dump(trained.estimator, directory / MODEL_FILE)
     profile = build_reference_profile(
         training_features,
@@ -116,11 +120,15 @@ def read_metadata(directory: Path) -> dict[str, Any]:
 
 
 def read_profile(directory: Path):
+    from pipeline.profile import read_reference_profile
+
     return read_reference_profile(directory)
 
 
 def record_reference_metric(directory: Path, value: float) -> None:
     """The primary metric on held-out rows, once validation knows it: the baseline for performance drift."""
+    from pipeline.profile import read_reference_profile
+
     profile = read_reference_profile(directory)
     profile.metric_value = float(value)
     profile.write(directory)
@@ -133,6 +141,8 @@ def load_model(directory: Path, *, extra_trusted: tuple[str, ...] = (), project_
     classes of the project's own (listed in ``model.trusted_types``).
     """
     import skops.io
+
+    from pipeline.train import project_on_path
 
     path = directory / MODEL_FILE
     if not path.is_file():

@@ -499,7 +499,7 @@ def _deploy(spec, registry, version, result, stage, promote) -> None:
         if spec.deploy.command:
             run_deploy_command(
                 spec.deploy.command, model=spec.name, version=version.version, artifact=version.path,
-                cwd=spec.root, timeout=spec.deploy.timeout_seconds,
+                cwd=spec.root, timeout=spec.deploy.timeout_seconds, env_names=spec.deploy.env,
             )
         registry.promote(spec.name, version.version, reason=result.reason or "pipeline run", run_id=result.run_id, trigger=result.trigger)
         result.promoted = True

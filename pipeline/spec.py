@@ -6,6 +6,7 @@ The file is read into frozen pydantic models with unknown keys forbidden, so a t
 
 from __future__ import annotations
 
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -194,10 +195,37 @@ class PackageSpec(_Strict):
     )
 
 
+# The bot's own settings (its tokens, keys, passwords, the state database's URL) are read from
+# variables with these prefixes; a deploy command runs project code, so it may never ask for them.
+BOT_SETTING_PREFIXES = ("MLOPS_", "GITHUB_", "SLACK_", "AZURE_DEVOPS_", "MLFLOW_")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class DeploySpec(_Strict):
     stage: Literal["production", "candidate"] = "production"
     command: str | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    env: list[str] = Field(
+        default=[], description="names of the bot's environment variables the deploy command also gets, "
+                                "e.g. [\"KUBECONFIG\", \"AWS_PROFILE\"]; values are never written here"
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _names_the_command_may_see(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _VARIABLE_NAME.match(name):
+                hint = " (list names only; the value comes from the bot's environment)" if "=" in name else ""
+                raise ValueError(f"{name!r} is not an environment variable name{hint}; "
+                                 "use letters, digits and _, e.g. env = [\"KUBECONFIG\"]")
+            if name.upper().startswith(BOT_SETTING_PREFIXES):
+                raise ValueError(f"{name!r} is one of the bot's own settings, which hold its tokens and keys; "
+                                 f"a deploy command may not see {', '.join(p + '*' for p in BOT_SETTING_PREFIXES)}. "
+                                 "Give the deploy tool a variable of its own")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+        return names
 
 
 class RetrainSpec(_Strict):
