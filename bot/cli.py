@@ -364,18 +364,42 @@ def models_list(obj: _Context, model: str | None, all_models: bool, as_json: boo
     click.echo(_table(("model", "version", "stage", "primary metric", "data", "commit", "created"), rows))
 
 
+class ModelReference(VersionRef):
+    """VersionRef, or a registry URI: models:/<name>@<alias> or models:/<name>/<version> (MLflow's spelling)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str | None, str] | str:
+        if isinstance(value, str) and value.strip().startswith("models:"):
+            from pipeline.registry import RegistryError, parse_model_uri
+
+            try:
+                parse_model_uri(value)
+            except RegistryError as exc:
+                raise UsageProblem(str(exc)) from None
+            return value.strip()
+        return super().convert(value, param, ctx)
+
+
+def _referenced_version(obj: _Context, registry, ref: tuple[str | None, str] | str, model: str | None):
+    """The version a ModelReference names: a models:/ URI through the registry, else as obj.version does."""
+    if isinstance(ref, str):
+        return _registry_call(lambda: registry.version_for_uri(ref))
+    return obj.version(registry, ref, model)
+
+
 @models.command("show")
-@click.argument("version", type=VersionRef())
+@click.argument("version", type=ModelReference())
 @model_option
 @project_option
 @json_option
 @pass_context
-def models_show(obj: _Context, version: tuple[str | None, str], model: str | None, as_json: bool) -> None:
-    """One VERSION (3, v3, name:v3 or production): everything recorded about it, and its time in production."""
+def models_show(obj: _Context, version: tuple[str | None, str] | str, model: str | None, as_json: bool) -> None:
+    """One VERSION (3, v3, name:v3, production, models:/name@alias or models:/name/3): everything recorded
+    about it, and its time in production."""
     if (nothing := obj.nothing_here_yet()) is not None:
         raise OperationFailed(nothing)
     registry = obj.registry()
-    chosen = obj.version(registry, version, model)
+    chosen = _referenced_version(obj, registry, version, model)
     described = _registry_call(lambda: registry.describe(chosen.model, chosen.version))
     if as_json:
         _print_json(described)
@@ -386,21 +410,26 @@ def models_show(obj: _Context, version: tuple[str | None, str], model: str | Non
     click.echo(card.read_text() if card.is_file() else json.dumps(described, indent=2, default=str))
     click.echo(f"stage: {described['stage']}")
     for period in described.get("history", []):
-        click.echo(f"  production from {period['started_at']} to {period.get('ended_at') or 'now'}: {period['reason']}")
+        ended = f"{period['ended_at']} ({period['ended_reason']})" if period.get("ended_at") else "now"
+        click.echo(f"  production from {period['started_at']} to {ended}: {period['reason']}")
+    if registry.production(chosen.model) is None:
+        # Said plainly: a production alias removed in MLflow leaves no version in production.
+        click.echo(f"no version of {chosen.model} is in production now")
 
 
 @models.command("promote")
-@click.argument("version", type=VersionRef())
+@click.argument("version", type=ModelReference())
 @model_option
 @project_option
 @click.option("--reason", default="promoted by hand", metavar="TEXT", help="Recorded in the production history.")
 @json_option
 @pass_context
-def models_promote(obj: _Context, version: tuple[str | None, str], model: str | None, reason: str,
+def models_promote(obj: _Context, version: tuple[str | None, str] | str, model: str | None, reason: str,
                    as_json: bool) -> None:
-    """Make VERSION (3, v3 or name:v3) the production model (the current one is archived)."""
+    """Make VERSION (3, v3, name:v3, models:/name/3 or models:/name@candidate) the production model (the
+    current one is archived)."""
     registry = obj.registry()
-    chosen = obj.version(registry, version, model)
+    chosen = _referenced_version(obj, registry, version, model)
     promoted = _registry_call(lambda: registry.promote(chosen.model, chosen.version, reason=reason, trigger="cli"))
     _report_production(registry, promoted, as_json)
 
@@ -427,7 +456,7 @@ def _report_production(registry, version, as_json: bool) -> None:
 
 
 @models.command("predict")
-@click.argument("version", type=VersionRef(), required=False)
+@click.argument("version", type=ModelReference(), required=False)
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="CSV or Parquet file with the model's feature columns.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -438,9 +467,10 @@ def _report_production(registry, version, as_json: bool) -> None:
 @model_option
 @project_option
 @pass_context
-def models_predict(obj: _Context, version: tuple[str | None, str] | None, input_path: Path, output_path: Path | None,
-                   keep: tuple[str, ...], model: str | None) -> None:
-    """Score a file with VERSION (3, v3, name:v3; default: the production model).
+def models_predict(obj: _Context, version: tuple[str | None, str] | str | None, input_path: Path,
+                   output_path: Path | None, keep: tuple[str, ...], model: str | None) -> None:
+    """Score a file with VERSION (3, v3, name:v3, models:/name@alias or models:/name/3; default: the
+    production model).
 
     The output holds the id column and any --keep columns, then `prediction` and, for classifiers,
     `probability_<class>`. Bad input (a missing column, text in a numeric column) is one line
@@ -453,7 +483,7 @@ def models_predict(obj: _Context, version: tuple[str | None, str] | None, input_
     if (nothing := obj.nothing_here_yet()) is not None:
         raise OperationFailed(nothing)
     registry = obj.registry()
-    chosen = obj.version(registry, version or (None, "production"), model)
+    chosen = _referenced_version(obj, registry, version or (None, "production"), model)
     name = chosen.model
     try:
         predictions = predict_file(chosen, input_path, project_root=obj.settings.project_dir, keep=keep)
@@ -708,6 +738,11 @@ def status(obj: _Context, as_json: bool) -> None:
         value = production.metadata.get("metrics", {}).get(metric)
         click.echo(f"{model}: v{production.version} in production since {production.created_at:%Y-%m-%d %H:%M}"
                    + (f" ({metric} {value:.4f})" if value is not None else ""))
+    elif (ended := [period for period in app.registry.history(model) if period.ended_at]):
+        # Production was there once and nothing replaced it (an alias removed in MLflow): say what ended it.
+        click.echo(f"{model}: no version is in production: v{ended[-1].version} left it at "
+                   f"{ended[-1].ended_at:%Y-%m-%d %H:%M} ({ended[-1].ended_reason}); put one back with "
+                   "`mlops-bot models promote VERSION`")
     else:
         click.echo(f"{model}: no model in production yet (run `mlops-bot run --once`)")
     click.echo("open tickets: " + (", ".join(f"#{t.id} {t.title}" for t in tickets) or "none"))

@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from pipeline.registry import ModelVersion, RegistryError, RegistryPort, ReportsAliasMoves, RunRecord, Stage, StageChange
+from pipeline.registry import (
+    ModelVersion,
+    RegistryError,
+    RegistryPort,
+    ReportsAliasMoves,
+    RunRecord,
+    Stage,
+    StageChange,
+    parse_model_uri,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -57,7 +66,9 @@ __all__ = [
     "MlflowRegistry",
     "WebhookError",
     "alias_changes",
+    "drift_report_folders",
     "embedded_tracking_uri",
+    "metrics_table",
     "move_tag",
     "moves_from_tags",
     "periods",
@@ -77,6 +88,13 @@ ARTIFACT_SUBDIR = "artifact"           # the bot's folder inside the MLflow mode
 MODEL_ARTIFACT_PATH = "model"          # the MLflow model inside the run's artifacts
 FLAVOR_MODULE = "mlops_bot_mlflow_flavor"
 WEBHOOK_EVENTS = ("model_version.created", "model_version_alias.created", "model_version_alias.deleted")
+# The run's own artifacts, beside the MLflow model: for people browsing the run in MLflow's UI.
+RUN_ARTIFACT_CARD = "model_card"             # MODEL_CARD.md
+RUN_ARTIFACT_PROFILE = "reference_profile"   # profile.json, profile-sample.parquet (profile-raw.parquet)
+RUN_ARTIFACT_METRICS = "metrics"             # metrics.json, metrics.md: the candidate's and production's
+RUN_ARTIFACT_DRIFT = "drift_reports"         # <report folder>/report.json, report.md, report.png
+_CARD_FILE, _PROFILE_FILES = "MODEL_CARD.md", ("profile.json", "profile-sample.parquet", "profile-raw.parquet")
+_DRIFT_REPORT_FILES = ("report.json", "report.md", "report.png")  # what pipeline.drift.DriftReport.write writes
 
 _RUN_STATUS = {"running": "RUNNING", "succeeded": "FINISHED", "not_promoted": "FINISHED", "failed": "FAILED"}
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # pipeline.registry's rule
@@ -104,10 +122,11 @@ class AliasMove:
     """One move of an alias, as recorded on the version that received it."""
 
     alias: str
-    version: int
+    version: int | None             # None: the alias was removed (from ``previous``), no version holds it
     previous: int | None
     at: datetime
-    action: str                     # "promote", "rollback", "candidate" or "external" (seen, not made, by the bot)
+    action: str                     # "promote", "rollback", "candidate", "external" or "removed" (both seen, not
+                                    # made, by the bot)
     reason: str
     trigger: str
     by: str                         # who asked: a person, "pipeline", "mlops-bot", or "outside mlops-bot"
@@ -123,7 +142,8 @@ class AliasMove:
     @classmethod
     def from_json(cls, text: str) -> AliasMove:
         d = json.loads(text)
-        return cls(alias=d["alias"], version=int(d["version"]), previous=d.get("previous"), at=_from_text(d["at"]),
+        version = None if d["version"] is None else int(d["version"])
+        return cls(alias=d["alias"], version=version, previous=d.get("previous"), at=_from_text(d["at"]),
                    action=d["action"], reason=d.get("reason", ""), trigger=d.get("trigger", ""), by=d.get("by", ""),
                    run_id=d.get("run_id"), command=d.get("command"))
 
@@ -155,13 +175,16 @@ def moves_from_tags(tagged: Iterable[Mapping[str, str]], alias: str | None = Non
     """Every recorded move found in the versions' tags, oldest first (optionally of one alias)."""
     moves = [AliasMove.from_json(value) for tags in tagged for key, value in tags.items()
              if key.startswith(TAG_MOVE + ".")]
-    return sorted((m for m in moves if alias is None or m.alias == alias), key=lambda m: (m.at, m.version))
+    return sorted((m for m in moves if alias is None or m.alias == alias), key=lambda m: (m.at, m.version or 0))
 
 
 def periods(model: str, moves: list[AliasMove]) -> list[StageChange]:
-    """Production periods from the production alias's moves: each move ends the period before it."""
+    """Production periods from the production alias's moves: each move ends the period before it,
+    and a removal (``version`` None) starts none."""
     result: list[StageChange] = []
     for i, move in enumerate(moves):
+        if move.version is None:
+            continue
         after = moves[i + 1] if i + 1 < len(moves) else None
         result.append(StageChange(
             model=model, version=move.version, started_at=move.at, ended_at=after.at if after else None,
@@ -176,7 +199,8 @@ def rollback_target(moves: list[AliasMove]) -> int | None:
     """The version a rollback restores: the moves form a stack (a rollback pops, anything else pushes)."""
     stack: list[int] = []
     for move in moves:
-        if move.action == "rollback":
+        # A removal takes the version out of production as a rollback does.
+        if move.action == "rollback" or move.version is None:
             if stack:
                 stack.pop()
         else:
@@ -241,6 +265,36 @@ def webhook_event(payload: Mapping[str, Any]) -> dict[str, Any]:
     return {"event": f"{payload.get('entity')}.{payload.get('action')}", "model": data.get("name"),
             "version": int(version) if str(version or "").isdigit() else None, "alias": data.get("alias"),
             "tags": data.get("tags") or {}, "at": payload.get("timestamp")}
+
+
+def metrics_table(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The validation metrics beside production's on the same held-out rows: as JSON-ready data and
+    as a Markdown table. Production's column is empty where it was not scored (no production yet)."""
+    validation = metadata.get("validation") or {}
+    production = validation.get("production") or {}
+    theirs, difference = production.get("metrics") or {}, production.get("difference") or {}
+    rows = [{"metric": name, "candidate": value, "production": theirs.get(name), "difference": difference.get(name)}
+            for name, value in (metadata.get("metrics") or {}).items()]
+    table = {"model": metadata.get("model"), "version": metadata.get("version"),
+             "primary_metric": (metadata.get("primary_metric") or {}).get("name"),
+             "production_version": production.get("version"), "held_out_rows": validation.get("held_out_rows"),
+             "passed": validation.get("passed"), "note": production.get("note"), "rows": rows}
+    title = f"{table['model']} v{table['version']}"
+    against = f"production v{table['production_version']}" if table["production_version"] else "production"
+    lines = [f"# Metrics: {title} against {against}", "",
+             f"| metric | {title} | {against} | difference |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['metric']} | {_shown_number(r['candidate'])} | {_shown_number(r['production'])} | "
+              f"{_shown_number(r['difference'], signed=True)} |" for r in rows]
+    if table["note"]:
+        lines += ["", f"_{table['note']}_"]
+    return table, "\n".join(lines) + "\n"
+
+
+def drift_report_folders(metadata: Mapping[str, Any]) -> list[Path]:
+    """The drift report folders a run was trained for (``context.drift_reports``) that exist on disk."""
+    named = (metadata.get("context") or {}).get("drift_reports") or []
+    folders = [Path(str(name)) for name in named if isinstance(name, str | os.PathLike)]
+    return [folder for folder in dict.fromkeys(folders) if folder.is_dir()]
 
 
 def run_fields(metadata: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
@@ -425,6 +479,9 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             params, metrics, tags = run_fields(full)
             self._log_batch(mlflow_run.info.run_id, params, metrics, tags, logged=mlflow_run.data.params)
             self._upload(mlflow_run.info.run_id, self._mlflow_model(staging, scratch), MODEL_ARTIFACT_PATH)
+            # Before the version exists: a publish retried after a crash finds the version and stops, so
+            # what is logged after it might never be. Fixed paths: a retry overwrites, never duplicates.
+            self._log_run_artifacts(mlflow_run.info.run_id, staging, full, scratch / "run")
             created = self._client.create_model_version(
                 model, source=f"runs:/{mlflow_run.info.run_id}/{MODEL_ARTIFACT_PATH}", run_id=mlflow_run.info.run_id,
                 tags={TAG_RUN_ID: run_id, TAG_CREATED_AT: _to_text(self._clock()),
@@ -434,6 +491,7 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             if version != predicted:
                 full = self._write_metadata(staging, metadata, model, version, finalize)
                 self._upload(mlflow_run.info.run_id, staging, f"{MODEL_ARTIFACT_PATH}/data/{ARTIFACT_SUBDIR}")
+                self._log_run_artifacts(mlflow_run.info.run_id, staging, full, scratch / "run-again")
                 self._client.set_model_version_tag(model, str(version), TAG_METADATA, self._metadata_tag(full))
         except BaseException:
             _restore(metadata_file, original)
@@ -511,15 +569,15 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
     @_translated
     def version_for_uri(self, uri: str) -> ModelVersion:
         """The version ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` names."""
-        match = re.fullmatch(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))", uri)
-        if match is None:
-            raise RegistryError(f"{uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
-        if match["version"]:
-            return self.get(match["name"], int(match["version"]))
-        found = self._by_alias(match["name"], match["alias"])
+        parsed = parse_model_uri(uri)
+        if parsed.version is not None:
+            return self.get(parsed.name, parsed.version)
+        found = self._by_alias(parsed.name, parsed.alias)
         if found is None:
-            raise RegistryError(f"{match['name']} has no alias {match['alias']!r}; aliases: "
-                                f"{', '.join(sorted(self._aliases_of(match['name']))) or 'none'}")
+            if not self._registered(parsed.name):
+                raise self._no_such_model(parsed.name)
+            raise RegistryError(f"{parsed.name} has no alias {parsed.alias!r}; aliases: "
+                                f"{', '.join(sorted(self._aliases_of(parsed.name))) or 'none'}")
         return found
 
     # -- production ---------------------------------------------------------------------------------------------
@@ -586,10 +644,13 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         """Record alias moves made outside the bot (seen by polling or a webhook), each once."""
         recorded = []
         for change in changes:
-            if change.after is None:
-                continue  # an alias deleted outside the bot: no version to tag; the bot's state notes it
             moves = self.alias_history(model, change.alias)
             last = moves[-1] if moves else None
+            if change.after is None:
+                removal = self._removal(model, change, last)
+                if removal is not None:
+                    recorded.append(removal)
+                continue
             if last is not None and last.version == change.after:
                 continue  # the bot's own move, or adopted already
             move = AliasMove(alias=change.alias, version=change.after,
@@ -599,6 +660,25 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             self._client.set_model_version_tag(model, str(change.after), *move_tag(move))
             recorded.append(move)
         return recorded
+
+    def _removal(self, model: str, change: AliasChange, last: AliasMove | None) -> AliasMove | None:
+        """Record an alias deleted outside the bot, on the version that held it; None if recorded already
+        or no version is known to have held it."""
+        if last is not None and last.version is None:
+            return None  # the removal is recorded already
+        holder = change.before if change.before is not None else (last.version if last else None)
+        if holder is None:
+            return None
+        move = AliasMove(alias=change.alias, version=None, previous=holder, at=self._moment_after(last),
+                         action="removed", reason=f"{change.alias} alias removed outside mlops-bot",
+                         trigger="external", by="outside mlops-bot")
+        try:
+            self._client.set_model_version_tag(model, str(holder), *move_tag(move))
+        except Exception as exc:
+            if not _not_found(exc):
+                raise
+            return None  # the version itself was deleted: there is nothing left to tag
+        return move
 
     # -- webhooks ---------------------------------------------------------------------------------------------
 
@@ -834,7 +914,27 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
                                  pip_requirements=_requirements())
         return target
 
-    def _upload(self, mlflow_run: str, folder: Path, artifact_path: str) -> None:
+    def _log_run_artifacts(self, mlflow_run: str, staging: Path, metadata: Mapping[str, Any], scratch: Path) -> None:
+        """The run's artifacts beside its model, from the staged version: the model card, the reference
+        profile, the metrics table (JSON and Markdown) and the drift reports the run's context names
+        (``context.drift_reports``: the episode's report folders) that exist on disk; one upload."""
+        scratch.mkdir(parents=True)
+        present = [(RUN_ARTIFACT_CARD, staging / _CARD_FILE)] + \
+                  [(RUN_ARTIFACT_PROFILE, staging / name) for name in _PROFILE_FILES]
+        for folder in drift_report_folders(metadata):
+            present += [(f"{RUN_ARTIFACT_DRIFT}/{folder.name}", folder / name) for name in _DRIFT_REPORT_FILES]
+        for where, source in present:
+            if source.is_file():
+                (scratch / where).mkdir(parents=True, exist_ok=True)
+                # A link, not a copy: a reference profile may be large; the upload reads through it.
+                (scratch / where / source.name).symlink_to(source.resolve())
+        table, markdown = metrics_table(metadata)
+        (scratch / RUN_ARTIFACT_METRICS).mkdir()
+        (scratch / RUN_ARTIFACT_METRICS / "metrics.json").write_text(json.dumps(table, indent=2) + "\n")
+        (scratch / RUN_ARTIFACT_METRICS / "metrics.md").write_text(markdown)
+        self._upload(mlflow_run, scratch, None)
+
+    def _upload(self, mlflow_run: str, folder: Path, artifact_path: str | None) -> None:
         try:
             self._client.log_artifacts(mlflow_run, str(folder), artifact_path)
         except OSError as exc:  # a local artifact store that refuses writes (permissions, disk full)
@@ -1048,6 +1148,12 @@ def _restore(metadata_file: Path, original: bytes | None) -> None:
             metadata_file.write_bytes(original)
     except OSError:
         pass  # the publish's own error is the one to report
+
+
+def _shown_number(value: Any, *, signed: bool = False) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def _key(name: str) -> str:

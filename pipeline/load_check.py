@@ -23,14 +23,17 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.package import MODEL_FILE, ArtifactError, UntrustedTypesError, load_model
 
-__all__ = ["ModelOutputs", "check_in_fresh_process", "compare_outputs"]
+if TYPE_CHECKING:  # types only: the child process this module runs as needs no registry
+    from pipeline.registry import ModelVersion, RegistryPort
+
+__all__ = ["ModelOutputs", "check_in_fresh_process", "check_reference_in_fresh_process", "compare_outputs"]
 
 # Float outputs may differ in their last bits between processes: BLAS and OpenMP split sums by
 # thread count, which changes the order of additions (about 1e-16 relative per operation). A
@@ -149,6 +152,30 @@ def check_in_fresh_process(
             "depends on something not saved with it (a module-level variable, a global setting, the "
             "environment): keep every setting in the estimator's own parameters and attributes"
         )
+
+
+def check_reference_in_fresh_process(
+    registry: RegistryPort,
+    reference: str,
+    features: pd.DataFrame,
+    expected: ModelOutputs | None = None,
+    *,
+    estimator: Any = None,
+    project_root: Path,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> ModelVersion:
+    """``check_in_fresh_process`` for a published version named by ``models:/<name>@<alias>`` or
+    ``models:/<name>/<version>``, resolved through ``registry`` (the folder registry or MLflow), with
+    the trusted types recorded in its metadata. Returns the version checked.
+
+    A malformed or unknown reference raises ``RegistryError`` in one line naming the accepted shapes
+    or what exists; a failed check raises ``ArtifactError`` as ``check_in_fresh_process`` does.
+    """
+    version = registry.version_for_uri(reference)
+    check_in_fresh_process(version.path, features, expected, estimator=estimator,
+                           trusted_types=tuple(version.metadata.get("trusted_types", [])),
+                           project_root=project_root, timeout_s=timeout_s)
+    return version
 
 
 def compare_outputs(expected: ModelOutputs, loaded: ModelOutputs) -> str | None:

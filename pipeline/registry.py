@@ -36,8 +36,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ModelRegistry", "ModelVersion", "RegistryError", "RegistryPort", "ReportsAliasMoves", "RunRecord", "Stage",
-           "StageChange"]
+__all__ = ["MODEL_URI_SHAPES", "ModelRegistry", "ModelUri", "ModelVersion", "RegistryError", "RegistryPort",
+           "ReportsAliasMoves", "RunRecord", "Stage", "StageChange", "parse_model_uri"]
 
 _SCHEMA_VERSION = 1
 # Long enough for a concurrent publish or promote to finish; short enough to notice a hung peer.
@@ -93,6 +93,33 @@ _SCHEMA = (
 
 class RegistryError(Exception):
     """A registry request that cannot be met; the message says why and what exists."""
+
+
+MODEL_URI_SHAPES = "models:/<name>@<alias> or models:/<name>/<version>"
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[1-9][0-9]*))")
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    """A parsed ``models:/`` URI: exactly one of ``alias`` and ``version`` is set."""
+
+    name: str
+    alias: str | None = None
+    version: int | None = None
+
+
+def parse_model_uri(uri: str) -> ModelUri:
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>``, as MLflow spells them.
+
+    Raises ``RegistryError`` in one line naming the accepted shapes.
+    """
+    match = _MODEL_URI.fullmatch(uri.strip()) if isinstance(uri, str) else None
+    if match is None or not _MODEL_NAME.fullmatch(match["name"]):
+        raise RegistryError(f"{uri!r} is not a model URI; write {MODEL_URI_SHAPES} (e.g. models:/churn@production "
+                            "or models:/churn/3)")
+    if match["version"]:
+        return ModelUri(match["name"], version=int(match["version"]))
+    return ModelUri(match["name"], alias=match["alias"])
 
 
 class Stage(StrEnum):
@@ -234,9 +261,12 @@ class RunRecord:
 class RegistryPort(Protocol):
     """What the bot and the pipeline ask of a model registry.
 
-    Versions are numbered per model from 1. ``publish`` makes a staged folder the next version
-    (a candidate, unless ``candidate=False``); ``promote`` puts a version in production and
-    ``rollback`` restores the one before it, reading the production history as a stack.
+    Versions are numbered per model from 1. ``publish`` makes a staged folder the next version;
+    with ``candidate=True`` (pass whether validation passed) it becomes the model's one candidate,
+    the newest validated version not promoted, which the candidate before it stops being.
+    ``promote`` puts a version in production and ``rollback`` restores the one before it, reading
+    the production history as a stack. ``version_for_uri`` resolves ``models:/<name>@<alias>``
+    and ``models:/<name>/<version>``.
     ``by`` and ``command`` say who asked and how; a registry that cannot keep them ignores them.
     Every refusal is a ``RegistryError`` whose one-line message says what exists or what to do.
     """
@@ -256,6 +286,10 @@ class RegistryPort(Protocol):
     def models(self) -> list[str]: ...
 
     def production(self, model: str) -> ModelVersion | None: ...
+
+    def candidate(self, model: str) -> ModelVersion | None: ...
+
+    def version_for_uri(self, uri: str) -> ModelVersion: ...
 
     def promote(self, model: str, version: int, *, reason: str, run_id: str | None = None,
                 trigger: str = "manual", by: str = "mlops-bot", command: str | None = None) -> ModelVersion: ...
@@ -290,7 +324,8 @@ class ReportsAliasMoves(Protocol):
 
     def adopt_external_moves(self, model: str, changes: Iterable[Any]) -> list[Any]:
         """Record the moves in ``changes`` (aliases that point elsewhere than the bot last saw) that
-        the bot did not make itself, each once; returns those recorded."""
+        the bot did not make itself, each once; returns those recorded. An alias deleted is a move
+        whose ``version`` is None, recorded on the version that lost it (``previous``)."""
         ...
 
 
@@ -314,6 +349,7 @@ class ModelRegistry(RegistryPort):
         self._enable_wal()
         with self._write() as conn:
             _create_schema(conn, self._index)
+            _keep_one_candidate(conn)
             self._remove_orphan_versions(conn)
 
     # -- publishing ---------------------------------------------------------------
@@ -338,7 +374,10 @@ class ModelRegistry(RegistryPort):
         finalize: Callable[[Path, dict[str, Any]], None] | None = None,
         candidate: bool = True,
     ) -> ModelVersion:
-        """Make the staged folder the model's next version, as a ``candidate`` (else ``archived``).
+        """Make the staged folder the model's next version, as its ``candidate`` (else ``archived``).
+
+        A new candidate replaces the model's earlier one (archived), as MLflow's candidate alias
+        moves: the candidate is the newest validated version not promoted.
 
         ``finalize(folder, metadata)``, if given, is called once the version number is
         known, after ``metadata.json`` is written and before the folder is moved into
@@ -381,6 +420,9 @@ class ModelRegistry(RegistryPort):
                 os.rename(staging, target)
                 published = target
                 created_at = _to_text(self._clock())
+                if candidate:
+                    conn.execute("UPDATE versions SET stage = ? WHERE model = ? AND stage = ?",
+                                 (Stage.ARCHIVED, model, Stage.CANDIDATE))
                 conn.execute(
                     "INSERT INTO versions (model, version, stage, created_at, run_id, metadata)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -438,6 +480,35 @@ class ModelRegistry(RegistryPort):
         """The version in production, or None (also for a model never published)."""
         with self._connect() as conn:
             return self._production(conn, model)
+
+    def candidate(self, model: str) -> ModelVersion | None:
+        """The model's candidate (the newest validated version not promoted), or None."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM versions WHERE model = ? AND stage = ? ORDER BY version DESC LIMIT 1",
+                (model, Stage.CANDIDATE),
+            ).fetchone()
+        return self._version_from_row(row) if row else None
+
+    def version_for_uri(self, uri: str) -> ModelVersion:
+        """The version ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` names.
+
+        This registry's aliases are its stages: ``production`` and ``candidate``.
+        """
+        parsed = parse_model_uri(uri)
+        if parsed.version is not None:
+            return self.get(parsed.name, parsed.version)
+        find = {Stage.PRODUCTION.value: self.production, Stage.CANDIDATE.value: self.candidate}.get(parsed.alias)
+        if find is None:
+            raise RegistryError(f"{uri!r}: the folder registry knows the aliases production and candidate, not "
+                                f"{parsed.alias!r}; write models:/{parsed.name}@production or a version number")
+        found = find(parsed.name)
+        if found is None:
+            if parsed.name not in self.models():
+                with self._connect() as conn:
+                    raise _no_such_model(conn, parsed.name)
+            raise RegistryError(f"no version of {parsed.name} is {parsed.alias} now")
+        return found
 
     # -- production -----------------------------------------------------------------
 
@@ -706,6 +777,15 @@ def _create_schema(conn: sqlite3.Connection, index: Path) -> None:
     for statement in _SCHEMA:
         conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+
+def _keep_one_candidate(conn: sqlite3.Connection) -> None:
+    """Registries written before the candidate was one version: only each model's newest candidate stays one."""
+    conn.execute(
+        "UPDATE versions SET stage = ? WHERE stage = ? AND version < (SELECT MAX(newer.version) FROM versions"
+        " AS newer WHERE newer.model = versions.model AND newer.stage = ?)",
+        (Stage.ARCHIVED, Stage.CANDIDATE, Stage.CANDIDATE),
+    )
 
 
 def _check_model_name(model: str) -> None:

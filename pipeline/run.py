@@ -258,8 +258,9 @@ def _build_and_validate(spec, registry, staging, result, stage, events, context,
     from pipeline.package import write_descriptor
 
     with stage("validate", resume=True) as record:  # the validate stage ends once its candidate is published
+        # Only a validated version is a candidate (MLflow's candidate alias; the folder registry's stage).
         version = registry.publish(spec.name, staging, built["metadata"], run_id=result.run_id,
-                                   finalize=write_descriptor)
+                                   finalize=write_descriptor, candidate=bool((result.validation or {}).get("passed")))
         result.version = version.version
         validation = result.validation or {}
         record.detail = "all gates passed" if validation.get("passed") else "; ".join(validation.get("reasons", []))

@@ -30,6 +30,7 @@ from integrations.mlflow_registry import (
     WebhookError,
     alias_changes,
     embedded_tracking_uri,
+    metrics_table,
     move_tag,
     moves_from_tags,
     periods,
@@ -502,14 +503,41 @@ def test_a_registered_model_made_outside_the_bot_is_adopted(mlflow_registry, mod
     assert [(v.version, v.run_id != "") for v in mlflow_registry.versions(model)] == [(1, False), (2, True)]
 
 
-def test_only_the_newest_published_version_is_the_candidate(mlflow_registry, model):
-    """Unlike the folder registry, where every version never promoted stays a candidate: one alias, one version."""
+def test_only_the_newest_validated_unpromoted_version_is_the_candidate(registry, model):
+    """Both registries: one candidate per model (MLflow's candidate alias), which a version published
+    as not validated does not take, and a promoted candidate gives up."""
     for _ in range(3):
-        _publish(mlflow_registry, model)
-    assert [v.stage for v in mlflow_registry.versions(model)] == [Stage.ARCHIVED, Stage.ARCHIVED, Stage.CANDIDATE]
-    assert mlflow_registry.aliases(model) == {"candidate": 3}
-    mlflow_registry.promote(model, 3, reason="ship")
-    assert mlflow_registry.aliases(model) == {"production": 3}  # a promoted candidate is no longer one
+        _publish(registry, model)
+    assert [v.stage for v in registry.versions(model)] == [Stage.ARCHIVED, Stage.ARCHIVED, Stage.CANDIDATE]
+    assert _publish(registry, model, candidate=False).stage is Stage.ARCHIVED
+    assert registry.candidate(model).version == 3
+    if isinstance(registry, MlflowRegistry):
+        assert registry.aliases(model) == {"candidate": 3}
+    registry.promote(model, 3, reason="ship")
+    assert registry.candidate(model) is None  # a promoted candidate is no longer one
+    assert [v.stage for v in registry.versions(model)] == [Stage.ARCHIVED] * 2 + [Stage.PRODUCTION, Stage.ARCHIVED]
+    if isinstance(registry, MlflowRegistry):
+        assert registry.aliases(model) == {"production": 3}
+
+
+def test_a_models_uri_names_a_version_in_either_registry(registry, model):
+    for _ in range(2):
+        _publish(registry, model)
+    registry.promote(model, 1, reason="ship")
+    assert registry.version_for_uri(f"models:/{model}/2").version == 2
+    assert registry.version_for_uri(f"models:/{model}@production").version == 1
+    assert registry.version_for_uri(f"models:/{model}@candidate").version == 2
+    for bad in (f"models:/{model}", f"models:/{model}/v2", f"models:/{model}/0", f"runs:/{model}/1",
+                f"models:/{model}@", "models:/../x/1"):
+        with pytest.raises(RegistryError, match=r"^.* is not a model URI; write models:/<name>@<alias> or "
+                                                 r"models:/<name>/<version> \(e\.g\."):
+            registry.version_for_uri(bad)
+    with pytest.raises(RegistryError, match="has no version 7; versions: 1, 2"):
+        registry.version_for_uri(f"models:/{model}/7")
+    with pytest.raises(RegistryError, match="no model named"):
+        registry.version_for_uri(f"models:/{model}-none@production")
+    with pytest.raises(RegistryError, match="alias"):
+        registry.version_for_uri(f"models:/{model}@champion")
 
 
 def test_each_alias_move_is_a_version_tag_saying_who_why_and_how(mlflow_registry, model):
@@ -578,6 +606,97 @@ def test_runs_are_mlflow_runs_ended_with_their_status(mlflow_registry, model):
     assert statuses == {r1: "FINISHED", r2: "FAILED"}
     if mlflow_registry.tracking_uri.startswith("sqlite:"):  # the embedded store keeps artifacts in the data dir
         assert experiment.artifact_location == (mlflow_registry.data_dir / "mlflow" / "artifacts" / model).as_uri()
+
+
+def test_a_pipeline_run_logs_its_card_profile_metrics_and_episode_drift_reports(mlflow_registry, model, tmp_path):
+    from pipeline.run import run_pipeline
+
+    report = tmp_path / "reports" / model / "batch-001.csv_2048_1700000000"
+    report.mkdir(parents=True)
+    (report / "report.json").write_text('{"drifted": true}')
+    (report / "report.md").write_text("# Drift: x1 moved\n")
+    context = {"origin": {"kind": "command", "ticket": 4, "episode": "ticket:4"},
+               "drift_reports": [str(report), str(tmp_path / "reports" / model / "cleaned-up-since")]}
+    run_id = f"run-{model}"
+    result = run_pipeline(_project(tmp_path / "project", model), mlflow_registry, trigger="command",
+                          reason="/retrain", run_id=run_id, context=context, clock=_clock())
+    assert result.version == 1, result.to_dict()
+    client = _client(mlflow_registry)
+    mlflow_run = client.get_model_version(model, "1").run_id
+
+    def artifacts() -> list[str]:
+        found, folders = [], [None]
+        while folders:
+            for item in client.list_artifacts(mlflow_run, folders.pop()):
+                (folders if item.is_dir else found).append(item.path)
+        return sorted(path for path in found if not path.startswith("model/"))
+
+    logged = artifacts()
+    assert logged == ["drift_reports/batch-001.csv_2048_1700000000/report.json",
+                      "drift_reports/batch-001.csv_2048_1700000000/report.md",
+                      "metrics/metrics.json", "metrics/metrics.md", "model_card/MODEL_CARD.md",
+                      "reference_profile/profile-sample.parquet", "reference_profile/profile.json"]
+    version = mlflow_registry.get(model, 1)
+    scratch = tmp_path / "fetched"
+    card = Path(client.download_artifacts(mlflow_run, "model_card/MODEL_CARD.md", str(scratch)))
+    assert card.read_text() == (version.path / "MODEL_CARD.md").read_text()
+    table = json.loads(Path(client.download_artifacts(mlflow_run, "metrics/metrics.json", str(scratch))).read_text())
+    assert (table["model"], table["version"], table["primary_metric"]) == (model, 1, "roc_auc")
+    assert {row["metric"]: row["candidate"] for row in table["rows"]} == version.metadata["metrics"]
+    assert [row["production"] for row in table["rows"]] == [None, None]  # nothing in production to compare with
+    markdown = Path(client.download_artifacts(mlflow_run, "metrics/metrics.md", str(scratch))).read_text()
+    assert f"| roc_auc | {version.metadata['metrics']['roc_auc']:.4f} | — | — |" in markdown
+
+    # The same run again (a restart): found by its run id, nothing published or logged twice.
+    again = run_pipeline(_project(tmp_path / "project", model), mlflow_registry, trigger="command", reason="/retrain",
+                         run_id=run_id, context=context, clock=_clock())
+    assert again.version == 1 and artifacts() == logged
+    assert [v.version for v in mlflow_registry.versions(model)] == [1]
+
+
+def test_a_run_that_fails_validation_is_published_but_is_no_candidate(registry, model, tmp_path):
+    from pipeline.run import run_pipeline
+
+    project = _project(tmp_path / "project", model)
+    (project / "mlops.toml").write_text((project / "mlops.toml").read_text()
+                                        + "\n[gates.limits]\naccuracy = { min = 1.01 }\n")
+    result = run_pipeline(project, registry, trigger="merge", reason="a model no gate lets through", clock=_clock())
+    assert (result.status, result.version) == ("not_promoted", 1), result.to_dict()
+    assert registry.get(model, 1).stage is Stage.ARCHIVED and registry.candidate(model) is None
+    if isinstance(registry, MlflowRegistry):
+        assert registry.aliases(model) == {}
+
+
+def test_an_alias_removed_outside_the_bot_ends_production_in_the_history_once(mlflow_registry, model):
+    for _ in range(2):
+        _publish(mlflow_registry, model)
+    mlflow_registry.promote(model, 1, reason="first")
+    mlflow_registry.promote(model, 2, reason="second")
+    known = mlflow_registry.aliases(model)
+    _client(mlflow_registry).delete_registered_model_alias(model, "production")  # someone, in MLflow's UI
+
+    changes = alias_changes(known, mlflow_registry.aliases(model), ["production", "candidate"])
+    assert changes == [AliasChange("production", 2, None)]
+    adopted = mlflow_registry.adopt_external_moves(model, changes)
+    assert [(m.version, m.previous, m.action, m.by, m.reason) for m in adopted] == [
+        (None, 2, "removed", "outside mlops-bot", "production alias removed outside mlops-bot")]
+    assert mlflow_registry.adopt_external_moves(model, changes) == []  # once
+    assert mlflow_registry.production(model) is None
+    history = mlflow_registry.history(model)
+    assert [(p.version, p.ended_reason) for p in history] == [
+        (1, "second"), (2, "production alias removed outside mlops-bot")]
+    assert history[-1].ended_at is not None
+    own = mlflow_registry.describe(model, 2)["history"]
+    assert own[0]["ended_reason"] == "production alias removed outside mlops-bot"
+    with pytest.raises(RegistryError, match="no version is in production"):
+        mlflow_registry.rollback(model, reason="nothing to roll back from")
+
+    # Put back outside the bot on the same version: a new period, not taken for the removed one.
+    _client(mlflow_registry).set_registered_model_alias(model, "production", "2")
+    back = alias_changes({"production": None}, mlflow_registry.aliases(model), ["production"])
+    assert [(m.version, m.action) for m in mlflow_registry.adopt_external_moves(model, back)] == [(2, "external")]
+    assert [(p.version, p.ended_at is None) for p in mlflow_registry.history(model)] == [
+        (1, False), (2, False), (2, True)]
 
 
 # -- the server only: downloads, request counts, webhooks, errors -----------------------------------------
@@ -714,6 +833,35 @@ def test_rollback_target_reads_the_moves_as_a_stack():
     assert rollback_target([_move(1, "promote", 1), _move(2, "promote", 2), _move(3, "promote", 3),
                             _move(2, "rollback", 4)]) == 1
     assert rollback_target([_move(1, "promote", 1), _move(2, "external", 2)]) == 1
+    removed = AliasMove(alias="production", version=None, previous=3, action="removed", reason="gone", trigger="t",
+                        by="x", at=datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc))
+    # A removal takes the version out as a rollback would: v4 put there next rolls back to v2, not v3.
+    assert rollback_target([_move(1, "promote", 1), _move(2, "promote", 2), _move(3, "promote", 3), removed,
+                            _move(4, "external", 6)]) == 2
+
+
+def test_a_removal_round_trips_through_its_tag_and_ends_the_period():
+    removed = AliasMove(alias="production", version=None, previous=1, action="removed", reason="removed by hand",
+                        trigger="external", by="outside mlops-bot", at=datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc))
+    tags = [dict([move_tag(_move(1, "promote", 1))]), dict([move_tag(removed)])]
+    read = moves_from_tags(tags, "production")
+    assert read[-1] == removed
+    [period] = periods("m", read)
+    assert (period.version, period.ended_at, period.ended_reason) == (1, removed.at, "removed by hand")
+
+
+def test_metrics_table_sets_the_candidate_beside_production_on_the_same_rows():
+    table, markdown = metrics_table({
+        "model": "churn", "version": 3, "primary_metric": {"name": "f1"}, "metrics": {"f1": 0.8, "accuracy": 0.9},
+        "validation": {"held_out_rows": 80, "passed": True, "production": {
+            "version": 2, "metrics": {"f1": 0.75}, "difference": {"f1": 0.05}, "note": "scored on the same rows"}}})
+    assert table["rows"] == [{"metric": "f1", "candidate": 0.8, "production": 0.75, "difference": 0.05},
+                             {"metric": "accuracy", "candidate": 0.9, "production": None, "difference": None}]
+    assert (table["production_version"], table["held_out_rows"], table["passed"]) == (2, 80, True)
+    assert markdown.splitlines() == [
+        "# Metrics: churn v3 against production v2", "", "| metric | churn v3 | production v2 | difference |",
+        "|---|---:|---:|---:|", "| f1 | 0.8000 | 0.7500 | +0.0500 |", "| accuracy | 0.9000 | — | — |", "",
+        "_scored on the same rows_"]
 
 
 def test_moves_round_trip_through_tags_in_time_order():

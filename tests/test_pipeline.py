@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,7 +90,7 @@ def test_a_worse_model_is_not_promoted_and_says_why(tiny_project, registry, cloc
     assert any("roc_auc" in reason and "worse than the allowed regression of 0.02" in reason for reason in worse.reasons)
     assert worse.stage("deploy").status == "skipped"
     assert registry.production("tiny").version == 1
-    assert registry.get("tiny", 2).stage is Stage.CANDIDATE
+    assert registry.get("tiny", 2).stage is Stage.ARCHIVED  # published, but only a validated version is a candidate
     comparison = worse.validation["production"]
     assert comparison["version"] == 1 and comparison["difference"]["roc_auc"] < -0.02
 

@@ -443,3 +443,19 @@ def test_record_run_refuses_an_unknown_status(registry: ModelRegistry) -> None:
     with pytest.raises(RegistryError, match="status 'done'; expected one of running, succeeded"):
         registry.record_run(_run("a", 1, status="done"))
     assert registry.runs() == []
+
+
+def test_a_registry_written_with_several_candidates_keeps_only_the_newest(registry: ModelRegistry) -> None:
+    for model in ("churn", "churn", "churn", "fraud"):
+        _publish(registry, model)
+    registry.promote("churn", 1, reason="ship")
+    registry.close()
+    # Before the candidate was one version, every version never promoted stayed a candidate.
+    with sqlite3.connect(registry.root / "index.sqlite") as conn:
+        conn.execute("UPDATE versions SET stage = 'candidate' WHERE stage = 'archived'")
+    reopened = ModelRegistry(registry.root, clock=SteppingClock())
+    assert [(v.model, v.version, v.stage) for v in reopened.versions()] == [
+        ("churn", 1, Stage.PRODUCTION), ("churn", 2, Stage.ARCHIVED), ("churn", 3, Stage.CANDIDATE),
+        ("fraud", 1, Stage.CANDIDATE)]
+    assert reopened.candidate("churn").version == 3
+    reopened.close()
