@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import messages
-from bot.commands import REGISTRY, Request, parse, required_permission, respond, unknown_reply
+from bot.commands import Request, parse, required_permission, respond, unknown_reply
 from bot.commands.base import CheckDrift, Promote, Rollback, RunPipeline, TellsTime
 from bot.events import (
     ChangeMerged,
@@ -61,7 +61,6 @@ from integrations.ports import (
     Target,
     Ticket,
     Tracker,
-    TransientError,
     UploadsFiles,
 )
 
@@ -500,7 +499,7 @@ class Lifecycle:
 
     def _reply(self, target: Target, key: str, body: str) -> NewEffect:
         if target.kind == "chat":  # a command typed in chat is answered in the thread of its first answer
-            return self._chat_reply(self._episode_for(target), target.repo, key, body)
+            return self._chat_reply(self._episode_for(target), target.repo, key, messages.as_typed_in_chat(body))
         return NewEffect(key, "scm.reply", {"target": _target_dict(target), "body": body}, lane=f"scm:{target}")
 
     def _upsert(self, target: Target, marker: str, body: str) -> NewEffect:

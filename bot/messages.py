@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,12 @@ _STATUS_WORDS = {
     "failed": "❌ failed",
     "running": "⏳ running",
 }
+
+
+def as_typed_in_chat(text: str) -> str:
+    """Hints as a chat user types them: in Slack every command follows the slash command, so
+    `/retrain` is `/mlops retrain` there."""
+    return re.sub(r"`/(?!mlops\b)([a-z][\w-]*)", r"`/mlops \1", text)
 
 
 def run_started(model: str, run_id: str, why: str) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import urllib.parse
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot import messages
 from bot.app import BotApp
 from bot.events import ChangeMerged, CommandGiven, TicketClosed
 from bot.interactions import Interactions, verify_slack_request
@@ -247,8 +247,7 @@ def _ephemeral(text: str) -> JSONResponse:
     (mrkdwn in Block Kit, as the bot's chat messages are) and with hints typed as in Slack."""
     from integrations.slack import render
 
-    text = re.sub(r"`/(?!mlops\b)([a-z][\w-]*)", r"`/mlops \1", text)  # `/retrain` is `/mlops retrain` in Slack
-    fallback, blocks = render(text)
+    fallback, blocks = render(messages.as_typed_in_chat(text))
     return JSONResponse({"response_type": "ephemeral", "text": fallback, "blocks": blocks})
 
 

@@ -127,6 +127,16 @@ def test_slash_retrain_is_acknowledged_at_once_and_answered_in_a_thread(slack, w
     assert any("Model *tiny v2* is now in production" in reply.text for reply in command.replies)
 
 
+def test_a_slash_commands_answer_in_the_channel_hints_commands_as_typed_in_slack(slack, web):
+    answer = slash(web, "deploy", "U_MAYA")  # work, not a read: answered in a thread, not ephemerally
+    assert answer.status_code == 200 and answer.json()["text"].startswith("On it")
+    settle(web.bot)
+    # The command's first answer starts its thread in the channel (later ones are replies in it).
+    said = "\n".join(m.text for m in slack.state.messages("mlops-pipeline") if "has no candidate" in m.text)
+    assert "`/mlops retrain`" in said and "`/mlops deploy &lt;version&gt;`" in said
+    assert not re.search(r"`/(?!mlops)", said)
+
+
 @pytest.mark.parametrize(
     ("text", "user", "expected"),
     [("deploy 1", "U_BOB", "needs *maintain* permission"), ("retrain", "U_RITA", "needs *write* permission"),
