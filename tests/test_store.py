@@ -583,3 +583,19 @@ def test_a_store_is_usable_from_several_threads(state_url: str, still: FakeClock
         assert all(pool.map(work, range(40)))
     assert store.outbox_stats()["pending"] == 40
     store.close()
+
+
+def test_the_revisions_read_from_the_files_are_alembics():
+    """`head` and `known` read the revision graph without Alembic; Alembic runs the upgrades."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from bot import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    scripts = ScriptDirectory.from_config(config)
+    assert migrations.head() == scripts.get_current_head()
+    every = {script.revision for script in scripts.walk_revisions()}
+    assert every and all(migrations.known(rev) for rev in every)
+    assert not migrations.known("9999")

@@ -14,12 +14,15 @@ instead of importing ``bot.store``'s, so each keeps meaning what it meant when i
 from __future__ import annotations
 
 import logging
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["BASELINE", "head", "known", "revision", "stamp", "upgrade"]
 
@@ -31,6 +34,8 @@ _VERSION_TABLE = "alembic_version"  # Alembic's default
 
 
 def _config(conn: sa.Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_HERE))
     if conn is not None:
@@ -38,18 +43,35 @@ def _config(conn: sa.Connection | None = None) -> Config:
     return config
 
 
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
+@cache
+def _revisions() -> dict[str, str | None]:
+    """Each revision in ``versions/`` and the one it revises, read from the files' text.
+
+    Every bot start and every command that reads the state asks whether the database is current;
+    reading two assignments per file answers that without importing Alembic (a fifth of `status`'s
+    start-up). Alembic itself still runs every upgrade, and a test checks both agree on the head.
+    """
+    found: dict[str, str | None] = {}
+    for path in sorted((_HERE / "versions").glob("[0-9]*.py")):
+        text = path.read_text(encoding="utf-8")
+        revision = re.search(r'^revision = "([^"]+)"', text, re.M)
+        down = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.M)
+        if revision is None or down is None:
+            raise RuntimeError(f"{path.name}: no `revision = \"...\"` and `down_revision = ...` lines")
+        found[revision.group(1)] = down.group(1)
+    return found
 
 
 def head() -> str:
-    """The newest revision this mlops-bot knows."""
-    return _scripts().get_current_head()
+    """The newest revision this mlops-bot knows: the one no other revision revises."""
+    revised = set(_revisions().values())
+    [newest] = [rev for rev in _revisions() if rev not in revised]
+    return newest
 
 
 def known(rev: str) -> bool:
     """Whether ``rev`` is one of this mlops-bot's revisions (else a newer one wrote the database)."""
-    return any(script.revision == rev for script in _scripts().walk_revisions())
+    return rev in _revisions()
 
 
 def revision(conn: sa.Connection) -> str | None:
@@ -61,12 +83,16 @@ def revision(conn: sa.Connection) -> str | None:
 
 def upgrade(conn: sa.Connection, to: str = "head") -> None:
     """Run every migration from the database's revision to ``to``, in the caller's transaction."""
+    from alembic import command
+
     _quiet_alembic()
     command.upgrade(_config(conn), to)
 
 
 def stamp(conn: sa.Connection, rev: str) -> None:
     """Record ``rev`` as the database's revision without running anything."""
+    from alembic import command
+
     _quiet_alembic()
     command.stamp(_config(conn), rev)
 
