@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -293,8 +292,16 @@ _leases = sa.Table(
 )
 
 
-# Backends with INSERT ... ON CONFLICT; others look before they insert.
-_CONFLICT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+def _conflict_insert(dialect: str):
+    """``insert`` with ON CONFLICT for the backends that have it; None for others (they look before
+    they insert). Each dialect's module is imported only by the backend that uses it."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return None
+    return insert
 
 
 class Store:
@@ -958,7 +965,7 @@ class _Statements:
             sa.and_(_links.c.dst_kind == kind, _links.c.dst_id == id),
         )).order_by(_links.c.id)
         # INSERT ... ON CONFLICT where the backend has it; None elsewhere (look, then insert).
-        insert = _CONFLICT_INSERTS.get(dialect)
+        insert = _conflict_insert(dialect)
         self.new_event = self.new_effect = self.new_link = self.put_cursor = self.put_state = self.new_lease = None
         if insert is not None:
             self.new_lease = insert(_leases).on_conflict_do_nothing(index_elements=["name"])
