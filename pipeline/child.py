@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["child_environment", "run_in_child"]
+__all__ = ["child_environment", "hide_from_children", "is_hidden_from_children", "run_in_child"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def run_in_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], No
         # -P: the project folder (the child's working folder) is not put on the import path, so a
         # module of the project's cannot stand in for one of ours.
         command = [sys.executable, "-P", "-m", "pipeline.child", str(job_file), str(result_file)]
+        hide_from_children()
         try:
             process = subprocess.Popen(command, cwd=cwd, env=child_environment(), stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
@@ -327,6 +328,37 @@ def _child(argv: Sequence[str] | None = None) -> int:
     result = build_candidate(job, send)
     result_file.write_text(json.dumps(result), encoding="utf-8")
     return 0
+
+
+_PR_SET_DUMPABLE, _PR_GET_DUMPABLE = 4, 3
+
+
+def hide_from_children() -> None:
+    """Keep this process's memory and starting environment from the processes it starts.
+
+    They run as the same user, and on Linux a same-user process may read ``/proc/<pid>/environ``
+    (the tokens this process was started with) and ``/proc/<pid>/mem``; a process that is not
+    "dumpable" has those files owned by root. The flag stays off for this process's life and is not
+    inherited across exec, so the children themselves are unaffected. The cost: no core dumps, and
+    a debugger or profiler must attach as root. Root (CAP_SYS_PTRACE) still reads everything.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0)
+    except (OSError, AttributeError):  # no prctl here: nothing to hide with
+        return
+
+
+def is_hidden_from_children() -> bool:
+    """Whether ``hide_from_children`` is in force (Linux), for ``doctor`` and the tests."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_DUMPABLE) == 0
 
 
 def _end_with_parent(parent: int | None) -> None:

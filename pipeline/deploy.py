@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.child import child_environment
+from pipeline.child import child_environment, hide_from_children
 from pipeline.package import MODEL_FILE
 
 __all__ = ["DeployError", "deploy_environment", "run_deploy_command"]
@@ -55,6 +55,7 @@ def run_deploy_command(command: str, *, model: str, version: int, artifact: Path
     are not: it sees ``deploy_environment``, with ``env_names`` (``[deploy] env``) added.
     """
     env = deploy_environment(model=model, version=version, artifact=artifact, declared=env_names)
+    hide_from_children()  # nor this process's own memory and starting environment
     try:
         done = subprocess.run(
             command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False

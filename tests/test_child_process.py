@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -153,6 +154,12 @@ def test_the_projects_code_finds_none_of_the_bots_secrets(tmp_path, bots_secrets
     # It did look: in its environment, its arguments and the job file they name, its folder, /proc.
     assert {"os.environ", "sys.argv", "file mlops.toml", "file data.csv", "/proc/self/environ"} <= set(seen["searched"])
     assert any(place.startswith("argument ") and place.endswith("job.json") for place in seen["searched"])
+
+    # Nor can it read them from the bot's process: /proc/<bot>/environ and mem are root's now
+    # (this test runs as root, who reads them anyway: the flag is what can be checked here).
+    from pipeline.child import is_hidden_from_children
+
+    assert is_hidden_from_children() == sys.platform.startswith("linux")
 
     # The same search, run in the bot's own process, finds them: the test can tell.
     in_process = InProcessEngine(registry, {"tiny": project}, clock=clock, isolated=False)
