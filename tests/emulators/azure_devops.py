@@ -32,7 +32,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -554,6 +554,21 @@ class AzureDevOpsEmulator(HttpEmulator):
 
     service = "azure-devops"
 
+    #: routes Microsoft's 7.1 specs in refdata do not describe, and why
+    UNDESCRIBED_ROUTES = {
+        # the client's location discovery (refdata/azure-devops/client-first-use-requests.json and
+        # client-locations.json record them), part of no area's spec
+        "OPTIONS /{organization}/_apis": "location discovery, before any client call",
+        "GET /{organization}/_apis/ResourceAreas": "location discovery: the areas' hosts",
+        "GET /{organization}/_apis/connectionData": "the connection's identity (Location area, no spec here)",
+        # the Work area's spec (team settings) is not among the refdata specs
+        "GET /{organization}/{project}/{team}/_apis/work/teamsettings/iterations": "the Work area: no spec in refdata",
+        # the specs give these with the optional segment always present; the client leaves it out
+        "POST /{organization}/{project}/_apis/wit/wiql": "wiql without {team} (the spec has only the team's)",
+        "GET /{organization}/{project}/_apis/wit/classificationnodes/{structureGroup}":
+            "a classification root: the spec's .../{structureGroup}/{path} with an empty path",
+    }
+
     def __init__(
         self,
         *,
@@ -614,6 +629,34 @@ class AzureDevOpsEmulator(HttpEmulator):
             "typeName": f"Microsoft.VisualStudio.Services.WebApi.{type_key}, Microsoft.VisualStudio.Services.WebApi",
             "typeKey": type_key, "errorCode": 0, "eventId": 3000,
         }, dict(headers or {}))
+
+    def request_problems(self, request: Request) -> list[str]:
+        # the client sends api-version in Accept ("application/json;api-version=7.1-preview.3"), which
+        # the specs list as a query parameter
+        accept = request.header("accept") or ""
+        if "api-version" not in request.query and "api-version=" in accept:
+            version = accept.split("api-version=")[-1].split(";")[0].strip()
+            request = replace(request, query={**request.query, "api-version": version})
+        # the service reads an enum in the query whatever its case (the client documents $expand as
+        # { None, Relations, Fields, Links, All }, the specs list them in lower case)
+        if self.schemas is not None and request.route is not None and any(v != v.lower() for v in request.query.values()):
+            try:
+                described = self.schemas.request_parameters(request.route.method, request.route.template)
+            except LookupError:
+                described = {}
+            query = dict(request.query)
+            for name, value in query.items():
+                enum = described.get(("query", name), ("", False, {}))[2].get("enum", [])
+                query[name] = next((e for e in enum if isinstance(e, str) and e.lower() == value.lower()), value)
+            request = replace(request, query=query)
+        return super().request_problems(request)
+
+    def error_problems(self, request: Request, response: Response) -> list[str]:
+        if self.schemas is None:
+            return []
+        if response.status == 401 and isinstance(response.body, bytes):
+            return []  # a PAT the service does not know: its sign-in answer, not JSON (as the client expects)
+        return self.schemas.validate_error(response.body)
 
     def not_found(self, request: Request) -> Response:
         return self._error(404, f"The resource {request.path} could not be found.", "ResourceNotFoundException")
@@ -1612,6 +1655,25 @@ def _wiql_match(fields: Mapping[str, Any], name: str, op: str, value: Any) -> bo
 # Schemas
 
 
+#: The body of the service's error answers, which the specs do not describe: the fields the client
+#: reads it into (azure-devops' ``WrappedException``, ``AzureDevOpsServiceError``), with ``message``
+#: and ``typeKey`` required (every error answer carries them; the client shows the message).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["message", "typeKey"],
+    "properties": {
+        "$id": {"type": "string"},
+        "innerException": {"anyOf": [{"$ref": "#/definitions/WrappedException"}, {"type": "null"}]},
+        "message": {"type": "string"},
+        "typeName": {"type": "string"},
+        "typeKey": {"type": "string"},
+        "errorCode": {"type": "integer"},
+        "eventId": {"type": "integer"},
+        "customProperties": {"type": ["object", "null"]},
+    },
+}
+
+
 class AzureDevOpsSchemas:
     """Microsoft's 7.1 specs (work item tracking, git, pipelines) as one checker, with the
     emulator's view of them: a list the spec describes as an array is checked through the
@@ -1619,6 +1681,28 @@ class AzureDevOpsSchemas:
 
     def __init__(self, documents: Sequence[OpenAPISchemas]) -> None:
         self.documents = list(documents)
+        self._errors = OpenAPISchemas({"swagger": "2.0", "paths": {}, "definitions": {"WrappedException": ERROR_SCHEMA}})
+
+    def operation(self, method: str, template: str) -> dict[str, Any] | None:
+        document = self._document(method, template)
+        return document.operation(method, template) if document is not None else None
+
+    def request_parameters(self, method: str, template: str) -> dict[tuple[str, str], tuple[str, bool, Any]]:
+        document = self._document(method, template)
+        if document is None:
+            raise LookupError(f"{method} {template} is not in the specs")
+        return document.request_parameters(method, template)
+
+    def validate_request(self, method: str, template: str, **request: Any) -> list[str]:
+        """A request against its operation in the specs (see ``OpenAPISchemas.validate_request``)."""
+        document = self._document(method, template)
+        if document is None:
+            raise LookupError(f"{method} {template} is not in the specs")
+        return document.validate_request(method, template, **request)
+
+    def validate_error(self, body: Any) -> list[str]:
+        """An error answer's body against the service's error shape (``ERROR_SCHEMA``)."""
+        return self._errors.validate(body, "#/definitions/WrappedException")
 
     def _document(self, method: str, template: str) -> OpenAPISchemas | None:
         return next((d for d in self.documents if d.operation(method, template) is not None), None)
@@ -1651,8 +1735,15 @@ def _any_object(node: Any) -> Any:
         return [_any_object(item) for item in node]
     if not isinstance(node, dict):
         return node
-    if node == {"type": "object"} or (node.get("type") == "string" and node.get("format") == "T"):
+    if (node.get("type") == "object" and set(node) <= {"type", "description"}) or (
+            node.get("type") == "string" and node.get("format") == "T"):
         return {key: value for key, value in node.items() if key == "description"}
+    # a .NET list subclass (JsonPatchDocument: List<JsonPatchOperation>) is written as an object whose
+    # allOf is the array: what is sent is the array
+    parts = node.get("allOf")
+    if node.get("type") == "object" and isinstance(parts, list) and len(parts) == 1 and \
+            parts[0].get("type") == "array" and not node.get("properties"):
+        return _any_object(parts[0])
     return {key: _any_object(value) for key, value in node.items()}
 
 

@@ -70,8 +70,8 @@ def no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _running(emulator, name: str, against: str) -> Iterator:
-    """Serve ``emulator`` for one test; fail it at teardown on a handler error or an answer outside
-    ``against`` (the service's description)."""
+    """Serve ``emulator`` for one test; fail it at teardown on a handler error, or on a request or an
+    answer (error answers and injected faults included) outside ``against`` (the service's description)."""
     with emulator:
         yield emulator
     if emulator.errors:

@@ -661,6 +661,7 @@ class OpenAPISchemas:
         self._format_checker.checks("date-time")(_date_time_ok)
         self._validator_class = jsonschema.Draft4Validator
         self._validators: dict[str, Any] = {}
+        self._parameters: dict[str, dict[tuple[str, str], tuple[str, bool, Any]]] = {}
         self._templates = [
             (re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(p))), p) for p in doc.get("paths", {})
         ]
@@ -771,6 +772,202 @@ class OpenAPISchemas:
                     errors.append(f"(headers): missing {name}")
         return errors
 
+    # -- requests
+
+    def _at(self, ref: str) -> Any:
+        node: Any = self.document
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def _deref(self, node: Any, pointer: str) -> tuple[Any, str]:
+        while isinstance(node, dict) and "$ref" in node:
+            pointer = node["$ref"]
+            node = self._at(pointer)
+        return node, pointer
+
+    def variants(self, method: str, template: str) -> list[str]:
+        """The keys of ``paths`` and ``x-ms-paths`` (Microsoft's specs: the same path once more per
+        set of query parameters, ``/path?format={format}``) that describe ``method`` on ``template``."""
+        found = [template] if self.operation(method, template) is not None else []
+        found += [k for k, ops in self.document.get("x-ms-paths", {}).items()
+                  if k.partition("?")[0] == template and method.lower() in ops]
+        return found
+
+    def request_parameters(self, method: str, template: str) -> dict[tuple[str, str], tuple[str, bool, Any]]:
+        """The parameters the document gives an operation (the path's and the operation's):
+        ``(location, name) -> (JSON pointer of the value's schema, required, schema)``; a body
+        parameter (Swagger 2.0) or request body (OpenAPI 3.0) is ``("body", "")``, form fields
+        ``("formData", name)``. ``template`` may be an ``x-ms-paths`` key. Raises ``LookupError``
+        when the operation is undescribed."""
+        key = f"{method.upper()} {template}"
+        if key in self._parameters:
+            return self._parameters[key]
+        section = "x-ms-paths" if "?" in template else "paths"
+        path_item = self.document.get(section, {}).get(template, {})
+        op = path_item.get(method.lower())
+        if op is None:
+            raise LookupError(f"{method.upper()} {template} is not in the document")
+        found: dict[tuple[str, str], tuple[str, bool, Any]] = {}
+        base = [section, template]
+        listed = [(self._pointer(*base, "parameters", str(i)), p) for i, p in enumerate(path_item.get("parameters", []))]
+        listed += [(self._pointer(*base, method.lower(), "parameters", str(i)), p)
+                   for i, p in enumerate(op.get("parameters", []))]
+        for pointer, node in listed:
+            param, pointer = self._deref(node, pointer)
+            where, required = param.get("in", ""), bool(param.get("required"))
+            if where == "body":
+                found[("body", "")] = (pointer + "/schema", required, param.get("schema", {}))
+            elif "schema" in param:  # OpenAPI 3.0
+                found[(where, param["name"])] = (pointer + "/schema", required, param["schema"])
+            else:  # Swagger 2.0: the parameter object is its own schema
+                schema = {k: v for k, v in param.items() if k in _PARAMETER_SCHEMA_KEYS}
+                found[(where, param["name"])] = (pointer, required, schema)
+        if "requestBody" in op:
+            body, pointer = self._deref(op["requestBody"], self._pointer(*base, method.lower(), "requestBody"))
+            for content_type, media in body.get("content", {}).items():
+                if "schema" in media:
+                    found[("body", content_type)] = (pointer + "/content/" + content_type.replace("/", "~1") + "/schema",
+                                                     bool(body.get("required")), media["schema"])
+        self._parameters[key] = found
+        return found
+
+    def _value_validator(self, pointer: str, schema: Any) -> Any:
+        """A compiled validator for a parameter's schema, cached by its pointer."""
+        key = "param:" + pointer
+        if key not in self._validators:
+            if "$ref" in schema or pointer.endswith("/schema"):
+                self._validators[key] = self._validator(pointer if "$ref" not in schema else schema["$ref"])
+            else:
+                wrapped = json.loads(json.dumps(_to_json_schema(dict(schema))).replace(
+                    '"$ref": "#/', f'"$ref": "{self._uri}#/'))
+                self._validators[key] = self._validator_class(
+                    wrapped, registry=self._registry, format_checker=self._format_checker)
+        return self._validators[key]
+
+    def validate_value(self, value: Any, pointer: str, schema: Any, where: str) -> list[str]:
+        """Errors of one value (a parameter's, read as its type) against ``schema`` at ``pointer``."""
+        validator = self._value_validator(pointer, schema)
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        return [f"{where}{'/' if e.absolute_path else ''}{'/'.join(map(str, e.absolute_path))}: {e.message} "
+                f"[schema {pointer}]" for e in errors]
+
+    def validate_request(
+        self,
+        method: str,
+        template: str,
+        *,
+        path_params: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        form: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Errors of a request against the operation the document gives for it: each path and
+        query parameter (query strings read as the parameter's type), a query parameter the
+        document does not list, a required one missing (header parameters: presence only), the
+        JSON ``body`` against the request body's schema (with a top-level field the schema does
+        not list) and ``form`` fields (Swagger 2.0 ``formData``) likewise. Each error names the
+        schema's JSON pointer. Raises ``LookupError`` when the operation is undescribed. With
+        several ``variants``, the errors of the one the request fits best."""
+        variants = self.variants(method, template)
+        if not variants:
+            raise LookupError(f"{method.upper()} {template} is not in the document")
+        request = {"path_params": path_params, "query": query, "headers": headers, "body": body,
+                   "content_type": content_type, "form": form}
+        return min((self._request_errors(method, variant, **request) for variant in variants), key=len)
+
+    def _request_errors(self, method: str, template: str, *, path_params: Mapping[str, str] | None,
+                        query: Mapping[str, str] | None, headers: Mapping[str, str] | None, body: Any,
+                        content_type: str | None, form: Mapping[str, Any] | None) -> list[str]:
+        described = self.request_parameters(method, template)
+        errors: list[str] = []
+        given = {"path": dict(path_params or {}), "query": dict(query or {}),
+                 "header": {k.lower(): v for k, v in (headers or {}).items()}, "formData": dict(form or {})}
+        for where in ("query", "formData"):
+            for name in given[where]:
+                if (where, name) not in described:
+                    errors.append(f"{where} {name}: not a parameter of {method.upper()} {template}")
+        for (where, name), (pointer, required, schema) in described.items():
+            if where == "body":
+                continue
+            values = given.get(where, {})
+            key = name.lower() if where == "header" else name
+            if key not in values:
+                if required and not (where == "header" and key in ("authorization", "accept", "content-type")):
+                    errors.append(f"{where} {name}: required but missing [schema {pointer}]")
+                continue
+            if where == "header":
+                continue
+            value = values[key]
+            if isinstance(value, str):
+                value = _coerce(value, self._deref(schema, pointer)[0], self)
+            errors.extend(self.validate_value(value, pointer, schema, f"{where} {name}"))
+        bodies = {ct: spec for (where, ct), spec in described.items() if where == "body"}
+        if body is None:
+            if any(required for _, required, _ in bodies.values()):
+                errors.append(f"body: required but missing [schema {next(iter(bodies.values()))[0]}]")
+            return errors
+        if not bodies:
+            errors.append(f"body: {method.upper()} {template} takes no body")
+            return errors
+        kind = (content_type or "").split(";")[0].strip().lower()
+        if "" in bodies:  # Swagger 2.0: one body, whatever the media type
+            pointer, _, schema = bodies[""]
+        elif kind in bodies:
+            pointer, _, schema = bodies[kind]
+        else:
+            errors.append(f"body: content type {kind or '(none)'!r} is not one of {sorted(bodies)}")
+            return errors
+        errors.extend(self.validate_value(body, pointer, schema, "body"))
+        fields = self._fields(schema, pointer)
+        if isinstance(body, dict) and fields is not None:
+            errors.extend(f"body {name}: not a field of the request body [schema {pointer}]"
+                          for name in body if name not in fields)
+        return errors
+
+    def _fields(self, schema: Any, pointer: str) -> set[str] | None:
+        """The properties an object schema lists, through ``$ref`` and ``allOf``; None when it
+        takes others too (``additionalProperties``, ``anyOf``/``oneOf``, or none listed)."""
+        resolved, pointer = self._deref(schema, pointer)
+        if not isinstance(resolved, dict) or "additionalProperties" in resolved or \
+                "anyOf" in resolved or "oneOf" in resolved:
+            return None
+        fields = set(resolved.get("properties", {}))
+        for part in resolved.get("allOf", []):
+            more = self._fields(part, pointer)
+            if more is None:
+                return None
+            fields |= more
+        return fields or None
+
+
+#: the keywords of a Swagger 2.0 parameter object that are its value's schema
+_PARAMETER_SCHEMA_KEYS = frozenset((
+    "type", "format", "items", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems", "multipleOf", "x-nullable",
+))
+
+
+def _coerce(value: str, schema: Any, schemas: OpenAPISchemas) -> Any:
+    """A query or path string as the type its schema says (left as it is when it does not parse,
+    so that validation reports it)."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    try:
+        if kind == "integer" and re.fullmatch(r"-?\d+", value.strip()):
+            return int(value)
+        if kind == "number":
+            return float(value)
+        if kind == "boolean" and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if kind == "array":
+            items, _ = schemas._deref(schema.get("items", {}), "")
+            return [_coerce(part, items, schemas) for part in value.split(",")]
+    except ValueError:
+        return value
+    return value
+
 
 # ---------------------------------------------------------------------------
 # The server
@@ -846,6 +1043,10 @@ class HttpEmulator:
     #: the service's name, used in messages
     service = "service"
 
+    #: routes (``Route.key``) the service's description lacks, each with why; their requests are not
+    #: checked against it (every other route's are, and an undescribed one is a violation)
+    UNDESCRIBED_ROUTES: Mapping[str, str] = {}
+
     def __init__(
         self,
         *,
@@ -868,6 +1069,7 @@ class HttpEmulator:
         self.lock = threading.RLock()
         self.violations: list[str] = []  # answers outside the schemas (with ``schemas``)
         self.errors: list[str] = []  # tracebacks of handlers that raised
+        self.refused: list[str] = []  # requests outside the schemas that were answered 400/422
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -984,6 +1186,48 @@ class HttpEmulator:
     def identity_name(self, request: Request) -> str | None:
         return None if request.identity is None else str(request.identity)
 
+    def request_problems(self, request: Request) -> list[str]:
+        """Where a routed request departs from the service's description (``schemas``): its path,
+        query and JSON body; a route outside it and not in ``UNDESCRIBED_ROUTES`` is one problem.
+        Services override this for requests shaped otherwise (Slack's forms)."""
+        route = request.route
+        assert route is not None and self.schemas is not None
+        if route.key in self.UNDESCRIBED_ROUTES:
+            return []
+        try:
+            body = request.json()
+        except ValueError:
+            return ["body: not JSON"]
+        try:
+            return self.schemas.validate_request(
+                route.method, route.template, path_params=request.params, query=request.query,
+                headers=request.headers, body=body, content_type=request.header("content-type"))
+        except LookupError:
+            return [f"the route {route.key} is not in the description (nor in UNDESCRIBED_ROUTES)"]
+
+    def error_problems(self, request: Request, response: Response) -> list[str]:
+        """Where an error answer (4xx/5xx) that its operation does not describe departs from the
+        service's general error shape; services with one override this."""
+        return []
+
+    def _check_request(self, request: Request) -> list[str]:
+        if self.schemas is None or request.route is None:
+            return []
+        return self.request_problems(request)
+
+    def refuses(self, response: Response) -> bool:
+        """Whether ``response`` refuses the request as invalid (the service's 400 or 422)."""
+        return response.status in (400, 422)
+
+    def _report_request(self, request: Request, problems: list[str], response: Response | None) -> None:
+        """A request outside the description is a violation, unless the emulator refused it as the
+        service would (``refuses``: a test of that refusal): then it is kept in ``refused``."""
+        if not problems or request.route is None:
+            return
+        found = [f"request {request.method} {request.raw_path or request.path} (route {request.route.key}): {p}"
+                 for p in problems]
+        (self.refused if response is not None and self.refuses(response) else self.violations).extend(found)
+
     def admit(self, request: Request) -> Response | None:
         """Called for a routed request before faults and ``dispatch``, outside ``lock``, with
         ``in_flight`` counting it: a service's answer for a request it refuses at the door (too
@@ -1020,14 +1264,17 @@ class HttpEmulator:
         )
 
     def _check_schema(self, request: Request, response: Response) -> None:
-        if self.schemas is None or request.route is None:
+        if self.schemas is None:
             return
         route = request.route
-        if not self.schemas.describes(route.method, route.template, response.status):
+        if route is not None and self.schemas.describes(route.method, route.template, response.status):
+            errors = self.schemas.validate_response(
+                route.method, route.template, response.status, response.body, response.headers
+            )
+        elif response.status >= 400 and (route is None or route.key not in self.UNDESCRIBED_ROUTES):
+            errors = self.error_problems(request, response)
+        else:
             return
-        errors = self.schemas.validate_response(
-            route.method, route.template, response.status, response.body, response.headers
-        )
         self.violations.extend(f"{route.method} {request.path} -> {response.status}: {e}" for e in errors)
 
     def _process(
@@ -1037,6 +1284,7 @@ class HttpEmulator:
         path = parts.path
         query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
         request = Request(method.upper(), path, query, headers, body, raw_path=raw_path)
+        problems: list[str] = []
         if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
             response = self.not_found(request)
         else:
@@ -1045,6 +1293,8 @@ class HttpEmulator:
             response = None
             if request.route is None:
                 response = self.not_found(request)
+            else:
+                problems = self._check_request(request)
         fault = None
         if response is None:
             response = self.admit(request)
@@ -1052,6 +1302,7 @@ class HttpEmulator:
             fault = self.faults.pick(request)
             if fault is not None and fault.kind == "timeout":
                 self._record(request, None, False, fault.kind)
+                self._report_request(request, problems, None)
                 return _Drop(hold=fault.hold if fault.hold is not None else self.faults.timeout_hold)
             if fault is not None and fault.kind != "lost_response":
                 with self.lock:
@@ -1066,8 +1317,8 @@ class HttpEmulator:
         with self.lock:
             response = self.finalize(request, response)
         fault_kind = fault.kind if fault else None
-        if fault_kind in (None, "lost_response") and request.route is not None:
-            self._check_schema(request, response)
+        self._check_schema(request, response)  # injected faults and error answers too
+        self._report_request(request, problems, response)
         if fault_kind == "lost_response":
             self._record(request, None, response.charged, fault_kind)
             return _Drop()

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import io
 import itertools
+import json
 import math
 import secrets
 import urllib.parse
@@ -48,7 +50,8 @@ from .framework import (
     parse_iso,
 )
 
-__all__ = ["DEFAULT_PERMISSIONS", "GitHubEmulator", "GitHubState", "ROLES", "ROUTE_PERMISSIONS", "github_schemas"]
+__all__ = ["DEFAULT_PERMISSIONS", "GitHubEmulator", "GitHubGraphQL", "GitHubState", "ROLES", "ROUTE_PERMISSIONS",
+           "github_graphql_schema", "github_schemas"]
 
 API_PREFIX = "/api/v3"
 _JWT_EXPIRED = (
@@ -836,6 +839,13 @@ class GitHubEmulator(HttpEmulator):
 
     service = "github"
 
+    #: the one route GitHub's REST description lacks: the storage an artifact's download answer
+    #: redirects to (on GitHub, a signed URL on another host, outside the API)
+    UNDESCRIBED_ROUTES = {"GET /_blobs/{name}": "artifact storage: the signed URL a download redirects to",
+                          # GraphQL has no REST description: each document is validated against
+                          # GitHub's GraphQL schema instead (GitHubGraphQL.answer)
+                          "POST /graphql": "GraphQL: documents checked against schema.validatable.graphql"}
+
     def __init__(
         self,
         *,
@@ -853,9 +863,11 @@ class GitHubEmulator(HttpEmulator):
         clock: Clock | None = None,
         schemas: OpenAPISchemas | None = None,
         secondary_limits: bool = False,
+        graphql_schema: Any = None,
     ) -> None:
         super().__init__(host=host, port=port, prefix=API_PREFIX, clock=clock, schemas=schemas)
         self.state = GitHubState(self.clock, self.lock)
+        self.graphql = GitHubGraphQL(self, graphql_schema)  # POST /graphql: projects (see the GraphQL section)
         self.secondary_limits = secondary_limits
         self.secondary_limited = 0  # requests answered with a secondary rate limit (not scripted faults)
         self._content_windows: dict[str, tuple[SlidingWindow, SlidingWindow]] = {}
@@ -959,6 +971,16 @@ class GitHubEmulator(HttpEmulator):
     def not_found(self, request: Request) -> Response:
         return self._error(404, "Not Found")
 
+    def error_problems(self, request: Request, response: Response) -> list[str]:
+        """An error its operation does not describe (401, 429, a fault's 5xx) against GitHub's
+        general shapes: ``validation-error`` for 422, ``basic-error`` otherwise."""
+        if self.schemas is None:
+            return []
+        if not isinstance(response.body, (dict, list)):
+            return [f"(root): an error answer's body is JSON on GitHub, got {str(response.body)[:80]!r}"]
+        name = "validation-error" if response.status == 422 else "basic-error"
+        return self.schemas.validate(response.body, f"#/components/schemas/{name}")
+
     def _authenticate(self, request: Request) -> _Identity | Response:
         header = request.header("authorization")
         if not header:
@@ -1060,6 +1082,13 @@ class GitHubEmulator(HttpEmulator):
             return None
         self.secondary_limited += 1
         return self._secondary_limit(403, max(1, math.ceil(wait)))
+
+    def _process(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Any:
+        # GraphQL lives beside the REST prefix (/api/graphql); its top-level fields become the query,
+        # so that the log names each operation and a fault can aim at one mutation.
+        if raw_path.partition("?")[0] == GRAPHQL_PATH:
+            raw_path = f"{API_PREFIX}{GRAPHQL_ROUTE}?" + urllib.parse.urlencode({"fields": GitHubGraphQL.top_fields(body)})
+        return super()._process(method, raw_path, headers, body)
 
     def dispatch(self, request: Request) -> Response:
         assert request.route is not None
@@ -1870,6 +1899,7 @@ class GitHubEmulator(HttpEmulator):
         add("GET", "/user", self._get_user, name="users/get-authenticated")
         add("POST", "/app/installations/{installation_id}/access_tokens", self._installation_token,
             name="apps/create-installation-access-token")
+        add("POST", GRAPHQL_ROUTE, lambda request: self.graphql.answer(request), name="graphql")
 
     def _get_repo(self, request: Request) -> Response:
         repo = self._repo(request)
@@ -2630,6 +2660,53 @@ SUPPLEMENTARY_PATHS["/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{arch
                       "410": {"$ref": "#/components/responses/gone"}},
     },
 }
+
+def _path_parameter(name: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind, **extra}}
+
+
+def _query_parameter(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": dict(schema)}
+
+
+_OWNER_REPO = [{"$ref": "#/components/parameters/owner"}, {"$ref": "#/components/parameters/repo"}]
+_PAGED = [{"$ref": "#/components/parameters/per-page"}, {"$ref": "#/components/parameters/page"}]
+#: the parameters (and the one request body) of the transcribed operations, from GitHub's description
+SUPPLEMENTARY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "repos/list-commit-statuses-for-ref-legacy": [*_OWNER_REPO, _path_parameter("sha"), *_PAGED],
+    "pulls/list-files": [*_OWNER_REPO, {"$ref": "#/components/parameters/pull-number"}, *_PAGED],
+    "repos/get-commit": [*_OWNER_REPO, *_PAGED, {"$ref": "#/components/parameters/commit-ref"}],
+    "pulls/list-commits": [*_OWNER_REPO, {"$ref": "#/components/parameters/pull-number"}, *_PAGED],
+    "actions/get-workflow": [*_OWNER_REPO, {"name": "workflow_id", "in": "path", "required": True,
+                                            "schema": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}],
+    "actions/create-workflow-dispatch": [*_OWNER_REPO, {"name": "workflow_id", "in": "path", "required": True,
+                                                        "schema": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}],
+    "actions/list-workflow-runs-for-repo": [
+        *_OWNER_REPO, *(_query_parameter(n, {"type": "string"}) for n in ("actor", "branch", "event", "created", "head_sha")),
+        _query_parameter("status", {"type": "string", "enum": [
+            "completed", "action_required", "cancelled", "failure", "neutral", "skipped", "stale", "success",
+            "timed_out", "in_progress", "queued", "requested", "waiting", "pending"]}),
+        *_PAGED, _query_parameter("exclude_pull_requests", {"type": "boolean", "default": False}),
+        _query_parameter("check_suite_id", {"type": "integer"})],
+    "actions/list-workflow-run-artifacts": [
+        *_OWNER_REPO, _path_parameter("run_id", "integer"), *_PAGED, _query_parameter("name", {"type": "string"}),
+        _query_parameter("direction", {"type": "string", "enum": ["asc", "desc"]})],
+    "actions/download-artifact": [*_OWNER_REPO, _path_parameter("artifact_id", "integer"),
+                                  _path_parameter("archive_format")],
+}
+SUPPLEMENTARY_PATHS["/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches"]["post"]["requestBody"] = {
+    "required": True,
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["ref"],
+        "properties": {"ref": {"type": "string"},
+                       "inputs": {"type": "object", "maxProperties": 25, "additionalProperties": True},
+                       "return_run_details": {"type": "boolean"}},
+    }}},
+}
+for _operations in SUPPLEMENTARY_PATHS.values():
+    for _operation in _operations.values():
+        _operation.setdefault("parameters", SUPPLEMENTARY_PARAMETERS[_operation["operationId"]])
+
 SUPPLEMENTARY_OPERATIONS = frozenset(
     (method.upper(), path) for path, ops in SUPPLEMENTARY_PATHS.items() for method in ops
 )
@@ -2637,10 +2714,449 @@ SUPPLEMENTARY_OPERATIONS = frozenset(
 
 def github_schemas(refdata: Path) -> OpenAPISchemas:
     """GitHub's REST description from ``refdata`` (``../shared/refdata``), plus the transcribed
-    operations in ``SUPPLEMENTARY_PATHS`` that its subset lacks."""
-    return OpenAPISchemas.load(
-        Path(refdata) / "github" / "openapi" / "api.github.com.subset.json", extra_paths=SUPPLEMENTARY_PATHS
-    )
+    operations in ``SUPPLEMENTARY_PATHS`` that its subset lacks. The body of issues/add-labels is
+    widened to what its own text says ("You can also pass an ``array`` of labels directly", as
+    PyGithub does): its schema lists only the object form."""
+    import json
+
+    path = Path(refdata) / "github" / "openapi" / "api.github.com.subset.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    add_labels = document["paths"]["/repos/{owner}/{repo}/issues/{issue_number}/labels"]["post"]
+    one_of = add_labels["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    one_of.append(dict(one_of[0]["properties"]["labels"]))  # the same array, not wrapped in an object
+    return OpenAPISchemas(document, extra_paths=SUPPLEMENTARY_PATHS)
+
+
+# ---------------------------------------------------------------------------
+# GraphQL: Projects (ProjectV2)
+#
+# GitHub serves GraphQL at ``/graphql`` (GitHub Enterprise Server: ``/api/graphql``, beside
+# ``/api/v3``, where PyGithub's ``Requester.graphql_url`` points). Every document is validated
+# against GitHub's published schema (``../shared/refdata/github/graphql/schema.validatable.graphql``)
+# and then executed by graphql-core over the emulator's projects, so any query of the fields
+# modelled here is answered in the shape the schema gives. An invalid document is answered as
+# GitHub answers it (200 and ``errors``) and recorded in ``violations``, which fails the test.
+#
+# Errors come as GitHub sends them, with HTTP 200: ``{"data": {...: null}, "errors": [{"type":
+# "NOT_FOUND", "path": [...], "locations": [...], "message": "Could not resolve to ..."}]}``; a
+# classic token without the ``read:project`` scope (``project`` for mutations) gets
+# ``INSUFFICIENT_SCOPES`` and no data ("Your token has not been granted the required scopes ...");
+# a fine-grained token or App installation without the organization permission Projects
+# (``organization_projects``) gets ``FORBIDDEN`` "Resource not accessible by integration".
+#
+# A GraphQL request is logged, and can be aimed at by a fault, as ``POST /graphql`` with its
+# top-level fields as the query (``?fields=updateProjectV2ItemFieldValue``):
+# ``faults.add(r"POST /graphql\?fields=addProjectV2ItemById", "lost_response")``.
+
+GRAPHQL_PATH = "/api/graphql"
+GRAPHQL_ROUTE = "/graphql"
+#: fields that read or write projects, and the classic scopes each needs (``project`` implies ``read:project``)
+_PROJECT_READS = frozenset({"projectV2", "projectsV2", "projectItems", "projectV2Item"})
+_PROJECT_WRITES = frozenset({"addProjectV2ItemById", "updateProjectV2ItemFieldValue"})
+_SCOPES_DOCS = "https://github.com/settings/tokens"
+
+
+@functools.cache
+def github_graphql_schema(refdata: Path) -> Any:
+    """GitHub's GraphQL schema from ``refdata``, built once per process (it takes seconds).
+
+    The published file as graphql-core accepts it: ``schema.validatable.graphql`` (its SOURCE.txt)."""
+    from graphql import build_schema
+
+    path = Path(refdata) / "github" / "graphql" / "schema.validatable.graphql"
+    return build_schema(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class ProjectFieldV2:
+    id: str
+    name: str
+    data_type: str  # ProjectV2FieldType: TEXT, SINGLE_SELECT, NUMBER, DATE, ...
+    options: dict[str, str] = field(default_factory=dict)  # option id -> name, in order
+
+
+@dataclass
+class ProjectItemV2:
+    id: str
+    repo: str  # "owner/name"
+    number: int
+    values: dict[str, str] = field(default_factory=dict)  # field id -> option id (single select) or text
+    archived: bool = False
+    #: (field name, value as shown, who) for every change, the bot's and people's
+    history: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ProjectV2:
+    id: str
+    owner: str
+    owner_kind: str  # "organization" or "user"
+    number: int
+    title: str
+    fields: dict[str, ProjectFieldV2] = field(default_factory=dict)  # id -> field, in order
+    items: dict[str, ProjectItemV2] = field(default_factory=dict)  # id -> item
+
+    def field_named(self, name: str) -> ProjectFieldV2:
+        for candidate in self.fields.values():
+            if candidate.name.casefold() == name.casefold():
+                return candidate
+        raise KeyError(f"project {self.owner}/{self.number} has no field {name!r}")
+
+    def item_for(self, repo: str, number: int) -> ProjectItemV2 | None:
+        return next((item for item in self.items.values()
+                     if item.repo.lower() == repo.lower() and item.number == number), None)
+
+    def shown(self, item: ProjectItemV2, name: str) -> str | None:
+        """The value of the field ``name`` on ``item`` as people see it (an option's name, a text)."""
+        project_field = self.field_named(name)
+        value = item.values.get(project_field.id)
+        return project_field.options.get(value, value) if value is not None else None
+
+
+class _GraphQLFault(Exception):
+    """An error GitHub reports in ``errors`` with its ``type``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class GitHubGraphQL:
+    """The ``POST /graphql`` endpoint of a ``GitHubEmulator`` and the projects it serves (``emulator.graphql``).
+
+    Without ``schema`` (``github_graphql_schema(refdata)``), every GraphQL request is answered 500
+    with what to pass: there is nothing to validate or execute against."""
+
+    _DEFAULT_STATUS = ("Todo", "In progress", "In review", "Done")
+
+    def __init__(self, emulator: GitHubEmulator, schema: Any = None) -> None:
+        self.emulator, self.schema = emulator, schema
+        self.projects: dict[str, ProjectV2] = {}  # id -> project
+        self.documents: list[str] = []  # every document received, in order
+        self._ids = itertools.count(1)
+
+    # -- setting up and reading back
+
+    def add_project(self, owner: str, number: int, *, kind: str = "organization", title: str = "Model work",
+                    status: Sequence[str] | None = _DEFAULT_STATUS,
+                    fields: Mapping[str, Sequence[str] | None] | None = None) -> ProjectV2:
+        """A project of ``owner`` (an organization or a user) with a single-select Status field of
+        ``status`` (None: no Status field) and ``fields``: name -> options (single select) or None (text)."""
+        if kind not in ("organization", "user"):
+            raise ValueError("kind is 'organization' or 'user'")
+        with self.emulator.lock:
+            self.emulator.state.add_user(owner, type="Organization" if kind == "organization" else "User")
+            project = ProjectV2(self._node("ProjectV2"), owner, kind, number, title)
+            self._add_field(project, "Title", None)
+            if status is not None:
+                self._add_field(project, "Status", status)
+            for name, options in (fields or {}).items():
+                self._add_field(project, name, options)
+            self.projects[project.id] = project
+            return project
+
+    def project(self, owner: str, number: int) -> ProjectV2:
+        for project in self.projects.values():
+            if project.owner.lower() == owner.lower() and project.number == number:
+                return project
+        raise KeyError(f"no project {owner}/{number} in the emulator")
+
+    def card(self, owner: str, number: int, repo: str, issue_number: int) -> ProjectItemV2 | None:
+        return self.project(owner, number).item_for(repo, issue_number)
+
+    def set_field(self, owner: str, number: int, repo: str, issue_number: int, name: str, value: str, *,
+                  by: str = "alice") -> None:
+        """A person sets a field of an issue's card, as in the project's web page."""
+        with self.emulator.lock:
+            project = self.project(owner, number)
+            item = project.item_for(repo, issue_number)
+            if item is None:
+                raise KeyError(f"{repo}#{issue_number} is not on project {owner}/{number}")
+            project_field = project.field_named(name)
+            stored = next((option_id for option_id, option in project_field.options.items() if option == value), None)
+            if project_field.data_type == "SINGLE_SELECT" and stored is None:
+                raise KeyError(f"field {name!r} has no option {value!r}")
+            item.values[project_field.id] = stored or value
+            item.history.append((project_field.name, value, by))
+
+    def _node(self, kind: str) -> str:
+        return _node_id(kind, next(self._ids))
+
+    def _add_field(self, project: ProjectV2, name: str, options: Sequence[str] | None) -> None:
+        kind = "SINGLE_SELECT" if options is not None else "TEXT"
+        field_id = self._node("ProjectV2SingleSelectField" if options is not None else "ProjectV2Field")
+        project.fields[field_id] = ProjectFieldV2(field_id, name, kind,
+                                                  {f"{next(self._ids):08x}": option for option in options or ()})
+
+    # -- the endpoint
+
+    @staticmethod
+    def top_fields(body: bytes) -> str:
+        """The top-level fields of a GraphQL request body, comma-separated ("" when unreadable)."""
+        from graphql import GraphQLError, OperationDefinitionNode, parse
+
+        try:
+            document = parse(json.loads(body or b"{}").get("query") or "")
+        except (GraphQLError, ValueError, AttributeError, TypeError):
+            return ""
+        names: list[str] = []
+        for definition in document.definitions:
+            if isinstance(definition, OperationDefinitionNode):
+                names += [selection.name.value for selection in definition.selection_set.selections
+                          if hasattr(selection, "name")]
+        return ",".join(names)
+
+    def answer(self, request: Request) -> Response:
+        from graphql import GraphQLError, graphql_sync, parse, validate
+
+        if self.schema is None:
+            return Response(500, {"message": "the emulator was started without GitHub's GraphQL schema: pass "
+                                             "graphql_schema=github_graphql_schema(refdata)"})
+        try:
+            body = request.json() or {}
+            source, variables = body["query"], body.get("variables") or {}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return Response(400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
+        self.documents.append(source)
+        try:
+            document = parse(source)
+        except GraphQLError as error:
+            return self._invalid([error])
+        invalid = validate(self.schema, document)
+        if invalid:
+            return self._invalid(invalid)
+        refused = self._refused(document, request.identity)
+        if refused is not None:
+            return Response(200, {"errors": [refused]})
+        result = graphql_sync(self.schema, source, root_value=self._root(), variable_values=variables,
+                              operation_name=body.get("operationName"))
+        out: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            out["errors"] = [self._error_json(error) for error in result.errors]
+        return Response(200, out)
+
+    def _invalid(self, errors: Sequence[Any]) -> Response:
+        messages = [error.message for error in errors]
+        self.emulator.violations.append("POST /graphql: the document does not validate against GitHub's schema: "
+                                        + "; ".join(messages))
+        return Response(200, {"errors": [{"message": error.message, "locations": _locations(error)}
+                                         for error in errors]})
+
+    def _refused(self, document: Any, identity: Any) -> dict[str, Any] | None:
+        """GitHub's error for a token or installation that may not touch projects, or None."""
+        from graphql import FieldNode, visit
+        from graphql.language import Visitor
+
+        used: list[Any] = []
+
+        class _Fields(Visitor):
+            def enter_field(self, node: FieldNode, *_args: Any) -> None:
+                if node.name.value in _PROJECT_READS | _PROJECT_WRITES:
+                    used.append(node)
+
+        visit(document, _Fields())
+        if not used or not isinstance(identity, _Identity) or identity.kind in ("anonymous", "app"):
+            return None
+        writes = [node for node in used if node.name.value in _PROJECT_WRITES]
+        first = (writes or used)[0]
+        if not identity.fine_grained:
+            held = set(identity.scopes or ())
+            needed = ["project"] if writes else ["read:project"]
+            if "project" in held or (not writes and "read:project" in held):
+                return None
+            return {"type": "INSUFFICIENT_SCOPES", "locations": _locations(first),
+                    "message": f"Your token has not been granted the required scopes to execute this query. The "
+                               f"'{first.name.value}' field requires one of the following scopes: {needed!r}, but "
+                               f"your token has only been granted the: {sorted(held)!r} scopes. Please modify your "
+                               f"token's scopes at: {_SCOPES_DOCS}."}
+        permissions, _repositories = self.emulator._granted(identity)
+        if ACCESS[permissions.get("organization_projects", "none")] >= ACCESS["write" if writes else "read"]:
+            return None
+        by = "integration" if identity.kind == "installation" else "personal access token"
+        return {"type": "FORBIDDEN", "path": [first.name.value], "locations": _locations(first),
+                "message": f"Resource not accessible by {by}"}
+
+    @staticmethod
+    def _error_json(error: Any) -> dict[str, Any]:
+        original = error.original_error
+        kind = original.kind if isinstance(original, _GraphQLFault) else "INTERNAL"
+        return {"type": kind, "path": list(error.path or []), "locations": _locations(error),
+                "message": error.message}
+
+    # -- resolvers: dictionaries whose callables graphql-core calls with the field's arguments
+
+    def _root(self) -> dict[str, Any]:
+        return {
+            "organization": lambda _info, login: self._owner(login, "organization"),
+            "user": lambda _info, login: self._owner(login, "user"),
+            "repositoryOwner": lambda _info, login: self._owner(login, None),
+            "repository": lambda _info, owner, name, **_: self._repository(owner, name),
+            "addProjectV2ItemById": lambda _info, input: self._add_item(input),  # noqa: A006 - the schema's name
+            "updateProjectV2ItemFieldValue": lambda _info, input: self._update_field(input),  # noqa: A006
+        }
+
+    def _owner(self, login: str, kind: str | None) -> dict[str, Any] | None:
+        user = self.emulator.state.users.get(login.lower())
+        actual = None if user is None else ("organization" if user.type == "Organization" else "user")
+        if actual is None or (kind is not None and actual != kind):
+            if kind is None:
+                return None  # repositoryOwner is null for an unknown login
+            typename = "Organization" if kind == "organization" else "User"
+            raise _GraphQLFault("NOT_FOUND", f"Could not resolve to an {typename} with the login of '{login}'."
+                                if kind == "organization" else
+                                f"Could not resolve to a {typename} with the login of '{login}'.")
+
+        def project(_info: Any, number: int) -> dict[str, Any]:
+            for candidate in self.projects.values():
+                if candidate.owner.lower() == login.lower() and candidate.number == number:
+                    return self._project_json(candidate)
+            raise _GraphQLFault("NOT_FOUND", f"Could not resolve to a ProjectV2 with the number {number}.")
+
+        return {"__typename": "Organization" if actual == "organization" else "User",
+                "id": _node_id("Organization" if actual == "organization" else "User", user.id),
+                "login": user.login, "projectV2": project}
+
+    def _project_json(self, project: ProjectV2) -> dict[str, Any]:
+        web = "orgs" if project.owner_kind == "organization" else "users"
+        return {
+            "__typename": "ProjectV2", "id": project.id, "number": project.number, "title": project.title,
+            "url": self.emulator.web(f"/{web}/{project.owner}/projects/{project.number}"), "closed": False,
+            "fields": lambda _info, first=None, **_: _connection(
+                [self._field_json(f) for f in project.fields.values()], first),
+        }
+
+    @staticmethod
+    def _field_json(project_field: ProjectFieldV2) -> dict[str, Any]:
+        single = project_field.data_type == "SINGLE_SELECT"
+        return {
+            "__typename": "ProjectV2SingleSelectField" if single else "ProjectV2Field",
+            "id": project_field.id, "name": project_field.name, "dataType": project_field.data_type,
+            **({"options": [{"id": option_id, "name": name, "nameHTML": name}
+                            for option_id, name in project_field.options.items()]} if single else {}),
+        }
+
+    def _repository(self, owner: str, name: str) -> dict[str, Any]:
+        repo = self.emulator.state.find_repo(owner, name)
+        if repo is None:
+            raise _GraphQLFault("NOT_FOUND", f"Could not resolve to a Repository with the name '{owner}/{name}'.")
+
+        def issue(_info: Any, number: int) -> dict[str, Any]:
+            found = repo.issues.get(number)
+            if found is None or found.is_pull:
+                raise _GraphQLFault("NOT_FOUND", f"Could not resolve to an Issue with the number of {number}.")
+            return self._issue_json(repo, found)
+
+        return {"__typename": "Repository", "id": _node_id("Repository", repo.id), "name": repo.name, "issue": issue}
+
+    def _issue_json(self, repo: Repo, issue: Issue) -> dict[str, Any]:
+        def items(_info: Any, first: int | None = None, includeArchived: bool = True, **_: Any) -> dict[str, Any]:  # noqa: N803
+            found = [(project, item) for project in self.projects.values() for item in project.items.values()
+                     if item.repo.lower() == repo.full_name.lower() and item.number == issue.number
+                     and (includeArchived or not item.archived)]
+            return _connection([self._item_json(project, item) for project, item in found], first)
+
+        return {"__typename": "Issue", "id": _node_id("Issue", issue.id), "number": issue.number,
+                "title": issue.title, "projectItems": items}
+
+    def _item_json(self, project: ProjectV2, item: ProjectItemV2) -> dict[str, Any]:
+        def value_json(field_id: str) -> dict[str, Any] | None:
+            project_field, value = project.fields[field_id], item.values.get(field_id)
+            if value is None:
+                return None
+            if project_field.data_type == "SINGLE_SELECT":
+                return {"__typename": "ProjectV2ItemFieldSingleSelectValue", "id": f"{item.id}:{field_id}",
+                        "name": project_field.options.get(value), "optionId": value,
+                        "field": self._field_json(project_field)}
+            return {"__typename": "ProjectV2ItemFieldTextValue", "id": f"{item.id}:{field_id}", "text": value,
+                    "field": self._field_json(project_field)}
+
+        def by_name(_info: Any, name: str) -> dict[str, Any] | None:
+            matching = [f for f in project.fields.values() if f.name == name]
+            return value_json(matching[0].id) if matching else None
+
+        return {
+            "__typename": "ProjectV2Item", "id": item.id, "isArchived": item.archived, "type": "ISSUE",
+            "project": self._project_json(project),
+            "fieldValues": lambda _info, first=None, **_: _connection(
+                [v for v in (value_json(field_id) for field_id in project.fields) if v is not None], first),
+            "fieldValueByName": by_name,
+        }
+
+    def _find_project(self, project_id: str) -> ProjectV2:
+        project = self.projects.get(project_id)
+        if project is None:
+            raise _GraphQLFault("NOT_FOUND", f"Could not resolve to a node with the global id of '{project_id}'")
+        return project
+
+    def _add_item(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Adds the issue to the project; an issue already there answers with its item (GitHub's
+        "If the item already exists, the existing item's ID is returned")."""
+        project = self._find_project(given["projectId"])
+        content = self._issue_by_node(given["contentId"])
+        if content is None:
+            raise _GraphQLFault("NOT_FOUND", f"Could not resolve to a node with the global id of '{given['contentId']}'")
+        repo, issue = content
+        item = project.item_for(repo.full_name, issue.number)
+        if item is None:
+            item = ProjectItemV2(self._node("ProjectV2Item"), repo.full_name, issue.number)
+            project.items[item.id] = item
+        return {"clientMutationId": given.get("clientMutationId"), "item": self._item_json(project, item)}
+
+    def _update_field(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        project = self._find_project(given["projectId"])
+        item = project.items.get(given["itemId"])
+        project_field = project.fields.get(given["fieldId"])
+        if item is None or project_field is None:
+            missing = given["itemId"] if item is None else given["fieldId"]
+            raise _GraphQLFault("NOT_FOUND", f"Could not resolve to a node with the global id of '{missing}'")
+        value = given["value"] or {}
+        if project_field.data_type == "SINGLE_SELECT":
+            option = value.get("singleSelectOptionId")
+            if option not in project_field.options:
+                raise _GraphQLFault("UNPROCESSABLE", "The single select option Id does not belong to the field")
+            item.values[project_field.id] = option
+            shown = project_field.options[option]
+        elif project_field.data_type == "TEXT" and isinstance(value.get("text"), str):
+            item.values[project_field.id] = shown = value["text"]
+        else:
+            raise _GraphQLFault("UNPROCESSABLE", f"Did not receive a value of the type of the field "
+                                                 f"{project_field.name} ({project_field.data_type.lower()})")
+        item.history.append((project_field.name, shown, self.emulator.login))
+        return {"clientMutationId": given.get("clientMutationId"), "projectV2Item": self._item_json(project, item)}
+
+    def _issue_by_node(self, node_id: str) -> tuple[Repo, Issue] | None:
+        try:
+            decoded = base64.b64decode(node_id).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not decoded.startswith("05:Issue"):
+            return None
+        number = decoded.removeprefix("05:Issue")
+        for repo in self.emulator.state.repos.values():
+            for issue in repo.issues.values():
+                if str(issue.id) == number and not issue.is_pull:
+                    return repo, issue
+        return None
+
+
+def _connection(nodes: list[Any], first: int | None) -> dict[str, Any]:
+    shown = nodes[:first] if first is not None else nodes
+    return {"nodes": shown, "totalCount": len(nodes),
+            "pageInfo": {"hasNextPage": len(shown) < len(nodes), "hasPreviousPage": False,
+                         "startCursor": None, "endCursor": None}}
+
+
+def _locations(error_or_node: Any) -> list[dict[str, int]]:
+    locations = getattr(error_or_node, "locations", None)
+    if locations:
+        return [{"line": location.line, "column": location.column} for location in locations]
+    loc = getattr(error_or_node, "loc", None)
+    if loc is not None and loc.source is not None:
+        from graphql import get_location
+
+        where = get_location(loc.source, loc.start)
+        return [{"line": where.line, "column": where.column}]
+    return []
 
 
 # ---------------------------------------------------------------------------

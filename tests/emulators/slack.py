@@ -697,6 +697,13 @@ class SlackEmulator(HttpEmulator):
 
     service = "slack"
 
+    #: routes that are not Web API methods, so Slack's description has none of them
+    UNDESCRIBED_ROUTES = {
+        "POST /upload/v1/{key}": "the upload URL files.getUploadURLExternal hands out (a file host, not the API)",
+        "GET /files-pri/{file_id}/{name}": "a file's url_private download (a file host, not the API)",
+        "POST /actions/{team}/{key}": "an interaction's response_url (Slack's webhook for answers, not the API)",
+    }
+
     def __init__(
         self,
         *,
@@ -829,14 +836,41 @@ class SlackEmulator(HttpEmulator):
         identity = request.identity
         return identity.user.name if isinstance(identity, _Identity) else None
 
+    def refuses(self, response: Response) -> bool:
+        # Slack refuses a call with HTTP 200 and ok=false (not_authed, invalid_arguments, ...)
+        return response.status == 400 or (response.status == 200 and _is_error_answer(response.body))
+
+    def request_problems(self, request: Request) -> list[str]:
+        """A Web API call's arguments (query, form or JSON, as Slack takes them all) against the
+        method's parameters in the description, wherever it lists them (form or query): an
+        argument it does not list, a required one missing, a value of the wrong type."""
+        route = request.route
+        assert route is not None and self.schemas is not None
+        if route.key in self.UNDESCRIBED_ROUTES:
+            return []
+        if route.name not in METHODS:
+            return [f"the route {route.key} is not in the description (nor in UNDESCRIBED_ROUTES)"]
+        try:
+            args = _arguments(request)
+        except _Fail as failure:
+            return [f"body: {failure.error}"]
+        return method_arguments_problems(self.schemas, route.name, args,
+                                         authorized=(request.header("authorization") or "").lower().startswith("bearer "))
+
     def _check_schema(self, request: Request, response: Response) -> None:
         # Slack answers errors with HTTP 200 and ok=false, checked against the method's "default"
         # response; the framework's check (by HTTP status) would use the success schema for them.
-        if self.schemas is None or request.route is None or request.route.name not in METHODS:
+        # A 429 or 5xx (a limit, an injected fault) carries the same error body, checked the same way.
+        if self.schemas is None:
             return
-        if response.status != 200 or not isinstance(response.body, dict):
+        if request.route is None:  # an unknown method: Slack's error shape, with no method to name codes
+            errors = [] if _is_error_answer(response.body) else [f"(root): not {{ok: false, error}}: {response.body!r:.80}"]
+        elif request.route.name not in METHODS:
             return
-        errors = validate_answer(self.schemas, request.route.name, response.body)
+        elif not isinstance(response.body, dict):
+            errors = [f"(root): a Web API answer is a JSON object, got {response.body!r:.80}"]
+        else:
+            errors = validate_answer(self.schemas, request.route.name, response.body)
         self.violations.extend(f"{request.method} {request.path} -> {response.status}: {e}" for e in errors)
 
     def _api(self, method: str, handler: Callable[[_Call], dict[str, Any]]) -> Callable[[Request], Response]:
@@ -1473,7 +1507,8 @@ _ERROR_FIELDS = {
 }
 _COMMON_ERRORS = ["not_authed", "invalid_auth", "token_revoked", "account_inactive", "missing_scope",
                   "invalid_arguments", "invalid_arg_name", "invalid_form_data", "invalid_post_type", "invalid_json",
-                  "json_not_object", "request_timeout", "fatal_error", "internal_error", "ratelimited"]
+                  "json_not_object", "request_timeout", "fatal_error", "internal_error", "ratelimited",
+                  "service_unavailable"]
 
 
 def _error_schema(*codes: str) -> dict[str, Any]:
@@ -1560,6 +1595,41 @@ SUPPLEMENTARY_PATHS: dict[str, Any] = {
 }
 
 
+_STRING, _BOOLEAN, _INTEGER = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
+_TOKEN = ({"type": "string"}, True)  # Bearer in the Authorization header, or a token argument
+#: The arguments of the methods ``SUPPLEMENTARY_PATHS`` adds, and those Slack added since 2021 to
+#: the methods the description has (``metadata``, ...), transcribed from Slack's method pages:
+#: name -> (schema of the form value, required).
+PARAMETERS_SINCE_2021: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {
+    "chat.postMessage": {"metadata": (_STRING, False), "markdown_text": (_STRING, False)},
+    "chat.update": {"metadata": (_STRING, False), "file_ids": (_STRING, False), "reply_broadcast": (_BOOLEAN, False)},
+    "chat.postEphemeral": {},
+    "conversations.history": {
+        "token": _TOKEN, "channel": (_STRING, True), "cursor": (_STRING, False), "inclusive": (_BOOLEAN, False),
+        "include_all_metadata": (_BOOLEAN, False), "latest": (_STRING, False), "limit": (_INTEGER, False),
+        "oldest": (_STRING, False)},
+    "conversations.replies": {
+        "token": _TOKEN, "channel": (_STRING, True), "ts": (_STRING, True), "cursor": (_STRING, False),
+        "inclusive": (_BOOLEAN, False), "include_all_metadata": (_BOOLEAN, False), "latest": (_STRING, False),
+        "limit": (_INTEGER, False), "oldest": (_STRING, False)},
+    "conversations.list": {
+        "token": _TOKEN, "cursor": (_STRING, False), "exclude_archived": (_BOOLEAN, False),
+        "limit": (_INTEGER, False), "team_id": (_STRING, False), "types": (_STRING, False)},
+    "files.getUploadURLExternal": {
+        "token": _TOKEN, "filename": (_STRING, True), "length": (_INTEGER, True), "alt_txt": (_STRING, False),
+        "snippet_type": (_STRING, False)},
+    "files.completeUploadExternal": {
+        "token": _TOKEN, "files": (_STRING, True), "channel_id": (_STRING, False), "channels": (_STRING, False),
+        "initial_comment": (_STRING, False), "thread_ts": (_STRING, False)},
+    "usergroups.list": {
+        "token": _TOKEN, "include_count": (_BOOLEAN, False), "include_disabled": (_BOOLEAN, False),
+        "include_users": (_BOOLEAN, False), "team_id": (_STRING, False)},
+    "usergroups.users.list": {
+        "token": _TOKEN, "usergroup": (_STRING, True), "include_disabled": (_BOOLEAN, False),
+        "team_id": (_STRING, False)},
+}
+
+
 def slack_schemas(refdata: Path) -> OpenAPISchemas:
     """Slack's Web API description from ``refdata`` (``../shared/refdata``), with three additions
     written down here: the methods it lacks (``SUPPLEMENTARY_PATHS``), the error codes its enums
@@ -1586,10 +1656,60 @@ def slack_schemas(refdata: Path) -> OpenAPISchemas:
                 continue
             codes = schema["properties"]["error"].setdefault("enum", [])
             codes.extend(c for c in ERRORS_SINCE_2021.get(template.lstrip("/"), ()) if c not in codes)
-            codes.extend(c for c in ("ratelimited", "fatal_error", "internal_error") if c not in codes)
+            codes.extend(c for c in ("ratelimited", "fatal_error", "internal_error", "service_unavailable")
+                         if c not in codes)
             for name, field_schema in _ERROR_FIELDS.items():
                 schema["properties"].setdefault(name, field_schema)
-    return OpenAPISchemas(document, extra_paths=SUPPLEMENTARY_PATHS)
+    extra = copy.deepcopy(SUPPLEMENTARY_PATHS)
+    for method, parameters in PARAMETERS_SINCE_2021.items():
+        for operation in (document["paths"].get(f"/{method}") or extra[f"/{method}"]).values():
+            listed = operation.setdefault("parameters", [])
+            known = {p.get("name") for p in listed}
+            listed.extend({"name": name, "in": "formData", "required": required, **schema}
+                          for name, (schema, required) in parameters.items() if name not in known)
+    return OpenAPISchemas(document, extra_paths=extra)
+
+
+def _is_error_answer(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("ok") is False and isinstance(body.get("error"), str)
+
+
+def method_arguments_problems(schemas: OpenAPISchemas, method: str, args: dict[str, Any], *,
+                              authorized: bool = False) -> list[str]:
+    """Errors of a call's arguments against the parameters the description gives ``method``
+    (``token`` is satisfied by a Bearer ``Authorization`` header). A JSON body's arrays and
+    objects stand for the JSON strings a form would carry (``blocks``, ``attachments``,
+    ``metadata``), and its booleans and numbers for their text."""
+    template = f"/{method}"
+    verb = next((v for v in ("get", "post") if schemas.operation(v, template) is not None), None)
+    if verb is None:
+        return [f"the method {method} is not in the description"]
+    described = {name: spec for (where, name), spec in schemas.request_parameters(verb, template).items()
+                 if where in ("query", "formData", "header")}
+    problems = [f"argument {name}: not a parameter of {method}" for name in args if name not in described]
+    for name, (pointer, required, schema) in described.items():
+        if name not in args:
+            if required and not (name == "token" and authorized):
+                problems.append(f"argument {name}: required but missing [schema {pointer}]")
+            continue
+        value = args[name]
+        if schema.get("type") == "string" and not isinstance(value, str):
+            value = json.dumps(value) if isinstance(value, (list, dict)) else json.dumps(value).strip('"')
+        elif isinstance(value, str) and schema.get("type") in ("boolean", "integer", "number"):
+            value = {"true": True, "false": False, "1": True, "0": False}.get(value.lower(), value) \
+                if schema["type"] == "boolean" else _number(value)
+        problems.extend(schemas.validate_value(value, pointer, schema, f"argument {name}"))
+    return problems
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
 
 
 def validate_answer(schemas: OpenAPISchemas, method: str, body: Any) -> list[str]:
