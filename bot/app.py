@@ -18,7 +18,7 @@ from typing import TextIO
 from pydantic import SecretStr
 
 from bot import messages
-from bot.events import ChangeMerged, CommandGiven, ModelPromoted
+from bot.events import ChangeMerged, CommandGiven, ModelPromoted, ProductionRemoved
 from bot.logs import secrets_of
 from bot.lifecycle import CHANNEL_ALERTS, CHANNEL_DIGEST, Lifecycle, Project
 from bot.observability import Observability, observe_adapters, observe_handlers
@@ -95,14 +95,16 @@ class BotApp:
         """Production moved by someone else in the registry (MLflow's UI, another tool): recorded in
         the version's history and said where the bot's own promotions are, once. One request when
         nothing moved. The first look only records what it finds: aliases set before the bot came are
-        not news."""
+        not news. The production alias deleted is said too (``ProductionRemoved``). Each is linked
+        for ``trace`` from the version that gained or lost production."""
         registry = self.registry
         if not isinstance(registry, ReportsAliasMoves):
             return 0
-        from integrations.mlflow_registry import alias_changes
+        from integrations.mlflow_registry import RecallsAliasMoves, alias_changes
 
         model = self.lifecycle.project.name
-        watched = (registry.production_alias, registry.candidate_alias)
+        production = registry.production_alias
+        watched = (production, registry.candidate_alias)
         try:
             current = registry.aliases(model)
         except RegistryError as exc:
@@ -111,14 +113,29 @@ class BotApp:
         known = self.store.get_state("aliases", model)
         changes = alias_changes(known or {}, current, watched)
         moves = registry.adopt_external_moves(model, changes) if changes else []
+        outside = [move for move in moves if move.alias == production]
+        unexplained = [c for c in changes if c.alias == production and not any(m.version == c.after for m in outside)]
+        if known is not None and unexplained and isinstance(registry, RecallsAliasMoves):
+            # Recorded by an earlier look that stopped before saying it (adopt records each move once,
+            # so it does not return it again): the newest recorded move, if it was made outside the bot.
+            last = (registry.alias_history(model, production) or [None])[-1]
+            if last is not None and last.by == "outside mlops-bot" and last.version == unexplained[-1].after:
+                outside.append(last)
         handled = 0
         if known is not None:
-            for move in moves:
-                if move.alias == registry.production_alias and move.version is not None:
+            for move in outside:
+                cause = f"alias:{move.alias}:{move.at.isoformat()}"
+                moved_by = ("registry", f"outside mlops-bot:{move.alias}@{move.at.isoformat()}")
+                if move.version is not None:
                     event = ModelPromoted(model, move.version, move.previous,
-                                          reason=f"the {move.alias} alias was moved outside mlops-bot",
-                                          cause=f"alias:{move.alias}:{move.at.isoformat()}")
-                    handled += int(self.lifecycle.handle(event, source="registry"))
+                                          reason=f"the {move.alias} alias was moved outside mlops-bot", cause=cause)
+                    self.store.link("model", f"{model}:v{move.version}", "promoted_by", *moved_by)
+                elif move.previous is not None:
+                    event = ProductionRemoved(model, move.previous, move.alias, cause=cause)
+                    self.store.link("model", f"{model}:v{move.previous}", "removed_from_production_by", *moved_by)
+                else:
+                    continue
+                handled += int(self.lifecycle.handle(event, source="registry"))
         if current != known:
             self.store.put_state("aliases", model, current)
         return handled
@@ -285,7 +302,8 @@ def build(
     observability = Observability(store=store, models=[spec.name], secrets=secrets_of(settings))
     observe_adapters(observability, scm, tracker, chat, engine)
     lifecycle = Lifecycle(settings=settings, store=store, registry=registry, scm=scm, tracker=tracker, chat=chat,
-                          engine=engine, project=project, clock=clock, observer=observability)
+                          engine=engine, project=project, clock=clock, observer=observability,
+                          board=_github_project(settings, tracker))
 
     def alert_blocked(blocked: Blocked) -> None:
         """One alert per episode of a refused permission, in the alerts channel, unless the chat is what refuses."""
@@ -317,6 +335,22 @@ def _github(settings: Settings, clock):
                           bot_login=settings.bot_name, reserve=settings.github_rate_limit_reserve, clock=clock,
                           cycle_budget=settings.github_cycle_budget, cycle_s=settings.poll_interval_s)
     return GitHubSource(client, branch=settings.watch_branch), GitHubIssues(client)
+
+
+def _github_project(settings: Settings, tracker):
+    """The GitHub Project the retrain tickets' cards move on (MLOPS_GITHUB_PROJECT), over the issues'
+    own client; None when unset, or when the tickets are not GitHub issues (Azure Boards)."""
+    from integrations.github import GitHubIssues
+    from integrations.github_projects import GitHubProjectBoard, parse_project_ref
+
+    if not settings.github_project:
+        return None
+    if not isinstance(tracker, GitHubIssues):
+        log.warning("MLOPS_GITHUB_PROJECT is set but retrain tickets are %s tickets, not GitHub issues: no cards "
+                    "move (unset it, or the Azure DevOps settings)", tracker.name)
+        return None
+    return GitHubProjectBoard(tracker.client, parse_project_ref(settings.github_project),
+                              statuses=settings.github_project_statuses)
 
 
 def _github_workspace_engine(settings: Settings, scm, engine, project_path: str):
@@ -385,9 +419,22 @@ def open_registry(settings: Settings, *, clock: Callable[[], datetime] | None = 
                         ("MLFLOW_TRACKING_PASSWORD", settings.mlflow_tracking_password)):
         if value is not None and name not in os.environ:
             os.environ[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
-    return MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_registry_uri,
-                          data_dir=settings.data_dir.expanduser().resolve(), production_alias=settings.production_alias,
-                          candidate_alias=settings.candidate_alias, clock=clock)
+    registry = MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_registry_uri,
+                              data_dir=settings.data_dir.expanduser().resolve(),
+                              production_alias=settings.production_alias, candidate_alias=settings.candidate_alias,
+                              clock=clock)
+    # What the bot kept in its own folder registry before MLflow moves there, once (asks MLflow
+    # nothing once done). An MLflow that cannot be reached now delays it to the next start.
+    from sqlite3 import Error as FolderIndexError
+
+    from integrations.mlflow_import import import_folder_registry
+
+    try:
+        import_folder_registry(settings.registry_dir, registry, data_dir=settings.data_dir)
+    except (RegistryError, OSError, FolderIndexError) as exc:  # MLflow away, or the old folder unreadable
+        log.warning("the folder registry %s is not imported into MLflow yet (tried again at the next start): %s",
+                    settings.registry_dir, exc)
+    return registry
 
 
 def _git_root(path: Path) -> Path | None:

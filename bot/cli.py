@@ -965,6 +965,10 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
 
     settings = obj.settings  # a settings problem has already stopped us with exit 2
     checks: list[tuple[str, str | None, str]] = [("settings", None, "")]
+    from integrations.mlflow_import import import_note
+
+    if (imported := import_note(settings.data_dir)) is not None:
+        checks.append((imported, None, ""))
     from pipeline.spec import SpecError, load_project
 
     from pipeline.train import check_metrics_suit_task
@@ -1033,6 +1037,10 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
         try:
             source, _tracker = _github(settings, lambda: None)
             checks += source.client.diagnose()
+            if settings.github_project:  # the board the retrain tickets' cards move on, and its Status options
+                from bot.app import _github_project
+
+                checks += _github_project(settings, _tracker).diagnose()
         except Exception as exc:  # a broken key or URL is a finding here, not a crash
             checks.append(("GitHub", str(exc), "check the GITHUB_* settings"))
     if settings.slack_bot_token is not None:

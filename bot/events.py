@@ -20,6 +20,7 @@ __all__ = [
     "Event",
     "ModelPromoted",
     "ModelRolledBack",
+    "ProductionRemoved",
     "RunFinished",
     "TicketClosed",
     "event_from_dict",
@@ -135,7 +136,24 @@ class ModelRolledBack(Event):
         return f"rolled-back:{self.model}:v{self.previous}->v{self.version}:{self.cause}"
 
 
-_KINDS = {cls.kind: cls for cls in (CommandGiven, ChangeMerged, TicketClosed, DriftFound, RunFinished, ModelPromoted, ModelRolledBack)}
+@dataclass(frozen=True)
+class ProductionRemoved(Event):
+    """The production alias was deleted outside the bot (MLflow's UI, another tool): no version is
+    in production until one is promoted."""
+
+    kind: ClassVar[str] = "production_removed"
+    model: str
+    previous: int  # the version that held the alias
+    alias: str
+    cause: str  # the registry's record of the removal
+
+    @property
+    def key(self) -> str:
+        return f"production-removed:{self.model}:v{self.previous}:{self.cause}"
+
+
+_KINDS = {cls.kind: cls for cls in (CommandGiven, ChangeMerged, TicketClosed, DriftFound, RunFinished, ModelPromoted,
+                                    ModelRolledBack, ProductionRemoved)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -35,6 +35,7 @@ from bot.events import (
     Event,
     ModelPromoted,
     ModelRolledBack,
+    ProductionRemoved,
     RunFinished,
     TicketClosed,
 )
@@ -42,6 +43,7 @@ from bot.logs import log_context
 from bot.fork_guard import code_under_test
 from bot.outbox import Delivered, PermanentError
 from bot.store import EffectRow, NewEffect, Store
+from integrations.github_projects import TicketBoard
 from integrations.ports import (
     Chat,
     ChatAction,
@@ -87,9 +89,10 @@ class Lifecycle:
 
     def __init__(self, *, settings, store: Store, registry, scm: SourceControl, tracker: Tracker, chat: Chat,
                  engine: PipelineEngine, project: Project, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 observer=None):
+                 observer=None, board: TicketBoard | None = None):
         self.settings, self.store, self.registry = settings, store, registry
         self.observer = observer  # told of each event seen (bot/observability.py), when given
+        self.board = board  # where people track retrain tickets (a GitHub Project), when one is set
         self.scm, self.tracker, self.chat, self.engine = scm, tracker, chat, engine
         self.project, self.clock = project, clock
         self._memory: OrderedDict[tuple[str, str], dict] = OrderedDict()  # bounded: see _remember
@@ -125,6 +128,7 @@ class Lifecycle:
             DriftFound: self._on_drift,
             ModelPromoted: self._on_promoted,
             ModelRolledBack: self._on_rolled_back,
+            ProductionRemoved: self._on_production_removed,
             TicketClosed: self._on_ticket_closed,
         }[type(event)]
         return rule(event)
@@ -267,7 +271,8 @@ class Lifecycle:
             if ticket is not None:
                 origin = {**origin, "ticket": ticket.id}
             return [self._pipeline_run(_run_id(key), trigger="command", reason=reason, origin=origin,
-                                       promote=promote)]
+                                       promote=promote),
+                    *self._board_effects(ticket.id if ticket else None, "retraining", _run_id(key))]
         if isinstance(action, Promote):
             return [NewEffect(f"{key}:promote", "registry.promote", {
                 "model": model, "version": action.version, "reason": action.reason, "cause": key, "origin": origin,
@@ -311,6 +316,10 @@ class Lifecycle:
         effects.append(self._chat_reply(episode, CHANNEL_PIPELINE, f"run-chat:{event.run_id}",
                                         f"Run `{event.run_id}`: {messages.run_chat_text(result, where)}"))
         ticket_id = origin.get("ticket")
+        if ticket_id and result.get("version") is not None and not result.get("promoted") \
+                and result.get("status") in {"succeeded", "not_promoted"} and not result.get("nothing_new"):
+            # a validated candidate kept back (stage = "candidate", or a gate): a person decides, with /deploy
+            effects += self._board_effects(ticket_id, "review", event.run_id, Version=result.get("version"))
         missed = self._production_rows_missed(result) if ticket_id else 0
         if missed:  # said instead of "nothing new": the runner could not see what was new
             effects += self._rows_missed_effects(int(ticket_id), result, missed)
@@ -367,6 +376,7 @@ class Lifecycle:
             self._chat_reply(episode, CHANNEL_ALERTS, f"close-chat:{ticket_id}",
                              f"✅ {model} v{version} is in production; ticket #{ticket_id} closed."),
             self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: {why} with v{version} · ticket #{ticket_id} closed"),
+            *self._board_effects(ticket_id, "resolved", run_id, Version=version),
         ]
 
     def _nothing_new_effects(self, ticket_id: int, result: dict[str, Any]) -> list[NewEffect]:
@@ -486,6 +496,12 @@ class Lifecycle:
                                  lane=f"chat:{CHANNEL_PIPELINE}"))
         return effects
 
+    def _on_production_removed(self, event: ProductionRemoved) -> list[NewEffect]:
+        """Said where promotions are, once per removal: the event's key is the registry's record of it."""
+        text = messages.production_removed_text(event.model, event.alias, event.previous)
+        return [NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_PIPELINE, "text": text},
+                          lane=f"chat:{CHANNEL_PIPELINE}")]
+
     def _on_ticket_closed(self, event: TicketClosed) -> list[NewEffect]:
         """A retrain ticket closed (by hand, or seen closed): its episode is over, and the next
         finding opens a new ticket at once."""
@@ -500,14 +516,14 @@ class Lifecycle:
     def _reply(self, target: Target, key: str, body: str) -> NewEffect:
         if target.kind == "chat":  # a command typed in chat is answered in the thread of its first answer
             return self._chat_reply(self._episode_for(target), target.repo, key, messages.as_typed_in_chat(body))
-        return NewEffect(key, "scm.reply", {"target": _target_dict(target), "body": body}, lane=f"scm:{target}")
+        return NewEffect(key, "scm.reply", {"target": _target_dict(target), "body": body}, lane=f"scm:{target.key}")
 
     def _upsert(self, target: Target, marker: str, body: str) -> NewEffect:
         key = f"{marker}:{hashlib.sha1(body.encode()).hexdigest()[:10]}"
         if target.kind == "chat":
             return self._chat_reply(self._episode_for(target), target.repo, key, body)
         return NewEffect(key, "scm.upsert", {"target": _target_dict(target), "marker": marker, "body": body},
-                         lane=f"scm:{target}")
+                         lane=f"scm:{target.key}")
 
     def _ab_links(self, target: Target, url: str, title: str, text: str, where: str) -> list[NewEffect]:
         """``AB#12`` in a change's title, description, commits or comments: work item 12 linked to the
@@ -522,7 +538,7 @@ class Lifecycle:
         url = url if url.startswith(("https://", "http://")) else ""  # a local commit has nothing to link to
         return [NewEffect(f"ab-link:{target.repo}:{target.number}:{number}", "tracker.link", {
             "ticket_id": number, "target": _target_dict(target), "url": url, "title": title,
-            "body": f"🔗 Linked to {'pull request' if target.kind == 'change' else 'change'} {target}"
+            "body": f"🔗 Linked to {target} of {target.repo}"
                     f"{f' “{title}”' if title else ''}{f' ({url})' if url else ''}: mentioned as {prefix}{number} "
                     f"in its {where}.",
         }, lane=f"ticket:{number}") for number in numbers]
@@ -531,7 +547,7 @@ class Lifecycle:
         return NewEffect(f"react:{comment.target.repo}:{comment.id}:{reaction}", "scm.react", {
             "comment": {"id": comment.id, "target": _target_dict(comment.target), "author": comment.author},
             "reaction": reaction,
-        }, lane=f"scm:{comment.target}")
+        }, lane=f"scm:{comment.target.key}")
 
     def _status(self, repo: str, commit: str, state: str, description: str, run_id: str) -> NewEffect:
         return NewEffect(f"status:{repo}:{commit}:{run_id}:{state}", "scm.status", {
@@ -555,6 +571,16 @@ class Lifecycle:
             "project": self.project.name, "run_id": run_id, "trigger": trigger, "reason": reason,
             "origin": origin, "promote": promote,
         }, lane=f"pipeline:{self.project.name}")
+
+    def _board_effects(self, ticket_id: int | None, stage: str, cause: str, **fields: Any) -> list[NewEffect]:
+        """The retrain ticket's card moved to ``stage`` on the board people track (when one is set),
+        once per cause; ``fields`` (Model, Version, ...) filled where the board has them."""
+        if self.board is None or not ticket_id:
+            return []
+        return [NewEffect(f"board:{ticket_id}:{stage}:{cause}", "board.follow", {
+            "ticket_id": int(ticket_id), "stage": stage,
+            "fields": {name: str(value) for name, value in fields.items() if value not in (None, "")},
+        }, lane=f"board:{ticket_id}")]
 
     # --- where the bot's own posts are -----------------------------------------------------------
 
@@ -594,7 +620,24 @@ class Lifecycle:
             "registry.rollback": _Handler(self._deliver_rollback),
             "drift.check": _Handler(self._deliver_drift_check),
             "episode.resolve": _Handler(self._deliver_resolution),
+            "board.follow": _Handler(self._deliver_board),  # safe to repeat: it reads the card first
         }
+
+    def _deliver_board(self, effect: EffectRow) -> Delivered:
+        """Move the ticket's card to the effect's stage, unless a person's move is to be respected.
+
+        The status the bot last set is kept per ticket, so a card in Done that a person put there is
+        told apart from one the bot put there (``should_move``)."""
+        p = effect.payload
+        if self.board is None:
+            raise PermanentError("no board is configured any more (MLOPS_GITHUB_PROJECT): the card stays as it is")
+        card = self.store.get_state("board_cards", str(p["ticket_id"])) or {}
+        moved = self.board.follow(int(p["ticket_id"]), p["stage"], last_set=card.get("status"), fields=p["fields"])
+        if moved.moved or not moved.why:  # where the bot put it (now, or by an attempt whose answer was lost)
+            self.store.put_state("board_cards", str(p["ticket_id"]), {"status": moved.status, "effect": effect.key})
+        else:
+            log.info("ticket #%s's card left in %s (%s)", p["ticket_id"], moved.status, moved.why)
+        return Delivered({"status": moved.status, "moved": moved.moved, "why": moved.why})
 
     def _deliver_reply(self, effect: EffectRow) -> Delivered:
         target = _target(effect.payload["target"])
@@ -607,13 +650,13 @@ class Lifecycle:
     def _deliver_upsert(self, effect: EffectRow) -> Delivered:
         # One comment per marker, edited in place: look it up first, so repeating is harmless.
         target, marker = _target(effect.payload["target"]), effect.payload["marker"]
-        known = self._remembered("comments", f"{target}:{marker}")
+        known = self._remembered("comments", f"{target.key}:{marker}")
         comment_id = (known or {}).get("id") or self.scm.find_reply(target, marker)
         if comment_id:
             self.scm.edit_reply(target, comment_id, effect.payload["body"], marker=marker)
         else:
             comment_id = self.scm.reply(target, effect.payload["body"], marker=marker)
-        self._remember("comments", f"{target}:{marker}", {"id": comment_id})
+        self._remember("comments", f"{target.key}:{marker}", {"id": comment_id})
         return Delivered({"comment_id": comment_id})
 
     def _deliver_react(self, effect: EffectRow) -> Delivered:
@@ -723,6 +766,9 @@ class Lifecycle:
                     "title": f"{model}: drift in batch {p['batch']}",
                 }, lane=f"chat:{episode}"),
             ])
+        if opened:  # owed before the state below, as the chat is: a retry that finds the state owes nothing
+            self.store.add_effects(effect.cause, self._board_effects(
+                ticket.id, "opened", effect.key, Model=model, Severity=p["severity"], Reason=", ".join(found)))
         # An alert moves the episode's yardstick (what was last said); a held finding does not, so
         # that a change held back is still a change once the cooldown is over.
         said = p if alerted else state
@@ -835,12 +881,29 @@ class Lifecycle:
         context = {"origin": p["origin"], "trigger": p["trigger"],
                    # /retrain (or a Retrain button) must learn something: same data and code is no retrain.
                    "require_new_data": p["trigger"] == "command" and p["promote"]}
+        reports = self._episode_drift_reports(p["project"], p["origin"])
+        if reports:  # the registry keeps them with the run (MLflow: its artifacts), beside what they caused
+            context["drift_reports"] = reports
         try:
             handle = self.engine.start(p["project"], run_id=p["run_id"], trigger=p["trigger"], reason=p["reason"],
                                        context=context, promote=p["promote"])
         except KeyError as exc:
             raise PermanentError(str(exc)) from None
         return self._run_outcome(effect, handle)
+
+    def _episode_drift_reports(self, model: str, origin: dict[str, Any]) -> list[str]:
+        """The drift report folders of the episode's batches, oldest first, for a retrain tied to a ticket.
+
+        Each batch's report is where bot/monitor.py writes it (``data_dir/reports/<model>/<batch>``);
+        a batch that fed the episode through late labels only may have none, and is left out.
+        """
+        if not origin.get("ticket"):
+            return []
+        from bot.monitor import report_folder
+
+        episode = self.store.get_state("episode_batches", model) or {}
+        folders = (report_folder(self.settings, model, entry["batch"]) for entry in episode.get("batches", []))
+        return [str(folder) for folder in dict.fromkeys(folders) if folder.is_dir()]
 
     def _find_run(self, effect: EffectRow) -> Delivered | None:
         handle = self.engine.status(effect.payload["run_id"])

@@ -18,6 +18,7 @@ __all__ = [
     "performance_lines",
     "performance_table",
     "primary_metric_text",
+    "production_removed_text",
     "recent_table",
     "run_chat_text",
     "run_report",
@@ -300,3 +301,12 @@ def digest_text(day: str, rows: list[dict[str, Any]]) -> str:
                      f"runs in the last day: {row['runs']}")
         lines += [f"  {line}" for line in row.get("performance", [])]
     return "\n".join(lines)
+
+
+def production_removed_text(model: str, alias: str, version: int) -> str:
+    """The chat line for a production alias deleted outside the bot (MLflow's UI, another tool).
+
+    A rollback needs a version in production to roll back from, so the way back is a promotion.
+    """
+    return (f"⚠️ {model}: the {alias} alias was removed outside mlops-bot (it was on v{version}); nothing is in "
+            f"production until a version is promoted: `/deploy N` puts version N back.")

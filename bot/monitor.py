@@ -136,7 +136,7 @@ def _check(lifecycle: Lifecycle, model: str, path: Path, identity: str, *, origi
     except ArtifactError as exc:
         log.warning("prediction drift skipped for %s v%s: %s", model, production.version, exc)
         estimator = None
-    report_dir = lifecycle.settings.data_dir.expanduser().resolve() / "reports" / model / _safe(identity)
+    report_dir = report_folder(lifecycle.settings, model, identity)
     try:
         report = check_drift(production.path, path, config=DriftConfig.from_dict(spec.drift), model=estimator,
                              target=spec.data.target if _has_column(path, spec.data.target) else None,
@@ -350,5 +350,6 @@ def _has_column(path: Path, column: str) -> bool:
         return False
 
 
-def _safe(identity: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", identity)
+def report_folder(settings, model: str, batch: str) -> Path:
+    """Where the drift report of ``batch`` (a batch's identity) for ``model`` is written."""
+    return settings.data_dir.expanduser().resolve() / "reports" / model / re.sub(r"[^A-Za-z0-9._-]+", "_", batch)

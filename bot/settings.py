@@ -27,7 +27,7 @@ __all__ = ["BUNDLED_EXAMPLE", "Settings", "SettingsError", "SettingsNote", "cron
 ENV_PREFIX = "MLOPS_"
 # Settings given as JSON text (lists and mappings); MLOPS_PROJECT_PATHS also takes one plain path.
 _JSON_SETTINGS = ("project_paths", "command_permissions", "ticket_patterns", "slack_channels",
-                  "slack_project_channels", "slack_permissions", "azure_permissions")
+                  "slack_project_channels", "slack_permissions", "azure_permissions", "github_project_statuses")
 # MLOPS_ names the bot sets itself for the project's deploy command (pipeline/deploy.py): a deploy
 # command that calls mlops-bot must not be told they are misspelt settings.
 _HOOK_VARIABLES = frozenset({"MLOPS_MODEL_NAME", "MLOPS_MODEL_VERSION", "MLOPS_MODEL_DIR", "MLOPS_MODEL_PATH"})
@@ -272,6 +272,17 @@ class Settings(BaseSettings):
         examples=["train.yml"])
     github_timeout_s: float = Field(default=15.0, ge=1, description="Seconds to wait for one GitHub request.",
                                     examples=[30])
+    github_project: str | None = Field(
+        default=None, description="GitHub Project (the current Projects) whose Status field follows each retrain "
+                                  "ticket: its URL, or OWNER/NUMBER; the token needs the 'project' scope (an App: "
+                                  "the organization permission Projects, read and write).",
+        examples=["https://github.com/orgs/acme/projects/3"])
+    github_project_statuses: dict[str, str] = Field(
+        default_factory=lambda: {"opened": "Todo", "retraining": "In progress", "review": "In review",
+                                 "resolved": "Done"},
+        description="The project's Status option for each stage of a retrain episode (JSON: opened, retraining, "
+                    "review, resolved; names in any case; stages left out keep their default).",
+        examples=['{"review": "Review", "resolved": "Shipped"}'])
 
     # Slack (chat, when a bot token is configured).
     slack_bot_token: SecretStr | None = Field(
@@ -387,6 +398,13 @@ class Settings(BaseSettings):
             raise ValueError("GITHUB_REPOSITORY is set but no credentials: set GITHUB_TOKEN (or the GitHub App settings)")
         return self
 
+    @model_validator(mode="after")
+    def _project_needs_github(self) -> Settings:
+        if self.github_project and not self.github_enabled:
+            raise ValueError("MLOPS_GITHUB_PROJECT is set but GitHub is not: its cards are the retrain tickets' "
+                             "issues, so set GITHUB_REPOSITORY and GITHUB_TOKEN (or the GitHub App settings) too")
+        return self
+
     @property
     def _github_credentials(self) -> bool:
         return bool(self.github_token or self.github_app_id)  # the App's three settings come together
@@ -466,6 +484,27 @@ class Settings(BaseSettings):
         if text and not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
             raise ValueError("expected the PEM text of the App's private key, starting -----BEGIN ... PRIVATE KEY-----")
         return value
+
+    @field_validator("github_project")
+    @classmethod
+    def _project_reference(cls, value: str | None) -> str | None:
+        from integrations.github_projects import parse_project_ref
+
+        if value is not None:
+            parse_project_ref(value)  # its ValueError says what is expected
+        return value
+
+    @field_validator("github_project_statuses")
+    @classmethod
+    def _status_per_stage(cls, value: dict[str, str]) -> dict[str, str]:
+        from integrations.github_projects import DEFAULT_STATUSES, STAGES
+
+        for stage, option in value.items():
+            if stage not in STAGES:
+                raise ValueError(f"{stage!r} is not a stage; use {', '.join(STAGES)}")
+            if not isinstance(option, str) or not option.strip():
+                raise ValueError(f"{stage}: expected the name of one of the Status field's options")
+        return {**DEFAULT_STATUSES, **{stage: option.strip() for stage, option in value.items()}}
 
     @field_validator("github_workflow")
     @classmethod

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from pipeline.registry import (
@@ -64,6 +64,7 @@ __all__ = [
     "AliasChange",
     "AliasMove",
     "MlflowRegistry",
+    "RecallsAliasMoves",
     "WebhookError",
     "alias_changes",
     "drift_report_folders",
@@ -155,6 +156,16 @@ class AliasChange:
     alias: str
     before: int | None
     after: int | None
+
+
+@runtime_checkable
+class RecallsAliasMoves(Protocol):
+    """A registry that reads back the alias moves it recorded: what a watcher stopped part-way (after
+    recording a move, before saying it) finds again, as ``adopt_external_moves`` records each once."""
+
+    def alias_history(self, model: str, alias: str) -> list[AliasMove]:
+        """Every recorded move of ``alias``, oldest first."""
+        ...
 
 
 # -- pure functions ----------------------------------------------------------------------------------------
@@ -439,7 +450,7 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
     @_translated
     def publish(self, model: str, staging: Path, metadata: dict[str, Any], *, run_id: str,
                 finalize: Callable[[Path, dict[str, Any]], None] | None = None,
-                candidate: bool = True) -> ModelVersion:
+                candidate: bool = True, created_at: datetime | None = None) -> ModelVersion:
         """Register the staged folder as the model's next version, once per bot run id.
 
         A run id published before returns its version and publishes nothing. The version number
@@ -447,7 +458,8 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         model card name it: it is predicted (highest + 1), written, uploaded, and only if MLflow
         gave another (a publisher elsewhere) are the files written and uploaded again.
         On success the staged folder is consumed; on failure it is left with its own
-        metadata.json (if any) restored.
+        metadata.json (if any) restored. ``created_at`` keeps the time a version was first
+        published elsewhere (an import from the folder registry); by default, now.
         """
         _check_model_name(model)
         _check_run_id(run_id)
@@ -484,7 +496,7 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             self._log_run_artifacts(mlflow_run.info.run_id, staging, full, scratch / "run")
             created = self._client.create_model_version(
                 model, source=f"runs:/{mlflow_run.info.run_id}/{MODEL_ARTIFACT_PATH}", run_id=mlflow_run.info.run_id,
-                tags={TAG_RUN_ID: run_id, TAG_CREATED_AT: _to_text(self._clock()),
+                tags={TAG_RUN_ID: run_id, TAG_CREATED_AT: _to_text(created_at or self._clock()),
                       TAG_METADATA: self._metadata_tag(full)},
                 await_creation_for=0)  # OSS stores create versions READY; waiting only polls
             version = int(created.version)
@@ -660,6 +672,19 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             self._client.set_model_version_tag(model, str(change.after), *move_tag(move))
             recorded.append(move)
         return recorded
+
+    @_translated
+    def import_moves(self, model: str, moves: Iterable[AliasMove], *, production: int | None) -> None:
+        """Record alias moves made in another registry (the folder registry being imported), each on
+        the version that received the alias (a removal: on the version that lost it), then point the
+        production alias at ``production`` without recording a move of its own: the moves are its
+        history. A tag's key is the move's alias and time, so repeating this writes nothing new."""
+        for move in moves:
+            holder = move.version if move.version is not None else move.previous
+            if holder is not None:
+                self._client.set_model_version_tag(model, str(holder), *move_tag(move))
+        if production is not None and self._aliases_of(model).get(self.production_alias) != production:
+            self._client.set_registered_model_alias(model, self.production_alias, str(production))
 
     def _removal(self, model: str, change: AliasChange, last: AliasMove | None) -> AliasMove | None:
         """Record an alias deleted outside the bot, on the version that held it; None if recorded already

@@ -119,6 +119,15 @@ class Target:
     number: int
 
     def __str__(self) -> str:
+        """As people read it, in every message and command: ``change:48``, ``ticket:12``, ``#channel``."""
+        if self.kind == "chat":
+            return f"#{self.repo}"
+        return f"{self.kind}:{self.number}"
+
+    @property
+    def key(self) -> str:
+        """Its identity in the bot's state (outbox lanes, remembered comments): never reworded, so
+        what a running bot stored is found again after an upgrade."""
         if self.kind == "chat":
             return f"#{self.repo}"
         return f"{self.repo}#{self.number}" if self.kind == "ticket" else f"{self.repo}!{self.number}"

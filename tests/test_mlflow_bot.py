@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from bot.cli import cli
 from integrations.mlflow_registry import MlflowRegistry, embedded_tracking_uri
-from tests.conftest import settle
+from tests.conftest import EXAMPLE, git, settle
+
+
+def _example_repository(root: Path) -> Path:
+    """The bundled example in a git repository of its own; returns its project folder."""
+    project = root / "models" / "breast_cancer"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__"))
+    git(root.parent, "init", "-q", "-b", "main", str(root))
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "the example model")
+    return project
 
 
 def _client(uri: str):
@@ -111,3 +123,64 @@ def test_the_mlflow_webhook_wakes_the_bot_only_when_signed_with_its_secret(make_
     off = TestClient(create_app(make_app(mlflow_tracking_uri=embedded_tracking_uri(tmp_path / "state"))))
     refused = off.post("/webhooks/mlflow", content=body, headers=_signed(secret, body))
     assert refused.status_code == 403 and "MLFLOW_WEBHOOK_SECRET" in refused.json()["error"]
+
+
+def test_a_retrain_for_a_drift_ticket_logs_the_episodes_drift_reports_with_its_mlflow_run(make_app, tmp_path):
+    from tests.test_retrain_learns import retrain_ticket, say, write_batch
+
+    uri = embedded_tracking_uri(tmp_path / "state")
+    app = make_app(project_dir=_example_repository(tmp_path / "repo"), mlflow_tracking_uri=uri)
+    app.run_once()  # v1 in production
+    write_batch(app, "batch-001.csv", shift=1.5, seed=1, labels="in")
+    app.run_once()  # drift: the episode's ticket, and its report under data_dir/reports/<model>/
+    ticket = retrain_ticket(app)
+    say(app, ticket.id, "/retrain labelled scans arrived")
+    settle(app)
+
+    v2 = _client(uri).get_model_version("breast-cancer", "2")
+    logged = [item.path for item in _client(uri).list_artifacts(v2.run_id, "drift_reports")]
+    assert len(logged) == 1 and logged[0].startswith("drift_reports/batch-001.csv")
+    files = {Path(item.path).name for item in _client(uri).list_artifacts(v2.run_id, logged[0])}
+    assert {"report.json", "report.md"} <= files
+    # Only a retrain tied to the episode's ticket carries them: the first model's run has none.
+    v1 = _client(uri).get_model_version("breast-cancer", "1")
+    assert _client(uri).list_artifacts(v1.run_id, "drift_reports") == []
+
+
+def test_production_removed_in_mlflow_is_said_once_even_when_the_bot_stops_before_saying_it(make_app, tmp_path,
+                                                                                              monkeypatch):
+    from bot.lifecycle import Lifecycle
+
+    uri = embedded_tracking_uri(tmp_path / "state")
+    app = make_app(mlflow_tracking_uri=uri)
+    settle(app)  # v1 in production
+    app.watch_registry()  # the bot sees v1 where it put it: nothing to say
+    _client(uri).delete_registered_model_alias("tiny", "production")  # someone, in MLflow's UI
+
+    # The next look records the removal on v1's tags, then the bot dies before the event is stored.
+    handle = Lifecycle.handle
+
+    def dies(self, event, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Lifecycle, "handle", dies)
+    try:
+        app.watch_registry()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(Lifecycle, "handle", handle)
+    assert [m.action for m in app.registry.alias_history("tiny", "production")][-1] == "removed"
+
+    settle(app)  # restarted: the recorded removal is found again and said
+    settle(app)  # looked at again: nothing new
+    said = [line for line in app.out.getvalue().splitlines() if "alias was removed outside mlops-bot" in line]
+    assert said == [("   │ ⚠️ tiny: the production alias was removed outside mlops-bot (it was on v1); nothing is in "
+                     "production until a version is promoted: `/deploy N` puts version N back.")]
+    assert app.registry.production("tiny") is None
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(app.lifecycle.project.path))
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
+    traced = CliRunner().invoke(cli, ["trace", "v1"])
+    assert traced.exit_code == 0, traced.output
+    assert "removed_from_production_by → registry:outside mlops-bot:production@" in traced.output

@@ -68,7 +68,7 @@ def test_with_the_production_alias_removed_in_mlflow_show_and_status_say_so(make
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
     assert "stage: archived" in lines and lines[-1] == "no version of tiny is in production now"
-    assert lines[-2].endswith("(production alias removed outside mlops-bot): merge of repo!1 by dev")
+    assert lines[-2].endswith("(production alias removed outside mlops-bot): merge of change:1 by dev")
     status = CliRunner().invoke(cli, ["status"])
     assert status.exit_code == 0, status.output
     assert status.output.splitlines()[0].startswith("tiny: no version is in production: v1 left it at ")

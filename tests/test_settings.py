@@ -94,6 +94,8 @@ WRONG_VALUES = {
     "MLOPS_GITHUB_CYCLE_BUDGET": "not-a-number",
     "MLOPS_GITHUB_TIMEOUT_S": "not-a-number",
     "MLOPS_GITHUB_WORKFLOW": "train",
+    "MLOPS_GITHUB_PROJECT": "https://github.com/acme/model/issues/3",
+    "MLOPS_GITHUB_PROJECT_STATUSES": '{"done": "Shipped"}',
     "MLOPS_SLACK_API_URL": "slack.com/api",
     "MLOPS_SLACK_CHANNELS": "not json",
     "MLOPS_SLACK_MENTION_GROUP": "two words",
