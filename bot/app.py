@@ -221,7 +221,7 @@ class BotApp:
             "version": production.version if production else None,
             "age": _age(now - production.created_at) if production else "",
             "health": f"{last['severity']} drift" if last.get("drifted") else "no drift seen",
-            "tickets": f"#{ticket.id}" if ticket else "",
+            "tickets": f"ticket:{ticket.id}" if ticket else "",
             "runs": len(runs),
             "performance": messages.performance_lines(self.store.get_state("performance", model)),
         }

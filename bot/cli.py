@@ -687,7 +687,7 @@ def _console_target(app, on: str | None):
         if kind not in {"ticket", "change"} or not number.isdigit():
             raise OperationFailed(f"--on {on!r}: expected ticket:N or change:N, e.g. ticket:1")
         if kind == "ticket" and app.tracker.get(int(number)) is None:
-            raise OperationFailed(f"there is no ticket #{number}; see `mlops-bot board list --all`")
+            raise OperationFailed(f"there is no ticket:{number}; see `mlops-bot board list --all`")
         if kind == "change":
             changes, _ = app.scm.merged_changes(None)
             newest = changes[-1].number if changes else 0
@@ -745,7 +745,7 @@ def status(obj: _Context, as_json: bool) -> None:
                    "`mlops-bot models promote VERSION`")
     else:
         click.echo(f"{model}: no model in production yet (run `mlops-bot run --once`)")
-    click.echo("open tickets: " + (", ".join(f"#{t.id} {t.title}" for t in tickets) or "none"))
+    click.echo("open tickets: " + (", ".join(f"ticket:{t.id} {t.title}" for t in tickets) or "none"))
     if summary["held_alert"]:
         from bot.messages import held_alert_text
 
@@ -1194,7 +1194,7 @@ def board_list(obj: _Context, show_all: bool, as_json: bool) -> None:
         click.echo("no open tickets" if not show_all else "no tickets")
         return
     click.echo(_table(("ticket", "state", "title", "labels"),
-                      [(f"#{t.id}", t.state, t.title, ", ".join(t.labels)) for t in tickets]))
+                      [(f"ticket:{t.id}", t.state, t.title, ", ".join(t.labels)) for t in tickets]))
 
 
 @board.command("show")
@@ -1214,14 +1214,14 @@ def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
         details = found and {"id": found.id, "key": found.key, "title": found.title, "state": found.state,
                              "url": found.url, "labels": list(found.labels)}
     if details is None:
-        raise OperationFailed(f"there is no ticket #{ticket}; see `mlops-bot board list --all`")
+        raise OperationFailed(f"there is no ticket:{ticket}; see `mlops-bot board list --all`")
     if as_json:
         _print_json(details)
         return
     from integrations.local import show_markdown
 
     body = details["body"] if "body" in details else f"(body and comments at {details['url'] or 'the tracker'})"
-    heading = f"#{details['id']} [{details['state']}] {details['title']}"
+    heading = f"ticket:{details['id']} [{details['state']}] {details['title']}"
     # Rendered Markdown on a terminal, the text as written when piped (show_markdown decides).
     show_markdown(sys.stdout, heading, body, plain=f"{heading}\n\n{body}\n", indent=0)
     for comment in details.get("comments", []):
@@ -1242,7 +1242,7 @@ def board_comment(obj: _Context, ticket: int, text: str) -> None:
     if not isinstance(app.scm, TakesTypedComments):
         raise OperationFailed(f"comments are written on {app.scm.name}, not here: comment on the ticket there")
     if app.tracker.get(ticket) is None:
-        raise OperationFailed(f"there is no ticket #{ticket}; see `mlops-bot board list --all`")
+        raise OperationFailed(f"there is no ticket:{ticket}; see `mlops-bot board list --all`")
     app.scm.add_comment(Target("ticket", app.scm.repo, ticket), text)
     app.run_once()
 

@@ -374,8 +374,8 @@ class Lifecycle:
                       {"ticket_id": ticket_id, "model": model, "version": version, "run_id": run_id},
                       lane=f"ticket:{model}"),
             self._chat_reply(episode, CHANNEL_ALERTS, f"close-chat:{ticket_id}",
-                             f"✅ {model} v{version} is in production; ticket #{ticket_id} closed."),
-            self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: {why} with v{version} · ticket #{ticket_id} closed"),
+                             f"✅ {model} v{version} is in production; ticket:{ticket_id} closed."),
+            self._chat_episode(episode, CHANNEL_ALERTS, f"✅ {model}: {why} with v{version} · ticket:{ticket_id} closed"),
             *self._board_effects(ticket_id, "resolved", run_id, Version=version),
         ]
 
@@ -388,7 +388,7 @@ class Lifecycle:
             NewEffect(f"nothing-new:{ticket_id}:{run_id}", "tracker.comment", {"ticket_id": ticket_id, "body": text},
                       lane=f"ticket:{model}"),
             self._chat_reply(f"ticket:{ticket_id}", CHANNEL_ALERTS, f"nothing-new-chat:{ticket_id}:{run_id}",
-                             f"⚠️ {model}: {result['nothing_new']}; ticket #{ticket_id} stays open."),
+                             f"⚠️ {model}: {result['nothing_new']}; ticket:{ticket_id} stays open."),
         ]
 
     # --- rule 2: drift -------------------------------------------------------------------------
@@ -427,7 +427,7 @@ class Lifecycle:
                       lane=f"ticket:{model}"),
             self._chat_reply(f"ticket:{ticket_id}", CHANNEL_ALERTS, f"rows-missed-chat:{ticket_id}:{run_id}",
                              f"⚠️ {model}: run `{run_id}` trained without the {rows} labelled production rows; "
-                             f"ticket #{ticket_id} stays open."),
+                             f"ticket:{ticket_id} stays open."),
         ]
 
     def _on_drift(self, event: DriftFound) -> list[NewEffect]:
@@ -755,7 +755,7 @@ class Lifecycle:
                     self.tracker.comment(ticket.id, f"{what} (batch `{p['batch']}`).", marker=comment_marker)
         if alerted:
             episode = f"ticket:{ticket.id}"
-            text = messages.drift_chat_text(model, p["severity"], p["features"], f"ticket #{ticket.id} {ticket.url}",
+            text = messages.drift_chat_text(model, p["severity"], p["features"], messages.ticket_link(ticket.id, ticket.url),
                                             reasons)
             self.store.add_effects(effect.cause, [
                 self._chat_episode(episode, CHANNEL_ALERTS, text, actions=[{"command": "retrain", "model": model}]),
@@ -1031,7 +1031,7 @@ class Lifecycle:
                     "body": f"🔁 {summary}. This ticket stays open.\n\n{messages.recent_table(p.get('recent'))}".strip(),
                 }, lane=f"ticket:{model}"),
                 self._chat_reply(f"ticket:{ticket_id}", CHANNEL_ALERTS, f"unresolved-chat:{ticket_id}:{p['run_id']}",
-                                 f"🔁 {summary}; ticket #{ticket_id} stays open."),
+                                 f"🔁 {summary}; ticket:{ticket_id} stays open."),
             ])
         return Delivered({"resolved": resolution.resolved, "summary": summary})
 

@@ -192,6 +192,12 @@ def drift_ticket_body(model: str, version: int, severity: str, markdown_report: 
     ]).strip()
 
 
+def ticket_link(ticket_id: int, url: str = "") -> str:
+    """A ticket as every message names it, ``ticket:12``, linked where the ticket has a web page
+    (the local board's tickets have none)."""
+    return f"[ticket:{ticket_id}]({url})" if url.startswith(("https://", "http://")) else f"ticket:{ticket_id}"
+
+
 def drift_chat_text(model: str, severity: str, features: list[str], ticket: str,
                     reasons: Sequence[str] = ("drift",)) -> str:
     shown = ", ".join(features[:5]) + (f" and {len(features) - 5} more" if len(features) > 5 else "")

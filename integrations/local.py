@@ -416,7 +416,7 @@ class LocalBoard(ListsTickets, DescribesTickets):
                 key=key, title=title, body=marked, state="open", labels=",".join(labels),
                 created_at=_now(self.clock),
             )).inserted_primary_key[0]
-        self._print(f"[board] opened #{ticket_id}: {title}")
+        self._print(f"[board] opened ticket:{ticket_id}: {title}")
         return self.get(ticket_id)
 
     def update(self, ticket: Ticket, *, title: str | None = None, body: str | None = None,
@@ -434,7 +434,7 @@ class LocalBoard(ListsTickets, DescribesTickets):
         if values:
             with self._db.transaction() as conn:
                 conn.execute(_tickets.update().where(_tickets.c.id == ticket.id).values(**values))
-            self._print(f"[board] updated #{ticket.id}")
+            self._print(f"[board] updated ticket:{ticket.id}")
         return self.get(ticket.id)
 
     def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
@@ -442,7 +442,7 @@ class LocalBoard(ListsTickets, DescribesTickets):
             comment_id = conn.execute(_NEW_TICKET_COMMENT, dict(
                 ticket_id=ticket_id, author=self.bot_name, body=with_marker(body, marker), created_at=_now(self.clock),
             )).inserted_primary_key[0]
-        self._print(f"[board #{ticket_id}] {self.bot_name}:", body)
+        self._print(f"[ticket:{ticket_id}] {self.bot_name}:", body)
         return str(comment_id)
 
     def add_comment(self, ticket_id: int, body: str, *, author: str) -> str:
@@ -460,7 +460,7 @@ class LocalBoard(ListsTickets, DescribesTickets):
         with self._db.transaction() as conn:
             changed = conn.execute(_CLOSE_TICKET, {"ticket_id": ticket_id, "closed": _now(self.clock)}).rowcount
         if changed:
-            self._print(f"[board] closed #{ticket_id}")
+            self._print(f"[board] closed ticket:{ticket_id}")
 
     def get(self, ticket_id: int) -> Ticket | None:
         with self._db.transaction() as conn:

@@ -323,10 +323,10 @@ def check_board_and_status(invoke, kept: int, done: int) -> None:
     assert [(t["id"], t["title"], t["state"]) for t in listed] == [(kept, "Retrain tiny: high drift", "open")]
     everything = json.loads(invoke("board", "list", "--all", "--json"))
     assert [(t["id"], t["state"]) for t in everything] == [(kept, "open"), (done, "closed")]
-    assert f"#{kept}" in invoke("board", "list") and "Retrain tiny: high drift" in invoke("board", "list")
+    assert f"ticket:{kept}" in invoke("board", "list") and "Retrain tiny: high drift" in invoke("board", "list")
     status = json.loads(invoke("status", "--json"))
     assert [(t["id"], t["title"]) for t in status["open_tickets"]] == [(kept, "Retrain tiny: high drift")]
-    assert f"open tickets: #{kept} Retrain tiny: high drift" in invoke("status")
+    assert f"open tickets: ticket:{kept} Retrain tiny: high drift" in invoke("status")
     shown = json.loads(invoke("board", "show", str(kept), "--json"))
     assert (shown["id"], shown["state"], shown["key"]) == (kept, "open", "retrain:tiny")
 

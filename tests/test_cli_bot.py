@@ -87,7 +87,7 @@ def test_board_comment_runs_the_command(bot, tmp_path):
     assert result.exit_code == 0
     assert "Drift check of **tiny** v1" in json.dumps(json.loads(bot("board", "show", "1", "--json").output))
     missing = bot("board", "show", "42")
-    assert missing.exit_code == 1 and "there is no ticket #42" in missing.output
+    assert missing.exit_code == 1 and "there is no ticket:42" in missing.output
 
 
 def test_doctor_reports_problems_with_fixes(bot, repo, tmp_path, monkeypatch):
@@ -184,11 +184,11 @@ def test_sigterm_stops_the_running_bot_cleanly(repo, tmp_path):
 def test_console_refuses_a_ticket_or_change_that_does_not_exist(bot):
     bot("run", "--once")
     missing_ticket = bot("console", "--on", "ticket:9", input=":quit\n")
-    assert missing_ticket.exit_code == 1 and "there is no ticket #9" in missing_ticket.output
+    assert missing_ticket.exit_code == 1 and "there is no ticket:9" in missing_ticket.output
     missing_change = bot("console", "--on", "change:99", input=":quit\n")
     assert missing_change.exit_code == 1 and "there is no change 99" in missing_change.output
     moved = bot("console", "--on", "change:1", input=":on ticket:5\n:quit\n")
-    assert moved.exit_code == 0 and "there is no ticket #5" in moved.output
+    assert moved.exit_code == 0 and "there is no ticket:5" in moved.output
 
 
 def test_run_outside_a_git_repository_says_merges_are_not_watched(bot, tiny_project, monkeypatch, caplog):

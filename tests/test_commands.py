@@ -360,7 +360,7 @@ STATUS_FULL = """\
 Status of **churn**
 
 - Production: **v3**, roc_auc 0.9500, since 2026-01-03 12:00 UTC (2 days ago)
-- Retrain ticket: [#12](https://t/12) Retrain churn: drift
+- Retrain ticket: [ticket:12](https://t/12) Retrain churn: drift
 - Last drift check: 2026-01-05 13:30 UTC (30 minutes ago) on `b-17.csv`: **drift** (severity high) in `age`, `income`
 
 Recent runs:
@@ -405,7 +405,7 @@ def test_status_without_a_clock_and_without_drift():
     lines = run("/status", ctx).text.splitlines()
     assert lines[2:5] == [
         "- Production: **v3**, roc_auc 0.9500, since 2026-01-03 12:00 UTC",
-        "- Retrain ticket: #3 Retrain churn",
+        "- Retrain ticket: ticket:3 Retrain churn",
         "- Last drift check: 2026-01-05 13:30 UTC on `b-18.csv`: no drift",
     ]
 

@@ -83,7 +83,7 @@ def test_board_prints_plain_text_off_a_terminal_and_renders_on_one(store, monkey
     board = LocalBoard(store.engine, out=out)
     ticket = board.open("retrain:tiny", "Retrain tiny", REPORT, ("retrain",), marker="retrain:tiny")
     board.comment(ticket.id, REPORT, marker="c1")
-    assert out.getvalue().endswith("[board #1] mlops-bot:\n" + "".join(
+    assert out.getvalue().endswith("[ticket:1] mlops-bot:\n" + "".join(
         f"    {line}\n" if line else "\n" for line in REPORT.split("\n")))
 
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
@@ -131,7 +131,7 @@ def test_board_show_piped_prints_the_text_as_written(board_cli):
     shown = board_cli()
     assert shown.exit_code == 0, shown.output
     lines = shown.output.split("\n")
-    assert lines[0] == "#1 [open] Retrain tiny" and lines[1] == ""
+    assert lines[0] == "ticket:1 [open] Retrain tiny" and lines[1] == ""
     assert "\n".join(lines[2:2 + len(REPORT.split("\n"))]) == REPORT
     assert "--- mlops-bot at " in shown.output and shown.output.endswith(REPORT + "\n\n")
     assert "\x1b[" not in shown.output
@@ -143,4 +143,4 @@ def test_board_show_on_a_terminal_renders_the_markdown(board_cli, monkeypatch):
     assert shown.exit_code == 0, shown.output
     assert_rendered(shown.output)
     text = ANSI.sub("", shown.output)
-    assert text.startswith("#1 [open] Retrain tiny\n") and "--- mlops-bot at " in text
+    assert text.startswith("ticket:1 [open] Retrain tiny\n") and "--- mlops-bot at " in text

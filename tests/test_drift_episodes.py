@@ -75,7 +75,7 @@ def test_a_finding_inside_the_cooldown_is_held_from_chat_but_shown_on_the_ticket
     assert "; alerts held until 2026-01-01 06:" in held_line, held_line
 
     status = status_reply(app, ticket.id)
-    assert f"Retrain ticket: [#{ticket.id}]" in status
+    assert f"Retrain ticket: ticket:{ticket.id} " in status
     held = next(line for line in status.splitlines() if line.startswith("- Alerts held:"))
     assert "b2.csv" in held and "alerts held until 2026-01-01 06:" in held, status
     shown = cli_status(app, monkeypatch)
@@ -126,11 +126,11 @@ def test_drift_after_a_closed_ticket_is_a_new_episode_at_once_whatever_the_coold
     assert second.id != first.id
     top, replies = alerts(app)
     assert len(top) == 2  # the new episode has its own alert and thread
-    second_thread = next(m for m in top if f"ticket #{second.id}" in m["text"])
+    second_thread = next(m for m in top if f"ticket:{second.id}" in m["text"])
     (in_thread,) = [m["text"] for m in replies if m["thread"] == str(second_thread["id"])]
     assert in_thread.startswith("Batch `b2.csv")
     assert app.store.effects(status="dead") == []
-    assert f"#{second.id}" in status_reply(app, second.id)
+    assert f"ticket:{second.id}" in status_reply(app, second.id)
     assert "alerts held" not in cli_status(app, monkeypatch)
 
 

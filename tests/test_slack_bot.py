@@ -58,7 +58,7 @@ def test_a_lifecycle_reads_as_one_message_per_episode_with_its_thread(slack, bot
     alerts = slack.state.messages("mlops-alerts")
     assert len(alerts) == 1  # one drift episode, one message, however many batches and steps
     episode = alerts[0]
-    assert "restored with v3" in episode.text and "ticket #1 closed" in episode.text
+    assert "restored with v3" in episode.text and "ticket:1 closed" in episode.text
     assert any(file.name == "report.png" for reply in episode.replies for file in reply.files) or any(
         file.name == "report.png" for file in episode.files)
     assert any("closed" in reply.text for reply in episode.replies)

@@ -16,7 +16,7 @@ from bot.commands.base import (
     format_time,
     usage_reply,
 )
-from bot.messages import held_alert_text, performance_lines
+from bot.messages import held_alert_text, performance_lines, ticket_link
 from integrations.ports import Permission, Ticket
 
 __all__ = ["SPEC"]
@@ -58,8 +58,7 @@ def _production(production: dict | None, now: datetime | None) -> str:
 def _ticket(ticket: Ticket | None) -> str:
     if ticket is None:
         return "Retrain ticket: none open"
-    name = f"[#{ticket.id}]({ticket.url})" if ticket.url else f"#{ticket.id}"
-    return f"Retrain ticket: {name} {ticket.title}"
+    return f"Retrain ticket: {ticket_link(ticket.id, ticket.url)} {ticket.title}"
 
 
 def _held(ctx: CommandContext, model: str, ticket: Ticket) -> str | None:
