@@ -42,14 +42,6 @@ NOT_IN_THE_SPECS = {
 }
 
 
-@pytest.fixture
-def ado(azure_devops_emulator):  # noqa: F811
-    state = azure_devops_emulator.state
-    state.add_project("proj")
-    state.add_repo("proj", "model")
-    state.add_pipeline("proj", "train")
-    return azure_devops_emulator
-
 
 def _spec_scopes() -> dict[str, tuple[str, ...]]:
     """operationId -> the scopes its ``security`` lists, from every 7.1 spec in the reference data."""

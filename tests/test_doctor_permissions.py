@@ -122,14 +122,6 @@ def test_an_app_installation_is_checked_against_what_github_says_it_holds(github
 # --- Azure DevOps ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ado(azure_devops_emulator):  # noqa: F811
-    state = azure_devops_emulator.state
-    state.add_project("proj")
-    state.add_repo("proj", "model")
-    state.add_pipeline("proj", "train")
-    return azure_devops_emulator
-
 
 def _azure_env(ado, pat: str) -> dict[str, str]:
     return {"AZURE_DEVOPS_ORG_URL": ado.base_url, "AZURE_DEVOPS_EXT_PAT": pat, "AZURE_DEVOPS_PROJECT": "proj",

@@ -35,14 +35,6 @@ def _fast(client):
     return client
 
 
-@pytest.fixture
-def ado(azure_devops_emulator: AzureDevOpsEmulator) -> AzureDevOpsEmulator:
-    state = azure_devops_emulator.state
-    state.add_project("proj")
-    state.add_repo("proj", "model")
-    state.add_pipeline("proj", "train")
-    return azure_devops_emulator
-
 
 def test_every_location_the_client_uses_is_listed() -> None:
     recorded = json.loads((refdata_dir() / "azure-devops" / "client-locations.json").read_text(encoding="utf-8-sig"))
