@@ -436,7 +436,8 @@ class Lifecycle:
         effects: list[NewEffect] = []
         episode_state = self.store.get_state("episodes", model) or {}
         if event.data_problem:
-            text = f"⚠️ {model}: the production batch `{event.batch}` could not be checked: {event.data_problem}"
+            text = (f"⚠️ {model}: the production batch `{messages.batch_name(event.batch)}` could not be checked: "
+                    f"{event.data_problem}")
             if episode_state.get("ticket_id"):
                 effects.append(NewEffect(f"data-problem:{event.key}", "tracker.comment",
                                          {"ticket_id": episode_state["ticket_id"], "body": text}, lane=f"ticket:{model}"))
@@ -460,7 +461,7 @@ class Lifecycle:
                 text = f"The latest batch could not be checked: {event.data_problem}"
             else:
                 verdict = f"**{event.severity}** drift" if event.drifted else "no drift"
-                text = f"Drift check of **{model}** v{event.version} on `{event.batch}`: {verdict}.\n\n" + \
+                text = f"Drift check of **{model}** v{event.version} on `{messages.batch_name(event.batch)}`: {verdict}.\n\n" + \
                     event.summary.get("markdown", "")
             effects.append(self._reply(target, f"drift-reply:{event.key}", text.strip()))
         return effects
@@ -752,7 +753,7 @@ class Lifecycle:
                         if drift_now else "Performance dropped: "
                         + ((p.get("performance") or {}).get("finding") or "see the table above"))
                 if not self.tracker.find_comment(ticket.id, comment_marker):
-                    self.tracker.comment(ticket.id, f"{what} (batch `{p['batch']}`).", marker=comment_marker)
+                    self.tracker.comment(ticket.id, f"{what} (batch `{messages.batch_name(p['batch'])}`).", marker=comment_marker)
         if alerted:
             episode = f"ticket:{ticket.id}"
             text = messages.drift_chat_text(model, p["severity"], p["features"], messages.ticket_link(ticket.id, ticket.url),
@@ -760,10 +761,10 @@ class Lifecycle:
             self.store.add_effects(effect.cause, [
                 self._chat_episode(episode, CHANNEL_ALERTS, text, actions=[{"command": "retrain", "model": model}]),
                 self._chat_reply(episode, CHANNEL_ALERTS, f"drift-chat:{effect.key}",
-                                 f"Batch `{p['batch']}`: {p['severity']} drift. Report: {p['report_dir'] or 'n/a'}"),
+                                 f"Batch `{messages.batch_name(p['batch'])}`: {p['severity']} drift. Report: {p['report_dir'] or 'n/a'}"),
                 NewEffect(f"drift-chart:{effect.key}", "chat.upload", {
                     "episode": episode, "channel": CHANNEL_ALERTS, "path": f"{p['report_dir']}/report.png",
-                    "title": f"{model}: drift in batch {p['batch']}",
+                    "title": f"{model}: drift in batch {messages.batch_name(p['batch'])}",
                 }, lane=f"chat:{episode}"),
             ])
         if opened:  # owed before the state below, as the chat is: a retry that finds the state owes nothing

@@ -192,6 +192,12 @@ def drift_ticket_body(model: str, version: int, severity: str, markdown_report: 
     ]).strip()
 
 
+def batch_name(batch: str) -> str:
+    """A batch as people know it, its file name: the monitor's identity of a batch adds its size and
+    time (``b-17.csv@137075:1796282758``), so that a file rewritten in place is checked again."""
+    return re.sub(r"@\d+:\d+$", "", batch)
+
+
 def ticket_link(ticket_id: int, url: str = "") -> str:
     """A ticket as every message names it, ``ticket:12``, linked where the ticket has a web page
     (the local board's tickets have none)."""
@@ -215,7 +221,7 @@ def held_alert_text(held: Mapping[str, Any]) -> str:
 def _seen_again_text(seen: Mapping[str, Any]) -> str:
     count = int(seen.get("count") or 1)
     return (f"{seen.get('severity') or 'the'} {seen.get('what') or 'drift'} seen again at {datetime.fromisoformat(seen['at']):%Y-%m-%d %H:%M} "
-            f"UTC in `{seen.get('batch')}`" + (f" ({count} findings since the last alert)" if count > 1 else ""))
+            f"UTC in `{batch_name(str(seen.get('batch')))}`" + (f" ({count} findings since the last alert)" if count > 1 else ""))
 
 
 def _seen_again_line(seen: Mapping[str, Any]) -> str:

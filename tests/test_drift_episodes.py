@@ -71,11 +71,12 @@ def test_a_finding_inside_the_cooldown_is_held_from_chat_but_shown_on_the_ticket
     assert details["comments"] == []  # no "Drift changed" while the alerts are held
     assert alerts(app) == (top, replies)  # and nothing new in chat
     held_line = next(line for line in details["body"].splitlines() if "seen again" in line)
-    assert held_line.startswith("⏸️ High drift seen again at 2026-01-01 00:") and "`b2.csv" in held_line
+    assert held_line.startswith("⏸️ High drift seen again at 2026-01-01 00:") and "`b2.csv`" in held_line
     assert "; alerts held until 2026-01-01 06:" in held_line, held_line
 
     status = status_reply(app, ticket.id)
     assert f"Retrain ticket: ticket:{ticket.id} " in status
+    assert "on `b2.csv`:" in status and "b2.csv@" not in status  # batches by their file name
     held = next(line for line in status.splitlines() if line.startswith("- Alerts held:"))
     assert "b2.csv" in held and "alerts held until 2026-01-01 06:" in held, status
     shown = cli_status(app, monkeypatch)

@@ -16,7 +16,7 @@ from bot.commands.base import (
     format_time,
     usage_reply,
 )
-from bot.messages import held_alert_text, performance_lines, ticket_link
+from bot.messages import batch_name, held_alert_text, performance_lines, ticket_link
 from integrations.ports import Permission, Ticket
 
 __all__ = ["SPEC"]
@@ -74,7 +74,7 @@ def _drift(drift: dict | None, now: datetime | None) -> str:
     if drift is None:
         return "Last drift check: none yet. Type `/drift` to run one."
     when = format_time(drift.get("checked_at"), now)
-    batch = f" on {code(drift['batch'])}" if drift.get("batch") else ""
+    batch = f" on {code(batch_name(drift['batch']))}" if drift.get("batch") else ""
     if not drift.get("drifted"):
         return f"Last drift check: {when}{batch}: no drift"
     features = list(drift.get("features") or ())
