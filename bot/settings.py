@@ -326,7 +326,7 @@ class Settings(BaseSettings):
     )
     azure_devops_pat: SecretStr | None = Field(
         default=None, validation_alias="AZURE_DEVOPS_EXT_PAT",
-        description="Personal access token (Work Items read & write; Code read & status; Build read & execute).",
+        description="Personal access token (Work Items read & write; Code read & write, and status; Build read & execute).",
         examples=["(52 characters)"],
     )
     azure_devops_project: str | None = Field(default=None, validation_alias="AZURE_DEVOPS_PROJECT",
