@@ -746,15 +746,14 @@ def status(obj: _Context, as_json: bool) -> None:
     else:
         click.echo(f"{model}: no model in production yet (run `mlops-bot run --once`)")
     click.echo("open tickets: " + (", ".join(f"ticket:{t.id} {t.title}" for t in tickets) or "none"))
+    from bot.messages import batch_name, held_alert_text, performance_lines
+
     if summary["held_alert"]:
-        from bot.messages import held_alert_text
-
-        click.echo(f"alerts held on #{summary['held_alert']['ticket_id']}: {held_alert_text(summary['held_alert'])}")
+        click.echo(f"alerts held on ticket:{summary['held_alert']['ticket_id']}: {held_alert_text(summary['held_alert'])}")
     drift = summary["last_drift"]
-    click.echo("last drift check: " + (f"{drift['severity'] if drift['drifted'] else 'no drift'} on {drift['batch']}"
+    click.echo("last drift check: " + (f"{drift['severity'] if drift['drifted'] else 'no drift'} on "
+                                       f"{batch_name(drift['batch'])}"
                                        if drift else "none yet"))
-    from bot.messages import performance_lines
-
     for line in performance_lines(summary["performance"]):
         click.echo(line)
     labels = summary["labels"] or {}

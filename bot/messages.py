@@ -193,9 +193,10 @@ def drift_ticket_body(model: str, version: int, severity: str, markdown_report: 
 
 
 def batch_name(batch: str) -> str:
-    """A batch as people know it, its file name: the monitor's identity of a batch adds its size and
-    time (``b-17.csv@137075:1796282758``), so that a file rewritten in place is checked again."""
-    return re.sub(r"@\d+:\d+$", "", batch)
+    """A batch as people know it, its file name. The monitor's identity of a batch adds its size and
+    time (``b-17.csv@137075:1796282758``), so that a file rewritten in place is checked again, and
+    the labels that arrived for it their count (``b-17.csv#labels:500``)."""
+    return re.sub(r"(@\d+:\d+|#labels:\d+)$", "", batch)
 
 
 def ticket_link(ticket_id: int, url: str = "") -> str:

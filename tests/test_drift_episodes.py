@@ -80,7 +80,8 @@ def test_a_finding_inside_the_cooldown_is_held_from_chat_but_shown_on_the_ticket
     held = next(line for line in status.splitlines() if line.startswith("- Alerts held:"))
     assert "b2.csv" in held and "alerts held until 2026-01-01 06:" in held, status
     shown = cli_status(app, monkeypatch)
-    assert f"alerts held on #{ticket.id}: high drift seen again at" in shown and "b2.csv" in shown, shown
+    assert f"alerts held on ticket:{ticket.id}: high drift seen again at" in shown and "`b2.csv`" in shown, shown
+    assert "last drift check: high on b2.csv\n" in shown, shown
     summary = json.loads(cli_status(app, monkeypatch, "--json"))
     assert summary["held_alert"]["ticket_id"] == ticket.id and summary["held_alert"]["batch"].startswith("b2.csv")
 
