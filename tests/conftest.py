@@ -28,6 +28,12 @@ def _no_outside_settings(monkeypatch):
         # inside some test: without it the discovery cache would be ~'s, shared with every other run.
         if name.startswith(("MLOPS_", "GITHUB_", "SLACK_", "AZURE_DEVOPS_")) and name != "AZURE_DEVOPS_CACHE_DIR":
             monkeypatch.delenv(name)
+    for name in _MLFLOW_SETTINGS:  # the bot's own MLflow settings (MLflow's tuning variables stay)
+        monkeypatch.delenv(name, raising=False)
+
+
+_MLFLOW_SETTINGS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+                    "MLFLOW_TRACKING_PASSWORD", "MLFLOW_WEBHOOK_SECRET")
 
 
 class FakeClock:

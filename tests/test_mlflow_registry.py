@@ -396,6 +396,9 @@ def test_a_pipeline_run_is_an_mlflow_run_and_a_version_that_loads_without_pickle
     # MLflow's own loader, by alias, with pickle forbidden; and nothing pickled in the model.
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_registry.tracking_uri)  # restored after the test
+    # set_registry_uri writes MLFLOW_REGISTRY_URI into the environment too, and set_registry_uri(None)
+    # leaves it there: later tests' bots would read it as their setting and register on this server.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_registry.registry_uri)
     mlflow.set_tracking_uri(mlflow_registry.tracking_uri)
     mlflow.set_registry_uri(mlflow_registry.registry_uri)
     try:
@@ -433,6 +436,7 @@ def test_the_loader_inside_the_model_refuses_untrusted_types(mlflow_registry, mo
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_registry.tracking_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_registry.registry_uri)  # as above: restored after
     mlflow.set_tracking_uri(mlflow_registry.tracking_uri)
     mlflow.set_registry_uri(mlflow_registry.registry_uri)
     try:
