@@ -20,9 +20,7 @@ from tests.conftest import PROJECT, tiny_frame
 @pytest.fixture
 def bot(repo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("MLOPS_"):
-            monkeypatch.delenv(name)
+    # No MLOPS_ setting of the developer's reaches here: conftest's autouse fixture removed them.
     monkeypatch.setenv("MLOPS_PROJECT_DIR", str(repo / PROJECT))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MLOPS_DRIFT_COOLDOWN_S", "0")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 
 import pytest
@@ -113,9 +112,7 @@ def test_a_message_without_body_is_its_heading_alone():
 def board_cli(repo, tmp_path, monkeypatch):
     """``mlops-bot board show`` on a board holding ticket 1 (body and one comment: REPORT)."""
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("MLOPS_"):
-            monkeypatch.delenv(name)
+    # No MLOPS_ setting of the developer's reaches here: conftest's autouse fixture removed them.
     monkeypatch.setenv("MLOPS_PROJECT_DIR", str(repo / PROJECT))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
     assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
