@@ -746,10 +746,8 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks):
         if cursor is None and self._first_comments_cursor is not None:
             cursor = self._first_comments_cursor
 
-        pulls = self.client.call("git", "get_pull_requests", self.repo, GitPullRequestSearchCriteria(status="active"),
-                                 project=self.project, top=100)
         found: list[tuple[str, Comment]] = []
-        for pull in pulls or []:
+        for pull in self._active_pulls(GitPullRequestSearchCriteria(status="active")):
             for thread in self.client.call("git", "get_threads", self.repo, pull.pull_request_id,
                                            project=self.project) or []:
                 if thread.is_deleted:
@@ -777,6 +775,19 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks):
         if newest == since:
             at_newest = sorted(seen_ids | set(at_newest))
         return [c for _, c in fresh], f"{newest}|{','.join(at_newest)}"
+
+    def _active_pulls(self, criteria: Any) -> list[Any]:
+        """Every active pull request, page by page: a busy repository has more than one page."""
+        pulls: dict[int, Any] = {}
+        skip = 0
+        while True:
+            page = self.client.call("git", "get_pull_requests", self.repo, criteria, project=self.project,
+                                    skip=skip or None, top=_PULLS_PAGE) or []
+            for pull in page:  # a pull request created between two pages shifts the rest: read once each
+                pulls.setdefault(pull.pull_request_id, pull)
+            if len(page) < _PULLS_PAGE:
+                return list(pulls.values())
+            skip += len(page)
 
     def change_paths(self, repo: str, number: int) -> list[str]:
         """The files the pull request changes (its newest iteration against the common commit with

@@ -283,3 +283,18 @@ def test_the_bot_reads_every_merge_once_and_links_ab_past_400_symbols(ado, make_
     settle(app)
     assert links(far) == sorted(str(n) for n in [by_body[70], *again])
     assert links(item) == sorted(str(by_body[n]) for n in (3, 50, 99))
+
+
+def test_comments_on_active_pull_requests_beyond_the_first_page_are_read(ado, repos) -> None:
+    """A busy repository has more active pull requests than a page: a command typed on the oldest
+    one (the last of the newest-first list) is still read, once."""
+    state = ado.state
+    opened = [state.open_pull("model", f"PR {n}") for n in range(130)]
+    _, cursor = repos.new_comments(None)
+    ado.clock.advance(60)
+    state.add_thread_comment("model", opened[0], "/status")
+    state.add_thread_comment("model", opened[-1], "/drift")
+    comments, cursor = repos.new_comments(cursor)
+    assert sorted((c.target.number, c.body) for c in comments) == sorted(
+        [(opened[0], "/status"), (opened[-1], "/drift")])
+    assert repos.new_comments(cursor) == ([], cursor)
