@@ -92,6 +92,7 @@ def test_a_classic_token_without_repo_on_a_private_repository_is_named(github, d
     assert any(line.startswith("✗ GitHub permission classic token scope repo, repo") for line in
                _lines(result.output, "✗")), result.output
     assert "(it has public_repo); grant it the 'repo' scope" in result.output  # GitHub hid the repository
+    assert "1 problem(s) found" in result.output  # the missing scope once, not again as a repository problem
     github.set_scopes("ghp_public_only", ["repo"])
     healthy = doctor(**_github_env(github, "ghp_public_only"))
     assert healthy.exit_code == 0, healthy.output
@@ -171,6 +172,14 @@ def test_a_slack_token_without_files_write_is_named_and_a_full_one_passes(slack,
     (missing,) = _lines(result.output, "✗")
     assert missing == "✗ Slack permission files:write (for uploading charts): missing"
     assert "Bot Token Scopes on api.slack.com/apps" in result.output
+    assert "1 problem(s) found" in result.output
+
+    slack.add_token("xoxb-blind", "mlops-bot", scopes=tuple(s for s in DEFAULT_SCOPES if s != "channels:read"),
+                    bot=True)
+    blind = doctor(SLACK_BOT_TOKEN="xoxb-blind", MLOPS_SLACK_API_URL=slack.base_url)
+    # one missing scope is one problem, not one more for each channel it keeps doctor from looking up
+    assert _lines(blind.output, "✗") == ["✗ Slack permission channels:read (for finding channels by name): missing"]
+    assert "1 problem(s) found" in blind.output
 
     healthy = doctor(SLACK_BOT_TOKEN=slack.token, MLOPS_SLACK_API_URL=slack.base_url)
     assert healthy.exit_code == 0, healthy.output
