@@ -36,7 +36,7 @@ _STATUS_WORDS = {
 def as_typed_in_chat(text: str) -> str:
     """Hints as a chat user types them: in Slack every command follows the slash command, so
     `/retrain` is `/mlops retrain` there."""
-    return re.sub(r"`/(?!mlops\b)([a-z][\w-]*)", r"`/mlops \1", text)
+    return re.sub(r"`/(?!mlops\b)([A-Za-z][\w-]*)", r"`/mlops \1", text)  # as typed: `/Hi` too
 
 
 def run_started(model: str, run_id: str, why: str) -> str:

@@ -177,3 +177,39 @@ def test_doctor_checks_the_projects_own_channels(slack, make_app):
                    slack_project_channels={"tiny": {"mlops-alerts": "#tiny-alerts"}})
     checks = _slack(app.settings).diagnose(["mlops-alerts"])  # as `mlops-bot doctor` builds it
     assert any("#tiny-alerts" in what and problem and "not found" in problem for what, problem, _fix in checks)
+
+
+def _signed_slash(client, body: bytes):
+    import hashlib
+    import hmac
+
+    timestamp = str(int(client.bot.clock().timestamp()))
+    signature = "v0=" + hmac.new(SIGNING_SECRET.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/slack/commands", content=body, headers={
+        "X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded"})
+
+
+@pytest.mark.parametrize(("text", "user", "expected"), [
+    ("Hi", "W111", "`/mlops Hi` is not a command I know"),  # the recording's text: a hint, as typed in Slack
+    ("status", "W111", "tiny"),  # a read anyone may do, answered from the recording's own fields
+    ("deploy+1", "W111", "needs *maintain* permission"),  # an Enterprise Grid user (W…) not given it
+])
+def test_slacks_recorded_slash_command_body_is_read_field_for_field(web, text, user, expected):
+    """Slack's own recorded body (refdata: slash-command.body.txt: enterprise fields, a W… user, a
+    response_url) signed over its exact bytes, with only its text, channel and command name changed
+    (the app's slash command is /mlops, README)."""
+    from tests.emulators.fixtures import refdata_dir
+
+    recorded = (refdata_dir() / "slack" / "payloads" / "slash-command.body.txt").read_text().strip()
+    assert "&text=Hi&" in recorded and "channel_id=C111&" in recorded and f"user_id={user}&" in recorded
+    channel = web.bot.chat._channel_id("mlops-pipeline")
+    body = recorded.replace("&text=Hi&", f"&text={text}&").replace("channel_id=C111&", f"channel_id={channel}&")
+    body = body.replace("command=%2Fhello-world&", "command=%2Fmlops&")
+    before = len(web.bot.store.events())
+    answer = _signed_slash(web, body.encode())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["response_type"] == "ephemeral"
+    shown = "\n".join(block["text"]["text"] for block in answer.json()["blocks"] if block["type"] == "section")
+    assert expected in shown
+    assert len(web.bot.store.events()) == before  # a hint, a read and a refusal store nothing
