@@ -26,7 +26,13 @@ from bot.outbox import Blocked, DeliveryReport, Outbox
 from bot.settings import Settings
 from bot.store import NewEffect, Store
 from integrations.ports import PermissionRefused, TransientError
-from pipeline.registry import RegistryError, RegistryPort, ReportsAliasMoves
+from pipeline.registry_port import (
+    RecallsAliasMoves,
+    RegistryError,
+    RegistryPort,
+    ReportsAliasMoves,
+    alias_changes,
+)
 
 __all__ = ["BotApp", "build"]
 
@@ -100,8 +106,6 @@ class BotApp:
         registry = self.registry
         if not isinstance(registry, ReportsAliasMoves):
             return 0
-        from integrations.mlflow_registry import RecallsAliasMoves, alias_changes
-
         model = self.lifecycle.project.name
         production = registry.production_alias
         watched = (production, registry.candidate_alias)
@@ -404,22 +408,19 @@ def _slack(settings: Settings, project: str | None = None):
 
 
 def open_registry(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> RegistryPort:
-    """The model registry the settings name: MLflow at MLFLOW_TRACKING_URI, else the bot's own
-    registry in MLOPS_DATA_DIR/registry. The one place either is made."""
-    from pipeline.registry import ModelRegistry
+    """The model registry the settings name: MLflow at MLFLOW_TRACKING_URI, else the embedded MLflow
+    store (a SQLite file in MLOPS_DATA_DIR/mlflow, artifacts beside it). The one place it is made."""
+    from integrations.mlflow_registry import MlflowRegistry, embedded_tracking_uri
 
     clock = clock or (lambda: datetime.now(UTC))
-    if not settings.mlflow_tracking_uri:
-        return ModelRegistry(settings.registry_dir, clock=clock)
-    from integrations.mlflow_registry import MlflowRegistry
-
+    tracking_uri = settings.mlflow_tracking_uri or embedded_tracking_uri(settings.data_dir)
     # MLflow reads its credentials from the environment only: give it those that came from .env.
     for name, value in (("MLFLOW_TRACKING_TOKEN", settings.mlflow_tracking_token),
                         ("MLFLOW_TRACKING_USERNAME", settings.mlflow_tracking_username),
                         ("MLFLOW_TRACKING_PASSWORD", settings.mlflow_tracking_password)):
         if value is not None and name not in os.environ:
             os.environ[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
-    registry = MlflowRegistry(settings.mlflow_tracking_uri, settings.mlflow_registry_uri,
+    registry = MlflowRegistry(tracking_uri, settings.mlflow_registry_uri,
                               data_dir=settings.data_dir.expanduser().resolve(),
                               production_alias=settings.production_alias, candidate_alias=settings.candidate_alias,
                               clock=clock)

@@ -370,7 +370,7 @@ class ModelReference(VersionRef):
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> tuple[str | None, str] | str:
         if isinstance(value, str) and value.strip().startswith("models:"):
-            from pipeline.registry import RegistryError, parse_model_uri
+            from pipeline.registry_port import RegistryError, parse_model_uri
 
             try:
                 parse_model_uri(value)
@@ -1019,17 +1019,24 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
                        "stop the other mlops-bot, or set MLOPS_STATE_URL" if locked else
                        "the file is damaged or not mlops-bot's: restore it from a backup (docs/operations.md), "
                        "or move it away and the bot starts with an empty state"))
+    from integrations.mlflow_registry import embedded_tracking_uri
+
+    # Unset MLFLOW_TRACKING_URI: the embedded MLflow store, a SQLite file in the data folder.
+    embedded = embedded_tracking_uri(settings.data_dir).removeprefix("sqlite:///")
+    where = f"embedded MLflow store {embedded}" if not settings.mlflow_tracking_uri else "MLflow"
     try:
         registry = obj.registry()
-        registry.models()  # reads the index: a damaged one shows here
+        registry.models()  # reads the store: a damaged or unreachable one shows here
         registry.close()
-        checks.append((f"model registry ({settings.registry_dir})", None, ""))
+        checks.append((f"model registry ({where})", None, ""))
     except OSError as exc:
         checks.append(("model registry", str(exc), "set MLOPS_DATA_DIR to a writable folder"))
-    except Exception as exc:  # a damaged index is a finding here, not a crash
-        checks.append(("model registry", " ".join(str(exc).split()),
-                       f"restore {settings.registry_dir} from a backup (docs/operations.md), or move it away "
-                       "and retrain"))
+    except Exception as exc:  # a damaged store or an unreachable server is a finding here, not a crash
+        checks.append(("model registry", " ".join(str(exc).split())[:600],
+                       f"restore {embedded} from a backup (docs/operations.md), or move it away and retrain"
+                       if not settings.mlflow_tracking_uri else
+                       "check MLFLOW_TRACKING_URI and the MLflow credentials (MLFLOW_TRACKING_TOKEN, or "
+                       "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"))
     if settings.github_enabled:
         from bot.app import _github
 

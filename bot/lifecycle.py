@@ -956,7 +956,7 @@ class Lifecycle:
             self.store.link(*run, "chat_thread", "chat", f"{thread['channel']}/{thread['id']}")
 
     def _deliver_promote(self, effect: EffectRow) -> Delivered:
-        from pipeline.registry import RegistryError
+        from pipeline.registry_port import RegistryError
 
         p = effect.payload
         before = self.registry.production(p["model"])
@@ -971,7 +971,7 @@ class Lifecycle:
         return Delivered({"version": promoted.version}, events=(event,))
 
     def _deliver_rollback(self, effect: EffectRow) -> Delivered:
-        from pipeline.registry import RegistryError
+        from pipeline.registry_port import RegistryError
 
         p = effect.payload
         current = self.registry.production(p["model"])

@@ -183,13 +183,15 @@ class Settings(BaseSettings):
         examples=["a-long-random-string"],
     )
 
-    # MLflow (the model registry and run tracking when MLFLOW_TRACKING_URI is set). MLflow's own
-    # variables, read by MLflow too; the bot reads them to choose the registry and hide the secrets.
+    # MLflow (the model registry and run tracking: embedded by default, a server when MLFLOW_TRACKING_URI
+    # is set). MLflow's own variables, read by MLflow too; the bot reads them to choose the registry and
+    # hide the secrets.
     mlflow_tracking_uri: str | None = Field(
         default=None, validation_alias="MLFLOW_TRACKING_URI",
         description="MLflow tracking server (http(s)://..., databricks, azureml://...) or a local store "
-                    "(sqlite:///path/mlflow.db): models are registered and runs tracked there; unset, the bot's "
-                    "own registry in MLOPS_DATA_DIR/registry.",
+                    "(sqlite:///path/mlflow.db): models are registered and runs tracked there; unset, the embedded "
+                    "MLflow store, a SQLite file MLOPS_DATA_DIR/mlflow/mlflow.db with the artifacts beside it (no "
+                    "server).",
         examples=["http://mlflow.internal:5000"],
     )
     mlflow_registry_uri: str | None = Field(

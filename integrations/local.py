@@ -595,7 +595,7 @@ class InProcessEngine:
         return RunHandle(result.run_id, result.status, result=result.to_dict())
 
     def status(self, run_id: str) -> RunHandle | None:
-        from pipeline.registry import RegistryError
+        from pipeline.registry_port import RegistryError
 
         try:
             record = self.registry.get_run(run_id)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from integrations.mlflow_registry import AliasMove, MlflowRegistry
-from pipeline.registry import (
-    ModelRegistry,
+from integrations.mlflow_registry import MlflowRegistry
+from pipeline.registry_port import (
+    AliasMove,
     ModelVersion,
     RegistryError,
+    RunRecord,
     Stage,
     StageChange,
 )
@@ -76,7 +78,7 @@ def import_folder_registry(folder: Path, target: MlflowRegistry, *, data_dir: Pa
     if not (folder / "index.sqlite").is_file():
         return None  # never used: there is nothing to import, and nothing is created
     marker = marker_path(data_dir)
-    old = ModelRegistry(folder)
+    old = _FolderRegistry(folder)
     try:
         versions = old.versions()
         if not versions or _imported_before(marker, target.tracking_uri, versions):
@@ -144,27 +146,28 @@ def moves_from_periods(periods: Iterable[StageChange], numbers: dict[int, int], 
     return moves
 
 
-def _import_version(old: ModelRegistry, target: MlflowRegistry, version: ModelVersion) -> tuple[int, bool]:
+def _import_version(old: _FolderRegistry, target: MlflowRegistry, version: ModelVersion) -> tuple[int, bool]:
     """The version's number in MLflow, publishing it first unless MLflow has it (found by run id)."""
     run_id = version.run_id or f"imported-{version.model}-v{version.version}"
     found = target.find_by_run_id(version.model, run_id)
     if found is not None:
         return found.version, False
+    if not version.path.is_dir():
+        raise RegistryError(f"{version.model} v{version.version} of the folder registry has no artifact folder "
+                            f"{version.path}; restore it from a backup, or move {old.folder} away to start afresh")
     staging = target.staging_dir()
     shutil.copytree(version.path, staging, dirs_exist_ok=True)
     metadata = {k: v for k, v in version.metadata.items() if k not in ("model", "version")}
     created = target.publish(version.model, staging, metadata, run_id=run_id,
                              candidate=version.stage is Stage.CANDIDATE, created_at=version.created_at)
-    try:
-        record = old.get_run(version.run_id) if version.run_id else None
-    except RegistryError:
-        record = None  # the version outlived its run record: the version is what matters
+    # None when the version outlived its run record: the version is what matters.
+    record = old.get_run(version.run_id) if version.run_id else None
     if record is not None:
         target.record_run(record)
     return created.version, True
 
 
-def _import_history(old: ModelRegistry, target: MlflowRegistry, model: str, versions: list[ModelVersion],
+def _import_history(old: _FolderRegistry, target: MlflowRegistry, model: str, versions: list[ModelVersion],
                     numbers: dict[int, int]) -> None:
     """The production history as the versions' move tags, and the production alias, unless MLflow
     already has a production version of its own (then its history is MLflow's, and is left alone)."""
@@ -177,6 +180,71 @@ def _import_history(old: ModelRegistry, target: MlflowRegistry, model: str, vers
         return
     periods = [p for p in old.history(model) if p.version in numbers]
     target.import_moves(model, moves_from_periods(periods, numbers, target.production_alias), production=production)
+
+
+class _FolderRegistry:
+    """The old folder registry, read only: ``index.sqlite`` (tables ``versions``, ``production_periods``,
+    ``runs``; schema version 1) and each version's folder ``models/<model>/v<N>/``.
+
+    Nothing in the folder is written. The index is opened read-only; as ``immutable`` when its
+    write-ahead log is empty or gone (a registry closed cleanly), since even a read-only reader of a
+    WAL database makes the ``-wal`` and ``-shm`` files beside it. A log with content (the last
+    registry was killed) must be read, so then only ``mode=ro``. A version folder without an index
+    row (a publish killed before it committed) is not a version, as it never was for the folder registry.
+    """
+
+    _SCHEMA_VERSION = 1
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        index = folder / "index.sqlite"
+        log = folder / "index.sqlite-wal"
+        unlogged = not log.exists() or log.stat().st_size == 0
+        self._conn = sqlite3.connect(f"{index.as_uri()}?mode=ro{'&immutable=1' if unlogged else ''}", uri=True)
+        self._conn.row_factory = sqlite3.Row
+        found = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > self._SCHEMA_VERSION:
+            self._conn.close()
+            raise RegistryError(f"the folder registry index {index} has schema version {found}, newer than the "
+                                f"{self._SCHEMA_VERSION} this mlops-bot imports; import it with the mlops-bot that "
+                                "wrote it")
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, ordered by model then version. Registries written before a model had one
+        candidate may hold several: only the newest stays a candidate, as the folder registry read them."""
+        rows = self._conn.execute("SELECT * FROM versions ORDER BY model, version").fetchall()
+        newest_candidate = {row["model"]: row["version"] for row in rows if row["stage"] == Stage.CANDIDATE}
+        return [ModelVersion(model=row["model"], version=row["version"],
+                             stage=(Stage.ARCHIVED if row["stage"] == Stage.CANDIDATE
+                                    and newest_candidate[row["model"]] != row["version"] else Stage(row["stage"])),
+                             path=self.folder / "models" / row["model"] / f"v{row['version']}",
+                             created_at=datetime.fromisoformat(row["created_at"]), run_id=row["run_id"],
+                             metadata=json.loads(row["metadata"]))
+                for row in rows]
+
+    def history(self, model: str) -> list[StageChange]:
+        """Which version was in production from when to when and why, oldest first."""
+        rows = self._conn.execute("SELECT * FROM production_periods WHERE model = ? ORDER BY started_at, id",
+                                  (model,)).fetchall()
+        return [StageChange(model=row["model"], version=row["version"],
+                            started_at=datetime.fromisoformat(row["started_at"]),
+                            ended_at=datetime.fromisoformat(row["ended_at"]) if row["ended_at"] else None,
+                            reason=row["reason"], run_id=row["run_id"], trigger=row["trigger"],
+                            ended_reason=row["ended_reason"], started_by=row["started_by"])
+                for row in rows]
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return RunRecord(run_id=row["run_id"], model=row["model"], status=row["status"], trigger=row["trigger"],
+                         reason=row["reason"], started_at=datetime.fromisoformat(row["started_at"]),
+                         finished_at=datetime.fromisoformat(row["finished_at"]) if row["finished_at"] else None,
+                         failed_stage=row["failed_stage"], error=row["error"], version=row["version"],
+                         stages=json.loads(row["stages"]), details=json.loads(row["details"]))
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _imported_before(marker: Path, tracking_uri: str, versions: list[ModelVersion]) -> bool:

@@ -1,6 +1,6 @@
 """The model registry on MLflow: a team's MLflow server, or an embedded SQLite store with no server.
 
-``MlflowRegistry`` satisfies ``pipeline.registry.RegistryPort`` and returns its records
+``MlflowRegistry`` satisfies ``pipeline.registry_port.RegistryPort`` and returns its records
 (``ModelVersion``, ``StageChange``, ``RunRecord``). What lives where:
 
 * a pipeline run is an MLflow run in the experiment ``mlops-bot/<model>``, named after the bot's
@@ -22,13 +22,16 @@
 MLflow is imported on the first call that needs it, never at import or construction (``import
 mlflow`` takes seconds). Before that first call, unless already set: ``MLFLOW_DISABLE_TELEMETRY``,
 ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` (MLflow prints "View run ... at" to stdout, which would
-spoil ``--json`` output), and fewer, shorter HTTP retries than MLflow's (about 4 minutes per call
+spoil ``--json`` output), ``MLFLOW_LOGGING_LEVEL=WARNING`` (MLflow's INFO lines, such as the
+embedded store's "Creating initial MLflow database tables" on first use, are not the bot's to say),
+and fewer, shorter HTTP retries than MLflow's (about 4 minutes per call
 against a server that is down): the bot retries on its own schedule.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -40,14 +43,15 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from pipeline.registry import (
+from pipeline.registry_port import (
+    AliasChange,
+    AliasMove,
     ModelVersion,
     RegistryError,
     RegistryPort,
@@ -61,12 +65,8 @@ from pipeline.registry import (
 _log = logging.getLogger(__name__)
 
 __all__ = [
-    "AliasChange",
-    "AliasMove",
     "MlflowRegistry",
-    "RecallsAliasMoves",
     "WebhookError",
-    "alias_changes",
     "drift_report_folders",
     "embedded_tracking_uri",
     "metrics_table",
@@ -98,7 +98,7 @@ _CARD_FILE, _PROFILE_FILES = "MODEL_CARD.md", ("profile.json", "profile-sample.p
 _DRIFT_REPORT_FILES = ("report.json", "report.md", "report.png")  # what pipeline.drift.DriftReport.write writes
 
 _RUN_STATUS = {"running": "RUNNING", "succeeded": "FINISHED", "not_promoted": "FINISHED", "failed": "FAILED"}
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # pipeline.registry's rule
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # pipeline.registry_port's rule
 # Run ids go into MLflow filter strings between single quotes, which have no escape: no quote, no space.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,249}")
 _ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -116,56 +116,6 @@ _UNREACHABLE = re.compile(r"Failed to establish a new connection|Connection refu
 
 class WebhookError(Exception):
     """A webhook delivery that is not signed with the shared secret, is too old, or is not JSON."""
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    """One move of an alias, as recorded on the version that received it."""
-
-    alias: str
-    version: int | None             # None: the alias was removed (from ``previous``), no version holds it
-    previous: int | None
-    at: datetime
-    action: str                     # "promote", "rollback", "candidate", "external" or "removed" (both seen, not
-                                    # made, by the bot)
-    reason: str
-    trigger: str
-    by: str                         # who asked: a person, "pipeline", "mlops-bot", or "outside mlops-bot"
-    run_id: str | None = None
-    command: str | None = None      # e.g. "github:org/repo#12:comment-99" or "cli"
-
-    def to_json(self) -> str:
-        return json.dumps({"alias": self.alias, "version": self.version, "previous": self.previous,
-                           "at": _to_text(self.at), "action": self.action, "reason": self.reason,
-                           "trigger": self.trigger, "by": self.by, "run_id": self.run_id, "command": self.command},
-                          separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> AliasMove:
-        d = json.loads(text)
-        version = None if d["version"] is None else int(d["version"])
-        return cls(alias=d["alias"], version=version, previous=d.get("previous"), at=_from_text(d["at"]),
-                   action=d["action"], reason=d.get("reason", ""), trigger=d.get("trigger", ""), by=d.get("by", ""),
-                   run_id=d.get("run_id"), command=d.get("command"))
-
-
-@dataclass(frozen=True)
-class AliasChange:
-    """An alias that points elsewhere than the bot last saw (None: no such alias)."""
-
-    alias: str
-    before: int | None
-    after: int | None
-
-
-@runtime_checkable
-class RecallsAliasMoves(Protocol):
-    """A registry that reads back the alias moves it recorded: what a watcher stopped part-way (after
-    recording a move, before saying it) finds again, as ``adopt_external_moves`` records each once."""
-
-    def alias_history(self, model: str, alias: str) -> list[AliasMove]:
-        """Every recorded move of ``alias``, oldest first."""
-        ...
 
 
 # -- pure functions ----------------------------------------------------------------------------------------
@@ -217,13 +167,6 @@ def rollback_target(moves: list[AliasMove]) -> int | None:
         else:
             stack.append(move.version)
     return stack[-2] if len(stack) >= 2 else None
-
-
-def alias_changes(known: Mapping[str, int | None], current: Mapping[str, int | None],
-                  watched: Iterable[str]) -> list[AliasChange]:
-    """The watched aliases that point elsewhere than the bot last saw."""
-    return [AliasChange(alias, known.get(alias), current.get(alias)) for alias in watched
-            if known.get(alias) != current.get(alias)]
 
 
 def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None,
@@ -410,17 +353,29 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         if self._client_obj is None:
             for name, value in (("MLFLOW_DISABLE_TELEMETRY", "true"),
                                 ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
+                                ("MLFLOW_LOGGING_LEVEL", "WARNING"),
                                 ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
                                 ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                                 ("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")):
                 os.environ.setdefault(name, value)
-            for uri in {self.tracking_uri, self.registry_uri}:
-                database = _sqlite_file(uri)
-                if database is not None:  # SQLite makes the file, not its folder
-                    database.parent.mkdir(parents=True, exist_ok=True)
+            tracking_db, registry_db = _sqlite_file(self.tracking_uri), _sqlite_file(self.registry_uri)
+            databases = sorted({db for db in (tracking_db, registry_db) if db is not None})
+            for database in databases:  # SQLite makes the file, not its folder
+                database.parent.mkdir(parents=True, exist_ok=True)
             from mlflow import MlflowClient  # here, not at import: `import mlflow` takes seconds
 
-            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            # MLflow makes a new SQLite store's tables on its first use with no lock between processes:
+            # two processes opening a new store at once (the bot and a command on a first start) fail
+            # with "table ... already exists". They take turns at that first use, behind a lock file.
+            with contextlib.ExitStack() as turn:
+                for database in databases:
+                    turn.enter_context(_store_creation_lock(database))
+                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+                if tracking_db is not None:
+                    client.search_experiments(max_results=1)
+                if registry_db is not None:
+                    client.search_registered_models(max_results=1)
+            self._client_obj = client
         return self._client_obj
 
     def close(self) -> None:
@@ -514,7 +469,7 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             trigger = str((full.get("run") or {}).get("trigger") or "")
             self._move(model, self.candidate_alias, version, action="candidate", reason="published as a candidate",
                        run_id=run_id, trigger=trigger, by="pipeline", command=None)
-        shutil.rmtree(staging, ignore_errors=True)  # consumed, as the folder registry's rename consumes it
+        shutil.rmtree(staging, ignore_errors=True)  # consumed: its files are in the artifact store now
         return self.get(model, version)
 
     @_translated
@@ -969,8 +924,8 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
     def _ensure_registered_model(self, model: str) -> None:
         if model in self._known_models:
             return
-        # pipeline.registry refuses names that differ only in case (one folder on some file systems);
-        # the same here, so both registries accept the same names.
+        # Names that differ only in case are refused: the two models' download caches would be one
+        # folder on a case-insensitive file system.
         clashes = [rm.name for rm in self._client.search_registered_models(filter_string=f"name ILIKE '{model}'")
                    if rm.name.lower() == model.lower() and rm.name != model]
         if clashes:
@@ -1120,6 +1075,22 @@ def _sqlite_file(uri: str) -> Path | None:
         return None
     name = uri.removeprefix("sqlite:///").split("?")[0]
     return None if name in ("", ":memory:") else Path(name)
+
+
+@contextlib.contextmanager
+def _store_creation_lock(database: Path) -> Iterator[None]:
+    """Held while MLflow opens (and on first use creates) the SQLite store ``database``: one process at a time."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; MLflow's own lock for this skips Windows as well
+        yield
+        return
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _shown(uri: str) -> str:

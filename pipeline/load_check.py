@@ -31,7 +31,7 @@ import pandas as pd
 from pipeline.package import MODEL_FILE, ArtifactError, UntrustedTypesError, load_model
 
 if TYPE_CHECKING:  # types only: the child process this module runs as needs no registry
-    from pipeline.registry import ModelVersion, RegistryPort
+    from pipeline.registry_port import ModelVersion, RegistryPort
 
 __all__ = ["ModelOutputs", "check_in_fresh_process", "check_reference_in_fresh_process", "compare_outputs"]
 
@@ -165,7 +165,7 @@ def check_reference_in_fresh_process(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ModelVersion:
     """``check_in_fresh_process`` for a published version named by ``models:/<name>@<alias>`` or
-    ``models:/<name>/<version>``, resolved through ``registry`` (the folder registry or MLflow), with
+    ``models:/<name>/<version>``, resolved through ``registry`` (MLflow, embedded or a server), with
     the trusted types recorded in its metadata. Returns the version checked.
 
     A malformed or unknown reference raises ``RegistryError`` in one line naming the accepted shapes

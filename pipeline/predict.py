@@ -16,7 +16,7 @@ import pandas as pd
 from pipeline.data import DataError, FeatureSchema, category_text, read_table
 from pipeline.package import load_model
 from pipeline.profile import feature_kind
-from pipeline.registry import ModelVersion
+from pipeline.registry_port import ModelVersion
 from pipeline.validate import model_outputs
 
 __all__ = ["predict_file", "predict_frame"]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.registry import ModelRegistry, RunRecord
+from pipeline.registry_port import RegistryPort, RunRecord
 
 __all__ = ["ProductionFolders", "RunResult", "StageRecord", "build_candidate", "run_pipeline"]
 
@@ -128,7 +128,7 @@ class RunResult:
 
 def run_pipeline(
     project_dir: str | Path,
-    registry: ModelRegistry,
+    registry: RegistryPort,
     *,
     trigger: str = "manual",
     reason: str = "",
@@ -258,7 +258,7 @@ def _build_and_validate(spec, registry, staging, result, stage, events, context,
     from pipeline.package import write_descriptor
 
     with stage("validate", resume=True) as record:  # the validate stage ends once its candidate is published
-        # Only a validated version is a candidate (MLflow's candidate alias; the folder registry's stage).
+        # Only a validated version is a candidate (it gets the registry's candidate alias).
         version = registry.publish(spec.name, staging, built["metadata"], run_id=result.run_id,
                                    finalize=write_descriptor, candidate=bool((result.validation or {}).get("passed")))
         result.version = version.version

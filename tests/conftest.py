@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 # azure-devops reads its cache folder when first imported: keep the tests' cache out of ~.
 os.environ.setdefault("AZURE_DEVOPS_CACHE_DIR", tempfile.mkdtemp(prefix="mlops-bot-tests-ado-cache-"))
 EXAMPLE = REPO / "examples" / "breast_cancer"
+# As the bot sets it before its first use of MLflow (integrations/mlflow_registry.py); read when MLflow is
+# first imported, which in a test session may be a test's own import: the same quiet either way.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 @pytest.fixture(autouse=True)
@@ -167,6 +170,8 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
 
     def make(*, isolated: bool = False, **overrides):
         values = {"project_dir": repo / PROJECT, "data_dir": tmp_path / "state", "drift_cooldown_s": 0} | overrides
+        if not values.get("mlflow_tracking_uri"):
+            seed_embedded_mlflow(values["data_dir"])
         out = io.StringIO()
         app = build(Settings(**values), clock=clock, out=out)
         app.out = out
@@ -181,6 +186,77 @@ def make_app(repo: Path, tmp_path: Path, monkeypatch):
         app.store.close()
 
 
+
+
+# --- the embedded MLflow store, without paying its migrations in every test ----------------------
+#
+# A fresh embedded store spends seconds in MLflow's schema migrations; a copy of a migrated one opens
+# at once. One migrated store is made per test session, on first need, and copied into each data
+# dir before the bot (or a test) opens it. Only speed: a store not seeded is migrated as usual.
+
+_mlflow_template: Path | None = None
+
+
+def _migrated_mlflow_store() -> Path:
+    """The session's migrated embedded store (``mlflow.db``), made on first call."""
+    global _mlflow_template
+    if _mlflow_template is None:
+        import atexit
+
+        from mlflow import MlflowClient
+
+        folder = Path(tempfile.mkdtemp(prefix="mlops-bot-tests-mlflow-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments()         # the tracking store: migrates the database
+        client.search_registered_models()   # the registry store: checks the same schema
+        _mlflow_template = folder / "mlflow.db"
+    return _mlflow_template
+
+
+def seed_embedded_mlflow(data_dir: Path) -> Path:
+    """Copy the migrated store to ``data_dir/mlflow/mlflow.db`` (where the bot's embedded default
+    keeps it) unless a store is there already; returns its path."""
+    import sqlite3
+
+    target = Path(data_dir).expanduser().resolve() / "mlflow" / "mlflow.db"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(".mlflow.db.partial")
+        # SQLite's backup API: a consistent copy even while MLflow's engine holds the template open.
+        source, copy = sqlite3.connect(_migrated_mlflow_store()), sqlite3.connect(partial)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+        os.replace(partial, target)  # a bot starting meanwhile sees no store or a whole one
+    return target
+
+
+@pytest.fixture(scope="session")
+def embedded_mlflow_template() -> Path:
+    """The session's one migrated embedded MLflow store (``seed_embedded_mlflow`` copies it)."""
+    return _migrated_mlflow_store()
+
+
+def open_embedded_registry(data_dir: Path, *, clock=None):
+    """The registry the bot opens with MLFLOW_TRACKING_URI unset: MLflow on the embedded store in
+    ``data_dir`` (seeded first), with ``clock`` if given."""
+    from integrations.mlflow_registry import MlflowRegistry, embedded_tracking_uri
+
+    seed_embedded_mlflow(data_dir)
+    options = {"clock": clock} if clock is not None else {}
+    return MlflowRegistry(embedded_tracking_uri(data_dir), data_dir=data_dir, **options)
+
+
+@pytest.fixture
+def embedded_registry(tmp_path: Path, clock: FakeClock):
+    """An embedded MLflow registry of the test's own (data dir ``tmp_path/registry``), on the test's clock."""
+    registry = open_embedded_registry(tmp_path / "registry", clock=clock)
+    yield registry
+    registry.close()
 
 
 def settle(app, rounds: int = 30) -> None:

@@ -51,7 +51,11 @@ class Bot:
 
 
 def bot_env(state_url: str, *, project_dir: Path, data_dir: Path, takeover_s: float) -> dict[str, str]:
-    """The environment of a bot on ``state_url``: quick intervals, none of the caller's MLOPS_ settings."""
+    """The environment of a bot on ``state_url``: quick intervals, none of the caller's MLOPS_ settings.
+    Its registry, the embedded MLflow store in ``data_dir``, is seeded here, before any bot starts."""
+    from tests.conftest import seed_embedded_mlflow
+
+    seed_embedded_mlflow(data_dir)
     return {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
             "MLOPS_STATE_URL": state_url, "MLOPS_PROJECT_DIR": str(project_dir), "MLOPS_DATA_DIR": str(data_dir),
             "MLOPS_TAKEOVER_S": str(takeover_s), "MLOPS_POLL_INTERVAL_S": "0.5", "MLOPS_MONITOR_INTERVAL_S": "1",
@@ -89,7 +93,7 @@ class Delivered:
 
 def delivered(engine: sa.Engine, data_dir: Path) -> Delivered:
     """Every effect, comment, ticket, chat message and model version, and which were doubled."""
-    from pipeline.registry import ModelRegistry
+    from tests.conftest import open_embedded_registry
 
     bot_comments = [row.body for row in query(engine, "SELECT body FROM local_comments WHERE by_bot")]
     ticket_comments = [row.body for row in query(engine, "SELECT body FROM local_ticket_comments")]
@@ -98,7 +102,7 @@ def delivered(engine: sa.Engine, data_dir: Path) -> Delivered:
     markers = Counter(body.rsplit("<!-- mlops-bot:", 1)[-1] for body in bot_comments + ticket_comments)
     chat_markers = Counter((row.channel, row.thread, row.marker) for row in chat)
     open_tickets = Counter(row.key for row in tickets if row.state == "open")  # a new episode may reuse a key
-    runs = Counter(version.run_id for version in ModelRegistry(data_dir / "registry").versions())
+    runs = Counter(version.run_id for version in open_embedded_registry(data_dir).versions())
     doubled = ([f"comment {m!r} x{n}" for m, n in markers.items() if n > 1]
                + [f"chat message {m!r} x{n}" for m, n in chat_markers.items() if n > 1]
                + [f"open ticket {k!r} x{n}" for k, n in open_tickets.items() if n > 1]

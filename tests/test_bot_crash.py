@@ -103,6 +103,6 @@ def test_killed_at_random_the_bot_loses_nothing_and_repeats_nothing(make_app, re
 
 
 def _versions_by_run(data_dir) -> Counter:
-    from pipeline.registry import ModelRegistry
+    from tests.conftest import open_embedded_registry
 
-    return Counter(v.run_id for v in ModelRegistry(data_dir / "registry").versions())
+    return Counter(v.run_id for v in open_embedded_registry(data_dir).versions())

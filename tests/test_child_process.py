@@ -15,9 +15,8 @@ import pytest
 from integrations.local import InProcessEngine
 from integrations.ports import Target
 from integrations.workspace import GitWorkspaces, WorkspaceEngine
-from pipeline.registry import ModelRegistry
 from pipeline.run import run_pipeline
-from tests.conftest import PROJECT, TINY_TOML, git, tiny_frame, write_project
+from tests.conftest import PROJECT, TINY_TOML, git, open_embedded_registry, tiny_frame, write_project
 
 # The bot's secrets, as its settings would find them in its environment and its .env.
 FAKE_ENVIRONMENT = {
@@ -140,10 +139,10 @@ def _start(engine, project: str, run_id: str, context: dict | None = None):
     return engine.start(project, run_id=run_id, trigger="manual", reason="test", context=context or {})
 
 
-def test_the_projects_code_finds_none_of_the_bots_secrets(tmp_path, bots_secrets, clock):
+def test_the_projects_code_finds_none_of_the_bots_secrets(tmp_path, bots_secrets, clock, embedded_registry):
     report = tmp_path / "found.json"
     project = _searching(tmp_path / "p", report)
-    registry = ModelRegistry(tmp_path / "registry", clock=clock)
+    registry = embedded_registry
 
     handle = _start(InProcessEngine(registry, {"tiny": project}, clock=clock), "tiny", "run-isolated")
 
@@ -175,7 +174,7 @@ def test_a_forks_commit_runs_in_a_child_without_the_checkout_token(tmp_path, bot
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "a factory that looks for secrets")
     commit = git(repo, "rev-parse", "HEAD")
-    registry = ModelRegistry(tmp_path / "registry", clock=clock)
+    registry = open_embedded_registry(tmp_path / "registry", clock=clock)
     workspaces = GitWorkspaces(tmp_path / "workspaces", lambda: repo.as_uri(),
                                token=lambda: FAKE_ENVIRONMENT["GITHUB_TOKEN"])
     engine = WorkspaceEngine(InProcessEngine(registry, {"tiny": tmp_path / "elsewhere"}, clock=clock), workspaces,
@@ -242,7 +241,7 @@ def test_a_run_past_model_timeout_seconds_is_stopped_with_all_it_started(tmp_pat
     report = tmp_path / "started.json"
     project = _project(tmp_path / "p", ENDLESS_TRAINING.format(report=str(report)),
                        model_table="\ntimeout_seconds = 2")
-    registry = ModelRegistry(tmp_path / "registry", clock=clock)
+    registry = open_embedded_registry(tmp_path / "registry", clock=clock)
 
     result = run_pipeline(project, registry, clock=clock, isolated=True)
 
@@ -262,7 +261,7 @@ def _resident_kb() -> int:
 
 def test_the_parents_memory_stays_flat_across_isolated_runs(tmp_path, clock):
     project = _project(tmp_path / "p", PLAIN_FACTORY)
-    registry = ModelRegistry(tmp_path / "registry", clock=clock)
+    registry = open_embedded_registry(tmp_path / "registry", clock=clock)
 
     assert run_pipeline(project, registry, clock=clock, isolated=True).status == "succeeded"
     after_first = _resident_kb()
@@ -277,7 +276,7 @@ def test_isolated_and_in_process_runs_train_the_same_model(tmp_path, clock):
     project = _project(tmp_path / "p", PLAIN_FACTORY)
     results, published = [], []
     for isolated in (True, False):
-        registry = ModelRegistry(tmp_path / f"registry-{isolated}", clock=clock)
+        registry = open_embedded_registry(tmp_path / f"registry-{isolated}", clock=clock)
         result = run_pipeline(project, registry, clock=clock, isolated=isolated, reason="same")
         assert result.status == "succeeded", result.error
         results.append(result)

@@ -156,7 +156,7 @@ def test_settings_from_env_file(run, tmp_path, monkeypatch):
     (tmp_path / "custom.env").write_text(f"MLOPS_DATA_DIR={tmp_path / 'elsewhere'}\n")
     result = run("--env-file", str(tmp_path / "custom.env"), "pipeline", "run")
     assert result.exit_code == 0
-    assert (tmp_path / "elsewhere" / "registry" / "index.sqlite").is_file()
+    assert (tmp_path / "elsewhere" / "mlflow" / "mlflow.db").is_file()  # the embedded registry, where .env said
     missing = CliRunner().invoke(cli, ["--env-file", "nope.env", "models", "list"])
     assert missing.exit_code == 2 and "env file nope.env not found" in missing.output
 

@@ -14,7 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from tests.conftest import PROJECT, tiny_frame
+from tests.conftest import (
+    PROJECT,
+    open_embedded_registry,
+    seed_embedded_mlflow,
+    tiny_frame,
+)
 
 
 @pytest.fixture
@@ -24,6 +29,7 @@ def bot(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_PROJECT_DIR", str(repo / PROJECT))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MLOPS_DRIFT_COOLDOWN_S", "0")
+    seed_embedded_mlflow(tmp_path / "state")
 
     def invoke(*args: str, input: str | None = None):
         return CliRunner().invoke(cli, list(args), input=input)
@@ -102,7 +108,7 @@ def test_doctor_names_damaged_state_and_registry_and_unfit_metrics(bot, repo, tm
     # back over the damage when it is closed.
     subprocess.run([sys.executable, "-m", "bot", "pipeline", "run"], cwd=tmp_path, capture_output=True, check=True)
     (tmp_path / "state" / "state.db").write_bytes(b"not a database " * 100)
-    (tmp_path / "state" / "registry" / "index.sqlite").write_bytes(b"not a database " * 100)
+    (tmp_path / "state" / "mlflow" / "mlflow.db").write_bytes(b"not a database " * 100)  # the embedded registry
     toml = repo / PROJECT / "mlops.toml"
     toml.write_text(toml.read_text().replace('primary = "roc_auc"', 'primary = "r2"'))
     result = subprocess.run([sys.executable, "-m", "bot", "doctor"], cwd=tmp_path, capture_output=True, text=True)
@@ -168,11 +174,12 @@ def test_a_state_database_from_a_newer_bot_is_refused(bot, tmp_path):
 def test_sigterm_stops_the_running_bot_cleanly(repo, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
            "MLOPS_PROJECT_DIR": str(repo / PROJECT), "MLOPS_DATA_DIR": str(tmp_path / "state")}
+    registry = open_embedded_registry(tmp_path / "state")  # the bot's (seeded before it starts), read while it writes
     process = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (tmp_path / "state" / "registry" / "models" / "tiny" / "v1").exists():
-        time.sleep(0.2)
+    while time.monotonic() < deadline and not registry.versions("tiny"):
+        time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-2000:]

@@ -10,7 +10,6 @@ import pytest
 
 from bot.settings import ENV_PREFIX, Settings
 from pipeline.deploy import deploy_environment
-from pipeline.registry import ModelRegistry
 from pipeline.run import run_pipeline
 from pipeline.spec import BOT_SETTING_PREFIXES, SpecError, load_project
 
@@ -30,8 +29,8 @@ ARTIFACT = Path("/registry/m/v3")  # never read: only its path is passed on
 
 
 @pytest.fixture
-def registry(tmp_path, clock):
-    return ModelRegistry(tmp_path / "registry", clock=clock)
+def registry(embedded_registry):
+    return embedded_registry
 
 
 def _with_deploy(project, table: str) -> None:
@@ -62,7 +61,7 @@ def test_deploy_command_sees_declared_variables_and_none_of_the_bots_secrets(
     variables = _variables(seen)
     assert variables["KUBECONFIG"] == "/home/dev/.kube/config" and variables["AWS_PROFILE"] == "staging"
     assert variables["MLOPS_MODEL_VERSION"] == "1" and variables["MLOPS_MODEL_NAME"] == "tiny"
-    assert variables["MLOPS_MODEL_PATH"].endswith("v1/model.skops")
+    assert variables["MLOPS_MODEL_PATH"] == str(registry.get("tiny", 1).path / "model.skops")
     assert "PATH" in variables  # the shell still finds the project's tools
 
 

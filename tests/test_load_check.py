@@ -333,12 +333,11 @@ def test_a_class_no_fresh_process_can_import_fails_saying_why(make_project, tmp_
         in message
 
 
-def test_a_model_the_deploy_target_cannot_load_is_never_promoted(make_project, tmp_path):
-    from pipeline.registry import ModelRegistry
+def test_a_model_the_deploy_target_cannot_load_is_never_promoted(make_project, embedded_registry):
     from pipeline.run import run_pipeline
 
     root = make_project()
-    registry = ModelRegistry(tmp_path / "registry")
+    registry = embedded_registry
 
     refused = run_pipeline(root, registry, trigger="test")
 

@@ -1,8 +1,8 @@
 """The registry port on MLflow, against the embedded SQLite store and a real `mlflow server`.
 
-The port tests run on the folder registry (``pipeline.registry.ModelRegistry``) too, so the two
-implementations are held to the same behaviour. One server and one embedded store serve the
-whole session; each test has model names of its own (``churn-<hex>``).
+The port tests run on both, so the bot's default (the embedded store) and a team's server are held
+to the same behaviour. One server and one embedded store serve the whole session; each test has
+model names of its own (``churn-<hex>``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,8 @@ from pathlib import Path
 import pytest
 
 from integrations.mlflow_registry import (
-    AliasChange,
-    AliasMove,
     MlflowRegistry,
     WebhookError,
-    alias_changes,
     embedded_tracking_uri,
     metrics_table,
     move_tag,
@@ -39,8 +36,17 @@ from integrations.mlflow_registry import (
     verify_webhook,
     webhook_event,
 )
-from pipeline.registry import ModelRegistry, ModelVersion, RegistryError, RegistryPort, RunRecord, Stage
-from tests.conftest import REPO, TINY_TOML, FakeClock, tiny_frame, write_project
+from pipeline.registry_port import (
+    AliasChange,
+    AliasMove,
+    ModelVersion,
+    RegistryError,
+    RegistryPort,
+    RunRecord,
+    Stage,
+    alias_changes,
+)
+from tests.conftest import REPO, TINY_TOML, FakeClock, seed_embedded_mlflow, tiny_frame, write_project
 from tests.mlflow_server import mlflow_server, webhook_receiver  # noqa: F401, F811  (session fixtures)
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -57,7 +63,9 @@ def _no_mlflow_telemetry(monkeypatch):
 
 @pytest.fixture(scope="session")
 def embedded_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("mlflow-embedded")
+    data_dir = tmp_path_factory.mktemp("mlflow-embedded")
+    seed_embedded_mlflow(data_dir)
+    return data_dir
 
 
 def _clock() -> FakeClock:
@@ -65,17 +73,15 @@ def _clock() -> FakeClock:
 
 
 def _make(kind: str, request, tmp_path: Path, embedded_dir: Path) -> RegistryPort:
-    if kind == "folder":
-        return ModelRegistry(tmp_path / "registry", clock=_clock())
     if kind == "embedded":
         return MlflowRegistry(embedded_tracking_uri(embedded_dir), data_dir=embedded_dir, clock=_clock())
     server = request.getfixturevalue("mlflow_server")
     return MlflowRegistry(server.url, data_dir=tmp_path / "bot-data", clock=_clock())
 
 
-@pytest.fixture(params=["folder", "embedded", "server"])
+@pytest.fixture(params=["embedded", "server"])
 def registry(request, tmp_path, embedded_dir) -> RegistryPort:
-    """Each implementation of the port: the port tests must pass on all three."""
+    """The port on each kind of MLflow store: the port tests must pass on both."""
     made = _make(request.param, request, tmp_path, embedded_dir)
     yield made
     made.close()
@@ -105,7 +111,7 @@ def _client(registry: MlflowRegistry):
     return MlflowClient(registry.tracking_uri, registry.registry_uri)
 
 
-# -- the port, on the folder registry, the embedded store and the server ----------------------------------
+# -- the port, on the embedded store and the server -------------------------------------------------------
 
 
 def test_publish_numbers_versions_per_model_and_writes_metadata(registry, model):
@@ -343,7 +349,7 @@ def test_record_run_refuses_an_unknown_status(registry, model):
     assert registry.runs(model) == []
 
 
-# -- MLflow only: the embedded store and the server --------------------------------------------------------
+# -- MLflow's own: runs, artifacts, aliases, webhooks, on the embedded store and the server ------------------
 
 
 def _project(root: Path, model: str) -> Path:
@@ -508,20 +514,18 @@ def test_a_registered_model_made_outside_the_bot_is_adopted(mlflow_registry, mod
 
 
 def test_only_the_newest_validated_unpromoted_version_is_the_candidate(registry, model):
-    """Both registries: one candidate per model (MLflow's candidate alias), which a version published
-    as not validated does not take, and a promoted candidate gives up."""
+    """One candidate per model (the candidate alias), which a version published as not validated does
+    not take, and a promoted candidate gives up."""
     for _ in range(3):
         _publish(registry, model)
     assert [v.stage for v in registry.versions(model)] == [Stage.ARCHIVED, Stage.ARCHIVED, Stage.CANDIDATE]
     assert _publish(registry, model, candidate=False).stage is Stage.ARCHIVED
     assert registry.candidate(model).version == 3
-    if isinstance(registry, MlflowRegistry):
-        assert registry.aliases(model) == {"candidate": 3}
+    assert registry.aliases(model) == {"candidate": 3}
     registry.promote(model, 3, reason="ship")
     assert registry.candidate(model) is None  # a promoted candidate is no longer one
     assert [v.stage for v in registry.versions(model)] == [Stage.ARCHIVED] * 2 + [Stage.PRODUCTION, Stage.ARCHIVED]
-    if isinstance(registry, MlflowRegistry):
-        assert registry.aliases(model) == {"production": 3}
+    assert registry.aliases(model) == {"production": 3}
 
 
 def test_a_models_uri_names_a_version_in_either_registry(registry, model):
@@ -667,8 +671,7 @@ def test_a_run_that_fails_validation_is_published_but_is_no_candidate(registry, 
     result = run_pipeline(project, registry, trigger="merge", reason="a model no gate lets through", clock=_clock())
     assert (result.status, result.version) == ("not_promoted", 1), result.to_dict()
     assert registry.get(model, 1).stage is Stage.ARCHIVED and registry.candidate(model) is None
-    if isinstance(registry, MlflowRegistry):
-        assert registry.aliases(model) == {}
+    assert registry.aliases(model) == {}
 
 
 def test_an_alias_removed_outside_the_bot_ends_production_in_the_history_once(mlflow_registry, model):
@@ -924,9 +927,12 @@ def test_verify_webhook_on_a_recorded_delivery():
                              "X-MLflow-Signature": signature}, b"[1]")
 
 
-def test_both_registries_satisfy_the_port(tmp_path):
-    assert isinstance(ModelRegistry(tmp_path / "registry"), RegistryPort)
-    assert isinstance(MlflowRegistry(embedded_tracking_uri(tmp_path), data_dir=tmp_path), RegistryPort)
+def test_the_registry_satisfies_the_port_and_its_alias_capabilities(tmp_path):
+    from pipeline.registry_port import RecallsAliasMoves, ReportsAliasMoves
+
+    registry = MlflowRegistry(embedded_tracking_uri(tmp_path), data_dir=tmp_path)
+    assert isinstance(registry, RegistryPort)
+    assert isinstance(registry, ReportsAliasMoves) and isinstance(registry, RecallsAliasMoves)
 
 
 @pytest.mark.parametrize(("production", "candidate", "expected"), [

@@ -1,4 +1,4 @@
-"""The pipeline end to end on real data, real scikit-learn and a real registry folder."""
+"""The pipeline end to end on real data, real scikit-learn and the real (embedded MLflow) registry."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pytest
 
 from pipeline.package import MODEL_CARD_FILE, METADATA_FILE, MODEL_FILE, load_model
 from pipeline.predict import predict_frame
-from pipeline.registry import ModelRegistry, Stage
+from pipeline.registry_port import Stage
 from pipeline.run import run_pipeline
-from tests.conftest import TINY_TOML, tiny_frame, write_project
+from tests.conftest import TINY_TOML, open_embedded_registry, tiny_frame, write_project
 
 
 @pytest.fixture
-def registry(tmp_path, clock):
-    return ModelRegistry(tmp_path / "registry", clock=clock)
+def registry(embedded_registry):
+    return embedded_registry
 
 
 def test_example_trains_packages_validates_and_deploys(example_project, registry, clock):
@@ -172,7 +172,7 @@ def test_deploy_command_gets_the_model_path(tiny_project, registry, clock, tmp_p
     result = run_pipeline(tiny_project, registry, clock=clock)
     assert result.promoted
     version, path = out.read_text().split()
-    assert version == "1" and path.endswith("v1/model.skops")
+    assert version == "1" and path == str(registry.get("tiny", 1).path / "model.skops")
 
 
 def test_failing_deploy_command_leaves_production_as_it_was(tiny_project, registry, clock):
@@ -212,6 +212,9 @@ def _edit(project, old, new):
     ],
 )
 def test_bad_input_fails_cleanly_and_leaves_the_registry(tiny_project, registry, clock, breakage, stage, message):
+    probe = registry.staging_dir()  # where staged versions are made
+    staging_root = probe.parent
+    probe.rmdir()
     first = run_pipeline(tiny_project, registry, clock=clock)
     before = [(v.version, v.stage) for v in registry.versions()]
     breakage(tiny_project)
@@ -221,7 +224,7 @@ def test_bad_input_fails_cleanly_and_leaves_the_registry(tiny_project, registry,
     assert message in result.error
     assert [(v.version, v.stage) for v in registry.versions()] == before
     assert registry.production("tiny").version == first.version
-    assert not any((registry.root / ".staging").iterdir())
+    assert not any(staging_root.iterdir())
 
 
 def test_predicting_with_missing_columns_says_which(tiny_project, registry, clock):
@@ -270,8 +273,10 @@ def test_a_run_killed_part_way_leaves_no_half_version(tiny_project, registry, tm
     _edit(tiny_project, '"sklearn.linear_model.LogisticRegression"', '"slow:make_model"')
     ready = tmp_path / "ready"
     script = (
-        "import sys; from pipeline.registry import ModelRegistry; from pipeline.run import run_pipeline;"
-        f"run_pipeline({str(tiny_project)!r}, ModelRegistry({str(registry.root)!r}))"
+        "from integrations.mlflow_registry import MlflowRegistry, embedded_tracking_uri;"
+        "from pipeline.run import run_pipeline;"
+        f"data_dir = {str(registry.data_dir)!r};"
+        f"run_pipeline({str(tiny_project)!r}, MlflowRegistry(embedded_tracking_uri(data_dir), data_dir=data_dir))"
     )
     child = subprocess.Popen([sys.executable, "-c", script], env={**__import__("os").environ, "READY_FILE": str(ready)})
     try:
@@ -283,10 +288,9 @@ def test_a_run_killed_part_way_leaves_no_half_version(tiny_project, registry, tm
         child.kill()
     finally:
         child.wait(timeout=30)
-    reopened = ModelRegistry(registry.root)
+    reopened = open_embedded_registry(registry.data_dir)
     assert [v.version for v in reopened.versions()] == [1]
     assert reopened.production("tiny").version == 1
-    assert not list((registry.root / "models" / "tiny").glob("v2*"))
 
 
 def test_raw_training_data_is_kept_only_when_asked(tiny_project, registry, clock):

@@ -11,15 +11,15 @@ from bot.cli import cli
 from pipeline.data import DataError
 from pipeline.package import package, write_descriptor
 from pipeline.predict import predict_file, predict_frame
-from pipeline.registry import ModelRegistry
+from pipeline.registry_port import RegistryPort
 from pipeline.spec import ModelSpec
 from pipeline.train import train
-from tests.conftest import tiny_frame
+from tests.conftest import open_embedded_registry, tiny_frame
 
 _FEATURES = ["x1", "x2", "colour"]
 
 
-def _publish(registry: ModelRegistry, project_root, *, id_column: str | None = "customer_id",
+def _publish(registry: RegistryPort, project_root, *, id_column: str | None = "customer_id",
              features: list[str] = _FEATURES, frame: pd.DataFrame | None = None):
     """A real model of the tiny table, packaged and promoted as a pipeline run would leave it."""
     frame = tiny_frame(300) if frame is None else frame
@@ -35,8 +35,8 @@ def _publish(registry: ModelRegistry, project_root, *, id_column: str | None = "
 
 
 @pytest.fixture
-def version(tmp_path):
-    return _publish(ModelRegistry(tmp_path / "registry"), tmp_path)
+def version(embedded_registry, tmp_path):
+    return _publish(embedded_registry, tmp_path)
 
 
 def _rows(count: int = 8, seed: int = 4) -> pd.DataFrame:
@@ -86,11 +86,11 @@ def test_numbers_stored_as_text_are_read_as_numbers(version, tmp_path):
     pd.testing.assert_frame_equal(predict_file(version, tmp_path / "batch.parquet"), predict_frame(version, rows))
 
 
-def test_numbers_in_a_column_learnt_as_categories_are_read_as_those_categories(tmp_path):
+def test_numbers_in_a_column_learnt_as_categories_are_read_as_those_categories(embedded_registry, tmp_path):
     frame = tiny_frame(300)
     # Zip codes held as text in training (as [data] categorical reads them); the label leans on them.
     frame["zip"] = np.where(frame["label"] == "yes", "1001", np.where(frame["x1"] > 0, "2040", "1002"))
-    version = _publish(ModelRegistry(tmp_path / "registry"), tmp_path, features=[*_FEATURES, "zip"], frame=frame)
+    version = _publish(embedded_registry, tmp_path, features=[*_FEATURES, "zip"], frame=frame)
     rows = frame.drop(columns=["label"]).head(40)
     as_numbers = rows.assign(zip=rows["zip"].astype(float))  # how a reader types them once a value is missing
     as_numbers.loc[0, "zip"] = np.nan
@@ -125,8 +125,8 @@ def test_the_id_column_is_not_repeated_when_kept_and_skipped_when_absent(version
     assert list(without_ids.columns) == ["prediction", "probability_no", "probability_yes"]
 
 
-def test_a_version_without_an_id_column_passes_only_what_is_kept(tmp_path):
-    version = _publish(ModelRegistry(tmp_path / "registry"), tmp_path, id_column=None)
+def test_a_version_without_an_id_column_passes_only_what_is_kept(embedded_registry, tmp_path):
+    version = _publish(embedded_registry, tmp_path, id_column=None)
     assert list(predict_frame(version, _rows(), keep=["region"]).columns) == [
         "region", "prediction", "probability_no", "probability_yes"]
 
@@ -158,7 +158,7 @@ def cli_run(tmp_path, monkeypatch, tiny_project):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLOPS_PROJECT_DIR", str(tiny_project))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
-    _publish(ModelRegistry(tmp_path / "state" / "registry"), tiny_project)
+    _publish(open_embedded_registry(tmp_path / "state"), tiny_project)  # where the bot's default registry is
     return lambda *args: CliRunner().invoke(cli, list(args))
 
 

@@ -14,9 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from pipeline.registry import ModelRegistry
 from pipeline.run import run_pipeline
-from tests.conftest import TINY_TOML, tiny_frame, write_project
+from tests.conftest import TINY_TOML, seed_embedded_mlflow, tiny_frame, write_project
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +38,8 @@ def _logging_as_it_was():
 
 
 @pytest.fixture
-def registry(tmp_path, clock):
-    return ModelRegistry(tmp_path / "registry", clock=clock)
+def registry(embedded_registry):
+    return embedded_registry
 
 
 def _line_of(source: str, text: str) -> int:
@@ -201,6 +200,7 @@ def cli_in(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "bot-data"
     monkeypatch.setenv("MLOPS_DATA_DIR", str(data))
+    seed_embedded_mlflow(data)
 
     def invoke(*args: str, **env: str):
         for name, value in env.items():
@@ -320,7 +320,8 @@ def test_configuration_errors_are_one_line_and_exit_2_and_leave_nothing_behind(t
 
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [expected]
-    assert not data.exists()  # no registry made, no run recorded
+    # No run recorded, nothing made: the data folder holds only the empty store the fixture put there.
+    assert sorted(path.relative_to(data).as_posix() for path in data.rglob("*")) == ["mlflow", "mlflow/mlflow.db"]
 
 
 def test_a_failure_of_the_work_stays_exit_1_with_the_stage_named(tmp_path, cli_in):

@@ -130,12 +130,11 @@ def test_credentials_in_a_remote_url_are_scrubbed_from_errors(git_server, tmp_pa
     assert TOKEN not in str(failed.value) and "***@127.0.0.1" in str(failed.value)
 
 
-def test_a_commit_that_cannot_be_fetched_is_a_failed_run_at_the_checkout_stage(bare, tmp_path):
+def test_a_commit_that_cannot_be_fetched_is_a_failed_run_at_the_checkout_stage(bare, tmp_path, embedded_registry):
     from integrations.local import InProcessEngine
-    from pipeline.registry import ModelRegistry
 
     path, shas = bare
-    registry = ModelRegistry(tmp_path / "registry")
+    registry = embedded_registry
     engine = WorkspaceEngine(InProcessEngine(registry, {"tiny": tmp_path / "nowhere"}),
                              GitWorkspaces(tmp_path / "ws", lambda: path.as_uri()), project_path=PROJECT)
     missing = engine.start("tiny", run_id="run-x", trigger="merge", reason="",

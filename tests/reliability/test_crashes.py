@@ -169,7 +169,7 @@ def test_killed_again_and_again_the_bot_loses_nothing_and_doubles_nothing(world,
     code = bot.stop()
     assert code == 0, bot.output()[-3000:]
 
-    result = audit(world, state_url, world.data_dir / "registry")
+    result = audit(world, state_url, world.data_dir)
     faults = world.faults_fired
     report(f"{result.line()}; faults injected {sum(faults.values())}, crashes {kills} (SIGKILL: "
            f"{kill_points.count('starting')} while starting, {kill_points.count('running')} while running), "

@@ -91,7 +91,7 @@ def test_a_fifth_of_all_calls_failing_loses_nothing_and_doubles_nothing(world, s
         web.close()
         app.store.close()
 
-    result = audit(world, state_url, app.settings.registry_dir)
+    result = audit(world, state_url, app.settings.data_dir)
     faults = world.faults_fired
     elapsed = time.monotonic() - started
     report(f"{result.line()}; faults injected {sum(faults.values())} "
@@ -135,7 +135,7 @@ def test_a_lost_answer_to_the_ticket_opening_is_one_opening_with_its_alert(world
     finally:
         app.store.close()
 
-    result = audit(world, state_url, app.settings.registry_dir)
+    result = audit(world, state_url, app.settings.data_dir)
     lost_answers = [f for f in world.faults_fired if f.endswith(":lost_response")]
     report(f"{tickets}: {result.line()}; lost answers {sum(world.faults_fired[f] for f in lost_answers)}")
     result.assert_clean()

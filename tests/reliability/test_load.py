@@ -218,7 +218,7 @@ def test_a_busy_episode_within_the_services_limits_does_everything_once_and_meet
     finally:
         app.store.close()
 
-    result = audit(world, state_url, app.settings.registry_dir)
+    result = audit(world, state_url, app.settings.data_dir)
     limited_github = world.github.secondary_limited
     limited_slack = sum(world.slack.rate_limited.values())
     github_writes = len(world.github.log.writes())

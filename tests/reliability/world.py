@@ -133,6 +133,9 @@ class World:
         self.remote = Remote(self.root / "checkout", self.root)
         self.data_dir = self.root / "state"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        from tests.conftest import seed_embedded_mlflow
+
+        seed_embedded_mlflow(self.data_dir)  # the bots' registry, without paying MLflow's migrations
         self.batches_dir = self.root / "batches"
         self.facts = Facts()
         gh = self.github.state
@@ -359,8 +362,9 @@ def read_store(state_url: str) -> tuple[list[dict], list[dict]]:
     return events, effects
 
 
-def audit(world: World, state_url: str, registry_dir: Path) -> Audit:
-    """Count every effect in the emulators by its marker: present once, never twice, never missing."""
+def audit(world: World, state_url: str, data_dir: Path) -> Audit:
+    """Count every effect in the emulators by its marker: present once, never twice, never missing.
+    ``data_dir`` is the bot's MLOPS_DATA_DIR, whose embedded MLflow store holds its model versions."""
     from bot.commands import parse
 
     result = Audit()
@@ -525,9 +529,9 @@ def audit(world: World, state_url: str, registry_dir: Path) -> Audit:
             result.problems.append(f"merge #{number} touched nothing yet got {statuses} {reports}")
 
     # Pipeline runs: each asked-for run made at most one model version.
-    from pipeline.registry import ModelRegistry
+    from tests.conftest import open_embedded_registry
 
-    registry = ModelRegistry(registry_dir)
+    registry = open_embedded_registry(data_dir)
     versions = Counter(v.run_id for v in registry.versions())
     rollbacks = Counter(period.reason for period in registry.history(MODEL) if period.started_by == "rollback")
     for effect in effects:
