@@ -87,6 +87,7 @@ class BotApp:
             comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
             seen += self._handle_all([CommandGiven(source, comment) for comment in comments],
                                      (f"{source}:comments", cursor))
+            seen += self.lifecycle.poll_checklist()  # boxes ticked in the retrain ticket's checklist
         except TransientError as exc:
             # A rate limit or a spent per-cycle request budget part-way: what was handled is stored with
             # its cursor; the cursor never passes what was not, so the rest comes again next cycle.
@@ -307,7 +308,7 @@ def build(
     observe_adapters(observability, scm, tracker, chat, engine)
     lifecycle = Lifecycle(settings=settings, store=store, registry=registry, scm=scm, tracker=tracker, chat=chat,
                           engine=engine, project=project, clock=clock, observer=observability,
-                          board=_github_project(settings, tracker))
+                          board=_github_project(settings, tracker) or _azure_board(settings, tracker))
 
     def alert_blocked(blocked: Blocked) -> None:
         """One alert per episode of a refused permission, in the alerts channel, unless the chat is what refuses."""
@@ -355,6 +356,19 @@ def _github_project(settings: Settings, tracker):
         return None
     return GitHubProjectBoard(tracker.client, parse_project_ref(settings.github_project),
                               statuses=settings.github_project_statuses)
+
+
+def _azure_board(settings: Settings, tracker, client=None):
+    """The retrain tickets' work items moving through their type's states on Azure Boards, whenever
+    the tickets are Azure Boards work items (the board's columns are the states: nothing to set up);
+    ``client`` defaults to the tracker's own. None for any other tracker."""
+    from integrations.azure_boards_states import AzureBoardsStates
+    from integrations.azure_devops import AzureBoards
+
+    if not isinstance(tracker, AzureBoards):
+        return None
+    return AzureBoardsStates(client or tracker.client, project=tracker.project,
+                             work_item_type=tracker.work_item_type)
 
 
 def _github_workspace_engine(settings: Settings, scm, engine, project_path: str):

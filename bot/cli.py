@@ -1253,11 +1253,35 @@ def board_comment(obj: _Context, ticket: int, text: str) -> None:
     app.run_once()
 
 
+@board.command("tick")
+@click.argument("ticket", type=int)
+@click.argument("box")
+@pass_context
+def board_tick(obj: _Context, ticket: int, box: str) -> None:
+    """Tick a box of the ticket's checklist as the console user (BOX: its label's start, e.g. "Deploy v2",
+    or its id), as a person does in the ticket's page; then run the bot once."""
+    from bot import checklist
+    from integrations.local import CONSOLE_USER, LocalBoard
+
+    app = _app(obj)
+    if not isinstance(app.tracker, LocalBoard):
+        raise OperationFailed(f"tickets are on {app.tracker.name}: tick the box in the ticket's page there")
+    current = app.tracker.body(ticket)
+    if current is None:
+        raise OperationFailed(f"there is no ticket:{ticket}; see `mlops-bot board list --all`")
+    try:
+        ticked = checklist.tick(current.text, box)
+    except ValueError as exc:
+        raise OperationFailed(str(exc)) from None
+    app.tracker.edit_body(ticket, ticked, editor=CONSOLE_USER)
+    app.run_once()
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
 def _registry_call(call: Callable[[], Any]) -> Any:
-    from pipeline.registry import RegistryError
+    from pipeline.registry_port import RegistryError
 
     try:
         return call()

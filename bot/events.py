@@ -15,6 +15,7 @@ from integrations.ports import Change, Comment, Target
 
 __all__ = [
     "ChangeMerged",
+    "ChecklistTicked",
     "CommandGiven",
     "DriftFound",
     "Event",
@@ -152,8 +153,31 @@ class ProductionRemoved(Event):
         return f"production-removed:{self.model}:v{self.previous}:{self.cause}"
 
 
+@dataclass(frozen=True)
+class ChecklistTicked(Event):
+    """A box of the bot's checklist ticked in a ticket's body (``bot/checklist.py``), seen in an
+    edit's webhook or in a poll of the body.
+
+    The key names the box and the section's revision the person ticked, not who reported it nor
+    who ticked it: a redelivered webhook, a poll after the webhook and two people ticking the
+    same box at once are one event, so the box acts once.
+    """
+
+    kind: ClassVar[str] = "checklist_ticked"
+    source: str
+    tracker: str  # the tracker's name: ticket numbers are its own
+    ticket_id: int
+    action: str  # the box's stable id: retrain, deploy-v3, rollback-v2
+    revision: int  # the revision of the bot's section the box was ticked in
+    editor: str = ""  # who ticked it; "" when the source cannot tell (a poll of a GitHub issue)
+
+    @property
+    def key(self) -> str:
+        return f"checklist:{self.tracker}:{self.ticket_id}:{self.action}:r{self.revision}"
+
+
 _KINDS = {cls.kind: cls for cls in (CommandGiven, ChangeMerged, TicketClosed, DriftFound, RunFinished, ModelPromoted,
-                                    ModelRolledBack, ProductionRemoved)}
+                                    ModelRolledBack, ProductionRemoved, ChecklistTicked)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -28,8 +28,10 @@ from typing import Any
 from bot import messages
 from bot.commands import Request, parse, required_permission, respond, unknown_reply
 from bot.commands.base import CheckDrift, Promote, Rollback, RunPipeline, TellsTime
+from bot import checklist
 from bot.events import (
     ChangeMerged,
+    ChecklistTicked,
     CommandGiven,
     DriftFound,
     Event,
@@ -43,11 +45,16 @@ from bot.logs import log_context
 from bot.fork_guard import code_under_test
 from bot.outbox import Delivered, PermanentError
 from bot.store import EffectRow, NewEffect, Store
+from integrations.github_payloads import CheckClick
 from integrations.github_projects import TicketBoard
 from integrations.ports import (
     Chat,
     ChatAction,
+    CheckAnnotation,
+    CheckButton,
+    CheckReport,
     Comment,
+    EditsTicketBody,
     LinksChanges,
     MessageRef,
     NamesChangesForLinks,
@@ -55,6 +62,7 @@ from integrations.ports import (
     PipelineEngine,
     ReadsCommitStatuses,
     ReportsChangedPaths,
+    ReportsCheckRuns,
     ReportsCommitMessages,
     ResolvesPermissions,
     ShowsActions,
@@ -74,6 +82,9 @@ _MEMORY_LIMIT = 10_000
 _FIXES = re.compile(r"(?i)\b(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?)\s+AB#(\d+)")
 SEVERITY_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
 STATUS_CONTEXT = "mlops-bot/pipeline"
+CHECK_NAME = STATUS_CONTEXT  # the check run's name, where runs are check runs (a GitHub App)
+CHECKS_SOURCE = "github-checks"  # commands given by a click on a check run, not typed in a comment
+DEPLOY_BUTTON = "deploy:v"  # a check run's "Deploy vN" button: its identifier is this and the version
 CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST = "mlops-pipeline", "mlops-alerts", "mlops-digest"
 
 
@@ -95,6 +106,9 @@ class Lifecycle:
         self.board = board  # where people track retrain tickets (a GitHub Project), when one is set
         self.scm, self.tracker, self.chat, self.engine = scm, tracker, chat, engine
         self.project, self.clock = project, clock
+        # A change's runs are check runs where the source control can show them (GitHub, as an App),
+        # commit statuses elsewhere: asked once, here.
+        self.reports_check_runs = isinstance(scm, ReportsCheckRuns)
         self._memory: OrderedDict[tuple[str, str], dict] = OrderedDict()  # bounded: see _remember
 
     # --- dispatch ------------------------------------------------------------------------------
@@ -130,6 +144,7 @@ class Lifecycle:
             ModelRolledBack: self._on_rolled_back,
             ProductionRemoved: self._on_production_removed,
             TicketClosed: self._on_ticket_closed,
+            ChecklistTicked: self._on_checklist_ticked,
         }[type(event)]
         return rule(event)
 
@@ -167,7 +182,7 @@ class Lifecycle:
         }
         why = f"merge of {change.target} by {change.author}" if change.author else f"merge of {change.target}"
         return [
-            self._status(change.repo, change.commit, "pending", f"{self.project.name}: pipeline running", run_id),
+            self._run_started_on_commit(change.repo, change.commit, run_id, change.number, why),
             self._upsert(change.target, f"run:{run_id}", messages.run_started(self.project.name, run_id, why)),
             self._chat_episode(origin["episode"], CHANNEL_PIPELINE,
                                f"⏳ {self.project.name}: pipeline running for {change.target} “{change.title}”"),
@@ -186,7 +201,9 @@ class Lifecycle:
         parsed = parse(comment.body, limit=self.settings.max_commands_per_comment)
         if not parsed.invocations and not parsed.unknown:
             return links
-        effects = links + ([] if comment.target.kind == "chat" else [self._react(comment, "eyes")])
+        # A command typed in chat, or given by a click on a check run, has no comment to react to.
+        clicked_or_chat = comment.target.kind == "chat" or event.source == CHECKS_SOURCE
+        effects = links + ([] if clicked_or_chat else [self._react(comment, "eyes")])
         if parsed.unknown:
             effects.append(self._reply(comment.target, f"unknown:{comment.id}", unknown_reply(parsed.unknown).text))
         permission = self._command_permission(comment, parsed.invocations)
@@ -246,6 +263,59 @@ class Lifecycle:
             return Permission.read
         return self.permission(comment.target, comment.author)
 
+    def check_clicked(self, click: CheckClick, *, delivery: str = "") -> tuple[bool, str]:
+        """A click on one of the bot's check runs, as the command it gives from the person who
+        clicked: *Deploy vN* is ``/deploy N`` and *Re-run* (the run's, or the commit's suite's)
+        ``/validate``, on the change the run is for. Each is then checked against that person's
+        permission and answered on the change exactly as the typed command is.
+
+        Once: a *Deploy* button deploys at most once, whoever clicks it and however often GitHub
+        delivers the click (its event is the button's; a refused click is the clicker's own, so it
+        does not use the button up); a re-run is one per delivery. A *Deploy* on a run that is no
+        longer its change's latest deploys nothing and says so on the change.
+
+        Returns (whether anything new was stored, what became of the click, in a few words: "ignored: ..."
+        for a click on what is not the bot's).
+        """
+        if not self.reports_check_runs:
+            return False, "ignored: the bot makes check runs only when it runs as a GitHub App"
+        run_id = click.external_id or (self.store.get_state("check_commits", f"{click.repo}@{click.head_sha}")
+                                       or {}).get("run_id", "")
+        record = (self._remembered("check_runs", run_id) if run_id else None) or {}
+        if click.action != "suite_rerequested" and (not record or click.name != CHECK_NAME):
+            return False, "ignored: not a check run of this bot"
+        change = record.get("change") or (click.pulls[0] if click.pulls else None)
+        if change is None:
+            return False, "ignored: the commit is on no change the bot knows"
+        target = Target("change", click.repo, int(change))
+        if click.action != "requested_action":
+            comment = Comment(id=f"check-rerun:{delivery or click.check_run_id or click.head_sha}:{click.sender}",
+                              target=target, author=click.sender, body="/validate", created_at=self.clock())
+            return self._command_from_click(comment)
+        if not click.identifier.startswith(DEPLOY_BUTTON) or not click.identifier[len(DEPLOY_BUTTON):].isdigit():
+            return False, f"ignored: {click.identifier!r} is not one of the bot's buttons"
+        version = int(click.identifier[len(DEPLOY_BUTTON):])
+        latest = (self.store.get_state("change_checks", f"{click.repo}#{change}") or {}).get("run_id")
+        if latest and latest != run_id:
+            key = f"{CHECKS_SOURCE}:stale:{click.check_run_id}:{click.identifier}:{click.sender}"
+            text = (f"@{click.sender}, that **Deploy v{version}** button is on run `{run_id}`, which is no longer the "
+                    f"latest run for {target} (`{latest}` is), so nothing was deployed. Use the latest run's button, "
+                    f"or type `/deploy {version}` here if v{version} is still the one you want.")
+            new = self.store.ingest(key, "check_click_refused", CHECKS_SOURCE, {
+                "repo": click.repo, "check_run": click.check_run_id, "run_id": run_id, "latest": latest,
+                "by": click.sender, "button": click.identifier}, [self._reply(target, key, text)])
+            return new, "refused: not the latest run"
+        allowed = self.permission(target, click.sender) >= required_permission(
+            "deploy", self.settings.command_permissions)
+        button = f"check-button:{click.repo}:{click.check_run_id}:{click.identifier}"
+        comment = Comment(id=button if allowed else f"{button}:{click.sender}", target=target, author=click.sender,
+                          body=f"/deploy {version}", created_at=self.clock())
+        return self._command_from_click(comment)
+
+    def _command_from_click(self, comment: Comment) -> tuple[bool, str]:
+        new = self.handle(CommandGiven(CHECKS_SOURCE, comment), source=CHECKS_SOURCE)
+        return new, f"{comment.body.split()[0]} {'given' if new else 'seen before'}"
+
     def host_in_thread(self, target: Target, message: MessageRef) -> None:
         """Commands given at ``target`` (a button under ``message``) are answered in ``message``'s
         thread, which keeps its own text: their episode has no top-level message of its own."""
@@ -270,7 +340,12 @@ class Lifecycle:
             ticket = self.known_ticket(model) if promote else None
             if ticket is not None:
                 origin = {**origin, "ticket": ticket.id}
-            return [self._pipeline_run(_run_id(key), trigger="command", reason=reason, origin=origin,
+            # A run of a change's code is that commit's check run from the start, where runs are
+            # check runs (commit statuses say nothing until the result, as before).
+            started = [self._run_started_on_commit(origin["repo"], origin["commit"], _run_id(key), origin.get("change"),
+                                                   reason)] if self.reports_check_runs and origin.get("commit") else []
+            return [*started,
+                    self._pipeline_run(_run_id(key), trigger="command", reason=reason, origin=origin,
                                        promote=promote),
                     *self._board_effects(ticket.id if ticket else None, "retraining", _run_id(key))]
         if isinstance(action, Promote):
@@ -298,7 +373,9 @@ class Lifecycle:
         target = _target(origin.get("target"))
         if target is not None:
             effects.append(self._upsert(target, f"run:{event.run_id}", report))
-        if origin.get("commit"):
+        if origin.get("commit") and self.reports_check_runs:
+            effects.append(self._run_finished_on_commit(origin, event.run_id, result, report))
+        elif origin.get("commit"):
             state = {"succeeded": "success", "not_promoted": "failure"}.get(event.status, "error")
             effects.append(self._status(origin["repo"], origin["commit"], state,
                                         _status_description(result), event.run_id))
@@ -320,6 +397,9 @@ class Lifecycle:
                 and result.get("status") in {"succeeded", "not_promoted"} and not result.get("nothing_new"):
             # a validated candidate kept back (stage = "candidate", or a gate): a person decides, with /deploy
             effects += self._board_effects(ticket_id, "review", event.run_id, Version=result.get("version"))
+            effects += self._checklist_refresh(int(ticket_id), f"run:{event.run_id}",
+                                               f"v{result.get('version')} is validated and waits: tick “Deploy "
+                                               f"v{result.get('version')}” to put it in production.")
         missed = self._production_rows_missed(result) if ticket_id else 0
         if missed:  # said instead of "nothing new": the runner could not see what was new
             effects += self._rows_missed_effects(int(ticket_id), result, missed)
@@ -370,6 +450,9 @@ class Lifecycle:
         return [
             NewEffect(f"close-comment:{ticket_id}:{run_id}", "tracker.comment",
                       {"ticket_id": ticket_id, "body": body}, lane=f"ticket:{model}"),
+            # the checklist's last revision, before the close in the same lane: no boxes left to tick
+            *self._checklist_refresh(ticket_id, f"close:{run_id}", f"✅ resolved: {model} v{version} is in "
+                                     "production and this ticket is closed.", final=True),
             NewEffect(f"close:{ticket_id}:{run_id}", "tracker.close",
                       {"ticket_id": ticket_id, "model": model, "version": version, "run_id": run_id},
                       lane=f"ticket:{model}"),
@@ -495,6 +578,9 @@ class Lifecycle:
         effects.append(NewEffect(f"chat:{event.key}", "chat.post", {"channel": CHANNEL_PIPELINE, "text": text,
                                                                    **({"actions": buttons} if buttons else {})},
                                  lane=f"chat:{CHANNEL_PIPELINE}"))
+        ticket = self.known_ticket(event.model)
+        if ticket is not None:  # the open ticket's boxes follow production (a deploy box gone, a rollback box)
+            effects += self._checklist_refresh(ticket.id, event.key, text.replace("**", ""))
         return effects
 
     def _on_production_removed(self, event: ProductionRemoved) -> list[NewEffect]:
@@ -511,6 +597,195 @@ class Lifecycle:
             self.store.put_state("episodes", self.project.name, {**state, "ticket_id": None, "seen_again": None,
                                                                  "closed_at": _iso(self.clock())})
         return []
+
+    # --- the live checklist in the retrain ticket (bot/checklist.py) ------------------------------
+    #
+    # The ticket's body holds a section the bot owns: the report, a status line and boxes that act
+    # when ticked. A tick reaches the bot as an edit of the body (GitHub's ``issues`` edited webhook,
+    # or the next poll of the body) and becomes the command the box stands for, given by the
+    # editor, with the editor's permission. The section's revision is in the tick's event key, so
+    # a box acts once per revision whoever reports it and however many people ticked it. The bot
+    # writes its boxes unticked, so a ticked box in the body is always a person's.
+
+    def checklist_ticks(self, ticket_id: int, body: str, *, editor: str, source: str) -> list[ChecklistTicked]:
+        """The boxes ticked in ``body`` (the ticket's body as the tracker stores it), as events; none
+        from the bot's own edits, nor from a section edited out of the bot's shape."""
+        if not isinstance(self.tracker, EditsTicketBody) or self._is_bot(editor):
+            return []
+        reading = checklist.read(body, visible=not self.tracker.hides_comments)
+        if not reading.intact:
+            return []
+        return [ChecklistTicked(source, self.tracker.name, int(ticket_id), action, int(reading.revision), editor)
+                for action in reading.ticked]
+
+    def ticket_body_edited(self, ticket_id: int, body: str, *, editor: str, source: str) -> int:
+        """A person saved the body of a ticket (GitHub's ``issues`` edited webhook): each ticked box
+        acts once; a section edited out of shape is rebuilt. Returns how many new events it made.
+
+        ``source``: the service the edit came from; an edit of one of its issues is an edit of a
+        ticket only when the tracker is that service (with Azure Boards, GitHub issue #11 is not
+        work item 11)."""
+        if not isinstance(self.tracker, EditsTicketBody) or self._is_bot(editor) or source != self.tracker.name:
+            return 0
+        ticks = self.checklist_ticks(ticket_id, body, editor=editor, source=source)
+        if not ticks:
+            return int(self._repair_checklist(ticket_id, body, source))
+        return sum(self.handle(event, source=source) for event in ticks)
+
+    def poll_checklist(self) -> int:
+        """Read the open retrain ticket's body (one request) and act on the boxes ticked there.
+
+        On GitHub the body does not say who edited it, and a box acts with its ticker's permission:
+        with the ``issues`` webhook set up (GITHUB_WEBHOOK_SECRET), its delivery names the editor and
+        the poll leaves ticks (and repairs) to it and reads nothing; without, a tick seen by the poll
+        is unticked with a reply that says so (type the command instead). Azure Boards
+        (``System.ChangedBy``) and the local board name the editor, and the poll acts on their ticks."""
+        if not isinstance(self.tracker, EditsTicketBody):
+            return 0
+        if self.tracker.tickets_in_repository and self.settings.github_webhook_secret is not None:
+            return 0  # the issues' edits come by webhook, each with its editor
+        ticket = self.known_ticket(self.project.name)
+        if ticket is None or not self._checklist_state(ticket.id):
+            return 0
+        current = self.tracker.body(ticket.id)
+        if current is None or self._is_bot(current.editor):
+            return 0
+        ticks = self.checklist_ticks(ticket.id, current.text, editor=current.editor, source=self.tracker.name)
+        if not ticks:
+            return int(self._repair_checklist(ticket.id, current.text, self.tracker.name))
+        return sum(self.handle(event, source=self.tracker.name) for event in ticks)
+
+    def _on_checklist_ticked(self, event: ChecklistTicked) -> list[NewEffect]:
+        model = self.project.name
+        open_ticket = self.known_ticket(model)
+        if event.tracker != self.tracker.name or open_ticket is None or open_ticket.id != event.ticket_id:
+            return []  # not the open retrain ticket (closed since, or another tracker's number)
+        command = checklist.command_for(event.action)
+        if command is None:
+            return []  # not an id the bot writes
+        box = {box.action: box for box in self._checklist_boxes(model)}.get(event.action)
+        ticket_id, label = event.ticket_id, box.label if box else event.action
+
+        def answer(text: str, status: str) -> list[NewEffect]:
+            return [NewEffect(f"checklist-reply:{event.key}", "tracker.comment", {"ticket_id": ticket_id, "body": text},
+                              lane=f"ticket:{model}"),
+                    *self._checklist_refresh(ticket_id, event.key, status)]
+
+        if box is None:  # ticked in an older revision whose box no longer holds (v3 deployed meanwhile, ...)
+            return answer(f"“{event.action}” was ticked in an older version of the checklist and no longer "
+                          "applies, so nothing was done. The boxes now show what can be done.",
+                          f"“{event.action}” was out of date when ticked: nothing done.")
+        if not event.editor:
+            return answer(f"“{label}” was ticked, but GitHub does not tell me who edited an issue unless its "
+                          "`issues` webhook reaches me, and a box acts with the permission of whoever ticked it. "
+                          f"I unticked it. Type `{command}` here instead, or send the repository's *Issues* "
+                          "events to the bot (GITHUB_WEBHOOK_SECRET).",
+                          f"“{label}” ticked by someone I cannot name: nothing done.")
+        target = Target("ticket", self.scm.repo, ticket_id)
+        invocation = parse(command, limit=1).invocations[0]
+        request = Request(invocation=invocation, target=target, author=event.editor, model=model,
+                          permission=self.permission(target, event.editor))
+        reply = respond(request, CommandView(self), overrides=self.settings.command_permissions)
+        if not reply.actions:  # refused (who may is in the reply), or nothing to do
+            return answer(f"I unticked “{label}”: {reply.text}",
+                          f"“{label}” ticked by @{event.editor}: not done (see the comments).")
+        key = f"cmd:{event.key}"
+        origin = {"kind": "command", "target": _target_dict(target), "comment": event.key,
+                  "command": f"{command} (ticked)", "author": event.editor, "repo": target.repo,
+                  "episode": f"ticket:{ticket_id}", "ticket": ticket_id}
+        effects = answer(f"☑️ @{event.editor} ticked “{label}”. {reply.text}",
+                         f"“{label}” ticked by @{event.editor}: {reply.text.split('. ')[0].replace('**', '')}.")
+        for action in reply.actions:
+            effects.extend(self._action_effects(action, key, origin))
+        return effects
+
+    def _checklist_boxes(self, model: str) -> tuple[checklist.Box, ...]:
+        """What can be done now: retrain; deploy the newest validated candidate newer than
+        production (with its primary metric against production's); roll back to the previous version."""
+        view = CommandView(self)
+        production = view.production(model)
+        live = production["version"] if production else None
+        waiting = [v for v in view.versions(model) if v.get("stage") == "candidate" and v.get("passed")
+                   and (live is None or int(v["version"]) > live)]
+        candidate = None
+        if waiting:
+            newest = max(waiting, key=lambda v: int(v["version"]))
+            candidate = (int(newest["version"]), _validated_note(newest, production))
+        return checklist.boxes(candidate=candidate, previous=view.previous_production(model))
+
+    def _first_checklist(self, report: str, model: str) -> str:
+        """A new ticket's body: the report inside the bot's section, revision 1, where the tracker
+        edits bodies; the report alone elsewhere."""
+        if not isinstance(self.tracker, EditsTicketBody):
+            return report
+        return checklist.render(report, _CHECKLIST_WAITING, self._checklist_boxes(model), 1,
+                                visible=not self.tracker.hides_comments)
+
+    def _write_checklist(self, ticket: Ticket | int, model: str, *, report: str | None = None,
+                         status: str | None = None, final: bool = False) -> int:
+        """Rewrite the bot's section of the ticket's body as a new revision (people's text kept);
+        returns the revision. A ticket opened before the checklist existed is the bot's text alone,
+        and is replaced whole by the section."""
+        ticket_id = ticket if isinstance(ticket, int) else ticket.id
+        tracker = self.tracker
+        state = self._checklist_state(ticket_id) or {}
+        report = state.get("report", "") if report is None else report
+        status = status or state.get("status") or _CHECKLIST_WAITING
+        revision = int(state.get("revision") or 0) + 1
+        visible = not tracker.hides_comments
+        offered = () if final else self._checklist_boxes(model)
+        section = checklist.render(report, status, offered, revision, visible=visible)
+        if not state:
+            tracker.update(ticket if isinstance(ticket, Ticket) else tracker.get(ticket_id), body=section)
+        else:
+            current = tracker.body(ticket_id)
+            if current is None:
+                raise PermanentError(f"ticket:{ticket_id} is gone: its checklist cannot be written")
+            tracker.set_body(ticket_id, checklist.splice(current.text, tracker.as_body(section), visible=visible))
+        self._checklist_written(ticket_id, model, revision, report, status)
+        return revision
+
+    def _checklist_written(self, ticket_id: int, model: str, revision: int, report: str, status: str) -> None:
+        self.store.put_state("checklists", str(ticket_id), {"model": model, "revision": revision, "report": report,
+                                                           "status": status})
+
+    def _checklist_state(self, ticket_id: int) -> dict | None:
+        return self.store.get_state("checklists", str(ticket_id))
+
+    def _checklist_refresh(self, ticket_id: int, cause: str, status: str, *, final: bool = False) -> list[NewEffect]:
+        """The section rewritten (boxes unticked, recomputed) with ``status``, once per cause;
+        ``final``: the episode is over, and no box is left."""
+        if not isinstance(self.tracker, EditsTicketBody):
+            return []
+        return [NewEffect(f"checklist-refresh:{ticket_id}:{cause}", "checklist.refresh",
+                          {"ticket_id": int(ticket_id), "model": self.project.name, "status": status,
+                           **({"final": True} if final else {})}, lane=f"ticket:{self.project.name}")]
+
+    def _repair_checklist(self, ticket_id: int, body: str, source: str) -> bool:
+        """A section edited out of the bot's shape (a marker deleted or doubled, ...) is rebuilt from
+        state, once per such body; people's text outside it stays (``checklist.splice``)."""
+        if not self._checklist_state(ticket_id):
+            return False
+        reading = checklist.read(body, visible=not self.tracker.hides_comments)
+        if reading.intact:
+            return False
+        key = f"checklist-repair:{self.tracker.name}:{ticket_id}:{hashlib.sha1(body.encode()).hexdigest()[:12]}"
+        status = f"the checklist was rebuilt ({reading.problem}); text outside it is kept as written."
+        return self.store.ingest(key, "checklist_repair", source, {"ticket_id": ticket_id, "problem": reading.problem},
+                                 self._checklist_refresh(ticket_id, key, status))
+
+    def _deliver_checklist(self, effect: EffectRow) -> Delivered:
+        p = effect.payload
+        ticket = self.known_ticket(p["model"])
+        if not isinstance(self.tracker, EditsTicketBody) or ticket is None or ticket.id != p["ticket_id"] \
+                or not self._checklist_state(ticket.id):
+            return Delivered({"written": False})  # the ticket was closed meanwhile: its last body stays
+        return Delivered({"written": True, "revision": self._write_checklist(
+            ticket.id, p["model"], status=p["status"], final=bool(p.get("final")))})
+
+    def _is_bot(self, login: str) -> bool:
+        name = self.settings.bot_name.lower()
+        return bool(login) and login.lower() in {name, f"{name}[bot]"}
 
     # --- effect constructors --------------------------------------------------------------------
 
@@ -555,6 +830,61 @@ class Lifecycle:
             "repo": repo, "commit": commit, "state": state, "description": description[:140],
             "context": STATUS_CONTEXT,
         }, lane=f"status:{repo}:{commit}")
+
+    def _run_started_on_commit(self, repo: str, commit: str, run_id: str, change: int | None, why: str) -> NewEffect:
+        """The commit's word that its run started: the check run in progress, or a pending status."""
+        if not self.reports_check_runs:
+            return self._status(repo, commit, "pending", f"{self.project.name}: pipeline running", run_id)
+        report = CheckReport(status="in_progress", title=f"{self.project.name}: pipeline running",
+                             summary=messages.run_started(self.project.name, run_id, why))
+        # ``planned_at`` orders a change's runs: the newest started is the one whose buttons count.
+        return self._check_run(repo, commit, run_id, change, report, planned_at=_iso(self.clock()))
+
+    def _run_finished_on_commit(self, origin: dict[str, Any], run_id: str, result: dict[str, Any],
+                                report: str) -> NewEffect:
+        """The check run completed: its conclusion, the report (metrics table) as its summary, the
+        failure's causes as annotations, and *Deploy vN* when it validated a candidate that waits."""
+        buttons = tuple(CheckButton(identifier=f"{DEPLOY_BUTTON}{action['version']}",
+                                    label=f"Deploy v{action['version']}",
+                                    description="Deploy this candidate to production")
+                        for action in _run_actions(result) if action["command"] == "deploy")
+        if buttons:
+            report += (f"\n\n**Deploy v{result['version']}** above puts this candidate in production, as "
+                       f"`/deploy {result['version']}` typed on the change would (same permission).")
+        check = CheckReport(status="completed", conclusion=_check_conclusion(result),
+                            title=f"{self.project.name}: {_status_description(result)}", summary=report,
+                            annotations=self._failure_annotations(result, origin), buttons=buttons,
+                            details_url=str(result.get("url") or ""))
+        return self._check_run(origin["repo"], origin["commit"], run_id, origin.get("change"), check,
+                               version=result.get("version"))
+
+    def _check_run(self, repo: str, commit: str, run_id: str, change: int | None, report: CheckReport, *,
+                   planned_at: str | None = None, version: int | None = None) -> NewEffect:
+        state = report.conclusion or report.status
+        return NewEffect(f"check:{repo}:{commit}:{run_id}:{state}", "scm.check_run", {
+            "repo": repo, "commit": commit, "run_id": run_id, "name": CHECK_NAME, "change": change,
+            "planned_at": planned_at, "version": version, "report": _report_dict(report),
+        }, lane=f"status:{repo}:{commit}")  # the statuses' lane: a run's start is shown before its end
+
+    def _failure_annotations(self, result: dict[str, Any], origin: dict[str, Any]) -> tuple[CheckAnnotation, ...]:
+        """Where in the repository a failed run's cause is, as far as its error names it: the
+        ``mlops.toml`` lines of the keys it names (the data's path for a data file that cannot be
+        read), or the line of the project's own code that raised."""
+        if result.get("status") != "failed" or not result.get("error"):
+            return ()
+        base = (self.settings.project_path or (self.project.repo_paths or ("",))[0]).strip("/")
+        spec_file = self._spec_file_of_run(origin, str(result["error"]), base)
+        return _annotations_for(str(result["error"]), base, spec_file)
+
+    def _spec_file_of_run(self, origin: dict[str, Any], error: str, base: str) -> Path | None:
+        """The ``mlops.toml`` the run read: the one its error names, else the one in the checkout of
+        its commit (``integrations/workspace.py``), else the bot's own project's."""
+        named = _SPEC_FILE_IN_ERROR.search(error)
+        candidates = [Path(named.group("file"))] if named else []
+        if origin.get("commit"):
+            candidates.append(Path(self.settings.data_dir) / "workspaces" / str(origin["commit"]) / base / "mlops.toml")
+        candidates.append(self.project.path / "mlops.toml")
+        return next((path for path in candidates if path.is_file()), None)
 
     def _chat_episode(self, episode: str, channel: str, text: str, *, actions: list[dict] | None = None) -> NewEffect:
         """``actions``: buttons under the message (ChatAction fields), where the chat shows them."""
@@ -608,6 +938,7 @@ class Lifecycle:
             "scm.upsert": _Handler(self._deliver_upsert),
             "scm.react": _Handler(self._deliver_react),
             "scm.status": _Handler(self._deliver_status, self._find_status),
+            "scm.check_run": _Handler(self._deliver_check_run),  # safe to repeat: it finds the run first
             "tracker.drift": _Handler(self._deliver_drift_ticket),
             "tracker.comment": _Handler(self._deliver_ticket_comment, self._find_ticket_comment),
             "tracker.close": _Handler(self._deliver_close),
@@ -622,6 +953,7 @@ class Lifecycle:
             "drift.check": _Handler(self._deliver_drift_check),
             "episode.resolve": _Handler(self._deliver_resolution),
             "board.follow": _Handler(self._deliver_board),  # safe to repeat: it reads the card first
+            "checklist.refresh": _Handler(self._deliver_checklist),  # safe to repeat: a new revision of the section
         }
 
     def _deliver_board(self, effect: EffectRow) -> Delivered:
@@ -631,7 +963,8 @@ class Lifecycle:
         told apart from one the bot put there (``should_move``)."""
         p = effect.payload
         if self.board is None:
-            raise PermanentError("no board is configured any more (MLOPS_GITHUB_PROJECT): the card stays as it is")
+            raise PermanentError("no board is configured any more (MLOPS_GITHUB_PROJECT unset, or the tickets are no "
+                                 "longer Azure Boards work items): the card stays as it is")
         card = self.store.get_state("board_cards", str(p["ticket_id"])) or {}
         moved = self.board.follow(int(p["ticket_id"]), p["stage"], last_set=card.get("status"), fields=p["fields"])
         if moved.moved or not moved.why:  # where the bot put it (now, or by an attempt whose answer was lost)
@@ -680,6 +1013,41 @@ class Lifecycle:
         return Delivered({}) if self.scm.status_of(p["repo"], p["commit"], p["context"]) == (
             p["state"], p["description"][:140]) else None
 
+    def _deliver_check_run(self, effect: EffectRow) -> Delivered:
+        """Show the run on its commit's check run: made once, found again by the commit, its name and
+        the run's id (its ``external_id``), then updated. After a lost answer, it is looked for
+        before anything is written, and the annotations it may hold already are not sent again."""
+        p = effect.payload
+        if not isinstance(self.scm, ReportsCheckRuns):
+            raise PermanentError(f"the {self.scm.name} source control shows no check runs (a GitHub App's): "
+                                 "the run is reported on the change only")
+        report = _report_from_dict(p["report"])
+        record = dict(self._remembered("check_runs", p["run_id"]) or {})
+        check_run_id = record.get("check_run_id")
+        if check_run_id is None or effect.outcome_unknown:
+            found = self.scm.find_check_run(p["repo"], p["commit"], p["name"], p["run_id"])
+            if found is not None:
+                check_run_id = found.id
+                if found.annotations:
+                    report = replace(report, annotations=())
+        if check_run_id is None:
+            check_run_id = self.scm.create_check_run(p["repo"], p["commit"], p["name"], external_id=p["run_id"],
+                                                     report=report).id
+        else:
+            self.scm.update_check_run(p["repo"], check_run_id, report)
+        record.update({"repo": p["repo"], "commit": p["commit"], "change": p.get("change"), "check_run_id": check_run_id,
+                       "planned_at": record.get("planned_at") or p.get("planned_at")})
+        if p.get("version") is not None:
+            record["version"] = p["version"]
+        self._remember("check_runs", p["run_id"], record)
+        self.store.put_state("check_commits", f"{p['repo']}@{p['commit']}", {"run_id": p["run_id"]})
+        if p.get("change") is not None and p.get("planned_at"):
+            latest = self.store.get_state("change_checks", f"{p['repo']}#{p['change']}") or {}
+            if latest.get("planned_at", "") <= p["planned_at"]:  # a later run started after this one: it stays latest
+                self.store.put_state("change_checks", f"{p['repo']}#{p['change']}",
+                                     {"run_id": p["run_id"], "planned_at": p["planned_at"]})
+        return Delivered({"check_run_id": check_run_id})
+
     def _deliver_drift_ticket(self, effect: EffectRow) -> Delivered:
         """Open the model's retrain ticket, or update the open one; never a second open ticket.
 
@@ -725,8 +1093,11 @@ class Lifecycle:
         ticket = ticket or self.tracker.find_open(key)
         if ticket is None:  # a new episode, whatever the cooldown: a closed episode does not silence the next
             title, body, labels = ticket_text(found, {})
-            ticket = self.tracker.open(key, title, body, labels, marker=effect.key)
+            ticket = self.tracker.open(key, title, self._first_checklist(body, model), labels, marker=effect.key)
             opened = True
+        if opened and isinstance(self.tracker, EditsTicketBody) and not self._checklist_state(ticket.id):
+            # the section's first revision, written by the opening itself
+            self._checklist_written(ticket.id, model, 1, ticket_text(found, {})[1], _CHECKLIST_WAITING)
         reasons = found if opened else list(dict.fromkeys([*(state.get("reasons") or []), *found]))
         seen_again = None
         if opened:
@@ -746,7 +1117,11 @@ class Lifecycle:
                     cooldown = timedelta(seconds=self.settings.drift_cooldown_s)
                     seen_again["until"] = _iso(datetime.fromisoformat(state["alerted_at"]) + cooldown)
             title, body, labels = ticket_text(reasons, state, seen_again)
-            ticket = self.tracker.update(ticket, title=title, body=body, labels=labels)
+            if isinstance(self.tracker, EditsTicketBody):  # the bot's section only: people's text stays
+                ticket = self.tracker.update(ticket, title=title, labels=labels)
+                self._write_checklist(ticket, model, report=body)
+            else:
+                ticket = self.tracker.update(ticket, title=title, body=body, labels=labels)
             if alerted:
                 comment_marker = f"{effect.key}:comment"
                 what = (f"Drift changed: now **{p['severity']}** in {', '.join(p['features']) or 'the data'}"
@@ -813,7 +1188,10 @@ class Lifecycle:
         state = self.store.get_state("episodes", p["model"]) or {}
         if state.get("ticket_id") == int(p["ticket_id"]):
             self.store.put_state("episodes", p["model"], {**state, "ticket_id": None, "closed_at": _iso(self.clock())})
-            self.store.put_state("episode_batches", p["model"], {"batches": []})  # the next episode starts afresh
+        if state.get("ticket_id") in (int(p["ticket_id"]), None):
+            # The next episode starts afresh, also when the close was seen first (a board moving the
+            # work item to its closed state sends a service hook before this effect runs).
+            self.store.put_state("episode_batches", p["model"], {"batches": []})
         self.store.link("ticket", str(p["ticket_id"]), "closed_by", "model", f"{p['model']}:v{p['version']}")
         return Delivered({})
 
@@ -1109,6 +1487,23 @@ def _ticket_key(model: str) -> str:
     return f"retrain:{model}"
 
 
+# The checklist's status line until something is done from it.
+_CHECKLIST_WAITING = ("waiting for a decision. Tick a box to act, as if you typed its command here (with your "
+                      "permission); I untick it once it is done.")
+
+
+def _validated_note(candidate: dict[str, Any], production: dict[str, Any] | None) -> str:
+    """``validated: accuracy 0.91 vs 0.87``: the candidate's primary metric beside production's."""
+    from bot.commands.base import format_metric
+
+    metric = candidate.get("primary_metric") or (production or {}).get("primary_metric")
+    mine = (candidate.get("metrics") or {}).get(metric) if metric else None
+    if mine is None:
+        return "validated"
+    theirs = ((production or {}).get("metrics") or {}).get(metric)
+    return f"validated: {metric} {format_metric(mine)}" + (f" vs {format_metric(theirs)}" if theirs is not None else "")
+
+
 def _run_id(cause: str) -> str:
     return "run-" + hashlib.sha1(cause.encode()).hexdigest()[:12]
 
@@ -1155,6 +1550,94 @@ def _status_description(result: dict[str, Any]) -> str:
     primary = messages.primary_metric_text(result)
     verdict = "promoted" if result.get("promoted") else ("not promoted" if status == "not_promoted" else "validated")
     return f"v{result.get('version')} {verdict}" + (f": {primary}" if primary else "")
+
+
+def _check_conclusion(result: dict[str, Any]) -> str:
+    """A finished run as a check run's conclusion: a retrain with nothing new to learn is neutral."""
+    status = result.get("status")
+    if status == "succeeded":
+        return "success"
+    return "neutral" if status == "not_promoted" and result.get("nothing_new") else "failure"
+
+
+def _report_dict(report: CheckReport) -> dict[str, Any]:
+    return {"status": report.status, "conclusion": report.conclusion, "title": report.title,
+            "summary": report.summary, "details_url": report.details_url,
+            "annotations": [vars(a) for a in report.annotations], "buttons": [vars(b) for b in report.buttons]}
+
+
+def _report_from_dict(data: dict[str, Any]) -> CheckReport:
+    return CheckReport(status=data["status"], conclusion=data.get("conclusion"), title=data["title"],
+                       summary=data["summary"], details_url=data.get("details_url") or "",
+                       annotations=tuple(CheckAnnotation(**a) for a in data.get("annotations") or []),
+                       buttons=tuple(CheckButton(**b) for b in data.get("buttons") or []))
+
+
+# A failed run's error, as pipeline/run.py words it: the spec file's path first for a bad mlops.toml,
+# "file.py:12 ..." for the project's own code, "(at line 3, column 7)" in tomllib's syntax errors.
+_SPEC_FILE_IN_ERROR = re.compile(r"(?P<file>[^\s:]*mlops\.toml):")
+_CODE_LINE_IN_ERROR = re.compile(r"^(?P<file>[\w./-]+\.py):(?P<line>\d+)\b")
+_TOML_LINE_IN_ERROR = re.compile(r"\(at line (?P<line>\d+)")
+_KEY_IN_ERROR = re.compile(r"'(?P<quoted>[A-Za-z_][\w.-]*)'|\b(?P<dotted>[a-z_]+(?:\.[a-z_]+)+)\b")
+_TOML_TABLE = re.compile(r"^\s*\[\[?\s*(?P<name>[\w.-]+)\s*\]\]?")
+_TOML_KEY = re.compile(r"^\s*(?P<name>[\w-]+)\s*=")
+
+
+def _annotations_for(error: str, base: str, spec_file: Path | None) -> tuple[CheckAnnotation, ...]:
+    """The repository lines a failed run's ``error`` names, as failure annotations (``base``: the
+    project's folder in the repository; ``spec_file``: the ``mlops.toml`` the run read, if found)."""
+    where = (lambda name: f"{base}/{name}" if base else name)
+    first_line = error.splitlines()[0][:1000]
+    code = _CODE_LINE_IN_ERROR.match(error)
+    if code:  # the project's own code raised: its line
+        line = int(code.group("line"))
+        return (CheckAnnotation(where(code.group("file")), line, line, "failure", first_line, "The run failed here"),)
+    if spec_file is None:
+        return ()
+    text = spec_file.read_text(errors="replace")
+    lines = _toml_key_lines(text)
+    found: list[int] = []
+    syntax = _TOML_LINE_IN_ERROR.search(error)
+    if syntax:
+        found.append(int(syntax.group("line")))
+    for match in _KEY_IN_ERROR.finditer(error):
+        key = match.group("dotted") or ""
+        if match.group("quoted"):  # a key the spec's check names ('split.test_fraction'), there or missing:
+            key = match.group("quoted")
+            while key and key not in lines:  # a missing key's line is its table's
+                key = key.rpartition(".")[0]
+        if key in lines:
+            found.append(lines[key])
+    data_path = _data_path(text)
+    if data_path and Path(data_path).name in error and "data.path" in lines:  # the data file cannot be read
+        found.append(lines["data.path"])
+    if not found and _SPEC_FILE_IN_ERROR.search(error):  # the file as a whole is wrong
+        found.append(1)
+    return tuple(CheckAnnotation(where("mlops.toml"), line, line, "failure", first_line, "The run failed on this")
+                 for line in dict.fromkeys(found))
+
+
+def _toml_key_lines(text: str) -> dict[str, int]:
+    """Each table and key of a TOML file (``data``, ``data.path``) and the line it is on."""
+    lines: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if heading := _TOML_TABLE.match(line):
+            table = heading.group("name")
+            lines.setdefault(table, number)
+        elif key := _TOML_KEY.match(line):
+            lines.setdefault(f"{table}.{key.group('name')}" if table else key.group("name"), number)
+    return lines
+
+
+def _data_path(text: str) -> str:
+    import tomllib
+
+    try:
+        data = tomllib.loads(text).get("data")
+    except tomllib.TOMLDecodeError:
+        return ""
+    return str(data.get("path") or "") if isinstance(data, dict) else ""
 
 
 def _within(iso: str | None, seconds: float, now: datetime) -> bool:

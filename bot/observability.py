@@ -9,8 +9,8 @@ two tests) never share a count. The series are fed from the places that know:
   drift check found;
 * effects delivered and failed: each effect handler is wrapped once (``observe_handlers``), which
   also sets the log context (event, effect, run) for everything the delivery logs;
-* API requests by service and status, and GitHub's rate-limit budget: one hook per SDK client, on
-  the extension point each SDK offers for it (``observe_adapters``);
+* API requests by service and status, and GitHub's rate-limit budget: told by each adapter that
+  reports them (``ReportsApiCalls``), from the extension point its SDK offers (``observe_adapters``);
 * outbox depth and age, the effects blocked for want of a permission (by service and the
   permission to grant), and the last drift check per model: read from the state store at scrape
   time, so they are right after a restart and on a standby too.
@@ -127,8 +127,14 @@ class Observability:
                   "transient" if isinstance(error, TransientError) else "unexpected")
         self.effects_failed.labels(kind, reason).inc()
 
-    def api_response(self, service: str, status: int | str, headers: Mapping[str, Any] | None = None) -> None:
+    # What an adapter's client tells (``ApiCallObserver`` in integrations/ports.py):
+
+    def api_response(self, service: str, status: int | str) -> None:
+        """One request to ``service``: its answer's status, or ``"error"`` when none came."""
         self.api_requests.labels(service, str(status)).inc()
+
+    def api_rate_limit(self, service: str, headers: Mapping[str, Any]) -> None:
+        """The rate-limit headers of an answer (GitHub's ``x-ratelimit-*``, by the resource they are for)."""
         if service == "github" and headers and "x-ratelimit-remaining" in headers:
             resource = str(headers.get("x-ratelimit-resource") or "core")
             for gauge, header in ((self.rate_limit_remaining, "x-ratelimit-remaining"),
@@ -303,94 +309,20 @@ class _ObservedHandler:
 
 
 def observe_adapters(observability: Observability, *adapters: Any) -> None:
-    """Count the HTTP requests of each adapter's SDK client and add a readiness check for its service.
+    """Count the HTTP requests of each adapter that reports them, and check its service when ready is asked.
 
-    One hook per SDK, on the extension point the SDK has for it: PyGithub calls its requester's
-    ``DEBUG_ON_RESPONSE`` with every answer's status and headers; slack-sdk consults its retry
-    handlers about every answer and every failure; msrest (Azure DevOps) runs its configuration's
-    response hooks. Adapters without such a client (the embedded defaults, test fakes) are skipped.
+    An adapter says it can by being ``ReportsApiCalls`` (integrations/ports.py): its SDK client
+    reports through the extension point the SDK offers (a urllib3 ``Retry`` for PyGithub and msrest,
+    a retry handler for slack-sdk). Adapters that share a client share its report, and a service's
+    readiness check is added once by its name. Adapters without a client (the embedded defaults,
+    test fakes) are not such adapters.
     """
-    seen: set[int] = set()
+    from integrations.ports import ReportsApiCalls
+
     for adapter in adapters:
-        client = getattr(adapter, "client", None)
-        if client is None or id(client) in seen:
-            continue
-        seen.add(id(client))
-        module = type(client).__module__
-        if module == "integrations.github" and hasattr(client, "requester"):
-            _observe_github(client.requester, observability)
-        elif module.startswith("slack_sdk"):
-            _observe_slack(client, observability)
-        elif module == "integrations.azure_devops" and hasattr(client, "connection"):
-            _observe_azure(client, observability)
-
-
-class _Hook:
-    """Where an SDK client's hook sends what it sees: rebound, not stacked, if the client is observed again."""
-
-    def __init__(self, observability: Observability) -> None:
-        self.observability = observability
-
-
-def _rebind(target: Any, observability: Observability) -> bool:
-    hook = getattr(target, "_mlops_bot_hook", None)
-    if hook is not None:
-        hook.observability = observability
-        return True
-    return False
-
-
-def _observe_github(requester: Any, observability: Observability) -> None:
-    if not _rebind(requester, observability):
-        hook = requester._mlops_bot_hook = _Hook(observability)
-        on_response, request = requester.DEBUG_ON_RESPONSE, requester.requestJsonAndCheck
-
-        def debug_on_response(status: int, headers: dict, data: Any) -> None:
-            on_response(status, headers, data)
-            hook.observability.api_response("github", status, headers)
-
-        def request_json_and_check(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return request(*args, **kwargs)
-            except Exception as error:
-                if getattr(error, "status", None) is None:  # no answer at all (an answer was counted above)
-                    hook.observability.api_response("github", "error")
-                raise
-
-        requester.DEBUG_ON_RESPONSE = debug_on_response
-        requester.requestJsonAndCheck = request_json_and_check
-    # Free: GET /rate_limit does not count against the rate limit.
-    observability.readiness.add("github", lambda: requester.requestJsonAndCheck("GET", "/rate_limit"))
-
-
-def _observe_slack(client: Any, observability: Observability) -> None:
-    if not _rebind(client, observability):
-        from slack_sdk.http_retry import RetryHandler
-
-        hook = client._mlops_bot_hook = _Hook(observability)
-
-        class _Counting(RetryHandler):
-            """Never retries; the SDK asks it first about every answer and failure, so it counts them."""
-
-            def _can_retry(self, *, state, request, response=None, error=None) -> bool:  # noqa: ANN001
-                hook.observability.api_response("slack", response.status_code if response is not None else "error")
-                return False
-
-        client.retry_handlers.insert(0, _Counting(max_retry_count=2**31))
-    observability.readiness.add("slack", client.auth_test)
-
-
-def _observe_azure(client: Any, observability: Observability) -> None:
-    if not _rebind(client, observability):
-        hook = client._mlops_bot_hook = _Hook(observability)
-
-        def on_response(response: Any, *_args: Any, **_kwargs: Any) -> None:
-            hook.observability.api_response("azure", response.status_code)
-
-        hooks = getattr(client, "response_hooks", None)
-        if hooks is not None:
-            hooks.append(on_response)
-    observability.readiness.add("azure", client.connection.authenticate)
+        if isinstance(adapter, ReportsApiCalls):
+            adapter.report_api_calls(observability)
+            observability.readiness.add(adapter.api_service, adapter.readiness)
 
 
 # --- HTTP ------------------------------------------------------------------------------------------

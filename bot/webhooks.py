@@ -258,6 +258,17 @@ def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONR
         answer = JSONResponse({"status": "pong"}, status_code=200)
     elif fact.kind == "ignored":
         answer = JSONResponse({"status": "ignored", "reason": fact.ignored}, status_code=202)
+    elif fact.kind == "check_click":  # a button or Re-run on a check run: a command from whoever clicked
+        new, what = bot.lifecycle.check_clicked(fact.click, delivery=delivery)
+        status = "accepted" if new else ("ignored" if what.startswith("ignored") else "seen before")
+        answer = JSONResponse({"status": status, "click": what}, status_code=202)
+        if new:
+            wake()
+    elif fact.kind == "ticket_edited":  # each box ticked in the bot's checklist acts once, as its editor
+        new = bot.lifecycle.ticket_body_edited(fact.ticket, fact.body, editor=fact.by, source="github")
+        answer = JSONResponse({"status": "accepted" if new else "seen before"}, status_code=202)
+        if new:
+            wake()
     else:
         event = {
             "comment": lambda: CommandGiven("github", fact.comment),

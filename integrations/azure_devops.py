@@ -28,23 +28,29 @@ import html
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from integrations.api_calls import ApiCalls, CountingRetry
 from integrations.ports import (
+    ApiCallObserver,
     Change,
     Comment,
+    EditsTicketBody,
     LinksChanges,
     ListsTickets,
     NamesChangesForLinks,
     PermanentError,
     Permission,
     PermissionRefused,
+    ReportsApiCalls,
     ReportsChangedPaths,
     RunHandle,
     Target,
     Ticket,
+    TicketBody,
     TransientError,
     marker_comment,
 )
@@ -61,6 +67,7 @@ __all__ = [
     "diagnose",
     "html_marker",
     "markdown_to_html",
+    "merge_tags",
     "parse_service_hook",
     "scopes_for",
     "tokens_page",
@@ -70,15 +77,19 @@ log = logging.getLogger("mlops_bot.azure_devops")
 
 #: the state ``close`` moves a work item to, per process template
 CLOSE_STATE: dict[str, str] = {"Basic": "Done", "Agile": "Closed", "Scrum": "Done", "CMMI": "Closed"}
-#: the states that count as no longer open, per process template
+#: the states that count as no longer open, per process template: the Completed and Removed state
+#: categories. Resolved is not among them: Azure's boards treat it as In Progress ("implemented, not
+#: verified yet"), and it is where a retrain ticket waits for /deploy (integrations/azure_boards_states.py)
 CLOSED_STATES: dict[str, tuple[str, ...]] = {
     "Basic": ("Done",),
-    "Agile": ("Resolved", "Closed", "Removed"),
+    "Agile": ("Closed", "Removed"),
     "Scrum": ("Done", "Removed"),
-    "CMMI": ("Resolved", "Closed", "Removed"),
+    "CMMI": ("Closed", "Removed"),
 }
 _ALL_CLOSED = frozenset(s for states in CLOSED_STATES.values() for s in states)
 _PRIORITY = {"critical": 1, "high": 1, "medium": 2, "low": 3}
+#: writes made over a revision read first (``test /rev``): a 412 (changed meanwhile) reads again, this many times in all
+_REV_ATTEMPTS = 3
 _STATUS_STATE = {"pending": "pending", "success": "succeeded", "failure": "failed", "error": "error"}
 _LEVELS = {p.name: p for p in Permission}
 _MARKER = re.compile(r"<!-- mlops-bot:(.*?) -->")
@@ -122,7 +133,17 @@ def connect(organization_url: str, pat: str, *, timeout: float = 30.0, retries: 
 
 class AzureDevOpsClient:
     """The SDK's 7.1 clients, configured once (timeout, GET retries), and one way to call them
-    that turns their failures into the ports' errors."""
+    that turns their failures into the ports' errors.
+
+    Each SDK client is configured through msrest's public configuration: its session callback
+    (``config.session_configuration_callback``) gives every session's ``requests`` adapters a
+    ``CountingRetry`` with the rules of their own Retry (so every try is counted, see
+    integrations/api_calls.py), and a response hook (``config.hooks``) keeps each thread's last
+    answer, whose status and ``Retry-After`` the SDK's exceptions do not carry. The one request this
+    cannot see is the SDK's ``Connection`` asking for the organization's resource areas when the
+    first client is built (its own client, not configurable; once a process, none when the SDK's
+    discovery cache has them).
+    """
 
     _FACTORIES = {
         "wit": "get_work_item_tracking_client",
@@ -131,35 +152,57 @@ class AzureDevOpsClient:
         "pipelines": "get_pipelines_client",
         "location": "get_location_client",
     }
+    #: Microsoft's documented 7.1 REST routes of the answers read as plain JSON (``get_json``), by
+    #: the location id the SDK knows them by; relative to the area's URL (the SDK client's).
+    _JSON_ROUTES = {
+        "9946fd70-0d40-406e-b686-b4744cbbcc37": "{project}/_apis/git/repositories/{repositoryId}/pullrequests",
+        "4216bdcf-b6b1-4d59-8b82-c34cc183fc8b": "{project}/_apis/git/repositories/{repositoryId}/pullRequests/"
+                                                "{pullRequestId}/iterations/{iterationId}/changes",
+    }
 
     def __init__(self, connection: Any, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.8) -> None:
         self.connection = connection
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self._clients: dict[str, Any] = {}
-        self.response_hooks: list[Callable[..., None]] = []  # msrest response hooks, given to each SDK client
+        self._plain: dict[str, Any] = {}  # kind -> msrest ServiceClient for plain JSON reads
+        self.api_calls = ApiCalls("azure")
+        self._answers = threading.local()  # .last: (status, Retry-After) of this thread's last answer
 
     def client(self, kind: str) -> Any:
         if kind not in self._clients:
             factory = getattr(self.connection.clients_v7_1, self._FACTORIES[kind])
             sdk = self._guard(lambda: factory(), write=False, what=f"connect the {kind} client")
-            sdk.config.connection.timeout = self.timeout
-            sdk.config.retry_policy.retries = self.retries
-            sdk.config.retry_policy.backoff_factor = self.backoff
-            sdk.config.hooks = self.response_hooks  # shared: a hook added later reaches every client
-            original = sdk._handle_error
-
-            def handle_error(request: Any, response: Any, _original: Callable = original) -> None:
-                # The client's exceptions carry no status code; keep it for the translation below.
-                try:
-                    _original(request, response)
-                except Exception as exc:
-                    exc.status_code = response.status_code  # type: ignore[attr-defined]
-                    exc.retry_after = response.headers.get("Retry-After")  # type: ignore[attr-defined]
-                    raise
-
-            sdk._handle_error = handle_error
+            self._configure(sdk.config)
             self._clients[kind] = sdk
         return self._clients[kind]
+
+    def _configure(self, config: Any) -> None:
+        """Timeout and retries as asked, every try counted, every answer's status kept (see the class)."""
+        config.connection.timeout = self.timeout
+        config.retry_policy.retries = self.retries
+        config.retry_policy.backoff_factor = self.backoff
+        config.session_configuration_callback = self._count_tries
+        config.hooks.append(self._keep_answer)
+
+    def _count_tries(self, session: Any, _config: Any, _operation_config: Any, **request_kwargs: Any) -> Any:
+        # msrest calls this with the session of every request. The SDK client made the session of the
+        # thread that built it already, with the retry policy as it was then: each session's adapters
+        # get a counting copy of their Retry once (after ``_configure``, so with the retries asked for).
+        for adapter in session.adapters.values():
+            if not isinstance(adapter.max_retries, CountingRetry):
+                adapter.max_retries = CountingRetry.copying(adapter.max_retries, self.api_calls)
+        return request_kwargs
+
+    def _keep_answer(self, response: Any, *_args: Any, **_kwargs: Any) -> None:
+        self._answers.last = (response.status_code, response.headers.get("Retry-After"))
+
+    def report_api_calls(self, observer: ApiCallObserver) -> None:
+        """Tell ``observer`` of each request from now on (see ``ReportsApiCalls``)."""
+        self.api_calls.observe(observer)
+
+    def readiness(self) -> None:
+        """The organization's resource areas: any valid PAT may read them."""
+        self.call("location", "get_resource_areas")
 
     def call(self, kind: str, method: str, *args: Any, write: bool = False, **kwargs: Any) -> Any:
         sdk = self.client(kind)
@@ -172,22 +215,90 @@ class AzureDevOpsClient:
 
     def get_json(self, kind: str, what: str, *, location_id: str, version: str, route_values: dict[str, Any],
                  query: dict[str, Any] | None = None) -> Any:
-        """A GET through the client's own routing, auth and retries, answered as plain JSON: for the
-        few answers whose SDK models drop fields the bot needs."""
-        sdk = self.client(kind)
+        """A GET answered as plain JSON, for the few answers whose SDK models drop fields the bot
+        needs: the documented route (``_JSON_ROUTES``) at the area's URL, sent by msrest with the
+        same credentials, timeout, retries and counting as the SDK's own calls."""
+        from urllib.parse import quote
+
+        from msrest.universal_http import ClientRequest
+
+        route = self._JSON_ROUTES[location_id]
+        path = route.format(**{name: quote(str(value), safe="") for name, value in route_values.items()})
         query = {k: str(v) for k, v in (query or {}).items() if v is not None}
-        return self._guard(lambda: sdk._send(http_method="GET", location_id=location_id, version=version,
-                                             route_values=route_values, query_parameters=query).json(),
-                           write=False, what=what, scopes=scopes_for(kind, "get"))
+
+        def send() -> Any:
+            plain = self._plain_client(kind)
+            request = ClientRequest("GET", f"{plain.config.base_url.rstrip('/')}/{path}")
+            if query:
+                request.format_parameters(query)
+            # As the SDK asks: the version in Accept, and a 401 rather than a redirect to a sign-in page.
+            response = plain.send(request, headers={"Accept": f"application/json;api-version={version}",
+                                                    "X-TFS-FedAuthRedirect": "Suppress"})
+            if response.status_code >= 300:
+                raise _answer_error(response)
+            return response.json()
+
+        return self._guard(send, write=False, what=what, scopes=scopes_for(kind, "get"))
+
+    def _plain_client(self, kind: str) -> Any:
+        if kind not in self._plain:
+            from azure.devops.client_configuration import ClientConfiguration
+            from msrest.service_client import ServiceClient
+
+            sdk = self.client(kind)  # its URL is the area's, found through the organization's resource areas
+            config = ClientConfiguration(sdk.config.base_url)
+            config.credentials = sdk.config.credentials
+            self._configure(config)
+            self._plain[kind] = ServiceClient(config.credentials, config)
+        return self._plain[kind]
 
     def _guard(self, action: Callable[[], Any], *, write: bool, what: str, scopes: tuple[str, ...] = ()) -> Any:
+        self._answers.last = None
         try:
             return action()
         except (TransientError, PermanentError):
             raise
         except Exception as exc:
-            raise _translate(exc, write=write, what=what, scopes=scopes,
-                             organization_url=self.organization_url) from exc
+            status, retry_after = _answer_behind(exc, self._answers.last)
+            raise _translate(exc, write=write, what=what, scopes=scopes, organization_url=self.organization_url,
+                             status=status, retry_after=retry_after) from exc
+
+
+class _CountedByClient(ReportsApiCalls):
+    """The Azure DevOps adapters share one ``AzureDevOpsClient``: its requests and readiness are theirs."""
+
+    api_service = "azure"
+    client: AzureDevOpsClient
+
+    def report_api_calls(self, observer: ApiCallObserver) -> None:
+        self.client.report_api_calls(observer)
+
+    def readiness(self) -> None:
+        self.client.readiness()
+
+
+def _answer_error(response: Any) -> Exception:
+    """The SDK's exception for an error answer to a plain JSON read, its message the service's own."""
+    from azure.devops.exceptions import AzureDevOpsAuthenticationError, AzureDevOpsClientRequestError
+
+    try:
+        message = str((response.json() or {}).get("message") or "")
+    except ValueError:
+        message = ""
+    message = message or f"Operation returned a {response.status_code} status code."
+    if response.status_code == 401:
+        return AzureDevOpsAuthenticationError(message)
+    return AzureDevOpsClientRequestError(message)
+
+
+def _answer_behind(exc: Exception, last: tuple[int, str | None] | None) -> tuple[int | None, str | None]:
+    """(status, Retry-After) of the error answer the SDK raised ``exc`` for; (None, None) when no
+    answer came (its transport's ``ClientRequestError``) or the exception is not about one."""
+    from azure.devops.exceptions import AzureDevOpsAuthenticationError, AzureDevOpsClientRequestError
+
+    if isinstance(exc, (AzureDevOpsClientRequestError, AzureDevOpsAuthenticationError)) and last and last[0] >= 400:
+        return last
+    return None, None
 
 
 # ---------------------------------------------------------------------------
@@ -250,10 +361,12 @@ def _scope_refusal(what: str, message: str, scopes: tuple[str, ...], organizatio
 
 
 def _translate(exc: Exception, *, write: bool, what: str, scopes: tuple[str, ...] = (),
-               organization_url: str = "https://dev.azure.com/ORG") -> Exception:
+               organization_url: str = "https://dev.azure.com/ORG", status: int | None = None,
+               retry_after: str | None = None) -> Exception:
+    """The port's error for ``exc``, raised by the SDK for an answer of ``status`` (with its
+    ``Retry-After``), or for no answer at all when ``status`` is None."""
     from msrest.exceptions import ClientRequestError
 
-    status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", None) or exc).strip()
     if status is None and type(exc).__name__ == "AzureDevOpsAuthenticationError":
         status = 401
@@ -281,10 +394,10 @@ def _translate(exc: Exception, *, write: bool, what: str, scopes: tuple[str, ...
     if status is not None:
         if status == 429:
             return TransientError(f"Azure DevOps throttled {what} (429): {message}",
-                                  retry_after=_seconds(getattr(exc, "retry_after", None)))
+                                  retry_after=_seconds(retry_after))
         if status >= 500:
             return TransientError(f"Azure DevOps answered {status} to {what}: {message}", outcome_unknown=write,
-                                  retry_after=_seconds(getattr(exc, "retry_after", None)))
+                                  retry_after=_seconds(retry_after))
         fixes = {
             403: "the PAT's user lacks a permission in the project: check its access level and the project's "
                  "security settings (Boards, Repos, Pipelines) for that user",
@@ -410,12 +523,13 @@ def _stamp(when: datetime) -> str:
 # Boards
 
 
-class AzureBoards(LinksChanges, ListsTickets):
+class AzureBoards(LinksChanges, ListsTickets, EditsTicketBody, _CountedByClient):
     """Retrain tickets as work items, behind the Tracker port."""
 
     name = "azure"
     reference_prefix = "AB#"
     tickets_in_repository = False
+    hides_comments = False  # the HTML sanitiser drops comments: the checklist's markers are visible text
 
     def __init__(self, client: AzureDevOpsClient, *, project: str, team: str | None = None,
                  work_item_type: str = "Task", area_path: str | None = None, process: str = "Agile",
@@ -462,13 +576,39 @@ class AzureBoards(LinksChanges, ListsTickets):
             yield from (item for item in items or [] if item is not None)
 
     def get(self, ticket_id: int) -> Ticket | None:
+        item = self._work_item(ticket_id)
+        return None if item is None else self._ticket(item)
+
+    def _work_item(self, ticket_id: int) -> Any | None:
+        """The work item, or None when there is none by that number."""
         try:
-            item = self.client.call("wit", "get_work_item", ticket_id, project=self.project)
+            return self.client.call("wit", "get_work_item", ticket_id, project=self.project)
         except PermanentError as exc:
             if "answered 404" in str(exc):
                 return None
             raise
-        return self._ticket(item)
+
+    def body(self, ticket_id: int) -> TicketBody | None:
+        """The description as stored (sanitised HTML), its revision and who saved it (``System.ChangedBy``,
+        by its unique name, as permissions name people)."""
+        item = self._work_item(ticket_id)
+        if item is None:
+            return None
+        fields = item.fields or {}
+        changed_by = fields.get("System.ChangedBy") or ""
+        if isinstance(changed_by, dict):  # an identity reference; older servers send "Name <unique name>"
+            editor = str(changed_by.get("uniqueName") or changed_by.get("displayName") or "")
+        else:
+            found = re.search(r"<([^<>]+)>\s*$", str(changed_by))
+            editor = found.group(1) if found else str(changed_by)
+        return TicketBody(text=str(fields.get("System.Description") or ""), editor=editor, revision=str(item.rev or ""))
+
+    def set_body(self, ticket_id: int, text: str) -> None:
+        self.client.call("wit", "update_work_item", _patch({"System.Description": text}, op="replace"), ticket_id,
+                         project=self.project, write=True)
+
+    def as_body(self, markdown: str) -> str:
+        return markdown_to_html(markdown)
 
     def find_comment(self, ticket_id: int, marker: str) -> str | None:
         token = None
@@ -510,13 +650,29 @@ class AzureBoards(LinksChanges, ListsTickets):
         if body is not None:
             fields["System.Description"] = _with_html_marker(markdown_to_html(body), ticket.key)
         if labels is not None:
-            fields["System.Tags"] = self._tags(labels)
             fields["Microsoft.VSTS.Common.Priority"] = _priority(labels)
         if not fields:
             return ticket
-        item = self.client.call("wit", "update_work_item", _patch(fields, op="replace"), ticket.id,
-                                project=self.project, write=True)
-        return self._ticket(item)
+        if labels is None:
+            item = self.client.call("wit", "update_work_item", _patch(fields, op="replace"), ticket.id,
+                                    project=self.project, write=True)
+            return self._ticket(item)
+        # The tags are merged into those the work item has (a person's, the board's model: and
+        # severity:), so they are read first, and written only over that very revision.
+        for attempt in range(_REV_ATTEMPTS):
+            current = self.client.call("wit", "get_work_item", ticket.id, project=self.project)
+            fields["System.Tags"] = self._tags(labels, (current.fields or {}).get("System.Tags"))
+            try:
+                item = self.client.call("wit", "update_work_item",
+                                        [_rev_test(current.rev), *_patch(fields, op="replace")], ticket.id,
+                                        project=self.project, write=True)
+            except PermanentError as exc:
+                if getattr(exc, "status", None) != 412:
+                    raise
+                continue  # changed meanwhile: read again and merge into that
+            return self._ticket(item)
+        raise TransientError(f"work item {ticket.id} changed each time mlops-bot updated it ({_REV_ATTEMPTS} tries): "
+                             "it is tried again later")
 
     def comment(self, ticket_id: int, body: str, *, marker: str) -> str:
         from azure.devops.v7_1.work_item_tracking.models import CommentCreate
@@ -602,9 +758,9 @@ class AzureBoards(LinksChanges, ListsTickets):
         iterations = self.client.call("work", "get_team_iterations", self._context(), timeframe="current")
         return iterations[0].path if iterations else None
 
-    def _tags(self, labels: Iterable[str]) -> str:
-        tags = [self.tag, *(label for label in labels if label != self.tag)]
-        return "; ".join(dict.fromkeys(tags))
+    def _tags(self, labels: Iterable[str], current: str | None = None) -> str:
+        """The bot's tag and ``labels`` merged into the ``current`` tags (see ``merge_tags``)."""
+        return merge_tags(current, [self.tag, *(label for label in labels if label != self.tag)])
 
     def _ticket(self, item: Any) -> Ticket:
         fields = item.fields or {}
@@ -618,6 +774,27 @@ class AzureBoards(LinksChanges, ListsTickets):
                       title=str(fields.get("System.Title") or ""),
                       state="closed" if fields.get("System.State") in self.closed_states else "open",
                       url=url or str(item.url or ""), labels=tuple(t for t in tags if t != self.tag))
+
+
+def merge_tags(current: str | None, wanted: Iterable[str]) -> str:
+    """``System.Tags`` holding ``wanted`` and keeping every other tag there (a person's): a wanted
+    ``prefix:value`` takes the place of the tag with the same ``prefix:`` (``drift:low`` becomes
+    ``drift:high``); tags compare in any case, as Azure's do. ``;`` separates tags, so none is in one."""
+    wanted = [tag.replace(";", ",").strip() for tag in wanted if tag and tag.strip()]
+    prefixes = {tag.split(":", 1)[0].casefold() for tag in wanted if ":" in tag}
+    kept = [tag.strip() for tag in (current or "").split(";") if tag.strip()
+            and not (":" in tag and tag.strip().split(":", 1)[0].casefold() in prefixes)]
+    merged: dict[str, str] = {}
+    for tag in [*kept, *wanted]:
+        merged[tag.casefold()] = tag
+    return "; ".join(merged.values())
+
+
+def _rev_test(rev: Any) -> Any:
+    """The JSON Patch operation that makes a write apply only over revision ``rev`` (412 otherwise)."""
+    from azure.devops.v7_1.work_item_tracking.models import JsonPatchOperation
+
+    return JsonPatchOperation(op="test", path="/rev", value=rev)
 
 
 def _priority(labels: Iterable[str]) -> int:
@@ -643,7 +820,7 @@ def _quote(text: str) -> str:
 # Repos
 
 
-class AzureRepos(ReportsChangedPaths, NamesChangesForLinks):
+class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
     """Pull requests and their threads on one repository, behind the SourceControl port.
 
     Who may do what is not asked of the service: ``permissions`` maps users (unique names) and
@@ -944,7 +1121,7 @@ def _level(name: str) -> Permission:
 # Pipelines
 
 
-class AzurePipelines:
+class AzurePipelines(_CountedByClient):
     """One YAML pipeline, behind the PipelineEngine port.
 
     ``start`` passes ``run_id``, ``project``, ``trigger``, ``reason``, ``promote`` and ``context``

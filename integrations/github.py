@@ -40,33 +40,42 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
+from integrations.api_calls import ApiCalls, CountingRetry
 from integrations.github_payloads import change_from_pull, comment_from_json
 from integrations.ports import (
+    ApiCallObserver,
     Change,
     ChangeHead,
+    CheckAnnotation,
+    CheckReport,
+    CheckRunRef,
     Comment,
+    EditsTicketBody,
     ListsTickets,
     PermanentError,
     Permission,
     PermissionRefused,
     ReadsCommitStatuses,
+    ReportsApiCalls,
     ReportsChangedPaths,
     ReportsChangeHeads,
+    ReportsCheckRuns,
     ReportsCommitMessages,
     RunHandle,
     StillRunning,
     Target,
     Ticket,
+    TicketBody,
     TransientError,
     marker_comment,
     with_marker,
 )
 
-__all__ = ["METRICS_ARTIFACT", "ContentPacer", "CycleBudgetSpent", "GitHubActionsEngine", "GitHubAuth",
-           "GitHubClient", "GitHubIssues", "GitHubSource", "WritesPaced", "connect"]
+__all__ = ["METRICS_ARTIFACT", "ContentPacer", "CycleBudgetSpent", "GitHubActionsEngine", "GitHubAppSource",
+           "GitHubAuth", "GitHubClient", "GitHubIssues", "GitHubSource", "WritesPaced", "connect"]
 
 log = logging.getLogger("mlops_bot.github")
 
@@ -172,13 +181,21 @@ def connect(auth: GitHubAuth, *, base_url: str = "https://api.github.com", timeo
     else:
         raise PermanentError("GitHub needs GITHUB_TOKEN, or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and "
                              "GITHUB_APP_INSTALLATION_ID")
-    if retry == "default":
-        from urllib3.util.retry import Retry
+    from urllib3.util.retry import Retry
 
+    # Every request is counted by the Retry PyGithub hands to urllib3 (integrations/api_calls.py);
+    # GitHubClient finds the count there, in the arguments the client was built with.
+    calls = ApiCalls("github")
+    if retry == "default":
         # Only reads are retried here, briefly; writes and rate limits go back to the outbox, which
         # waits as long as GitHub asks and checks for a lost write before repeating it.
-        retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.3, status_forcelist=(502, 503, 504),
-                      allowed_methods=frozenset({"GET"}), respect_retry_after_header=False, raise_on_status=False)
+        retry = CountingRetry(total=2, connect=2, read=1, status=2, backoff_factor=0.3,
+                              status_forcelist=(502, 503, 504), allowed_methods=frozenset({"GET"}),
+                              respect_retry_after_header=False, raise_on_status=False, calls=calls)
+    elif retry is None:  # what requests does with PyGithub's retry=None: no retries at all
+        retry = CountingRetry(0, read=False, calls=calls)
+    else:
+        retry = CountingRetry.copying(Retry.from_int(retry), calls)
     # PyGithub's own spacing is off: it sleeps in the request on the wall clock, for reads too (0.25 s),
     # and cannot turn the hour's limit into a wait for the outbox. GitHubClient paces writes instead
     # (ContentPacer: GitHub's one second between writes, and its hourly limit).
@@ -200,6 +217,22 @@ class GitHubClient:
         self._cycle_started = clock()
         self._clone_url: str | None = None
         self.pacer = pacer or ContentPacer.for_api(gh.requester.base_url)
+        # The count of this client's requests, kept by the Retry it was built with (``connect``);
+        # ``Requester.kwargs`` is PyGithub's own list of those arguments. None: built elsewhere, not counted.
+        retry = gh.requester.kwargs.get("retry")
+        self.api_calls: ApiCalls | None = retry.calls if isinstance(retry, CountingRetry) else None
+
+    def report_api_calls(self, observer: ApiCallObserver) -> None:
+        """Tell ``observer`` of each request from now on (see ``ReportsApiCalls``)."""
+        if self.api_calls is None:
+            log.warning("GitHub requests are not counted: the PyGithub client was not built by "
+                        "integrations.github.connect, which gives it the Retry that counts them")
+            return
+        self.api_calls.observe(observer)
+
+    def readiness(self) -> None:
+        """GitHub's ``GET /rate_limit``: it answers whoever may use the API, and costs nothing against the limit."""
+        self.gh.get_rate_limit()
 
     def begin_cycle(self) -> None:
         """A new poll cycle: its request budget starts afresh."""
@@ -220,14 +253,23 @@ class GitHubClient:
         if etag_key and conditional and etag_key in self._etags:
             headers["If-None-Match"] = self._etags[etag_key]
         try:
+            # ``Github.requester`` is PyGithub's documented way to make a request its objects do not
+            # ("to make requests to API endpoints not yet supported by PyGitHub"): the bot's polls are
+            # conditional (If-None-Match), and its reads take one request where objects take several.
             response_headers, data = self.requester.requestJsonAndCheck(
                 verb, url or f"{self.repo.url}{path}", parameters=params, headers=headers, input=body)
         except Exception as exc:
+            from github import GithubException
+
+            if self.api_calls is not None and isinstance(exc, GithubException) and exc.headers:
+                self.api_calls.rate_limit(exc.headers)  # a refusal carries the budget too
             translated = _translate(exc, write=write, what=f"{verb} {self.repo_name}{path}" if url is None else
                                     f"{verb} {url}")
             if _status_of(exc) == 404 and type(translated) is PermanentError:
                 translated = self._hidden_repository(exc, asked_for_it=(path == "" and url is None)) or translated
             raise translated from exc
+        if self.api_calls is not None:
+            self.api_calls.rate_limit(response_headers)
         if etag_key and response_headers.get("etag"):
             self._etags[etag_key] = response_headers["etag"]
         return response_headers, data
@@ -241,7 +283,7 @@ class GitHubClient:
             hidden = True
         else:  # the issue may be gone, or the whole repository hidden: ask for the repository
             try:
-                self.requester.requestJsonAndCheck("GET", self.repo.url)
+                self.gh.get_repo(self.repo_name, lazy=False)  # GET /repos/{owner}/{repo}
             except GithubException as probe:
                 hidden = probe.status == 404
             except Exception:  # noqa: BLE001 - no answer: the 404 stays what it was
@@ -303,6 +345,19 @@ class GitHubClient:
             _headers, data = self.call("GET", "")
             self._clone_url = data["clone_url"]
         return self._clone_url
+
+    def graphql(self, document: str, variables: dict[str, Any], *, write: bool) -> tuple[dict, dict]:
+        """One GraphQL request through PyGithub's public ``Requester.graphql_query``: counted in the
+        cycle's budget and spaced as a write when it is a mutation, as REST calls are; its rate-limit
+        headers (GraphQL has a budget of its own, ``x-ratelimit-resource: graphql``) reach /metrics.
+        PyGithub's and requests' errors are left to the caller, which knows what the request was for."""
+        self._spend(True)
+        if write:
+            self.pacer.wait()  # GitHub's secondary limits count GraphQL mutations as writes
+        headers, answer = self.requester.graphql_query(document, variables)
+        if self.api_calls is not None:
+            self.api_calls.rate_limit(headers)
+        return headers, answer
 
     def download(self, url: str) -> bytes:
         """A file behind an API URL that answers 302 to short-lived signed storage elsewhere (an artifact's zip).
@@ -373,7 +428,21 @@ class GitHubClient:
             headers, data = self.call("GET", "", url=following)
 
 
-class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHeads, ReadsCommitStatuses):
+class _CountedByClient(ReportsApiCalls):
+    """The GitHub adapters share one ``GitHubClient``: its requests and its readiness are theirs."""
+
+    api_service = "github"
+    client: GitHubClient
+
+    def report_api_calls(self, observer: ApiCallObserver) -> None:
+        self.client.report_api_calls(observer)
+
+    def readiness(self) -> None:
+        self.client.readiness()
+
+
+class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHeads, ReadsCommitStatuses,
+                   _CountedByClient):
     """Pull requests and their comments on one repository, behind the SourceControl port."""
 
     name = "github"
@@ -381,6 +450,14 @@ class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHead
     # access), so read-level commands need no permission lookup.
     commenters_can_read = True
     has_issues = True  # issue #12 is a ticket only when the tracker is the repository's issues
+
+    def __new__(cls, client: GitHubClient, **_options: Any) -> Self:
+        """Made over an App installation's client, the source is a ``GitHubAppSource``, which reports
+        runs as check runs (GitHub gives check runs to Apps alone); over a token, one that sets
+        commit statuses. The class picks its kind from the credentials, as ``pathlib.Path`` does
+        from the platform, so whoever builds a source gets the one the credentials allow."""
+        kind = GitHubAppSource if cls is GitHubSource and _authenticated_as_app(client) else cls
+        return super().__new__(kind)
 
     def __init__(self, client: GitHubClient, *, branch: str | None = None):
         self.client, self.repo = client, client.repo_name
@@ -544,12 +621,87 @@ class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHead
         return find_ticket_references(f"{change.title}\n{change.body}", patterns)
 
 
-class GitHubIssues(ListsTickets):
+#: GitHub's limits on a check run's ``output`` ("Create a check run"): annotations per request, and
+#: the length of the summary
+MAX_ANNOTATIONS_PER_REQUEST, MAX_CHECK_SUMMARY = 50, 65535
+
+
+class GitHubAppSource(GitHubSource, ReportsCheckRuns):
+    """``GitHubSource`` as a GitHub App installation: a run on a commit is a check run there."""
+
+    def find_check_run(self, repo: str, head_sha: str, name: str, external_id: str) -> CheckRunRef | None:
+        # ``filter=all``: GitHub's default (``latest``) hides a run behind a newer one of the same name.
+        _h, data = self.client.call("GET", f"/commits/{head_sha}/check-runs",
+                                    params={"check_name": name, "filter": "all", "per_page": 100})
+        for run in (data or {}).get("check_runs", []):
+            if run.get("external_id") == external_id and run.get("name") == name:
+                return _check_run_ref(run)
+        return None
+
+    def create_check_run(self, repo: str, head_sha: str, name: str, *, external_id: str,
+                         report: CheckReport) -> CheckRunRef:
+        batches = _annotation_batches(report.annotations)
+        _h, data = self.client.call("POST", "/check-runs", write=True, body={
+            "name": name, "head_sha": head_sha, "external_id": external_id, **_check_fields(report, batches[0])})
+        created = _check_run_ref(data)
+        for batch in batches[1:]:  # GitHub adds each request's annotations to the run's
+            self.client.call("PATCH", f"/check-runs/{created.id}", write=True,
+                             body={"output": _check_output(report, batch)})
+        return created
+
+    def update_check_run(self, repo: str, check_run_id: str, report: CheckReport) -> None:
+        for batch in _annotation_batches(report.annotations):
+            self.client.call("PATCH", f"/check-runs/{check_run_id}", write=True, body=_check_fields(report, batch))
+
+
+def _authenticated_as_app(client: GitHubClient) -> bool:
+    """Whether the client speaks for a GitHub App installation (``connect`` with an App's id and key)."""
+    from github import Auth
+
+    return isinstance(getattr(client.requester, "auth", None), Auth.AppInstallationAuth)
+
+
+def _annotation_batches(annotations: tuple[CheckAnnotation, ...]) -> list[tuple[CheckAnnotation, ...]]:
+    """The annotations in GitHub's requests of at most 50 each; one empty batch when there are none."""
+    size = MAX_ANNOTATIONS_PER_REQUEST
+    return [annotations[start:start + size] for start in range(0, len(annotations), size)] or [()]
+
+
+def _check_output(report: CheckReport, annotations: tuple[CheckAnnotation, ...]) -> dict[str, Any]:
+    output: dict[str, Any] = {"title": report.title[:255], "summary": report.summary[:MAX_CHECK_SUMMARY]}
+    if annotations:
+        output["annotations"] = [{
+            "path": a.path, "start_line": a.start_line, "end_line": a.end_line, "annotation_level": a.level,
+            "message": a.message, **({"title": a.title[:255]} if a.title else {}),
+        } for a in annotations]
+    return output
+
+
+def _check_fields(report: CheckReport, annotations: tuple[CheckAnnotation, ...]) -> dict[str, Any]:
+    """A check run's body for GitHub: its state, output and buttons (``actions``, always sent, so
+    that a run's buttons go away when its report has none)."""
+    fields: dict[str, Any] = {"status": report.status, "output": _check_output(report, annotations),
+                              "actions": [{"identifier": b.identifier, "label": b.label,
+                                           "description": b.description} for b in report.buttons]}
+    if report.conclusion is not None:
+        fields["conclusion"] = report.conclusion
+    if report.details_url:
+        fields["details_url"] = report.details_url
+    return fields
+
+
+def _check_run_ref(run: dict[str, Any]) -> CheckRunRef:
+    return CheckRunRef(id=str(run["id"]), status=str(run.get("status") or ""), conclusion=run.get("conclusion"),
+                       annotations=int((run.get("output") or {}).get("annotations_count") or 0))
+
+
+class GitHubIssues(ListsTickets, EditsTicketBody, _CountedByClient):
     """Retrain tickets as issues on the repository, found again by label and hidden marker."""
 
     name = "github"
     reference_prefix = "#"
     tickets_in_repository = True
+    hides_comments = True  # an HTML comment in an issue body survives, unseen
 
     def __init__(self, client: GitHubClient, *, label: str = "mlops-bot"):
         self.client, self.label = client, label
@@ -617,8 +769,25 @@ class GitHubIssues(ListsTickets):
         found = [_ticket(item, _key_in(item.get("body") or "")) for item in items if "pull_request" not in item]
         return sorted(found, key=lambda ticket: ticket.id)
 
+    def body(self, ticket_id: int) -> TicketBody | None:
+        """The issue's body. Its editor is not said: the REST API names who opened an issue, not
+        who last edited it (the ``issues`` edited webhook's ``sender`` does)."""
+        try:
+            _h, data = self.client.call("GET", f"/issues/{ticket_id}")
+        except PermissionRefused:
+            raise
+        except PermanentError:
+            return None
+        return TicketBody(text=data.get("body") or "", revision=str(data.get("updated_at") or ""))
 
-class GitHubActionsEngine:
+    def set_body(self, ticket_id: int, text: str) -> None:
+        self.client.call("PATCH", f"/issues/{ticket_id}", body={"body": text}, write=True)
+
+    def as_body(self, markdown: str) -> str:
+        return markdown
+
+
+class GitHubActionsEngine(_CountedByClient):
     """Training on the team's own runners: a workflow dispatched with the run's id as an input.
 
     The workflow must title its runs by that input (``run-name: ${{ inputs.run_id }}``): the run is

@@ -8,12 +8,13 @@ without handling anything twice.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from integrations.ports import Change, Comment, Target
 
-__all__ = ["WebhookFact", "change_from_pull", "comment_from_json", "parse_delivery"]
+__all__ = ["CheckClick", "WebhookFact", "change_from_pull", "comment_from_json", "parse_delivery"]
 
 _NUMBER_IN_URL = re.compile(r"/(?P<kind>issues|pull)/(?P<number>\d+)")
 
@@ -70,13 +71,33 @@ def change_from_pull(pull: dict[str, Any], *, paths: tuple[str, ...] = ()) -> Ch
     )
 
 
+@dataclass(frozen=True)
+class CheckClick:
+    """A person's click on a check run: one of its buttons (``requested_action``, with the button's
+    ``identifier``), its *Re-run* (``rerequested``), or *Re-run all checks* of a commit's suite
+    (``suite_rerequested``: no check run, only the commit)."""
+
+    action: Literal["requested_action", "rerequested", "suite_rerequested"]
+    repo: str
+    sender: str
+    head_sha: str
+    check_run_id: str = ""
+    name: str = ""
+    external_id: str = ""  # the run's id on the integrator's side: the bot's pipeline run id
+    identifier: str = ""
+    pulls: tuple[int, ...] = ()  # the open pull requests whose head is the commit, as GitHub lists them
+
+
 class WebhookFact:
-    """What a delivery says, in the ports' words: a comment, a merge, a closed issue, or nothing."""
+    """What a delivery says, in the ports' words: a comment, a merge, a closed issue, a click on a
+    check run, or nothing."""
 
     def __init__(self, kind: str, *, comment: Comment | None = None, change: Change | None = None,
-                 ticket: int | None = None, repo: str = "", by: str = "", ignored: str = ""):
+                 ticket: int | None = None, repo: str = "", by: str = "", ignored: str = "",
+                 click: CheckClick | None = None, body: str = ""):
         self.kind, self.comment, self.change, self.ticket = kind, comment, change, ticket
-        self.repo, self.by, self.ignored = repo, by, ignored
+        self.repo, self.by, self.ignored, self.click = repo, by, ignored, click
+        self.body = body  # an edited issue's new body (``ticket_edited``)
 
 
 def parse_delivery(event: str, payload: dict[str, Any], *, bot_login: str = "") -> WebhookFact:
@@ -104,8 +125,44 @@ def parse_delivery(event: str, payload: dict[str, Any], *, bot_login: str = "") 
         if action == "closed":
             return WebhookFact("ticket_closed", repo=repo, ticket=int(payload["issue"]["number"]),
                                by=(payload.get("sender") or {}).get("login", ""))
-        return WebhookFact("ignored", repo=repo, ignored=f"issues {action}: only closing matters to the bot")
+        if action == "edited" and isinstance((payload.get("changes") or {}).get("body"), dict):
+            # A body edit (a box of the bot's checklist ticked, maybe): its editor is the sender,
+            # whose permission the tick acts with. Title-only edits carry no changes.body.
+            _require(payload, "sender")
+            return WebhookFact("ticket_edited", repo=repo, ticket=int(payload["issue"]["number"]),
+                               by=str(payload["sender"].get("login") or ""),
+                               body=str(payload["issue"].get("body") or ""))
+        return WebhookFact("ignored", repo=repo, ignored=f"issues {action}: only closing and body edits matter to "
+                                                         "the bot")
+    if event == "check_run":
+        if action not in {"requested_action", "rerequested"}:
+            return WebhookFact("ignored", repo=repo, ignored=f"check_run {action}: only a click (a button, "
+                                                             "Re-run) matters to the bot")
+        _require(payload, "check_run", "repository", "sender")
+        run = payload["check_run"]
+        identifier = ""
+        if action == "requested_action":
+            _require(payload, "requested_action")
+            identifier = str(payload["requested_action"].get("identifier") or "")
+        return WebhookFact("check_click", repo=repo, click=CheckClick(
+            action=action, repo=repo, sender=str(payload["sender"]["login"]), head_sha=str(run["head_sha"]),
+            check_run_id=str(run["id"]), name=str(run.get("name") or ""), external_id=str(run.get("external_id") or ""),
+            identifier=identifier, pulls=_pull_numbers(run)))
+    if event == "check_suite":
+        if action != "rerequested":
+            return WebhookFact("ignored", repo=repo, ignored=f"check_suite {action}: only Re-run all checks "
+                                                             "(rerequested) matters to the bot")
+        _require(payload, "check_suite", "repository", "sender")
+        suite = payload["check_suite"]
+        return WebhookFact("check_click", repo=repo, click=CheckClick(
+            action="suite_rerequested", repo=repo, sender=str(payload["sender"]["login"]),
+            head_sha=str(suite["head_sha"]), pulls=_pull_numbers(suite)))
     return WebhookFact("ignored", repo=repo, ignored=f"{event or 'unnamed'} events are not used by the bot")
+
+
+def _pull_numbers(run_or_suite: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(int(pull["number"]) for pull in run_or_suite.get("pull_requests") or []
+                 if isinstance(pull, dict) and "number" in pull)
 
 
 def _require(payload: dict[str, Any], *keys: str) -> None:

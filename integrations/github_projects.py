@@ -378,10 +378,8 @@ class GitHubProjectBoard:
         import requests
         from github import GithubException
 
-        if write:
-            self.client.pacer.wait()  # GitHub's secondary limits count GraphQL mutations as writes
         try:
-            _headers, answer = self.client.requester.graphql_query(document, variables)
+            _headers, answer = self.client.graphql(document, variables, write=write)
         except GithubException as exc:
             raise _translate(exc, write=write, what=what) from None
         except requests.RequestException as exc:  # timeout, connection lost: a write may have happened

@@ -30,14 +30,17 @@ from integrations.ports import (
     Change,
     Comment,
     DescribesTickets,
+    EditsTicketBody,
     ListsTickets,
     MessageRef,
+    PermanentError,
     Permission,
     ReadsCommitStatuses,
     RunHandle,
     TakesTypedComments,
     Target,
     Ticket,
+    TicketBody,
     marker_comment,
     with_marker,
 )
@@ -123,6 +126,15 @@ _ticket_comments = sa.Table(
     sa.Column("author", sa.String(100), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("created_at", sa.String(40), nullable=False),
+)
+# Who saved each ticket body through ``set_body`` (the bot) or ``edit_body`` (a person at the
+# console): a tick in the body acts with its editor's permission, as on the other trackers.
+_ticket_edits = sa.Table(
+    "local_ticket_edits", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ticket_id", sa.Integer, nullable=False, index=True),
+    sa.Column("editor", sa.String(100), nullable=False),
+    sa.Column("edited_at", sa.String(40), nullable=False),
 )
 _chat = sa.Table(
     "local_chat", _metadata,
@@ -229,6 +241,9 @@ def _now(clock: Callable[[], datetime]) -> str:
     return clock().isoformat()
 
 
+#: who types at the console on embedded defaults: the repository's admin
+CONSOLE_USER = "you"
+
 class LocalGitSource(ReadsCommitStatuses, TakesTypedComments):
     """A git repository on this machine as the source of merged changes; console comments."""
 
@@ -237,7 +252,7 @@ class LocalGitSource(ReadsCommitStatuses, TakesTypedComments):
     has_issues = False  # a comment typed on ticket N is on the tracker's ticket N
 
     def __init__(self, engine: sa.Engine, repo_dir: Path, *, branch: str | None = None, bot_name: str = "mlops-bot",
-                 console_user: str = "you", clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 console_user: str = CONSOLE_USER, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  out: TextIO | None = None):
         self.engine, self.repo_dir, self.bot_name, self.console_user = engine, Path(repo_dir), bot_name, console_user
         self.clock, self.out = clock, out
@@ -389,12 +404,13 @@ def find_ticket_references(text: str, patterns: tuple[str, ...]) -> list[tuple[s
     return found
 
 
-class LocalBoard(ListsTickets, DescribesTickets):
+class LocalBoard(ListsTickets, DescribesTickets, EditsTicketBody):
     """Retrain tickets on a board kept in the state database."""
 
     name = "board"
     reference_prefix = "#"
     tickets_in_repository = False
+    hides_comments = True  # bodies are Markdown kept as written
 
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  bot_name: str = "mlops-bot", out: TextIO | None = None):
@@ -495,6 +511,31 @@ class LocalBoard(ListsTickets, DescribesTickets):
             "labels": list(ticket.labels), "body": _strip_markers(row.body), "created_at": row.created_at,
             "closed_at": row.closed_at, "comments": comments,
         }
+
+    def body(self, ticket_id: int) -> TicketBody | None:
+        with self._db.transaction() as conn:
+            text = conn.execute(_TICKET_BODY, {"ticket_id": ticket_id}).scalar_one_or_none()
+            if text is None:
+                return None
+            edit = conn.execute(sa.select(_ticket_edits).where(_ticket_edits.c.ticket_id == ticket_id)
+                                .order_by(_ticket_edits.c.id.desc()).limit(1)).first()
+        return TicketBody(text=text, editor=edit.editor if edit else "", revision=str(edit.id) if edit else "")
+
+    def set_body(self, ticket_id: int, text: str) -> None:
+        self.edit_body(ticket_id, text, editor=self.bot_name)
+
+    def edit_body(self, ticket_id: int, text: str, *, editor: str) -> None:
+        """Save the body as ``editor`` (the bot, or a person ticking a box at the console)."""
+        with self._db.transaction() as conn:
+            changed = conn.execute(_tickets.update().where(_tickets.c.id == ticket_id).values(body=text)).rowcount
+            if not changed:
+                raise PermanentError(f"there is no ticket:{ticket_id} on the board (`mlops-bot board list` lists them)")
+            conn.execute(_ticket_edits.insert().values(ticket_id=ticket_id, editor=editor, edited_at=_now(self.clock)))
+        if editor != self.bot_name:
+            self._print(f"[board] ticket:{ticket_id}'s body edited by {editor}")
+
+    def as_body(self, markdown: str) -> str:
+        return markdown
 
     def _print(self, line: str, body: str = "") -> None:
         if self.out is not None:
@@ -616,4 +657,5 @@ class InProcessEngine:
 
 
 def _strip_markers(body: str) -> str:
-    return re.sub(r"\s*<!-- mlops-bot:[^>]*-->", "", body)
+    # "mlops-bot " too: the checklist's section markers and box ids (bot/checklist.py)
+    return re.sub(r"\s*<!-- mlops-bot[: ][^>]*-->", "", body).strip()

@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "ApiCallObserver",
     "Change",
     "ChangeHead",
     "Chat",
     "ChatAction",
+    "CheckAnnotation",
+    "CheckButton",
+    "CheckReport",
+    "CheckRunRef",
     "Comment",
     "DescribesTickets",
+    "EditsTicketBody",
     "LinksChanges",
     "ListsTickets",
     "MessageRef",
@@ -38,8 +44,10 @@ __all__ = [
     "ReadsCommitStatuses",
     "ReportsChangeHeads",
     "ReportsChangedPaths",
+    "ReportsCheckRuns",
     "ReportsCommitMessages",
     "ResolvesPermissions",
+    "ReportsApiCalls",
     "RunHandle",
     "ShowsActions",
     "SourceControl",
@@ -47,6 +55,7 @@ __all__ = [
     "StillRunning",
     "TakesTypedComments",
     "Ticket",
+    "TicketBody",
     "Tracker",
     "TransientError",
     "UploadsFiles",
@@ -189,6 +198,16 @@ class Ticket:
     state: Literal["open", "closed"]
     url: str = ""
     labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TicketBody:
+    """A ticket's body as the tracker stores it (Markdown on GitHub and the local board, HTML on Azure
+    Boards), with who wrote it last and the tracker's revision of it, where the tracker says."""
+
+    text: str
+    editor: str = ""  # who saved this body; "" when the tracker does not tell (GitHub's REST API)
+    revision: str = ""  # the tracker's revision (Azure's ``rev``, the local board's edit id); "" if none
 
 
 @dataclass(frozen=True)
@@ -389,6 +408,77 @@ class ReadsCommitStatuses(Protocol):
         """The newest status of ``context`` on the commit, as (state, description); None if none."""
 
 
+@dataclass(frozen=True)
+class CheckAnnotation:
+    """A note on lines of a file in the repository, shown beside the code (GitHub check runs)."""
+
+    path: str  # relative to the repository's root
+    start_line: int
+    end_line: int
+    level: Literal["notice", "warning", "failure"]
+    message: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class CheckButton:
+    """A button on a check run: GitHub takes at most three, ``label`` and ``identifier`` up to 20
+    characters, ``description`` up to 40; a click comes back as a ``requested_action`` webhook."""
+
+    identifier: str
+    label: str
+    description: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What a check run shows: its state, a title and Markdown summary, annotations and buttons."""
+
+    status: Literal["in_progress", "completed"]
+    title: str
+    summary: str
+    conclusion: Literal["success", "failure", "neutral", "cancelled", "timed_out", "action_required"] | None = None
+    annotations: tuple[CheckAnnotation, ...] = ()
+    buttons: tuple[CheckButton, ...] = ()
+    details_url: str = ""
+
+
+@dataclass(frozen=True)
+class CheckRunRef:
+    """A check run as found again: its id, where it stands, and how many annotations it holds
+    (annotations sent again are added again, so a repeat after a lost answer leaves them out)."""
+
+    id: str
+    status: str
+    conclusion: str | None
+    annotations: int
+
+
+@runtime_checkable
+class ReportsCheckRuns(Protocol):
+    """A source control that shows a commit's pipeline run as a check run (GitHub, as an App only:
+    GitHub refuses check runs to tokens), with a summary, annotations and buttons. Sources without
+    it set commit statuses instead.
+
+    Exactly once: a check run is named by the commit, its ``name`` and the bot's ``external_id``
+    (the pipeline run's id), so a write whose answer was lost is found and updated, never repeated.
+    """
+
+    @abstractmethod
+    def find_check_run(self, repo: str, head_sha: str, name: str, external_id: str) -> CheckRunRef | None:
+        """The bot's check run ``name`` on the commit carrying ``external_id``, if there is one."""
+
+    @abstractmethod
+    def create_check_run(self, repo: str, head_sha: str, name: str, *, external_id: str,
+                         report: CheckReport) -> CheckRunRef:
+        """Create the check run showing ``report``."""
+
+    @abstractmethod
+    def update_check_run(self, repo: str, check_run_id: str, report: CheckReport) -> None:
+        """Show ``report`` on the check run; its annotations are added to those it has, its
+        buttons replace those it had (none: no buttons)."""
+
+
 @runtime_checkable
 class NamesChangesForLinks(Protocol):
     """A source control whose changes a tracker links by something other than their web address
@@ -442,6 +532,31 @@ class DescribesTickets(Protocol):
 
 
 @runtime_checkable
+class EditsTicketBody(Protocol):
+    """A tracker whose ticket bodies the bot reads back and rewrites in part: the live checklist
+    (``bot/checklist.py``) is a section the bot owns inside a body people may edit too.
+
+    ``hides_comments``: an HTML comment in a body survives (GitHub, the local board), so the
+    checklist's markers can be hidden; False where the service's sanitiser strips them (Azure
+    Boards), and the markers are visible lines of text.
+    """
+
+    hides_comments: bool
+
+    @abstractmethod
+    def body(self, ticket_id: int) -> TicketBody | None:
+        """The ticket's body as stored, with its last editor where known; None if no such ticket."""
+
+    @abstractmethod
+    def set_body(self, ticket_id: int, text: str) -> None:
+        """Store ``text`` as the body exactly (no marker added: it keeps those the body had)."""
+
+    @abstractmethod
+    def as_body(self, markdown: str) -> str:
+        """The bot's Markdown in the form this tracker stores (HTML on Azure Boards)."""
+
+
+@runtime_checkable
 class ShowsActions(Protocol):
     """A chat that shows buttons under a message: its ``post`` and ``update`` take ``actions``.
 
@@ -488,6 +603,40 @@ class ResolvesPermissions(Protocol):
     @abstractmethod
     def permission(self, user: str, levels: Mapping[str, str]) -> Permission:
         """``user``'s level from ``levels``, which maps users, groups and ``*`` to level names."""
+
+
+# --- observing the services: what an adapter's SDK client says about its requests ----------------
+
+
+class ApiCallObserver(Protocol):
+    """Told of the HTTP requests an adapter's SDK client makes (``bot/observability.py``); a type
+    for the checker only: nothing asks ``isinstance`` of it."""
+
+    def api_response(self, service: str, status: int | str) -> None:
+        """One request: the status of its answer, or ``"error"`` when no answer came (refused,
+        dropped, timed out). Told once per request sent, a request the SDK retries once per try."""
+
+    def api_rate_limit(self, service: str, headers: Mapping[str, str]) -> None:
+        """The rate-limit headers of an answer already told of (GitHub's ``x-ratelimit-*``)."""
+
+
+@runtime_checkable
+class ReportsApiCalls(Protocol):
+    """An adapter whose SDK client reports its requests through the SDK's own extension points
+    (a urllib3 ``Retry`` handed to PyGithub and to msrest, a slack-sdk retry handler), and that can
+    ask its service one cheap question to show that it is reachable."""
+
+    api_service: str  # the service its requests are counted under and its readiness check is named by
+
+    @abstractmethod
+    def report_api_calls(self, observer: ApiCallObserver) -> None:
+        """Tell ``observer`` of every request the adapter's client makes from now on. Adapters that
+        share a client share its observer: a later call replaces an earlier one, so a request is
+        told of once however many adapters hand the observer on."""
+
+    @abstractmethod
+    def readiness(self) -> None:
+        """Ask the service one cheap question; raise when it does not answer or refuses the bot."""
 
 
 def marker_comment(marker: str) -> str:

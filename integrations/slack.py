@@ -56,15 +56,19 @@ from slack_sdk.http_retry import (
     HttpResponse,
     Jitter,
     RateLimitErrorRetryHandler,
+    RetryHandler,
     RetryState,
 )
 
+from integrations.api_calls import ApiCalls
 from integrations.ports import (
+    ApiCallObserver,
     ChatAction,
     MessageRef,
     PermanentError,
     Permission,
     PermissionRefused,
+    ReportsApiCalls,
     ResolvesPermissions,
     ShowsActions,
     TransientError,
@@ -145,11 +149,35 @@ def connect(
         base_url=base_url,
         timeout=timeout,  # type: ignore[arg-type] - urllib takes float seconds
         retry_handlers=[
+            _CountingHandler(),  # first: the SDK asks the handlers in order until one retries
             _ConnectionRetry(max_retry_count=connection_retries,
                              interval_calculator=BackoffRetryIntervalCalculator(backoff, _ScaledJitter())),
             _RateLimitRetry(max_retry_count=rate_limit_retries, max_wait=max_rate_limit_wait),
         ],
     )
+
+
+class _CountingHandler(RetryHandler):
+    """Never retries; the SDK consults the handlers about every answer and every failed try, in
+    order until one retries, so the first one sees each request once and counts it.
+
+    ``_can_retry`` is what slack-sdk's documentation says a custom handler implements (the Web
+    Client page, "RetryHandler": "implements required methods (internals of can_retry ...)", with a
+    ``MyRetryHandler._can_retry`` example); ``can_retry`` asks it while the attempt count is below
+    ``max_retry_count``, so that is set beyond any count.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_retry_count=2**62)
+        self.calls = ApiCalls("slack")
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if response is not None:
+            self.calls.answered(response.status_code)
+        else:
+            self.calls.failed()
+        return False
 
 
 class _ScaledJitter(Jitter):
@@ -280,7 +308,7 @@ class _PermissionRefused(_Refused, PermissionRefused):
         self.problem, self.fix, self.error = problem, fix, error
 
 
-class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
+class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions, ReportsApiCalls):
     """The Chat port on Slack.
 
     ``channels`` maps the bot's logical channel names (``mlops-pipeline``, ``mlops-alerts``,
@@ -291,6 +319,7 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
     """
 
     name = "slack"
+    api_service = "slack"
     shows_actions = True  # post and update take ``actions``: buttons
 
     def __init__(self, client: WebClient, *, channels: Mapping[str, str] = _NO_CHANNELS,
@@ -306,6 +335,24 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}  # group id or @handle -> (fetched, members)
         self._groups_lock = threading.Lock()
         self._lookup: WebClient | None = None
+
+    # -- what its requests are (ReportsApiCalls)
+
+    def _counting_handler(self) -> _CountingHandler:
+        """The client's counting retry handler (``connect`` puts one first); one is put first if it has none."""
+        for handler in self.client.retry_handlers:
+            if isinstance(handler, _CountingHandler):
+                return handler
+        handler = _CountingHandler()
+        self.client.retry_handlers.insert(0, handler)
+        return handler
+
+    def report_api_calls(self, observer: ApiCallObserver) -> None:
+        self._counting_handler().calls.observe(observer)
+
+    def readiness(self) -> None:
+        """``auth.test``: answered for any valid token, and tier 4 (100+ a minute)."""
+        self.client.auth_test()
 
     # -- the Chat port
 
@@ -445,7 +492,8 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions):
         """One read for a person waiting on an answer: no retry, at most ``GROUP_LOOKUP_TIMEOUT_S``."""
         if self._lookup is None:
             self._lookup = WebClient(token=self.client.token, base_url=self.client.base_url,
-                                     timeout=GROUP_LOOKUP_TIMEOUT_S, retry_handlers=[])  # type: ignore[arg-type]
+                                     timeout=GROUP_LOOKUP_TIMEOUT_S,  # type: ignore[arg-type]
+                                     retry_handlers=[self._counting_handler()])  # counted, never retried
         function = getattr(self._lookup, method.replace(".", "_"))
         try:
             self.pacer.wait(method)

@@ -29,13 +29,16 @@ from integrations.ports import (
     ChatAction,
     Comment,
     DescribesTickets,
+    EditsTicketBody,
     LinksChanges,
     ListsTickets,
     NamesChangesForLinks,
     Permission,
     ReadsCommitStatuses,
+    ReportsApiCalls,
     ReportsChangedPaths,
     ReportsChangeHeads,
+    ReportsCheckRuns,
     ReportsCommitMessages,
     ResolvesPermissions,
     ShowsActions,
@@ -55,8 +58,8 @@ FILES = ["models/tiny/mlops.toml"]
 # What a source control, a tracker or a chat may be asked for besides its port, and by whom.
 CAPABILITIES = {
     SourceControl: (ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHeads, ReadsCommitStatuses,
-                    NamesChangesForLinks, TakesTypedComments),
-    Tracker: (LinksChanges, ListsTickets, DescribesTickets),
+                    NamesChangesForLinks, TakesTypedComments, ReportsCheckRuns),
+    Tracker: (LinksChanges, ListsTickets, DescribesTickets, EditsTicketBody),
     Chat: (ShowsActions, UploadsFiles, Whispers, ResolvesPermissions),
 }
 
@@ -67,16 +70,23 @@ TABLE = {
     "GitHubSource": (SourceControl, {ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHeads,
                                      ReadsCommitStatuses},
                      {"has_issues": True, "commenters_can_read": True}),
+    # the same source over an App installation's credentials: runs are check runs (tests/test_github_checks.py)
+    "GitHubAppSource": (SourceControl, {ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHeads,
+                                        ReadsCommitStatuses, ReportsCheckRuns},
+                        {"has_issues": True, "commenters_can_read": True}),
     "AzureRepos": (SourceControl, {ReportsChangedPaths, NamesChangesForLinks},
                    {"has_issues": False, "commenters_can_read": False}),
-    "LocalBoard": (Tracker, {ListsTickets, DescribesTickets},
+    "LocalBoard": (Tracker, {ListsTickets, DescribesTickets, EditsTicketBody},
                    {"reference_prefix": "#", "tickets_in_repository": False}),
-    "GitHubIssues": (Tracker, {ListsTickets}, {"reference_prefix": "#", "tickets_in_repository": True}),
-    "AzureBoards": (Tracker, {LinksChanges, ListsTickets},
+    "GitHubIssues": (Tracker, {ListsTickets, EditsTicketBody}, {"reference_prefix": "#", "tickets_in_repository": True}),
+    "AzureBoards": (Tracker, {LinksChanges, ListsTickets, EditsTicketBody},
                     {"reference_prefix": "AB#", "tickets_in_repository": False}),
     "ConsoleChat": (Chat, set(), {}),
     "SlackChat": (Chat, {ShowsActions, UploadsFiles, Whispers, ResolvesPermissions}, {}),
 }
+
+# Capabilities of adapters of any port: the services' adapters count their requests for /metrics.
+REPORTS_API_CALLS = {"GitHubSource", "GitHubAppSource", "GitHubIssues", "AzureRepos", "AzureBoards", "SlackChat"}
 
 
 def _local(request, kind: str):
@@ -90,14 +100,26 @@ def _local(request, kind: str):
     return LocalBoard(engine) if kind == "board" else ConsoleChat(engine, out=None)
 
 
-def _github(request, kind: str):
+def _github(request, kind: str, *, as_app: bool = False):
     from integrations.github import GitHubAuth, GitHubClient, GitHubIssues, GitHubSource, connect
 
     emulator = request.getfixturevalue("github_emulator")
     emulator.state.add_repo(REPO)
-    client = GitHubClient(connect(GitHubAuth(token=emulator.token), base_url=emulator.base_url, timeout=1,
-                                  retry=None), REPO, bot_login="mlops-bot")
+    # The emulator's App (id 1, installation 1) takes any well-formed JWT: any RSA key signs one.
+    auth = GitHubAuth(app_id="1", private_key=_rsa_key(), installation_id=1) if as_app else \
+        GitHubAuth(token=emulator.token)
+    client = GitHubClient(connect(auth, base_url=emulator.base_url, timeout=1, retry=None), REPO,
+                          bot_login="mlops-bot")
     return GitHubSource(client) if kind == "source" else GitHubIssues(client)
+
+
+def _rsa_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
 
 
 def _azure(request, kind: str):
@@ -121,6 +143,7 @@ def _slack(request, kind: str):
 BUILD = {
     "LocalGitSource": lambda r: _local(r, "source"), "LocalBoard": lambda r: _local(r, "board"),
     "ConsoleChat": lambda r: _local(r, "chat"), "GitHubSource": lambda r: _github(r, "source"),
+    "GitHubAppSource": lambda r: _github(r, "source", as_app=True),
     "GitHubIssues": lambda r: _github(r, "tracker"), "AzureRepos": lambda r: _azure(r, "source"),
     "AzureBoards": lambda r: _azure(r, "tracker"), "SlackChat": lambda r: _slack(r, "chat"),
 }
@@ -132,7 +155,7 @@ BUILD = {
 def test_every_capability_of_the_ports_module_is_in_the_table():
     declared = {value for name in ports.__all__ if inspect.isclass(value := getattr(ports, name))
                 and getattr(value, "_is_runtime_protocol", False)} - {*CAPABILITIES, ports.PipelineEngine}
-    assert declared == {c for group in CAPABILITIES.values() for c in group}
+    assert declared == {c for group in CAPABILITIES.values() for c in group} | {ReportsApiCalls}
     assert all(c.__doc__ and c.__doc__.strip() for c in declared)
 
 
@@ -144,6 +167,7 @@ def test_each_adapter_has_and_declares_the_capabilities_of_its_row(name, request
     assert {c for c in CAPABILITIES[port] if isinstance(adapter, c)} == expected
     assert {c for c in CAPABILITIES[port] if c in type(adapter).__mro__} == expected  # by inheritance: seen
     assert {fact: getattr(adapter, fact) for fact in facts} == facts
+    assert isinstance(adapter, ReportsApiCalls) == (name in REPORTS_API_CALLS)
 
 
 @pytest.mark.parametrize("capability", [c for group in CAPABILITIES.values() for c in group],

@@ -206,3 +206,25 @@ def test_run_outside_a_git_repository_says_merges_are_not_watched(bot, tiny_proj
 def test_run_in_a_git_repository_does_not_warn_about_it(bot, caplog):
     assert bot("run", "--once").exit_code == 0
     assert not any("no git repository" in r.getMessage() for r in caplog.records)
+
+
+def test_board_tick_ticks_a_box_of_the_checklist_as_the_console_user(bot, tmp_path):
+    assert bot("run", "--once").exit_code == 0
+    write_batch(tmp_path, "b1.csv", shift=1.5, labels=True)  # labelled: the retrain learns from it
+    assert bot("run", "--once").exit_code == 0
+    [ticket] = [t["id"] for t in json.loads(bot("board", "list", "--json").output)]
+    unknown = bot("board", "tick", str(ticket), "Deploy v9")
+    assert unknown.exit_code == 1 and len(unknown.output.strip().splitlines()) == 1
+    assert "no box 'Deploy v9'" in unknown.output and "“Retrain now” (retrain)" in unknown.output
+    missing = bot("board", "tick", "42", "Retrain now")
+    assert (missing.exit_code, missing.output.strip()) == (
+        1, "error: there is no ticket:42; see `mlops-bot board list --all`")
+
+    ticked = bot("board", "tick", str(ticket), "retrain now")  # the start of its label, in any case
+    assert ticked.exit_code == 0, ticked.output
+    bot("run", "--once")
+    shown = json.loads(bot("board", "show", str(ticket), "--json").output)
+    assert shown["state"] == "closed", shown  # retrained on the labelled rows, measured gone
+    assert any("ticked" in c["body"] and "Retrain now" in c["body"] for c in shown["comments"]), shown["comments"]
+    runs = json.loads(bot("events", "list", "--json").output)
+    assert sum(1 for e in runs if e["kind"] == "checklist_ticked") == 1

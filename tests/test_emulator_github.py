@@ -558,6 +558,8 @@ CASES = [
                                                                        "conclusion": "neutral"}, {}), "app"),
     Case("checks/update", 200, lambda w: ("PATCH", f"{R}/check-runs/{_check_run(w)}", {"status": "in_progress"},
                                           {}), "app"),
+    Case("checks/list-for-ref", 200, lambda w: ("GET", f"{R}/commits/{_checked_head(w)}/check-runs?check_name=mlops"
+                                                "&filter=all", None, {}), "app"),
     Case("repos/get-collaborator-permission-level", 200, lambda w: ("GET", f"{R}/collaborators/maya/permission",
                                                                     None, {})),
     Case("repos/get-collaborator-permission-level", 404, lambda w: ("GET", f"{R}/collaborators/zed/permission",
@@ -607,6 +609,12 @@ def _pushed(w: SimpleNamespace) -> int:
 def _check_run(w: SimpleNamespace) -> int:
     w.app.get_repo(REPO).create_check_run("mlops", _head(w))
     return w.emulator.state.check_runs(REPO)[-1].id
+
+
+def _checked_head(w: SimpleNamespace) -> str:
+    """The open pull request's head, with a check run on it."""
+    _check_run(w)
+    return _head(w)
 
 
 @pytest.fixture

@@ -353,7 +353,9 @@ def test_the_bot_acts_as_a_github_app_installation(world, make_app, remote):
     assert len(mine) == 2 and any("| roc_auc |" in body for body in mine)  # the run's report and /status
     assert bot_comments(world, number) == []  # nothing as the token's user
     assert [(r.user, r.content) for r in world.state.reactions(comment)] == [("acme-mlops[bot]", "eyes")]
-    assert world.state.statuses(REPO, sha)[-1].creator == "acme-mlops[bot]"
+    # As an App, the run is the commit's check run (tests/test_github_checks.py), not a commit status.
+    assert [(c.app_id, c.status) for c in world.state.check_runs(REPO, sha)] == [(42, "completed")]
+    assert world.state.statuses(REPO, sha) == []
     assert app.store.effects(status="dead") == []
 
 

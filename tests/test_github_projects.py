@@ -324,3 +324,33 @@ def test_doctor_checks_the_project_and_names_the_missing_scope_or_option(gh, rep
     lacking = CliRunner().invoke(cli, ["doctor"])
     line = next(line for line in lacking.output.splitlines() if "GitHub project acme/4" in line)
     assert lacking.exit_code == 1 and "'Backlog', 'Done'" in line and "MLOPS_GITHUB_PROJECT_STATUSES" in line
+
+
+def test_graphql_requests_count_in_the_cycles_budget_and_show_their_own_rate_limit(gh):
+    from integrations.github import CycleBudgetSpent
+
+    gh.graphql.add_project("acme", 3)
+    number = issue(gh)
+    cards = board(gh)
+    cards.client.cycle_budget = 1000
+
+    class Seen:  # what /metrics is told (bot/observability.py)
+        limits: list[str] = []
+
+        def api_response(self, service, status):
+            pass
+
+        def api_rate_limit(self, service, headers):
+            self.limits.append(headers.get("x-ratelimit-resource", "core"))
+
+    cards.client.report_api_calls(Seen())
+    before = len(gh.log.filter("POST", "/graphql"))
+    cards.client.begin_cycle()
+    cards.follow(number, "opened")
+    sent = len(gh.log.filter("POST", "/graphql")) - before
+    assert sent >= 1 and cards.client.cycle_used == sent  # each GraphQL request is one of the cycle's
+    assert Seen.limits.count("graphql") == sent
+    cards.client.cycle_budget = cards.client.cycle_used  # spent: the next transition waits for the next cycle
+    with pytest.raises(CycleBudgetSpent):
+        cards.follow(number, "retraining", last_set="Todo")
+    assert len(gh.log.filter("POST", "/graphql")) - before == sent

@@ -83,7 +83,7 @@ def test_readyz_is_ready_when_the_store_and_every_service_answer_and_names_the_o
     answer = client.get("/readyz")
     assert answer.status_code == 503
     body = answer.json()
-    assert body["status"] == "not ready" and body["not_ready"] == ["slack"]
+    assert body["status"] == "not ready" and body["not_ready"] == ["slack"], body
     assert body["checks"]["github"] == body["checks"]["state"] == body["checks"]["azure"] == "ok"
     assert client.get("/healthz").json() == {"status": "ok"}  # alive all the same
     assert slack.token not in answer.text

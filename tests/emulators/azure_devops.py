@@ -49,6 +49,8 @@ __all__ = [
     "PROCESS_STATES",
     "RESOURCE_AREAS",
     "ROUTE_SCOPES",
+    "STATE_CATEGORY_COLORS",
+    "TYPE_STATES",
     "AzureDevOpsEmulator",
     "AzureDevOpsState",
     "azure_devops_schemas",
@@ -107,6 +109,9 @@ LOCATIONS: dict[str, tuple[str, str, str, str, int]] = {
     # work item types and classification nodes (what ``mlops-bot doctor`` checks)
     "7c8d7a76-4a09-43e8-b5df-bd792f4ac6aa": ("wit", "workItemTypes", "{project}/_apis/wit/workitemtypes/{type}",
                                              "7.1", 2),
+    # a work item type's states and their categories (where the retrain episode's stages put a work item)
+    "7c9d7a76-4a09-43e8-b5df-bd792f4ac6aa": ("wit", "workItemTypeStates",
+                                             "{project}/_apis/wit/workitemtypes/{type}/states", "7.1", 1),
     "5a172953-1b41-49d3-840a-33f79c3ce89f": (
         "wit", "classificationNodes", "{project}/_apis/wit/classificationnodes/{structureGroup}/{*path}", "7.1", 2),
     # location: who the token belongs to
@@ -118,19 +123,59 @@ LOCATIONS: dict[str, tuple[str, str, str, str, int]] = {
                                              "7.1", 1),
 }
 
-#: process -> (work item states in order, the states that count as closed)
-PROCESS_STATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Basic": (("To Do", "Doing", "Done"), ("Done",)),
-    "Agile": (("New", "Active", "Resolved", "Closed", "Removed"), ("Resolved", "Closed", "Removed")),
-    "Scrum": (("To Do", "In Progress", "Done", "Removed"), ("Done", "Removed")),
-    "CMMI": (("Proposed", "Active", "Resolved", "Closed", "Removed"), ("Resolved", "Closed", "Removed")),
+#: a state category (what boards and backlogs make of a state) -> the colour the service gives its states
+STATE_CATEGORY_COLORS: dict[str, str] = {"Proposed": "b2b2b2", "InProgress": "007acc", "Resolved": "ff9d00",
+                                         "Completed": "339933", "Removed": "ffffff"}
+
+
+def _workflow(*states: str) -> tuple[tuple[str, str], ...]:
+    """``"New:Proposed"``, ... as (state, category) pairs, in the order the service lists them."""
+    return tuple(tuple(state.split(":")) for state in states)  # type: ignore[misc]
+
+
+_AGILE_BUG = _workflow("New:Proposed", "Active:InProgress", "Resolved:Resolved", "Closed:Completed")
+_AGILE_PORTFOLIO = _workflow("New:Proposed", "Active:InProgress", "Resolved:Resolved", "Closed:Completed",
+                             "Removed:Removed")
+_SCRUM_BACKLOG = _workflow("New:Proposed", "Approved:Proposed", "Committed:InProgress", "Done:Completed",
+                           "Removed:Removed")
+_CMMI_WORK = _workflow("Proposed:Proposed", "Active:InProgress", "Resolved:InProgress", "Closed:Completed",
+                       "Removed:Removed")
+_CMMI_BUG = _workflow("Proposed:Proposed", "Active:InProgress", "Resolved:Resolved", "Closed:Completed")
+_BASIC = _workflow("To Do:Proposed", "Doing:InProgress", "Done:Completed")
+#: process -> work item type -> its states with their categories, in the service's order (the first is
+#: where a new work item starts), as the four system processes define them: Microsoft's "workflow states
+#: and state categories" (Resolved is a Resolved-category state only for Agile's Bug, Epic and Feature and
+#: CMMI's Bug, Issue, Review and Risk; CMMI's Requirement and Task keep it In Progress; Scrum and Basic
+#: have none), and a recorded answer for Agile's Bug (its four states, no Removed).
+TYPE_STATES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
+    "Basic": {"Epic": _BASIC, "Issue": _BASIC, "Task": _BASIC},
+    "Agile": {
+        "Epic": _AGILE_PORTFOLIO, "Feature": _AGILE_PORTFOLIO,
+        "User Story": _workflow("New:Proposed", "Active:InProgress", "Resolved:InProgress", "Closed:Completed",
+                                "Removed:Removed"),
+        "Task": _workflow("New:Proposed", "Active:InProgress", "Closed:Completed", "Removed:Removed"),
+        "Bug": _AGILE_BUG,
+        "Issue": _workflow("Active:InProgress", "Closed:Completed"),
+    },
+    "Scrum": {
+        "Epic": _SCRUM_BACKLOG, "Feature": _SCRUM_BACKLOG, "Product Backlog Item": _SCRUM_BACKLOG,
+        "Bug": _SCRUM_BACKLOG,
+        "Task": _workflow("To Do:Proposed", "In Progress:InProgress", "Done:Completed", "Removed:Removed"),
+        "Impediment": _workflow("Open:InProgress", "Closed:Completed"),
+    },
+    "CMMI": {
+        "Epic": _CMMI_WORK, "Feature": _CMMI_WORK, "Requirement": _CMMI_WORK, "Task": _CMMI_WORK,
+        "Bug": _CMMI_BUG, "Issue": _CMMI_BUG, "Risk": _CMMI_BUG, "Review": _CMMI_BUG, "Change Request": _CMMI_WORK,
+    },
 }
 #: process -> the work item types its projects have
-PROCESS_TYPES: dict[str, tuple[str, ...]] = {
-    "Basic": ("Epic", "Issue", "Task"),
-    "Agile": ("Epic", "Feature", "User Story", "Task", "Bug", "Issue"),
-    "Scrum": ("Epic", "Feature", "Product Backlog Item", "Task", "Bug", "Impediment"),
-    "CMMI": ("Epic", "Feature", "Requirement", "Task", "Bug", "Issue", "Risk", "Review", "Change Request"),
+PROCESS_TYPES: dict[str, tuple[str, ...]] = {process: tuple(types) for process, types in TYPE_STATES.items()}
+#: process -> (every state of its types, in order, and those that are done: Completed or Removed)
+PROCESS_STATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    process: (tuple(dict.fromkeys(name for states in types.values() for name, _ in states)),
+              tuple(dict.fromkeys(name for states in types.values() for name, category in states
+                                  if category in ("Completed", "Removed"))))
+    for process, types in TYPE_STATES.items()
 }
 #: route name (the 7.1 specs' operationId) -> the PAT scopes that open it, any one of them, as each
 #: operation's ``security`` in ``../shared/refdata/azure-devops/specs/`` lists them (the specs write
@@ -148,6 +193,7 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "Iterations_List": ("vso.work",),
     "Work Item Types_Get": ("vso.work",),
     "Work Item Types_List": ("vso.work",),
+    "Work Item Type States_List": ("vso.work",),
     "Classification Nodes_Get (root)": ("vso.work",),
     "Classification Nodes_Get": ("vso.work",),
     "Pull Requests_Get Pull Requests": ("vso.code",),
@@ -239,6 +285,8 @@ class WorkItem:
     relations: list[dict[str, Any]] = field(default_factory=list)
     rev: int = 1
     comments: list[WorkComment] = field(default_factory=list)
+    #: (state, who set it) for each state it has been in, from its creation on: the moves on its board
+    state_history: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -324,6 +372,8 @@ class Project:
     process: str = "Agile"
     teams: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # team -> iterations
     areas: set[str] = field(default_factory=set)  # area paths below the root, lower-case, "\\"-separated
+    #: work item type -> its states as a process administrator changed them (an inherited process)
+    custom_states: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 class AzureDevOpsState:
@@ -515,22 +565,76 @@ class AzureDevOpsState:
     def _create_work_item(self, p: Project, kind: str, values: Mapping[str, Any], author: str) -> WorkItem:
         who = self.identity(author)
         now = iso(self.clock.now())
-        states = PROCESS_STATES[p.process][0]
+        states = self.type_states(p.name, kind) or next(iter(TYPE_STATES[p.process].values()))
         number = next(self._work_ids)
         base = {
             "System.AreaPath": p.name, "System.TeamProject": p.name, "System.IterationPath": p.name,
-            "System.WorkItemType": kind, "System.State": states[0], "System.Reason": "New",
+            "System.WorkItemType": kind, "System.State": states[0][0], "System.Reason": "New",
             "System.CreatedDate": now, "System.CreatedBy": who.unique_name, "System.ChangedDate": now,
             "System.ChangedBy": who.unique_name, "System.CommentCount": 0,
             "Microsoft.VSTS.Common.Priority": 2,
         }
         item = WorkItem(number, p.name, {**base, **values})
+        item.state_history.append((str(item.fields["System.State"]), who.unique_name))
         self.work_items[number] = item
         return item
 
     def work_item(self, number: int) -> WorkItem:
         with self.lock:
             return self.work_items[number]
+
+    def type_states(self, project: str, kind: str) -> tuple[tuple[str, str], ...]:
+        """The (state, category) pairs of the project's work item type ``kind``, in order."""
+        with self.lock:
+            p = self.project(project)
+            found = next((t for t in PROCESS_TYPES[p.process] if t.lower() == kind.lower()), kind)
+            return p.custom_states.get(found, TYPE_STATES[p.process].get(found, ()))
+
+    def customize_states(self, project: str, kind: str, states: Sequence[tuple[str, str]]) -> None:
+        """A process administrator's change to a type's states ((name, category) pairs; the first is
+        where new work items start), as an inherited process allows."""
+        with self.lock:
+            p = self.project(project)
+            found = next((t for t in PROCESS_TYPES[p.process] if t.lower() == kind.lower()), None)
+            if found is None:
+                raise ValueError(f"the {p.process} process has no work item type {kind!r}")
+            p.custom_states[found] = tuple((str(name), str(category)) for name, category in states)
+
+    def state_refusal(self, item: WorkItem, new_state: str) -> str | None:
+        """Why the service refuses moving ``item`` to ``new_state`` (None: it does not).
+
+        A state the work item's type does not have is refused (TF401320's LimitedToValues). Between
+        its states every move is allowed (an inherited process's transitions), except out of the
+        Removed category, which leads back only to the type's first state (Agile's Removed → New)."""
+        kind = str(item.fields.get("System.WorkItemType") or "")
+        states = self.type_states(item.project, kind)
+        names = [name for name, _ in states]
+        categories = dict(states)
+        current = str(item.fields.get("System.State") or "")
+        if new_state not in names or (categories.get(current) == "Removed" and new_state not in (current, names[0])):
+            allowed = names if categories.get(current) != "Removed" else [current, names[0]]
+            return (f"TF401320: Rule Error for field State. Error code: Required, HasValues, LimitedToValues, "
+                    f"AllowsOldValue, InvalidEmpty. The value {new_state!r} is not in the list of supported values "
+                    f"for {kind} from {current!r}: {', '.join(allowed)}.")
+        return None
+
+    def edit_work_item(self, number: int, fields: Mapping[str, Any], *, author: str = "alice@example.com") -> None:
+        """A person's edit in the web page (a move on the board is one: ``{"System.State": "Done"}``):
+        checked as the service checks an update, and a new revision."""
+        with self.lock:
+            item = self.work_items[number]
+            state = fields.get("System.State")
+            refusal = self.state_refusal(item, str(state)) if state is not None else None
+            if refusal:
+                raise ValueError(refusal)
+            # The web page's edits go through the same sanitiser as the API's (a description's HTML).
+            item.fields.update({name: sanitize_html(value) if name in HTML_FIELDS and isinstance(value, str) else value
+                                for name, value in fields.items()})
+            item.rev += 1
+            item.fields["System.ChangedDate"] = iso(self.clock.now())
+            item.fields["System.ChangedBy"] = self.identity(author).unique_name
+            if state is not None and (not item.state_history or state != item.state_history[-1][0]):
+                item.state_history.append((str(state), self.identity(author).unique_name))
 
     def has_work_item(self, number: int) -> bool:
         with self.lock:
@@ -932,6 +1036,8 @@ class AzureDevOpsEmulator(HttpEmulator):
         add("GET", git, self._get_repository, name="Repositories_Get Repository")
         add("GET", org + "/_apis/connectionData", self._connection_data, name="Connection Data_Get")
         add("GET", wit + "/workitemtypes/{type}", self._get_work_item_type, name="Work Item Types_Get")
+        add("GET", wit + "/workitemtypes/{type}/states", self._work_item_type_states,
+            name="Work Item Type States_List")
         add("GET", wit + "/workitemtypes", self._list_work_item_types, name="Work Item Types_List")
         add("GET", wit + "/classificationnodes/{structureGroup}", self._classification_node,
             name="Classification Nodes_Get (root)")
@@ -963,8 +1069,10 @@ class AzureDevOpsEmulator(HttpEmulator):
     # work items
 
     def _apply_patch(self, item: WorkItem | None, document: list[Any], project: Project,
-                     who: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
-        """The field values, relations and the relation indexes removed by a JSON Patch document."""
+                     who: str, kind: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
+        """The field values, relations and the relation indexes removed by a JSON Patch document
+        (``kind``: the type of the work item it creates, when ``item`` is None)."""
+        kind = str(item.fields.get("System.WorkItemType")) if item is not None else kind
         values: dict[str, Any] = {}
         relations = [dict(r) for r in (item.relations if item else [])]
         for op in document:
@@ -1010,15 +1118,15 @@ class AzureDevOpsEmulator(HttpEmulator):
                     raise _Answer(self._error(412, "The work item has been changed.", "WorkItemRevisionMismatchException"))
             else:
                 raise _Answer(self._error(400, f"Invalid patch path {path}.", "VssPropertyValidationException"))
-        states, _closed = PROCESS_STATES[project.process]
         state = values.get("System.State")
-        if state is not None and state not in states:
-            kind = (item.fields["System.WorkItemType"] if item else "")
-            raise _Answer(self._error(400, f"TF401320: Rule Error for field State. Error code: Required, "
-                                      f"HasValues, LimitedToValues, AllowsOldValue, InvalidEmpty. The value "
-                                      f"{state!r} is not in the list of supported values for {kind} in the "
-                                      f"{project.process} process: {', '.join(states)}.",
-                                      "RuleValidationException"))
+        if state is not None:
+            # a new work item is checked as one in its type's first state
+            subject = item or WorkItem(0, project.name, {"System.WorkItemType": kind,
+                                                         "System.State": next(iter(
+                                                             self.state.type_states(project.name, kind)), ("",))[0]})
+            refusal = self.state.state_refusal(subject, str(state))
+            if refusal:
+                raise _Answer(self._error(400, refusal, "RuleValidationException"))
         for name in HTML_FIELDS:
             if isinstance(values.get(name), str):
                 values[name] = sanitize_html(values[name])
@@ -1034,11 +1142,11 @@ class AzureDevOpsEmulator(HttpEmulator):
     def _create_work_item(self, request: Request) -> Response:
         p = self._project(request)
         document = self._body(request, list)
-        values, relations, _ = self._apply_patch(None, document, p, request.identity)
+        kind = self._type(p, request.params["type"])
+        values, relations, _ = self._apply_patch(None, document, p, request.identity, kind)
         if not values.get("System.Title"):
             raise _Answer(self._error(400, "TF401320: Rule Error for field Title. Error code: Required, "
                                       "InvalidEmpty.", "RuleValidationException"))
-        kind = self._type(p, request.params["type"])
         fields = {k: v for k, v in values.items() if v is not None}
         self._check_classification(p, fields)
         if str(request.query.get("validateOnly", "")).lower() == "true":  # checked, not saved
@@ -1102,6 +1210,8 @@ class AzureDevOpsEmulator(HttpEmulator):
         item.rev += 1
         item.fields["System.ChangedDate"] = iso(self.clock.now())
         item.fields["System.ChangedBy"] = request.identity
+        if item.fields.get("System.State") != (item.state_history[-1][0] if item.state_history else None):
+            item.state_history.append((str(item.fields["System.State"]), request.identity))
         if history:
             self._history_comment(item, history, request.identity)
         return Response(200, self._work_item_json(item))
@@ -1487,17 +1597,25 @@ class AzureDevOpsEmulator(HttpEmulator):
                                                       "defaultAccessMappingMoniker": "PublicAccessMapping",
                                                       "lastChangeId": 1, "lastChangeId64": 1}})
 
+    def _states_json(self, p: Project, name: str) -> list[dict[str, Any]]:
+        return [{"name": state, "color": STATE_CATEGORY_COLORS.get(category, "b2b2b2"), "category": category}
+                for state, category in self.state.type_states(p.name, name)]
+
     def _get_work_item_type(self, request: Request) -> Response:
         p = self._project(request)
         name = self._type(p, request.params["type"])
-        states, _closed = PROCESS_STATES[p.process]
         return Response(200, {
             "name": name, "referenceName": f"Microsoft.VSTS.WorkItemTypes.{name.replace(' ', '')}",
             "description": f"{name} in the {p.process} process", "color": "F2CB1D", "isDisabled": False,
-            "states": [{"name": s, "color": "b2b2b2", "category": "Completed" if s in _closed else "InProgress"}
-                       for s in states],
+            "states": self._states_json(p, name),
             "url": self.api(f"{p.id}/_apis/wit/workItemTypes/{name}"),
         })
+
+    def _work_item_type_states(self, request: Request) -> Response:
+        """``GET .../workitemtypes/{type}/states``: the type's states, in order, with their categories
+        (Proposed, InProgress, Resolved, Completed, Removed) and colours."""
+        p = self._project(request)
+        return Response(200, self._wrap(self._states_json(p, self._type(p, request.params["type"]))))
 
     def _list_work_item_types(self, request: Request) -> Response:
         p = self._project(request)

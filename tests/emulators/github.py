@@ -142,6 +142,7 @@ ROUTE_PERMISSIONS: dict[str, tuple[str, str]] = {
     "repos/list-commit-statuses-for-ref-legacy": ("statuses", "read"),
     "checks/create": ("checks", "write"),
     "checks/update": ("checks", "write"),
+    "checks/list-for-ref": ("checks", "read"),
     "actions/get-workflow": ("actions", "read"),
     "actions/create-workflow-dispatch": ("actions", "write"),
     "actions/list-workflow-runs-for-repo": ("actions", "read"),
@@ -259,9 +260,10 @@ class CheckRun:
     completed_at: datetime | None
     external_id: str
     details_url: str | None
-    output: dict[str, Any]
+    output: dict[str, Any]  # title, summary, text, and every annotation added (GitHub appends them)
     app_id: int | None
     check_suite_id: int
+    actions: list[dict[str, str]] = field(default_factory=list)  # its buttons: label, description, identifier
 
 
 @dataclass
@@ -467,6 +469,16 @@ class GitHubState:
             now = self.clock.now()
             issue.state, issue.state_reason, issue.closed_at, issue.updated_at = "closed", reason, now, now
             issue.closed_by = by or issue.user
+
+    def edit_issue_body(self, repo: str, number: int, body: str, *, by: str) -> str | None:
+        """A person's edit of the issue's body in the web page (ticking a task-list box is one);
+        returns the body before it, which the ``issues`` edited webhook carries as
+        ``changes.body.from`` (``by`` is its ``sender``)."""
+        with self.lock:
+            issue = self.issue(repo, number)
+            self.add_user(by)
+            before, issue.body, issue.updated_at = issue.body, body, self.clock.now()
+            return before
 
     def reopen_issue(self, repo: str, number: int) -> None:
         with self.lock:
@@ -948,7 +960,8 @@ class GitHubEmulator(HttpEmulator):
             if token is None:
                 self._budgets.clear()
             elif token in self._tokens:
-                self._budgets.pop(self._tokens[token].budget_key, None)
+                for resource in ("core", "graphql"):
+                    self._budgets.pop(_budget_name(self._tokens[token].budget_key, resource), None)
 
     def rate_limit_remaining(self, token: str | None = None) -> int:
         with self.lock:
@@ -1016,9 +1029,11 @@ class GitHubEmulator(HttpEmulator):
             return self._error(401, "A JSON web token could not be decoded")
         return _Identity(f"{app.slug}[bot]", "app", app_id=app.app_id)
 
-    def _budget(self, identity: _Identity) -> _Budget:
+    def _budget(self, identity: _Identity, resource: str = "core") -> _Budget:
+        """``identity``'s primary budget for ``resource``: ``core`` (REST) or ``graphql``, which GitHub
+        keeps apart (one point per request here: the emulator does not price a query by its nodes)."""
         limit = self.anonymous_rate_limit if identity.kind == "anonymous" else self.rate_limit
-        budget = self._budgets.setdefault(identity.budget_key, _Budget(limit))
+        budget = self._budgets.setdefault(_budget_name(identity.budget_key, resource), _Budget(limit))
         now = self.clock.timestamp()
         if budget.reset <= now:  # a new window starts with the first request after the reset
             budget.used, budget.reset = 0, now + 3600
@@ -1038,13 +1053,13 @@ class GitHubEmulator(HttpEmulator):
             "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
         })
 
-    def _rate_headers(self, budget: _Budget) -> dict[str, str]:
+    def _rate_headers(self, budget: _Budget, resource: str = "core") -> dict[str, str]:
         return {
             "X-RateLimit-Limit": str(budget.limit),
             "X-RateLimit-Remaining": str(budget.remaining),
             "X-RateLimit-Reset": str(budget.reset),
             "X-RateLimit-Used": str(budget.used),
-            "X-RateLimit-Resource": "core",
+            "X-RateLimit-Resource": resource,
         }
 
     def identity_name(self, request: Request) -> str | None:
@@ -1108,7 +1123,7 @@ class GitHubEmulator(HttpEmulator):
             return limited
         # Downloads from the storage an artifact redirects to are not API requests.
         free = request.path == "/rate_limit" or identity.kind == "app" or request.path.startswith("/_blobs/")
-        budget = self._budget(identity)
+        budget = self._budget(identity, _resource(request.path))
         if not free and budget.remaining <= 0:
             return self._limit_exceeded(identity)
         accepted: dict[str, str] = {}
@@ -1245,7 +1260,8 @@ class GitHubEmulator(HttpEmulator):
         if request.method == "GET":
             headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
         if identity is not None:
-            headers.update(self._rate_headers(self._budget(identity)))
+            resource = _resource(request.path)
+            headers.update(self._rate_headers(self._budget(identity, resource), resource))
         elif identity is None:  # unauthenticated or refused: the caller's address budget
             headers.update(self._rate_headers(self._budget(_Identity("", "anonymous"))))
         if identity is not None and identity.scopes is not None:
@@ -1760,6 +1776,66 @@ class GitHubEmulator(HttpEmulator):
             "pull_requests": pulls,
         }
 
+    # -- webhooks a person's click sends to the App (shaped as GitHub's example deliveries in
+    #    ../shared/refdata/github/webhooks/examples/api.github.com/check_run and check_suite)
+
+    def check_run_delivery(self, repo: str, check_run_id: int, *, sender: str,
+                           identifier: str | None = None) -> tuple[str, dict[str, Any]]:
+        """What GitHub sends the App when ``sender`` clicks the check run's button ``identifier``
+        (``requested_action``), or its *Re-run* (``rerequested``) without one: (event, payload).
+        Only a button the run shows can be clicked, and only once the run has completed."""
+        with self.lock:
+            held = self.state.repo(repo)
+            run = held.check_runs[check_run_id]
+            if identifier is not None and (run.status != "completed"
+                                           or identifier not in {a["identifier"] for a in run.actions}):
+                raise ValueError(f"check run {check_run_id} shows no button {identifier!r} to click")
+            body = self._check_run_json(held, run)
+            body["check_suite"] = self._check_suite_json(held, run.check_suite_id, run.head_sha, run.app_id)
+            payload = {"action": "requested_action" if identifier is not None else "rerequested", "check_run": body,
+                       **({"requested_action": {"identifier": identifier}} if identifier is not None else {}),
+                       "repository": self._repo_json(held), "sender": self._user(sender),
+                       "installation": self._installation_json(run.app_id)}
+        return "check_run", payload
+
+    def check_suite_delivery(self, repo: str, sha: str, *, sender: str) -> tuple[str, dict[str, Any]]:
+        """What GitHub sends the App when ``sender`` clicks *Re-run all checks* on the commit's suite."""
+        with self.lock:
+            held = self.state.repo(repo)
+            runs = [run for run in held.check_runs.values() if run.head_sha == sha]
+            if not runs:
+                raise ValueError(f"the commit {sha} has no check suite")
+            suite = self._check_suite_json(held, runs[-1].check_suite_id, sha, runs[-1].app_id)
+            message = held.commits.get(sha, "")
+            person = {"name": sender, "email": f"{sender}@users.noreply.localhost"}
+            suite.update(latest_check_runs_count=len(runs),
+                         check_runs_url=self.api(f"/repos/{repo}/check-suites/{runs[-1].check_suite_id}/check-runs"),
+                         head_commit={"id": sha, "tree_id": hashlib.sha1(f"tree {sha}".encode()).hexdigest(),
+                                      "message": message, "timestamp": iso(held.created_at), "author": person,
+                                      "committer": person})
+            payload = {"action": "rerequested", "check_suite": suite, "repository": self._repo_json(held),
+                       "sender": self._user(sender), "installation": self._installation_json(runs[-1].app_id)}
+        return "check_suite", payload
+
+    def _check_suite_json(self, repo: Repo, suite_id: int, sha: str, app_id: int | None) -> dict[str, Any]:
+        runs = [run for run in repo.check_runs.values() if run.check_suite_id == suite_id] or \
+            [run for run in repo.check_runs.values() if run.head_sha == sha]
+        done = all(run.status == "completed" for run in runs)
+        branch = next((name for name, head in repo.branches.items() if head == sha), None)
+        stamps = [run.started_at or self.clock.now() for run in runs] or [self.clock.now()]
+        return {
+            "id": suite_id, "node_id": _node_id("CheckSuite", suite_id), "head_branch": branch, "head_sha": sha,
+            "status": "completed" if done else "in_progress",
+            "conclusion": (runs[-1].conclusion if done and runs else None),
+            "url": self.api(f"/repos/{repo.full_name}/check-suites/{suite_id}"), "before": None, "after": sha,
+            "pull_requests": self._check_run_json(repo, runs[-1])["pull_requests"] if runs else [],
+            "app": self._app_json(app_id), "created_at": iso(min(stamps)), "updated_at": iso(max(stamps)),
+        }
+
+    def _installation_json(self, app_id: int | None) -> dict[str, Any]:
+        installation = next((number for number, (app, _account) in self._installations.items() if app == app_id), 0)
+        return {"id": installation, "node_id": _node_id("Installation", installation)}
+
     def _workflow_json(self, repo: Repo, workflow: Workflow) -> dict[str, Any]:
         return {
             "id": workflow.id,
@@ -1884,6 +1960,7 @@ class GitHubEmulator(HttpEmulator):
         add("GET", f"{r}/statuses/{{sha}}", self._list_statuses, name="repos/list-commit-statuses-for-ref-legacy")
         add("POST", f"{r}/check-runs", self._create_check_run, name="checks/create")
         add("PATCH", f"{r}/check-runs/{{check_run_id}}", self._update_check_run, name="checks/update")
+        add("GET", f"{r}/commits/{{ref}}/check-runs", self._list_check_runs, name="checks/list-for-ref")
         add("GET", f"{r}/collaborators/{{username}}/permission", self._permission,
             name="repos/get-collaborator-permission-level")
         add("GET", f"{r}/actions/workflows/{{workflow_id}}", self._get_workflow, name="actions/get-workflow")
@@ -2190,6 +2267,10 @@ class GitHubEmulator(HttpEmulator):
         return Response(200, [self._status_json(repo, s) for s in page], headers, last_modified=last)
 
     def _check_run_fields(self, run: CheckRun, body: Mapping[str, Any], *, creating: bool) -> None:
+        # The buttons and annotations are checked first: a refused request changes nothing.
+        actions = self._check_actions(body["actions"]) if "actions" in body else None
+        output = body.get("output") if isinstance(body.get("output"), dict) else None
+        added = self._check_annotations(output.get("annotations")) if output is not None else []
         if "status" in body:
             if body["status"] not in CHECK_STATUSES:
                 raise self._invalid("CheckRun", "status", "invalid")
@@ -2205,8 +2286,10 @@ class GitHubEmulator(HttpEmulator):
                 setattr(run, key, body[key])
         if "external_id" in body:
             run.external_id = body["external_id"] or ""
-        if "output" in body and isinstance(body["output"], dict):
-            run.output = {**run.output, **body["output"]}
+        if actions is not None:
+            run.actions = actions
+        if output is not None:
+            run.output = {**run.output, **output, "annotations": [*run.output.get("annotations", []), *added]}
         now = self.clock.now()
         if "started_at" in body:
             run.started_at = parse_iso(body["started_at"])
@@ -2216,6 +2299,59 @@ class GitHubEmulator(HttpEmulator):
             run.completed_at = parse_iso(body["completed_at"])
         elif run.status == "completed" and run.completed_at is None:
             run.completed_at = now
+
+    #: GitHub's limits on a check run's buttons ("Create a check run": at most three, each field this long)
+    #: and on the annotations of one request (more go in further updates, which add to them)
+    CHECK_ACTIONS_MAX, CHECK_ACTION_FIELDS = 3, {"label": 20, "identifier": 20, "description": 40}
+    CHECK_ANNOTATIONS_PER_REQUEST = 50
+
+    def _check_actions(self, actions: Any) -> list[dict[str, str]]:
+        """The buttons as GitHub takes them, or its 422 for too many, a field missing or too long."""
+        if not isinstance(actions, list) or len(actions) > self.CHECK_ACTIONS_MAX:
+            raise self._invalid("CheckRun", "actions", "invalid",
+                                message=f"A check run takes at most {self.CHECK_ACTIONS_MAX} actions")
+        for action in actions:
+            for name, limit in self.CHECK_ACTION_FIELDS.items():
+                value = action.get(name) if isinstance(action, dict) else None
+                if not isinstance(value, str) or not value:
+                    raise self._invalid("CheckRun", f"actions.{name}")
+                if len(value) > limit:
+                    raise self._invalid("CheckRun", f"actions.{name}", "invalid",
+                                        message=f"{name} is too long (maximum is {limit} characters)")
+        return [{name: action[name] for name in self.CHECK_ACTION_FIELDS} for action in actions]
+
+    def _check_annotations(self, annotations: Any) -> list[dict[str, Any]]:
+        if annotations is None:
+            return []
+        if not isinstance(annotations, list) or len(annotations) > self.CHECK_ANNOTATIONS_PER_REQUEST:
+            raise self._invalid("CheckRun", "output.annotations", "invalid",
+                                message=f"at most {self.CHECK_ANNOTATIONS_PER_REQUEST} annotations per request")
+        for annotation in annotations:
+            for name in ("path", "start_line", "end_line", "annotation_level", "message"):
+                if not isinstance(annotation, dict) or annotation.get(name) in (None, ""):
+                    raise self._invalid("CheckRun", f"output.annotations.{name}")
+            if annotation["annotation_level"] not in ("notice", "warning", "failure"):
+                raise self._invalid("CheckRun", "output.annotations.annotation_level", "invalid")
+        return [dict(annotation) for annotation in annotations]
+
+    def _list_check_runs(self, request: Request) -> Response:
+        """``GET /repos/{owner}/{repo}/commits/{ref}/check-runs``: by ``check_name``, ``status`` and
+        ``app_id``; ``filter=latest`` (the default) keeps the newest run of each name."""
+        repo = self._repo(request)
+        sha = self._known_sha(request, repo, request.params["ref"])
+        q = request.query
+        found = [run for run in sorted(repo.check_runs.values(), key=lambda r: r.id, reverse=True)
+                 if run.head_sha == sha and q.get("check_name", run.name) == run.name
+                 and q.get("status", run.status) == run.status
+                 and ("app_id" not in q or str(run.app_id) == q["app_id"])]
+        if q.get("filter", "latest") == "latest":
+            newest: dict[str, CheckRun] = {}
+            for run in found:
+                newest.setdefault(run.name, run)
+            found = list(newest.values())
+        page, headers = self._page(request, found)
+        return Response(200, {"total_count": len(found), "check_runs": [self._check_run_json(repo, r) for r in page]},
+                        headers)
 
     def _create_check_run(self, request: Request) -> Response:
         repo = self._repo(request)
@@ -2387,9 +2523,12 @@ class GitHubEmulator(HttpEmulator):
         later = self.clock.timestamp() + 3600
         fresh = {
             name: {"limit": limit, "used": 0, "remaining": limit, "reset": later}
-            for name, limit in (("search", 30), ("graphql", 5000), ("integration_manifest", 5000),
+            for name, limit in (("search", 30), ("integration_manifest", 5000),
                                 ("source_import", 100), ("code_search", 10), ("dependency_snapshots", 100))
         }
+        graphql = self._budget(request.identity, "graphql")
+        fresh["graphql"] = {"limit": graphql.limit, "used": graphql.used, "remaining": graphql.remaining,
+                            "reset": graphql.reset}
         return Response(200, {"resources": {"core": core, **fresh}, "rate": core})
 
     def _get_user(self, request: Request) -> Response:
@@ -3183,6 +3322,16 @@ def seed(emulator: GitHubEmulator) -> None:
     merged = state.open_pull(repo, "Tune the forest", "", "alice", files=["train.py"])
     state.merge_pull(repo, merged)
     state.add_workflow(repo, "train.yml", name="Train")
+
+
+
+def _resource(path: str) -> str:
+    """The rate-limit resource a request is charged to: GraphQL's budget is its own."""
+    return "graphql" if path == "/graphql" else "core"
+
+
+def _budget_name(key: str, resource: str) -> str:
+    return key if resource == "core" else f"{key}:{resource}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
