@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from pipeline.package import MODEL_FILE, ArtifactError, UntrustedTypesError, loa
 if TYPE_CHECKING:  # types only: the child process this module runs as needs no registry
     from pipeline.registry_port import ModelVersion, RegistryPort
 
-__all__ = ["ModelOutputs", "check_in_fresh_process", "check_reference_in_fresh_process", "compare_outputs"]
+__all__ = ["FreshProcessCheck", "ModelOutputs", "check_in_fresh_process", "check_reference_in_fresh_process", "compare_outputs"]
 
 # Float outputs may differ in their last bits between processes: BLAS and OpenMP split sums by
 # thread count, which changes the order of additions (about 1e-16 relative per operation). A
@@ -112,46 +113,76 @@ def check_in_fresh_process(
     """
     if (expected is None) == (estimator is None):
         raise TypeError("check_in_fresh_process needs exactly one of expected= and estimator=")
-    if expected is None:
-        expected = ModelOutputs.of(estimator, features)
-    with tempfile.TemporaryDirectory(prefix="mlops-load-check-") as folder:
-        scratch = Path(folder)
+    with FreshProcessCheck(artifact_dir, features, trusted_types=trusted_types, project_root=project_root,
+                           timeout_s=timeout_s) as check:
+        check.finish(expected if expected is not None else ModelOutputs.of(estimator, features))
+
+
+class FreshProcessCheck:
+    """``check_in_fresh_process`` started now and finished later: the child loads the model and
+    scores the rows while the caller goes on (validation scores production on the same rows), so
+    its start-up (a new Python, its imports, the load) takes no wall time where a second core is
+    free. Used as a context manager: leaving it unfinished (the caller failed first) stops the child.
+    """
+
+    def __init__(self, artifact_dir: Path, features: pd.DataFrame, *, trusted_types: tuple[str, ...] = (),
+                 project_root: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._rows, self._timeout_s = len(features), timeout_s
+        self._folder = tempfile.TemporaryDirectory(prefix="mlops-load-check-")
+        self._scratch = Path(self._folder.name)
         try:
-            features.reset_index(drop=True).to_parquet(scratch / _ROWS_FILE, index=False)
+            features.reset_index(drop=True).to_parquet(self._scratch / _ROWS_FILE, index=False)
         except Exception as exc:  # pyarrow refuses some mixed object columns
+            self._folder.cleanup()
             raise ArtifactError("the held-out rows cannot be written for the fresh-process check: "
                                 f"{_one_line(exc)}") from exc
         command = [
             sys.executable, "-m", "pipeline.load_check", "--artifact", str(Path(artifact_dir).resolve()),
-            "--project-root", str(Path(project_root).resolve()), "--folder", str(scratch),
+            "--project-root", str(Path(project_root).resolve()), "--folder", str(self._scratch),
             *[argument for name in trusted_types for argument in ("--trusted", name)],
         ]
+        self._started = time.monotonic()
+        # The child starts in the scratch folder, so `python -m` puts nothing of ours on its path.
+        self._child = subprocess.Popen(command, cwd=self._scratch, env=_child_environment(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> FreshProcessCheck:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.communicate()
+        self._folder.cleanup()
+
+    def finish(self, expected: ModelOutputs) -> None:
+        """Wait for the child (within the time left of ``timeout_s``) and compare its scores with
+        ``expected``; raises ArtifactError as ``check_in_fresh_process`` does."""
+        left = max(0.0, self._timeout_s - (time.monotonic() - self._started))
         try:
-            # The child starts in the scratch folder, so `python -m` puts nothing of ours on its path.
-            done = subprocess.run(command, cwd=scratch, env=_child_environment(), capture_output=True, text=True,
-                                  timeout=timeout_s, check=False)
+            _out, stderr = self._child.communicate(timeout=left)
         except subprocess.TimeoutExpired as exc:
             raise ArtifactError(
-                f"loading the packaged model in a fresh process and scoring {len(features)} held-out rows took "
-                f"longer than {timeout_s:g} s and was stopped; a model this slow to load would not serve "
+                f"loading the packaged model in a fresh process and scoring {self._rows} held-out rows took "
+                f"longer than {self._timeout_s:g} s and was stopped; a model this slow to load would not serve "
                 "either: look for slow or blocking code in the project's own classes"
             ) from exc
-        status = _read_status(scratch / _STATUS_FILE)
+        status = _read_status(self._scratch / _STATUS_FILE)
         if status is None:
             raise ArtifactError(
-                f"the fresh process that loads the packaged model ended with status {done.returncode} before "
-                f"reporting: {_tail(done.stderr)}"
+                f"the fresh process that loads the packaged model ended with status {self._child.returncode} before "
+                f"reporting: {_tail(stderr)}"
             )
         if not status["ok"]:
             raise ArtifactError(_failure_message(status))
-        loaded = _read_outputs(scratch / _OUTPUTS_FILE, one_dimensional=np.ndim(expected.predictions) == 1)
-    mismatch = compare_outputs(expected, loaded)
-    if mismatch:
-        raise ArtifactError(
-            f"the packaged model scores the held-out rows differently in a fresh process: {mismatch}; the model "
-            "depends on something not saved with it (a module-level variable, a global setting, the "
-            "environment): keep every setting in the estimator's own parameters and attributes"
-        )
+        loaded = _read_outputs(self._scratch / _OUTPUTS_FILE, one_dimensional=np.ndim(expected.predictions) == 1)
+        mismatch = compare_outputs(expected, loaded)
+        if mismatch:
+            raise ArtifactError(
+                f"the packaged model scores the held-out rows differently in a fresh process: {mismatch}; the model "
+                "depends on something not saved with it (a module-level variable, a global setting, the "
+                "environment): keep every setting in the estimator's own parameters and attributes"
+            )
 
 
 def check_reference_in_fresh_process(

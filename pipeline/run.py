@@ -313,7 +313,7 @@ def build_candidate(job: dict[str, Any], emit: Callable[[dict[str, Any]], None])
 
 def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, Any]:
     from pipeline.data import assemble_training_data, split_for_validation
-    from pipeline.load_check import check_in_fresh_process
+    from pipeline.load_check import FreshProcessCheck, ModelOutputs
     from pipeline.package import load_model, package, record_reference_metric
     from pipeline.train import build_estimator, code_version, train
     from pipeline.validate import validate
@@ -358,7 +358,11 @@ def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, 
         }
         record.detail = "model, metadata, model card and reference profile written"
 
-    with stage("validate", leave_open=True):
+    with stage("validate", leave_open=True), FreshProcessCheck(
+            staging, split.x_test, trusted_types=tuple(spec.model.trusted_types), project_root=spec.root,
+            timeout_s=spec.deploy.timeout_seconds) as fresh_process:
+        # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`,
+        # which loads and scores there while production is scored here.
         champion = known = production_model = None
         if production is not None:
             known = _scores_on_the_same_rows(production.metadata, metadata["data"], spec.metrics.all)
@@ -372,10 +376,7 @@ def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, 
         )
         found["validation"] = validation.to_dict()
         found["recent"] = _recent_scores(spec, trained, split, production, production_model)
-        # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`.
-        check_in_fresh_process(staging, split.x_test, trusted_types=tuple(spec.model.trusted_types),
-                               project_root=spec.root, estimator=trained.estimator,
-                               timeout_s=spec.deploy.timeout_seconds)
+        fresh_process.finish(ModelOutputs.of(trained.estimator, split.x_test))
         metadata |= {"metrics": validation.metrics, "validation": found["validation"], "recent": found["recent"]}
         calibration = _calibration(trained, split)
         if calibration is not None:

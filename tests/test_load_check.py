@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from pipeline.load_check import ModelOutputs, check_in_fresh_process, compare_outputs
+from pipeline.load_check import FreshProcessCheck, ModelOutputs, check_in_fresh_process, compare_outputs
 from pipeline.package import MODEL_FILE, ArtifactError, package
 from pipeline.spec import load_project
 from pipeline.train import train
@@ -257,6 +257,29 @@ def test_a_model_too_slow_to_load_is_stopped_with_a_clear_message(make_project, 
     assert str(caught.value).startswith(
         f"loading the packaged model in a fresh process and scoring {len(rows)} held-out rows took longer than 3 s "
         "and was stopped")
+
+
+def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_project, tmp_path):
+    """The pipeline starts the check before validation and finishes it after: validation failing
+    first must leave no process and no scratch folder behind."""
+    spec, _estimator, rows = _trained_artifact(make_project("make_slow_model", trusted=["features.SlowToLoad"]),
+                                               tmp_path / "artifact")
+    with pytest.raises(RuntimeError, match="validation failed first"):
+        with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=tuple(spec.model.trusted_types),
+                               project_root=spec.root) as check:
+            assert check._child.poll() is None  # loading (slowly) while the caller goes on
+            raise RuntimeError("validation failed first")
+    assert check._child.returncode is not None and check._child.returncode < 0  # stopped by a signal
+    assert not check._scratch.exists()
+
+
+def test_a_check_started_early_scores_as_in_training_when_finished(make_project, tmp_path):
+    spec, estimator, rows = _trained_artifact(make_project(trusted=["features.Clip"]), tmp_path / "artifact")
+    with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=("features.Clip",),
+                           project_root=spec.root) as check:
+        expected = ModelOutputs.of(estimator, rows)  # the caller's own work meanwhile
+        check.finish(expected)
+    assert not check._scratch.exists()
 
 
 class MainClip(TransformerMixin, BaseEstimator):
