@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from bot import messages
 from bot.events import ChangeMerged, CommandGiven, ModelPromoted, ProductionRemoved
 from bot.logs import secrets_of
-from bot.lifecycle import CHANNEL_ALERTS, CHANNEL_DIGEST, Lifecycle, Project
+from bot.lifecycle import Lifecycle
+from bot.planner import CHANNEL_ALERTS, CHANNEL_DIGEST, Project
 from bot.observability import Observability, observe_adapters, observe_handlers
 from bot.outbox import Blocked, DeliveryReport, Outbox
 from bot.settings import Settings

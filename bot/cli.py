@@ -648,8 +648,6 @@ def serve(obj: _Context, host: str | None, port: int | None) -> None:
 @pass_context
 def console(obj: _Context, on: str | None) -> None:
     """Type comments (/retrain, /status, ...) as if on a change or ticket, and watch the bot answer."""
-    from integrations.ports import Target
-
     # The conversation is the terminal's: log lines go to a file, never between the messages.
     log_file = obj.settings.log_file or obj.settings.data_dir.expanduser().resolve() / "logs" / "console.log"
     app = _app(obj, log_file=log_file)
@@ -1051,7 +1049,7 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
             checks.append(("GitHub", str(exc), "check the GITHUB_* settings"))
     if settings.slack_bot_token is not None:
         from bot.app import _slack
-        from bot.lifecycle import CHANNEL_ALERTS, CHANNEL_DIGEST, CHANNEL_PIPELINE
+        from bot.planner import CHANNEL_ALERTS, CHANNEL_DIGEST, CHANNEL_PIPELINE
 
         try:
             checks += _slack(settings).diagnose([CHANNEL_PIPELINE, CHANNEL_ALERTS, CHANNEL_DIGEST],

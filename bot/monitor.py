@@ -153,7 +153,7 @@ def _check(lifecycle: Lifecycle, model: str, path: Path, identity: str, *, origi
     features = [feature.name for feature in report.drifted_features]
     summary |= {"features": features, "markdown": report.to_markdown(link=str(report_dir / "report.md")),
                 "batch_path": str(path)}
-    from bot.lifecycle import SEVERITY_ORDER
+    from bot.planner import SEVERITY_ORDER
 
     performance = _batch_performance(lifecycle, spec, production, estimator, path) if origin is None else None
     if performance is not None:

@@ -45,15 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from integrations.azure_devops import AzureDevOpsClient, html_marker, merge_tags
-from integrations.github_projects import (
-    STAGES,
-    BoardSetupError,
-    CardMove,
-    ProjectField,
-    ProjectLayout,
-    should_move,
-)
-from integrations.ports import PermanentError, TransientError
+from integrations.github_projects import STAGES, BoardSetupError, should_move
+from integrations.ports import CardMove, PermanentError, ProjectField, ProjectLayout, TransientError
 
 __all__ = ["STAGE_CATEGORIES", "AzureBoardsStates", "WorkItemState", "stage_states"]
 

@@ -1075,7 +1075,7 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
         return max(levels) if levels else self.default_permission
 
     def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
-        from integrations.local import find_ticket_references
+        from integrations.ticket_references import find_ticket_references
 
         found = find_ticket_references(f"{change.title}\n{change.body}", patterns)
         refs = self.client.call("git", "get_pull_request_work_item_refs", self.repo, change.number,

@@ -616,7 +616,7 @@ class GitHubSource(ReportsChangedPaths, ReportsCommitMessages, ReportsChangeHead
         return _ROLE_PERMISSION.get(role, Permission.read)
 
     def linked_tickets(self, change: Change, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
-        from integrations.local import find_ticket_references
+        from integrations.ticket_references import find_ticket_references
 
         return find_ticket_references(f"{change.title}\n{change.body}", patterns)
 

@@ -30,13 +30,20 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import urlsplit
 
-from integrations.ports import PermanentError, PermissionRefused, TransientError
+from integrations.ports import (
+    CardMove,
+    PermanentError,
+    PermissionRefused,
+    ProjectField,
+    ProjectLayout,
+    TransientError,
+)
 
 __all__ = ["ADD_ITEM", "CUSTOM_FIELDS", "DEFAULT_STATUSES", "DOCUMENTS", "ISSUE_CARD", "SET_FIELD", "STAGES",
-           "BoardSetupError", "Card", "CardMove", "GitHubProjectBoard", "ProjectLayout", "ProjectRef", "TicketBoard",
+           "BoardSetupError", "Card", "GitHubProjectBoard", "ProjectRef",
            "parse_project_ref", "should_move"]
 
 log = logging.getLogger("mlops_bot.github_projects")
@@ -155,31 +162,6 @@ def parse_project_ref(text: str) -> ProjectRef:
 
 
 @dataclass(frozen=True)
-class ProjectField:
-    id: str
-    name: str
-    data_type: str  # ProjectV2FieldType: TEXT, SINGLE_SELECT, ...
-    options: tuple[tuple[str, str], ...] = ()  # (option id, name) of a single-select field
-
-    def option_named(self, name: str) -> tuple[str, str] | None:
-        """(id, name as the project spells it) of the option called ``name`` in any case."""
-        return next(((option_id, spelled) for option_id, spelled in self.options
-                     if spelled.casefold() == name.casefold()), None)
-
-
-@dataclass(frozen=True)
-class ProjectLayout:
-    """What the bot uses of the project: its id, its Status field and the custom fields it has."""
-
-    id: str
-    title: str
-    url: str
-    status: ProjectField
-    stage_options: Mapping[str, tuple[str, str]]  # stage -> (option id, option name)
-    custom: Mapping[str, ProjectField]  # lower-case field name -> field
-
-
-@dataclass(frozen=True)
 class Card:
     """A ticket's item on the project: its id, its Status (None: unset) and its field values by lower-case name."""
 
@@ -187,33 +169,6 @@ class Card:
     status: str | None
     values: Mapping[str, str]
     archived: bool = False
-
-
-@dataclass(frozen=True)
-class CardMove:
-    """What a transition did: ``status`` is where the card is now; ``moved`` whether the bot moved it,
-    ``added`` whether it put it on the board; ``why`` when it left the card where a person put it."""
-
-    item_id: str
-    status: str | None
-    moved: bool
-    added: bool = False
-    why: str = ""
-
-
-@runtime_checkable
-class TicketBoard(Protocol):
-    """A board people track tickets on, whose cards follow the retrain episode's stages."""
-
-    name: str
-
-    def follow(self, ticket_id: int, stage: str, *, last_set: str | None,
-               fields: Mapping[str, str]) -> CardMove:
-        """Put the ticket on the board and move its card to ``stage``'s column, unless a person's
-        move is to be respected; fill ``fields`` the board has."""
-
-    def layout(self) -> ProjectLayout:
-        """The board as the bot uses it; BoardSetupError when it lacks what the settings name."""
 
 
 def should_move(target: str, current: str | None, *, last_set: str | None, done: str) -> bool:

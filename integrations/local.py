@@ -44,6 +44,7 @@ from integrations.ports import (
     marker_comment,
     with_marker,
 )
+from integrations.ticket_references import find_ticket_references
 
 __all__ = ["ConsoleChat", "InProcessEngine", "LocalBoard", "LocalGitSource", "create_local_tables", "show_markdown"]
 
@@ -389,19 +390,6 @@ class LocalGitSource(ReadsCommitStatuses, TakesTypedComments):
         if self.out is not None:
             show_markdown(self.out, heading, body,
                           plain=heading if not body else f"{heading}\n{textwrap.indent(body.strip(), '    ')}")
-
-
-def find_ticket_references(text: str, patterns: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(pattern name, number) for each ticket a text refers to; names are ``local``/``github`` for ``#N``,
-    ``azure`` for ``AB#N``; order of first mention, no repeats."""
-    found: list[tuple[str, int]] = []
-    for pattern in patterns:
-        name = "azure" if pattern.startswith("AB#") or "AB#" in pattern else "local"
-        for match in re.finditer(pattern, text):
-            reference = (name, int(match.group(1)))
-            if reference not in found:
-                found.append(reference)
-    return found
 
 
 class LocalBoard(ListsTickets, DescribesTickets, EditsTicketBody):

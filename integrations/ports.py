@@ -29,6 +29,7 @@ __all__ = [
     "CheckAnnotation",
     "CheckButton",
     "CheckReport",
+    "CardMove",
     "CheckRunRef",
     "Comment",
     "DescribesTickets",
@@ -41,6 +42,8 @@ __all__ = [
     "Permission",
     "PermissionRefused",
     "PipelineEngine",
+    "ProjectField",
+    "ProjectLayout",
     "ReadsCommitStatuses",
     "ReportsChangeHeads",
     "ReportsChangedPaths",
@@ -55,6 +58,7 @@ __all__ = [
     "StillRunning",
     "TakesTypedComments",
     "Ticket",
+    "TicketBoard",
     "TicketBody",
     "Tracker",
     "TransientError",
@@ -647,3 +651,58 @@ def marker_comment(marker: str) -> str:
 def with_marker(body: str, marker: str) -> str:
     """A Markdown body with its marker hidden at the end (no marker: the body as it is)."""
     return f"{body}\n\n{marker_comment(marker)}" if marker else body
+
+
+# --- the board people track retrain tickets on (a GitHub Project, Azure Boards' states) ---------------
+
+
+@dataclass(frozen=True)
+class ProjectField:
+    id: str
+    name: str
+    data_type: str  # ProjectV2FieldType: TEXT, SINGLE_SELECT, ...
+    options: tuple[tuple[str, str], ...] = ()  # (option id, name) of a single-select field
+
+    def option_named(self, name: str) -> tuple[str, str] | None:
+        """(id, name as the project spells it) of the option called ``name`` in any case."""
+        return next(((option_id, spelled) for option_id, spelled in self.options
+                     if spelled.casefold() == name.casefold()), None)
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    """What the bot uses of the board: its id, its Status field and the custom fields it has."""
+
+    id: str
+    title: str
+    url: str
+    status: ProjectField
+    stage_options: Mapping[str, tuple[str, str]]  # stage -> (option id, option name)
+    custom: Mapping[str, ProjectField]  # lower-case field name -> field
+
+
+@dataclass(frozen=True)
+class CardMove:
+    """What a transition did: ``status`` is where the card is now; ``moved`` whether the bot moved it,
+    ``added`` whether it put it on the board; ``why`` when it left the card where a person put it."""
+
+    item_id: str
+    status: str | None
+    moved: bool
+    added: bool = False
+    why: str = ""
+
+
+@runtime_checkable
+class TicketBoard(Protocol):
+    """A board people track tickets on, whose cards follow the retrain episode's stages."""
+
+    name: str
+
+    def follow(self, ticket_id: int, stage: str, *, last_set: str | None,
+               fields: Mapping[str, str]) -> CardMove:
+        """Put the ticket on the board and move its card to ``stage``'s column, unless a person's
+        move is to be respected; fill ``fields`` the board has."""
+
+    def layout(self) -> ProjectLayout:
+        """The board as the bot uses it; BoardSetupError when it lacks what the settings name."""

@@ -813,7 +813,7 @@ class _StreamingNumeric:
         self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
 
     def result(self, sample_values: np.ndarray) -> _NumericCurrent:
-        reference, n_cur = self.reference, self.count
+        n_cur = self.count
         below = np.cumsum(self.between[:-1]) + np.concatenate(([0], np.cumsum(self.equal)[:-1]))
         at_or_below = below + self.equal
         wasserstein, error = (None, 0.0) if n_cur == 0 else self._wasserstein(below, at_or_below)

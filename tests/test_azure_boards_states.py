@@ -19,8 +19,8 @@ from integrations.azure_boards_states import (
     stage_states,
 )
 from integrations.azure_devops import AzureBoards, connect, merge_tags
-from integrations.github_projects import STAGES, BoardSetupError, TicketBoard
-from integrations.ports import Target, TransientError
+from integrations.github_projects import STAGES, BoardSetupError
+from integrations.ports import Target, TicketBoard, TransientError
 from tests.emulators.azure_devops import AzureDevOpsEmulator
 
 pytest.importorskip("azure.devops", reason="azure-devops==7.1.0b4 is not installed")
@@ -343,13 +343,15 @@ def test_a_drift_episode_walks_the_work_item_through_its_process_states(ado, epi
 
     episode.retrain(candidate=True)  # validated, kept as a candidate: a person decides with /deploy
     assert state_of(ado, number) == walk[2]
-    episode.batch("b3.csv", 3, labelled=True)  # drift again: the same ticket, updated, and something to learn
+    episode.batch("b3.csv", 3, labelled=True)  # drift again: the same ticket, updated
     assert episode.ticket() == number and state_of(ado, number) == walk[2]
-    episode.retrain(candidate=False)  # promoted, measured, and the ticket closed
-    settle(episode, rounds=60)
+    candidate = max(v.version for v in episode.registry.versions("tiny") if str(v.stage) == "candidate")
+    episode.scm.add_comment(Target("ticket", episode.scm.repo, number), f"/deploy {candidate}")
+    settle(episode, rounds=60)  # the candidate in production, measured, and the ticket closed
 
-    # each move once, by the bot: the review state is left for the retrain's, and the close is one write
-    expected = [walk[0], walk[1], *([walk[2], walk[1]] if walk[2] != walk[1] else []), walk[3]]
+    # each move once, by the bot, and the close is one write
+    assert episode.registry.production("tiny").version == candidate
+    expected = [walk[0], walk[1], *([walk[2]] if walk[2] != walk[1] else []), walk[3]]
     assert ado.state.work_item(number).state_history == [(state, ado.user) for state in expected]
     assert episode.tracker.get(number).state == "closed"
     assert "team-ml" in ado.state.work_item(number).fields["System.Tags"]  # the person's tag survived the updates

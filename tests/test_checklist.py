@@ -244,8 +244,9 @@ def test_ticking_deploy_deploys_the_candidate_once_however_often_it_is_reported(
     reading = checklist.read(after)
     assert reading.intact and reading.ticked == () and reading.revision > revision
     assert after.startswith("Maya: let's ship it.")  # the person's text kept
-    assert "Deploy v2" not in after and "- [ ] Roll back to v1" in after  # the boxes follow production
-    assert "v2 is now in production" in after  # the status line says what happened
+    # the episode's candidate deployed: measured as after an automatic promote, resolved, closed, no box left
+    assert "- [ ]" not in after and "✅ resolved: tiny v2 is in production" in after
+    assert episode.gh.state.issue(REPO, episode.ticket).state == "closed"
     assert any("@maya ticked “Deploy v2" in c for c in bot_comments(episode))
     # A later delivery of the same tick (GitHub retries) deploys nothing more.
     assert deliver(episode, payload) == 0

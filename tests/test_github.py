@@ -176,7 +176,7 @@ def test_a_reply_to_a_missing_pull_request_is_given_up_at_once(github, make_app)
     app = make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
                    github_timeout_s=1, project_paths=["models/tiny"])
     app.lifecycle.store.ingest("manual", "test", "test", {}, [
-        app.lifecycle._reply(PortTarget("change", REPO, 424242), "reply:424242", "hello")])
+        app.lifecycle.planner.reply(PortTarget("change", REPO, 424242), "reply:424242", "hello")])
     app.deliver()
     dead = app.store.effects(status="dead")
     assert [e.key for e in dead] == ["reply:424242"] and dead[0].attempts == 1

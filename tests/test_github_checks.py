@@ -13,7 +13,7 @@ import pytest
 from github import Auth, Github, GithubException
 from starlette.testclient import TestClient
 
-from bot.lifecycle import CHECK_NAME, _annotations_for
+from bot.planner import CHECK_NAME, _annotations_for
 from bot.webhooks import create_app
 from integrations.github_payloads import CheckClick, parse_delivery
 from tests.conftest import settle

@@ -277,13 +277,16 @@ def test_a_drift_episode_walks_the_card_once_through_each_column_through_faults(
     gh.faults.random(0.2, ["500", "502", "lost_response"], seed=5, target=r"POST /graphql(\?.*)?")
     episode.retrain(candidate=True)  # validated, kept as a candidate: a person decides with /deploy
     assert [value for value, _who in status_changes(gh, number)] == ["Todo", "In progress", "In review"]
-    assert project.shown(card, "Version") is not None
-    episode.batch("b3.csv", 3, labelled=True)  # something new to learn from
-    episode.retrain(candidate=False)  # promoted, measured, and the ticket closed
+    candidate = project.shown(card, "Version")
+    assert candidate is not None
+    gh.state.add_collaborator(REPO, "carol", "maintain")  # /deploy needs maintain
+    gh.state.add_comment(REPO, number, "carol", f"/deploy {candidate}")  # in production, measured, closed
     settle(episode, rounds=60)
+    assert episode.registry.production("tiny").version == int(candidate)
     assert gh.state.issue(REPO, number).state == "closed"
     assert status_changes(gh, number) == [(column, "mlops-bot[bot]") for column in
-                                          ("Todo", "In progress", "In review", "In progress", "Done")]
+                                          ("Todo", "In progress", "In review", "Done")]
+    assert len([e for e in episode.store.effects() if e.kind == "episode.resolve"]) == 1
     assert any(fault.path == "/graphql" for fault in gh.faults.fired), "no fault was injected"
     assert len(project.items) == 1
     assert [(e.key, e.last_error) for e in episode.store.effects(status="dead")] == []
