@@ -1219,13 +1219,18 @@ def board_show(obj: _Context, ticket: int, as_json: bool) -> None:
                              "url": found.url, "labels": list(found.labels)}
     if details is None:
         raise OperationFailed(f"there is no ticket:{ticket}; see `mlops-bot board list --all`")
+    card = app.store.get_state("board_cards", str(ticket))  # on a GitHub project or Azure Boards' states
     if as_json:
-        _print_json(details)
+        _print_json({**details, "card": card})
         return
     from integrations.local import show_markdown
 
     body = details["body"] if "body" in details else f"(body and comments at {details['url'] or 'the tracker'})"
     heading = f"ticket:{details['id']} [{details['state']}] {details['title']}"
+    if card:
+        person = card.get("moved_by_person")
+        heading += f"\ncard: {card.get('status') or 'no Status'}, where the bot last put it" + (
+            f"; {person['by']} moved it to {person['status'] or 'no Status'} at {person['at']}" if person else "")
     # Rendered Markdown on a terminal, the text as written when piped (show_markdown decides).
     show_markdown(sys.stdout, heading, body, plain=f"{heading}\n\n{body}\n", indent=0)
     for comment in details.get("comments", []):

@@ -134,11 +134,15 @@ class EffectHandlers:
                                  "longer Azure Boards work items): the card stays as it is")
         card = self.store.get_state("board_cards", str(p["ticket_id"])) or {}
         moved = self.board.follow(int(p["ticket_id"]), p["stage"], last_set=card.get("status"), fields=p["fields"])
-        if moved.moved or not moved.why:  # where the bot put it (now, or by an attempt whose answer was lost)
+        why = moved.why
+        if moved.moved or not why:  # where the bot put it (now, or by an attempt whose answer was lost)
             self.store.put_state("board_cards", str(p["ticket_id"]), {"status": moved.status, "effect": effect.key})
         else:
-            log.info("ticket #%s's card left in %s (%s)", p["ticket_id"], moved.status, moved.why)
-        return Delivered({"status": moved.status, "moved": moved.moved, "why": moved.why})
+            person = card.get("moved_by_person") or {}  # who, when the project's webhook said so
+            if person and (person.get("status") or "").casefold() == (moved.status or "").casefold():
+                why = f"{person['by']} moved it to {moved.status}"
+            log.info("ticket #%s's card left in %s (%s)", p["ticket_id"], moved.status, why)
+        return Delivered({"status": moved.status, "moved": moved.moved, "why": why})
 
     def _deliver_reply(self, effect: EffectRow) -> Delivered:
         target = target_from(effect.payload["target"])

@@ -22,7 +22,7 @@ from bot.events import ChangeMerged, ChecklistTicked, CommandGiven, DriftFound, 
 from bot.logs import log_context
 from bot.planner import CHECK_NAME, CHECKS_SOURCE, DEPLOY_BUTTON, Planner, Project
 from bot.store import Store
-from integrations.github_payloads import CheckClick
+from integrations.github_payloads import CardEdit, CheckClick
 from integrations.ports import (
     Chat,
     Comment,
@@ -30,6 +30,7 @@ from integrations.ports import (
     MessageRef,
     Permission,
     PipelineEngine,
+    ReadsBoardItems,
     SourceControl,
     Target,
     Ticket,
@@ -156,6 +157,43 @@ class Lifecycle:
         """Commands given at ``target`` (a button under ``message``) are answered in ``message``'s
         thread, which keeps its own text: their episode has no top-level message of its own."""
         self.memory.keep("threads", self.planner.episode_for(target), {**ref_dict(message), "hosted": True})
+
+    # --- a person's move of a card on the board -------------------------------------------------
+
+    def card_edited(self, edit: CardEdit, *, delivery: str = "") -> tuple[bool, str]:
+        """A card of a retrain ticket edited on the project (GitHub's ``projects_v2_item`` edited).
+
+        The bot never fights a person's move: its own transitions read the card first and leave one
+        a person moved to Done where it is (``should_move``). What the delivery adds is who moved it
+        and where, read back from the card (the delivery names only the field): kept with the card's
+        state, so the bot's next transition says whose move it respected, and ``mlops-bot board show``
+        shows it. Once per delivery (or per item and field when GitHub sends no delivery id).
+
+        Returns (whether the move was recorded, what became of the delivery in a few words).
+        """
+        if not isinstance(self.board, ReadsBoardItems):
+            return False, "ignored: the tickets are not on a GitHub project (MLOPS_GITHUB_PROJECT)"
+        if edit.by_bot or self._is_bot(edit.sender):
+            return False, "ignored: the bot's own move"
+        if edit.content_type != "Issue":
+            return False, f"ignored: a {edit.content_type or 'card'} card is not a ticket"
+        layout = self.board.layout()
+        if edit.project_id != layout.id:
+            return False, "ignored: a card of another project"
+        if edit.field_id and edit.field_id != layout.status.id:
+            return False, "ignored: a field other than Status"
+        key = f"github:card:{edit.item_id}:{delivery or edit.field_id}"
+        if self.store.seen(key):
+            return False, "seen before"
+        item = self.board.item(edit.item_id)
+        known = self.store.get_state("board_cards", str(item.ticket_id)) if item else None
+        if item is None or known is None:
+            return False, "ignored: not a retrain ticket's card"
+        moved = {"by": edit.sender, "status": item.status, "at": self.clock().isoformat()}
+        # Before the event: a crash in between leaves the delivery to be handled again, which writes the same.
+        self.store.put_state("board_cards", str(item.ticket_id), {**known, "moved_by_person": moved})
+        new = self.store.ingest(key, "card_moved", "github", {"ticket_id": item.ticket_id, **moved})
+        return new, f"{edit.sender} moved ticket #{item.ticket_id}'s card to {item.status or 'no Status'}"
 
     # --- the live checklist in the retrain ticket (bot/checklist.py) ------------------------------
     #

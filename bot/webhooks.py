@@ -264,6 +264,10 @@ def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONR
         answer = JSONResponse({"status": status, "click": what}, status_code=202)
         if new:
             wake()
+    elif fact.kind == "card_edited":  # a card moved on the project: who moved it, kept with the card
+        new, what = bot.lifecycle.card_edited(fact.card, delivery=delivery)
+        answer = JSONResponse({"status": "accepted" if new else ("ignored" if what.startswith("ignored") else
+                                                                 "seen before"), "card": what}, status_code=202)
     elif fact.kind == "ticket_edited":  # each box ticked in the bot's checklist acts once, as its editor
         new = bot.lifecycle.ticket_body_edited(fact.ticket, fact.body, editor=fact.by, source="github")
         answer = JSONResponse({"status": "accepted" if new else "seen before"}, status_code=202)

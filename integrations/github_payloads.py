@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from integrations.ports import Change, Comment, Target
 
-__all__ = ["CheckClick", "WebhookFact", "change_from_pull", "comment_from_json", "parse_delivery"]
+__all__ = ["CardEdit", "CheckClick", "WebhookFact", "change_from_pull", "comment_from_json", "parse_delivery"]
 
 _NUMBER_IN_URL = re.compile(r"/(?P<kind>issues|pull)/(?P<number>\d+)")
 
@@ -48,7 +48,7 @@ def comment_from_json(repo: str, comment: dict[str, Any], *, issue: dict[str, An
         created_at=_time(comment.get("created_at")),
         url=comment.get("html_url", ""),
         edited=edited,
-        by_bot=bool(bot_login) and login.lower() in {bot_login.lower(), f"{bot_login.lower()}[bot]"},
+        by_bot=_is_bot(login, bot_login),
     )
 
 
@@ -88,15 +88,30 @@ class CheckClick:
     pulls: tuple[int, ...] = ()  # the open pull requests whose head is the commit, as GitHub lists them
 
 
+@dataclass(frozen=True)
+class CardEdit:
+    """A person's (or an automation's) edit of a card on a project (``projects_v2_item`` edited).
+    GitHub names the card, its project and the field that changed, not the new value: the card is
+    read back for that."""
+
+    item_id: str  # the item's node id
+    project_id: str
+    content_id: str
+    content_type: str  # "Issue", "PullRequest" or "DraftIssue"
+    field_id: str  # the changed field's node id ("" when the delivery names none)
+    sender: str
+    by_bot: bool
+
+
 class WebhookFact:
     """What a delivery says, in the ports' words: a comment, a merge, a closed issue, a click on a
-    check run, or nothing."""
+    check run, a card moved on a project, or nothing."""
 
     def __init__(self, kind: str, *, comment: Comment | None = None, change: Change | None = None,
                  ticket: int | None = None, repo: str = "", by: str = "", ignored: str = "",
-                 click: CheckClick | None = None, body: str = ""):
+                 click: CheckClick | None = None, body: str = "", card: CardEdit | None = None):
         self.kind, self.comment, self.change, self.ticket = kind, comment, change, ticket
-        self.repo, self.by, self.ignored, self.click = repo, by, ignored, click
+        self.repo, self.by, self.ignored, self.click, self.card = repo, by, ignored, click, card
         self.body = body  # an edited issue's new body (``ticket_edited``)
 
 
@@ -157,7 +172,26 @@ def parse_delivery(event: str, payload: dict[str, Any], *, bot_login: str = "") 
         return WebhookFact("check_click", repo=repo, click=CheckClick(
             action="suite_rerequested", repo=repo, sender=str(payload["sender"]["login"]),
             head_sha=str(suite["head_sha"]), pulls=_pull_numbers(suite)))
+    if event == "projects_v2_item":  # an organization's or a user's project: no repository in the delivery
+        if action != "edited":
+            return WebhookFact("ignored", ignored=f"projects_v2_item {action}: only a card's edited fields matter "
+                                                  "to the bot")
+        _require(payload, "projects_v2_item", "sender")
+        changed = (payload.get("changes") or {}).get("field_value")
+        if not isinstance(changed, dict):
+            return WebhookFact("ignored", ignored="projects_v2_item edited: no field value changed")
+        item, login = payload["projects_v2_item"], str(payload["sender"].get("login") or "")
+        return WebhookFact("card_edited", by=login, card=CardEdit(
+            item_id=str(item["node_id"]), project_id=str(item["project_node_id"]),
+            content_id=str(item.get("content_node_id") or ""), content_type=str(item.get("content_type") or ""),
+            field_id=str(changed.get("field_node_id") or ""), sender=login,
+            by_bot=_is_bot(login, bot_login)))
     return WebhookFact("ignored", repo=repo, ignored=f"{event or 'unnamed'} events are not used by the bot")
+
+
+def _is_bot(login: str, bot_login: str) -> bool:
+    """Whether ``login`` is the bot's: its user, or its App's ``slug[bot]``."""
+    return bool(bot_login) and login.lower() in {bot_login.lower(), f"{bot_login.lower()}[bot]"}
 
 
 def _pull_numbers(run_or_suite: dict[str, Any]) -> tuple[int, ...]:

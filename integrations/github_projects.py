@@ -34,15 +34,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from integrations.ports import (
+    BoardItem,
     CardMove,
     PermanentError,
     PermissionRefused,
     ProjectField,
     ProjectLayout,
+    ReadsBoardItems,
     TransientError,
 )
 
-__all__ = ["ADD_ITEM", "CUSTOM_FIELDS", "DEFAULT_STATUSES", "DOCUMENTS", "ISSUE_CARD", "SET_FIELD", "STAGES",
+__all__ = ["ADD_ITEM", "CUSTOM_FIELDS", "DEFAULT_STATUSES", "DOCUMENTS", "ISSUE_CARD", "ITEM_CARD", "SET_FIELD", "STAGES",
            "BoardSetupError", "Card", "GitHubProjectBoard", "ProjectRef",
            "parse_project_ref", "should_move"]
 
@@ -89,28 +91,40 @@ query OwnerProject($login: String!, $number: Int!) {
   repositoryOwner(login: $login) { ... on ProjectV2Owner { projectV2(number: $number) { ...BoardProject } } }
 }
 """ + _PROJECT_FRAGMENT
+_CARD_FRAGMENT = """
+fragment BoardCard on ProjectV2Item {
+  id
+  isArchived
+  project { id }
+  fieldValues(first: 50) {
+    nodes {
+      ... on ProjectV2ItemFieldSingleSelectValue { name optionId field { ... on ProjectV2FieldCommon { id name } } }
+      ... on ProjectV2ItemFieldTextValue { text field { ... on ProjectV2FieldCommon { id name } } }
+    }
+  }
+}
+"""
 ISSUE_CARD = """
 query IssueCard($owner: String!, $name: String!, $number: Int!) {
   repository(owner: $owner, name: $name) {
     issue(number: $number) {
       id
-      projectItems(first: 50, includeArchived: true) {
-        nodes {
-          id
-          isArchived
-          project { id }
-          fieldValues(first: 50) {
-            nodes {
-              ... on ProjectV2ItemFieldSingleSelectValue { name optionId field { ... on ProjectV2FieldCommon { id name } } }
-              ... on ProjectV2ItemFieldTextValue { text field { ... on ProjectV2FieldCommon { id name } } }
-            }
-          }
-        }
-      }
+      projectItems(first: 50, includeArchived: true) { nodes { ...BoardCard } }
     }
   }
 }
-"""
+""" + _CARD_FRAGMENT
+#: a card by its own id, as a ``projects_v2_item`` delivery names it: which issue it stands for, and its fields
+ITEM_CARD = """
+query ItemCard($id: ID!) {
+  node(id: $id) {
+    ... on ProjectV2Item {
+      ...BoardCard
+      content { ... on Issue { number repository { nameWithOwner } } }
+    }
+  }
+}
+""" + _CARD_FRAGMENT
 ADD_ITEM = """
 mutation AddCard($projectId: ID!, $contentId: ID!) {
   addProjectV2ItemById(input: {projectId: $projectId, contentId: $contentId}) { item { id } }
@@ -123,7 +137,7 @@ mutation SetCardField($projectId: ID!, $itemId: ID!, $fieldId: ID!, $value: Proj
   }
 }
 """
-DOCUMENTS = (ORGANIZATION_PROJECT, USER_PROJECT, OWNER_PROJECT, ISSUE_CARD, ADD_ITEM, SET_FIELD)
+DOCUMENTS = (ORGANIZATION_PROJECT, USER_PROJECT, OWNER_PROJECT, ISSUE_CARD, ITEM_CARD, ADD_ITEM, SET_FIELD)
 
 
 class BoardSetupError(PermanentError):
@@ -187,7 +201,7 @@ def should_move(target: str, current: str | None, *, last_set: str | None, done:
     return not (current is not None and same(current, done) and not same(last_set, done))
 
 
-class GitHubProjectBoard:
+class GitHubProjectBoard(ReadsBoardItems):
     """The retrain tickets of ``client``'s repository on the GitHub project ``ref``."""
 
     name = "github-project"
@@ -271,14 +285,22 @@ class GitHubProjectBoard:
             raise PermanentError(f"issue #{ticket_id} of {self.client.repo_name} is not there")
         for item in (issue.get("projectItems") or {}).get("nodes") or []:
             if item and (item.get("project") or {}).get("id") == layout.id:
-                values = {}
-                for value in (item.get("fieldValues") or {}).get("nodes") or []:
-                    field_name = ((value or {}).get("field") or {}).get("name")
-                    if field_name:
-                        values[field_name.casefold()] = value.get("name") if "name" in value else value.get("text")
-                status = values.get(layout.status.name.casefold())
-                return issue["id"], Card(item["id"], status, values, bool(item.get("isArchived")))
+                return issue["id"], _card(item, layout)
         return issue["id"], None
+
+    def item(self, item_id: str) -> BoardItem | None:
+        layout = self.layout()
+        try:
+            data = self._graphql(ITEM_CARD, {"id": item_id}, write=False, what=f"the project card {item_id}")
+        except PermanentError:  # GitHub answers NOT_FOUND for a card deleted since
+            return None
+        node = data.get("node") or {}
+        content = node.get("content") or {}
+        if (node.get("project") or {}).get("id") != layout.id or "number" not in content:
+            return None  # another project's card, or a draft issue or a pull request
+        if ((content.get("repository") or {}).get("nameWithOwner") or "").casefold() != self.client.repo_name.casefold():
+            return None  # the project also tracks other repositories' issues
+        return BoardItem(node["id"], int(content["number"]), _card(node, layout).status)
 
     def follow(self, ticket_id: int, stage: str, *, last_set: str | None = None,
                fields: Mapping[str, str] | None = None) -> CardMove:
@@ -340,6 +362,15 @@ class GitHubProjectBoard:
         except requests.RequestException as exc:  # timeout, connection lost: a write may have happened
             raise TransientError(f"GitHub GraphQL ({what}): {type(exc).__name__}", outcome_unknown=write) from None
         return answer.get("data") or {}
+
+
+def _card(item: Mapping[str, Any], layout: ProjectLayout) -> Card:
+    values = {}
+    for value in (item.get("fieldValues") or {}).get("nodes") or []:
+        field_name = ((value or {}).get("field") or {}).get("name")
+        if field_name:
+            values[field_name.casefold()] = value.get("name") if "name" in value else value.get("text")
+    return Card(item["id"], values.get(layout.status.name.casefold()), values, bool(item.get("isArchived")))
 
 
 def _field(node: Mapping[str, Any]) -> ProjectField:

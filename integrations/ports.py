@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ApiCallObserver",
+    "BoardItem",
     "Change",
     "ChangeHead",
     "Chat",
@@ -44,6 +45,7 @@ __all__ = [
     "PipelineEngine",
     "ProjectField",
     "ProjectLayout",
+    "ReadsBoardItems",
     "ReadsCommitStatuses",
     "ReportsChangeHeads",
     "ReportsChangedPaths",
@@ -691,6 +693,26 @@ class CardMove:
     moved: bool
     added: bool = False
     why: str = ""
+
+
+@dataclass(frozen=True)
+class BoardItem:
+    """A card read back by its own id: the ticket it stands for and the column it is in."""
+
+    item_id: str
+    ticket_id: int
+    status: str | None
+
+
+@runtime_checkable
+class ReadsBoardItems(Protocol):
+    """A board whose events name a card, not its ticket, nor where it went (GitHub's
+    ``projects_v2_item`` edited names the item and the field only): the card is read back."""
+
+    @abstractmethod
+    def item(self, item_id: str) -> BoardItem | None:
+        """The card ``item_id`` when it is one of this board's cards for the repository's issues;
+        None when it is not (another project's, a draft, another repository's issue, deleted)."""
 
 
 @runtime_checkable

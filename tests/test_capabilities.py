@@ -34,6 +34,7 @@ from integrations.ports import (
     ListsTickets,
     NamesChangesForLinks,
     Permission,
+    ReadsBoardItems,
     ReadsCommitStatuses,
     ReportsApiCalls,
     ReportsChangedPaths,
@@ -45,6 +46,7 @@ from integrations.ports import (
     SourceControl,
     TakesTypedComments,
     Target,
+    TicketBoard,
     Tracker,
     UploadsFiles,
     Whispers,
@@ -61,6 +63,7 @@ CAPABILITIES = {
                     NamesChangesForLinks, TakesTypedComments, ReportsCheckRuns),
     Tracker: (LinksChanges, ListsTickets, DescribesTickets, EditsTicketBody),
     Chat: (ShowsActions, UploadsFiles, Whispers, ResolvesPermissions),
+    TicketBoard: (ReadsBoardItems,),
 }
 
 # adapter: (its port, the capabilities it has, what it says through the port's attributes)
@@ -83,6 +86,8 @@ TABLE = {
                     {"reference_prefix": "AB#", "tickets_in_repository": False}),
     "ConsoleChat": (Chat, set(), {}),
     "SlackChat": (Chat, {ShowsActions, UploadsFiles, Whispers, ResolvesPermissions}, {}),
+    "GitHubProjectBoard": (TicketBoard, {ReadsBoardItems}, {"name": "github-project"}),
+    "AzureBoardsStates": (TicketBoard, set(), {"name": "azure-boards"}),
 }
 
 # Capabilities of adapters of any port: the services' adapters count their requests for /metrics.
@@ -110,6 +115,10 @@ def _github(request, kind: str, *, as_app: bool = False):
         GitHubAuth(token=emulator.token)
     client = GitHubClient(connect(auth, base_url=emulator.base_url, timeout=1, retry=None), REPO,
                           bot_login="mlops-bot")
+    if kind == "board":
+        from integrations.github_projects import GitHubProjectBoard, ProjectRef
+
+        return GitHubProjectBoard(client, ProjectRef("acme", 3))
     return GitHubSource(client) if kind == "source" else GitHubIssues(client)
 
 
@@ -129,6 +138,10 @@ def _azure(request, kind: str):
     emulator.state.add_project("proj")
     emulator.state.add_repo("proj", "model")
     client = connect(emulator.base_url, emulator.pat, timeout=2, retries=0, backoff=0)
+    if kind == "board":
+        from integrations.azure_boards_states import AzureBoardsStates
+
+        return AzureBoardsStates(client, project="proj")
     return AzureRepos(client, project="proj", repository="model") if kind == "source" else \
         AzureBoards(client, project="proj")
 
@@ -146,6 +159,7 @@ BUILD = {
     "GitHubAppSource": lambda r: _github(r, "source", as_app=True),
     "GitHubIssues": lambda r: _github(r, "tracker"), "AzureRepos": lambda r: _azure(r, "source"),
     "AzureBoards": lambda r: _azure(r, "tracker"), "SlackChat": lambda r: _slack(r, "chat"),
+    "GitHubProjectBoard": lambda r: _github(r, "board"), "AzureBoardsStates": lambda r: _azure(r, "board"),
 }
 
 
@@ -153,7 +167,7 @@ BUILD = {
 
 
 def test_every_capability_of_the_ports_module_is_in_the_table():
-    the_ports = {*CAPABILITIES, ports.PipelineEngine, ports.TicketBoard}  # ports themselves, not capabilities
+    the_ports = {*CAPABILITIES, ports.PipelineEngine}  # ports themselves, not capabilities
     declared = {value for name in ports.__all__ if inspect.isclass(value := getattr(ports, name))
                 and getattr(value, "_is_runtime_protocol", False)} - the_ports
     assert declared == {c for group in CAPABILITIES.values() for c in group} | {ReportsApiCalls}
@@ -379,3 +393,14 @@ def test_board_and_status_list_the_open_work_items_on_azure_boards(azure_devops_
     invoke = run_cli(monkeypatch, app, **azure)
     check_board_and_status(invoke, kept, done)
     assert "Retrain tiny" in invoke("board", "show", str(kept))
+
+
+def test_a_project_card_delivery_to_a_bot_whose_board_cannot_read_cards_is_ignored_and_stores_nothing(make_app):
+    from integrations.github_payloads import CardEdit
+
+    app = make_app()  # embedded defaults: tickets on the local board, no project
+    edit = CardEdit(item_id="PVTI_1", project_id="PVT_1", content_id="I_1", content_type="Issue", field_id="PVTF_1",
+                    sender="alice", by_bot=False)
+    assert app.lifecycle.card_edited(edit, delivery="d-1") == (
+        False, "ignored: the tickets are not on a GitHub project (MLOPS_GITHUB_PROJECT)")
+    assert app.store.events(kind="card_moved") == []

@@ -8,6 +8,7 @@ validated here one by one too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ from tests.emulators.github import GitHubEmulator, github_graphql_schema, github
 
 REPO = "acme/model"
 STATUS = "Status"
+WEBHOOK_SECRET = "card-hook-secret"
 
 
 @pytest.fixture
@@ -241,7 +243,8 @@ def episode(gh, make_app, repo):
                                               "Reason": None})
     gh.state.add_collaborator(REPO, "mlops-bot[bot]", "write")
     app = make_app(github_repository=REPO, github_token=gh.token, github_api_url=gh.base_url,
-                   project_paths=[PROJECT], github_timeout_s=1, github_project=PROJECT_URL)
+                   project_paths=[PROJECT], github_timeout_s=1, github_project=PROJECT_URL,
+                   github_webhook_secret=WEBHOOK_SECRET)
     app.run_once()
     toml = repo / PROJECT / "mlops.toml"
 
@@ -300,6 +303,117 @@ def test_a_card_a_person_moved_to_done_stays_there(gh, episode):
     moves = [e for e in episode.store.effects() if e.kind == "board.follow"]
     assert {e.payload["stage"] for e in moves} == {"opened", "retraining", "review"}
     assert all(e.status == "done" for e in moves)
+
+
+def card_examples() -> Path:
+    """GitHub's example ``projects_v2_item`` deliveries."""
+    return refdata_dir() / "github" / "webhooks" / "examples" / "api.github.com" / "projects_v2_item"
+
+
+def deliver(app, event: str, payload: dict, delivery: str) -> dict:
+    """POST a delivery to the bot's webhook, signed with the webhook's secret, as GitHub does."""
+    import hashlib
+    import hmac
+    import json
+
+    from starlette.testclient import TestClient
+
+    from bot.webhooks import create_app
+
+    body = json.dumps(payload).encode()
+    response = TestClient(create_app(app)).post("/webhooks/github", content=body, headers={
+        "X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "Content-Type": "application/json",
+        "X-Hub-Signature-256": "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()})
+    assert response.status_code in {200, 202}, response.text
+    return response.json()
+
+
+def test_a_persons_move_delivered_by_webhook_is_kept_with_who_made_it_and_not_fought(gh, episode):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    number = episode.ticket()
+    gh.graphql.set_field("acme", 3, REPO, number, STATUS, "Done", by="alice")
+    event, payload = gh.graphql.card_delivery("acme", 3, REPO, number, STATUS, sender="alice")
+    answer = deliver(episode, event, payload, "card-1")
+    assert answer == {"status": "accepted", "card": f"alice moved ticket #{number}'s card to Done"}
+    assert deliver(episode, event, payload, "card-1")["status"] == "duplicate"
+    card = episode.store.get_state("board_cards", str(number))
+    assert (card["status"], card["moved_by_person"]["by"], card["moved_by_person"]["status"]) == ("Todo", "alice",
+                                                                                                 "Done")
+    # Not a person's Status move on one of the bot's cards: nothing recorded.
+    _, own = gh.graphql.card_delivery("acme", 3, REPO, number, STATUS, sender="mlops-bot[bot]")
+    assert deliver(episode, event, own, "card-2")["card"] == "ignored: the bot's own move"
+    _, model = gh.graphql.card_delivery("acme", 3, REPO, number, "Model", sender="alice")
+    assert deliver(episode, event, model, "card-3")["card"] == "ignored: a field other than Status"
+    other = gh.graphql.add_project("acme", 4)
+    _, foreign = gh.graphql.card_delivery("acme", 3, REPO, number, STATUS, sender="alice")
+    foreign["projects_v2_item"]["project_node_id"] = other.id
+    assert deliver(episode, event, foreign, "card-4")["card"] == "ignored: a card of another project"
+
+    # The bot's next transitions leave the card where alice put it, and say whose move they respected.
+    episode.retrain(candidate=True)
+    assert status_changes(gh, number) == [("Todo", "mlops-bot[bot]"), ("Done", "alice")]
+    kept = [e.result for e in episode.store.effects() if e.kind == "board.follow" and e.payload["stage"] != "opened"]
+    assert kept and all(result == {"status": "Done", "moved": False, "why": "alice moved it to Done"}
+                        for result in kept)
+    shown = CliRunner().invoke(cli, ["board", "show", str(number)], env=episode_env(episode))
+    assert "card: Todo, where the bot last put it; alice moved it to Done at" in shown.output, shown.output
+
+
+def episode_env(app) -> dict[str, str]:
+    """The environment under which ``mlops-bot`` commands see ``app``'s state and services."""
+    settings = app.settings
+    return {"MLOPS_DATA_DIR": str(settings.data_dir), "MLOPS_PROJECT_DIR": str(settings.project_dir),
+            "GITHUB_REPOSITORY": settings.github_repository, "GITHUB_API_URL": settings.github_api_url,
+            "GITHUB_TOKEN": settings.github_token.get_secret_value(), "MLOPS_GITHUB_PROJECT": PROJECT_URL}
+
+
+def test_githubs_example_card_deliveries_are_read():
+    import json
+
+    from integrations.github_payloads import CardEdit, parse_delivery
+
+    edited = json.loads((card_examples() / "edited.payload.json").read_text())
+    fact = parse_delivery("projects_v2_item", edited, bot_login="mlops-bot")
+    assert fact.kind == "card_edited" and fact.card == CardEdit(
+        item_id="PVTI_lADOAWcTxs07G84AVqWu", project_id="PVT_kwDOAWcTxs07Gw", content_id="DI_lADOAWcTxs07G84AIjOy",
+        content_type="DraftIssue", field_id="PVTF_lADOAWcTxs07G84AAali", sender=edited["sender"]["login"],
+        by_bot=False)
+    for example in sorted(card_examples().glob("*.json")):
+        if example.name != "edited.payload.json":
+            fact = parse_delivery("projects_v2_item", json.loads(example.read_text()))
+            assert fact.kind == "ignored" and "only a card's edited fields" in fact.ignored, example.name
+
+
+def test_the_emulators_card_delivery_is_shaped_like_githubs_example(gh):
+    import json
+
+    gh.graphql.add_project("acme", 3)
+    board(gh).follow(issue(gh), "opened")
+    _event, payload = gh.graphql.card_delivery("acme", 3, REPO, 1, STATUS, sender="alice")
+    example = json.loads((card_examples() / "edited.payload.json").read_text())
+    assert set(payload) == set(example)
+    assert set(payload["projects_v2_item"]) == set(example["projects_v2_item"])
+    assert payload["changes"] == {"field_value": {"field_node_id": payload["changes"]["field_value"]["field_node_id"],
+                                                  "field_type": "single_select"}}
+
+
+def test_a_card_is_read_back_by_its_own_id_only_when_it_is_one_of_the_repositorys_issues(gh):
+    gh.graphql.add_project("acme", 3)
+    number = issue(gh)
+    moved = board(gh).follow(number, "review")
+    item = board(gh).item(moved.item_id)
+    assert (item.ticket_id, item.status) == (number, "In review")
+    gh.state.add_repo("acme/other")
+    elsewhere = gh.state.open_issue("acme/other", "Elsewhere", "", "alice")
+    client = GitHubClient(connect(GitHubAuth(token=gh.token), base_url=gh.base_url, timeout=1, retry=None),
+                          "acme/other", bot_login="mlops-bot")
+    other_board = GitHubProjectBoard(client, ProjectRef("acme", 3))
+    foreign = other_board.follow(elsewhere, "opened")
+    assert board(gh).item(foreign.item_id) is None  # the project's, but another repository's issue
+    assert board(gh).item("PVTI_gone") is None  # deleted, or never there: GitHub answers NOT_FOUND
 
 
 def test_doctor_checks_the_project_and_names_the_missing_scope_or_option(gh, repo, tmp_path, monkeypatch):

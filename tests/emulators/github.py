@@ -3003,6 +3003,39 @@ class GitHubGraphQL:
     def card(self, owner: str, number: int, repo: str, issue_number: int) -> ProjectItemV2 | None:
         return self.project(owner, number).item_for(repo, issue_number)
 
+    def card_delivery(self, owner: str, number: int, repo: str, issue_number: int, name: str, *,
+                      sender: str) -> tuple[str, dict[str, Any]]:
+        """What GitHub sends for ``sender``'s edit of the field ``name`` of an issue's card: (event,
+        payload), shaped as ../shared/refdata/github/webhooks/examples/api.github.com/projects_v2_item/
+        edited.payload.json, which names the item and the field but not the new value."""
+        emulator = self.emulator
+        with emulator.lock:
+            project = self.project(owner, number)
+            item = project.item_for(repo, issue_number)
+            if item is None:
+                raise KeyError(f"{repo}#{issue_number} is not on project {owner}/{number}")
+            held = emulator.state.find_repo(*repo.split("/", 1))
+            issue = held.issues[issue_number]
+            account = emulator.state.add_user(owner)
+            now = iso(emulator.clock.now())
+            payload = {
+                "action": "edited",
+                "projects_v2_item": {
+                    "id": int(base64.b64decode(item.id).decode().removeprefix(f"0{len('ProjectV2Item')}:ProjectV2Item")),
+                    "node_id": item.id, "project_node_id": project.id, "content_node_id": _node_id("Issue", issue.id),
+                    "content_type": "Issue", "creator": emulator._user(emulator.login), "created_at": now,
+                    "updated_at": now, "archived_at": None,
+                },
+                "changes": {"field_value": {"field_node_id": project.field_named(name).id,
+                                            "field_type": project.field_named(name).data_type.lower()}},
+                "organization": {"login": account.login, "id": account.id,
+                                 "node_id": _node_id("Organization", account.id),
+                                 "url": emulator.api(f"/orgs/{account.login}"),
+                                 "repos_url": emulator.api(f"/orgs/{account.login}/repos"), "description": ""},
+                "sender": emulator._user(sender),
+            }
+        return "projects_v2_item", payload
+
     def set_field(self, owner: str, number: int, repo: str, issue_number: int, name: str, value: str, *,
                   by: str = "alice") -> None:
         """A person sets a field of an issue's card, as in the project's web page."""
@@ -3130,6 +3163,7 @@ class GitHubGraphQL:
             "user": lambda _info, login: self._owner(login, "user"),
             "repositoryOwner": lambda _info, login: self._owner(login, None),
             "repository": lambda _info, owner, name, **_: self._repository(owner, name),
+            "node": lambda _info, id: self._find_node(id),  # noqa: A006 - the schema's name
             "addProjectV2ItemById": lambda _info, input: self._add_item(input),  # noqa: A006 - the schema's name
             "updateProjectV2ItemFieldValue": lambda _info, input: self._update_field(input),  # noqa: A006
         }
@@ -3195,7 +3229,9 @@ class GitHubGraphQL:
             return _connection([self._item_json(project, item) for project, item in found], first)
 
         return {"__typename": "Issue", "id": _node_id("Issue", issue.id), "number": issue.number,
-                "title": issue.title, "projectItems": items}
+                "title": issue.title, "projectItems": items,
+                "repository": {"__typename": "Repository", "id": _node_id("Repository", repo.id), "name": repo.name,
+                               "nameWithOwner": repo.full_name}}
 
     def _item_json(self, project: ProjectV2, item: ProjectItemV2) -> dict[str, Any]:
         def value_json(field_id: str) -> dict[str, Any] | None:
@@ -3213,13 +3249,25 @@ class GitHubGraphQL:
             matching = [f for f in project.fields.values() if f.name == name]
             return value_json(matching[0].id) if matching else None
 
+        def content(_info: Any) -> dict[str, Any] | None:
+            repo = self.emulator.state.find_repo(*item.repo.split("/", 1))
+            issue = repo.issues.get(item.number) if repo is not None else None
+            return self._issue_json(repo, issue) if issue is not None else None
+
         return {
             "__typename": "ProjectV2Item", "id": item.id, "isArchived": item.archived, "type": "ISSUE",
-            "project": self._project_json(project),
+            "project": self._project_json(project), "content": content,
             "fieldValues": lambda _info, first=None, **_: _connection(
                 [v for v in (value_json(field_id) for field_id in project.fields) if v is not None], first),
             "fieldValueByName": by_name,
         }
+
+    def _find_node(self, node_id: str) -> dict[str, Any]:
+        """``node(id:)`` for a project's item (the only node the bot asks for by id)."""
+        for project in self.projects.values():
+            if node_id in project.items:
+                return self._item_json(project, project.items[node_id])
+        raise _GraphQLFault("NOT_FOUND", f"Could not resolve to a node with the global id of '{node_id}'")
 
     def _find_project(self, project_id: str) -> ProjectV2:
         project = self.projects.get(project_id)
