@@ -1063,7 +1063,12 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
             azure_scm, azure_tracker, azure_engine = _azure(settings, None)
             from integrations.azure_devops import diagnose
 
-            checks += diagnose(azure_tracker, azure_scm, azure_engine)
+            azure_checks = diagnose(azure_tracker, azure_scm, azure_engine)
+            checks += azure_checks
+            if not any(problem for _what, problem, _fix in azure_checks):  # one problem is said once
+                from bot.app import _azure_board
+
+                checks += _azure_board(settings, azure_tracker).diagnose()
         except Exception as exc:  # a malformed URL or an unknown process is a finding here, not a crash
             checks.append(("Azure DevOps", str(exc), "check the AZURE_DEVOPS_* and MLOPS_AZURE_* settings"))
     batches = settings.batches_dir

@@ -147,6 +147,26 @@ class AzureBoardsStates:
                              stage_options={stage: (STAGE_CATEGORIES[stage], name) for stage, name in stages.items()},
                              custom={})
 
+    def diagnose(self) -> list[tuple[str, str | None, str]]:
+        """What ``mlops-bot doctor`` reports: the state each stage of the episode moves the work item
+        to, read from the type's states as the bot will read them; or why they cannot be."""
+        what = f"Azure Boards states of {self.work_item_type} (MLOPS_AZURE_WORK_ITEM_TYPE)"
+        try:
+            layout = self.layout()
+        except BoardSetupError as exc:
+            return [(what, str(exc), "add the missing state to the type in the process, or set "
+                                     "MLOPS_AZURE_WORK_ITEM_TYPE to another type")]
+        except PermanentError as exc:
+            return [(what, str(exc), "check AZURE_DEVOPS_PROJECT and that the PAT has Work Items: Read")]
+        except TransientError as exc:
+            return [(what, str(exc), "check AZURE_DEVOPS_ORG_URL and the network, then run doctor again")]
+        walk: list[str] = []
+        for stage in STAGES:
+            name = layout.stage_options[stage][1]
+            if not walk or walk[-1] != name:  # Basic has no Resolved state: review stays in Doing
+                walk.append(name)
+        return [(f"{what}: {' → '.join(walk)}", None, "")]
+
     # --- moving a work item -------------------------------------------------------------------
 
     def follow(self, ticket_id: int, stage: str, *, last_set: str | None = None,

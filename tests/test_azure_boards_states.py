@@ -279,6 +279,16 @@ def test_an_unknown_type_or_a_type_without_states_is_one_line(ado, client):
     assert "\n" not in str(empty.value)
 
 
+@pytest.mark.parametrize("process", sorted(PROCESS_TYPE))
+def test_doctor_shows_the_walk_each_process_gives_or_the_one_line_why_not(ado, client, process):
+    ((what, problem, _fix),) = board_for(client, process).diagnose()
+    assert problem is None and what.endswith(": " + " → ".join(dict.fromkeys(WALK[process])))
+    ado.state.customize_states(process.lower(), PROCESS_TYPE[process], [])
+    ((what, problem, fix),) = AzureBoardsStates(client, project=process.lower(),
+                                                work_item_type=PROCESS_TYPE[process]).diagnose()
+    assert "has no states" in problem and "\n" not in problem and "MLOPS_AZURE_WORK_ITEM_TYPE" in fix
+
+
 def test_the_emulator_refuses_states_as_the_service_does(ado, client):
     number = work_item(ado, "Agile", "User Story")
     with pytest.raises(ValueError, match="'Done' is not in the list of supported values for User Story"):

@@ -184,6 +184,7 @@ def test_doctor_checks_azure_devops(ado, repo, tmp_path, monkeypatch):
     assert healthy.exit_code == 0, healthy.output
     assert "✓ Azure DevOps token (authenticates as mlops-bot)" in healthy.output
     assert "✓ repository model" in healthy.output and "✓ pipeline train (1)" in healthy.output
+    assert "✓ Azure Boards states of Task (MLOPS_AZURE_WORK_ITEM_TYPE): New → Active → Closed" in healthy.output
     assert ado.pat not in healthy.output
     ado.add_pat("boards-only", "reader@example.com", scopes=["vso.work_write"])
     monkeypatch.setenv("AZURE_DEVOPS_EXT_PAT", "boards-only")
