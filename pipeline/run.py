@@ -370,15 +370,19 @@ def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, 
                 production_model = load_model(production.path, extra_trusted=tuple(spec.model.trusted_types),
                                               project_root=spec.root)
             champion = (production.version, production_model)
+        # The candidate predicts the held-out rows once: its metrics, its score on the recent rows,
+        # the fresh process's comparison and the calibration all read these outputs.
+        outputs = ModelOutputs.of(trained.estimator, split.x_test)
         validation = validate(
             trained.estimator, split.x_test, split.y_test, task=trained.task, metrics=spec.metrics, gates=spec.gates,
             production=champion, known_production_metrics=known,
+            candidate_outputs=(outputs.predictions, outputs.probabilities),
         )
         found["validation"] = validation.to_dict()
-        found["recent"] = _recent_scores(spec, trained, split, production, production_model)
-        fresh_process.finish(ModelOutputs.of(trained.estimator, split.x_test))
+        found["recent"] = _recent_scores(spec, trained, split, production, production_model, outputs)
+        fresh_process.finish(outputs)
         metadata |= {"metrics": validation.metrics, "validation": found["validation"], "recent": found["recent"]}
-        calibration = _calibration(trained, split)
+        calibration = _calibration(trained, split, outputs.probabilities)
         if calibration is not None:
             metadata["calibration"] = calibration
         record_reference_metric(staging, validation.metrics[spec.metrics.primary])
@@ -429,41 +433,47 @@ def _stop_if_nothing_new(spec, production, dataset, code) -> None:
         )
 
 
-def _recent_scores(spec, trained, split, production, production_model) -> dict[str, Any] | None:
-    """Candidate and production on the newest held-out production rows: the data the model will meet."""
-    from pipeline.validate import score
+def _recent_scores(spec, trained, split, production, production_model, outputs) -> dict[str, Any] | None:
+    """Candidate and production on the newest held-out production rows: the data the model will meet.
+    ``outputs``: the candidate's on all the held-out rows, of which the recent ones are a part."""
+    from pipeline.validate import model_outputs
 
     if not split.recent.any():
         return None
-    x_recent, y_recent = split.x_test[split.recent], split.y_test[split.recent]
+    recent_rows = split.recent  # a boolean mask over the held-out rows
+    x_recent, y_recent = split.x_test[recent_rows], split.y_test[recent_rows]
     names = spec.metrics.all
-    recent: dict[str, Any] = {"rows": int(split.recent.sum()), "metrics": _scores(score, trained.estimator, x_recent,
-                                                                                   y_recent, trained.task, names)}
+    mine = (outputs.predictions[recent_rows],
+            None if outputs.probabilities is None else outputs.probabilities[recent_rows])
+    recent: dict[str, Any] = {"rows": int(recent_rows.sum()),
+                              "metrics": _scores(trained.estimator, x_recent, y_recent, trained.task, names, mine)}
     if production is not None and production_model is not None:
         recent["production_version"] = production.version
-        recent["production_metrics"] = _scores(score, production_model, x_recent, y_recent, trained.task, names)
+        theirs = model_outputs(production_model, x_recent, probabilities=trained.task == "classification")
+        recent["production_metrics"] = _scores(production_model, x_recent, y_recent, trained.task, names, theirs)
     return recent
 
 
-def _scores(score, estimator, features, target, task, names) -> dict[str, float]:
+def _scores(estimator, features, target, task, names, outputs) -> dict[str, float]:
     """Every metric that is defined on these rows (ROC AUC is not, on rows of one class)."""
+    from pipeline.validate import score
+
     scores = {}
     for name in names:
         try:
-            scores.update(score(estimator, features, target, task=task, names=[name]))
+            scores.update(score(estimator, features, target, task=task, names=[name], outputs=outputs))
         except ValueError:
             continue
     return scores
 
 
-def _calibration(trained, split) -> dict[str, Any] | None:
-    """Calibrated probabilities on held-out rows, for estimating performance before labels arrive."""
+def _calibration(trained, split, probabilities) -> dict[str, Any] | None:
+    """Calibrated probabilities on held-out rows (``probabilities``: the candidate's on them), for
+    estimating performance before labels arrive."""
     from pipeline.performance import CalibrationError, fit_calibration
-    from pipeline.validate import model_outputs
 
     if trained.task != "classification":
         return None
-    _, probabilities = model_outputs(trained.estimator, split.x_test, probabilities=True)
     if probabilities is None:
         return None
     try:

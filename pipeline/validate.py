@@ -78,13 +78,15 @@ def validate(
     gates: GatesSpec,
     production: tuple[int, Any] | None = None,
     known_production_metrics: dict[str, float] | None = None,
+    candidate_outputs: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> Validation:
     """Score the candidate and, when given ``(version, fitted_model)``, production on the same rows.
 
     ``known_production_metrics`` are production's scores on these very rows (same data, same split),
-    as recorded when it was validated; they spare scoring it again.
+    as recorded when it was validated; they spare scoring it again. ``candidate_outputs`` are the
+    candidate's ``model_outputs`` on ``features`` when the caller has them already.
     """
-    candidate = score(estimator, features, target, task=task, names=metrics.all)
+    candidate = score(estimator, features, target, task=task, names=metrics.all, outputs=candidate_outputs)
     production_metrics = production_note = None
     if production is not None and known_production_metrics is not None:
         production_metrics = {name: known_production_metrics[name] for name in metrics.all}
@@ -118,11 +120,15 @@ def model_outputs(estimator: Any, features: pd.DataFrame, *, probabilities: bool
     return final.predict(inputs), final.predict_proba(inputs) if wanted else None
 
 
-def score(estimator: Any, features: pd.DataFrame, target: pd.Series, *, task: str, names: list[str]) -> dict[str, float]:
+def score(estimator: Any, features: pd.DataFrame, target: pd.Series, *, task: str, names: list[str],
+          outputs: tuple[np.ndarray, np.ndarray | None] | None = None) -> dict[str, float]:
+    """The metrics ``names`` of ``estimator`` on ``features``; ``outputs``: its ``model_outputs`` on
+    them, when already computed (predicting is most of the cost on large data)."""
     from sklearn import metrics as m
 
     needs_scores = bool({"roc_auc", "average_precision", "log_loss", "brier"} & set(names))
-    predicted, probabilities = model_outputs(estimator, features, probabilities=task == "classification" and needs_scores)
+    predicted, probabilities = outputs if outputs is not None else model_outputs(
+        estimator, features, probabilities=task == "classification" and needs_scores)
     results: dict[str, float] = {}
     if task == "classification":
         classes = getattr(estimator, "classes_", np.unique(target))
