@@ -25,7 +25,7 @@ from bot.planner import CHANNEL_ALERTS, CHANNEL_DIGEST, Project
 from bot.observability import Observability, observe_adapters, observe_handlers
 from bot.outbox import Blocked, DeliveryReport, Outbox
 from bot.settings import Settings
-from bot.store import NewEffect, Store
+from bot.store import Fence, NewEffect, Store
 from integrations.ports import PermissionRefused, TransientError
 from pipeline.registry_port import (
     RecallsAliasMoves,
@@ -184,11 +184,15 @@ class BotApp:
 
         return check_new_batches(self.lifecycle)
 
-    def deliver(self, *, should_stop: Callable[[], bool] = lambda: False, until_idle: bool = True) -> DeliveryReport:
-        """Deliver due effects; with ``until_idle``, also those that the delivered ones caused."""
+    def deliver(self, *, should_stop: Callable[[], bool] = lambda: False, until_idle: bool = True,
+                fence: Fence | None = None) -> DeliveryReport:
+        """Deliver due effects; with ``until_idle``, also those that the delivered ones caused.
+
+        ``fence``: the leader's lease, which every outcome is stored under (``LostLease`` once it is gone).
+        """
         total = DeliveryReport()
         while True:
-            report = self.outbox.deliver_due(should_stop=should_stop)
+            report = self.outbox.deliver_due(should_stop=should_stop, fence=fence)
             total = DeliveryReport(*(a + b for a, b in zip(astuple(total), astuple(report))))
             done = report.delivered + report.recovered
             if not until_idle or should_stop() or done == 0:
@@ -239,17 +243,18 @@ class BotApp:
         self.store.put_state("digest", model, mark | {"since": now.isoformat()})
         return posted
 
-    def run_once(self) -> dict[str, int]:
+    def run_once(self, *, fence: Fence | None = None) -> dict[str, int]:
         """Every job once, in the order that lets one cycle finish what it starts.
 
         The digest is among them but posts only when its cron time has come (see ``digest``).
+        ``fence`` as in ``deliver``.
         """
         polled = self.poll()
-        delivered = self.deliver().delivered
+        delivered = self.deliver(fence=fence).delivered
         checked = self.monitor()
-        delivered += self.deliver().delivered
+        delivered += self.deliver(fence=fence).delivered
         digests = int(self.digest())
-        delivered += self.deliver().delivered
+        delivered += self.deliver(fence=fence).delivered
         return {"events": polled, "batches": checked, "effects": delivered, "digests": digests}
 
 

@@ -20,6 +20,14 @@ third of that; a standby looks every tenth. A leader that dies mid-term is repla
 process paused) stops leading on its own clock before its lease can expire, so two bots never
 both believe they lead; each job and each effect asks ``leading()`` first.
 
+Asking first is not enough for a process paused (SIGSTOP, a long stall) between the asking and the
+writing: it wakes up believing what it last saw. So what records a leader's progress in the store
+(an effect done, retried or dead) carries the leader's ``fence()``, its holder and term, and the
+store checks it in the transaction that writes, by the database's clock; a leader it refuses
+(``LostLease``) has lost the lease and says so with ``lost()``. What the paused leader did outside
+(a comment posted after all) is found by its marker by the next leader, which looks for every
+effect whose attempt was begun before repeating it.
+
 On SQLite, one file on one host, the bot leads alone, as it always has (``SoleLeader``).
 """
 
@@ -34,7 +42,7 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.store import Lease, Store
+from bot.store import Fence, Lease, Store
 
 __all__ = ["LEASE_NAME", "LeaseLeader", "Leadership", "SoleLeader", "leadership_for"]
 
@@ -43,6 +51,7 @@ _TTL_SHARE = 0.7  # of takeover_s: how long a lease lasts
 _RENEWALS_PER_TTL = 3
 _LOOKS_PER_TAKEOVER = 10  # how often a standby looks, in takeover_s
 _SAFETY_SHARE = 0.1  # of the lease: a leader gives up this long before its lease could expire
+_NO_TERM = 0  # terms start at 1
 
 _log = logging.getLogger("mlops_bot.leader")
 
@@ -56,6 +65,13 @@ class Leadership(Protocol):
 
     def leading(self) -> bool:
         """Whether this bot may do the work now."""
+
+    def fence(self) -> Fence | None:
+        """The token the store checks before recording this leader's work; None when no other bot
+        can lead (SQLite), so none is needed."""
+
+    def lost(self, fence: Fence) -> None:
+        """The store refused a write fenced by ``fence``: that lease is gone, so stop leading in it."""
 
     def stop(self) -> None:
         """Stop taking part; a leader hands its lease back."""
@@ -72,6 +88,12 @@ class SoleLeader:
 
     def leading(self) -> bool:
         return True
+
+    def fence(self) -> Fence | None:
+        return None  # nobody else can take over: nothing to fence against
+
+    def lost(self, fence: Fence) -> None:
+        pass
 
     def stop(self) -> None:
         pass
@@ -108,6 +130,26 @@ class LeaseLeader:
     def leading(self) -> bool:
         with self._state_lock:
             return self._term is not None and self._monotonic() < self._deadline
+
+    def fence(self) -> Fence:
+        """The term this bot holds; when it holds none, term 0, which no lease ever had, so the store
+        refuses whatever is written under it (never None: that would write unfenced)."""
+        with self._state_lock:
+            return Fence(self.name, self.holder, self._term if self._term is not None else _NO_TERM)
+
+    def lost(self, fence: Fence) -> None:
+        with self._state_lock:
+            if fence.holder != self.holder or self._term != fence.term:
+                return  # an older term's fence: this bot has moved on since
+            was = self._monotonic() < self._deadline
+            self._term = None  # the next step looks at the lease afresh, as a standby
+        _log.warning("no longer leading (term %d): the store refused a write, as another bot took the lease "
+                     "or it ran out; standing by", fence.term)
+        if was:
+            try:
+                self._on_change(False)
+            except Exception:  # noqa: BLE001 - standing by must not fail for it
+                _log.exception("reacting to a change of leader failed")
 
     def stop(self) -> None:
         self._stopping.set()

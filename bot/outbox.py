@@ -21,6 +21,12 @@ a lost response, the process killed mid-call) is never simply repeated: the hand
 first whether it already happened, by the hidden marker the bot puts in everything it writes.
 Marks and results are written a round at a time (one effect per lane), in one transaction per
 round; ``Outbox.deliver_due`` says why that keeps every promise above.
+
+A leader among several bots delivers with its ``fence`` (``bot/leader.py``): every outcome is stored
+only while its lease stands. One paused past its lease (SIGSTOP, a long stall) that wakes up
+mid-delivery is refused (``LostLease``): it stops at once, and leaves the effects it tried marked
+"outcome unknown", so the bot that leads now looks for them, by marker, before repeating them, and
+finds what the paused one did outside after all.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any, Protocol
 
 from bot.events import Event
 from bot.logs import log_context
-from bot.store import BlockedEffect, EffectRow, Store, blocked_by, utc_now
+from bot.store import BlockedEffect, EffectRow, Fence, LostLease, Store, blocked_by, utc_now
 # The adapters raise the ports' own PermanentError (404, 422, refused credentials): it is the one
 # that sends an effect dead at once; its PermissionRefused blocks the effect instead.
 from integrations.ports import PermanentError, PermissionRefused, StillRunning, TransientError
@@ -109,10 +115,14 @@ class Outbox:
         self._max_delay_s = max_delay_s
         self._jitter = jitter
 
-    def deliver_due(self, *, limit: int = 100, should_stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
+    def deliver_due(self, *, limit: int = 100, should_stop: Callable[[], bool] = lambda: False,
+                    fence: Fence | None = None) -> DeliveryReport:
         """Deliver due effects until none is due, ``limit`` were handled, or ``should_stop()``.
 
         ``should_stop`` is asked between effects, so a stopping bot finishes the one in flight.
+        With ``fence``, every outcome is stored only while that lease stands; when it no longer
+        does, delivering stops at once, nothing more is stored, and ``LostLease`` is raised for the
+        caller to stop leading.
 
         Deliveries go in rounds, the head of each lane per round, and the store is written once
         per round, not several times per effect. The transaction that starts a round records the
@@ -132,23 +142,43 @@ class Outbox:
         handled = 0
         completed: dict[int, dict[str, Any]] = {}  # done in the round before, not yet stored
         untried: set[int] = set()  # marked for the round before, never tried: the mark goes
-        with self._store.deferred_writes():
-            try:
-                while handled < limit and not should_stop():
-                    due = self._store.next_round(limit=limit - handled, results=completed, untried=untried)
-                    completed, untried = {}, {effect.id for effect in due if not effect.outcome_unknown}
-                    for effect in due:  # one per lane: the next of each lane comes with the next round
-                        if effect is not due[0] and should_stop():
+        unrecorded: list[str] = []  # keys of the effects tried whose outcome is not stored yet
+        try:
+            with self._store.deferred_writes():
+                try:
+                    while handled < limit and not should_stop():
+                        due = self._store.next_round(limit=limit - handled, results=completed, untried=untried,
+                                                     fence=fence)
+                        completed, untried = {}, {effect.id for effect in due if not effect.outcome_unknown}
+                        unrecorded = []
+                        for effect in due:  # one per lane: the next of each lane comes with the next round
+                            # Asked before the first too: a leader paused while the round began (in
+                            # next_round) wakes up here, and must not start a delivery it may no longer make.
+                            if should_stop():
+                                break
+                            untried.discard(effect.id)
+                            unrecorded.append(effect.key)
+                            with log_context(event=effect.cause, effect=effect.key, run=effect.payload.get("run_id")):
+                                outcome = self._deliver(effect, completed, fence)
+                            if effect.id not in completed:
+                                unrecorded.remove(effect.key)  # stored at once
+                            outcomes[outcome] += 1
+                            handled += 1
+                        if not due:
                             break
-                        untried.discard(effect.id)
-                        with log_context(event=effect.cause, effect=effect.key, run=effect.payload.get("run_id")):
-                            outcomes[self._deliver(effect, completed)] += 1
-                        handled += 1
-                    if not due:
-                        break
-            finally:
-                # Also when stopping or failing half-way: what was done is stored.
-                self._store.finish_attempts(completed, untried)
+                except LostLease:
+                    raise  # nothing more may be stored under this lease
+                except BaseException:
+                    # Failing half-way: what was done is stored.
+                    self._store.finish_attempts(completed, untried, fence=fence)
+                    raise
+                # Also when stopping: what was done is stored.
+                self._store.finish_attempts(completed, untried, fence=fence)
+        except LostLease as lost:
+            # Left pending and marked "outcome unknown": the new leader looks for each before repeating it.
+            _log.warning("lost the lease while delivering: %s left for the new leader (%s)",
+                         f"effect(s) {', '.join(unrecorded)}" if unrecorded else "no effect", lost)
+            raise
         return DeliveryReport(**outcomes)
 
     def blocked(self) -> list[BlockedEffect]:
@@ -160,7 +190,7 @@ class Outbox:
         rather than at the end of their interval: the permission is seen granted. Returns how many."""
         return self._store.unblock(service=service, permission=permission)
 
-    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]]) -> str:
+    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]], fence: Fence | None) -> str:
         """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in.
 
         A plain success is left in ``completed`` for the round to store; anything else is stored now.
@@ -169,30 +199,32 @@ class Outbox:
         if handler is None:
             known = ", ".join(sorted(self._handlers)) or "none"
             return self._give_up(effect, f"no handler for effect kind {effect.kind!r} (known: {known})",
-                                 why="no handler for its kind", outcome_unknown=False)
+                                 why="no handler for its kind", outcome_unknown=False, fence=fence)
         try:
             delivered, recovered = self._attempt(handler, effect)
         except _RefusedWhileLooking as looking:
-            return self._block(effect, looking.refusal, outcome_unknown=True)
+            return self._block(effect, looking.refusal, outcome_unknown=True, fence=fence)
         except PermissionRefused as error:  # the write was refused, so it did not happen
-            return self._block(effect, error, outcome_unknown=False)
+            return self._block(effect, error, outcome_unknown=False, fence=fence)
         except PermanentError as error:
-            return self._give_up(effect, _describe(error), why=type(error).__name__, outcome_unknown=False)
+            return self._give_up(effect, _describe(error), why=type(error).__name__, outcome_unknown=False,
+                                 fence=fence)
         except StillRunning as error:
             self._store.check_later(effect.id, _describe(error),
-                                    at=self._clock() + timedelta(seconds=error.retry_after or 30.0))
+                                    at=self._clock() + timedelta(seconds=error.retry_after or 30.0), fence=fence)
             return "retried"
         except TransientError as error:
-            return self._retry(effect, error, outcome_unknown=error.outcome_unknown, retry_after=error.retry_after)
+            return self._retry(effect, error, outcome_unknown=error.outcome_unknown, retry_after=error.retry_after,
+                               fence=fence)
         except Exception as error:  # a bug or a surprising answer, possibly after the write happened
-            return self._retry(effect, error, outcome_unknown=True, retry_after=None)
+            return self._retry(effect, error, outcome_unknown=True, retry_after=None, fence=fence)
         try:
             for event in delivered.events:
                 self._ingest(event)
         except Exception as error:  # the effect happened; the next attempt finds it and ingests again
-            return self._retry(effect, error, outcome_unknown=True, retry_after=None)
+            return self._retry(effect, error, outcome_unknown=True, retry_after=None, fence=fence)
         if delivered.events:
-            self._store.complete(effect.id, delivered.result)
+            self._store.complete(effect.id, delivered.result, fence=fence)
         else:
             completed[effect.id] = delivered.result
         outcome = "recovered" if recovered else "delivered"
@@ -219,31 +251,39 @@ class Outbox:
                 return found, True
         return handler.deliver(effect), False
 
-    def _retry(self, effect: EffectRow, error: Exception, *, outcome_unknown: bool, retry_after: float | None) -> str:
+    def _retry(self, effect: EffectRow, error: Exception, *, outcome_unknown: bool, retry_after: float | None,
+               fence: Fence | None) -> str:
         attempts = effect.attempts + 1
+        # An earlier attempt that may have happened still may, later (a leader paused past its lease
+        # wakes up and writes; a request that timed out is served after all): this attempt failing
+        # says nothing of that one, so every repeat looks for it first.
+        outcome_unknown = outcome_unknown or effect.outcome_unknown
         if attempts >= self._max_attempts:
             return self._give_up(effect, f"{_describe(error)} (gave up after {attempts} attempts)",
                                  why=f"{type(error).__name__}, attempt {attempts} of {self._max_attempts}",
-                                 outcome_unknown=outcome_unknown)
+                                 outcome_unknown=outcome_unknown, fence=fence)
         delay = self._backoff_s(effect.attempts)
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._store.retry_later(effect.id, _describe(error), at=self._clock() + timedelta(seconds=delay),
-                                outcome_unknown=outcome_unknown)
+                                outcome_unknown=outcome_unknown, fence=fence)
         # Only key, kind and the error's type: messages and payloads may quote what was written.
         _log.warning("effect %s (%s) failed (%s), attempt %d; retrying in %.1f s",
                      effect.key, effect.kind, type(error).__name__, attempts, delay)
         return "retried"
 
-    def _block(self, effect: EffectRow, error: PermissionRefused, *, outcome_unknown: bool) -> str:
+    def _block(self, effect: EffectRow, error: PermissionRefused, *, outcome_unknown: bool,
+               fence: Fence | None) -> str:
         """Park the effect until the permission is granted: tried again in ``blocked_retry_s``, its
         attempts untouched. The first refusal of an episode is logged (once) and told ``on_blocked``."""
+        outcome_unknown = outcome_unknown or effect.outcome_unknown  # as in _retry
         service, permission = error.service, " ".join(error.permission.split()) or "unnamed"
         message = str(error)[:_MAX_ERROR_CHARS]
         ongoing = self._store.blocked_effects(service=service, permission=permission)  # this one too, if it waited
         now = self._clock()
         self._store.block(effect.id, service=service, permission=permission, message=message,
-                          at=now + timedelta(seconds=self._blocked_retry_s), outcome_unknown=outcome_unknown)
+                          at=now + timedelta(seconds=self._blocked_retry_s), outcome_unknown=outcome_unknown,
+                          fence=fence)
         if ongoing:
             _log.debug("effect %s (%s) still blocked: %s refuses %s", effect.key, effect.kind, service, permission)
             return "blocked"
@@ -258,9 +298,10 @@ class Outbox:
                 _log.warning("could not tell about %s refusing %s (%s)", service, permission, type(problem).__name__)
         return "blocked"
 
-    def _give_up(self, effect: EffectRow, error: str, *, why: str, outcome_unknown: bool) -> str:
+    def _give_up(self, effect: EffectRow, error: str, *, why: str, outcome_unknown: bool,
+                 fence: Fence | None) -> str:
         """Mark the effect dead with ``error`` (kept in the store); ``why`` is the short form for the log."""
-        self._store.give_up(effect.id, error, outcome_unknown=outcome_unknown)
+        self._store.give_up(effect.id, error, outcome_unknown=outcome_unknown, fence=fence)
         _log.error("effect %s (%s) dead (%s)%s", effect.key, effect.kind, why,
                    "; it may have happened" if outcome_unknown else "")
         return "dead"

@@ -9,7 +9,9 @@ job or a webhook wakes it, so an acknowledgement does not wait for the next tick
 Only the leader works (``bot/leader.py``): on a shared PostgreSQL database several bots may run,
 one holding the lease; the others keep their jobs scheduled but skip them, and deliver nothing,
 until they take the lease over, when they poll and check drift at once. Every job and every effect
-asks first whether this bot still leads. On SQLite the bot always leads.
+asks first whether this bot still leads, and the outbox stores what it did under the leader's fence:
+a leader the store finds without its lease (``LostLease``: it was paused past it) stops leading at
+once. On SQLite the bot always leads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from bot.app import BotApp
 from bot.leader import LEASE_NAME, Leadership, leadership_for
 from bot.settings import cron_trigger
+from bot.store import LostLease
 
 __all__ = ["AnotherBotLeads", "Runner", "digest_due", "local_timezone", "run_forever", "run_once"]
 
@@ -104,10 +107,16 @@ class Runner:
         while not self.stopping.is_set():
             self._wake.wait(timeout=self.app.settings.deliver_interval_s)
             self._wake.clear()
+            # The term this delivery stores under, whatever happens to the lead meanwhile: if it passes, the
+            # store refuses the rest (LostLease) and this bot stands by.
+            fence = self.leadership.fence()
             if self._should_stop():
                 continue
             try:
-                self.app.deliver(should_stop=self._should_stop)
+                self.app.deliver(should_stop=self._should_stop, fence=fence)
+            except LostLease:  # the outbox said which effects it left for the new leader
+                if fence is not None:
+                    self.leadership.lost(fence)
             except Exception:
                 log.exception("delivering the outbox failed; trying again shortly")
 
@@ -144,8 +153,14 @@ def run_once(app: BotApp) -> dict[str, int]:
         raise AnotherBotLeads(f"another mlops-bot leads state database {app.store.label}{holder}; "
                               "it does this work already, so nothing was done")
     leadership.start(lambda leading: None)  # keeps the lease renewed while the jobs run
+    fence = leadership.fence()
     try:
-        return app.run_once()
+        return app.run_once(fence=fence)
+    except LostLease as lost:  # paused past the lease: the bot that took it over finishes the work
+        if fence is not None:
+            leadership.lost(fence)
+        raise AnotherBotLeads(f"another mlops-bot took over state database {app.store.label} during the run "
+                              f"({lost}); it finishes the work, so this run stopped") from None
     finally:
         leadership.stop()
 

@@ -17,7 +17,11 @@ under a lock, so two bots starting together migrate it once, and refuses one a n
 wrote. A database from before migrations (``schema_info`` says 1) is the baseline revision.
 
 Leases (``take_lease``, ``renew_lease``, ``release_lease``) let one of several bots lead; see
-``bot/leader.py``. Their times come from the database's clock, never a host's.
+``bot/leader.py``. Their times come from the database's clock, never a host's. The writes that record
+a leader's progress (an effect done, retried or dead, a round begun, a cursor moved) take a
+``Fence``: the lease as the leader took it. The same transaction checks the lease still stands so,
+and writes nothing (``LostLease``) when another bot has taken it since, or it ran out: a leader
+paused past its lease (SIGSTOP, a long stall) cannot record work as its own once another leads.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ __all__ = [
     "BlockedEffect",
     "EffectRow",
     "EventRow",
+    "Fence",
     "Lease",
     "Link",
+    "LostLease",
     "NewEffect",
     "SchemaStatus",
     "Store",
@@ -75,6 +81,10 @@ def utc_now() -> datetime:
 
 class StoreError(RuntimeError):
     """The state database cannot be used; the message says why and what to do."""
+
+
+class LostLease(StoreError):
+    """A fenced write found its lease taken by another bot, or run out: nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,16 @@ class Lease:
 
     def held_by(self, holder: str) -> bool:
         return self.holder == holder and self.expires_at > self.now
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A fencing token: the lease ``name`` as ``holder`` took it, in ``term``. A write given one is
+    made only while the lease still stands so (by the database's clock), in the same transaction."""
+
+    name: str
+    holder: str
+    term: int
 
 
 @dataclass(frozen=True)
@@ -385,8 +405,8 @@ class Store:
         with self._transaction() as conn:
             return conn.execute(self._sql.cursor, {"source": source}).scalar()
 
-    def set_cursor(self, source: str, value: str) -> None:
-        with self._transaction(write=True) as conn:
+    def set_cursor(self, source: str, value: str, *, fence: Fence | None = None) -> None:
+        with self._transaction(write=True, fence=fence) as conn:
             self._put_cursor(conn, source, value)
 
     # Events and the effects they cause, written together.
@@ -460,44 +480,49 @@ class Store:
         with self._transaction(write=True) as conn:
             self._mark(conn, [effect_id], unknown=True)
 
-    def complete(self, effect_id: int, result: dict[str, Any]) -> None:
-        self.finish_attempts({effect_id: result})
+    def complete(self, effect_id: int, result: dict[str, Any], *, fence: Fence | None = None) -> None:
+        self.finish_attempts({effect_id: result}, fence=fence)
 
-    def finish_attempts(self, results: Mapping[int, dict[str, Any]], untried: Collection[int] = ()) -> None:
+    def finish_attempts(self, results: Mapping[int, dict[str, Any]], untried: Collection[int] = (), *,
+                        fence: Fence | None = None) -> None:
         """In one transaction: complete each effect in ``results`` with its result, and clear the
         mark of each in ``untried``, whose attempt was begun but never made (it cannot have happened).
+
+        With ``fence``, only while that lease stands (else ``LostLease``, nothing written): the
+        effects stay pending and marked, so the bot that leads now looks for them before repeating.
         """
         if results or untried:
-            with self._transaction(write=True) as conn:
+            with self._transaction(write=True, fence=fence) as conn:
                 self._finish(conn, results, untried)
 
     def next_round(self, *, limit: int = 100, results: Mapping[int, dict[str, Any]] | None = None,
-                   untried: Collection[int] = ()) -> list[EffectRow]:
+                   untried: Collection[int] = (), fence: Fence | None = None) -> list[EffectRow]:
         """The outbox's step, in one transaction: ``finish_attempts(results, untried)`` for the round
         before, then the effects now due (as ``due_effects``), each marked as by ``begin_attempt``.
 
         The rows are as they were before marking: ``outcome_unknown`` says an earlier attempt may
-        have happened, so the delivery must look for it first.
+        have happened, so the delivery must look for it first. ``fence`` as in ``finish_attempts``.
         """
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, fence=fence) as conn:
             self._finish(conn, results or {}, untried)
             due = [_effect_row(row) for row in conn.execute(self._sql.due, {"due_by": self._clock(), "most": limit})]
             self._mark(conn, [effect.id for effect in due if not effect.outcome_unknown], unknown=True)
         return due
 
-    def retry_later(self, effect_id: int, error: str, *, at: datetime, outcome_unknown: bool) -> None:
-        with self._transaction(write=True) as conn:
+    def retry_later(self, effect_id: int, error: str, *, at: datetime, outcome_unknown: bool,
+                    fence: Fence | None = None) -> None:
+        with self._transaction(write=True, fence=fence) as conn:
             self._update_effects(conn, self._sql.retry, [
                 {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "at": at},
             ])
 
     def block(self, effect_id: int, *, service: str, permission: str, message: str, at: datetime,
-              outcome_unknown: bool) -> None:
+              outcome_unknown: bool, fence: Fence | None = None) -> None:
         """Park a pending effect that ``service`` refused for want of ``permission`` until ``at``:
         not a failed attempt (its attempts stay as they are), and listed by ``blocked_effects``
         until it is tried again and something else happens."""
         note = f"{_BLOCKED_PREFIX}{service}: needs {' '.join(permission.split())}\n{message}"
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, fence=fence) as conn:
             self._update_effects(conn, self._sql.block, [
                 {"effect_id": effect_id, "error": note, "unknown": outcome_unknown, "at": at},
             ])
@@ -536,18 +561,19 @@ class Store:
         with self._transaction(write=True) as conn:
             return conn.execute(statement).rowcount
 
-    def check_later(self, effect_id: int, note: str, *, at: datetime) -> None:
+    def check_later(self, effect_id: int, note: str, *, at: datetime, fence: Fence | None = None) -> None:
         """Look at a started effect again at ``at`` (a remote run still going); not a failed attempt."""
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, fence=fence) as conn:
             self._update_effects(conn, self._sql.check_later, [{"effect_id": effect_id, "error": note, "at": at}])
 
-    def give_up(self, effect_id: int, error: str, *, outcome_unknown: bool = False) -> None:
+    def give_up(self, effect_id: int, error: str, *, outcome_unknown: bool = False,
+                fence: Fence | None = None) -> None:
         """Mark the effect dead; it no longer blocks its lane.
 
         ``outcome_unknown`` tells whoever reads the dead effect that its last attempt may have
         happened after all.
         """
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, fence=fence) as conn:
             self._update_effects(conn, self._sql.give_up, [
                 {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "done_at": self._clock()},
             ])
@@ -796,16 +822,27 @@ class Store:
     # Helpers.
 
     @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
+    def _transaction(self, *, write: bool = False, fence: Fence | None = None) -> Iterator[sa.Connection]:
         """One transaction on the kept connection, committed on success; a lock held too long
-        becomes a StoreError. A write transaction first writes what ``deferred_writes`` kept."""
+        becomes a StoreError. A write transaction first writes what ``deferred_writes`` kept.
+
+        With ``fence`` (a write), it first checks the fence's lease (``LostLease`` if it no longer
+        stands). Then the deferred writes are dropped too: they belong to deliveries whose
+        completions will never be stored, as after a crash, and the bot leading now repeats those.
+        """
         with self._locks[write]:
             try:
                 with self._connection(write).begin() as transaction:
+                    if fence is not None:
+                        self._check_fence(transaction.connection, fence)
                     written = self._write_deferred(transaction.connection) if write and self._deferred else 0
                     yield transaction.connection
                 if written:
                     self._forget_deferred(written)
+            except LostLease:
+                with self._deferred_lock:
+                    self._deferred.clear()
+                raise  # rolled back cleanly: the connection stays usable
             except BaseException as error:
                 # The connection may be left half-way (a BEGIN that failed, a lost server): the next
                 # call starts on a fresh one. Only failures pay for that.
@@ -815,6 +852,22 @@ class Store:
                         f"state database {self._label} is locked by another process (is another mlops-bot running?)"
                     ) from error
                 raise
+
+    def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
+        """Raise LostLease unless ``fence``'s lease stands as it says, by the database's clock.
+
+        On PostgreSQL the lease row is locked (FOR UPDATE) until this transaction ends, so a bot
+        taking the lease meanwhile waits for it: the lease cannot pass between the check and the
+        commit. On SQLite this transaction is the one writer, and taking a lease is a write.
+        """
+        row = conn.execute(self._sql.lease_for_update, {"lease": fence.name}).first()
+        now = _database_now(conn, when_asked=True)  # after the wait for the row, not when the transaction began
+        if row is None or row.holder != fence.holder or row.term != fence.term:
+            leads = "nobody" if row is None else f"{row.holder} (term {row.term})"
+            raise LostLease(f"lease {fence.name!r} of {fence.holder} (term {fence.term}) was taken: {leads} leads now")
+        if row.expires_at <= now:
+            raise LostLease(f"lease {fence.name!r} of {fence.holder} (term {fence.term}) ran out at "
+                            f"{row.expires_at.isoformat()}")
 
     def _connection(self, write: bool) -> sa.Connection:
         conn = self._held[write]
@@ -1147,9 +1200,13 @@ def schema_status(url: str | sa.URL) -> SchemaStatus:
         engine.dispose()
 
 
-def _database_now(conn: sa.Connection) -> datetime:
-    """The database's clock (aware UTC): leases compare times from one clock, not each host's."""
-    value = conn.execute(sa.select(sa.func.current_timestamp())).scalar()
+def _database_now(conn: sa.Connection, *, when_asked: bool = False) -> datetime:
+    """The database's clock (aware UTC): leases compare times from one clock, not each host's.
+
+    PostgreSQL's current_timestamp is when the transaction began; ``when_asked`` reads the clock now.
+    """
+    now = sa.func.clock_timestamp() if when_asked and conn.dialect.name == "postgresql" else sa.func.current_timestamp()
+    value = conn.execute(sa.select(now)).scalar()
     if isinstance(value, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS' in UTC
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from bot.events import Event, RunFinished
+from bot.leader import LeaseLeader
 from bot.outbox import Delivered, DeliveryReport, Outbox, PermanentError
-from bot.store import EffectRow, NewEffect, Store
+from bot.store import EffectRow, LostLease, NewEffect, Store
 from integrations.ports import TransientError, marker_comment
 
 # Not imported from tests.conftest: the crash test's child process imports this module, and
@@ -214,7 +215,8 @@ def test_an_unknown_outcome_that_did_not_happen_is_delivered(store, chat, clock)
         box.deliver_due()
         clock.now += timedelta(minutes=1)
 
-    assert handler.calls == ["deliver a1", "find_done a1", "deliver a1", "deliver a1"]
+    # The timed-out write may still be served later: every repeat looks for it first, not only the next.
+    assert handler.calls == ["deliver a1", "find_done a1", "deliver a1", "find_done a1", "deliver a1"]
     assert len(chat.writes) == 1 and store.effect("a1").status == "done"
 
 
@@ -390,6 +392,115 @@ def test_what_a_delivery_writes_to_the_store_is_stored_with_its_completion(store
     assert committed == [[("a1", "pending", 0), ("b1", "pending", 0)]] * 2  # nothing of a1 stored before b1
     assert stored() == [("a1", "done", 1), ("b1", "done", 1)]
     assert [link.dst_id for link in store.links("effect", "b1")] == ["general"]
+
+
+# A leader paused past its lease (SIGSTOP, a long stall) while another bot took over.
+
+def _run_out_lease(url: str) -> None:
+    """What the database's clock does to a lease while its holder is paused: it runs out."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE leases SET expires_at = acquired_at"))
+    finally:
+        engine.dispose()
+
+
+def test_a_leader_paused_past_its_lease_stores_nothing_and_the_next_finds_what_it_did(
+        state_url, chat, clock, caplog):
+    paused_store, next_store = Store(state_url, clock=clock), Store(state_url, clock=clock)
+    paused = LeaseLeader(paused_store, takeover_s=60, holder="paused")
+    successor = LeaseLeader(next_store, takeover_s=60, holder="next")
+    try:
+        owe(paused_store, "a1", "a2", lane="a")
+        assert paused.step() and not successor.step()
+        with pytest.raises(LostLease):  # a standby's fence: no term, nothing may be stored under it
+            next_store.set_cursor("github:comments", "c1", fence=successor.fence())
+        fence = paused.fence()
+
+        class PausedAfterWriting(ScriptedHandler):
+            def deliver(self, effect):
+                delivered = super().deliver(effect)  # the outside write is made; then the process stops
+                _run_out_lease(state_url)
+                assert successor.step()  # while it is stopped, the next bot takes the lease over
+                return delivered  # and it wakes up, believing it still leads
+
+        with pytest.raises(LostLease), caplog.at_level(logging.WARNING, logger="mlops_bot.outbox"):
+            make_outbox(paused_store, PausedAfterWriting(chat), clock).deliver_due(fence=fence)
+        assert "lost the lease while delivering: effect(s) a1 left for the new leader" in caplog.text
+        assert [(e.key, e.status, e.outcome_unknown) for e in sorted(paused_store.effects(), key=lambda e: e.id)] \
+            == [("a1", "pending", True), ("a2", "pending", False)]  # a1 not done, and looked for first
+        paused.lost(fence)
+        assert not paused.leading() and successor.leading()
+
+        handler = ScriptedHandler(chat)
+        report = make_outbox(next_store, handler, clock).deliver_due(fence=successor.fence())
+        assert report == DeliveryReport(delivered=1, recovered=1)
+        assert handler.calls == ["find_done a1", "deliver a2"]
+        assert [write.split(" <!--")[0] for write in chat.writes] == ["text of a1", "text of a2"]  # a1 once
+    finally:
+        successor.stop()
+        paused.stop()
+        paused_store.close()
+        next_store.close()
+
+
+def test_a_write_the_paused_leader_makes_after_the_next_one_looked_is_found_before_a_repeat(
+        state_url, chat, clock):
+    paused_store, next_store = Store(state_url, clock=clock), Store(state_url, clock=clock)
+    paused = LeaseLeader(paused_store, takeover_s=60, holder="paused")
+    successor = LeaseLeader(next_store, takeover_s=60, holder="next")
+    try:
+        owe(paused_store, "a1")
+        assert paused.step()
+        fence = paused.fence()
+        refused_once = ScriptedHandler(chat, [TransientError("connection refused")])  # did not happen
+        successor_box = make_outbox(next_store, refused_once, clock)
+
+        class PausedBeforeWriting(ScriptedHandler):
+            def deliver(self, effect):
+                # Stopped before its write, past its lease: the next bot takes over and tries a1 itself.
+                _run_out_lease(state_url)
+                assert successor.step()
+                assert successor_box.deliver_due(fence=successor.fence()) == DeliveryReport(retried=1)
+                return super().deliver(effect)  # then it wakes up and writes after all
+
+        with pytest.raises(LostLease):
+            make_outbox(paused_store, PausedBeforeWriting(chat), clock).deliver_due(fence=fence)
+        clock.now += timedelta(minutes=1)
+        assert successor_box.deliver_due(fence=successor.fence()) == DeliveryReport(recovered=1)
+        assert refused_once.calls == ["find_done a1", "deliver a1", "find_done a1"]
+        assert len(chat.writes) == 1 and next_store.effect("a1").status == "done"
+    finally:
+        successor.stop()
+        paused.stop()
+        paused_store.close()
+        next_store.close()
+
+
+def test_a_paused_leader_cannot_retry_or_give_up_an_effect_either(state_url, chat, clock):
+    paused_store = Store(state_url, clock=clock)
+    paused = LeaseLeader(paused_store, takeover_s=60, holder="paused")
+    successor = LeaseLeader(paused_store, takeover_s=60, holder="next")
+    try:
+        owe(paused_store, "a1")
+        assert paused.step()
+
+        class PausedThenFailing(ScriptedHandler):
+            def deliver(self, effect):
+                _run_out_lease(state_url)
+                assert successor.step()
+                raise PermanentError("422 from the service")
+
+        with pytest.raises(LostLease):
+            make_outbox(paused_store, PausedThenFailing(chat), clock).deliver_due(fence=paused.fence())
+        assert (paused_store.effect("a1").status, paused_store.effect("a1").outcome_unknown) == ("pending", True)
+    finally:
+        successor.stop()
+        paused.stop()
+        paused_store.close()
 
 
 # The crash test: a bot process killed at random moments, again and again.

@@ -166,3 +166,31 @@ def test_run_once_does_nothing_while_another_bot_leads(make_app, postgres_url: s
         other.stop()  # hands the lead back: now --once leads for its run
     assert run_once(app)["effects"] >= 1
     assert app.store.lease("mlops-bot").expires_at <= app.store.lease("mlops-bot").now  # and hands it back
+
+
+def test_run_once_paused_past_its_lease_stops_without_storing_what_it_did(make_app, postgres_url: str):
+    from bot.scheduler import AnotherBotLeads, run_once
+
+    app = make_app(state_url=postgres_url)
+    other = LeaseLeader(app.store, takeover_s=30, holder="the bot that took over")
+    polled = app.poll
+
+    def poll_then_pause() -> int:
+        found = polled()
+        # The process stops here (SIGSTOP) past its lease; meanwhile another bot takes it over.
+        engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE leases SET expires_at = acquired_at"))
+        engine.dispose()
+        assert other.step()
+        return found
+
+    app.poll = poll_then_pause
+    try:
+        with pytest.raises(AnotherBotLeads, match=r"another mlops-bot took over state database .* during the run"):
+            run_once(app)
+        owed = app.store.effects()
+        assert owed and all(e.status == "pending" and e.attempts == 0 for e in owed)  # left for the new leader
+        assert app.store.lease("mlops-bot").held_by("the bot that took over")  # the paused one did not end it
+    finally:
+        other.stop()

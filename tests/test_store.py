@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.store import SCHEMA_VERSION, Link, NewEffect, Store, StoreError, schema_status
+from bot.store import (
+    SCHEMA_VERSION,
+    Fence,
+    Link,
+    LostLease,
+    NewEffect,
+    Store,
+    StoreError,
+    schema_status,
+)
 from tests.conftest import FakeClock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -599,3 +609,106 @@ def test_the_revisions_read_from_the_files_are_alembics():
     every = {script.revision for script in scripts.walk_revisions()}
     assert every and all(migrations.known(rev) for rev in every)
     assert not migrations.known("9999")
+
+
+# Fencing: a leader's progress is stored only while its lease stands.
+
+def _lease_taken_by_b_after(store: Store) -> Fence:
+    """a's fence for the term b then took over (released at once, as ending a lease does, rather
+    than waited out): what a leader paused past its lease still carries when it wakes up."""
+    first = store.take_lease("mlops-bot", "a", ttl_s=60)
+    assert store.release_lease("mlops-bot", "a", first.term)
+    assert store.take_lease("mlops-bot", "b", ttl_s=60).held_by("b")
+    return Fence("mlops-bot", "a", first.term)
+
+
+def test_writes_under_a_lost_lease_are_refused_and_write_nothing(store: Store):
+    store.ingest("e1", "command", "github", {}, [effect("a1", "a"), effect("b1", "b")])
+    store.set_cursor("github:comments", "c1")
+    a1, b1 = store.next_round(limit=10)  # both marked: their outcome is unknown until recorded
+    stale = _lease_taken_by_b_after(store)
+
+    with pytest.raises(LostLease, match="b \\(term 2\\) leads now"):
+        store.finish_attempts({a1.id: {"id": 7}}, [b1.id], fence=stale)
+    with pytest.raises(LostLease):
+        store.next_round(limit=10, results={a1.id: {"id": 7}}, fence=stale)
+    with pytest.raises(LostLease):
+        store.set_cursor("github:comments", "c2", fence=stale)
+    with pytest.raises(LostLease):
+        store.give_up(a1.id, "PermanentError", fence=stale)
+    with pytest.raises(LostLease):
+        store.retry_later(a1.id, "503", at=START, outcome_unknown=False, fence=stale)
+
+    assert [(e.key, e.status, e.outcome_unknown, e.attempts) for e in sorted(store.effects(), key=lambda e: e.id)] == [
+        ("a1", "pending", True, 0), ("b1", "pending", True, 0)]  # still marked: the next leader looks first
+    assert store.cursor("github:comments") == "c1"
+
+
+def test_writes_under_a_lease_that_ran_out_are_refused(store: Store):
+    store.ingest("e1", "command", "github", {}, [effect("a1")])
+    (a1,) = store.next_round(limit=10)
+    lease = store.take_lease("mlops-bot", "a", ttl_s=0)  # ends as it starts, by the database's clock
+    with pytest.raises(LostLease, match="ran out"):
+        store.finish_attempts({a1.id: {}}, fence=Fence("mlops-bot", "a", lease.term))
+    assert store.effect("a1").status == "pending"
+
+
+def test_writes_under_the_standing_lease_are_made(store: Store):
+    store.ingest("e1", "command", "github", {}, [effect("a1", "a"), effect("b1", "b")])
+    _lease_taken_by_b_after(store)
+    current = Fence("mlops-bot", "b", 2)
+    a1, b1 = store.next_round(limit=10, fence=current)
+    store.finish_attempts({a1.id: {"id": 7}}, [b1.id], fence=current)
+    store.set_cursor("github:comments", "c2", fence=current)
+    assert [(e.key, e.status, e.outcome_unknown) for e in sorted(store.effects(), key=lambda e: e.id)] == [
+        ("a1", "done", False), ("b1", "pending", False)]
+    assert store.cursor("github:comments") == "c2"
+
+
+def test_a_refused_write_drops_the_writes_its_deliveries_deferred(store: Store):
+    store.ingest("e1", "command", "github", {}, [effect("a1")])
+    (a1,) = store.next_round(limit=10)
+    stale = _lease_taken_by_b_after(store)
+    with store.deferred_writes():
+        store.put_state("threads", "run-1", {"ts": "1.1"})  # what the delivery of a1 wrote beside it
+        with pytest.raises(LostLease):
+            store.finish_attempts({a1.id: {}}, fence=stale)
+    # Lost with the completion, as after a crash: the next leader's delivery of a1 writes it again.
+    assert store.get_state("threads", "run-1") is None
+
+
+def test_on_postgresql_a_fenced_write_waits_for_a_lease_being_taken_and_sees_it_taken(postgres_url: str):
+    store = Store(postgres_url)
+    try:
+        store.ingest("e1", "command", "github", {}, [effect("a1")])
+        (a1,) = store.next_round(limit=10)
+        first = store.take_lease("mlops-bot", "a", ttl_s=60)
+        taking = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+        with taking.connect() as conn:
+            transaction = conn.begin()
+            # Another bot's take_lease, half-way: the row locked and changed, not yet committed.
+            conn.execute(sa.text("SELECT * FROM leases WHERE name = 'mlops-bot' FOR UPDATE"))
+            conn.execute(sa.text("UPDATE leases SET holder = 'b', term = term + 1 WHERE name = 'mlops-bot'"))
+            outcome: list[BaseException | None] = []
+
+            def finish() -> None:
+                try:
+                    store.finish_attempts({a1.id: {}}, fence=Fence("mlops-bot", "a", first.term))
+                    outcome.append(None)
+                except BaseException as error:  # noqa: BLE001 - handed to the test
+                    outcome.append(error)
+
+            writer = threading.Thread(target=finish)
+            writer.start()
+            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')"
+            for _ in range(500):  # until the fenced write waits for the row (or, unfenced, is done)
+                if outcome or _run_sql(postgres_url, waiting)[0][0][0]:
+                    break
+                writer.join(0.01)
+            transaction.commit()
+            writer.join(30)
+        taking.dispose()
+        assert len(outcome) == 1 and isinstance(outcome[0], LostLease)
+        assert store.effect("a1").status == "pending"
+    finally:
+        store.close()
