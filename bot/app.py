@@ -352,7 +352,8 @@ def _github_project(settings: Settings, tracker):
     """The GitHub Project the retrain tickets' cards move on (MLOPS_GITHUB_PROJECT), over the issues'
     own client; None when unset, or when the tickets are not GitHub issues (Azure Boards)."""
     from integrations.github import GitHubIssues
-    from integrations.github_projects import GitHubProjectBoard, parse_project_ref
+    from integrations.github_project_refs import parse_project_ref
+    from integrations.github_projects import GitHubProjectBoard
 
     if not settings.github_project:
         return None

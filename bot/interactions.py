@@ -77,7 +77,7 @@ class Interactions:
         """Why the click is not done, in words for the person who clicked; None to go ahead."""
         from bot.commands import REGISTRY, Request, parse, required_permission
         from bot.commands.base import refusal
-        from integrations.slack import holders
+        from integrations.slack_blocks import holders
 
         lifecycle, settings = self.bot.lifecycle, self.bot.settings
         model = lifecycle.project.name
@@ -144,7 +144,7 @@ class Interactions:
             return
         from slack_sdk.webhook import WebhookClient
 
-        from integrations.slack import render
+        from integrations.slack_blocks import render
 
         fallback, blocks = render(text)
         try:

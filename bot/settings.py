@@ -490,7 +490,7 @@ class Settings(BaseSettings):
     @field_validator("github_project")
     @classmethod
     def _project_reference(cls, value: str | None) -> str | None:
-        from integrations.github_projects import parse_project_ref
+        from integrations.github_project_refs import parse_project_ref
 
         if value is not None:
             parse_project_ref(value)  # its ValueError says what is expected
@@ -499,7 +499,7 @@ class Settings(BaseSettings):
     @field_validator("github_project_statuses")
     @classmethod
     def _status_per_stage(cls, value: dict[str, str]) -> dict[str, str]:
-        from integrations.github_projects import DEFAULT_STATUSES, STAGES
+        from integrations.board_stages import DEFAULT_STATUSES, STAGES
 
         for stage, option in value.items():
             if stage not in STAGES:

@@ -132,7 +132,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError):
             return _error(400, "the body is not JSON")
-        from integrations.azure_devops import parse_service_hook
+        from integrations.azure_payloads import parse_service_hook
 
         try:
             fact = parse_service_hook(payload)
@@ -143,7 +143,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         return await _run_sync(lambda: _accept_azure(bot, fact, str(payload.get("id") or ""), wake))
 
     async def mlflow(request: Request) -> JSONResponse:
-        from integrations.mlflow_registry import WebhookError, verify_webhook, webhook_event
+        from integrations.mlflow_webhooks import WebhookError, verify_webhook, webhook_event
 
         secret = settings.mlflow_webhook_secret
         if secret is None or not settings.mlflow_tracking_uri:
@@ -245,7 +245,7 @@ def _accept_azure(bot: BotApp, fact: dict, notification: str, wake: Callable[[],
 def _ephemeral(text: str) -> JSONResponse:
     """An answer only the person who typed the slash command sees, written as Slack renders it
     (mrkdwn in Block Kit, as the bot's chat messages are) and with hints typed as in Slack."""
-    from integrations.slack import render
+    from integrations.slack_blocks import render
 
     fallback, blocks = render(messages.as_typed_in_chat(text))
     return JSONResponse({"response_type": "ephemeral", "text": fallback, "blocks": blocks})

@@ -1,7 +1,7 @@
 """Retrain tickets on Azure Boards: the work item's State follows the retrain episode.
 
 A retrain ticket on Azure Boards is a work item (``AzureBoards``); this board moves it through its
-type's states on the episode's transitions, the four stages of ``integrations.github_projects``:
+type's states on the episode's transitions, the four stages of ``integrations.board_stages``:
 ``opened``, ``retraining``, ``review`` (a validated candidate waits for ``/deploy``) and ``resolved``.
 
 The states are never a list written here: they are read from the work item type's states API
@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from integrations.azure_devops import AzureDevOpsClient, html_marker, merge_tags
-from integrations.github_projects import STAGES, BoardSetupError, should_move
+from integrations.board_stages import STAGES, should_move
+from integrations.github_projects import BoardSetupError
 from integrations.ports import CardMove, PermanentError, ProjectField, ProjectLayout, TransientError
 
 __all__ = ["STAGE_CATEGORIES", "AzureBoardsStates", "WorkItemState", "stage_states"]

@@ -1,5 +1,6 @@
 """Azure DevOps through the ``azure-devops`` client: Boards as the tracker, Repos as source
-control, Pipelines as the pipeline engine, and the service hooks' deliveries as events.
+control, Pipelines as the pipeline engine (the service hooks' deliveries are read as events by
+``integrations/azure_payloads.py``).
 
 - ``AzureBoards`` (Tracker): retrain tickets are work items of a configured type in the team's
   current iteration and a configured area path, tagged ``mlops-bot`` plus the bot's labels, with
@@ -34,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.api_calls import ApiCalls, CountingRetry
+from integrations.azure_payloads import CLOSED_STATES, MARKER, marker_in, name_of, time_of
 from integrations.ports import (
     ApiCallObserver,
     Change,
@@ -57,7 +59,6 @@ from integrations.ports import (
 
 __all__ = [
     "CLOSE_STATE",
-    "CLOSED_STATES",
     "SCOPE_NAMES",
     "AzureBoards",
     "AzureDevOpsClient",
@@ -68,7 +69,6 @@ __all__ = [
     "html_marker",
     "markdown_to_html",
     "merge_tags",
-    "parse_service_hook",
     "scopes_for",
     "tokens_page",
 ]
@@ -77,25 +77,11 @@ log = logging.getLogger("mlops_bot.azure_devops")
 
 #: the state ``close`` moves a work item to, per process template
 CLOSE_STATE: dict[str, str] = {"Basic": "Done", "Agile": "Closed", "Scrum": "Done", "CMMI": "Closed"}
-#: the states that count as no longer open, per process template: the Completed and Removed state
-#: categories. Resolved is not among them: Azure's boards treat it as In Progress ("implemented, not
-#: verified yet"), and it is where a retrain ticket waits for /deploy (integrations/azure_boards_states.py)
-CLOSED_STATES: dict[str, tuple[str, ...]] = {
-    "Basic": ("Done",),
-    "Agile": ("Closed", "Removed"),
-    "Scrum": ("Done", "Removed"),
-    "CMMI": ("Closed", "Removed"),
-}
-_ALL_CLOSED = frozenset(s for states in CLOSED_STATES.values() for s in states)
 _PRIORITY = {"critical": 1, "high": 1, "medium": 2, "low": 3}
 #: writes made over a revision read first (``test /rev``): a 412 (changed meanwhile) reads again, this many times in all
 _REV_ATTEMPTS = 3
 _STATUS_STATE = {"pending": "pending", "success": "succeeded", "failure": "failed", "error": "error"}
 _LEVELS = {p.name: p for p in Permission}
-_MARKER = re.compile(r"<!-- mlops-bot:(.*?) -->")
-#: the marker in rich text (work item descriptions and comments): visible text, since the
-#: service's HTML sanitizer keeps text but not comments or unknown attributes
-_TEXT_MARKER = re.compile(r"\[mlops-bot:([^\]<>\s]+)\]")
 _PR_ARTIFACT = "vstfs:///Git/PullRequestId/"
 _ITERATION_CHANGES = "4216bdcf-b6b1-4d59-8b82-c34cc183fc8b"  # git: pull request iteration changes
 _PULL_REQUESTS = "9946fd70-0d40-406e-b686-b4744cbbcc37"  # git: pull requests (7.1.0b4's criteria lack minTime)
@@ -436,7 +422,7 @@ def markdown_to_html(text: str) -> str:
     in_list = False
     for line in text.splitlines():
         stripped = line.strip()
-        if _MARKER.fullmatch(stripped):
+        if MARKER.fullmatch(stripped):
             out.append(stripped)
             continue
         bullet = re.match(r"^[-*]\s+(.*)$", stripped)
@@ -480,39 +466,10 @@ def _with_html_marker(body_html: str, marker: str) -> str:
     return f"{body_html}\n{html_marker(marker)}" if marker else body_html
 
 
-def _marker_in(text: str | None) -> str | None:
-    """The marker a rich-text or Markdown body carries (either form), if any."""
-    if not text:
-        return None
-    found = _TEXT_MARKER.search(html.unescape(text)) or _MARKER.search(text)
-    return found.group(1) if found else None
-
-
 def _has_marker(text: str | None, marker: str) -> bool:
     if not text:
         return False
     return f"[mlops-bot:{marker}]" in html.unescape(text) or marker_comment(marker) in text
-
-
-def _name(identity: Any) -> str:
-    """A user as the bot names them: the unique name (e-mail) when there is one."""
-    if identity is None:
-        return ""
-    if isinstance(identity, str):
-        return identity
-    if isinstance(identity, Mapping):
-        return str(identity.get("uniqueName") or identity.get("displayName") or "")
-    return str(getattr(identity, "unique_name", None) or getattr(identity, "display_name", None) or "")
-
-
-def _when(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).strip().replace("Z", "+00:00")
-    # the service sends up to 7 fraction digits; Python reads 6
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _stamp(when: datetime) -> str:
@@ -764,7 +721,7 @@ class AzureBoards(LinksChanges, ListsTickets, EditsTicketBody, _CountedByClient)
 
     def _ticket(self, item: Any) -> Ticket:
         fields = item.fields or {}
-        key = _marker_in(str(fields.get("System.Description") or ""))
+        key = marker_in(str(fields.get("System.Description") or ""))
         tags = [t.strip() for t in str(fields.get("System.Tags") or "").split(";") if t.strip()]
         links = getattr(item, "_links", None)
         url = ""
@@ -866,17 +823,17 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
         requests, then every one closed after it, give the newest closed date of all.
         """
         if cursor is None:
-            closed = [_when(p["closedDate"]) for p in self._completed(None, pages=False)]
+            closed = [time_of(p["closedDate"]) for p in self._completed(None, pages=False)]
             if not closed:
                 return [], "|"
             return [], self._merge_cursor(self._completed(max(closed) - _MERGE_LOOKBACK), max(closed))
         since_text, _, seen_text = cursor.partition("|")
         seen = {part for part in seen_text.split(",") if part}
-        since = _when(since_text) if since_text else None
+        since = time_of(since_text) if since_text else None
         listed = self._completed(since - _MERGE_LOOKBACK if since is not None else None)
         fresh = sorted((p for p in listed if str(p["pullRequestId"]) not in seen
                         and (p.get("lastMergeCommit") or {}).get("commitId")),
-                       key=lambda p: (_when(p["closedDate"]), int(p["pullRequestId"])))
+                       key=lambda p: (time_of(p["closedDate"]), int(p["pullRequestId"])))
         return [self._change(p) for p in fresh], self._merge_cursor(listed, since)
 
     def _completed(self, after: datetime | None, *, pages: bool = True) -> list[dict[str, Any]]:
@@ -896,7 +853,7 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
                 query={**query, "$skip": skip or None}) or {}
             items = page.get("value") or []
             for item in items:
-                if item.get("closedDate") and (after is None or _when(item["closedDate"]) > after):
+                if item.get("closedDate") and (after is None or time_of(item["closedDate"]) > after):
                     found.setdefault(int(item["pullRequestId"]), item)
             if not pages or len(items) < _PULLS_PAGE:
                 return list(found.values())
@@ -906,7 +863,7 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
     def _merge_cursor(listed: list[dict[str, Any]], since: datetime | None) -> str:
         """The newest closed date and the ids read within the lookback of it; one listed without its
         merge commit yet is left out, so it is read again while the lookback covers it."""
-        closed = {int(p["pullRequestId"]): _when(p["closedDate"]) for p in listed}
+        closed = {int(p["pullRequestId"]): time_of(p["closedDate"]) for p in listed}
         newest = max([*closed.values(), *([since] if since is not None else [])], default=None)
         if newest is None:
             return "|"
@@ -932,7 +889,7 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
                 for item in thread.comments or []:
                     if item.comment_type == "system" or item.is_deleted or not item.content:
                         continue
-                    found.append((_stamp(_when(item.published_date)), self._comment(pull, thread, item)))
+                    found.append((_stamp(time_of(item.published_date)), self._comment(pull, thread, item)))
         if not found:
             if cursor is None:
                 self._first_comments_cursor = "|"
@@ -1095,18 +1052,18 @@ class AzureRepos(ReportsChangedPaths, NamesChangesForLinks, _CountedByClient):
             body = self.client.call("git", "get_pull_request", self.repo, number,
                                     project=self.project).description or body
         return Change(repo=self.repo, number=number, title=str(pull.get("title") or ""), body=body,
-                      author=_name(pull.get("createdBy")), commit=str(pull["lastMergeCommit"]["commitId"]),
-                      merged_at=_when(pull["closedDate"]), url=str(pull.get("url") or ""),
+                      author=name_of(pull.get("createdBy")), commit=str(pull["lastMergeCommit"]["commitId"]),
+                      merged_at=time_of(pull["closedDate"]), url=str(pull.get("url") or ""),
                       branch=str(pull.get("targetRefName") or "").removeprefix("refs/heads/"))
 
     def _comment(self, pull: Any, thread: Any, item: Any) -> Comment:
-        author = _name(item.author)
+        author = name_of(item.author)
         by_bot = (bool(self.bot_user) and author.lower() == self.bot_user) or "<!-- mlops-bot:" in item.content
         return Comment(id=f"{pull.pull_request_id}:{thread.id}:{item.id}",
                        target=Target("change", self.repo, int(pull.pull_request_id)), author=author,
-                       body=item.content, created_at=_when(item.published_date),
+                       body=item.content, created_at=time_of(item.published_date),
                        edited=item.last_content_updated_date is not None
-                       and _when(item.last_content_updated_date) > _when(item.published_date),
+                       and time_of(item.last_content_updated_date) > time_of(item.published_date),
                        by_bot=by_bot)
 
 
@@ -1294,71 +1251,3 @@ def diagnose(boards: AzureBoards, repos: AzureRepos | None = None,
             failed(what, exc, "pipelines", {404: "set MLOPS_AZURE_PIPELINE_ID to the id in the pipeline's URL "
                                                  "(…/_build?definitionId=ID)"})
     return checks
-
-
-# ---------------------------------------------------------------------------
-# Service hooks
-
-
-def parse_service_hook(payload: Mapping[str, Any], *, closed_states: Iterable[str] = _ALL_CLOSED) -> dict | None:
-    """A service hook delivery as one of the bot's few events, or None when it is not one.
-
-    ``{"kind": "merged", "change": Change}`` for a pull request updated to completed,
-    ``{"kind": "comment", "comment": Comment}`` for a work item comment or a pull request comment,
-    ``{"kind": "ticket_closed", "ticket_id": int, "state": str}`` for a work item moved to a closed
-    state, and ``{"kind": "ignored", "event": str}`` for anything else the service sends.
-    """
-    if not isinstance(payload, Mapping) or not isinstance(payload.get("eventType"), str):
-        return None
-    event = payload["eventType"]
-    resource = payload.get("resource")
-    if not isinstance(resource, Mapping):
-        return None
-    closed = set(closed_states)
-    if event == "git.pullrequest.updated" and resource.get("status") == "completed":
-        merge = resource.get("lastMergeCommit") or {}
-        repo = resource.get("repository") or {}
-        if not merge.get("commitId"):
-            return {"kind": "ignored", "event": event}
-        when = resource.get("closedDate") or resource.get("creationDate")
-        return {"kind": "merged", "change": Change(
-            repo=str(repo.get("name") or ""), number=int(resource["pullRequestId"]),
-            title=str(resource.get("title") or ""), body=str(resource.get("description") or ""),
-            author=_name(resource.get("createdBy")), commit=str(merge["commitId"]), merged_at=_when(when),
-            url=str(resource.get("url") or ""),
-            branch=str(resource.get("targetRefName") or "").removeprefix("refs/heads/"))}
-    if event == "ms.vss-code.git-pullrequest-comment-event":
-        comment, pull = resource.get("comment") or {}, resource.get("pullRequest") or {}
-        if comment.get("commentType") == "system" or not comment.get("content"):
-            return {"kind": "ignored", "event": event}
-        repo = (pull.get("repository") or {}).get("name") or ""
-        number = int(pull.get("pullRequestId") or 0)
-        links = comment.get("_links") or {}
-        href = str((links.get("threads") or {}).get("href") or (links.get("self") or {}).get("href") or "")
-        thread = re.search(r"/threads/(\d+)", href)
-        # the id polling gives the same comment (pull:thread:comment), so either way it is handled once
-        ident = f"{number}:{thread.group(1)}:{comment.get('id')}" if thread else str(comment.get("id"))
-        return {"kind": "comment", "comment": Comment(
-            id=ident, target=Target("change", str(repo), number),
-            author=_name(comment.get("author")), body=str(comment["content"]),
-            created_at=_when(comment.get("publishedDate")),
-            by_bot="<!-- mlops-bot:" in str(comment["content"]))}
-    if event == "workitem.commented":
-        fields = resource.get("fields") or {}
-        text = str(fields.get("System.History") or "")
-        if not text:
-            return {"kind": "ignored", "event": event}
-        return {"kind": "comment", "comment": Comment(
-            id=f"{resource.get('id')}:{resource.get('rev')}",
-            target=Target("ticket", str(fields.get("System.TeamProject") or ""), int(resource["id"])),
-            author=_name(fields.get("System.ChangedBy")), body=text,
-            created_at=_when(fields.get("System.ChangedDate") or datetime.now(UTC)),
-            url=str(resource.get("url") or ""), by_bot=_marker_in(text) is not None)}
-    if event == "workitem.updated":
-        change = (resource.get("fields") or {}).get("System.State") or {}
-        new_state = change.get("newValue") if isinstance(change, Mapping) else None
-        if new_state in closed and change.get("oldValue") not in closed:
-            # ``id`` is the update's; the work item's is ``workItemId`` (0 in old samples) or the revision's
-            number = resource.get("workItemId") or (resource.get("revision") or {}).get("id") or resource["id"]
-            return {"kind": "ticket_closed", "ticket_id": int(number), "state": new_state}
-    return {"kind": "ignored", "event": event}

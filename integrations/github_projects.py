@@ -9,8 +9,9 @@ are filled when the project has them.
 
 People are respected: the bot moves a card only on its own transitions, reading the card's Status
 first. A card already where the transition would put it is left alone, and a card a person moved to
-Done is never moved back to an earlier column (``should_move``). The caller keeps the status the
-bot last set and passes it in, so a Done the bot set itself is told apart from a person's.
+Done is never moved back to an earlier column (``should_move``, in integrations/board_stages.py). The
+caller keeps the status the bot last set and passes it in, so a Done the bot set itself is told
+apart from a person's.
 
 GraphQL goes through PyGithub's public ``Requester.graphql_query`` on the repository client's
 session: the same credentials (an App's installation token is renewed there), base URL (GitHub
@@ -27,12 +28,12 @@ move whose answer was lost is found done on the next attempt.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from integrations.board_stages import DEFAULT_STATUSES, STAGES, should_move
+from integrations.github_project_refs import ProjectRef
 from integrations.ports import (
     BoardItem,
     CardMove,
@@ -44,15 +45,11 @@ from integrations.ports import (
     TransientError,
 )
 
-__all__ = ["ADD_ITEM", "CUSTOM_FIELDS", "DEFAULT_STATUSES", "DOCUMENTS", "ISSUE_CARD", "ITEM_CARD", "SET_FIELD", "STAGES",
-           "BoardSetupError", "Card", "GitHubProjectBoard", "ProjectRef",
-           "parse_project_ref", "should_move"]
+__all__ = ["ADD_ITEM", "CUSTOM_FIELDS", "DOCUMENTS", "ISSUE_CARD", "ITEM_CARD", "SET_FIELD", "BoardSetupError", "Card",
+           "GitHubProjectBoard"]
 
 log = logging.getLogger("mlops_bot.github_projects")
 
-#: the episode's stages, in the order an episode goes through them
-STAGES = ("opened", "retraining", "review", "resolved")
-DEFAULT_STATUSES = {"opened": "Todo", "retraining": "In progress", "review": "In review", "resolved": "Done"}
 #: fields filled when the project has one of the name (case-insensitive), text or single-select
 CUSTOM_FIELDS = ("Model", "Version", "Severity", "Reason")
 STATUS_FIELD = "Status"
@@ -145,37 +142,6 @@ class BoardSetupError(PermanentError):
 
 
 @dataclass(frozen=True)
-class ProjectRef:
-    """A project: its owner's login, its number, and whether the owner is an organization or a user
-    (None when given as ``owner/number``, which does not say)."""
-
-    owner: str
-    number: int
-    kind: str | None = None  # "organization", "user" or None
-
-    def __str__(self) -> str:
-        return f"{self.owner}/{self.number}"
-
-
-_PROJECT_URL = re.compile(r"/(orgs|users)/([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)/projects/([1-9][0-9]*)(?:/.*)?")
-_SHORT = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)/([1-9][0-9]*)")
-
-
-def parse_project_ref(text: str) -> ProjectRef:
-    """``https://github.com/orgs/acme/projects/3``, ``https://github.com/users/maya/projects/1`` (any
-    host: GitHub Enterprise too, a view's URL too) or ``acme/3``; ValueError saying what is expected."""
-    text = text.strip()
-    if short := _SHORT.fullmatch(text):
-        return ProjectRef(short[1], int(short[2]))
-    parts = urlsplit(text)
-    found = _PROJECT_URL.fullmatch(parts.path.rstrip("/")) if parts.scheme in {"http", "https"} else None
-    if found is None:
-        raise ValueError("expected a project's URL (https://github.com/orgs/ORG/projects/N or "
-                         "https://github.com/users/USER/projects/N) or OWNER/N")
-    return ProjectRef(found[2], int(found[3]), "organization" if found[1] == "orgs" else "user")
-
-
-@dataclass(frozen=True)
 class Card:
     """A ticket's item on the project: its id, its Status (None: unset) and its field values by lower-case name."""
 
@@ -183,22 +149,6 @@ class Card:
     status: str | None
     values: Mapping[str, str]
     archived: bool = False
-
-
-def should_move(target: str, current: str | None, *, last_set: str | None, done: str) -> bool:
-    """Whether a transition to ``target`` moves a card whose Status is ``current``.
-
-    Not when it is there already; never out of Done unless the bot itself put it there (a person
-    who finished the card has the last word). Any other column is the bot's to leave on its own
-    transitions: a person's move stands until the next one.
-    """
-    def same(a: str | None, b: str | None) -> bool:
-        return (a or "").casefold() == (b or "").casefold()
-
-    if current is not None and same(current, target):
-        return False
-    # out of Done only when the bot put it there itself
-    return not (current is not None and same(current, done) and not same(last_set, done))
 
 
 class GitHubProjectBoard(ReadsBoardItems):

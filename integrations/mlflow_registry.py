@@ -30,11 +30,9 @@ against a server that is down): the bot retries on its own schedule.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -49,6 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+from integrations.mlflow_webhooks import WEBHOOK_EVENTS
 from pipeline.registry_port import (
     AliasChange,
     AliasMove,
@@ -66,7 +65,6 @@ _log = logging.getLogger(__name__)
 
 __all__ = [
     "MlflowRegistry",
-    "WebhookError",
     "drift_report_folders",
     "embedded_tracking_uri",
     "metrics_table",
@@ -75,8 +73,6 @@ __all__ = [
     "periods",
     "rollback_target",
     "run_fields",
-    "verify_webhook",
-    "webhook_event",
 ]
 
 TAG_RUN_ID = "mlops_run_id"            # MLflow run and model version: the bot's run id
@@ -88,7 +84,6 @@ EXPERIMENT_PREFIX = "mlops-bot/"
 ARTIFACT_SUBDIR = "artifact"           # the bot's folder inside the MLflow model: data/artifact
 MODEL_ARTIFACT_PATH = "model"          # the MLflow model inside the run's artifacts
 FLAVOR_MODULE = "mlops_bot_mlflow_flavor"
-WEBHOOK_EVENTS = ("model_version.created", "model_version_alias.created", "model_version_alias.deleted")
 # The run's own artifacts, beside the MLflow model: for people browsing the run in MLflow's UI.
 RUN_ARTIFACT_CARD = "model_card"             # MODEL_CARD.md
 RUN_ARTIFACT_PROFILE = "reference_profile"   # profile.json, profile-sample.parquet (profile-raw.parquet)
@@ -112,10 +107,6 @@ _STAGING_MAX_AGE_S = 60 * 60
 _LOCAL_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql")
 _UNREACHABLE = re.compile(r"Failed to establish a new connection|Connection refused|Max retries exceeded|"
                           r"Name or service not known|timed out|Connection reset|RemoteDisconnected")
-
-
-class WebhookError(Exception):
-    """A webhook delivery that is not signed with the shared secret, is too old, or is not JSON."""
 
 
 # -- pure functions ----------------------------------------------------------------------------------------
@@ -167,58 +158,6 @@ def rollback_target(moves: list[AliasMove]) -> int | None:
         else:
             stack.append(move.version)
     return stack[-2] if len(stack) >= 2 else None
-
-
-def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None,
-                   tolerance_s: float = 300.0) -> dict[str, Any]:
-    """The payload of an MLflow registry webhook delivery, once its HMAC signature is checked.
-
-    MLflow (3.3+) signs ``f"{X-MLflow-Delivery-Id}.{X-MLflow-Timestamp}.{raw body}"`` with
-    HMAC-SHA256 and the webhook's secret, and sends ``X-MLflow-Signature: v1,<base64 digest>``.
-    The timestamp is Unix seconds; a delivery further than ``tolerance_s`` from ``now`` is refused
-    as a replay. Raises ``WebhookError`` with one line saying what was wrong.
-    """
-    if not secret:
-        raise WebhookError("no webhook secret is set, so no delivery can be verified: set MLFLOW_WEBHOOK_SECRET "
-                           "to the webhook's secret in MLflow")
-    given = {k.lower(): v for k, v in headers.items()}
-    delivery, stamp, signature = (given.get("x-mlflow-delivery-id"), given.get("x-mlflow-timestamp"),
-                                  given.get("x-mlflow-signature"))
-    missing = [name for name, value in (("X-MLflow-Delivery-Id", delivery), ("X-MLflow-Timestamp", stamp),
-                                        ("X-MLflow-Signature", signature)) if not value]
-    if missing:
-        raise WebhookError(f"missing {', '.join(missing)}: not a signed MLflow webhook delivery "
-                           "(give the webhook a secret in MLflow)")
-    try:
-        sent = int(stamp)
-    except ValueError:
-        raise WebhookError(f"X-MLflow-Timestamp {stamp!r} is not Unix seconds") from None
-    age = (time.time() if now is None else now) - sent
-    if abs(age) > tolerance_s:
-        raise WebhookError(f"delivery {delivery} was signed {int(abs(age))} s from now (more than "
-                           f"{int(tolerance_s)} s): refused as a replay; check the clocks of MLflow and the bot")
-    signed = delivery.encode() + b"." + stamp.encode() + b"." + body
-    expected = "v1," + base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
-    # Standard Webhooks allows several space-separated signatures (during a key rotation); MLflow sends one.
-    if not any(hmac.compare_digest(expected.encode(), offered.encode()) for offered in signature.split()):
-        raise WebhookError(f"delivery {delivery}: signature does not match the shared secret "
-                           "(MLFLOW_WEBHOOK_SECRET must be the webhook's secret in MLflow)")
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise WebhookError(f"delivery {delivery}: body is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise WebhookError(f"delivery {delivery}: body is JSON but not an object")
-    return payload
-
-
-def webhook_event(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The registry fact a verified payload tells: event, model, version, alias (None where not said)."""
-    data = payload.get("data") or {}
-    version = data.get("version")
-    return {"event": f"{payload.get('entity')}.{payload.get('action')}", "model": data.get("name"),
-            "version": int(version) if str(version or "").isdigit() else None, "alias": data.get("alias"),
-            "tags": data.get("tags") or {}, "at": payload.get("timestamp")}
 
 
 def metrics_table(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -561,7 +500,9 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         chosen = self.get(model, version)
         self._move(model, self.production_alias, version, action="promote", reason=reason, run_id=run_id,
                    trigger=trigger, by=by, command=command)
-        if self.candidate_alias in chosen.aliases:
+        # Read again before deleting: a newer candidate (another run, a person in the MLflow UI) may
+        # have taken the alias since, and MLflow deletes an alias whatever it points at.
+        if self.candidate_alias in chosen.aliases and self._aliases_of(model).get(self.candidate_alias) == version:
             self._client.delete_registered_model_alias(model, self.candidate_alias)
         return self.get(model, version)
 

@@ -1,6 +1,6 @@
 """What Slack sends to the app's interactivity URL, read into plain values.
 
-A click on one of the bot's buttons (``integrations.slack.buttons``) arrives as a form whose
+A click on one of the bot's buttons (``integrations.slack_blocks.buttons``) arrives as a form whose
 ``payload`` field is a ``block_actions`` JSON object; ``parse_click`` reads the click out of it, or
 says why it is not one (another kind of interaction, another app's button, a value the bot did not
 write). Nothing here talks to Slack.
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from integrations.slack import ACTION_PREFIX
+from integrations.slack_blocks import ACTION_PREFIX
 
 __all__ = ["COMMANDS", "ButtonClick", "NotAClick", "parse_click"]
 

@@ -19,7 +19,8 @@ from integrations.azure_boards_states import (
     stage_states,
 )
 from integrations.azure_devops import AzureBoards, connect, merge_tags
-from integrations.github_projects import STAGES, BoardSetupError
+from integrations.board_stages import STAGES
+from integrations.github_projects import BoardSetupError
 from integrations.ports import Target, TicketBoard, TransientError
 from tests.emulators.azure_devops import AzureDevOpsEmulator
 

@@ -14,8 +14,8 @@ if "azure.devops" not in sys.modules:  # read by azure-devops at import: keep it
 
 import pytest
 
-from integrations.azure_devops import (AzureBoards, AzurePipelines, AzureRepos, connect, markdown_to_html,
-                                       parse_service_hook)
+from integrations.azure_devops import AzureBoards, AzurePipelines, AzureRepos, connect, markdown_to_html
+from integrations.azure_payloads import parse_service_hook
 from integrations.ports import (Change, Comment, PermanentError, Permission, PipelineEngine, SourceControl, Target,
                                 Tracker, TransientError, marker_comment)
 from tests.emulators.azure_devops import AzureDevOpsEmulator

@@ -116,7 +116,8 @@ def _github(request, kind: str, *, as_app: bool = False):
     client = GitHubClient(connect(auth, base_url=emulator.base_url, timeout=1, retry=None), REPO,
                           bot_login="mlops-bot")
     if kind == "board":
-        from integrations.github_projects import GitHubProjectBoard, ProjectRef
+        from integrations.github_project_refs import ProjectRef
+        from integrations.github_projects import GitHubProjectBoard
 
         return GitHubProjectBoard(client, ProjectRef("acme", 3))
     return GitHubSource(client) if kind == "source" else GitHubIssues(client)

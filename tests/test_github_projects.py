@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from integrations.board_stages import should_move
 from integrations.github import GitHubAuth, GitHubClient, connect
-from integrations.github_projects import (
-    DOCUMENTS,
-    BoardSetupError,
-    GitHubProjectBoard,
-    ProjectRef,
-    parse_project_ref,
-    should_move,
-)
+from integrations.github_project_refs import ProjectRef, parse_project_ref
+from integrations.github_projects import DOCUMENTS, BoardSetupError, GitHubProjectBoard
 from integrations.ports import PermanentError, PermissionRefused, TransientError
 from tests.emulators.fixtures import refdata_dir
 from tests.emulators.github import GitHubEmulator, github_graphql_schema, github_schemas

@@ -25,7 +25,6 @@ import pytest
 
 from integrations.mlflow_registry import (
     MlflowRegistry,
-    WebhookError,
     embedded_tracking_uri,
     metrics_table,
     move_tag,
@@ -33,9 +32,8 @@ from integrations.mlflow_registry import (
     periods,
     rollback_target,
     run_fields,
-    verify_webhook,
-    webhook_event,
 )
+from integrations.mlflow_webhooks import WebhookError, verify_webhook, webhook_event
 from pipeline.registry_port import (
     AliasChange,
     AliasMove,
@@ -526,6 +524,24 @@ def test_only_the_newest_validated_unpromoted_version_is_the_candidate(registry,
     assert registry.candidate(model) is None  # a promoted candidate is no longer one
     assert [v.stage for v in registry.versions(model)] == [Stage.ARCHIVED] * 2 + [Stage.PRODUCTION, Stage.ARCHIVED]
     assert registry.aliases(model) == {"production": 3}
+
+
+def test_promoting_a_candidate_leaves_the_alias_to_a_newer_candidate_published_meanwhile(registry, model):
+    """Another run publishes v3 as the candidate while v2 is being promoted: v3 keeps the alias."""
+    _publish(registry, model)
+    _publish(registry, model)
+
+    class PublishedDuringThePromote(type(registry)):
+        def _move(self, *args, **kwargs):
+            super()._move(*args, **kwargs)
+            _publish(registry, model)  # the other run, through its own client
+
+    racing = PublishedDuringThePromote(registry.tracking_uri, data_dir=registry.data_dir, clock=_clock())
+    try:
+        racing.promote(model, 2, reason="ship")
+    finally:
+        racing.close()
+    assert registry.aliases(model) == {"production": 2, "candidate": 3}
 
 
 def test_a_models_uri_names_a_version_in_either_registry(registry, model):

@@ -15,16 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from integrations.ports import Chat, ChatAction, MessageRef, PermanentError, Permission, TransientError, marker_comment
-from integrations.slack import (
-    BLOCK_LIMIT,
-    FALLBACK_LIMIT,
-    SECTION_LIMIT,
-    SlackChat,
-    connect,
-    holders,
-    render,
-    routes,
-)
+from integrations.slack import SlackChat, connect, routes
+from integrations.slack_blocks import BLOCK_LIMIT, FALLBACK_LIMIT, SECTION_LIMIT, holders, render
 from tests.emulators.fixtures import no_proxy_for_loopback, slack_emulator  # noqa: F401 - the fixtures
 from tests.emulators.slack import SlackEmulator, block_problems
 
