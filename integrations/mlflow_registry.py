@@ -361,12 +361,15 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         if not staging.is_dir():
             raise RegistryError(f"cannot publish {model}: staging folder {staging} does not exist")
         _to_json({**metadata, "model": model, "version": 0}, f"metadata for {model}")
-        earlier = self.find_by_run_id(model, run_id)
+        # One listing of the model's versions answers both questions asked before a version is made:
+        # did this run publish one already (exactly once), and which number comes next (a prediction).
+        listed = self._search_versions(f"name = '{model}'")
+        earlier, aliases = self._first_of_run(model, listed, run_id)
         if earlier is not None:
             if candidate and self.candidate_alias not in earlier.aliases:
                 # The answer to the first publish was lost before the candidate alias moved: move it,
-                # unless a newer version holds it already.
-                holder = self._aliases_of(model).get(self.candidate_alias)
+                # unless a newer version holds it already (the aliases just read with the version).
+                holder = aliases.get(self.candidate_alias)
                 if holder is None or holder < earlier.version:
                     self._move(model, self.candidate_alias, earlier.version, action="candidate",
                                reason="published as a candidate", run_id=run_id,
@@ -380,7 +383,7 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         scratch = self._staging / f".mlflow-model-{uuid.uuid4().hex}"
         try:
             mlflow_run = self._ensure_run(model, run_id)
-            predicted = self._highest_version(model) + 1
+            predicted = max((int(mv.version) for mv in listed), default=0) + 1
             full = self._write_metadata(staging, metadata, model, predicted, finalize)
             params, metrics, tags = run_fields(full)
             self._log_batch(mlflow_run.info.run_id, params, metrics, tags, logged=mlflow_run.data.params)
@@ -388,17 +391,18 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             # Before the version exists: a publish retried after a crash finds the version and stops, so
             # what is logged after it might never be. Fixed paths: a retry overwrites, never duplicates.
             self._log_run_artifacts(mlflow_run.info.run_id, staging, full, scratch / "run")
+            version_tags = {TAG_RUN_ID: run_id, TAG_CREATED_AT: _to_text(created_at or self._clock()),
+                            TAG_METADATA: self._metadata_tag(full)}
             created = self._client.create_model_version(
                 model, source=f"runs:/{mlflow_run.info.run_id}/{MODEL_ARTIFACT_PATH}", run_id=mlflow_run.info.run_id,
-                tags={TAG_RUN_ID: run_id, TAG_CREATED_AT: _to_text(created_at or self._clock()),
-                      TAG_METADATA: self._metadata_tag(full)},
-                await_creation_for=0)  # OSS stores create versions READY; waiting only polls
+                tags=version_tags, await_creation_for=0)  # OSS stores create versions READY; waiting only polls
             version = int(created.version)
             if version != predicted:
                 full = self._write_metadata(staging, metadata, model, version, finalize)
                 self._upload(mlflow_run.info.run_id, staging, f"{MODEL_ARTIFACT_PATH}/data/{ARTIFACT_SUBDIR}")
                 self._log_run_artifacts(mlflow_run.info.run_id, staging, full, scratch / "run-again")
-                self._client.set_model_version_tag(model, str(version), TAG_METADATA, self._metadata_tag(full))
+                version_tags[TAG_METADATA] = self._metadata_tag(full)
+                self._client.set_model_version_tag(model, str(version), TAG_METADATA, version_tags[TAG_METADATA])
         except BaseException:
             _restore(metadata_file, original)
             raise
@@ -408,8 +412,12 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             trigger = str((full.get("run") or {}).get("trigger") or "")
             self._move(model, self.candidate_alias, version, action="candidate", reason="published as a candidate",
                        run_id=run_id, trigger=trigger, by="pipeline", command=None)
-        shutil.rmtree(staging, ignore_errors=True)  # consumed: its files are in the artifact store now
-        return self.get(model, version)
+        # Consumed: its files are in the artifact store now (and, for a remote one, kept as the download).
+        self._keep_published(staging, model, version, created.source, mlflow_run.info.artifact_uri)
+        # The version just made, not read back: its tags are the ones written (move tags are not part of
+        # the record) and a new version's only alias is the candidate alias just moved to it.
+        return self._version(created, {self.candidate_alias: version} if candidate else {},
+                             tags={**(created.tags or {}), **version_tags})
 
     @_translated
     def find_by_run_id(self, model: str, run_id: str) -> ModelVersion | None:
@@ -418,18 +426,30 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
             return None  # never published: publish refuses such names
         found = self._client.search_model_versions(f"name = '{model}' AND tags.{TAG_RUN_ID} = '{run_id}'",
                                                    max_results=10)
+        return self._first_of_run(model, found, run_id)[0]
+
+    def _first_of_run(self, model: str, found: Iterable[Any],
+                      run_id: str) -> tuple[ModelVersion | None, dict[str, int]]:
+        """The first of MLflow's versions ``found`` that ``run_id`` published (or None), and the model's
+        aliases when there is one."""
+        found = [mv for mv in found if (mv.tags or {}).get(TAG_RUN_ID) == run_id]
         if not found:
-            return None
+            return None, {}
         first = min(found, key=lambda mv: int(mv.version))
         # search_model_versions leaves aliases out: they are asked for separately.
-        return self._version(first, self._aliases_of(model))
+        aliases = self._aliases_of(model)
+        return self._version(first, aliases), aliases
 
     # -- reading --------------------------------------------------------------------------------------------
 
     @_translated
     def get(self, model: str, version: int) -> ModelVersion:
+        return self._version(self._model_version(model, version))
+
+    def _model_version(self, model: str, version: int) -> Any:
+        """MLflow's model version, or a RegistryError saying which models or versions exist."""
         try:
-            mv = self._client.get_model_version(model, str(version))
+            return self._client.get_model_version(model, str(version))
         except Exception as exc:
             if not _not_found(exc) and not _invalid(exc):
                 raise
@@ -438,7 +458,6 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
                 raise self._no_such_model(model) from None
             raise RegistryError(f"model {model} has no version {version}; versions: "
                                 f"{', '.join(map(str, known)) or 'none published yet'}") from None
-        return self._version(mv)
 
     @_translated
     def versions(self, model: str | None = None) -> list[ModelVersion]:
@@ -497,14 +516,24 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         twice moves the alias once), unless its last move was never recorded (the process died
         between moving the alias and writing the tag). A promoted candidate loses the candidate alias.
         """
-        chosen = self.get(model, version)
+        # The model's aliases and versions, read once: the version promoted and its aliases, which version
+        # holds production now and the moves recorded so far (the versions' tags) all come from them.
+        aliases = self._aliases_of(model)
+        listed = self._search_versions(f"name = '{model}'") if _MODEL_NAME.fullmatch(model) else []
+        mv = next((found for found in listed if int(found.version) == version), None)
+        if mv is None:  # no such version (the error says which exist), or made since the listing
+            mv = self._model_version(model, version)
         self._move(model, self.production_alias, version, action="promote", reason=reason, run_id=run_id,
-                   trigger=trigger, by=by, command=command)
-        # Read again before deleting: a newer candidate (another run, a person in the MLflow UI) may
-        # have taken the alias since, and MLflow deletes an alias whatever it points at.
-        if self.candidate_alias in chosen.aliases and self._aliases_of(model).get(self.candidate_alias) == version:
-            self._client.delete_registered_model_alias(model, self.candidate_alias)
-        return self.get(model, version)
+                   trigger=trigger, by=by, command=command, seen=(aliases, listed))
+        own = {alias for alias, holder in aliases.items() if holder == version} | {self.production_alias}
+        if self.candidate_alias in own:
+            # Read again before deleting: a newer candidate (another run, a person in the MLflow UI) may
+            # have taken the alias since, and MLflow deletes an alias whatever it points at.
+            if self._aliases_of(model).get(self.candidate_alias) == version:
+                self._client.delete_registered_model_alias(model, self.candidate_alias)
+            own.discard(self.candidate_alias)  # deleted, or held by a newer candidate now
+        # The version read above with the aliases this promote gave and took, not read a second time.
+        return self._version(mv, dict.fromkeys(own, version))
 
     @_translated
     def rollback(self, model: str, *, reason: str, trigger: str = "manual", by: str = "mlops-bot",
@@ -668,9 +697,14 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
     # -- internals ------------------------------------------------------------------------------------------
 
     def _move(self, model: str, alias: str, version: int, *, action: str, reason: str, run_id: str | None,
-              trigger: str, by: str, command: str | None) -> None:
-        current = self._aliases_of(model).get(alias)
-        moves = self.alias_history(model, alias)
+              trigger: str, by: str, command: str | None,
+              seen: tuple[dict[str, int], list[Any]] | None = None) -> None:
+        """Move ``alias`` to ``version`` and record the move. ``seen``: the model's aliases and versions
+        as the caller has just read them in this operation; else they are read here."""
+        if seen is None:
+            current, moves = self._aliases_of(model).get(alias), self.alias_history(model, alias)
+        else:
+            current, moves = seen[0].get(alias), moves_from_tags((mv.tags for mv in seen[1]), alias)
         last = moves[-1] if moves else None
         if current == version and last is not None and last.version == version:
             return  # there already, and recorded
@@ -732,14 +766,14 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
     def _version_numbers(self, model: str) -> list[int]:
         return sorted(int(mv.version) for mv in self._search_versions(f"name = '{model}'"))
 
-    def _highest_version(self, model: str) -> int:
-        return max(self._version_numbers(model), default=0)
-
-    def _version(self, mv: Any, aliases: dict[str, int] | None = None) -> ModelVersion:
+    def _version(self, mv: Any, aliases: dict[str, int] | None = None, *,
+                 tags: Mapping[str, str] | None = None) -> ModelVersion:
+        """The record of MLflow's version ``mv``; ``aliases`` (the model's, alias to version) and ``tags``
+        stand in for ``mv``'s own where the caller knows them better (it has just written them)."""
         version = int(mv.version)
         own = tuple(sorted(mv.aliases)) if aliases is None else tuple(sorted(a for a, v in aliases.items()
                                                                              if v == version))
-        tags = dict(mv.tags or {})
+        tags = dict(mv.tags or {}) if tags is None else dict(tags)
         locate = functools.partial(self._local_folder, mv.name, version, mv.source)
         metadata_text = tags.get(TAG_METADATA) or "{}"
         created = tags.get(TAG_CREATED_AT)
@@ -767,10 +801,10 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
 
         Only ``data/artifact`` is downloaded (not MLmodel, code/, the environment files). A version's
         files never change, so a download is kept under the data dir, keyed by the version's source,
-        and later reads make no request.
+        and later reads make no request; a version this registry published keeps its staged folder there
+        instead, and is never downloaded here.
         """
-        key = hashlib.sha256(f"{self.registry_uri}\n{source}".encode()).hexdigest()[:12]
-        target = self._cache / model / f"v{version}-{key}"
+        target = self._cache_folder(model, version, source)
         if target.is_dir():
             return target
         uri = self._artifact_uri(source).rstrip("/") + f"/data/{ARTIFACT_SUBDIR}"
@@ -797,6 +831,22 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return target
+
+    def _cache_folder(self, model: str, version: int, source: str) -> Path:
+        """Where a download of the version's artifact folder is kept, keyed by the version's source."""
+        key = hashlib.sha256(f"{self.registry_uri}\n{source}".encode()).hexdigest()[:12]
+        return self._cache / model / f"v{version}-{key}"
+
+    def _keep_published(self, staging: Path, model: str, version: int, source: str, artifact_uri: str) -> None:
+        """The staged folder, consumed by a publish. For a remote artifact store, it becomes the version's
+        download cache: its files are the ones just uploaded (a version's files never change), so
+        reading the version back here downloads nothing. A local store is read in place: removed."""
+        if urlparse(artifact_uri).scheme not in ("", "file"):
+            target = self._cache_folder(model, version, source)
+            with contextlib.suppress(OSError):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging, target)  # fails if a download got there first; the copies are the same
+        shutil.rmtree(staging, ignore_errors=True)
 
     def _artifact_uri(self, source: str) -> str:
         """Where the MLflow model of a version's ``source`` is, as an artifact URI."""
