@@ -113,37 +113,38 @@ def check_in_fresh_process(
     """
     if (expected is None) == (estimator is None):
         raise TypeError("check_in_fresh_process needs exactly one of expected= and estimator=")
-    with FreshProcessCheck(trusted_types=trusted_types, project_root=project_root, timeout_s=timeout_s) as check:
-        check.start(artifact_dir, features)
+    with FreshProcessCheck(artifact_dir, features, trusted_types=trusted_types, project_root=project_root,
+                           timeout_s=timeout_s) as check:
         check.finish(expected if expected is not None else ModelOutputs.of(estimator, features))
 
 
 class FreshProcessCheck:
-    """``check_in_fresh_process`` in three steps, so that the child's start-up costs no wall time
-    where a second core is free: made early (the child starts, imports what loading a model needs,
-    ``warm`` modules too, and waits), ``start``ed once the model is packaged (the child loads it and
-    scores the rows while the caller goes on: validation scores production on the same rows), and
-    ``finish``ed with the caller's own outputs to compare. Used as a context manager: leaving it
-    unfinished (the caller failed first) stops the child and removes its folder.
+    """``check_in_fresh_process`` started now and finished later: the child loads the model and
+    scores the rows while the caller goes on (validation scores production on the same rows), so
+    its start-up (a new Python, its imports, the load) takes no wall time where a second core is
+    free. Used as a context manager: leaving it unfinished (the caller failed first) stops the child.
     """
 
-    def __init__(self, *, trusted_types: tuple[str, ...] = (), project_root: Path,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, warm: tuple[str, ...] = ()) -> None:
-        self._timeout_s = timeout_s
-        self._rows = 0
-        self._started: float | None = None
+    def __init__(self, artifact_dir: Path, features: pd.DataFrame, *, trusted_types: tuple[str, ...] = (),
+                 project_root: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._rows, self._timeout_s = len(features), timeout_s
         self._folder = tempfile.TemporaryDirectory(prefix="mlops-load-check-")
         self._scratch = Path(self._folder.name)
+        try:
+            features.reset_index(drop=True).to_parquet(self._scratch / _ROWS_FILE, index=False)
+        except Exception as exc:  # pyarrow refuses some mixed object columns
+            self._folder.cleanup()
+            raise ArtifactError("the held-out rows cannot be written for the fresh-process check: "
+                                f"{_one_line(exc)}") from exc
         command = [
-            sys.executable, "-m", "pipeline.load_check", "--project-root", str(Path(project_root).resolve()),
-            "--folder", str(self._scratch),
+            sys.executable, "-m", "pipeline.load_check", "--artifact", str(Path(artifact_dir).resolve()),
+            "--project-root", str(Path(project_root).resolve()), "--folder", str(self._scratch),
             *[argument for name in trusted_types for argument in ("--trusted", name)],
-            *[argument for name in warm for argument in ("--warm", name)],
         ]
-        # The child starts in the scratch folder, so `python -m` puts nothing of ours on its path; it
-        # reads the artifact's folder from its stdin when ``start`` sends it.
-        self._child = subprocess.Popen(command, cwd=self._scratch, env=_child_environment(), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._started = time.monotonic()
+        # The child starts in the scratch folder, so `python -m` puts nothing of ours on its path.
+        self._child = subprocess.Popen(command, cwd=self._scratch, env=_child_environment(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
 
     def __enter__(self) -> FreshProcessCheck:
         return self
@@ -154,28 +155,9 @@ class FreshProcessCheck:
         self._child.communicate()
         self._folder.cleanup()
 
-    def start(self, artifact_dir: Path, features: pd.DataFrame) -> None:
-        """The model is packaged in ``artifact_dir``: the child loads it and scores ``features``
-        (the time limit counts from now)."""
-        self._rows = len(features)
-        try:
-            features.reset_index(drop=True).to_parquet(self._scratch / _ROWS_FILE, index=False)
-        except Exception as exc:  # pyarrow refuses some mixed object columns
-            raise ArtifactError("the held-out rows cannot be written for the fresh-process check: "
-                                f"{_one_line(exc)}") from exc
-        self._started = time.monotonic()
-        stdin, self._child.stdin = self._child.stdin, None  # sent once and closed: nothing for communicate()
-        try:
-            stdin.write(f"{Path(artifact_dir).resolve()}\n")
-            stdin.close()
-        except OSError:  # the child is gone already: ``finish`` says why, from what it left
-            pass
-
     def finish(self, expected: ModelOutputs) -> None:
         """Wait for the child (within the time left of ``timeout_s``) and compare its scores with
         ``expected``; raises ArtifactError as ``check_in_fresh_process`` does."""
-        if self._started is None:
-            raise RuntimeError("FreshProcessCheck.finish before start: the child has no model to load")
         left = max(0.0, self._timeout_s - (time.monotonic() - self._started))
         try:
             _out, stderr = self._child.communicate(timeout=left)
@@ -319,29 +301,19 @@ def _tail(text: str) -> str:
 def _child(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.load_check",
                                      description="Load a packaged model as a deploy target would and score rows.")
-    parser.add_argument("--artifact", type=Path, help="the model version's folder (default: a line read from stdin "
-                                                          "once the model is packaged)")
+    parser.add_argument("--artifact", type=Path, required=True, help="the model version's folder")
     parser.add_argument("--project-root", type=Path, required=True, help="the model project folder")
     parser.add_argument("--folder", type=Path, required=True, help=f"holds {_ROWS_FILE}; receives the outputs")
     parser.add_argument("--trusted", action="append", default=[], help="a type of the project's own (repeatable)")
-    parser.add_argument("--warm", action="append", default=[],
-                        help="a module to import while waiting for the model (repeatable)")
     args = parser.parse_args(argv)
     status_path = args.folder / _STATUS_FILE
-    artifact = args.artifact
-    if artifact is None:
-        _warm_up(args.warm)
-        line = sys.stdin.readline().strip()
-        if not line:  # the parent gave up before packaging a model
-            return 0
-        artifact = Path(line)
     try:
-        model = load_model(artifact, extra_trusted=tuple(args.trusted), project_root=args.project_root)
+        model = load_model(args.artifact, extra_trusted=tuple(args.trusted), project_root=args.project_root)
     except UntrustedTypesError as exc:
         return _report(status_path, stage="untrusted", types=list(exc.types), setting=exc.setting)
     except ArtifactError as exc:
         # The staging folder's path means nothing to the reader; the reason after it does.
-        model_file = f"{artifact / MODEL_FILE}: "
+        model_file = f"{args.artifact / MODEL_FILE}: "
         reason = str(exc).removeprefix(model_file + "cannot be loaded: ").removeprefix(model_file)
         return _report(status_path, stage="load", message=reason)
     rows = pd.read_parquet(args.folder / _ROWS_FILE)
@@ -351,20 +323,6 @@ def _child(argv: Sequence[str] | None = None) -> int:
         return _report(status_path, stage="score", message=f"{type(exc).__name__}: {_one_line(exc)}")
     _write_outputs(outputs, args.folder / _OUTPUTS_FILE)
     return _report(status_path, stage="scored")
-
-
-def _warm_up(modules: Sequence[str]) -> None:
-    """Import what loading and scoring a model will need, before the model exists: the loader and
-    scikit-learn's usual pieces, and ``modules`` (the project's estimator's). One that cannot be
-    imported is left for the load to report, as it would be without the warm-up."""
-    import importlib
-
-    for name in ("skops.io", "sklearn.pipeline", "sklearn.compose", "sklearn.preprocessing", "sklearn.impute",
-                 *modules):
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the load says what is wrong, with the fix
-            continue
 
 
 def _report(path: Path, *, stage: str, **details: Any) -> int:

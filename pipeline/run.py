@@ -12,7 +12,6 @@ this process keeps the registry: the run records, publishing, promotion and the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -313,13 +312,6 @@ def build_candidate(job: dict[str, Any], emit: Callable[[dict[str, Any]], None])
 
 
 def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, Any]:
-    # The fresh-process check is made just before training and lives until validation is done (or
-    # the build fails, which stops its child): see _build_checked.
-    with contextlib.ExitStack() as checks:
-        return _build_checked(spec, job, emit, found, checks)
-
-
-def _build_checked(spec, job: dict[str, Any], emit, found: dict[str, Any], checks: contextlib.ExitStack):
     from pipeline.data import assemble_training_data, split_for_validation
     from pipeline.load_check import FreshProcessCheck, ModelOutputs
     from pipeline.package import load_model, package, record_reference_metric
@@ -343,10 +335,6 @@ def _build_checked(spec, job: dict[str, Any], emit, found: dict[str, Any], check
             _stop_if_nothing_new(spec, production, dataset, code_version(spec.root))
         estimator, task = build_estimator(spec.model, dataset.features.head(0), seed=spec.data.split.seed, project_root=spec.root)
         split = split_for_validation(dataset, spec.data, stratify_labels=task == "classification")
-        # Its child starts Python and imports what loading the model needs while the model trains.
-        fresh_process = checks.enter_context(FreshProcessCheck(
-            trusted_types=tuple(spec.model.trusted_types), project_root=spec.root,
-            timeout_s=spec.deploy.timeout_seconds, warm=_library_module(spec.model.estimator)))
         trained = train(spec.model, split.x_train, split.y_train, seed=spec.data.split.seed, project_root=spec.root)
         production_rows = int(dataset.production_rows.sum())
         record.detail = (f"{trained.training_rows} rows, {len(trained.schema.names)} features"
@@ -370,10 +358,11 @@ def _build_checked(spec, job: dict[str, Any], emit, found: dict[str, Any], check
         }
         record.detail = "model, metadata, model card and reference profile written"
 
-    with stage("validate", leave_open=True):
+    with stage("validate", leave_open=True), FreshProcessCheck(
+            staging, split.x_test, trusted_types=tuple(spec.model.trusted_types), project_root=spec.root,
+            timeout_s=spec.deploy.timeout_seconds) as fresh_process:
         # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`,
         # which loads and scores there while production is scored here.
-        fresh_process.start(staging, split.x_test)
         champion = known = production_model = None
         if production is not None:
             known = _scores_on_the_same_rows(production.metadata, metadata["data"], spec.metrics.all)
@@ -398,12 +387,6 @@ def _build_checked(spec, job: dict[str, Any], emit, found: dict[str, Any], check
             metadata["calibration"] = calibration
         record_reference_metric(staging, validation.metrics[spec.metrics.primary])
     return metadata
-
-
-def _library_module(estimator: str) -> tuple[str, ...]:
-    """The module of an estimator named by its import path (``sklearn.ensemble``); none for the
-    project's own ``module:function``, whose code is imported when the model is loaded."""
-    return () if ":" in estimator or "." not in estimator else (estimator.rsplit(".", 1)[0],)
 
 
 def _labelled_production(spec, production_data: ProductionFolders | None, now: str | None):

@@ -265,8 +265,8 @@ def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_pro
     spec, _estimator, rows = _trained_artifact(make_project("make_slow_model", trusted=["features.SlowToLoad"]),
                                                tmp_path / "artifact")
     with pytest.raises(RuntimeError, match="validation failed first"):
-        with FreshProcessCheck(trusted_types=tuple(spec.model.trusted_types), project_root=spec.root) as check:
-            check.start(tmp_path / "artifact", rows)
+        with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=tuple(spec.model.trusted_types),
+                               project_root=spec.root) as check:
             assert check._child.poll() is None  # loading (slowly) while the caller goes on
             raise RuntimeError("validation failed first")
     assert check._child.returncode is not None and check._child.returncode < 0  # stopped by a signal
@@ -275,26 +275,11 @@ def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_pro
 
 def test_a_check_started_early_scores_as_in_training_when_finished(make_project, tmp_path):
     spec, estimator, rows = _trained_artifact(make_project(trusted=["features.Clip"]), tmp_path / "artifact")
-    with FreshProcessCheck(trusted_types=("features.Clip",), project_root=spec.root,
-                           warm=("sklearn.linear_model", "no.such.module")) as check:
-        check.start(tmp_path / "artifact", rows)
+    with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=("features.Clip",),
+                           project_root=spec.root) as check:
         expected = ModelOutputs.of(estimator, rows)  # the caller's own work meanwhile
         check.finish(expected)
     assert not check._scratch.exists()
-
-
-def test_a_check_made_before_the_model_exists_waits_and_one_never_started_ends_quietly(make_project, tmp_path):
-    """The pipeline makes the check before training: its child waits for the packaged model; a
-    build that fails before packaging leaves no process and no folder behind."""
-    spec, estimator, rows = _trained_artifact(make_project(trusted=["features.Clip"]), tmp_path / "artifact")
-    with FreshProcessCheck(trusted_types=("features.Clip",), project_root=spec.root) as waiting:
-        assert waiting._child.poll() is None  # ready, waiting for `start`
-        with pytest.raises(RuntimeError, match="before start"):
-            waiting.finish(ModelOutputs.of(estimator, rows))
-    assert waiting._child.returncode is not None and not waiting._scratch.exists()
-    with FreshProcessCheck(trusted_types=("features.Clip",), project_root=spec.root) as late:
-        late.start(tmp_path / "artifact", rows)
-        late.finish(ModelOutputs.of(estimator, rows))  # loaded and scored as in training
 
 
 class MainClip(TransformerMixin, BaseEstimator):
