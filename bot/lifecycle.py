@@ -10,6 +10,7 @@ not repeated.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from integrations.ports import (
     Comment,
     EditsTicketBody,
     MessageRef,
+    PermanentError,
     Permission,
     PipelineEngine,
     ReadsBoardItems,
@@ -39,6 +41,8 @@ from integrations.ports import (
 )
 
 __all__ = ["CommandView", "Lifecycle"]
+
+log = logging.getLogger("mlops_bot.lifecycle")
 
 class Lifecycle:
     """The planner and the effect handlers over the same ports and state; ``handle`` records an
@@ -177,7 +181,11 @@ class Lifecycle:
             return False, "ignored: the bot's own move"
         if edit.content_type != "Issue":
             return False, f"ignored: a {edit.content_type or 'card'} card is not a ticket"
-        layout = self.board.layout()
+        try:
+            layout = self.board.layout()
+        except PermanentError as exc:  # refused, or set up other than the settings say: doctor names the fix
+            log.warning("a card edit on the project could not be read: %s", exc)
+            return False, f"ignored: the project cannot be read ({exc})"
         if edit.project_id != layout.id:
             return False, "ignored: a card of another project"
         if edit.field_id and edit.field_id != layout.status.id:
@@ -185,7 +193,11 @@ class Lifecycle:
         key = f"github:card:{edit.item_id}:{delivery or edit.field_id}"
         if self.store.seen(key):
             return False, "seen before"
-        item = self.board.item(edit.item_id)
+        try:
+            item = self.board.item(edit.item_id)
+        except PermanentError as exc:
+            log.warning("the card %s could not be read: %s", edit.item_id, exc)
+            return False, f"ignored: the card cannot be read ({exc})"
         known = self.store.get_state("board_cards", str(item.ticket_id)) if item else None
         if item is None or known is None:
             return False, "ignored: not a retrain ticket's card"

@@ -242,6 +242,8 @@ class GitHubProjectBoard(ReadsBoardItems):
         layout = self.layout()
         try:
             data = self._graphql(ITEM_CARD, {"id": item_id}, write=False, what=f"the project card {item_id}")
+        except PermissionRefused:
+            raise  # the token lost the project scope: the caller says so, this is not "no such card"
         except PermanentError:  # GitHub answers NOT_FOUND for a card deleted since
             return None
         node = data.get("node") or {}

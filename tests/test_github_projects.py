@@ -356,6 +356,13 @@ def test_a_persons_move_delivered_by_webhook_is_kept_with_who_made_it_and_not_fo
     shown = CliRunner().invoke(cli, ["board", "show", str(number)], env=episode_env(episode))
     assert "card: Todo, where the bot last put it; alice moved it to Done at" in shown.output, shown.output
 
+    # A token that lost the project scope: the delivery is answered, with why, and nothing is stored.
+    gh.set_scopes(gh.token, ["repo"])
+    refused = deliver(episode, event, payload, "card-5")
+    assert refused["status"] == "ignored" and refused["card"].startswith("ignored: the card cannot be read")
+    assert "'project' scope" in refused["card"]
+    assert len(episode.store.events(kind="card_moved")) == 1
+
 
 def episode_env(app) -> dict[str, str]:
     """The environment under which ``mlops-bot`` commands see ``app``'s state and services."""

@@ -2890,7 +2890,7 @@ def github_schemas(refdata: Path) -> OpenAPISchemas:
 GRAPHQL_PATH = "/api/graphql"
 GRAPHQL_ROUTE = "/graphql"
 #: fields that read or write projects, and the classic scopes each needs (``project`` implies ``read:project``)
-_PROJECT_READS = frozenset({"projectV2", "projectsV2", "projectItems", "projectV2Item"})
+_PROJECT_READS = frozenset({"projectV2", "projectsV2", "projectItems", "projectV2Item", "project"})  # "project": an item's, read by node(id:)
 _PROJECT_WRITES = frozenset({"addProjectV2ItemById", "updateProjectV2ItemFieldValue"})
 _SCOPES_DOCS = "https://github.com/settings/tokens"
 
