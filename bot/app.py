@@ -179,6 +179,13 @@ class BotApp:
         }, lane=f"pipeline:{model}")
         return self.store.ingest(key, "bootstrap", "bot", {"model": model}, [effect])
 
+    def answer_by_response_url(self, response_url: str, text: str) -> None:
+        """Answer a Slack click privately through its ``response_url``: what a click is answered
+        with when ``chat.postEphemeral`` cannot be used (or no Slack chat is set up to use it)."""
+        from integrations.slack import answer_by_response_url
+
+        answer_by_response_url(response_url, text)
+
     def monitor(self) -> int:
         from bot.monitor import check_new_batches
 

@@ -142,18 +142,7 @@ class Interactions:
         if not click.response_url:
             log.warning("no way to answer %s's click ephemerally: %s", click.user_id, text)
             return
-        from slack_sdk.webhook import WebhookClient
-
-        from integrations.slack_blocks import render
-
-        fallback, blocks = render(text)
-        try:
-            answer = WebhookClient(click.response_url, timeout=5).send(
-                text=fallback, blocks=blocks, response_type="ephemeral", replace_original=False)
-            if answer.status_code != 200:
-                log.warning("response_url refused the ephemeral answer (%s)", answer.status_code)
-        except OSError as exc:
-            log.warning("response_url could not be reached: %s", type(exc).__name__)
+        self.bot.answer_by_response_url(click.response_url, text)
 
     # -- the click as a command
 

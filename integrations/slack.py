@@ -78,7 +78,7 @@ from integrations.ports import (
 )
 from integrations.slack_blocks import BLOCK_LIMIT, GROUP_ID, USER_ID, buttons, render
 
-__all__ = ["EVENT_TYPE", "SlackChat", "SlackPacer", "connect", "routes"]
+__all__ = ["EVENT_TYPE", "SlackChat", "SlackPacer", "answer_by_response_url", "connect", "routes"]
 
 log = logging.getLogger("mlops_bot.slack")
 
@@ -725,6 +725,21 @@ class SlackChat(ShowsActions, UploadsFiles, Whispers, ResolvesPermissions, Repor
         problem, fix = problems.get(error, (f"Slack refused {method} ({error})",
                                             f"see https://api.slack.com/methods/{method}"))
         return _Refused(problem, fix, error=error)
+
+
+def answer_by_response_url(response_url: str, text: str) -> None:
+    """Answer a click privately through its ``response_url`` (no token needed: the URL is the
+    permission, for 30 minutes); failures are logged, as the click itself was answered already."""
+    from slack_sdk.webhook import WebhookClient
+
+    fallback, blocks = render(text)
+    try:
+        answer = WebhookClient(response_url, timeout=5).send(
+            text=fallback, blocks=blocks, response_type="ephemeral", replace_original=False)
+        if answer.status_code != 200:
+            log.warning("response_url refused the ephemeral answer (%s)", answer.status_code)
+    except OSError as exc:
+        log.warning("response_url could not be reached: %s", type(exc).__name__)
 
 
 def routes(channels: Mapping[str, str], per_project: Mapping[str, Mapping[str, str]],
