@@ -76,11 +76,12 @@ from integrations.ports import Target  # noqa: E402
 from tests.conftest import (  # noqa: E402
     PROJECT,
     FakeClock,
+    keep_candidates,
     run_pipelines_in_process,
     seed_embedded_mlflow,
     settle,
-    tiny_frame,
     tiny_repository,
+    write_drifted_batch,
 )
 from tests.emulators.azure_devops import AzureDevOpsEmulator, azure_devops_schemas  # noqa: E402
 from tests.emulators.fixtures import REFDATA, refdata_missing_reason  # noqa: E402
@@ -89,7 +90,6 @@ from tests.emulators.github import GitHubEmulator, github_graphql_schema, github
 from tests.test_checklist import REPO, bot_comments, edit_as, issue_body, open_episode, tick  # noqa: E402
 
 PROJECT_URL = "https://github.com/orgs/acme/projects/3"
-CANDIDATE_STAGE = '\n[deploy]\nstage = "candidate"\n'
 SECRET = "bench-secret"
 GRAPHQL = "/graphql"
 
@@ -114,18 +114,14 @@ def app_factory(root: Path) -> tuple[Path, Callable]:
 def walk_episode(app, repo: Path, comment: Callable[[int, str], None], ticket: Callable[[], int]) -> int:
     """The episode of the boards' end-to-end tests, from the first drifted batch to the resolution;
     returns the ticket's number."""
-    toml = repo / PROJECT / "mlops.toml"
-
-    def batch(name: str, seed: int, *, labelled: bool) -> None:
-        app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
-        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
-        (frame if labelled else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / name, index=False)
-        settle(app, rounds=60)
 
     def retrain(*, candidate: bool) -> None:
-        text = toml.read_text().replace(CANDIDATE_STAGE, "")
-        toml.write_text(text + CANDIDATE_STAGE if candidate else text)
+        keep_candidates(repo, candidate)
         comment(ticket(), "/retrain")
+        settle(app, rounds=60)
+
+    def batch(name: str, seed: int, *, labelled: bool) -> None:
+        write_drifted_batch(app, name, seed, labelled=labelled)
         settle(app, rounds=60)
 
     batch("b1.csv", 1, labelled=True)

@@ -269,6 +269,25 @@ def settle(app, rounds: int = 30) -> None:
     raise AssertionError(f"effects still pending: {[e.key for e in app.store.effects(status='pending')]}")
 
 
+#: appended to the tiny project's mlops.toml: its runs keep a validated model as a candidate for /deploy
+CANDIDATE_STAGE = '\n[deploy]\nstage = "candidate"\n'
+
+
+def write_drifted_batch(app, name: str, seed: int, *, labelled: bool) -> None:
+    """A production batch of the tiny model with x1 shifted (drift), 300 rows, with or without its
+    labels, in the bot's monitoring folder for its next drift check."""
+    app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
+    frame = tiny_frame(300, seed=seed, x1_shift=1.5)
+    (frame if labelled else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / name, index=False)
+
+
+def keep_candidates(repo: Path, keep: bool) -> None:
+    """Whether the tiny project's next runs keep a validated model as a candidate (or promote it)."""
+    toml = repo / PROJECT / "mlops.toml"
+    text = toml.read_text().replace(CANDIDATE_STAGE, "")
+    toml.write_text(text + CANDIDATE_STAGE if keep else text)
+
+
 # --- the emulators of outside services ---------------------------------------------------------
 
 from tests.emulators.fixtures import (  # noqa: E402,F401

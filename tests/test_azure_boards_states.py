@@ -303,30 +303,23 @@ def test_the_emulator_refuses_states_as_the_service_does(ado, client):
 
 # --- the whole bot: a drift episode walks the work item across the board ----------------------------
 
-CANDIDATE_STAGE = '\n[deploy]\nstage = "candidate"\n'
-
-
 @pytest.fixture
 def episode(ado, make_app, repo, request):
     """The bot with its tickets on Azure Boards (``request.param``: the process), its first model
     trained, and a drift episode's work item open."""
-    from tests.conftest import PROJECT, settle, tiny_frame
+    from tests.conftest import write_drifted_batch, keep_candidates, settle
 
     process = request.param
     app = make_app(azure_devops_org_url=ado.base_url, azure_devops_pat=ado.pat, azure_devops_project=process.lower(),
                    azure_process=process, azure_work_item_type=PROCESS_TYPE[process])
     app.run_once()
-    toml = repo / PROJECT / "mlops.toml"
 
     def batch(name: str, seed: int, *, labelled: bool) -> None:
-        app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
-        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
-        (frame if labelled else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / name, index=False)
+        write_drifted_batch(app, name, seed, labelled=labelled)
         settle(app, rounds=60)
 
     def retrain(*, candidate: bool) -> None:
-        text = toml.read_text().replace(CANDIDATE_STAGE, "")
-        toml.write_text(text + CANDIDATE_STAGE if candidate else text)
+        keep_candidates(repo, candidate)
         app.scm.add_comment(Target("ticket", app.scm.repo, ticket()), "/retrain")
         settle(app, rounds=60)
 

@@ -29,7 +29,7 @@ from integrations.azure_devops import (
     scopes_for,
 )
 from integrations.ports import PermissionRefused, Target
-from tests.conftest import settle, tiny_frame
+from tests.conftest import settle, write_drifted_batch
 from tests.emulators.azure_devops import ALL_SCOPES, ROUTE_SCOPES
 from tests.emulators.fixtures import azure_devops_emulator, refdata_dir  # noqa: F401
 
@@ -165,11 +165,8 @@ def test_a_pat_without_work_items_write_blocks_the_drift_ticket_until_it_is_gran
     ado.add_pat("boards-read", "mlops-bot@example.com", scopes=["vso.work"])
     app = make_app(azure_devops_org_url=ado.base_url, azure_devops_pat="boards-read", azure_devops_project="proj")
     settle(app)  # the first model
-    app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
-    for name, seed in (("b1.csv", 1), ("b2.csv", 2)):
-        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
-        (frame if name == "b1.csv" else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / name,
-                                                                             index=False)
+    write_drifted_batch(app, "b1.csv", 1, labelled=True)
+    write_drifted_batch(app, "b2.csv", 2, labelled=False)
     for _ in range(3):
         app.run_once()
 

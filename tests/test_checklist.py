@@ -12,7 +12,7 @@ import pytest
 from bot import checklist
 from bot.events import ChecklistTicked, event_from_dict
 from integrations.github_payloads import parse_delivery
-from tests.conftest import PROJECT, settle, tiny_frame
+from tests.conftest import CANDIDATE_STAGE, PROJECT, settle, tiny_frame
 
 BOXES = checklist.boxes(candidate=(3, "validated: accuracy 0.91 vs 0.87"), previous=2)
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
@@ -156,7 +156,6 @@ def _minimal_edited() -> dict:
 # --- end to end on the GitHub emulator ---------------------------------------------------------------
 
 REPO = "acme/model"
-CANDIDATE_STAGE = '\n[deploy]\nstage = "candidate"\n'
 
 
 @pytest.fixture

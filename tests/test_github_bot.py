@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from bot.webhooks import create_app
 from integrations.ports import PermanentError
-from tests.conftest import PROJECT, git, settle, tiny_frame
+from tests.conftest import PROJECT, git, settle, write_drifted_batch
 
 REPO = "acme/model"
 FILES = ["models/tiny/mlops.toml"]
@@ -132,13 +132,9 @@ def test_retrain_by_a_writer_runs_and_by_a_reader_is_refused(world, bot, remote)
 
 
 def test_drift_opens_one_issue_updates_it_and_a_promoted_retrain_closes_it(world, bot):
-    batches = bot.settings.batches_dir
-    batches.mkdir(parents=True, exist_ok=True)
-    for name, seed in (("b1.csv", 1), ("b2.csv", 2)):
-        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
-        if name != "b1.csv":  # the first batch is labelled: a retrain has something to learn
-            frame = frame.drop(columns=["label"])
-        frame.to_csv(batches / name, index=False)
+    # The first batch is labelled: a retrain has something to learn.
+    for name, seed, labelled in (("b1.csv", 1, True), ("b2.csv", 2, False)):
+        write_drifted_batch(bot, name, seed, labelled=labelled)
         settle(bot)
     opened = [i for i in world.state.issues(REPO) if "mlops-bot" in i.labels]
     assert len(opened) == 1 and opened[0].state == "open" and opened[0].title.startswith("Retrain tiny")
@@ -433,9 +429,7 @@ def _retrain_on_actions(world, make_app, *, labelled: bool):
     app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
                    project_paths=["models/tiny"], github_timeout_s=1, github_workflow="train.yml")
     assert run_pipeline(app.lifecycle.project.path, app.registry, trigger="cli").promoted  # a shared registry's v1
-    app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
-    frame = tiny_frame(300, seed=1, x1_shift=1.5)
-    (frame if labelled else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / "b1.csv", index=False)
+    write_drifted_batch(app, "b1.csv", 1, labelled=labelled)
     settle(app)
     [ticket] = [i.number for i in world.state.issues(REPO) if "mlops-bot" in i.labels]
     world.state.add_comment(REPO, ticket, "bob", "/retrain")

@@ -226,13 +226,12 @@ def test_a_failed_or_lost_write_is_transient_and_the_retry_finds_it_done(gh, fau
 # --- the whole bot: a drift episode walks the card across the board -----------------------------------
 
 PROJECT_URL = "https://github.com/orgs/acme/projects/3"
-CANDIDATE_STAGE = '\n[deploy]\nstage = "candidate"\n'
 
 
 @pytest.fixture
 def episode(gh, make_app, repo):
     """The bot on GitHub with the project set, its first model trained, and a drift episode's ticket open."""
-    from tests.conftest import PROJECT, settle, tiny_frame
+    from tests.conftest import PROJECT, write_drifted_batch, keep_candidates, settle
 
     gh.graphql.add_project("acme", 3, fields={"Model": None, "Severity": ["low", "medium", "high"], "Version": None,
                                               "Reason": None})
@@ -241,17 +240,13 @@ def episode(gh, make_app, repo):
                    project_paths=[PROJECT], github_timeout_s=1, github_project=PROJECT_URL,
                    github_webhook_secret=WEBHOOK_SECRET)
     app.run_once()
-    toml = repo / PROJECT / "mlops.toml"
 
     def batch(name: str, seed: int, *, labelled: bool) -> None:
-        app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
-        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
-        (frame if labelled else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / name, index=False)
+        write_drifted_batch(app, name, seed, labelled=labelled)
         settle(app, rounds=60)
 
     def retrain(*, candidate: bool) -> None:
-        text = toml.read_text().replace(CANDIDATE_STAGE, "")
-        toml.write_text(text + CANDIDATE_STAGE if candidate else text)
+        keep_candidates(repo, candidate)
         gh.state.add_comment(REPO, ticket(), "bob", "/retrain")
         settle(app, rounds=60)
 

@@ -20,7 +20,7 @@ from github import Auth, Github, GithubException
 from bot.outbox import Blocked, Delivered, DeliveryReport, Outbox
 from bot.store import NewEffect, Store
 from integrations.ports import PermissionRefused, TransientError
-from tests.conftest import FakeClock, tiny_frame
+from tests.conftest import FakeClock, write_drifted_batch
 from tests.emulators.github import DEFAULT_PERMISSIONS
 from tests.emulators.slack import DEFAULT_SCOPES
 from tests.test_github_bot import REPO, Remote
@@ -173,11 +173,8 @@ def world(github_emulator, repo, tmp_path):
 
 def _drift(app) -> None:
     """Two drifted production batches (the first labelled), for the monitor to find."""
-    app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
-    for name, seed in (("b1.csv", 1), ("b2.csv", 2)):
-        frame = tiny_frame(300, seed=seed, x1_shift=1.5)
-        (frame if name == "b1.csv" else frame.drop(columns=["label"])).to_csv(app.settings.batches_dir / name,
-                                                                             index=False)
+    write_drifted_batch(app, "b1.csv", 1, labelled=True)
+    write_drifted_batch(app, "b2.csv", 2, labelled=False)
 
 
 def _blocked_gauge(app) -> dict[tuple[str, str], float]:
