@@ -539,23 +539,34 @@ class MlflowRegistry(RegistryPort, ReportsAliasMoves):
     def rollback(self, model: str, *, reason: str, trigger: str = "manual", by: str = "mlops-bot",
                  command: str | None = None) -> ModelVersion:
         """Restore the version that was in production before the current one (the history is a stack)."""
-        current = self._aliases_of(model).get(self.production_alias)
+        # The aliases and versions read once, as promote does: the version in production, the moves
+        # recorded so far (the versions' tags) and the version restored all come from them.
+        aliases = self._aliases_of(model)
+        current = aliases.get(self.production_alias)
         if current is None:
             if model not in self.models():
                 raise self._no_such_model(model)
             raise RegistryError(f"cannot roll back {model}: no version is in production")
-        moves = self.alias_history(model, self.production_alias)
+        listed = self._search_versions(f"name = '{model}'") if _MODEL_NAME.fullmatch(model) else []
+        moves = moves_from_tags((mv.tags for mv in listed), self.production_alias)
+        seen: tuple[dict[str, int], list[Any]] | None = (aliases, listed)
         if not moves or moves[-1].version != current:
-            # Moved outside the bot and not adopted yet: that move is the top of the stack.
+            # Moved outside the bot and not adopted yet: that move is the top of the stack. Its tag is
+            # written after the listing, so the move below reads the history again.
             before = moves[-1].version if moves else None
             moves += self.adopt_external_moves(model, [AliasChange(self.production_alias, before, current)])
+            seen = None
         target = rollback_target(moves)
         if target is None:
             raise RegistryError(f"cannot roll back {model}: v{current} is in production, no earlier version was"
                                 " in production before it")
         self._move(model, self.production_alias, target, action="rollback", reason=reason, run_id=None,
-                   trigger=trigger, by=by, command=command)
-        return self.get(model, target)
+                   trigger=trigger, by=by, command=command, seen=seen)
+        restored = next((found for found in listed if int(found.version) == target), None)
+        if restored is None:
+            return self.get(model, target)
+        # The version as listed, with the aliases after this move, not read a second time.
+        return self._version(restored, aliases | {self.production_alias: target})
 
     @_translated
     def alias_history(self, model: str, alias: str) -> list[AliasMove]:

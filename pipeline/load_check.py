@@ -10,31 +10,53 @@ scores on the held-out rows must match the ones computed in-process.
 
 Run as ``python -m pipeline.load_check`` it is that child process; ``check_in_fresh_process`` is
 the parent's side.
+
+Starting that Python and importing NumPy, pandas, scikit-learn and skops costs more than the check
+itself (about 1.5 s of CPU against a few hundred ms), and a pipeline run pays it on every check. So
+on Linux the child is forked from a *loader* (``pipeline/loader.py``): a long-lived process, started with the
+same minimal environment, that has imported those libraries and nothing else (never the project's
+code, never a model) and forks one child per check. The child therefore begins exactly where a new
+deploy target is once its libraries are imported: the project's modules are imported afresh, the
+model is loaded from the artifact, nothing of the training process is there. Where a loader cannot
+be used (no ``fork``, it could not start, it went away), a new Python process is started as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
 import os
+import select
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from pipeline.child import child_environment
+from pipeline.loader import LOADER_IDLE_S, shared_loader
 from pipeline.package import MODEL_FILE, ArtifactError, UntrustedTypesError, load_model
 
 if TYPE_CHECKING:  # types only: the child process this module runs as needs no registry
     from pipeline.registry_port import ModelVersion, RegistryPort
 
-__all__ = ["FreshProcessCheck", "ModelOutputs", "check_in_fresh_process", "check_reference_in_fresh_process", "compare_outputs"]
+__all__ = [
+    "FreshProcessCheck", "LoaderChoice", "ModelOutputs", "check_in_fresh_process", "check_reference_in_fresh_process",
+    "compare_outputs",
+]
+
+log = logging.getLogger(__name__)
 
 # Float outputs may differ in their last bits between processes: BLAS and OpenMP split sums by
 # thread count, which changes the order of additions (about 1e-16 relative per operation). A
@@ -45,16 +67,10 @@ ABSOLUTE_TOLERANCE = 1e-12  # for values near zero, where a relative bound means
 
 DEFAULT_TIMEOUT_S = 600.0
 
-# What the child may see of the parent's environment: enough to start Python, import the project
-# and compute as the parent does, and nothing else (no tokens, passwords or service settings).
-_INHERITED_VARIABLES = (
-    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
-    "SYSTEMROOT",  # Windows cannot start Python without it
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",  # the same thread caps as the parent
-)
 _ROWS_FILE = "rows.parquet"
 _OUTPUTS_FILE = "outputs.parquet"
 _STATUS_FILE = "status.json"
+_STDERR_FILE = "stderr.log"  # a forked child's stderr (a spawned one's is read from its pipe)
 _STDERR_TAIL_CHARS = 400
 
 
@@ -94,6 +110,12 @@ def _columns(values: np.ndarray) -> list[np.ndarray]:
     return [values] if values.ndim == 1 else [values[:, j] for j in range(values.shape[1])]
 
 
+LoaderChoice = str | None | Literal["shared"]
+"""Where a check's child comes from: ``"shared"``, forked from this process's loader
+(``shared_loader``, started on first use); a loader's address, forked from that one (a pipeline run
+in a process of its own is given its parent's); None, a new Python process."""
+
+
 def check_in_fresh_process(
     artifact_dir: Path,
     features: pd.DataFrame,
@@ -103,6 +125,7 @@ def check_in_fresh_process(
     trusted_types: tuple[str, ...] = (),
     project_root: Path,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    loader: LoaderChoice = "shared",
 ) -> None:
     """Load ``artifact_dir``'s model in a new process, score ``features`` there and compare.
 
@@ -114,68 +137,78 @@ def check_in_fresh_process(
     if (expected is None) == (estimator is None):
         raise TypeError("check_in_fresh_process needs exactly one of expected= and estimator=")
     with FreshProcessCheck(artifact_dir, features, trusted_types=trusted_types, project_root=project_root,
-                           timeout_s=timeout_s) as check:
+                           timeout_s=timeout_s, loader=loader) as check:
         check.finish(expected if expected is not None else ModelOutputs.of(estimator, features))
 
 
 class FreshProcessCheck:
     """``check_in_fresh_process`` started now and finished later: the child loads the model and
     scores the rows while the caller goes on (validation scores production on the same rows), so
-    its start-up (a new Python, its imports, the load) takes no wall time where a second core is
-    free. Used as a context manager: leaving it unfinished (the caller failed first) stops the child.
+    its start-up takes no wall time where a second core is free. Used as a context manager: leaving
+    it unfinished (the caller failed first) stops the child.
     """
 
     def __init__(self, artifact_dir: Path, features: pd.DataFrame, *, trusted_types: tuple[str, ...] = (),
-                 project_root: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 project_root: Path, timeout_s: float = DEFAULT_TIMEOUT_S, loader: LoaderChoice = "shared") -> None:
         self._rows, self._timeout_s = len(features), timeout_s
         self._folder = tempfile.TemporaryDirectory(prefix="mlops-load-check-")
-        self._scratch = Path(self._folder.name)
+        self.scratch = Path(self._folder.name)
         try:
-            features.reset_index(drop=True).to_parquet(self._scratch / _ROWS_FILE, index=False)
+            features.reset_index(drop=True).to_parquet(self.scratch / _ROWS_FILE, index=False)
         except Exception as exc:  # pyarrow refuses some mixed object columns
             self._folder.cleanup()
             raise ArtifactError("the held-out rows cannot be written for the fresh-process check: "
                                 f"{_one_line(exc)}") from exc
-        command = [
-            sys.executable, "-m", "pipeline.load_check", "--artifact", str(Path(artifact_dir).resolve()),
-            "--project-root", str(Path(project_root).resolve()), "--folder", str(self._scratch),
-            *[argument for name in trusted_types for argument in ("--trusted", name)],
+        self._arguments = [
+            "--artifact", str(Path(artifact_dir).resolve()), "--project-root", str(Path(project_root).resolve()),
+            "--folder", str(self.scratch), *[argument for name in trusted_types for argument in ("--trusted", name)],
         ]
         self._started = time.monotonic()
-        # The child starts in the scratch folder, so `python -m` puts nothing of ours on its path.
-        self._child = subprocess.Popen(command, cwd=self._scratch, env=_child_environment(), stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+        if loader == "shared":
+            shared = shared_loader()
+            loader = shared.address if shared is not None else None
+        self.child: _CheckChild = (self._forked(loader) if loader else None) or self._spawned()
+
+    def _forked(self, address: str) -> _CheckChild | None:
+        try:
+            return _ForkedChild(address, self._arguments, self.scratch, self._timeout_s)
+        except OSError as exc:  # the loader is gone (it stopped when idle, or its owner did)
+            log.debug("the model loader at %s cannot be reached (%s): starting a new process", address, exc)
+            return None
+
+    def _spawned(self) -> _CheckChild:
+        return _SpawnedChild(self._arguments, self.scratch)
 
     def __enter__(self) -> FreshProcessCheck:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self._child.poll() is None:
-            self._child.kill()
-        self._child.communicate()
+        self.child.stop()
         self._folder.cleanup()
 
     def finish(self, expected: ModelOutputs) -> None:
         """Wait for the child (within the time left of ``timeout_s``) and compare its scores with
         ``expected``; raises ArtifactError as ``check_in_fresh_process`` does."""
-        left = max(0.0, self._timeout_s - (time.monotonic() - self._started))
         try:
-            _out, stderr = self._child.communicate(timeout=left)
+            returncode = self.child.wait(self._time_left())
+            if returncode is None:  # the loader went away before it forked the check: a new process does it
+                self.child = self._spawned()
+                returncode = self.child.wait(self._time_left())
         except subprocess.TimeoutExpired as exc:
             raise ArtifactError(
                 f"loading the packaged model in a fresh process and scoring {self._rows} held-out rows took "
                 f"longer than {self._timeout_s:g} s and was stopped; a model this slow to load would not serve "
                 "either: look for slow or blocking code in the project's own classes"
             ) from exc
-        status = _read_status(self._scratch / _STATUS_FILE)
+        status = _read_status(self.scratch / _STATUS_FILE)
         if status is None:
             raise ArtifactError(
-                f"the fresh process that loads the packaged model ended with status {self._child.returncode} before "
-                f"reporting: {_tail(stderr)}"
+                f"the fresh process that loads the packaged model ended with status {returncode} before "
+                f"reporting: {_tail(self.child.stderr())}"
             )
         if not status["ok"]:
             raise ArtifactError(_failure_message(status))
-        loaded = _read_outputs(self._scratch / _OUTPUTS_FILE, one_dimensional=np.ndim(expected.predictions) == 1)
+        loaded = _read_outputs(self.scratch / _OUTPUTS_FILE, one_dimensional=np.ndim(expected.predictions) == 1)
         mismatch = compare_outputs(expected, loaded)
         if mismatch:
             raise ArtifactError(
@@ -183,6 +216,9 @@ class FreshProcessCheck:
                 "depends on something not saved with it (a module-level variable, a global setting, the "
                 "environment): keep every setting in the estimator's own parameters and attributes"
             )
+
+    def _time_left(self) -> float:
+        return max(0.0, self._timeout_s - (time.monotonic() - self._started))
 
 
 def check_reference_in_fresh_process(
@@ -194,6 +230,7 @@ def check_reference_in_fresh_process(
     estimator: Any = None,
     project_root: Path,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    loader: LoaderChoice = "shared",
 ) -> ModelVersion:
     """``check_in_fresh_process`` for a published version named by ``models:/<name>@<alias>`` or
     ``models:/<name>/<version>``, resolved through ``registry`` (MLflow, embedded or a server), with
@@ -205,10 +242,129 @@ def check_reference_in_fresh_process(
     version = registry.version_for_uri(reference)
     check_in_fresh_process(version.path, features, expected, estimator=estimator,
                            trusted_types=tuple(version.metadata.get("trusted_types", [])),
-                           project_root=project_root, timeout_s=timeout_s)
+                           project_root=project_root, timeout_s=timeout_s, loader=loader)
     return version
 
 
+class _CheckChild:
+    """The process a check runs in, however it was started."""
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Its exit status once it ended (negative: killed by that signal); None if it never started
+        (a loader that went away first). Raises ``subprocess.TimeoutExpired`` past ``timeout_s``."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Kill it if it still runs (idempotent)."""
+        raise NotImplementedError
+
+    def stderr(self) -> str:
+        """What it wrote to its stderr (read once it ended)."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id; None while a loader has not forked it yet."""
+        raise NotImplementedError
+
+
+class _SpawnedChild(_CheckChild):
+    """A new Python process: ``python -m pipeline.load_check``."""
+
+    def __init__(self, arguments: list[str], scratch: Path) -> None:
+        self._stderr = ""
+        # The child starts in the scratch folder, so `python -m` puts nothing of ours on its path.
+        self.process = subprocess.Popen([sys.executable, "-m", "pipeline.load_check", *arguments], cwd=scratch,
+                                        env=child_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+
+    def wait(self, timeout_s: float) -> int | None:
+        _out, self._stderr = self.process.communicate(timeout=timeout_s)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+    def stderr(self) -> str:
+        return self._stderr
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+
+class _ForkedChild(_CheckChild):
+    """A child forked by a loader. The loader's child says its pid, then its exit status, on the
+    connection; it holds the connection until it ends, so the end of the stream is the child's end."""
+
+    def __init__(self, address: str, arguments: list[str], scratch: Path, timeout_s: float) -> None:
+        self._scratch, self._pid, self.returncode = scratch, None, None
+        self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._connection.connect(address)
+            request = {"arguments": arguments, "folder": str(scratch), "timeout_s": timeout_s}
+            self._connection.sendall(json.dumps(request).encode() + b"\n")
+        except OSError:
+            self._connection.close()
+            raise
+        self._received, self._ended = b"", False
+
+    def wait(self, timeout_s: float) -> int | None:
+        deadline = time.monotonic() + timeout_s
+        while not self._ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired("pipeline.load_check (forked)", timeout_s)
+            self._connection.settimeout(left)
+            try:
+                chunk = self._connection.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                chunk = b""
+            self._ended = not chunk
+            self._received += chunk
+            *lines, self._received = self._received.split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                self._pid = message.get("pid", self._pid)
+                self.returncode = message.get("exit", self.returncode)
+        self._connection.close()
+        if self._pid is None:
+            return None
+        # It ended without saying how: killed (by a signal, or the OOM killer) or it exited abruptly.
+        return self.returncode if self.returncode is not None else -signal.SIGKILL
+
+    def stop(self) -> None:
+        if not self._ended and self._pid is not None:
+            # Still connected, so still running: the pid is the child's, not one reused since.
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._ended = True
+        self._connection.close()
+
+    def stderr(self) -> str:
+        try:
+            return (self._scratch / _STDERR_FILE).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+
+# The loader imports these and nothing else: the libraries a deploy target imports to load and score
+# a model, and this module's own. Each fork finds them imported; anything else it imports itself.
+_LOADER_PRELOADED = (
+    "numpy", "pandas", "pyarrow.parquet", "sklearn.base", "sklearn.compose", "sklearn.ensemble", "sklearn.impute",
+    "sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing", "sklearn.tree", "skops.io",
+    "pipeline.package", "pipeline.validate",
+)
 def compare_outputs(expected: ModelOutputs, loaded: ModelOutputs) -> str | None:
     """The first difference between in-process and fresh-process outputs, in words; None if they match.
 
@@ -254,17 +410,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, float | np.floating):
         return f"{float(value):.12g}"
     return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _child_environment() -> dict[str, str]:
-    """A minimal environment: what starting Python and importing the project need, no secrets."""
-    environment = {name: os.environ[name] for name in _INHERITED_VARIABLES if name in os.environ}
-    # The folder holding this package, so the child imports the same pipeline code even when it is
-    # run from a source checkout rather than an installed package.
-    source = str(Path(__file__).resolve().parent.parent)
-    inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
-    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([source, *inherited]))
-    return environment
 
 
 def _read_status(path: Path) -> dict[str, Any] | None:
@@ -325,6 +470,60 @@ def _child(argv: Sequence[str] | None = None) -> int:
     return _report(status_path, stage="scored")
 
 
+def _serve(argv: Sequence[str]) -> int:
+    """The loader: import the libraries, then fork one child per connection until the owner's pipe
+    closes or nobody asked for ``--idle`` seconds. Single-threaded, and it never runs a model or an
+    OpenMP region itself, so forking it is safe."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.load_check --serve")
+    parser.add_argument("--serve", type=int, required=True, help="the listening socket's file descriptor")
+    parser.add_argument("--idle", type=float, default=LOADER_IDLE_S)
+    args = parser.parse_args(argv)
+    for name in _LOADER_PRELOADED:
+        importlib.import_module(name)
+    listener = socket.socket(fileno=args.serve)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children are reaped by the system
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [], args.idle)
+        if not ready:
+            return 0  # idle
+        if sys.stdin in ready and not os.read(sys.stdin.fileno(), 4096):
+            return 0  # the owner ended
+        if listener in ready:
+            connection, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                os._exit(_forked_check(connection))
+            connection.close()
+
+
+def _forked_check(connection: socket.socket) -> int:
+    """A child of the loader: read its request, then do what ``python -m pipeline.load_check`` does."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the project's code may wait for processes of its own
+    code = 70
+    try:
+        with connection.makefile("rb") as reader:
+            request = json.loads(reader.readline())
+        folder = Path(request["folder"])
+        os.chdir(folder)
+        os.dup2(os.open(os.devnull, os.O_RDWR), 0)
+        os.dup2(os.open(os.devnull, os.O_RDWR), 1)
+        os.dup2(os.open(folder / _STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+        connection.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        # Whatever happens to the caller, no check outlives its time limit (SIGALRM ends the process).
+        signal.setitimer(signal.ITIMER_REAL, float(request["timeout_s"]) + 5.0)
+        code = _child(request["arguments"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
+    except BaseException:
+        traceback.print_exc()
+    try:
+        sys.stderr.flush()
+        connection.sendall(json.dumps({"exit": code}).encode() + b"\n")
+    except OSError:
+        pass
+    return code
+
+
 def _report(path: Path, *, stage: str, **details: Any) -> int:
     ok = stage == "scored"
     path.write_text(json.dumps({"ok": ok, "stage": stage, **details}))
@@ -332,4 +531,4 @@ def _report(path: Path, *, stage: str, **details: Any) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child())
+    sys.exit(_serve(sys.argv[1:]) if "--serve" in sys.argv[1:2] else _child())

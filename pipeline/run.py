@@ -245,7 +245,12 @@ def _build_and_validate(spec, registry, staging, result, stage, events, context,
     }
     if isolated:
         from pipeline.child import run_in_child
+        from pipeline.loader import shared_loader
 
+        # The child's fresh-process check is forked from this process's loader, which outlives the
+        # child and so is started once for many runs (None: the check starts a new Python process).
+        loader = shared_loader()
+        job["loader"] = loader.address if loader is not None else None
         built = run_in_child(job, on_event=events, cwd=spec.root, timeout_s=spec.model.timeout_seconds)
     else:
         built = build_candidate(job, events)
@@ -284,7 +289,8 @@ def build_candidate(job: dict[str, Any], emit: Callable[[dict[str, Any]], None])
     ``job``: ``project_dir``; ``run`` (``run_id``, ``trigger``, ``reason``, ``started_at``);
     ``context``; ``production`` (``version``, ``path``, ``metadata``) or None; ``production_data``
     (``batches``, ``labels``) or None; ``now`` (ISO time, for the labelled-production window);
-    ``require_new_data``; ``staging``; ``check_task`` (check the metrics against the task first).
+    ``require_new_data``; ``staging``; ``check_task`` (check the metrics against the task first);
+    ``loader`` (optional: where the fresh-process check comes from, see ``pipeline.load_check.LoaderChoice``).
     ``emit`` gets ``{"stage", "status", "detail"}`` as stages start (``running``) and end
     (``succeeded``, ``failed``, ``skipped``); validate's end is the publisher's to report.
     Returns ``{"outcome": "built", "metadata"}``, ``{"outcome": "failed", "stage", "reason"}`` or
@@ -360,7 +366,7 @@ def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, 
 
     with stage("validate", leave_open=True), FreshProcessCheck(
             staging, split.x_test, trusted_types=tuple(spec.model.trusted_types), project_root=spec.root,
-            timeout_s=spec.deploy.timeout_seconds) as fresh_process:
+            timeout_s=spec.deploy.timeout_seconds, loader=job.get("loader", "shared")) as fresh_process:
         # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`,
         # which loads and scores there while production is scored here.
         champion = known = production_model = None

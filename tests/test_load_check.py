@@ -6,8 +6,12 @@ Real custom classes in a temporary model project, real skops artifacts and a rea
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from pipeline.load_check import FreshProcessCheck, ModelOutputs, check_in_fresh_process, compare_outputs
+from pipeline.loader import Loader, shared_loader
 from pipeline.package import MODEL_FILE, ArtifactError, package
 from pipeline.spec import load_project
 from pipeline.train import train
@@ -69,6 +74,18 @@ class RecordEnvironment(Clip):
         return super().transform(X)
 
 
+FACTOR = 1.0  # rewritten on disk by a test: each check must import this file afresh
+
+
+class Scale(Clip):
+    """Clips, scales by the module's FACTOR, and writes which process it runs in and its parent."""
+
+    def transform(self, X):
+        with open(ENVIRONMENT_FILE.replace("environment.json", "processes.jsonl"), "a") as handle:
+            handle.write(json.dumps({{"pid": os.getpid(), "parent": os.getppid()}}) + "\\n")
+        return super().transform(X) * FACTOR
+
+
 class SlowToLoad(Clip):
     """Hangs while being loaded (skops restores attributes through __setstate__)."""
 
@@ -95,7 +112,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import features
-from features import Clip, RecordEnvironment, Shift, SlowToLoad
+from features import Clip, RecordEnvironment, Scale, Shift, SlowToLoad
 
 
 def make_model():
@@ -113,6 +130,10 @@ def make_recording_model():
 
 def make_slow_model():
     return make_pipeline(SlowToLoad(), LogisticRegression(max_iter=1000))
+
+
+def make_scaled_model():
+    return make_pipeline(Scale(), LogisticRegression(max_iter=1000))
 '''
 
 
@@ -259,18 +280,37 @@ def test_a_model_too_slow_to_load_is_stopped_with_a_clear_message(make_project, 
         "and was stopped")
 
 
-def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_project, tmp_path):
+@pytest.mark.parametrize("loader", ["shared", None], ids=["forked-by-the-loader", "new-python"])
+def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_project, tmp_path, loader):
     """The pipeline starts the check before validation and finishes it after: validation failing
     first must leave no process and no scratch folder behind."""
     spec, _estimator, rows = _trained_artifact(make_project("make_slow_model", trusted=["features.SlowToLoad"]),
                                                tmp_path / "artifact")
     with pytest.raises(RuntimeError, match="validation failed first"):
         with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=tuple(spec.model.trusted_types),
-                               project_root=spec.root) as check:
-            assert check._child.poll() is None  # loading (slowly) while the caller goes on
+                               project_root=spec.root, loader=loader) as check:
+            deadline = time.monotonic() + 120
+            while check.child.pid is None and time.monotonic() < deadline:  # a loader still importing
+                with pytest.raises(subprocess.TimeoutExpired):
+                    check.child.wait(0.2)
+            with pytest.raises(subprocess.TimeoutExpired):
+                check.child.wait(1.0)  # loading (slowly) while the caller goes on
+            pid = check.child.pid
+            assert _running(pid)
             raise RuntimeError("validation failed first")
-    assert check._child.returncode is not None and check._child.returncode < 0  # stopped by a signal
-    assert not check._scratch.exists()
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
+    assert not check.scratch.exists()
+
+
+def _running(pid: int) -> bool:
+    """A live process (not a zombie left for its parent to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_check_started_early_scores_as_in_training_when_finished(make_project, tmp_path):
@@ -279,7 +319,108 @@ def test_a_check_started_early_scores_as_in_training_when_finished(make_project,
                            project_root=spec.root) as check:
         expected = ModelOutputs.of(estimator, rows)  # the caller's own work meanwhile
         check.finish(expected)
-    assert not check._scratch.exists()
+    assert not check.scratch.exists()
+
+
+# --- the loader the checks are forked from ------------------------------------------------------
+
+
+def _processes_that_transformed(tmp_path: Path) -> list[dict[str, int]]:
+    """Each process (and its parent) that ran ``Scale.transform`` since the last call, in order."""
+    record = tmp_path / "processes.jsonl"
+    lines = record.read_text().splitlines() if record.exists() else []
+    record.unlink(missing_ok=True)
+    return [json.loads(line) for line in lines]
+
+
+def test_checks_are_forked_from_one_loader_and_each_imports_the_project_afresh(make_project, tmp_path):
+    """The loader never imports the project: a check sees the project's files as they are now, and
+    nothing a previous check imported or changed."""
+    root = make_project("make_scaled_model", trusted=["features.Scale"])
+    spec, estimator, rows = _trained_artifact(root, tmp_path / "artifact")
+    expected = ModelOutputs.of(estimator, rows)
+    loader = shared_loader()
+    _processes_that_transformed(tmp_path)
+
+    _check(spec, tmp_path / "artifact", estimator, rows)
+    [first] = _processes_that_transformed(tmp_path)[1:]  # after the expected outputs, computed here
+    _check(spec, tmp_path / "artifact", estimator, rows)
+    [second] = _processes_that_transformed(tmp_path)[1:]
+
+    assert shared_loader() is loader and loader.alive()
+    assert first["parent"] == second["parent"] == loader.process.pid  # forked by the loader, twice
+    assert first["pid"] != second["pid"]
+    features = root / "features.py"  # a longer literal: a same-size edit could reuse the cached bytecode
+    features.write_text(features.read_text().replace("FACTOR = 1.0 ", "FACTOR = 3.25 "))
+    with pytest.raises(ArtifactError, match="scores the held-out rows differently in a fresh process"):
+        check_in_fresh_process(tmp_path / "artifact", rows, expected, trusted_types=("features.Scale",),
+                               project_root=spec.root)
+
+
+def test_a_loader_that_went_away_is_replaced_and_its_checks_start_a_new_process(make_project, tmp_path):
+    spec, estimator, rows = _trained_artifact(make_project("make_scaled_model", trusted=["features.Scale"]),
+                                              tmp_path / "artifact")
+    gone = shared_loader()
+    gone.process.kill()
+    gone.process.wait()
+    _processes_that_transformed(tmp_path)
+
+    # Given the dead loader's address (as a pipeline process is given its parent's): a new Python.
+    _check(spec, tmp_path / "artifact", estimator, rows, loader=gone.address)
+    assert _processes_that_transformed(tmp_path)[-1]["parent"] == os.getpid()
+    # This process's own: a new loader, which forks the check.
+    _check(spec, tmp_path / "artifact", estimator, rows)
+    replacement = shared_loader()
+    assert replacement is not gone and replacement.alive()
+    assert _processes_that_transformed(tmp_path)[-1]["parent"] == replacement.process.pid
+
+
+def test_a_loader_that_dies_before_forking_the_check_hands_it_to_a_new_process(make_project, tmp_path):
+    spec, estimator, rows = _trained_artifact(make_project("make_scaled_model", trusted=["features.Scale"]),
+                                              tmp_path / "artifact")
+    expected = ModelOutputs.of(estimator, rows)
+    _processes_that_transformed(tmp_path)
+    loader = Loader()
+    try:
+        loader.process.send_signal(signal.SIGSTOP)  # still importing: the check waits in its queue
+        with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=("features.Scale",), project_root=spec.root,
+                               loader=loader.address) as check:
+            loader.process.kill()  # the queued connection is dropped unanswered
+            check.finish(expected)
+        [checked_in] = _processes_that_transformed(tmp_path)
+        assert checked_in["parent"] == os.getpid()
+    finally:
+        loader.stop()
+
+
+def test_a_pipeline_run_in_a_process_of_its_own_has_its_check_forked_by_the_callers_loader(make_project, tmp_path,
+                                                                                          embedded_registry):
+    """The pipeline's process ends with its run; the caller's loader outlives it, so runs share it."""
+    from pipeline.run import run_pipeline
+
+    root = make_project("make_scaled_model", trusted=["features.Scale"])
+    loader = shared_loader()
+
+    result = run_pipeline(root, embedded_registry, trigger="test", isolated=True)
+
+    assert result.status == "succeeded", result.error
+    parents = {process["parent"] for process in _processes_that_transformed(tmp_path)}
+    assert loader.process.pid in parents and shared_loader() is loader
+
+
+def test_an_idle_loader_ends_and_a_changed_environment_gets_a_new_one(monkeypatch):
+    idle = Loader(idle_s=0.5)
+    try:
+        assert idle.process.wait(timeout=120) == 0
+    finally:
+        idle.stop()
+    assert not Path(idle.folder).exists()
+
+    before = shared_loader()
+    monkeypatch.setenv("TZ", "Pacific/Auckland" if os.environ.get("TZ") != "Pacific/Auckland" else "UTC")
+    after = shared_loader()
+    assert after is not before and after.environment["TZ"] == os.environ["TZ"]
+    assert not before.alive()
 
 
 class MainClip(TransformerMixin, BaseEstimator):

@@ -105,3 +105,26 @@ def test_a_pipeline_run_downloads_nothing_it_published_and_reads_nothing_twice(m
     assert _reads(counted, "mlflow/model-versions/get") == 0, counted
     assert sum(counted.values()) <= 43, counted
     assert Path(registry.production(model).path).joinpath("model.skops").is_file()
+
+
+def test_a_rollback_reads_the_aliases_and_the_versions_once(mlflow_server, tmp_path):  # noqa: F811
+    model = f"count-{uuid.uuid4().hex[:8]}"
+    registry = MlflowRegistry(mlflow_server.url, data_dir=tmp_path / "bot")
+    for number in (1, 2):
+        staging = registry.staging_dir()
+        (staging / "model.bin").write_bytes(b"weights %d" % number)
+        version = registry.publish(model, staging, {"auc": 0.8 + number / 100}, run_id=f"count-{number}")
+        registry.promote(model, version.version, reason="count", run_id=f"count-{number}")
+
+    restored = []
+    counted = _requests(mlflow_server, lambda: restored.append(registry.rollback(model, reason="count")))
+
+    assert (restored[0].version, restored[0].aliases, restored[0].metadata["auc"]) == (1, ("production",), 0.81)
+    assert registry.production(model).version == 1
+    assert [move.action for move in registry.alias_history(model, "production")] == ["promote", "promote", "rollback"]
+    # The versions listed once (the moves so far, the version restored), none read one by one.
+    assert _reads(counted, "mlflow/model-versions/search") == 1, counted
+    assert _reads(counted, "mlflow/model-versions/get") == 0, counted
+    # The aliases once, and once for each of MLflow's own checks before the alias and the tag writes.
+    assert _reads(counted, "mlflow/registered-models/get") <= 1 + 2, counted
+    assert sum(counted.values()) <= 6, counted
