@@ -134,7 +134,7 @@ def bare_from_the_file(prepared) -> tuple[float, float]:
     frame = pd.read_parquet(spec.root / spec.data.path)
     target = frame.pop(spec.data.target)
     x_train, x_test, y_train, y_test = train_test_split(
-        frame, target, test_size=int(round(len(frame) * spec.data.split.test_fraction)),
+        frame, target, test_size=round(len(frame) * spec.data.split.test_fraction),
         random_state=spec.data.split.seed, stratify=target)
     estimator, _ = build_estimator(spec.model, x_train.head(0), seed=spec.data.split.seed, project_root=spec.root)
     auc = _fit_predict_metrics(estimator, x_train, x_test, y_train, y_test)

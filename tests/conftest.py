@@ -4,6 +4,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,18 @@ EXAMPLE = REPO / "examples" / "breast_cancer"
 # As the bot sets it before its first use of MLflow (integrations/mlflow_registry.py); read when MLflow is
 # first imported, which in a test session may be a test's own import: the same quiet either way.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(autouse=True)
+def _forget_project_modules(tmp_path_factory):
+    """Model projects' own modules (train, features, ...) are imported by name from each test's
+    folder: whatever a test imported from a temporary folder is forgotten after it, so that a later
+    test's module of the same name is read from its own folder, not found in sys.modules."""
+    yield
+    temporary = str(tmp_path_factory.getbasetemp())
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(temporary):
+            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from pipeline.load_check import FreshProcessCheck, ModelOutputs, check_in_fresh_process, compare_outputs
+from pipeline.load_check import (
+    FreshProcessCheck,
+    ModelOutputs,
+    check_in_fresh_process,
+    compare_outputs,
+)
 from pipeline.loader import Loader, shared_loader
 from pipeline.package import MODEL_FILE, ArtifactError, package
 from pipeline.spec import load_project

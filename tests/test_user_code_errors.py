@@ -19,16 +19,6 @@ from tests.conftest import TINY_TOML, seed_embedded_mlflow, tiny_frame, write_pr
 
 
 @pytest.fixture(autouse=True)
-def _forget_project_modules(tmp_path):
-    """The projects' own modules (features, train, ...) are imported by name: a later test's module of
-    the same name must be read from its own folder, not found in sys.modules."""
-    yield
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
-            del sys.modules[name]
-
-
-@pytest.fixture(autouse=True)
 def _logging_as_it_was():
     """The CLI installs its log handler on the root logger; leave the root logger as the test found it."""
     root = logging.getLogger()
