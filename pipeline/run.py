@@ -367,8 +367,8 @@ def _build(spec, job: dict[str, Any], emit, found: dict[str, Any]) -> dict[str, 
     with stage("validate", leave_open=True), FreshProcessCheck(
             staging, split.x_test, trusted_types=tuple(spec.model.trusted_types), project_root=spec.root,
             timeout_s=spec.deploy.timeout_seconds, loader=job.get("loader", "shared")) as fresh_process:
-        # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`,
-        # which loads and scores there while production is scored here.
+        # Loaded as it will be deployed: in a fresh process, by the same loader as `models predict`
+        # (a new Python starts now, its start-up overlapping what follows; a forked one at finish).
         champion = known = production_model = None
         if production is not None:
             known = _scores_on_the_same_rows(production.metadata, metadata["data"], spec.metrics.all)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -285,19 +286,15 @@ def test_a_model_too_slow_to_load_is_stopped_with_a_clear_message(make_project, 
         "and was stopped")
 
 
-@pytest.mark.parametrize("loader", ["shared", None], ids=["forked-by-the-loader", "new-python"])
-def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_project, tmp_path, loader):
-    """The pipeline starts the check before validation and finishes it after: validation failing
-    first must leave no process and no scratch folder behind."""
+def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_project, tmp_path):
+    """The pipeline begins the check before validation and finishes it after: validation failing
+    first must leave no process and no scratch folder behind. (A new Python process starts at once:
+    one forked from a loader only when the check is finished, so none is left to stop.)"""
     spec, _estimator, rows = _trained_artifact(make_project("make_slow_model", trusted=["features.SlowToLoad"]),
                                                tmp_path / "artifact")
     with pytest.raises(RuntimeError, match="validation failed first"):
         with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=tuple(spec.model.trusted_types),
-                               project_root=spec.root, loader=loader) as check:
-            deadline = time.monotonic() + 120
-            while check.child.pid is None and time.monotonic() < deadline:  # a loader still importing
-                with pytest.raises(subprocess.TimeoutExpired):
-                    check.child.wait(0.2)
+                               project_root=spec.root, loader=None) as check:
             with pytest.raises(subprocess.TimeoutExpired):
                 check.child.wait(1.0)  # loading (slowly) while the caller goes on
             pid = check.child.pid
@@ -308,6 +305,27 @@ def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_pro
         time.sleep(0.05)
     assert not _running(pid)
     assert not check.scratch.exists()
+
+    with pytest.raises(RuntimeError, match="validation failed first"):
+        with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=tuple(spec.model.trusted_types),
+                               project_root=spec.root) as forked:
+            raise RuntimeError("validation failed first")
+    assert forked.child is None and not forked.scratch.exists()
+
+
+def test_a_forked_check_too_slow_is_stopped_and_its_loader_serves_the_next(make_project, tmp_path):
+    spec, estimator, rows = _trained_artifact(make_project("make_slow_model", trusted=["features.SlowToLoad"]),
+                                              tmp_path / "artifact")
+    loader = shared_loader()
+    check = FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=tuple(spec.model.trusted_types),
+                              project_root=spec.root, timeout_s=3)
+    with check, pytest.raises(ArtifactError, match="took longer than 3 s and was stopped"):
+        check.finish(ModelOutputs.of(estimator, rows))
+    pid = check.child.pid
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid) and shared_loader() is loader and loader.running()
 
 
 def _running(pid: int) -> bool:
@@ -352,7 +370,7 @@ def test_checks_are_forked_from_one_loader_and_each_imports_the_project_afresh(m
     _check(spec, tmp_path / "artifact", estimator, rows)
     [second] = _processes_that_transformed(tmp_path)[1:]
 
-    assert shared_loader() is loader and loader.alive()
+    assert shared_loader() is loader and loader.running()
     assert first["parent"] == second["parent"] == loader.process.pid  # forked by the loader, twice
     assert first["pid"] != second["pid"]
     features = root / "features.py"  # a longer literal: a same-size edit could reuse the cached bytecode
@@ -362,40 +380,55 @@ def test_checks_are_forked_from_one_loader_and_each_imports_the_project_afresh(m
                                project_root=spec.root)
 
 
-def test_a_loader_that_went_away_is_replaced_and_its_checks_start_a_new_process(make_project, tmp_path):
+def test_a_killed_loader_is_replaced_and_meanwhile_its_checks_start_a_new_process(make_project, tmp_path):
     spec, estimator, rows = _trained_artifact(make_project("make_scaled_model", trusted=["features.Scale"]),
                                               tmp_path / "artifact")
     gone = shared_loader()
+    _check(spec, tmp_path / "artifact", estimator, rows)  # its process runs once a check came
     gone.process.kill()
-    gone.process.wait()
+    deadline = time.monotonic() + 30
+    while gone.usable() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not gone.usable()  # not started again behind the same socket
     _processes_that_transformed(tmp_path)
 
-    # Given the dead loader's address (as a pipeline process is given its parent's): a new Python.
+    # Given the broken loader's address (as a pipeline process is given its parent's): a new Python.
     _check(spec, tmp_path / "artifact", estimator, rows, loader=gone.address)
     assert _processes_that_transformed(tmp_path)[-1]["parent"] == os.getpid()
     # This process's own: a new loader, which forks the check.
     _check(spec, tmp_path / "artifact", estimator, rows)
     replacement = shared_loader()
-    assert replacement is not gone and replacement.alive()
+    assert replacement is not gone and replacement.running()
     assert _processes_that_transformed(tmp_path)[-1]["parent"] == replacement.process.pid
 
 
-def test_a_loader_that_dies_before_forking_the_check_hands_it_to_a_new_process(make_project, tmp_path):
+def test_a_loader_that_ends_after_taking_the_check_hands_it_to_a_new_process(make_project, tmp_path):
+    """A loader that accepts the check and ends before forking it (killed right then) answers
+    nothing: the check is started in a new Python process instead."""
     spec, estimator, rows = _trained_artifact(make_project("make_scaled_model", trusted=["features.Scale"]),
                                               tmp_path / "artifact")
     expected = ModelOutputs.of(estimator, rows)
     _processes_that_transformed(tmp_path)
-    loader = Loader()
+    address = str(tmp_path / "ends.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(1)
+
+    def accept_and_end() -> None:
+        connection, _ = listener.accept()
+        connection.close()
+
+    ending = threading.Thread(target=accept_and_end)
+    ending.start()
     try:
-        loader.process.send_signal(signal.SIGSTOP)  # still importing: the check waits in its queue
         with FreshProcessCheck(tmp_path / "artifact", rows, trusted_types=("features.Scale",), project_root=spec.root,
-                               loader=loader.address) as check:
-            loader.process.kill()  # the queued connection is dropped unanswered
+                               loader=address) as check:
             check.finish(expected)
         [checked_in] = _processes_that_transformed(tmp_path)
         assert checked_in["parent"] == os.getpid()
     finally:
-        loader.stop()
+        ending.join(timeout=30)
+        listener.close()
 
 
 def test_a_pipeline_run_in_a_process_of_its_own_has_its_check_forked_by_the_callers_loader(make_project, tmp_path,
@@ -413,19 +446,32 @@ def test_a_pipeline_run_in_a_process_of_its_own_has_its_check_forked_by_the_call
     assert loader.process.pid in parents and shared_loader() is loader
 
 
-def test_an_idle_loader_ends_and_a_changed_environment_gets_a_new_one(monkeypatch):
-    idle = Loader(idle_s=0.5)
+def test_an_idle_loader_process_ends_and_the_next_check_starts_it_again(make_project, tmp_path):
+    spec, estimator, rows = _trained_artifact(make_project("make_scaled_model", trusted=["features.Scale"]),
+                                              tmp_path / "artifact")
+    loader = Loader(idle_s=0.5)
     try:
-        assert idle.process.wait(timeout=120) == 0
-    finally:
-        idle.stop()
-    assert not Path(idle.folder).exists()
+        assert loader.process is None  # nothing started before a check needs it
+        _check(spec, tmp_path / "artifact", estimator, rows, loader=loader.address)
+        first = loader.process
+        assert first.wait(timeout=60) == 0 and loader.usable()  # idle: ended, the socket kept
+        _processes_that_transformed(tmp_path)
 
+        _check(spec, tmp_path / "artifact", estimator, rows, loader=loader.address)
+
+        assert loader.process is not first
+        assert _processes_that_transformed(tmp_path)[-1]["parent"] == loader.process.pid
+    finally:
+        loader.stop()
+    assert not loader.folder.exists() and not loader.running()
+
+
+def test_a_changed_environment_gets_a_new_loader(monkeypatch):
     before = shared_loader()
     monkeypatch.setenv("TZ", "Pacific/Auckland" if os.environ.get("TZ") != "Pacific/Auckland" else "UTC")
     after = shared_loader()
     assert after is not before and after.environment["TZ"] == os.environ["TZ"]
-    assert not before.alive()
+    assert not before.usable() and not Path(before.address).exists()
 
 
 class MainClip(TransformerMixin, BaseEstimator):
