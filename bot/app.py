@@ -67,8 +67,12 @@ class BotApp:
 
     # --- the jobs: the scheduler and the CLI call these same functions --------------------------
 
-    def poll(self) -> int:
-        """Read new merged changes and comments; record each as an event (once) with its effects."""
+    def poll(self, *, fence: Fence | None = None) -> int:
+        """Read new merged changes and comments; record each as an event (once) with its effects.
+
+        ``fence``: the leader's lease, which the events and the cursors are stored under: a leader
+        paused past it stops here (``LostLease``) instead of moving a cursor back over what the bot
+        that took over has read since."""
         scm, seen = self.scm, 0
         source = scm.name
         try:
@@ -82,12 +86,13 @@ class BotApp:
         if self.store.get_state("poll_refused", source):
             self.store.put_state("poll_refused", source, {})
         if not changes and cursor is not None and self.store.cursor(f"{source}:changes") != cursor:
-            self.store.set_cursor(f"{source}:changes", cursor)
+            self.store.set_cursor(f"{source}:changes", cursor, fence=fence)
         try:
-            seen += self._handle_all([ChangeMerged(source, change) for change in changes], (f"{source}:changes", cursor))
+            seen += self._handle_all([ChangeMerged(source, change) for change in changes], (f"{source}:changes", cursor),
+                                     fence=fence)
             comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
             seen += self._handle_all([CommandGiven(source, comment) for comment in comments],
-                                     (f"{source}:comments", cursor))
+                                     (f"{source}:comments", cursor), fence=fence)
             seen += self.lifecycle.poll_checklist()  # boxes ticked in the retrain ticket's checklist
         except TransientError as exc:
             # A rate limit or a spent per-cycle request budget part-way: what was handled is stored with
@@ -146,7 +151,7 @@ class BotApp:
             self.store.put_state("aliases", model, current)
         return handled
 
-    def _handle_all(self, events: list, cursor: tuple[str, str | None]) -> int:
+    def _handle_all(self, events: list, cursor: tuple[str, str | None], *, fence: Fence | None = None) -> int:
         """Handle a poll's events in order; the cursor moves with the last one, in its transaction."""
         if not events:
             return 0
@@ -156,9 +161,9 @@ class BotApp:
             move = cursor if index == len(events) - 1 and cursor[1] else None
             if event.key in known:
                 if move:
-                    self.store.set_cursor(*move)
+                    self.store.set_cursor(*move, fence=fence)
                 continue
-            handled += self.lifecycle.handle(event, cursor=move, known_new=True)
+            handled += self.lifecycle.handle(event, cursor=move, known_new=True, fence=fence)
         return handled
 
     def bootstrap(self) -> bool:
@@ -256,7 +261,7 @@ class BotApp:
         The digest is among them but posts only when its cron time has come (see ``digest``).
         ``fence`` as in ``deliver``.
         """
-        polled = self.poll()
+        polled = self.poll(fence=fence)
         delivered = self.deliver(fence=fence).delivered
         checked = self.monitor()
         delivered += self.deliver(fence=fence).delivered

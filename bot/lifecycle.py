@@ -22,7 +22,7 @@ from bot.delivery import EffectHandlers, PostsMemory, ref_dict
 from bot.events import ChangeMerged, ChecklistTicked, CommandGiven, DriftFound, Event, RunFinished, TicketClosed
 from bot.logs import log_context
 from bot.planner import CHECK_NAME, CHECKS_SOURCE, DEPLOY_BUTTON, Planner, Project
-from bot.store import Store
+from bot.store import Fence, Store
 from integrations.github_payloads import CardEdit, CheckClick
 from integrations.ports import (
     Chat,
@@ -68,22 +68,24 @@ class Lifecycle:
     # --- dispatch ------------------------------------------------------------------------------
 
     def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
-               known_new: bool = False) -> bool:
+               known_new: bool = False, fence: Fence | None = None) -> bool:
         """Record the event and every effect it causes, in one transaction; False if seen before.
 
         The early look (skipped when the caller already checked) spares the services the requests
         that working out the effects of an old event would cost; ``ingest`` dedupes in any case.
+        ``fence``: the poller's lease, which the event and the cursor are stored under (``LostLease``).
         """
         source = source or _source_of(event)
         if not known_new and self.store.seen(event.key):
             if cursor:
-                self.store.set_cursor(*cursor)
+                self.store.set_cursor(*cursor, fence=fence)
             if self.observer is not None:
                 self.observer.event(event, source, new=False)
             return False
         with log_context(event=event.key, run=event.run_id if isinstance(event, RunFinished) else None):
             effects = self.planner.effects_for(event)
-            new = self.store.ingest(event.key, event.kind, source, event.to_dict(), effects, cursor=cursor)
+            new = self.store.ingest(event.key, event.kind, source, event.to_dict(), effects, cursor=cursor,
+                                    fence=fence)
         if self.observer is not None:
             self.observer.event(event, source, new=new)
         return new

@@ -91,6 +91,12 @@ class Blocked:
     retry_s: float  # how often the blocked effects are tried again
 
 
+class _StoppedAfterLooking(Exception):
+    """Stopping, or no longer leading, by the time the look for an earlier attempt came back empty:
+    the write is left to whoever delivers next, who looks again first. (A leader paused during the
+    look wakes up here: writing then could repeat what the bot that took over did meanwhile.)"""
+
+
 class _RefusedWhileLooking(Exception):
     """A refusal while looking for an effect whose outcome is unknown: it may still have happened."""
 
@@ -158,8 +164,13 @@ class Outbox:
                                 break
                             untried.discard(effect.id)
                             unrecorded.append(effect.key)
-                            with log_context(event=effect.cause, effect=effect.key, run=effect.payload.get("run_id")):
-                                outcome = self._deliver(effect, completed, fence)
+                            try:
+                                with log_context(event=effect.cause, effect=effect.key,
+                                                 run=effect.payload.get("run_id")):
+                                    outcome = self._deliver(effect, completed, fence, should_stop)
+                            except _StoppedAfterLooking:
+                                unrecorded.remove(effect.key)  # untouched: still pending, its outcome unknown
+                                break
                             if effect.id not in completed:
                                 unrecorded.remove(effect.key)  # stored at once
                             outcomes[outcome] += 1
@@ -190,7 +201,8 @@ class Outbox:
         rather than at the end of their interval: the permission is seen granted. Returns how many."""
         return self._store.unblock(service=service, permission=permission)
 
-    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]], fence: Fence | None) -> str:
+    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]], fence: Fence | None,
+                 should_stop: Callable[[], bool]) -> str:
         """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in.
 
         A plain success is left in ``completed`` for the round to store; anything else is stored now.
@@ -201,7 +213,7 @@ class Outbox:
             return self._give_up(effect, f"no handler for effect kind {effect.kind!r} (known: {known})",
                                  why="no handler for its kind", outcome_unknown=False, fence=fence)
         try:
-            delivered, recovered = self._attempt(handler, effect)
+            delivered, recovered = self._attempt(handler, effect, should_stop)
         except _RefusedWhileLooking as looking:
             return self._block(effect, looking.refusal, outcome_unknown=True, fence=fence)
         except PermissionRefused as error:  # the write was refused, so it did not happen
@@ -237,7 +249,8 @@ class Outbox:
             _log.info("effect %s (%s) %s", effect.key, effect.kind, outcome)
         return outcome
 
-    def _attempt(self, handler: EffectHandler, effect: EffectRow) -> tuple[Delivered, bool]:
+    def _attempt(self, handler: EffectHandler, effect: EffectRow,
+                 should_stop: Callable[[], bool]) -> tuple[Delivered, bool]:
         """What delivering gave, and whether it was found already done instead of delivered."""
         if effect.outcome_unknown:
             try:
@@ -249,6 +262,9 @@ class Outbox:
                 raise _RefusedWhileLooking(error) from error
             if found is not None:
                 return found, True
+            # Asked again between the look (a request) and the write: what the look found may be stale.
+            if should_stop():
+                raise _StoppedAfterLooking(effect.key)
         return handler.deliver(effect), False
 
     def _retry(self, effect: EffectRow, error: Exception, *, outcome_unknown: bool, retry_after: float | None,

@@ -49,8 +49,8 @@ class Runner:
         from apscheduler.triggers.interval import IntervalTrigger
 
         settings, now = self.app.settings, datetime.now(UTC)
-        self._scheduler.add_job(self._job("poll", self.app.poll), IntervalTrigger(seconds=settings.poll_interval_s),
-                                id="poll", next_run_time=now)
+        self._scheduler.add_job(self._fenced_job("poll", self.app.poll),
+                                IntervalTrigger(seconds=settings.poll_interval_s), id="poll", next_run_time=now)
         self._scheduler.add_job(self._job("monitor", self.app.monitor),
                                 IntervalTrigger(seconds=settings.monitor_interval_s), id="monitor", next_run_time=now)
         # At its cron times, and at start: a time missed while the bot was down still gets its digest.
@@ -102,6 +102,18 @@ class Runner:
                 log.exception("%s job failed", name)
             self.wake()
         return run
+
+    def _fenced_job(self, name: str, job):
+        """``_job`` for a job that stores its progress under the leader's fence (``job(fence=...)``):
+        the fence is taken when the job starts, and a store that refuses it ends this bot's lead."""
+        def fenced() -> None:
+            fence = self.leadership.fence()
+            try:
+                job(fence=fence)
+            except LostLease:
+                if fence is not None:
+                    self.leadership.lost(fence)
+        return self._job(name, fenced)
 
     def _deliver_loop(self) -> None:
         while not self.stopping.is_set():

@@ -412,12 +412,15 @@ class Store:
     # Events and the effects they cause, written together.
 
     def ingest(self, key: str, kind: str, source: str, payload: dict[str, Any],
-               effects: Sequence[NewEffect] = (), *, cursor: tuple[str, str] | None = None) -> bool:
+               effects: Sequence[NewEffect] = (), *, cursor: tuple[str, str] | None = None,
+               fence: Fence | None = None) -> bool:
         """Store an event and the effects it causes in one transaction; False if it was stored before.
 
         The cursor moves either way, so a source that returns an event again is not stuck on it.
+        With ``fence``, only while that lease stands (else ``LostLease``, nothing written): a poller
+        paused past its lease must not move a cursor back over what its successor has read since.
         """
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, fence=fence) as conn:
             now = self._clock()
             new = self._insert_new(conn, _events, self._sql.new_event, {
                 "key": key, "kind": kind, "source": source, "payload": _to_json(payload), "received_at": now,

@@ -111,3 +111,13 @@ def delivered(engine: sa.Engine, data_dir: Path) -> Delivered:
                      effects=query(engine, "SELECT count(*) FROM effects")[0][0],
                      not_done=query(engine, "SELECT key, status, last_error FROM effects WHERE status != 'done'"),
                      doubled=doubled, bot_comments=bot_comments, tickets=tickets, chat_messages=len(chat), runs=runs)
+
+
+def run_out_lease(url: str) -> None:
+    """What the database's clock does to a lease while its holder is paused (SIGSTOP): it runs out."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE leases SET expires_at = acquired_at"))
+    finally:
+        engine.dispose()

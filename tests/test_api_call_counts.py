@@ -45,7 +45,7 @@ def test_github_requests_are_counted_once_each(github_emulator):
     pull = github.state.open_pull(REPO, "Tune", "body", "bob", files=["models/tiny/mlops.toml"])
     github.state.add_comment(REPO, pull, "bob", "/status")
     # As production builds it: its own retries of reads (502/503/504 and dropped answers).
-    client = GitHubClient(connect(GitHubAuth(token=github.token), base_url=github.base_url, timeout=1), REPO,
+    client = GitHubClient(connect(GitHubAuth(token=github.token), base_url=github.base_url, timeout=10), REPO,
                           bot_login="mlops-bot", pacer=ContentPacer.unpaced())
     source, issues = GitHubSource(client), GitHubIssues(client)
     engine = GitHubActionsEngine(client, workflow="train.yml")
@@ -83,7 +83,7 @@ def test_a_github_client_observed_again_reports_to_the_new_observer_only(github_
 
     github_emulator.state.add_repo(REPO)
     source = GitHubSource(GitHubClient(connect(GitHubAuth(token=github_emulator.token),
-                                               base_url=github_emulator.base_url, timeout=1), REPO))
+                                               base_url=github_emulator.base_url, timeout=10), REPO))
     first, second = Observability(), Observability()
     observe_adapters(first, source)
     source.readiness()

@@ -38,7 +38,7 @@ def github(github_emulator):  # noqa: F811
 def _github_with_azure_boards(make_app, github, ado):
     """A bot with its code on GitHub and its tickets on Azure Boards."""
     return make_app(github_repository=REPO, github_token=github.token, github_api_url=github.base_url,
-                    github_timeout_s=1, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
+                    github_timeout_s=10, project_paths=["models/tiny"], azure_devops_org_url=ado.base_url,
                     azure_devops_pat=ado.pat, azure_devops_project="proj")
 
 

@@ -113,7 +113,7 @@ def _github(request, kind: str, *, as_app: bool = False):
     # The emulator's App (id 1, installation 1) takes any well-formed JWT: any RSA key signs one.
     auth = GitHubAuth(app_id="1", private_key=_rsa_key(), installation_id=1) if as_app else \
         GitHubAuth(token=emulator.token)
-    client = GitHubClient(connect(auth, base_url=emulator.base_url, timeout=1, retry=None), REPO,
+    client = GitHubClient(connect(auth, base_url=emulator.base_url, timeout=10, retry=None), REPO,
                           bot_login="mlops-bot")
     if kind == "board":
         from integrations.github_project_refs import ProjectRef

@@ -171,7 +171,7 @@ def open_episode(gh, make_app, repo, **settings):
                         ("mlops-bot[bot]", "write")]:
         gh.state.add_collaborator(REPO, login, role)
     app = make_app(github_repository=REPO, github_token=gh.token, github_api_url=gh.base_url,
-                   project_paths=[PROJECT], github_timeout_s=1, **settings)
+                   project_paths=[PROJECT], github_timeout_s=10, **settings)
     app.run_once()
     app.settings.batches_dir.mkdir(parents=True, exist_ok=True)
     tiny_frame(300, seed=1, x1_shift=1.5).to_csv(app.settings.batches_dir / "b1.csv", index=False)

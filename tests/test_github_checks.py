@@ -30,7 +30,7 @@ def app_bot(world, make_app):  # noqa: F811 - the fixture imported above
     world.add_app(42, slug=BOT, public_key=public)
     world.add_installation(4242, app_id=42)
     world.state.add_collaborator(REPO, f"{BOT}[bot]", "write")
-    app = make_app(github_repository=REPO, github_api_url=world.base_url, github_timeout_s=1, bot_name=BOT,
+    app = make_app(github_repository=REPO, github_api_url=world.base_url, github_timeout_s=10, bot_name=BOT,
                    project_paths=["models/tiny"], github_app_id="42", github_webhook_secret=SECRET,
                    github_app_private_key=private.replace("\n", "\\n"), github_app_installation_id=4242)
     app.run_once()
@@ -123,7 +123,7 @@ def test_with_a_personal_token_runs_stay_commit_statuses(world, make_app):  # no
     from integrations.github import GitHubAppSource, GitHubSource
 
     app = make_app(github_repository=REPO, github_token=world.token, github_api_url=world.base_url,
-                   project_paths=["models/tiny"], github_timeout_s=1)
+                   project_paths=["models/tiny"], github_timeout_s=10)
     assert type(app.lifecycle.scm) is GitHubSource and not isinstance(app.lifecycle.scm, GitHubAppSource)
     assert app.lifecycle.reports_check_runs is False
 

@@ -43,7 +43,7 @@ def gh(no_proxy_for_loopback, graphql_schema) -> Iterator[GitHubEmulator]:
 
 
 def board(gh: GitHubEmulator, ref: str = "acme/3", **options) -> GitHubProjectBoard:
-    client = GitHubClient(connect(GitHubAuth(token=gh.token), base_url=gh.base_url, timeout=1, retry=None), REPO,
+    client = GitHubClient(connect(GitHubAuth(token=gh.token), base_url=gh.base_url, timeout=10, retry=None), REPO,
                           bot_login="mlops-bot")
     return GitHubProjectBoard(client, parse_project_ref(ref), **options)
 
@@ -237,7 +237,7 @@ def episode(gh, make_app, repo):
                                               "Reason": None})
     gh.state.add_collaborator(REPO, "mlops-bot[bot]", "write")
     app = make_app(github_repository=REPO, github_token=gh.token, github_api_url=gh.base_url,
-                   project_paths=[PROJECT], github_timeout_s=1, github_project=PROJECT_URL,
+                   project_paths=[PROJECT], github_timeout_s=10, github_project=PROJECT_URL,
                    github_webhook_secret=WEBHOOK_SECRET)
     app.run_once()
 
@@ -405,7 +405,7 @@ def test_a_card_is_read_back_by_its_own_id_only_when_it_is_one_of_the_repository
     assert (item.ticket_id, item.status) == (number, "In review")
     gh.state.add_repo("acme/other")
     elsewhere = gh.state.open_issue("acme/other", "Elsewhere", "", "alice")
-    client = GitHubClient(connect(GitHubAuth(token=gh.token), base_url=gh.base_url, timeout=1, retry=None),
+    client = GitHubClient(connect(GitHubAuth(token=gh.token), base_url=gh.base_url, timeout=10, retry=None),
                           "acme/other", bot_login="mlops-bot")
     other_board = GitHubProjectBoard(client, ProjectRef("acme", 3))
     foreign = other_board.follow(elsewhere, "opened")

@@ -18,6 +18,7 @@ from bot.leader import LeaseLeader
 from bot.outbox import Delivered, DeliveryReport, Outbox, PermanentError
 from bot.store import EffectRow, LostLease, NewEffect, Store
 from integrations.ports import TransientError, marker_comment
+from tests.standby import run_out_lease
 
 # Not imported from tests.conftest: the crash test's child process imports this module, and
 # conftest would make it load pandas and numpy first.
@@ -396,18 +397,6 @@ def test_what_a_delivery_writes_to_the_store_is_stored_with_its_completion(store
 
 # A leader paused past its lease (SIGSTOP, a long stall) while another bot took over.
 
-def _run_out_lease(url: str) -> None:
-    """What the database's clock does to a lease while its holder is paused: it runs out."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE leases SET expires_at = acquired_at"))
-    finally:
-        engine.dispose()
-
-
 def test_a_leader_paused_past_its_lease_stores_nothing_and_the_next_finds_what_it_did(
         state_url, chat, clock, caplog):
     paused_store, next_store = Store(state_url, clock=clock), Store(state_url, clock=clock)
@@ -423,7 +412,7 @@ def test_a_leader_paused_past_its_lease_stores_nothing_and_the_next_finds_what_i
         class PausedAfterWriting(ScriptedHandler):
             def deliver(self, effect):
                 delivered = super().deliver(effect)  # the outside write is made; then the process stops
-                _run_out_lease(state_url)
+                run_out_lease(state_url)
                 assert successor.step()  # while it is stopped, the next bot takes the lease over
                 return delivered  # and it wakes up, believing it still leads
 
@@ -462,7 +451,7 @@ def test_a_write_the_paused_leader_makes_after_the_next_one_looked_is_found_befo
         class PausedBeforeWriting(ScriptedHandler):
             def deliver(self, effect):
                 # Stopped before its write, past its lease: the next bot takes over and tries a1 itself.
-                _run_out_lease(state_url)
+                run_out_lease(state_url)
                 assert successor.step()
                 assert successor_box.deliver_due(fence=successor.fence()) == DeliveryReport(retried=1)
                 return super().deliver(effect)  # then it wakes up and writes after all
@@ -490,7 +479,7 @@ def test_a_paused_leader_cannot_retry_or_give_up_an_effect_either(state_url, cha
 
         class PausedThenFailing(ScriptedHandler):
             def deliver(self, effect):
-                _run_out_lease(state_url)
+                run_out_lease(state_url)
                 assert successor.step()
                 raise PermanentError("422 from the service")
 
@@ -655,3 +644,42 @@ def test_killed_at_random_moments_no_effect_is_lost_or_repeated(tmp_path: Path, 
     # The kills came while there was work left, and some hit between a write and its record.
     assert sum(written < len(owed) for written in written_at_kill) >= KILLS // 2, written_at_kill
     assert recovered > 0
+
+
+def test_a_leader_paused_while_looking_for_an_earlier_attempt_does_not_write_when_it_wakes(
+        state_url, chat, clock):
+    """The look is a request: a leader paused during it wakes up with an answer that may be stale
+    (the bot that took over may have written since), so it asks whether it still leads first."""
+    paused_store, next_store = Store(state_url, clock=clock), Store(state_url, clock=clock)
+    ticks = [1000.0]
+    paused = LeaseLeader(paused_store, takeover_s=60, holder="paused", monotonic=lambda: ticks[0])
+    successor = LeaseLeader(next_store, takeover_s=60, holder="next")
+    try:
+        owe(paused_store, "a1", "a2", lane="a")
+        paused_store.retry_later(paused_store.effect("a1").id, "timed out", at=clock(), outcome_unknown=True)
+        assert paused.step()
+
+        class PausedWhileLooking(ScriptedHandler):
+            def find_done(self, effect):
+                found = super().find_done(effect)  # nothing yet; then the process stops
+                run_out_lease(state_url)
+                assert successor.step()
+                ticks[0] += 60  # its own clock moved on while it was stopped
+                return found
+
+        handler = PausedWhileLooking(chat)
+        with pytest.raises(LostLease):  # what the round did is stored under the lease: refused, so it stands by
+            make_outbox(paused_store, handler, clock).deliver_due(fence=paused.fence(),
+                                                                   should_stop=lambda: not paused.leading())
+
+        assert handler.calls == ["find_done a1"]  # never written
+        assert chat.writes == []
+        assert (next_store.effect("a1").status, next_store.effect("a1").outcome_unknown) == ("pending", True)
+        later = ScriptedHandler(chat)
+        assert make_outbox(next_store, later, clock).deliver_due(fence=successor.fence()) == DeliveryReport(delivered=2)
+        assert later.calls == ["find_done a1", "deliver a1", "deliver a2"] and len(chat.writes) == 2
+    finally:
+        successor.stop()
+        paused.stop()
+        paused_store.close()
+        next_store.close()

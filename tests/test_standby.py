@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from bot.leader import LeaseLeader, SoleLeader, leadership_for
-from bot.store import Store
+from bot.store import LostLease, Store
 from integrations.ports import Target
 from tests.conftest import PROJECT
-from tests.standby import Bot, bot_env, delivered
+from tests.standby import Bot, bot_env, delivered, run_out_lease
 from tests.standby import query as _query
 from tests.standby import wait_until as _wait_until
 from tests.test_bot import drifted_batch
@@ -85,8 +85,12 @@ def test_on_sqlite_the_bot_leads_alone(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_repeated(
-        make_app, repo: Path, tmp_path: Path, postgres_url: str):
+@pytest.mark.parametrize("stopped_by", ["SIGKILL", "SIGSTOP"], ids=["killed", "paused-past-its-lease"])
+def test_the_standby_takes_over_when_the_leader_dies_or_stalls_and_nothing_is_lost_or_repeated(
+        make_app, repo: Path, tmp_path: Path, postgres_url: str, stopped_by: str):
+    """Killed (SIGKILL), or paused (SIGSTOP) past its lease and then resumed (SIGCONT) while the
+    new leader works: the paused one wakes up in the middle of whatever it was doing, and must find
+    the lead gone before it stores or repeats anything."""
     app = make_app(state_url=postgres_url)  # migrates the database; the scenario's inputs go in it
     for number in range(2):
         drifted_batch(app, f"b{number}.csv", shift=3.0 + number, seed=number)
@@ -104,14 +108,19 @@ def test_the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or
         # Kill the leader in the middle of its work: some effects done, more owed.
         _wait_until(lambda: _query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0] >= 2,
                     timeout=180, what="the leader to deliver some effects")
-        leader.process.send_signal(signal.SIGKILL)
+        leader.process.send_signal(getattr(signal, stopped_by))
         killed = time.monotonic()
-        leader.process.wait(timeout=30)
+        if stopped_by == "SIGKILL":
+            leader.process.wait(timeout=30)
         done_at_kill, owed_at_kill = _query(engine, "SELECT count(*) FILTER (WHERE status = 'done'), count(*)"
                                                     " FROM effects")[0]
         took_over = standby.wait_for("now leading (term 2", timeout=TAKEOVER_S * 5) - killed
-        print(f"\nthe standby took over {took_over:.2f} s after the leader was killed (MLOPS_TAKEOVER_S={TAKEOVER_S}), "
-              f"with {done_at_kill} of {owed_at_kill} effects done")
+        print(f"\nthe standby took over {took_over:.2f} s after the leader was stopped by {stopped_by} "
+              f"(MLOPS_TAKEOVER_S={TAKEOVER_S}), with {done_at_kill} of {owed_at_kill} effects done")
+        if stopped_by == "SIGSTOP":
+            time.sleep(1.0)  # the new leader at work
+            leader.process.send_signal(signal.SIGCONT)
+            leader.wait_for("no longer leading (term 1", timeout=60, after=killed)
 
         # New work after the takeover reaches the new leader too.
         app.scm.add_comment(Target("change", app.scm.repo, 50), "/status")
@@ -131,6 +140,11 @@ def test_the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or
                 quiet_since[:] = [time.monotonic(), state]
             return state[0] and time.monotonic() - quiet_since[0] > 3
         _wait_until(settled, timeout=240, what="the new leader to finish the work")
+        if stopped_by == "SIGSTOP":  # it stood by since, and stops cleanly
+            assert "now leading (term" not in leader.log().split("no longer leading (term 1", 1)[1]
+            leader.process.send_signal(signal.SIGTERM)
+            leader.process.wait(timeout=60)
+            assert leader.process.returncode == 0, leader.log()[-3000:]
         standby.process.send_signal(signal.SIGTERM)
         standby.process.wait(timeout=60)
         assert standby.process.returncode == 0, standby.log()[-3000:]
@@ -175,13 +189,10 @@ def test_run_once_paused_past_its_lease_stops_without_storing_what_it_did(make_a
     other = LeaseLeader(app.store, takeover_s=30, holder="the bot that took over")
     polled = app.poll
 
-    def poll_then_pause() -> int:
-        found = polled()
+    def poll_then_pause(*, fence=None) -> int:
+        found = polled(fence=fence)
         # The process stops here (SIGSTOP) past its lease; meanwhile another bot takes it over.
-        engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
-        with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE leases SET expires_at = acquired_at"))
-        engine.dispose()
+        run_out_lease(postgres_url)
         assert other.step()
         return found
 
@@ -194,3 +205,41 @@ def test_run_once_paused_past_its_lease_stops_without_storing_what_it_did(make_a
         assert app.store.lease("mlops-bot").held_by("the bot that took over")  # the paused one did not end it
     finally:
         other.stop()
+
+
+def test_a_leader_paused_past_its_lease_mid_poll_stores_none_of_it_and_its_successor_reads_it_all(
+        make_app, postgres_url: str, monkeypatch):
+    """The paused leader read the comments, then lost the lease: what it read is neither stored nor
+    does its cursor move (a cursor written late would move back over what the successor read)."""
+    app = make_app(state_url=postgres_url)
+    for number, body in enumerate(["/status", "/help"]):
+        app.scm.add_comment(Target("change", app.scm.repo, 60 + number), body)
+    paused = LeaseLeader(app.store, takeover_s=30, holder="the paused bot")
+    successor = LeaseLeader(Store(postgres_url), takeover_s=30, holder="the bot that took over")
+    read_comments = app.scm.new_comments
+
+    def read_then_pause(cursor):
+        found = read_comments(cursor)
+        # The process stops here (SIGSTOP) past its lease; meanwhile another bot takes it over.
+        run_out_lease(postgres_url)
+        assert successor.step()
+        return found
+
+    try:
+        assert paused.step()
+        fence = paused.fence()
+        monkeypatch.setattr(app.scm, "new_comments", read_then_pause)
+        with pytest.raises(LostLease, match=r"was taken: the bot that took over \(term 2\) leads now"):
+            app.poll(fence=fence)
+        assert [e for e in app.store.events() if e.kind == "command"] == []
+        assert app.store.cursor("local:comments") is None
+        assert app.store.lease("mlops-bot").held_by("the bot that took over")
+
+        monkeypatch.setattr(app.scm, "new_comments", read_comments)
+        assert app.poll(fence=successor.fence()) >= 2  # the successor reads and stores them, once
+        assert sorted(e.payload["comment"]["body"] for e in app.store.events() if e.kind == "command") == [
+            "/help", "/status"]
+        assert app.store.cursor("local:comments") is not None
+    finally:
+        successor.stop()
+        paused.stop()
