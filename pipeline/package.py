@@ -127,11 +127,9 @@ def read_profile(directory: Path):
 
 def record_reference_metric(directory: Path, value: float) -> None:
     """The primary metric on held-out rows, once validation knows it: the baseline for performance drift."""
-    from pipeline.profile import read_reference_profile
+    from pipeline.profile import record_metric_value
 
-    profile = read_reference_profile(directory)
-    profile.metric_value = float(value)
-    profile.write(directory)
+    record_metric_value(directory, float(value))
 
 
 def load_model(directory: Path, *, extra_trusted: tuple[str, ...] = (), project_root: Path | None = None) -> Any:

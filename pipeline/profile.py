@@ -216,12 +216,19 @@ class ReferenceProfile:
         (directory / _PROFILE_JSON).write_text(text + "\n", encoding="utf-8")
 
 
-def read_reference_profile(directory: Path) -> ReferenceProfile:
-    """Read a profile written by ``ReferenceProfile.write``; ProfileError says what is wrong."""
-    directory = Path(directory)
-    json_path = directory / _PROFILE_JSON
+def record_metric_value(directory: Path, value: float) -> None:
+    """Set the profile's ``metric_value`` (validation's primary metric, known after packaging) in
+    ``profile.json`` alone: its samples stay as written."""
+    json_path = Path(directory) / _PROFILE_JSON
+    document = _profile_document(json_path)
+    document["metric_value"] = _json_float(value)
+    json_path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _profile_document(json_path: Path) -> dict[str, Any]:
+    """``profile.json`` read and checked for its format; ProfileError says what is wrong."""
     if not json_path.is_file():
-        raise ProfileError(f"no reference profile in {directory}: {_PROFILE_JSON} is missing; "
+        raise ProfileError(f"no reference profile in {json_path.parent}: {_PROFILE_JSON} is missing; "
                            "package the model again to write one")
     try:
         document = json.loads(json_path.read_text(encoding="utf-8"))
@@ -236,6 +243,15 @@ def read_reference_profile(directory: Path) -> ReferenceProfile:
         raise ProfileError(f"reference profile {json_path} has format version {version!r}, {age} than the "
                            f"version {PROFILE_FORMAT_VERSION} this mlops-bot reads; rebuild it by packaging "
                            "the model again (or upgrade mlops-bot if the profile is newer)")
+    return document
+
+
+def read_reference_profile(directory: Path) -> ReferenceProfile:
+    """Read a profile written by ``ReferenceProfile.write``; ProfileError says what is wrong."""
+    directory = Path(directory)
+    json_path = directory / _PROFILE_JSON
+    document = _profile_document(json_path)
+    version = document["format_version"]
     try:
         features = tuple(_feature_from_json(item) for item in document["features"])
         prediction = _feature_from_json(document["prediction"]) if document.get("prediction") else None
