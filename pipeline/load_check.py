@@ -39,7 +39,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -178,7 +178,7 @@ class FreshProcessCheck:
     def _forked(self, address: str) -> _CheckChild | None:
         try:
             return _ForkedChild(address, self._arguments, self.scratch, self._timeout_s)
-        except OSError as exc:  # the loader is gone (it stopped when idle, or its owner did)
+        except OSError as exc:  # the loader is gone (its owner stopped it, or it broke)
             log.debug("the model loader at %s cannot be reached (%s): starting a new process", address, exc)
             return None
 
@@ -255,29 +255,25 @@ def check_reference_in_fresh_process(
     return version
 
 
-class _CheckChild:
+class _CheckChild(Protocol):
     """The process a check runs in, however it was started."""
-
-    def wait(self, timeout_s: float) -> int | None:
-        """Its exit status once it ended (negative: killed by that signal); None if it never started
-        (a loader that went away first). Raises ``subprocess.TimeoutExpired`` past ``timeout_s``."""
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Kill it if it still runs (idempotent)."""
-        raise NotImplementedError
-
-    def stderr(self) -> str:
-        """What it wrote to its stderr (read once it ended)."""
-        raise NotImplementedError
 
     @property
     def pid(self) -> int | None:
         """Its process id; None while a loader has not forked it yet."""
-        raise NotImplementedError
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Its exit status once it ended (negative: killed by that signal); None if it never started
+        (a loader that went away first). Raises ``subprocess.TimeoutExpired`` past ``timeout_s``."""
+
+    def stop(self) -> None:
+        """Kill it if it still runs (idempotent)."""
+
+    def stderr(self) -> str:
+        """What it wrote to its stderr (read once it ended)."""
 
 
-class _SpawnedChild(_CheckChild):
+class _SpawnedChild:
     """A new Python process: ``python -m pipeline.load_check``."""
 
     def __init__(self, arguments: list[str], scratch: Path) -> None:
@@ -304,12 +300,12 @@ class _SpawnedChild(_CheckChild):
         return self.process.pid
 
 
-class _ForkedChild(_CheckChild):
+class _ForkedChild:
     """A child forked by a loader. The loader's child says its pid, then its exit status, on the
     connection; it holds the connection until it ends, so the end of the stream is the child's end."""
 
     def __init__(self, address: str, arguments: list[str], scratch: Path, timeout_s: float) -> None:
-        self._scratch, self._pid, self.returncode = scratch, None, None
+        self._scratch, self._pid, self._returncode = scratch, None, None
         self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._connection.connect(address)
@@ -339,12 +335,12 @@ class _ForkedChild(_CheckChild):
             for line in lines:
                 message = json.loads(line)
                 self._pid = message.get("pid", self._pid)
-                self.returncode = message.get("exit", self.returncode)
+                self._returncode = message.get("exit", self._returncode)
         self._connection.close()
         if self._pid is None:
             return None
         # It ended without saying how: killed (by a signal, or the OOM killer) or it exited abruptly.
-        return self.returncode if self.returncode is not None else -signal.SIGKILL
+        return self._returncode if self._returncode is not None else -signal.SIGKILL
 
     def stop(self) -> None:
         if not self._ended and self._pid is not None:
@@ -367,13 +363,6 @@ class _ForkedChild(_CheckChild):
         return self._pid
 
 
-# The loader imports these and nothing else: the libraries a deploy target imports to load and score
-# a model, and this module's own. Each fork finds them imported; anything else it imports itself.
-_LOADER_PRELOADED = (
-    "numpy", "pandas", "pyarrow.feather", "sklearn.base", "sklearn.compose", "sklearn.ensemble", "sklearn.impute",
-    "sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing", "sklearn.tree", "skops.io",
-    "pipeline.package", "pipeline.validate",
-)
 def compare_outputs(expected: ModelOutputs, loaded: ModelOutputs) -> str | None:
     """The first difference between in-process and fresh-process outputs, in words; None if they match.
 
@@ -477,6 +466,15 @@ def _child(argv: Sequence[str] | None = None) -> int:
         return _report(status_path, stage="score", message=f"{type(exc).__name__}: {_one_line(exc)}")
     _write_outputs(outputs, args.folder / _OUTPUTS_FILE)
     return _report(status_path, stage="scored")
+
+
+# The loader imports these and nothing else: the libraries a deploy target imports to load and score
+# a model, and this module's own. Each fork finds them imported; anything else it imports itself.
+_LOADER_PRELOADED = (
+    "numpy", "pandas", "pyarrow.feather", "sklearn.base", "sklearn.compose", "sklearn.ensemble", "sklearn.impute",
+    "sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing", "sklearn.tree", "skops.io",
+    "pipeline.package", "pipeline.validate",
+)
 
 
 def _serve(argv: Sequence[str]) -> int:

@@ -67,21 +67,22 @@ class Loader:
         while not self._stopped.is_set():
             process = self.process
             if process is not None and process.wait() != 0 and not self._stopped.is_set():
-                # Killed, or it failed (its imports?): not started again and again for the checks that
-                # wait. Closing the socket ends their wait (each starts a new Python process instead),
-                # and shared_loader() makes a new loader for the next.
-                log.warning("the model loader for fresh-process checks ended with status %s; checks start a "
-                            "new Python process until a new loader is made", process.returncode)
-                self._listener.close()
-                self.broken = True
-                return
+                return self._break(f"ended with status {process.returncode}")
             ready, _, _ = select.select([self._listener, self._wake_read], [], [])
             if self._listener in ready and not self._stopped.is_set():
                 try:
                     self.process = self._start()
-                except OSError as exc:  # the waiting check times out and says so; try again on the next
-                    log.warning("the model loader for fresh-process checks could not start: %s", exc)
-                    self._stopped.wait(1.0)
+                except OSError as exc:
+                    return self._break(f"could not start ({exc})")
+
+    def _break(self, why: str) -> None:
+        """Killed, failed (its imports?) or not startable: not started again and again for the checks
+        that wait. Closing the socket ends their wait (each starts a new Python process instead), and
+        shared_loader() makes a new loader for the next run."""
+        log.warning("the model loader for fresh-process checks %s; checks start a new Python process until "
+                    "a new loader is made", why)
+        self._listener.close()
+        self.broken = True
 
     def _start(self) -> subprocess.Popen:
         hide_from_children()
