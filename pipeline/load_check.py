@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -516,8 +517,10 @@ def _forked_check(connection: socket.socket) -> int:
         os.dup2(os.open(os.devnull, os.O_RDWR), 1)
         os.dup2(os.open(folder / _STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
         connection.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
-        # Whatever happens to the caller, no check outlives its time limit (SIGALRM ends the process).
-        signal.setitimer(signal.ITIMER_REAL, float(request["timeout_s"]) + 5.0)
+        # A check nobody waits for ends: its caller was killed (a pipeline process past its time
+        # limit, with everything it started) or stopped waiting; and none outlives its time limit.
+        threading.Thread(target=_end_with_the_caller, args=(connection,), daemon=True).start()
+        signal.setitimer(signal.ITIMER_REAL, float(request["timeout_s"]) + 5.0)  # SIGALRM ends the process
         code = _child(request["arguments"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 2
@@ -529,6 +532,17 @@ def _forked_check(connection: socket.socket) -> int:
     except OSError:
         pass
     return code
+
+
+def _end_with_the_caller(connection: socket.socket) -> None:
+    """Wait for the caller's side of the connection to close (it sends nothing after its request, and
+    keeps the connection open until this process has ended), then end this process."""
+    try:
+        while connection.recv(4096):
+            pass
+    except OSError:
+        pass
+    os._exit(1)
 
 
 def _report(path: Path, *, stage: str, **details: Any) -> int:

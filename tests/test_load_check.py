@@ -431,6 +431,54 @@ def test_a_loader_that_ends_after_taking_the_check_hands_it_to_a_new_process(mak
         listener.close()
 
 
+_WAITING_CALLER = """
+import sys
+from pathlib import Path
+import pandas as pd
+from pipeline.load_check import ModelOutputs, check_in_fresh_process
+
+rows = pd.read_csv(sys.argv[2])
+check_in_fresh_process(Path(sys.argv[1]), rows, ModelOutputs(rows.iloc[:, 0].to_numpy()),
+                       trusted_types=("features.SlowToLoad",), project_root=Path(sys.argv[3]), loader=sys.argv[4])
+"""
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def test_a_forked_check_whose_caller_is_killed_ends_too(make_project, tmp_path):
+    """A pipeline process past its time limit is killed with everything it started; the check a
+    loader forked for it is not among those processes, so it ends itself when its caller is gone."""
+    spec, _estimator, rows = _trained_artifact(make_project("make_slow_model", trusted=["features.SlowToLoad"]),
+                                               tmp_path / "artifact")
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    loader = shared_loader()
+    caller = subprocess.Popen(  # waits for its check (300 s: the model is slow to load) until killed
+        [sys.executable, "-c", _WAITING_CALLER, str(tmp_path / "artifact"), str(tmp_path / "rows.csv"),
+         str(spec.root), loader.address], cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 120
+        while not (loader.running() and _children(loader.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [check] = _children(loader.process.pid)
+        assert _running(check) and caller.poll() is None
+        caller.kill()
+        caller.wait()
+        deadline = time.monotonic() + 30
+        while _running(check) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(check)
+        assert loader.running()  # the loader itself goes on
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+
+
 def test_a_pipeline_run_in_a_process_of_its_own_has_its_check_forked_by_the_callers_loader(make_project, tmp_path,
                                                                                           embedded_registry):
     """The pipeline's process ends with its run; the caller's loader outlives it, so runs share it."""
