@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from bot.app import BotApp
 from bot.leader import LEASE_NAME, Leadership, leadership_for
 from bot.settings import cron_trigger
-from bot.store import LostLease
+from bot.store import Fence, LostLease
 
 __all__ = ["AnotherBotLeads", "Runner", "digest_due", "local_timezone", "run_forever", "run_once"]
 
@@ -104,31 +105,28 @@ class Runner:
         return run
 
     def _fenced_job(self, name: str, job):
-        """``_job`` for a job that stores its progress under the leader's fence (``job(fence=...)``):
-        the fence is taken when the job starts, and a store that refuses it ends this bot's lead."""
-        def fenced() -> None:
-            fence = self.leadership.fence()
-            try:
-                job(fence=fence)
-            except LostLease:
-                if fence is not None:
-                    self.leadership.lost(fence)
-        return self._job(name, fenced)
+        """``_job`` for a job that stores its progress under the leader's fence (``job(fence=...)``)."""
+        return self._job(name, lambda: self._under_fence(lambda fence: job(fence=fence)))
+
+    def _under_fence(self, work: Callable[[Fence | None], object]) -> None:
+        """``work(fence)`` with the term it stores under, taken before asking whether this bot still
+        leads, whatever happens to the lead meanwhile: if it passes, the store refuses the rest
+        (``LostLease``; the outbox says which effects it left for the new leader) and this bot stands by."""
+        fence = self.leadership.fence()
+        if self._should_stop():
+            return
+        try:
+            work(fence)
+        except LostLease:
+            if fence is not None:
+                self.leadership.lost(fence)
 
     def _deliver_loop(self) -> None:
         while not self.stopping.is_set():
             self._wake.wait(timeout=self.app.settings.deliver_interval_s)
             self._wake.clear()
-            # The term this delivery stores under, whatever happens to the lead meanwhile: if it passes, the
-            # store refuses the rest (LostLease) and this bot stands by.
-            fence = self.leadership.fence()
-            if self._should_stop():
-                continue
             try:
-                self.app.deliver(should_stop=self._should_stop, fence=fence)
-            except LostLease:  # the outbox said which effects it left for the new leader
-                if fence is not None:
-                    self.leadership.lost(fence)
+                self._under_fence(lambda fence: self.app.deliver(should_stop=self._should_stop, fence=fence))
             except Exception:
                 log.exception("delivering the outbox failed; trying again shortly")
 
