@@ -343,3 +343,12 @@ from tests.postgres import (  # noqa: E402,F401
     pytest_terminal_summary,
     state_url,
 )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that still runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in {"Z", "X"}

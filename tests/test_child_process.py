@@ -16,7 +16,15 @@ from integrations.local import InProcessEngine
 from integrations.ports import Target
 from integrations.workspace import GitWorkspaces, WorkspaceEngine
 from pipeline.run import run_pipeline
-from tests.conftest import PROJECT, TINY_TOML, git, open_embedded_registry, tiny_frame, write_project
+from tests.conftest import (
+    PROJECT,
+    TINY_TOML,
+    git,
+    open_embedded_registry,
+    process_alive,
+    tiny_frame,
+    write_project,
+)
 
 # The bot's secrets, as its settings would find them in its environment and its .env.
 FAKE_ENVIRONMENT = {
@@ -215,15 +223,6 @@ def test_a_run_killed_like_by_the_oom_killer_fails_at_its_stage_and_the_bot_carr
     assert replies and "v1" in replies[0]
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that still runs (a zombie waiting to be reaped does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in {"Z", "X"}
-
-
 def _alive_in_group(group: int) -> list[int]:
     members = []
     for entry in Path("/proc").iterdir():
@@ -250,7 +249,7 @@ def test_a_run_past_model_timeout_seconds_is_stopped_with_all_it_started(tmp_pat
     assert [stage.status for stage in result.stages] == ["failed", "skipped", "skipped", "skipped"]
     started = json.loads(report.read_text())
     assert started["group"] == started["pid"] != os.getpgrp()  # a process group of its own ...
-    assert _alive_in_group(started["group"]) == [] and not _alive(started["helper"])  # ... stopped whole
+    assert _alive_in_group(started["group"]) == [] and not process_alive(started["helper"])  # ... stopped whole
     assert registry.get_run(result.run_id).error == result.error
 
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,8 @@ from pipeline.loader import Loader, shared_loader
 from pipeline.package import MODEL_FILE, ArtifactError, package
 from pipeline.spec import load_project
 from pipeline.train import train
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, process_alive
+from tests.standby import wait_until
 
 # A few numeric columns of scikit-learn's breast cancer data, as the bundled example holds it.
 _COLUMNS = ["mean_radius", "mean_texture", "mean_smoothness", "worst_concavity", "worst_area"]
@@ -298,12 +298,9 @@ def test_a_check_left_unfinished_stops_its_child_and_removes_its_folder(make_pro
             with pytest.raises(subprocess.TimeoutExpired):
                 check.child.wait(1.0)  # loading (slowly) while the caller goes on
             pid = check.child.pid
-            assert _running(pid)
+            assert process_alive(pid)
             raise RuntimeError("validation failed first")
-    deadline = time.monotonic() + 30
-    while _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _running(pid)
+    wait_until(lambda: not process_alive(pid), timeout=30, what="the unfinished check's process to end")
     assert not check.scratch.exists()
 
     with pytest.raises(RuntimeError, match="validation failed first"):
@@ -322,18 +319,8 @@ def test_a_forked_check_too_slow_is_stopped_and_its_loader_serves_the_next(make_
     with check, pytest.raises(ArtifactError, match="took longer than 3 s and was stopped"):
         check.finish(ModelOutputs.of(estimator, rows))
     pid = check.child.pid
-    deadline = time.monotonic() + 30
-    while _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _running(pid) and shared_loader() is loader and loader.running()
-
-
-def _running(pid: int) -> bool:
-    """A live process (not a zombie left for its parent to reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    wait_until(lambda: not process_alive(pid), timeout=30, what="the stopped check's process to end")
+    assert shared_loader() is loader and loader.running()
 
 
 def test_a_check_started_early_scores_as_in_training_when_finished(make_project, tmp_path):
@@ -386,10 +373,8 @@ def test_a_killed_loader_is_replaced_and_meanwhile_its_checks_start_a_new_proces
     gone = shared_loader()
     _check(spec, tmp_path / "artifact", estimator, rows)  # its process runs once a check came
     gone.process.kill()
-    deadline = time.monotonic() + 30
-    while gone.usable() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not gone.usable()  # not started again behind the same socket
+    # Not started again behind the same socket:
+    wait_until(lambda: not gone.usable(), timeout=30, what="the killed loader to be found broken")
     _processes_that_transformed(tmp_path)
 
     # Given the broken loader's address (as a pipeline process is given its parent's): a new Python.
@@ -461,17 +446,13 @@ def test_a_forked_check_whose_caller_is_killed_ends_too(make_project, tmp_path):
         [sys.executable, "-c", _WAITING_CALLER, str(tmp_path / "artifact"), str(tmp_path / "rows.csv"),
          str(spec.root), loader.address], cwd=Path(__file__).resolve().parent.parent)
     try:
-        deadline = time.monotonic() + 120
-        while not (loader.running() and _children(loader.process.pid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: loader.running() and _children(loader.process.pid), timeout=120,
+                   what="the loader to fork the caller's check")
         [check] = _children(loader.process.pid)
-        assert _running(check) and caller.poll() is None
+        assert process_alive(check) and caller.poll() is None
         caller.kill()
         caller.wait()
-        deadline = time.monotonic() + 30
-        while _running(check) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _running(check)
+        wait_until(lambda: not process_alive(check), timeout=30, what="the check whose caller was killed to end")
         assert loader.running()  # the loader itself goes on
     finally:
         if caller.poll() is None:
