@@ -22,10 +22,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from pipeline import load_check
 from pipeline.load_check import (
     FreshProcessCheck,
     ModelOutputs,
     check_in_fresh_process,
+    checked_positions,
     compare_outputs,
 )
 from pipeline.loader import Loader, shared_loader
@@ -229,6 +231,30 @@ def test_listed_in_trusted_types_it_loads_and_scores_as_in_training(make_project
     # The same through the other entry: the estimator, its outputs computed by the check.
     check_in_fresh_process(tmp_path / "artifact", rows, estimator=estimator, trusted_types=("features.Clip",),
                            project_root=spec.root)
+
+
+def test_of_more_rows_than_it_scores_the_check_takes_them_evenly_and_names_a_difference_by_its_row(
+        make_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(load_check, "CHECKED_ROWS_AT_MOST", 20)
+    spec, estimator, rows = _trained_artifact(make_project(trusted=["features.Clip"]), tmp_path / "artifact")
+    positions = checked_positions(len(rows))
+    assert len(rows) > 40 and len(positions) == 20
+    assert positions[0] == 0 and positions[-1] == len(rows) - 1 and (np.diff(positions) >= 2).all()
+    assert checked_positions(20) is None  # no more rows than it scores: all of them
+
+    # In-process outputs told wrong on one checked row and on one row between two checked ones.
+    truth = ModelOutputs.of(estimator, rows)
+    checked, skipped = int(positions[7]), int(positions[7]) + 1
+    told = truth.predictions.copy()
+    for row in (checked, skipped):
+        told[row] = "benign" if truth.predictions[row] == "malignant" else "malignant"
+
+    with pytest.raises(ArtifactError) as caught:
+        check_in_fresh_process(tmp_path / "artifact", rows, ModelOutputs(told, truth.probabilities),
+                               trusted_types=("features.Clip",), project_root=spec.root)
+
+    assert f"held-out row {checked + 1} predicted " in str(caught.value)
+    assert "(1 of 20 rows checked differ)" in str(caught.value)
 
 
 def test_the_fix_names_every_type_to_trust_with_those_already_trusted(make_project, tmp_path):
