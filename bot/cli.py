@@ -956,6 +956,23 @@ def doctor(obj: _Context) -> None:
     click.echo("all checks passed")
 
 
+def _repository_project_checks(repository: Path, served) -> list[tuple[str, str | None, str]]:
+    """The model projects the repository holds (every folder with an mlops.toml), the one served
+    marked; each that cannot be read is a problem of its own."""
+    from bot.projects import find_projects
+
+    found = find_projects(repository)
+    checks: list[tuple[str, str | None, str]] = []
+    if found.projects:
+        names = ", ".join(f"{project.name} ({project.repo_path or '.'})"
+                          + (" served" if served is not None and project.spec.root == served.root else "")
+                          for project in found.projects)
+        checks.append((f"model projects in {repository}: {names}", None, ""))
+    checks += [(f"model project {problem.repo_path or '.'}", problem.reason, "fix that folder's mlops.toml")
+               for problem in found.problems]
+    return checks
+
+
 def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
     """(what was checked, the problem or None, how to fix it)."""
     import shutil
@@ -1006,6 +1023,9 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
         checks.append(("local git repository" + (f" ({root})" if root else ""),
                        None if root and _git_root(Path(root)) else "no git repository holds the project",
                        "set MLOPS_REPO_DIR to the repository whose commits should trigger runs, or run `git init`"))
+        repository = _git_root(Path(root)) if root else None
+        if repository is not None:
+            checks += _repository_project_checks(repository, spec)
     from bot.store import Store, StoreError
 
     try:

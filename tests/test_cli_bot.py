@@ -103,6 +103,21 @@ def test_doctor_reports_problems_with_fixes(bot, repo, tmp_path, monkeypatch):
     assert "✗ training data: no data file matches" in broken.output and "fix: check data.path" in broken.output
 
 
+def test_doctor_lists_the_repositorys_model_projects_and_names_one_it_cannot_read(bot, repo):
+    other = repo / "models" / "fraud"
+    other.mkdir(parents=True)
+    (other / "mlops.toml").write_text((repo / PROJECT / "mlops.toml").read_text().replace("[project]", "[projekt]"))
+
+    result = bot("doctor")
+
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    served = next(line for line in result.output.splitlines() if line.startswith("✓ model projects in "))
+    assert served.endswith(f"({PROJECT}) served")  # models/fraud is not among them: it cannot be read
+    broken = next(line for line in result.output.splitlines() if line.startswith("✗ model project models/fraud: "))
+    assert broken.endswith("/repo/models/fraud/mlops.toml: missing key 'project'; unknown key 'projekt'")
+    assert "fix: fix that folder's mlops.toml" in result.output and "1 problem(s) found" in result.output
+
+
 def test_doctor_names_damaged_state_and_registry_and_unfit_metrics(bot, repo, tmp_path):
     # Each in a process of its own, as people run them: an index left open here would be written
     # back over the damage when it is closed.
