@@ -79,7 +79,7 @@ def test_options_and_resource_areas_bodies(ado: AzureDevOpsEmulator) -> None:
 def test_every_area_client_finds_its_area_on_the_emulator(ado: AzureDevOpsEmulator) -> None:
     """A populated list is what the client looks each area client's URL up in; an area missing from
     it would send the client to app.vssps.visualstudio.com. Every client the adapters build (and
-    core) finds its area, answers from the emulator, and discovery is read once."""
+    core) finds its area, answers from the emulator, and discovery is read at most once."""
     from azure.devops.v7_1.core.core_client import CoreClient
     from azure.devops.v7_1.git.git_client import GitClient
     from azure.devops.v7_1.work.work_client import WorkClient
@@ -95,7 +95,10 @@ def test_every_area_client_finds_its_area_on_the_emulator(ado: AzureDevOpsEmulat
     assert wit.get_work_items([ado.state.add_work_item("proj", "x")], project="proj")[0].fields["System.Title"] == "x"
     factory.get_work_client()
     factory.get_core_client()
-    assert ado.log.count("GET", path=r"/fakeorg/_apis/ResourceAreas") == 1
+    # Read at most once for all four clients. The SDK also keeps what it read in a file cache keyed by
+    # the organisation's URL, which holds the port: an earlier emulator of this test session on the
+    # same port (the system gives ports out again) has left an entry that answers instead (0 reads).
+    assert ado.log.count("GET", path=r"/fakeorg/_apis/ResourceAreas") <= 1
     assert ado.log.count("OPTIONS") == 1
 
 
