@@ -283,6 +283,7 @@ def build(
     out: TextIO | None = sys.stdout,
 ) -> BotApp:
     """Make the bot: real adapters for whatever is configured, embedded defaults for the rest."""
+    from bot.projects import git_root
     from integrations.local import ConsoleChat, InProcessEngine, LocalBoard, LocalGitSource, create_local_tables
     from pipeline.spec import load_project
 
@@ -292,7 +293,7 @@ def build(
     with store.schema_transaction() as conn:  # two bots starting together on PostgreSQL create them once
         create_local_tables(conn)
     registry = registry or open_registry(settings, clock=clock)
-    repo_dir = settings.repo_dir or _git_root(spec.root) or spec.root
+    repo_dir = settings.repo_dir or git_root(spec.root) or spec.root
     if settings.azure_enabled:
         azure_scm, azure_tracker, azure_engine = _azure(settings, registry)
         scm, tracker, engine = scm or azure_scm, tracker or azure_tracker, engine or azure_engine
@@ -304,7 +305,7 @@ def build(
 
             engine = GitHubActionsEngine(github_scm.client, workflow=settings.github_workflow,
                                          ref=settings.watch_branch or "main")
-    if scm is None and _git_root(repo_dir) is None:  # what doctor says too, said where the bot starts
+    if scm is None and git_root(repo_dir) is None:  # what doctor says too, said where the bot starts
         log.warning("no git repository holds %s: merged changes will not be watched (run `git init` there, or "
                     "set MLOPS_REPO_DIR to the repository whose commits should trigger runs)", repo_dir)
     scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
@@ -469,17 +470,6 @@ def open_registry(settings: Settings, *, clock: Callable[[], datetime] | None = 
         log.warning("the folder registry %s is not imported into MLflow yet (tried again at the next start): %s",
                     settings.registry_dir, exc)
     return registry
-
-
-def _git_root(path: Path) -> Path | None:
-    import subprocess
-
-    try:
-        done = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
-                              text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(done.stdout.strip()) if done.returncode == 0 else None
 
 
 def _relative_path(path: Path, root: Path) -> str:

@@ -1017,13 +1017,13 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
     if shutil.which("git") is None:
         checks.append(("git", "git is not installed", "install git (e.g. apt-get install git)"))
     else:
-        from bot.app import _git_root
+        from bot.projects import git_root
 
-        root = settings.repo_dir or (_git_root(spec.root) if spec else None)
+        root = settings.repo_dir or (git_root(spec.root) if spec else None)
+        repository = git_root(Path(root)) if root else None
         checks.append(("local git repository" + (f" ({root})" if root else ""),
-                       None if root and _git_root(Path(root)) else "no git repository holds the project",
+                       None if repository else "no git repository holds the project",
                        "set MLOPS_REPO_DIR to the repository whose commits should trigger runs, or run `git init`"))
-        repository = _git_root(Path(root)) if root else None
         if repository is not None:
             checks += _repository_project_checks(repository, spec)
     from bot.store import Store, StoreError

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.spec import SPEC_FILENAME, ProjectSpec, SpecError, load_project
 
-__all__ = ["FoundProject", "ProjectProblem", "RepositoryProjects", "find_projects"]
+__all__ = ["FoundProject", "ProjectProblem", "RepositoryProjects", "find_projects", "git_root"]
 
 # Folders a walk (no git repository to list the files) never enters: environments, caches and the
 # bot's own data, where an mlops.toml would be a copy, not a project.
@@ -95,9 +95,22 @@ def _project_folders(root: Path) -> Iterator[str]:
             yield "" if folder == "." else folder
 
 
+def git_root(path: Path) -> Path | None:
+    """The root folder of the git repository holding ``path``; None if none does (or git is missing)."""
+    try:
+        done = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
+                              text=True, timeout=_GIT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
+
+
 def _git_listed(root: Path) -> list[str] | None:
     """The repository's tracked files and its new files that are not ignored; None if ``root`` is
-    not a git repository's root (or git is missing)."""
+    not a git repository's root (a folder inside one is walked, so paths are the folder's own)."""
+    top = git_root(root)
+    if top is None or top.resolve() != root:
+        return None
     try:
         done = subprocess.run(
             ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--deduplicate",
@@ -107,10 +120,6 @@ def _git_listed(root: Path) -> list[str] | None:
         return None
     if done.returncode != 0:
         return None
-    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                         timeout=_GIT_TIMEOUT_S, check=False)
-    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
-        return None  # a folder inside a repository: walked, so paths are the folder's own
     return [name for name in done.stdout.decode().split("\0") if name]
 
 
