@@ -212,8 +212,7 @@ class ReferenceProfile:
             "primary_metric": self.primary_metric,
             "metric_value": _json_float(self.metric_value),
         }
-        text = json.dumps(document, indent=1, allow_nan=False)
-        (directory / _PROFILE_JSON).write_text(text + "\n", encoding="utf-8")
+        _write_profile_document(directory / _PROFILE_JSON, document)
 
 
 def record_metric_value(directory: Path, value: float) -> None:
@@ -222,6 +221,10 @@ def record_metric_value(directory: Path, value: float) -> None:
     json_path = Path(directory) / _PROFILE_JSON
     document = _profile_document(json_path)
     document["metric_value"] = _json_float(value)
+    _write_profile_document(json_path, document)
+
+
+def _write_profile_document(json_path: Path, document: dict[str, Any]) -> None:
     json_path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
 
 
