@@ -21,7 +21,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.pandas import column, data_frames, range_indexes
 from starlette.testclient import TestClient
@@ -200,6 +200,11 @@ def test_the_slack_route_answers_any_request_and_stores_only_what_it_accepts(web
            age=st.one_of(st.just(0), st.integers(min_value=-10**6, max_value=10**6)),
            signed=st.sampled_from(["valid", "valid", "wrong", "none", "garbage"]),
            timestamp_text=st.one_of(st.none(), header_text))
+    # Two requests every run meets whatever the draw brings: a fresh, validly signed command and a forged one.
+    @example(body=b"command=%2Fmlops&text=status&user_id=U_BOB&channel_id=C1", age=0, signed="valid",
+             timestamp_text=None)
+    @example(body=b"command=%2Fmlops&text=status&user_id=U_BOB&channel_id=C1", age=0, signed="wrong",
+             timestamp_text=None)
     def command(body, age, signed, timestamp_text):
         timestamp = str(int(web.bot.clock().timestamp()) - age) if timestamp_text is None else timestamp_text
         base = f"v0:{timestamp}:".encode() + body
