@@ -19,11 +19,12 @@ from pydantic import SecretStr
 
 from bot import messages
 from bot.events import ChangeMerged, CommandGiven, ModelPromoted, ProductionRemoved
-from bot.logs import secrets_of
 from bot.lifecycle import Lifecycle
-from bot.planner import CHANNEL_ALERTS, CHANNEL_DIGEST, Project
+from bot.logs import secrets_of
 from bot.observability import Observability, observe_adapters, observe_handlers
 from bot.outbox import Blocked, DeliveryReport, Outbox
+from bot.planner import CHANNEL_ALERTS, CHANNEL_DIGEST, Project
+from bot.routing import ProjectRouter
 from bot.settings import Settings
 from bot.store import Fence, NewEffect, Store
 from integrations.ports import PermissionRefused, TransientError
@@ -44,10 +45,21 @@ log = logging.getLogger("mlops_bot")
 class BotApp:
     settings: Settings
     store: Store
-    lifecycle: Lifecycle
+    router: ProjectRouter  # the model projects served, and which of them each event concerns
     outbox: Outbox
     clock: Callable[[], datetime]
     observability: Observability | None = None  # metrics and readiness (bot/observability.py)
+
+    @property
+    def lifecycles(self) -> list[Lifecycle]:
+        """One per model project served, in the order they were found."""
+        return list(self.router.lifecycles.values())
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The first model project's (the only one's, on a deployment of one project); what the
+        projects share (store, source control, tracker, registry) is the same in every lifecycle."""
+        return self.lifecycles[0]
 
     @property
     def scm(self):
@@ -93,7 +105,8 @@ class BotApp:
             comments, cursor = scm.new_comments(self.store.cursor(f"{source}:comments"))
             seen += self._handle_all([CommandGiven(source, comment) for comment in comments],
                                      (f"{source}:comments", cursor), fence=fence)
-            seen += self.lifecycle.poll_checklist()  # boxes ticked in the retrain ticket's checklist
+            # boxes ticked in each project's retrain ticket's checklist
+            seen += sum(lifecycle.poll_checklist() for lifecycle in self.lifecycles)
         except TransientError as exc:
             # A rate limit or a spent per-cycle request budget part-way: what was handled is stored with
             # its cursor; the cursor never passes what was not, so the rest comes again next cycle.
@@ -105,6 +118,10 @@ class BotApp:
         return seen
 
     def watch_registry(self) -> int:
+        """``watch_registry_of`` each model project served."""
+        return sum(self.watch_registry_of(lifecycle) for lifecycle in self.lifecycles)
+
+    def watch_registry_of(self, lifecycle: Lifecycle) -> int:
         """Production moved by someone else in the registry (MLflow's UI, another tool): recorded in
         the version's history and said where the bot's own promotions are, once. One request when
         nothing moved. The first look only records what it finds: aliases set before the bot came are
@@ -113,7 +130,7 @@ class BotApp:
         registry = self.registry
         if not isinstance(registry, ReportsAliasMoves):
             return 0
-        model = self.lifecycle.project.name
+        model = lifecycle.project.name
         production = registry.production_alias
         watched = (production, registry.candidate_alias)
         try:
@@ -146,7 +163,7 @@ class BotApp:
                     self.store.link("model", f"{model}:v{move.previous}", "removed_from_production_by", *moved_by)
                 else:
                     continue
-                handled += int(self.lifecycle.handle(event, source="registry"))
+                handled += int(lifecycle.handle(event, source="registry"))
         if current != known:
             self.store.put_state("aliases", model, current)
         return handled
@@ -163,12 +180,15 @@ class BotApp:
                 if move:
                     self.store.set_cursor(*move, fence=fence)
                 continue
-            handled += self.lifecycle.handle(event, cursor=move, known_new=True, fence=fence)
+            handled += self.router.handle(event, cursor=move, known_new=True, fence=fence)
         return handled
 
     def bootstrap(self) -> bool:
-        """With no model in production and none ever trained, train the first one (once)."""
-        model = self.lifecycle.project.name
+        """With no model in production and none ever trained, train the first one (once per project)."""
+        started = [self._bootstrap(lifecycle.project.name) for lifecycle in self.lifecycles]
+        return any(started)
+
+    def _bootstrap(self, model: str) -> bool:
         if self.registry.production(model) is not None or self.registry.runs(model, limit=1):
             return False
         if any(e.kind == "pipeline.run" and e.lane == f"pipeline:{model}" for e in self.store.effects(status="pending")):
@@ -194,7 +214,7 @@ class BotApp:
     def monitor(self) -> int:
         from bot.monitor import check_new_batches
 
-        return check_new_batches(self.lifecycle)
+        return sum(check_new_batches(lifecycle) for lifecycle in self.lifecycles)
 
     def deliver(self, *, should_stop: Callable[[], bool] = lambda: False, until_idle: bool = True,
                 fence: Fence | None = None) -> DeliveryReport:
@@ -216,12 +236,13 @@ class BotApp:
         Never merely because the bot started: the first call records when the bot started, and the
         first digest waits for the first scheduled time after it. The scheduler calls this at each
         cron time and at start (to catch one missed while the bot was down); ``run --once`` calls
-        it every cycle. Several missed times make one digest.
+        it every cycle. Several missed times make one digest, with a row for each model project.
         """
         from bot.scheduler import digest_due, local_timezone
 
         now = self.clock()
-        model = self.lifecycle.project.name
+        # The projects' names, as one digest's: the single project's name keeps its earlier mark.
+        model = "+".join(self.router.lifecycles)
         mark = self.store.get_state("digest", model)
         if mark is None:
             self.store.put_state("digest", model, {"since": now.isoformat(), "started": now.isoformat()})
@@ -230,15 +251,25 @@ class BotApp:
         if due is None:
             return False
         day = due.astimezone(local_timezone()).date().isoformat()
+        text = messages.digest_text(day, [self._digest_row(lifecycle, now) for lifecycle in self.lifecycles])
+        # Keyed by the scheduled time: a repeat after a crash between these two writes posts nothing new.
+        key = f"digest:{model}:{due.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}"
+        effect = NewEffect(key, "chat.post", {"channel": CHANNEL_DIGEST, "text": text}, lane=f"chat:{CHANNEL_DIGEST}")
+        posted = self.store.ingest(key, "digest", "bot", {"day": day, "due": due.isoformat()}, [effect])
+        self.store.put_state("digest", model, mark | {"since": now.isoformat()})
+        return posted
+
+    def _digest_row(self, lifecycle: Lifecycle, now: datetime) -> dict:
+        model = lifecycle.project.name
         production = self.registry.production(model)
         since = now - timedelta(days=1)
         runs = [r for r in self.registry.runs(model, limit=200) if r.started_at >= since]
         try:
             ticket = self.tracker.find_open(f"retrain:{model}")
         except TransientError:  # a rate limit or this cycle's request budget: the last known ticket will do
-            ticket = self.lifecycle.known_ticket(model)
+            ticket = lifecycle.known_ticket(model)
         last = self.store.get_state("last_drift", model) or {}
-        row = {
+        return {
             "model": model,
             "version": production.version if production else None,
             "age": _age(now - production.created_at) if production else "",
@@ -247,13 +278,6 @@ class BotApp:
             "runs": len(runs),
             "performance": messages.performance_lines(self.store.get_state("performance", model)),
         }
-        text = messages.digest_text(day, [row])
-        # Keyed by the scheduled time: a repeat after a crash between these two writes posts nothing new.
-        key = f"digest:{model}:{due.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}"
-        effect = NewEffect(key, "chat.post", {"channel": CHANNEL_DIGEST, "text": text}, lane=f"chat:{CHANNEL_DIGEST}")
-        posted = self.store.ingest(key, "digest", "bot", {"day": day, "due": due.isoformat()}, [effect])
-        self.store.put_state("digest", model, mark | {"since": now.isoformat()})
-        return posted
 
     def run_once(self, *, fence: Fence | None = None) -> dict[str, int]:
         """Every job once, in the order that lets one cycle finish what it starts.
@@ -282,18 +306,36 @@ def build(
     clock: Callable[[], datetime] | None = None,
     out: TextIO | None = sys.stdout,
 ) -> BotApp:
-    """Make the bot: real adapters for whatever is configured, embedded defaults for the rest."""
-    from bot.projects import git_root
-    from integrations.local import ConsoleChat, InProcessEngine, LocalBoard, LocalGitSource, create_local_tables
+    """Make the bot: real adapters for whatever is configured, embedded defaults for the rest.
+
+    It serves the model project of MLOPS_PROJECT_DIR; with that unset, every model project of the
+    repository it starts in (bot/projects.py), each with its own lifecycle over the shared ports."""
+    from bot.projects import FoundProject, git_root, projects_to_serve
+    from integrations.local import (
+        ConsoleChat,
+        LocalBoard,
+        LocalGitSource,
+        create_local_tables,
+    )
     from pipeline.spec import load_project
 
     clock = clock or (lambda: datetime.now(UTC))
-    spec = load_project(settings.project_dir)
+    served = projects_to_serve(settings)
+    if served is None:
+        spec = load_project(settings.project_dir)
+        repo_dir = settings.repo_dir or git_root(spec.root) or spec.root
+        found = [FoundProject(spec, _relative_path(spec.root, repo_dir))]
+    else:
+        repo_dir, in_repository = served
+        found = list(in_repository.projects)
+        for problem in in_repository.problems:  # the others are served: doctor names these too
+            log.warning("a model project in %s is not served: %s", repo_dir, problem.reason)
+        if len(found) == 1:
+            settings = settings.model_copy(update={"project_dir": found[0].spec.root})
     store = store or Store(settings.state_database_url, clock=clock)
     with store.schema_transaction() as conn:  # two bots starting together on PostgreSQL create them once
         create_local_tables(conn)
     registry = registry or open_registry(settings, clock=clock)
-    repo_dir = settings.repo_dir or git_root(spec.root) or spec.root
     if settings.azure_enabled:
         azure_scm, azure_tracker, azure_engine = _azure(settings, registry)
         scm, tracker, engine = scm or azure_scm, tracker or azure_tracker, engine or azure_engine
@@ -311,23 +353,27 @@ def build(
     scm = scm or LocalGitSource(store.engine, repo_dir, branch=settings.watch_branch, bot_name=settings.bot_name,
                                 clock=clock, out=out)
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)
-    if chat is None and settings.slack_bot_token is not None:
-        chat = _slack(settings, spec.name)
-    chat = chat or ConsoleChat(store.engine, out=out, clock=clock)
-    if engine is None:
-        from pipeline.run import ProductionFolders
-
-        engine = InProcessEngine(registry, {spec.name: spec.root}, clock=clock,
-                                 production_data=ProductionFolders(settings.batches_dir, settings.label_files_dir))
-        if settings.github_enabled:  # merged pull requests run from the merge commit's code
-            engine = _github_workspace_engine(settings, scm, engine, settings.project_path
-                                              or _relative_path(spec.root, repo_dir)) or engine
-    project = Project(spec.name, spec.root, tuple(settings.project_paths) or (_relative_path(spec.root, repo_dir),))
-    observability = Observability(store=store, models=[spec.name], secrets=secrets_of(settings))
-    observe_adapters(observability, scm, tracker, chat, engine)
-    lifecycle = Lifecycle(settings=settings, store=store, registry=registry, scm=scm, tracker=tracker, chat=chat,
-                          engine=engine, project=project, clock=clock, observer=observability,
-                          board=_github_project(settings, tracker) or _azure_board(settings, tracker))
+    if chat is None and settings.slack_bot_token is None:
+        chat = ConsoleChat(store.engine, out=out, clock=clock)
+    shared = len(found) > 1
+    board = _github_project(settings, tracker) or _azure_board(settings, tracker)
+    observability = Observability(store=store, models=[each.name for each in found], secrets=secrets_of(settings))
+    observe_adapters(observability, scm, tracker)
+    lifecycles = []
+    for each in found:
+        spec = each.spec
+        project_settings = _project_settings(settings, each) if shared else settings
+        # Slack routes each project's messages to its own channels (MLOPS_SLACK_PROJECT_CHANNELS).
+        project_chat = chat or _slack(settings, spec.name)
+        project_engine = engine or _local_engine(project_settings, registry, scm, spec, each.repo_path, clock)
+        paths = (each.repo_path,) if shared else tuple(settings.project_paths) or (each.repo_path,)
+        project = Project(spec.name, spec.root, paths, shared=shared)
+        observe_adapters(observability, project_chat, project_engine)
+        lifecycles.append(Lifecycle(settings=project_settings, store=store, registry=registry, scm=scm,
+                                    tracker=tracker, chat=project_chat, engine=project_engine, project=project,
+                                    clock=clock, observer=observability, board=board))
+    router = ProjectRouter(lifecycles, store)
+    chat = lifecycles[0].chat
 
     def alert_blocked(blocked: Blocked) -> None:
         """One alert per episode of a refused permission, in the alerts channel, unless the chat is what refuses."""
@@ -341,14 +387,41 @@ def build(
                      [NewEffect(f"chat:{key}", "chat.post", {"channel": CHANNEL_ALERTS, "text": text},
                                 lane=f"chat:{CHANNEL_ALERTS}")])
 
-    outbox = Outbox(store, observe_handlers(lifecycle.handlers(), observability),
-                    ingest=lambda event: lifecycle.handle(event), clock=clock, on_blocked=alert_blocked)
-    return BotApp(settings=settings, store=store, lifecycle=lifecycle, outbox=outbox, clock=clock,
+    outbox = Outbox(store, observe_handlers(router.handlers(), observability),
+                    ingest=lambda event: router.handle(event), clock=clock, on_blocked=alert_blocked)
+    return BotApp(settings=settings, store=store, router=router, outbox=outbox, clock=clock,
                   observability=observability)
 
 
+def _project_settings(settings: Settings, found) -> Settings:
+    """One project's settings where a deployment serves several: its folder, the paths whose
+    change runs it, and its production batches and labels in a folder of its own under
+    MLOPS_MONITOR_DIR and MLOPS_LABELS_DIR (``<folder>/<project>/``)."""
+    return settings.model_copy(update={
+        "project_dir": found.spec.root, "project_paths": [found.repo_path], "project_path": found.repo_path,
+        "monitor_dir": settings.batches_dir / found.name, "labels_dir": settings.label_files_dir / found.name})
+
+
+def _local_engine(settings: Settings, registry, scm, spec, repo_path: str, clock):
+    """The pipeline run in this process's machine, from the merge commit's code on GitHub."""
+    from integrations.local import InProcessEngine
+    from pipeline.run import ProductionFolders
+
+    engine = InProcessEngine(registry, {spec.name: spec.root}, clock=clock,
+                             production_data=ProductionFolders(settings.batches_dir, settings.label_files_dir))
+    if settings.github_enabled:  # merged pull requests run from the merge commit's code
+        engine = _github_workspace_engine(settings, scm, engine, settings.project_path or repo_path) or engine
+    return engine
+
+
 def _github(settings: Settings, clock):
-    from integrations.github import GitHubAuth, GitHubClient, GitHubIssues, GitHubSource, connect
+    from integrations.github import (
+        GitHubAuth,
+        GitHubClient,
+        GitHubIssues,
+        GitHubSource,
+        connect,
+    )
 
     secret = lambda value: value.get_secret_value() if value is not None else None  # noqa: E731
     auth = GitHubAuth(token=secret(settings.github_token), app_id=settings.github_app_id,
@@ -410,7 +483,12 @@ def _azure(settings: Settings, registry):
 
     # The SDK reads its cache folder when imported: keep it in the bot's data folder, not in ~.
     os.environ.setdefault("AZURE_DEVOPS_CACHE_DIR", str(settings.data_dir.expanduser().resolve() / "azure-devops-cache"))
-    from integrations.azure_devops import AzureBoards, AzurePipelines, AzureRepos, connect
+    from integrations.azure_devops import (
+        AzureBoards,
+        AzurePipelines,
+        AzureRepos,
+        connect,
+    )
 
     client = connect(settings.azure_devops_org_url, settings.azure_devops_pat.get_secret_value())
     project = settings.azure_devops_project

@@ -24,13 +24,24 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
 
 from bot.events import CommandGiven
-from integrations.ports import Comment, MessageRef, PermanentError, Target, TransientError, Whispers
+from integrations.ports import (
+    Comment,
+    MessageRef,
+    PermanentError,
+    Target,
+    TransientError,
+    Whispers,
+)
 from integrations.slack_payloads import ButtonClick, NotAClick, parse_click
+
+if TYPE_CHECKING:
+    from bot.lifecycle import Lifecycle
 
 __all__ = ["DOUBLE_CLICK_S", "SLACK_WINDOW_S", "Interactions", "verify_slack_request"]
 
@@ -79,10 +90,12 @@ class Interactions:
         from bot.commands.base import refusal
         from integrations.slack_blocks import holders
 
-        lifecycle, settings = self.bot.lifecycle, self.bot.settings
+        settings = self.bot.settings
+        lifecycle = self._lifecycle(click)
+        if lifecycle is None:
+            served = ", ".join(f"**{name}**" for name in self.bot.router.lifecycles)
+            return f"This button is for **{click.model}**, and this bot looks after {served}: nothing was done."
         model = lifecycle.project.name
-        if click.model and click.model != model:
-            return f"This button is for **{click.model}**, and this bot looks after **{model}**: nothing was done."
         invocation = parse(self._command(click), limit=1).invocations[0]
         target = self._target(click)
         author = self._author(click)
@@ -106,7 +119,7 @@ class Interactions:
     # -- doing it, once
 
     def _accept(self, click: ButtonClick) -> Response:
-        store, lifecycle = self.bot.store, self.bot.lifecycle
+        store, lifecycle = self.bot.store, self._lifecycle(click)
         now = self.bot.clock()
         button = f"{click.channel}:{click.message_ts}:{click.command}:{click.version}"
         last = store.get_state("slack_clicks", button) or {}
@@ -124,6 +137,12 @@ class Interactions:
                                                      "user": click.user_id})
             self.wake()
         return Response(status_code=200)  # Slack reads nothing more; the answer comes in the thread
+
+    def _lifecycle(self, click: ButtonClick) -> Lifecycle | None:
+        """The model project the button is for (its message names it); None for one not served here."""
+        if not click.model:
+            return self.bot.lifecycle
+        return self.bot.router.lifecycles.get(click.model)
 
     def _whisper(self, click: ButtonClick, text: str) -> Response:
         """A 200 at once, and ``text`` to the clicking user alone once it is sent."""

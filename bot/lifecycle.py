@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +20,18 @@ from bot import checklist
 from bot.commands import required_permission
 from bot.commands.base import TellsTime
 from bot.delivery import EffectHandlers, PostsMemory, ref_dict
-from bot.events import ChangeMerged, ChecklistTicked, CommandGiven, DriftFound, Event, RunFinished, TicketClosed
+from bot.events import (
+    ChangeMerged,
+    ChecklistTicked,
+    CommandGiven,
+    DriftFound,
+    Event,
+    RunFinished,
+    TicketClosed,
+)
 from bot.logs import log_context
-from bot.planner import CHECK_NAME, CHECKS_SOURCE, DEPLOY_BUTTON, Planner, Project
-from bot.store import Fence, Store
+from bot.planner import CHECKS_SOURCE, DEPLOY_BUTTON, Planner, Project
+from bot.store import Fence, NewEffect, Store
 from integrations.github_payloads import CardEdit, CheckClick
 from integrations.ports import (
     Chat,
@@ -83,9 +92,25 @@ class Lifecycle:
                 self.observer.event(event, source, new=False)
             return False
         with log_context(event=event.key, run=event.run_id if isinstance(event, RunFinished) else None):
-            effects = self.planner.effects_for(event)
-            new = self.store.ingest(event.key, event.kind, source, event.to_dict(), effects, cursor=cursor,
-                                    fence=fence)
+            return self.record(event, self.effects_for(event), source=source, cursor=cursor, fence=fence)
+
+    def effects_for(self, event: Event) -> list[NewEffect]:
+        """What the event owes this project; each effect names the project where several share the
+        deployment, so that its handlers deliver it (bot/routing.py)."""
+        return self.stamped(self.planner.effects_for(event))
+
+    def stamped(self, effects: list[NewEffect]) -> list[NewEffect]:
+        if not self.project.shared:
+            return effects
+        name = self.project.name
+        return [effect if effect.payload.get("project") == name else
+                replace(effect, payload={**effect.payload, "project": name}) for effect in effects]
+
+    def record(self, event: Event, effects: list[NewEffect], *, source: str = "",
+               cursor: tuple[str, str] | None = None, fence: Fence | None = None) -> bool:
+        """Store the event with ``effects`` in one transaction (once: False if it was stored before)."""
+        source = source or _source_of(event)
+        new = self.store.ingest(event.key, event.kind, source, event.to_dict(), effects, cursor=cursor, fence=fence)
         if self.observer is not None:
             self.observer.event(event, source, new=new)
         return new
@@ -125,7 +150,7 @@ class Lifecycle:
         run_id = click.external_id or (self.store.get_state("check_commits", f"{click.repo}@{click.head_sha}")
                                        or {}).get("run_id", "")
         record = (self.memory.recall("check_runs", run_id) if run_id else None) or {}
-        if click.action != "suite_rerequested" and (not record or click.name != CHECK_NAME):
+        if click.action != "suite_rerequested" and (not record or click.name != self.project.check_name):
             return False, "ignored: not a check run of this bot"
         change = record.get("change") or (click.pulls[0] if click.pulls else None)
         if change is None:
@@ -146,7 +171,7 @@ class Lifecycle:
                     f"or type `/deploy {version}` here if v{version} is still the one you want.")
             new = self.store.ingest(key, "check_click_refused", CHECKS_SOURCE, {
                 "repo": click.repo, "check_run": click.check_run_id, "run_id": run_id, "latest": latest,
-                "by": click.sender, "button": click.identifier}, [self.planner.reply(target, key, text)])
+                "by": click.sender, "button": click.identifier}, self.stamped([self.planner.reply(target, key, text)]))
             return new, "refused: not the latest run"
         allowed = self.permission(target, click.sender) >= required_permission(
             "deploy", self.settings.command_permissions)
@@ -277,7 +302,7 @@ class Lifecycle:
         key = f"checklist-repair:{self.tracker.name}:{ticket_id}:{hashlib.sha1(body.encode()).hexdigest()[:12]}"
         status = f"the checklist was rebuilt ({reading.problem}); text outside it is kept as written."
         return self.store.ingest(key, "checklist_repair", source, {"ticket_id": ticket_id, "problem": reading.problem},
-                                 self.planner.checklist_refresh(ticket_id, key, status))
+                                 self.stamped(self.planner.checklist_refresh(ticket_id, key, status)))
 
     def _is_bot(self, login: str) -> bool:
         name = self.settings.bot_name.lower()

@@ -334,7 +334,7 @@ def routes(bot: BotApp) -> list[Route]:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    observability = bot.observability or Observability(store=bot.store, models=[bot.lifecycle.project.name])
+    observability = bot.observability or Observability(store=bot.store, models=list(bot.router.lifecycles))
 
     def readyz(_request: Request) -> JSONResponse:
         ready, checks = observability.readiness.check()

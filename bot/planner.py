@@ -27,7 +27,14 @@ from typing import Any
 
 from bot import checklist, messages
 from bot.commands import Request, parse, required_permission, respond, unknown_reply
-from bot.commands.base import CheckDrift, CommandContext, Promote, Rollback, RunPipeline
+from bot.commands.base import (
+    CheckDrift,
+    CommandContext,
+    Invocation,
+    Promote,
+    Rollback,
+    RunPipeline,
+)
 from bot.events import (
     ChangeMerged,
     ChecklistTicked,
@@ -82,6 +89,26 @@ class Project:
     name: str
     path: Path
     repo_paths: tuple[str, ...]  # paths inside the repository whose change triggers a run
+    # Served beside other model projects of the same repository (bot/routing.py): what a change
+    # would otherwise name once for the whole repository (its run, its chat thread, its commit
+    # status) is named per project, and a command's first argument may name the project.
+    shared: bool = False
+
+    @property
+    def check_name(self) -> str:
+        """The commit status's context and the check run's name."""
+        return f"{CHECK_NAME} ({self.name})" if self.shared else CHECK_NAME
+
+    def scoped(self, key: str) -> str:
+        """``key`` made this project's where one change or one thread serves several projects."""
+        return f"{key}:{self.name}" if self.shared else key
+
+    def without_name(self, invocation: Invocation) -> Invocation:
+        """``/retrain churn because ...`` for the churn project: its arguments without the name."""
+        first, _, rest = invocation.args.strip().partition(" ")
+        if not self.shared or first.lower() != self.name.lower():
+            return invocation
+        return replace(invocation, args=rest.strip())
 
 
 class Planner:
@@ -169,12 +196,12 @@ class Planner:
                       if e.key not in {link.key for link in links}]
         if change.branch != watched or not self.touches_project(change.paths):
             return links
-        run_id = _run_id(f"{change.repo}:{change.commit}")
+        run_id = _run_id(self.project.scoped(f"{change.repo}:{change.commit}"))
         tickets = self.scm.linked_tickets(change, tuple(self.settings.ticket_patterns))
         origin = {
             "kind": "change", "target": _target_dict(change.target), "repo": change.repo, "commit": change.commit,
             "change": change.number, "title": change.title, "url": change.url,
-            "tickets": [list(t) for t in tickets], "episode": f"change:{change.repo}:{change.number}",
+            "tickets": [list(t) for t in tickets], "episode": self.episode_for(change.target),
             "fixes": sorted({int(n) for n in _FIXES.findall(f"{change.title}\n{change.body}")}),
         }
         why = f"merge of {change.target} by {change.author}" if change.author else f"merge of {change.target}"
@@ -205,7 +232,7 @@ class Planner:
             effects.append(self.reply(comment.target, f"unknown:{comment.id}", unknown_reply(parsed.unknown).text))
         permission = self._command_permission(comment, parsed.invocations)
         context = self.view
-        for index, invocation in enumerate(parsed.invocations):
+        for index, invocation in enumerate(self.project.without_name(i) for i in parsed.invocations):
             request = Request(invocation=invocation, target=comment.target, author=comment.author,
                               model=self.project.name, permission=permission)
             reply = respond(request, context, overrides=self.settings.command_permissions)
@@ -607,7 +634,7 @@ class Planner:
             return f"ticket:{target.number}"
         if target.kind == "chat":
             return f"chat:{target.repo}:{target.number}"
-        return f"change:{target.repo}:{target.number}"
+        return self.project.scoped(f"change:{target.repo}:{target.number}")
 
     def reply(self, target: Target, key: str, body: str) -> NewEffect:
         if target.kind == "chat":  # a command typed in chat is answered in the thread of its first answer
@@ -646,7 +673,7 @@ class Planner:
     def _status(self, repo: str, commit: str, state: str, description: str, run_id: str) -> NewEffect:
         return NewEffect(f"status:{repo}:{commit}:{run_id}:{state}", "scm.status", {
             "repo": repo, "commit": commit, "state": state, "description": description[:140],
-            "context": STATUS_CONTEXT,
+            "context": self.project.check_name,
         }, lane=f"status:{repo}:{commit}")
 
     def _run_started_on_commit(self, repo: str, commit: str, run_id: str, change: int | None, why: str) -> NewEffect:
@@ -680,7 +707,7 @@ class Planner:
                    planned_at: str | None = None, version: int | None = None) -> NewEffect:
         state = report.conclusion or report.status
         return NewEffect(f"check:{repo}:{commit}:{run_id}:{state}", "scm.check_run", {
-            "repo": repo, "commit": commit, "run_id": run_id, "name": CHECK_NAME, "change": change,
+            "repo": repo, "commit": commit, "run_id": run_id, "name": self.project.check_name, "change": change,
             "planned_at": planned_at, "version": version, "report": _report_dict(report),
         }, lane=f"status:{repo}:{commit}")  # the statuses' lane: a run's start is shown before its end
 

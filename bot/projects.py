@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.spec import SPEC_FILENAME, ProjectSpec, SpecError, load_project
 
-__all__ = ["FoundProject", "ProjectProblem", "RepositoryProjects", "find_projects", "git_root"]
+__all__ = ["FoundProject", "ProjectProblem", "RepositoryProjects", "find_projects", "git_root", "projects_to_serve"]
 
 # Folders a walk (no git repository to list the files) never enters: environments, caches and the
 # bot's own data, where an mlops.toml would be a copy, not a project.
@@ -142,3 +142,18 @@ def _under(repo_path: str, wanted: str) -> bool:
 
 def _shown(repo_path: str) -> str:
     return repo_path or "."
+
+
+def projects_to_serve(settings) -> tuple[Path, RepositoryProjects] | None:
+    """The repository's root and every model project in it, when the bot is to serve them all:
+    MLOPS_PROJECT_DIR unset and the repository (MLOPS_REPO_DIR, else the one holding the working
+    folder) holding at least one, narrowed by MLOPS_PROJECT_PATHS. None otherwise: the one project
+    of MLOPS_PROJECT_DIR (by default the bundled example) is served."""
+    if "project_dir" in settings.model_fields_set:
+        return None
+    root = settings.repo_dir or git_root(Path.cwd())
+    if root is None:
+        return None
+    root = Path(root).expanduser().resolve()
+    found = find_projects(root, tuple(settings.project_paths))
+    return (root, found) if found.projects else None

@@ -143,7 +143,11 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         return await _run_sync(lambda: _accept_azure(bot, fact, str(payload.get("id") or ""), wake))
 
     async def mlflow(request: Request) -> JSONResponse:
-        from integrations.mlflow_webhooks import WebhookError, verify_webhook, webhook_event
+        from integrations.mlflow_webhooks import (
+            WebhookError,
+            verify_webhook,
+            webhook_event,
+        )
 
         secret = settings.mlflow_webhook_secret
         if secret is None or not settings.mlflow_tracking_uri:
@@ -157,7 +161,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         except WebhookError as exc:
             return _error(401, str(exc))
         fact = webhook_event(payload)
-        if fact["model"] != bot.lifecycle.project.name:
+        if fact["model"] not in bot.router.lifecycles:
             return JSONResponse({"status": "ignored", "reason": f"model {fact['model']!r} is not this bot's"})
         # A hint, not the truth: deliveries come late, twice or out of order. The next cycle reads
         # the registry's aliases (one request) and records what moved, once.
@@ -178,11 +182,19 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
 def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Callable[[], None]) -> JSONResponse:
     """``/mlops retrain because ...``: refusals and read-only answers at once, ephemerally; other work
     is stored as a command (once) and answered in a thread of the channel."""
-    from bot.commands import REGISTRY, Request, parse, required_permission, respond, unknown_reply
+    from bot.commands import (
+        REGISTRY,
+        Request,
+        parse,
+        required_permission,
+        respond,
+        unknown_reply,
+    )
     from bot.commands.base import refusal
     from bot.lifecycle import CommandView
+    from bot.routing import UnknownProject
 
-    settings, lifecycle = bot.settings, bot.lifecycle
+    settings = bot.settings
     text = form.get("text", "").strip() or "help"
     identity = form.get("trigger_id") or f"{form['user_id']}:{timestamp}:{text}"
     number = int(hashlib.sha1(identity.encode()).hexdigest()[:8], 16)
@@ -193,6 +205,12 @@ def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Call
     if not parsed.invocations:
         return _ephemeral(unknown_reply(parsed.unknown or [text.split()[0]]).text)
     invocation = parsed.invocations[0]
+    # ``/mlops status churn``: where the bot serves several model projects, the first argument may name one.
+    try:
+        lifecycle = bot.router.named(invocation.args.partition(" ")[0]) if invocation.args else bot.lifecycle
+    except UnknownProject:
+        lifecycle = bot.lifecycle
+    invocation = lifecycle.project.without_name(invocation)
     request = Request(invocation=invocation, target=target, author=author, model=lifecycle.project.name,
                       permission=lifecycle.permission(target, author))
     overrides = settings.command_permissions
@@ -202,7 +220,7 @@ def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Call
     if invocation.name in {"help", "status"}:
         return _ephemeral(respond(request, CommandView(lifecycle), overrides=overrides).text)
     comment = Comment(id=identity, target=target, author=author, body="/" + text, created_at=bot.clock())
-    if lifecycle.handle(CommandGiven("slack", comment), source="slack"):
+    if bot.router.handle(CommandGiven("slack", comment), source="slack"):
         wake()
     return _ephemeral(f"On it: `/mlops {text}`. I'll answer in a thread in this channel.")
 
@@ -233,7 +251,7 @@ def _accept_azure(bot: BotApp, fact: dict, notification: str, wake: Callable[[],
             "merged": lambda: ChangeMerged("azure", fact["change"]),
             "ticket_closed": lambda: TicketClosed("azure", int(fact["ticket_id"])),
         }[fact["kind"]]()
-        new = bot.lifecycle.handle(event, source="azure")
+        new = bot.router.handle(event, source="azure")
         answer = JSONResponse({"status": "accepted" if new else "seen before", "event": event.key}, status_code=202)
         if new:
             wake()
@@ -259,17 +277,17 @@ def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONR
     elif fact.kind == "ignored":
         answer = JSONResponse({"status": "ignored", "reason": fact.ignored}, status_code=202)
     elif fact.kind == "check_click":  # a button or Re-run on a check run: a command from whoever clicked
-        new, what = bot.lifecycle.check_clicked(fact.click, delivery=delivery)
+        new, what = bot.router.check_clicked(fact.click, delivery=delivery)
         status = "accepted" if new else ("ignored" if what.startswith("ignored") else "seen before")
         answer = JSONResponse({"status": status, "click": what}, status_code=202)
         if new:
             wake()
     elif fact.kind == "card_edited":  # a card moved on the project: who moved it, kept with the card
-        new, what = bot.lifecycle.card_edited(fact.card, delivery=delivery)
+        new, what = bot.router.card_edited(fact.card, delivery=delivery)
         answer = JSONResponse({"status": "accepted" if new else ("ignored" if what.startswith("ignored") else
                                                                  "seen before"), "card": what}, status_code=202)
     elif fact.kind == "ticket_edited":  # each box ticked in the bot's checklist acts once, as its editor
-        new = bot.lifecycle.ticket_body_edited(fact.ticket, fact.body, editor=fact.by, source="github")
+        new = bot.router.ticket_body_edited(fact.ticket, fact.body, editor=fact.by, source="github")
         answer = JSONResponse({"status": "accepted" if new else "seen before"}, status_code=202)
         if new:
             wake()
@@ -279,7 +297,7 @@ def _accept(bot: BotApp, fact, delivery: str, wake: Callable[[], None]) -> JSONR
             "merged": lambda: ChangeMerged("github", fact.change),
             "ticket_closed": lambda: TicketClosed("github", fact.ticket, by=fact.by),
         }[fact.kind]()
-        new = bot.lifecycle.handle(event, source="github")
+        new = bot.router.handle(event, source="github")
         answer = JSONResponse({"status": "accepted" if new else "seen before", "event": event.key}, status_code=202)
         if new:
             wake()

@@ -164,10 +164,11 @@ def run_pipelines_in_process(app, in_process: bool = True):
     from integrations.local import InProcessEngine
     from integrations.workspace import WorkspaceEngine
 
-    engine = app.lifecycle.engine
-    engine = engine.engine if isinstance(engine, WorkspaceEngine) else engine
-    if isinstance(engine, InProcessEngine):
-        engine.isolated = not in_process
+    for lifecycle in app.lifecycles:
+        engine = lifecycle.engine
+        engine = engine.engine if isinstance(engine, WorkspaceEngine) else engine
+        if isinstance(engine, InProcessEngine):
+            engine.isolated = not in_process
     return app
 
 

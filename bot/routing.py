@@ -1,0 +1,206 @@
+"""One deployment, several model projects: each event goes to the projects it concerns.
+
+Every model project has its own ``Lifecycle`` (its planner and effect handlers, over ports the
+projects share). ``ProjectRouter`` stands where one lifecycle stood for the callers that record
+events (polls, webhooks, the outbox) and for the outbox's handlers:
+
+- an event that names its model (a run finished, drift found, a promotion) goes to that project;
+- a merged change, a closed ticket and a ticked checklist box go to every project, whose planner
+  takes what is its own (the paths the change touches, its own retrain ticket); their effects are
+  merged by key and recorded with the event once;
+- a command goes to one project: the one its first argument names (``/retrain churn``), else the
+  project whose retrain ticket it is typed on, else the one project the change's merge ran for;
+  where that leaves several, the bot asks which, listing them.
+
+Each effect is stamped with its project (``payload["project"]``) and delivered by that project's
+handlers. With one project the router passes everything straight through, unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from bot.commands import parse
+from bot.events import (
+    ChangeMerged,
+    ChecklistTicked,
+    CommandGiven,
+    DriftFound,
+    Event,
+    ModelPromoted,
+    ModelRolledBack,
+    ProductionRemoved,
+    RunFinished,
+    TicketClosed,
+)
+from bot.lifecycle import Lifecycle
+from bot.store import EffectRow, Fence, NewEffect, Store
+from integrations.github_payloads import CardEdit, CheckClick
+from integrations.ports import ReportsChangedPaths, Target, TransientError
+
+__all__ = ["ProjectRouter", "UnknownProject"]
+
+log = logging.getLogger("mlops_bot.routing")
+
+_NAMED_MODEL = (RunFinished, DriftFound, ModelPromoted, ModelRolledBack, ProductionRemoved)
+_EVERY_PROJECT = (ChangeMerged, TicketClosed, ChecklistTicked)
+
+
+class UnknownProject(LookupError):
+    """A project name that none of the deployment's projects has."""
+
+
+class ProjectRouter:
+    def __init__(self, lifecycles: Sequence[Lifecycle], store: Store):
+        if not lifecycles:
+            raise ValueError("a deployment serves at least one model project")
+        self.lifecycles = {lifecycle.project.name: lifecycle for lifecycle in lifecycles}
+        self.store = store
+
+    @property
+    def single(self) -> Lifecycle | None:
+        """The one project's lifecycle when there is one project, else None."""
+        return next(iter(self.lifecycles.values())) if len(self.lifecycles) == 1 else None
+
+    def named(self, name: str) -> Lifecycle:
+        """The project called ``name`` (case-insensitive)."""
+        for project, lifecycle in self.lifecycles.items():
+            if project.lower() == name.lower():
+                return lifecycle
+        raise UnknownProject(f"no model project named {name!r} here; the projects are: {', '.join(self.lifecycles)}")
+
+    # --- events -----------------------------------------------------------------------------------------
+
+    def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
+               known_new: bool = False, fence: Fence | None = None) -> bool:
+        """As ``Lifecycle.handle``: the event and the effects it owes, recorded once; False if seen before."""
+        single = self.single
+        if single is not None:
+            return single.handle(event, source=source, cursor=cursor, known_new=known_new, fence=fence)
+        if isinstance(event, _NAMED_MODEL) and event.model in self.lifecycles:
+            return self.lifecycles[event.model].handle(event, source=source, cursor=cursor, known_new=known_new,
+                                                       fence=fence)
+        if not known_new and self.store.seen(event.key):
+            if cursor:
+                self.store.set_cursor(*cursor, fence=fence)
+            return False
+        first = next(iter(self.lifecycles.values()))
+        if isinstance(event, CommandGiven):
+            chosen = self._command_project(event)
+            if isinstance(chosen, NewEffect):  # the bot asks which project
+                return first.record(event, [chosen], source=source, cursor=cursor, fence=fence)
+            return chosen.handle(event, source=source, cursor=cursor, known_new=True, fence=fence)
+        if isinstance(event, _EVERY_PROJECT):
+            effects: dict[str, NewEffect] = {}
+            for name, lifecycle in self.lifecycles.items():
+                for effect in lifecycle.effects_for(event):
+                    effects.setdefault(effect.key, effect)
+                if isinstance(event, ChangeMerged) and lifecycle.planner.touches_project(event.change.paths):
+                    self._remember_change(event, name)
+            return first.record(event, list(effects.values()), source=source, cursor=cursor, fence=fence)
+        log.warning("event %s names no project served here (%s): recorded without effects", event.key,
+                    ", ".join(self.lifecycles))
+        return first.record(event, [], source=source, cursor=cursor, fence=fence)
+
+    def _remember_change(self, event: ChangeMerged, project: str) -> None:
+        """Which projects a change's merge ran for: a command typed on it later without a project's
+        name goes to the one, or the bot asks which of them."""
+        key = f"{event.change.repo}#{event.change.number}"
+        known = (self.store.get_state("change_projects", key) or {}).get("projects", [])
+        if project not in known:
+            self.store.put_state("change_projects", key, {"projects": [*known, project]})
+
+    def _command_project(self, event: CommandGiven) -> Lifecycle | NewEffect:
+        """The project a command is for, or the question that asks which."""
+        comment = event.comment
+        invocations = parse(comment.body).invocations
+        if not invocations or comment.by_bot or comment.edited:
+            return next(iter(self.lifecycles.values()))  # no command to route: any planner links what it names
+        for invocation in invocations:
+            first = invocation.args.strip().partition(" ")[0]
+            if first:
+                try:
+                    return self.named(first)
+                except UnknownProject:
+                    pass
+        target = comment.target
+        candidates = list(self.lifecycles)
+        if target.kind == "ticket":
+            owners = [name for name, lifecycle in self.lifecycles.items()
+                      if (ticket := lifecycle.known_ticket(name)) is not None and ticket.id == target.number]
+            candidates = owners or candidates
+        elif target.kind == "change":
+            candidates = self._change_projects(target) or candidates
+        if len(candidates) == 1:
+            return self.lifecycles[candidates[0]]
+        lifecycle = next(iter(self.lifecycles.values()))
+        names = ", ".join(f"`{name}`" for name in candidates)
+        example = f"/{invocations[0].name} {candidates[0]}"
+        text = (f"@{comment.author}, this {'change touches' if target.kind == 'change' else 'place serves'} several "
+                f"model projects: {names}. Name the one you mean after the command, e.g. `{example}`.")
+        return lifecycle.stamped([lifecycle.planner.reply(target, f"which-project:{event.key}", text)])[0]
+
+    def _change_projects(self, target: Target) -> list[str]:
+        known = (self.store.get_state("change_projects", f"{target.repo}#{target.number}") or {}).get("projects")
+        if known:
+            return [name for name in known if name in self.lifecycles]
+        scm = next(iter(self.lifecycles.values())).scm
+        if not isinstance(scm, ReportsChangedPaths):
+            return []
+        try:
+            paths = tuple(scm.change_paths(target.repo, target.number))
+        except TransientError:
+            return []  # the question lists them all
+        return [name for name, lifecycle in self.lifecycles.items() if lifecycle.planner.touches_project(paths)]
+
+    # --- what the services report: a click, a card, a ticket's body --------------------------------------
+
+    def check_clicked(self, click: CheckClick, *, delivery: str = "") -> tuple[bool, str]:
+        """The click goes to the project whose check run it is (each names its runs: ``check_name``)."""
+        return self._first_taker(lambda lifecycle: lifecycle.check_clicked(click, delivery=delivery))
+
+    def card_edited(self, edit: CardEdit, *, delivery: str = "") -> tuple[bool, str]:
+        """The card's move is kept by the project whose retrain ticket the card is."""
+        return self._first_taker(lambda lifecycle: lifecycle.card_edited(edit, delivery=delivery))
+
+    def _first_taker(self, offer: Callable[[Lifecycle], tuple[bool, str]]) -> tuple[bool, str]:
+        """What the first project that does not answer "ignored: ..." makes of it (else the last's answer)."""
+        for lifecycle in self.lifecycles.values():
+            answer = offer(lifecycle)
+            if not answer[1].startswith("ignored"):
+                return answer
+        return answer
+
+    def ticket_body_edited(self, ticket_id: int, body: str, *, editor: str, source: str) -> int:
+        """Only the project whose checklist the ticket holds reads its ticks."""
+        return sum(lifecycle.ticket_body_edited(ticket_id, body, editor=editor, source=source)
+                   for lifecycle in self.lifecycles.values()
+                   if self.single is not None or lifecycle.planner.checklist_state(ticket_id))
+
+    # --- effects --------------------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Any]:
+        """The outbox's handlers: each effect delivered by its project's (``payload["project"]``);
+        one recorded without a project (the bot's own alerts, the digest) by the first project's."""
+        single = self.single
+        if single is not None:
+            return single.handlers()
+        per_project = {name: lifecycle.handlers() for name, lifecycle in self.lifecycles.items()}
+        first = next(iter(per_project.values()))
+        return {kind: _ProjectHandler(kind, per_project, first) for kind in first}
+
+
+class _ProjectHandler:
+    def __init__(self, kind: str, per_project: Mapping[str, Mapping[str, Any]], default: Mapping[str, Any]):
+        self._kind, self._per_project, self._default = kind, per_project, default
+
+    def _handler(self, effect: EffectRow):
+        return self._per_project.get(effect.payload.get("project"), self._default)[self._kind]
+
+    def deliver(self, effect: EffectRow):
+        return self._handler(effect).deliver(effect)
+
+    def find_done(self, effect: EffectRow):
+        return self._handler(effect).find_done(effect)

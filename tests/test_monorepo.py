@@ -1,0 +1,162 @@
+"""One bot, one repository, three model projects (issue 17): every event reaches the projects it
+concerns, on embedded defaults (a real git repository, the local board, console chat, the
+in-process pipeline, the embedded MLflow store)."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot.app import build
+from bot.settings import Settings
+from integrations.ports import Target
+from tests.conftest import (
+    TINY_TOML,
+    FakeClock,
+    git,
+    run_pipelines_in_process,
+    seed_embedded_mlflow,
+    settle,
+    tiny_frame,
+)
+
+PROJECTS = {"churn": "models/churn", "fraud": "models/fraud", "demand": "forecasting/demand"}
+
+
+def _monorepo(root: Path) -> Path:
+    for name, folder in PROJECTS.items():
+        project = root / folder
+        project.mkdir(parents=True)
+        (project / "mlops.toml").write_text(textwrap.dedent(TINY_TOML).replace('name = "tiny"', f'name = "{name}"'))
+        tiny_frame(seed=len(name)).to_csv(project / "data.csv", index=False)
+    (root / "README.md").write_text("three models\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "three models")
+    return root
+
+
+def _commit(repo: Path, paths: list[str], message: str) -> str:
+    for path in paths:
+        (repo / path).write_text(f"{message}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def monorepo(tmp_path: Path) -> Path:
+    return _monorepo(tmp_path / "repo")
+
+
+@pytest.fixture
+def app(monorepo: Path, tmp_path: Path, monkeypatch):
+    """The bot started in the repository with MLOPS_PROJECT_DIR unset: it serves all three."""
+    monkeypatch.chdir(monorepo)
+    data_dir = tmp_path / "state"
+    seed_embedded_mlflow(data_dir)
+    bot = build(Settings(data_dir=data_dir, drift_cooldown_s=0), clock=FakeClock(), out=io.StringIO())
+    run_pipelines_in_process(bot)
+    settle(bot)  # each project's first model
+    yield bot
+    bot.store.close()
+
+
+def _runs(app, name: str) -> list:
+    return app.registry.runs(name, limit=100)
+
+
+def _replies(app, target: Target) -> list[str]:
+    return [c.body for c in app.scm.comments_on(target) if c.by_bot]
+
+
+def _change_target(app) -> Target:
+    change = app.scm.merged_changes(None)[0][-1]
+    return Target("change", app.scm.repo, change.number)
+
+
+def test_every_model_project_of_the_repository_is_served_and_trained_once(app, tmp_path):
+    assert list(app.router.lifecycles) == ["demand", "churn", "fraud"]  # found in path order
+    for name, folder in PROJECTS.items():
+        lifecycle = app.router.named(name)
+        assert lifecycle.project.repo_paths == (folder,) and lifecycle.project.shared
+        assert app.registry.production(name).version == 1
+        assert len(_runs(app, name)) == 1  # the repository's first commit, seen as the first change, touches all
+        # Production batches and labels by project: MLOPS_MONITOR_DIR/<project>/.
+        assert lifecycle.settings.batches_dir == (tmp_path / "state" / "batches" / name).resolve()
+        assert lifecycle.settings.label_files_dir == (tmp_path / "state" / "labels" / name).resolve()
+    app.run_once()
+    assert all(len(_runs(app, name)) == 1 for name in PROJECTS)  # nothing twice
+
+
+def test_a_merge_runs_the_projects_it_touches_each_under_its_own_run_and_status(app, monorepo):
+    sha = _commit(monorepo, ["models/churn/notes.md", "models/fraud/notes.md"], "Tune churn and fraud")
+    settle(app)
+    settle(app)  # nothing twice
+
+    assert [run.trigger for run in _runs(app, "churn")][:1] == ["merge"] and len(_runs(app, "churn")) == 2
+    assert [run.trigger for run in _runs(app, "fraud")][:1] == ["merge"] and len(_runs(app, "fraud")) == 2
+    assert len(_runs(app, "demand")) == 1  # untouched
+    assert _runs(app, "churn")[0].run_id != _runs(app, "fraud")[0].run_id
+    for name in ("churn", "fraud"):  # one status per project on the commit
+        state, description = app.scm.status_of(app.scm.repo, sha, f"mlops-bot/pipeline ({name})")
+        assert state in {"success", "failure"} and description
+    assert app.scm.status_of(app.scm.repo, sha, "mlops-bot/pipeline (demand)") is None
+    replies = _replies(app, _change_target(app))
+    assert len(replies) == 2 and any("churn" in r for r in replies) and any("fraud" in r for r in replies)
+    # A chat thread per project and change, each ending with its project's result.
+    top_level = [m["text"] for m in app.chat.messages("mlops-pipeline") if m["thread"] is None]
+    assert len(top_level) == 5  # the first change's three, this change's two
+    assert [text.split(" · ")[:2] for text in top_level[3:]] == [
+        ["✅ succeeded: churn v2", "change:2"], ["✅ succeeded: fraud v2", "change:2"]]
+
+
+def test_a_command_on_a_change_of_several_projects_names_one_or_the_bot_asks_which(app, monorepo):
+    _commit(monorepo, ["models/churn/notes.md", "models/fraud/notes.md"], "Tune churn and fraud")
+    settle(app)
+    target = _change_target(app)
+    before = {name: len(_runs(app, name)) for name in PROJECTS}
+
+    app.scm.add_comment(target, "/retrain", author="you")
+    settle(app)
+    question = _replies(app, target)[-1]
+    assert "several model projects" in question and "`churn`" in question and "`fraud`" in question
+    assert "`demand`" not in question  # only those the change touches
+    assert {name: len(_runs(app, name)) for name in PROJECTS} == before  # nothing run
+
+    app.scm.add_comment(target, "/retrain fraud because of the new rows", author="you")
+    settle(app)
+    assert len(_runs(app, "fraud")) == before["fraud"] + 1
+    assert _runs(app, "fraud")[0].trigger == "command"
+    assert len(_runs(app, "churn")) == before["churn"] and len(_runs(app, "demand")) == before["demand"]
+
+
+def test_a_command_on_a_change_of_one_project_needs_no_name(app, monorepo):
+    _commit(monorepo, ["forecasting/demand/notes.md"], "Tune demand")
+    settle(app)
+    target = _change_target(app)
+    app.scm.add_comment(target, "/retrain", author="you")
+    settle(app)
+    assert [run.trigger for run in _runs(app, "demand")] == ["command", "merge", "merge"]
+    assert len(_runs(app, "churn")) == 1 and len(_runs(app, "fraud")) == 1
+
+
+def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(app):
+    batches = app.router.named("churn").settings.batches_dir
+    batches.mkdir(parents=True, exist_ok=True)
+    tiny_frame(300, seed=1, x1_shift=1.5).drop(columns=["label"]).to_csv(batches / "b1.csv", index=False)
+    settle(app)
+
+    tickets = app.tracker.tickets(state="open")
+    assert [ticket.title.split(":")[0] for ticket in tickets] == ["Retrain churn"]
+    assert app.store.get_state("last_drift", "churn")["drifted"]
+    assert app.store.get_state("last_drift", "fraud") is None and app.store.get_state("last_drift", "demand") is None
+
+    # A command typed on that ticket goes to the project whose ticket it is, without a name.
+    app.scm.add_comment(Target("ticket", app.scm.repo, tickets[0].id), "/status", author="you")
+    settle(app)
+    answer = [c["body"] for c in app.tracker.details(tickets[0].id)["comments"]][-1]
+    assert "churn" in answer
