@@ -53,7 +53,8 @@ class _Context:
     def __init__(self, env_file: str | None):
         self._env_file = env_file
         self._settings = None
-        self.project: Path | None = None  # --project, over MLOPS_PROJECT_DIR
+        self.project: Path | None = None  # --project DIR, over MLOPS_PROJECT_DIR
+        self.project_name: str | None = None  # --project NAME: one of the model projects the bot serves
 
     @property
     def settings(self):
@@ -66,6 +67,8 @@ class _Context:
                 raise SettingsProblem(str(exc)) from None
             if self.project is not None:
                 settings = settings.model_copy(update={"project_dir": self.project})
+            elif self.project_name is not None:
+                settings = settings.model_copy(update={"project_dir": self._named_project(settings)})
             self._settings = settings
         return self._settings
 
@@ -95,10 +98,38 @@ class _Context:
             return chosen
         return _registry_call(lambda: registry.get(name, int(version)))
 
+    def _named_project(self, settings) -> Path:
+        """The folder of the model project --project NAME names, among those of this repository."""
+        from bot.projects import projects_to_serve
+
+        served = projects_to_serve(settings)
+        found = served[1].named(self.project_name) if served else None
+        if found is None:
+            names = [project.name for project in served[1].projects] if served else []
+            raise UsageProblem(f"model project folder {self.project_name} does not exist; pass --project DIR"
+                               + (f", or the name of one of this repository's model projects: {', '.join(names)}"
+                                  if names else " (the folder holding the model project's mlops.toml)"))
+        return found.spec.root
+
+    def served_projects(self) -> list[str] | None:
+        """The names of the model projects the bot serves in this repository (MLOPS_PROJECT_DIR and
+        --project unset: bot/projects.py); None when it serves one named project."""
+        from bot.projects import projects_to_serve
+
+        served = projects_to_serve(self.settings)
+        return [project.name for project in served[1].projects] if served else None
+
     def model_name(self, registry, given: str | None) -> str:
-        """The model a command is about: as given, else the configured project's, else the only one."""
+        """The model a command is about: as given, else the one project --project names or the bot
+        serves, else the configured project's, else the only one in the registry."""
         if given:
             return given
+        served = self.served_projects()
+        if served is not None and len(served) == 1:
+            return served[0]
+        if served:
+            raise UsageProblem(f"this repository holds several model projects ({', '.join(served)}); "
+                               "pass --project NAME")
         from pipeline.spec import SpecError, load_project
 
         try:
@@ -121,6 +152,9 @@ model_option = click.option("--model", "model", metavar="NAME", help="Model name
 def _take_project(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
     if value is None:
         return
+    if not value.is_dir() and len(value.parts) == 1:  # a name: one of the projects of this repository
+        ctx.ensure_object(_Context).project_name = str(value)
+        return
     if not value.is_dir():
         raise UsageProblem(f"model project folder {value} does not exist; pass --project DIR or set MLOPS_PROJECT_DIR")
     if not (value / "mlops.toml").is_file():
@@ -130,11 +164,12 @@ def _take_project(ctx: click.Context, _param: click.Parameter, value: Path | Non
 
 
 def project_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--project DIR on a command: the model project it is about, over MLOPS_PROJECT_DIR."""
+    """--project DIR|NAME on a command: the model project it is about, over MLOPS_PROJECT_DIR."""
     return click.option(
-        "--project", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", expose_value=False,
+        "--project", type=click.Path(file_okay=False, path_type=Path), metavar="DIR|NAME", expose_value=False,
         callback=_take_project, is_eager=True,
-        help="Model project folder with an mlops.toml (default: MLOPS_PROJECT_DIR, the bundled example).",
+        help="Model project: its folder (with an mlops.toml), or its name where the repository holds several "
+             "(default: MLOPS_PROJECT_DIR; unset, every model project of the repository, else the bundled example).",
     )(command)
 
 
@@ -345,7 +380,9 @@ def models_list(obj: _Context, model: str | None, all_models: bool, as_json: boo
         click.echo("[]" if as_json else nothing)
         return
     registry = obj.registry()
-    names = registry.models() if all_models else [obj.model_name(registry, model)]
+    # Without --model, every model project the bot serves here (one, unless the repository holds several).
+    names = registry.models() if all_models else [model] if model else \
+        obj.served_projects() or [obj.model_name(registry, None)]
     versions = [version for name in names for version in registry.versions(name)]
     if as_json:
         _print_json([registry.describe(v.model, v.version) for v in versions])
@@ -704,33 +741,66 @@ def _console_target(app, on: str | None):
 @json_option
 @pass_context
 def status(obj: _Context, as_json: bool) -> None:
-    """Production model, open tickets, recent runs and the queue of effects."""
+    """Production model, open tickets, recent runs and the queue of effects, for every model project
+    served (or the one --project names)."""
     from integrations.ports import ListsTickets
 
     app = _app(obj, quiet=True)
-    model = app.lifecycle.project.name
+    outbox = app.store.outbox_stats()
+    blocked = [{"service": b.service, "permission": b.permission, "effect": b.effect.key,
+                "kind": b.effect.kind, "message": b.message} for b in app.outbox.blocked()]
+    tickets = app.tracker.tickets(state="open") if isinstance(app.tracker, ListsTickets) else None
+    several = len(app.lifecycles) > 1
+    summaries = [_project_status(app, lifecycle.project.name, tickets, only_its_own=several)
+                 | {"outbox": outbox, "blocked": blocked} for lifecycle in app.lifecycles]
+    if as_json:
+        _print_json(summaries[0] if len(summaries) == 1 else {"projects": summaries})
+        return
+    for summary in summaries:
+        _print_project_status(app, summary)
+    click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
+    waiting: dict[tuple[str, str], list[dict]] = {}
+    for one in blocked:
+        waiting.setdefault((one["service"], one["permission"]), []).append(one)
+    for (service, permission), effects in waiting.items():
+        click.echo(f"blocked: {len(effects)} effect(s) wait for {service} to grant {permission}: "
+                   f"{effects[0]['message']}")
+    for summary in summaries:
+        runs = summary["recent_runs"]
+        if runs:
+            if several:
+                click.echo(f"{summary['model']}, recent runs:")
+            click.echo(_table(("run", "status", "version", "trigger", "started"),
+                              [(r["run_id"], r["status"], f"v{r['version']}" if r["version"] else "—", r["trigger"],
+                                r["started_at"][:16].replace("T", " ")) for r in runs]))
+
+
+def _project_status(app, model: str, tickets: list | None, *, only_its_own: bool) -> dict:
+    """One model project's part of ``status``; ``tickets``: every open ticket, where the tracker lists
+    them, of which ``only_its_own`` keeps the project's retrain ticket (where the bot serves several)."""
+    from bot.planner import ticket_key
+
     production = app.registry.production(model)
-    if isinstance(app.tracker, ListsTickets):
-        tickets = app.tracker.tickets(state="open")
-    else:  # a tracker that cannot list: the model's retrain ticket, the one the bot keeps open
-        tickets = [t for t in [app.tracker.find_open(f"retrain:{model}")] if t is not None]
-    runs = app.registry.runs(model, limit=5)
-    summary = {
+    if tickets is None:  # a tracker that cannot list: the model's retrain ticket, the one the bot keeps open
+        tickets = [t for t in [app.tracker.find_open(ticket_key(model))] if t is not None]
+    elif only_its_own:
+        tickets = [t for t in tickets if t.key == ticket_key(model)]
+    return {
         "model": model,
         "production": production.to_dict() | {"metrics": production.metadata.get("metrics", {})} if production else None,
         "open_tickets": [{"id": t.id, "title": t.title, "url": t.url} for t in tickets],
-        "recent_runs": [r.to_dict() for r in runs],
-        "outbox": app.store.outbox_stats(),
+        "recent_runs": [r.to_dict() for r in app.registry.runs(model, limit=5)],
         "last_drift": app.store.get_state("last_drift", model),
         "held_alert": _held_alert(app.store.get_state("episodes", model)),
         "performance": app.store.get_state("performance", model),
         "labels": app.store.get_state("labels_seen", model),
-        "blocked": [{"service": b.service, "permission": b.permission, "effect": b.effect.key,
-                     "kind": b.effect.kind, "message": b.message} for b in app.outbox.blocked()],
     }
-    if as_json:
-        _print_json(summary)
-        return
+
+
+def _print_project_status(app, summary: dict) -> None:
+    from bot.messages import batch_name, held_alert_text, performance_lines
+
+    model, production = summary["model"], app.registry.production(summary["model"])
     if production:
         metric = (production.metadata.get("primary_metric") or {}).get("name")
         value = production.metadata.get("metrics", {}).get(metric)
@@ -743,9 +813,8 @@ def status(obj: _Context, as_json: bool) -> None:
                    "`mlops-bot models promote VERSION`")
     else:
         click.echo(f"{model}: no model in production yet (run `mlops-bot run --once`)")
-    click.echo("open tickets: " + (", ".join(f"ticket:{t.id} {t.title}" for t in tickets) or "none"))
-    from bot.messages import batch_name, held_alert_text, performance_lines
-
+    click.echo("open tickets: " + (", ".join(f"ticket:{t['id']} {t['title']}" for t in summary["open_tickets"])
+                                   or "none"))
     if summary["held_alert"]:
         click.echo(f"alerts held on ticket:{summary['held_alert']['ticket_id']}: {held_alert_text(summary['held_alert'])}")
     drift = summary["last_drift"]
@@ -759,18 +828,6 @@ def status(obj: _Context, as_json: bool) -> None:
         click.echo(f"labels: {labels['unmatched']} id(s) match no batch yet (kept until they do, or age out)")
     for problem in labels.get("problems", []):
         click.echo(f"⚠️ labels: {problem}")
-    outbox = summary["outbox"]
-    click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
-    waiting: dict[tuple[str, str], list[dict]] = {}
-    for blocked in summary["blocked"]:
-        waiting.setdefault((blocked["service"], blocked["permission"]), []).append(blocked)
-    for (service, permission), effects in waiting.items():
-        click.echo(f"blocked: {len(effects)} effect(s) wait for {service} to grant {permission}: "
-                   f"{effects[0]['message']}")
-    if runs:
-        click.echo(_table(("run", "status", "version", "trigger", "started"),
-                          [(r.run_id, r.status, f"v{r.version}" if r.version else "—", r.trigger,
-                            r.started_at.strftime("%Y-%m-%d %H:%M")) for r in runs]))
 
 
 def _held_alert(episode: dict | None) -> dict | None:
@@ -893,6 +950,9 @@ def _parse_ref(app, ref: str) -> tuple[str, str]:
     if not sep:
         kind, ident = "", ref
     if kind == "" and ident.startswith("v") and ident[1:].isdigit():
+        if len(app.lifecycles) > 1:
+            raise UsageProblem(f"{ref} of which model? This repository holds several ({', '.join(app.router.lifecycles)}): "
+                               f"write {model}:{ref}, or pass --project NAME")
         return "model", f"{model}:{ident}"
     if kind == "" and ident.startswith("run-"):
         return "run", ident
@@ -984,7 +1044,6 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
     if (imported := import_note(settings.data_dir)) is not None:
         checks.append((imported, None, ""))
     from pipeline.spec import SpecError, load_project
-
     from pipeline.train import check_metrics_suit_task
 
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bot.commands import parse
@@ -92,6 +93,12 @@ class ProjectRouter:
             if isinstance(chosen, NewEffect):  # the bot asks which project
                 return first.record(event, [chosen], source=source, cursor=cursor, fence=fence)
             return chosen.handle(event, source=source, cursor=cursor, known_new=True, fence=fence)
+        if isinstance(event, ChangeMerged) and not event.change.paths and isinstance(first.scm, ReportsChangedPaths):
+            # A webhook's pull request carries no file list: asked for once here, not by every project
+            # (a TransientError leaves the event unstored, and the poller brings the merge again later).
+            change = event.change
+            event = replace(event, change=replace(change, paths=tuple(first.scm.change_paths(change.repo,
+                                                                                               change.number))))
         if isinstance(event, _EVERY_PROJECT):
             effects: dict[str, NewEffect] = {}
             for name, lifecycle in self.lifecycles.items():

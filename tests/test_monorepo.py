@@ -5,6 +5,7 @@ in-process pipeline, the embedded MLflow store)."""
 from __future__ import annotations
 
 import io
+import json
 import textwrap
 from pathlib import Path
 
@@ -160,3 +161,34 @@ def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(ap
     settle(app)
     answer = [c["body"] for c in app.tracker.details(tickets[0].id)["comments"]][-1]
     assert "churn" in answer
+
+
+def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
+    runner = CliRunner()
+    every = runner.invoke(cli, ["status", "--json"])
+    assert every.exit_code == 0, every.output
+    summaries = json.loads(every.stdout)["projects"]
+    assert [(s["model"], s["production"]["version"]) for s in summaries] == [("demand", 1), ("churn", 1), ("fraud", 1)]
+
+    one = runner.invoke(cli, ["status", "--project", "fraud", "--json"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout)["model"] == "fraud"
+    text = runner.invoke(cli, ["status"]).stdout
+    assert all(f"{name}: v1 in production" in text for name in PROJECTS)
+
+    listed = runner.invoke(cli, ["models", "list", "--json"])
+    assert sorted(v["model"] for v in json.loads(listed.stdout)) == ["churn", "demand", "fraud"]
+    assert [v["model"] for v in json.loads(runner.invoke(cli, ["models", "list", "--project", "churn", "--json"])
+                                           .stdout)] == ["churn"]
+
+    which = runner.invoke(cli, ["trace", "v1"])
+    assert which.exit_code == 2 and "of which model?" in which.output and "Traceback" not in which.output
+    assert runner.invoke(cli, ["trace", "churn:v1", "--json"]).exit_code == 0
+
+    unknown = runner.invoke(cli, ["status", "--project", "nosuch"])
+    assert unknown.exit_code == 2 and "one of this repository's model projects: demand, churn, fraud" in unknown.output
