@@ -320,6 +320,7 @@ def build(
     from pipeline.spec import load_project
 
     clock = clock or (lambda: datetime.now(UTC))
+    base_settings = settings  # before a found project's folder is filled in: what a later search reads
     served = projects_to_serve(settings)
     if served is None:
         spec = load_project(settings.project_dir)
@@ -355,25 +356,30 @@ def build(
     tracker = tracker or LocalBoard(store.engine, clock=clock, bot_name=settings.bot_name, out=out)
     if chat is None and settings.slack_bot_token is None:
         chat = ConsoleChat(store.engine, out=out, clock=clock)
-    shared = len(found) > 1
     board = _github_project(settings, tracker) or _azure_board(settings, tracker)
     observability = Observability(store=store, models=[each.name for each in found], secrets=secrets_of(settings))
     observe_adapters(observability, scm, tracker)
-    lifecycles = []
-    for each in found:
+
+    def lifecycle_of(each: FoundProject, shared: bool) -> Lifecycle:
+        """The project's lifecycle; ``shared``: beside other projects of the repository."""
         spec = each.spec
-        project_settings = _project_settings(settings, each) if shared else settings
+        project_settings = _project_settings(base_settings, each) if shared else \
+            settings if spec.root == found[0].spec.root else base_settings.model_copy(update={"project_dir": spec.root})
         # Slack routes each project's messages to its own channels (MLOPS_SLACK_PROJECT_CHANNELS).
         project_chat = chat or _slack(settings, spec.name)
         project_engine = engine or _local_engine(project_settings, registry, scm, spec, each.repo_path, clock)
         paths = (each.repo_path,) if shared else tuple(settings.project_paths) or (each.repo_path,)
         project = Project(spec.name, spec.root, paths, shared=shared)
         observe_adapters(observability, project_chat, project_engine)
-        lifecycles.append(Lifecycle(settings=project_settings, store=store, registry=registry, scm=scm,
-                                    tracker=tracker, chat=project_chat, engine=project_engine, project=project,
-                                    clock=clock, observer=observability, board=board))
-    router = ProjectRouter(lifecycles, store)
-    chat = lifecycles[0].chat
+        return Lifecycle(settings=project_settings, store=store, registry=registry, scm=scm, tracker=tracker,
+                         chat=project_chat, engine=project_engine, project=project, clock=clock,
+                         observer=observability, board=board)
+
+    # Where the bot serves the repository's projects, a merge that adds or removes one is followed.
+    search = (lambda: projects_to_serve(base_settings)) if served is not None else None
+    router = ProjectRouter([lifecycle_of(each, len(found) > 1) for each in found], store,
+                           search=search, make=lifecycle_of)
+    chat = router.first.chat
 
     def alert_blocked(blocked: Blocked) -> None:
         """One alert per episode of a refused permission, in the alerts channel, unless the chat is what refuses."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bot.commands import parse
@@ -37,9 +38,11 @@ from bot.events import (
     TicketClosed,
 )
 from bot.lifecycle import Lifecycle
+from bot.projects import FoundProject, RepositoryProjects
 from bot.store import EffectRow, Fence, NewEffect, Store
 from integrations.github_payloads import CardEdit, CheckClick
 from integrations.ports import ReportsChangedPaths, Target, TransientError
+from pipeline.spec import SPEC_FILENAME
 
 __all__ = ["ProjectRouter", "UnknownProject"]
 
@@ -54,16 +57,27 @@ class UnknownProject(LookupError):
 
 
 class ProjectRouter:
-    def __init__(self, lifecycles: Sequence[Lifecycle], store: Store):
+    """``search``: the repository's projects as found now (bot/projects.py), where the bot serves
+    every project of its repository; ``make`` the lifecycle of a found project (``shared``: beside
+    others). With both, a merge that adds, removes or changes an ``mlops.toml`` is followed."""
+
+    def __init__(self, lifecycles: Sequence[Lifecycle], store: Store, *,
+                 search: Callable[[], tuple[Path, RepositoryProjects] | None] | None = None,
+                 make: Callable[[FoundProject, bool], Lifecycle] | None = None):
         if not lifecycles:
             raise ValueError("a deployment serves at least one model project")
         self.lifecycles = {lifecycle.project.name: lifecycle for lifecycle in lifecycles}
         self.store = store
+        self._search, self._make = search, make
+
+    @property
+    def first(self) -> Lifecycle:
+        return next(iter(self.lifecycles.values()))
 
     @property
     def single(self) -> Lifecycle | None:
         """The one project's lifecycle when there is one project, else None."""
-        return next(iter(self.lifecycles.values())) if len(self.lifecycles) == 1 else None
+        return self.first if len(self.lifecycles) == 1 else None
 
     def named(self, name: str) -> Lifecycle:
         """The project called ``name`` (case-insensitive)."""
@@ -77,6 +91,10 @@ class ProjectRouter:
     def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
                known_new: bool = False, fence: Fence | None = None) -> bool:
         """As ``Lifecycle.handle``: the event and the effects it owes, recorded once; False if seen before."""
+        if isinstance(event, ChangeMerged) and self._search is not None and not self.store.seen(event.key):
+            event = self._with_paths(event)
+            if any(PurePosixPath(path).name == SPEC_FILENAME for path in event.change.paths):
+                self._follow_projects(event)
         single = self.single
         if single is not None:
             return single.handle(event, source=source, cursor=cursor, known_new=known_new, fence=fence)
@@ -87,18 +105,14 @@ class ProjectRouter:
             if cursor:
                 self.store.set_cursor(*cursor, fence=fence)
             return False
-        first = next(iter(self.lifecycles.values()))
+        first = self.first
         if isinstance(event, CommandGiven):
             chosen = self._command_project(event)
             if isinstance(chosen, NewEffect):  # the bot asks which project
                 return first.record(event, [chosen], source=source, cursor=cursor, fence=fence)
             return chosen.handle(event, source=source, cursor=cursor, known_new=True, fence=fence)
-        if isinstance(event, ChangeMerged) and not event.change.paths and isinstance(first.scm, ReportsChangedPaths):
-            # A webhook's pull request carries no file list: asked for once here, not by every project
-            # (a TransientError leaves the event unstored, and the poller brings the merge again later).
-            change = event.change
-            event = replace(event, change=replace(change, paths=tuple(first.scm.change_paths(change.repo,
-                                                                                               change.number))))
+        if isinstance(event, ChangeMerged):
+            event = self._with_paths(event)
         if isinstance(event, _EVERY_PROJECT):
             effects: dict[str, NewEffect] = {}
             for name, lifecycle in self.lifecycles.items():
@@ -110,6 +124,47 @@ class ProjectRouter:
         log.warning("event %s names no project served here (%s): recorded without effects", event.key,
                     ", ".join(self.lifecycles))
         return first.record(event, [], source=source, cursor=cursor, fence=fence)
+
+    def _with_paths(self, event: ChangeMerged) -> ChangeMerged:
+        """A webhook's pull request carries no file list: asked for once here, not by every project
+        (a TransientError leaves the event unstored, and the poller brings the merge again later)."""
+        change, scm = event.change, self.first.scm
+        if change.paths or not isinstance(scm, ReportsChangedPaths):
+            return event
+        return replace(event, change=replace(change, paths=tuple(scm.change_paths(change.repo, change.number))))
+
+    def _follow_projects(self, event: ChangeMerged) -> None:
+        """A merge touched an ``mlops.toml``: the projects are looked for again, a new one served
+        from this merge on (its own merge runs it), one removed no longer. A project whose
+        ``mlops.toml`` this merge made invalid is not served, and the change is told why (once)."""
+        found = self._search() if self._search is not None and self._make is not None else None
+        if found is None:
+            return
+        _root, repository = found
+        shared = len(repository.projects) > 1
+        if repository.projects:
+            kept = {}
+            for project in repository.projects:
+                current = self.lifecycles.get(project.name)
+                same = current is not None and current.project.shared == shared \
+                    and current.project.path == project.spec.root
+                kept[project.name] = current if same else self._make(project, shared)
+            added, removed = kept.keys() - self.lifecycles.keys(), self.lifecycles.keys() - kept.keys()
+            if added or removed:
+                log.info("model projects after %s: %s (added: %s; removed: %s)", event.key, ", ".join(kept),
+                         ", ".join(sorted(added)) or "none", ", ".join(sorted(removed)) or "none")
+            self.lifecycles = kept
+        touched = [problem for problem in repository.problems
+                   if any(path == problem.repo_path or path.startswith(f"{problem.repo_path}/") or not problem.repo_path
+                          for path in event.change.paths)]
+        if touched:
+            planner = self.first.planner
+            replies = [planner.reply(event.change.target, f"project-problem:{event.key}:{problem.repo_path}",
+                                     f"⚠️ This merge leaves a model project unserved: {problem.reason}")
+                       for problem in touched]
+            self.store.ingest(f"project-problems:{event.key}", "project_problems", "bot",
+                              {"change": event.key, "problems": [problem.reason for problem in touched]},
+                              self.first.stamped(replies))
 
     def _remember_change(self, event: ChangeMerged, project: str) -> None:
         """Which projects a change's merge ran for: a command typed on it later without a project's
@@ -124,7 +179,7 @@ class ProjectRouter:
         comment = event.comment
         invocations = parse(comment.body).invocations
         if not invocations or comment.by_bot or comment.edited:
-            return next(iter(self.lifecycles.values()))  # no command to route: any planner links what it names
+            return self.first  # no command to route: any planner links what it names
         for invocation in invocations:
             first = invocation.args.strip().partition(" ")[0]
             if first:
@@ -142,7 +197,7 @@ class ProjectRouter:
             candidates = self._change_projects(target) or candidates
         if len(candidates) == 1:
             return self.lifecycles[candidates[0]]
-        lifecycle = next(iter(self.lifecycles.values()))
+        lifecycle = self.first
         names = ", ".join(f"`{name}`" for name in candidates)
         example = f"/{invocations[0].name} {candidates[0]}"
         text = (f"@{comment.author}, this {'change touches' if target.kind == 'change' else 'place serves'} several "
@@ -153,7 +208,7 @@ class ProjectRouter:
         known = (self.store.get_state("change_projects", f"{target.repo}#{target.number}") or {}).get("projects")
         if known:
             return [name for name in known if name in self.lifecycles]
-        scm = next(iter(self.lifecycles.values())).scm
+        scm = self.first.scm
         if not isinstance(scm, ReportsChangedPaths):
             return []
         try:
@@ -190,21 +245,21 @@ class ProjectRouter:
 
     def handlers(self) -> dict[str, Any]:
         """The outbox's handlers: each effect delivered by its project's (``payload["project"]``);
-        one recorded without a project (the bot's own alerts, the digest) by the first project's."""
-        single = self.single
-        if single is not None:
-            return single.handlers()
-        per_project = {name: lifecycle.handlers() for name, lifecycle in self.lifecycles.items()}
-        first = next(iter(per_project.values()))
-        return {kind: _ProjectHandler(kind, per_project, first) for kind in first}
+        one recorded without a project (the bot's own alerts, the digest, all on a deployment of one
+        project) by the first project's. Looked up at delivery: projects come and go with merges."""
+        return {kind: _ProjectHandler(kind, self) for kind in self.first.handlers()}
+
+    def handlers_of(self, project: str | None) -> Mapping[str, Any]:
+        lifecycle = self.lifecycles.get(project) if project else None
+        return (lifecycle or self.first).handlers()
 
 
 class _ProjectHandler:
-    def __init__(self, kind: str, per_project: Mapping[str, Mapping[str, Any]], default: Mapping[str, Any]):
-        self._kind, self._per_project, self._default = kind, per_project, default
+    def __init__(self, kind: str, router: ProjectRouter):
+        self._kind, self._router = kind, router
 
     def _handler(self, effect: EffectRow):
-        return self._per_project.get(effect.payload.get("project"), self._default)[self._kind]
+        return self._router.handlers_of(effect.payload.get("project"))[self._kind]
 
     def deliver(self, effect: EffectRow):
         return self._handler(effect).deliver(effect)

@@ -192,3 +192,32 @@ def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkey
 
     unknown = runner.invoke(cli, ["status", "--project", "nosuch"])
     assert unknown.exit_code == 2 and "one of this repository's model projects: demand, churn, fraud" in unknown.output
+
+
+def test_a_merge_that_adds_breaks_or_removes_a_project_is_followed(app, monorepo):
+    # Added: served from its own merge on, which runs it.
+    (monorepo / "models" / "risk").mkdir()
+    (monorepo / "models" / "risk" / "mlops.toml").write_text(
+        textwrap.dedent(TINY_TOML).replace('name = "tiny"', 'name = "risk"'))
+    tiny_frame(seed=9).to_csv(monorepo / "models" / "risk" / "data.csv", index=False)
+    _commit(monorepo, [], "Add the risk model")
+    settle(app)
+    assert list(app.router.lifecycles) == ["demand", "churn", "fraud", "risk"]
+    assert [run.trigger for run in _runs(app, "risk")] == ["merge"] and app.registry.production("risk").version == 1
+
+    # Made invalid: left out, and the change is told why, once; the others keep running.
+    toml = monorepo / "models" / "fraud" / "mlops.toml"
+    toml.write_text(toml.read_text().replace("estimator =", "estimatr ="))
+    _commit(monorepo, [], "Break fraud")
+    settle(app)
+    settle(app)
+    assert "fraud" not in app.router.lifecycles and len(app.router.lifecycles) == 3
+    told = [reply for reply in _replies(app, _change_target(app)) if "unserved" in reply]
+    assert len(told) == 1 and "models/fraud/mlops.toml" in told[0] and "estimatr" in told[0]
+
+    # Removed: no longer served; a command naming it is not routed to it.
+    git(monorepo, "rm", "-q", "-r", "forecasting/demand")
+    _commit(monorepo, [], "Retire demand")
+    settle(app)
+    assert list(app.router.lifecycles) == ["churn", "risk"]
+    assert len(_runs(app, "churn")) == 1  # none of these merges touched churn
