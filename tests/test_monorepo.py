@@ -221,3 +221,62 @@ def test_a_merge_that_adds_breaks_or_removes_a_project_is_followed(app, monorepo
     settle(app)
     assert list(app.router.lifecycles) == ["churn", "risk"]
     assert len(_runs(app, "churn")) == 1  # none of these merges touched churn
+
+
+def test_on_github_a_merged_pull_request_runs_each_project_it_touches_with_its_own_status(
+        github_emulator, tmp_path, monkeypatch):
+    """The real PyGithub client against the GitHub emulator: the webhook's pull request carries no
+    file list, which is asked for once (not once per project); each project touched runs from the
+    merge commit's code and reports its own commit status."""
+    import hashlib
+    import hmac
+
+    from starlette.testclient import TestClient
+
+    from bot.webhooks import create_app
+
+    repo, secret, name = _monorepo(tmp_path / "repo"), "webhook-secret", "acme/models"
+    bare, work = tmp_path / "remote.git", tmp_path / "work"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    git(tmp_path, "clone", "-q", str(bare), str(work))
+    state = github_emulator.state
+    state.add_repo(name, clone_url=bare)
+    for login, role in [("bob", "write"), ("mlops-bot[bot]", "write")]:
+        state.add_collaborator(name, login, role)
+    monkeypatch.chdir(repo)
+    seed_embedded_mlflow(tmp_path / "state")
+    bot = build(Settings(data_dir=tmp_path / "state", github_repository=name, github_token=github_emulator.token,
+                         github_api_url=github_emulator.base_url, github_timeout_s=1,
+                         github_webhook_secret=secret), clock=FakeClock(), out=io.StringIO())
+    run_pipelines_in_process(bot)
+    try:
+        settle(bot)  # the first look: each project's first model
+        assert all(len(_runs(bot, project)) == 1 for project in PROJECTS)
+
+        files = ["models/churn/notes.md", "models/fraud/notes.md"]
+        sha = _commit(work, files, "Tune churn and fraud")
+        git(work, "push", "-q", "origin", "HEAD:main")
+        number = state.open_pull(name, "Tune churn and fraud", "", "bob", files=files)
+        state.clock.advance(seconds=2)
+        state.merge_pull(name, number, merge_sha=sha)
+        pull = {"number": number, "merged": True, "merged_at": "2026-01-01T00:00:00Z", "merge_commit_sha": sha,
+                "title": "Tune churn and fraud", "body": "", "user": {"login": "bob"},
+                "base": {"ref": "main", "repo": {"full_name": name}}, "head": {"ref": "x", "repo": {"full_name": name}}}
+        body = json.dumps({"action": "closed", "pull_request": pull, "repository": {"full_name": name}}).encode()
+        answer = TestClient(create_app(bot)).post("/webhooks/github", content=body, headers={
+            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d1",
+            "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()})
+        assert answer.json()["status"] == "accepted"
+        settle(bot)
+        settle(bot)  # nothing twice
+
+        assert len(github_emulator.log.filter("GET", rf"/repos/{name}/pulls/{number}/files")) == 1
+        assert [len(_runs(bot, project)) for project in PROJECTS] == [2, 2, 1]  # churn, fraud, demand
+        final = {status.context: status.state for status in state.statuses(name, sha)}
+        assert final["mlops-bot/pipeline (churn)"] in {"success", "failure"}
+        assert final["mlops-bot/pipeline (fraud)"] in {"success", "failure"}
+        assert "mlops-bot/pipeline (demand)" not in final
+        reports = [c.body for c in state.comments(name, number) if c.user == "mlops-bot[bot]"]
+        assert sorted(report.split("**")[1] for report in reports) == ["churn", "fraud"]
+    finally:
+        bot.store.close()
