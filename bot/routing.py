@@ -200,8 +200,9 @@ class ProjectRouter:
         lifecycle = self.first
         names = ", ".join(f"`{name}`" for name in candidates)
         example = f"/{invocations[0].name} {candidates[0]}"
-        text = (f"@{comment.author}, this {'change touches' if target.kind == 'change' else 'place serves'} several "
-                f"model projects: {names}. Name the one you mean after the command, e.g. `{example}`.")
+        where = "this change touches" if target.kind == "change" else "I look after"
+        text = (f"@{comment.author}, {where} several model projects: {names}. Name the one you mean after the "
+                f"command, e.g. `{example}`.")
         return lifecycle.stamped([lifecycle.planner.reply(target, f"which-project:{event.key}", text)])[0]
 
     def _change_projects(self, target: Target) -> list[str]:

@@ -17,7 +17,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
@@ -74,7 +81,8 @@ class Settings(BaseSettings):
     )
     project_dir: Path = Field(
         default=BUNDLED_EXAMPLE,
-        description="The model project folder (holding mlops.toml) the bot trains and watches.",
+        description="The model project folder (holding mlops.toml) the bot trains and watches; unset, every model "
+                    "project of the repository the bot starts in (else the bundled example).",
         examples=["./models/churn"],
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -111,7 +119,8 @@ class Settings(BaseSettings):
     project_paths: list[str] = Field(
         default=[],
         description="Paths (in the repository) whose change triggers a pipeline run: one path as it is, several "
-                    "as a JSON list; default: the project folder.",
+                    "as a JSON list; default: the project folder. With MLOPS_PROJECT_DIR unset: where to look for "
+                    "model projects (folders or patterns like models/*).",
         examples=['["models/churn/", "shared/features/"]'],
     )
     project_path: str | None = Field(

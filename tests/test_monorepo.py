@@ -280,3 +280,43 @@ def test_on_github_a_merged_pull_request_runs_each_project_it_touches_with_its_o
         assert sorted(report.split("**")[1] for report in reports) == ["churn", "fraud"]
     finally:
         bot.store.close()
+
+
+def test_in_slack_a_slash_command_names_its_project_or_the_bot_asks_which(slack_emulator, monorepo, tmp_path,
+                                                                         monkeypatch):
+    """The real slack-sdk against the Slack emulator: ``/mlops status churn`` answers for churn at
+    once, ``/mlops retrain fraud`` runs fraud alone, and ``/mlops retrain`` asks which project."""
+    from starlette.testclient import TestClient
+
+    from bot.webhooks import create_app
+    from tests.test_slack_bot import CHANNELS, SIGNING_SECRET, slash
+
+    for channel in CHANNELS:
+        slack_emulator.state.add_channel(channel)
+    monkeypatch.chdir(monorepo)
+    seed_embedded_mlflow(tmp_path / "state")
+    bot = build(Settings(data_dir=tmp_path / "state", slack_bot_token=slack_emulator.token,
+                         slack_api_url=slack_emulator.base_url, slack_signing_secret=SIGNING_SECRET,
+                         slack_permissions={"U_BOB": "write"}), clock=FakeClock(), out=io.StringIO())
+    run_pipelines_in_process(bot)
+    try:
+        settle(bot, rounds=40)
+        web = TestClient(create_app(bot))
+        web.bot = bot
+
+        status = slash(web, "status churn").json()
+        assert status["response_type"] == "ephemeral" and "churn" in status["text"] and "fraud" not in status["text"]
+
+        assert slash(web, "retrain fraud").json()["text"].startswith("On it")
+        settle(bot, rounds=40)
+        assert [len(_runs(bot, project)) for project in PROJECTS] == [1, 2, 1]  # churn, fraud, demand
+
+        assert slash(web, "retrain").json()["text"].startswith("On it")
+        settle(bot, rounds=40)
+        assert [len(_runs(bot, project)) for project in PROJECTS] == [1, 2, 1]  # nothing ran
+        said = [text for message in slack_emulator.state.messages("mlops-pipeline")
+                for text in [message.text, *(reply.text for reply in message.replies)]]
+        asked = [text for text in said if "several model projects" in text]
+        assert len(asked) == 1 and all(f"`{project}`" in asked[0] for project in PROJECTS)
+    finally:
+        bot.store.close()
