@@ -41,7 +41,12 @@ from bot.lifecycle import Lifecycle
 from bot.projects import FoundProject, RepositoryProjects
 from bot.store import EffectRow, Fence, NewEffect, Store
 from integrations.github_payloads import CardEdit, CheckClick
-from integrations.ports import ReportsChangedPaths, Target, TransientError
+from integrations.ports import (
+    PermanentError,
+    ReportsChangedPaths,
+    Target,
+    TransientError,
+)
 from pipeline.spec import SPEC_FILENAME
 
 __all__ = ["ProjectRouter", "UnknownProject"]
@@ -251,8 +256,12 @@ class ProjectRouter:
         return {kind: _ProjectHandler(kind, self) for kind in self.first.handlers()}
 
     def handlers_of(self, project: str | None) -> Mapping[str, Any]:
-        lifecycle = self.lifecycles.get(project) if project else None
-        return (lifecycle or self.first).handlers()
+        if not project:
+            return self.first.handlers()
+        if project not in self.lifecycles:  # a merge removed it (or broke its mlops.toml) meanwhile
+            raise PermanentError(f"the model project {project!r} is no longer served (its mlops.toml was removed or "
+                                 "cannot be read): what it still owed is dropped")
+        return self.lifecycles[project].handlers()
 
 
 class _ProjectHandler:

@@ -222,6 +222,16 @@ def test_a_merge_that_adds_breaks_or_removes_a_project_is_followed(app, monorepo
     assert list(app.router.lifecycles) == ["churn", "risk"]
     assert len(_runs(app, "churn")) == 1  # none of these merges touched churn
 
+    # What a removed project still owed is dropped with its reason, not retried for ever.
+    from bot.store import NewEffect
+
+    app.store.ingest("left-over", "test", "test", {}, [NewEffect("left-over-run", "pipeline.run", {
+        "project": "demand", "run_id": "run-left-over", "trigger": "command", "reason": "", "origin": {},
+        "promote": False}, lane="pipeline:demand")])
+    app.deliver()
+    (dropped,) = app.store.effects(status="dead")
+    assert dropped.key == "left-over-run" and "'demand' is no longer served" in dropped.last_error
+
 
 def test_on_github_a_merged_pull_request_runs_each_project_it_touches_with_its_own_status(
         github_emulator, tmp_path, monkeypatch):
