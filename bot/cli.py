@@ -1268,13 +1268,16 @@ def board() -> None:
 @json_option
 @pass_context
 def board_list(obj: _Context, show_all: bool, as_json: bool) -> None:
-    """The bot's tickets on the tracker, oldest first."""
+    """The bot's tickets on the tracker, oldest first (with --project NAME, that project's retrain tickets)."""
+    from bot.planner import ticket_key
     from integrations.ports import ListsTickets
 
     app = _app(obj, quiet=True)
     if not isinstance(app.tracker, ListsTickets):
         raise OperationFailed(f"the {app.tracker.name} tracker cannot list its tickets; look for them there")
     tickets = app.tracker.tickets(state=None if show_all else "open")
+    if obj.project_name is not None:
+        tickets = [t for t in tickets if t.key == ticket_key(app.lifecycle.project.name)]
     if as_json:
         _print_json([{"id": t.id, "title": t.title, "state": t.state, "labels": list(t.labels)} for t in tickets])
         return

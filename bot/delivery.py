@@ -258,7 +258,9 @@ class EffectHandlers:
             body = messages.drift_ticket_body(model, p["version"], drift["severity"], drift["markdown"],
                                               drift["report_dir"], checked_at, reasons=reasons,
                                               performance=p.get("performance"), seen_again=seen_again)
-            return title, body, ("mlops-bot", "retrain", f"drift:{drift['severity']}")
+            # Beside other projects of the repository, a label names the model, so a board filters by it.
+            named = (f"model:{model}",) if self.project.shared else ()
+            return title, body, ("mlops-bot", "retrain", f"drift:{drift['severity']}", *named)
 
         # After an unknown outcome, first the ticket this very effect may have opened.
         ticket = self.tracker.find_open(key, opened_by=effect.key) if effect.outcome_unknown else None

@@ -145,7 +145,7 @@ def test_a_command_on_a_change_of_one_project_needs_no_name(app, monorepo):
     assert len(_runs(app, "churn")) == 1 and len(_runs(app, "fraud")) == 1
 
 
-def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(app):
+def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(app, tmp_path, monkeypatch):
     batches = app.router.named("churn").settings.batches_dir
     batches.mkdir(parents=True, exist_ok=True)
     tiny_frame(300, seed=1, x1_shift=1.5).drop(columns=["label"]).to_csv(batches / "b1.csv", index=False)
@@ -153,6 +153,7 @@ def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(ap
 
     tickets = app.tracker.tickets(state="open")
     assert [ticket.title.split(":")[0] for ticket in tickets] == ["Retrain churn"]
+    assert "model:churn" in tickets[0].labels  # a board filters a project's tickets by it
     assert app.store.get_state("last_drift", "churn")["drifted"]
     assert app.store.get_state("last_drift", "fraud") is None and app.store.get_state("last_drift", "demand") is None
 
@@ -161,6 +162,16 @@ def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(ap
     settle(app)
     answer = [c["body"] for c in app.tracker.details(tickets[0].id)["comments"]][-1]
     assert "churn" in answer
+
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
+    listed = {name: [t["id"] for t in json.loads(CliRunner().invoke(cli, ["board", "list", "--project", name,
+                                                                          "--json"]).stdout)]
+              for name in ("churn", "fraud")}
+    assert listed == {"churn": [tickets[0].id], "fraud": []}
 
 
 def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkeypatch):
