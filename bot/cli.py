@@ -1016,8 +1016,37 @@ def doctor(obj: _Context) -> None:
     click.echo("all checks passed")
 
 
-def _repository_project_checks(repository: Path, served) -> list[tuple[str, str | None, str]]:
-    """The model projects the repository holds (every folder with an mlops.toml), the one served
+def _project_checks(spec, *, named: bool) -> list[tuple[str, str | None, str]]:
+    """One model project's checks: it reads, its metrics suit its task, its data loads, its drift
+    settings hold; ``named``: each check names the project (where the bot serves several)."""
+    from pipeline.data import DataError, load_dataset
+    from pipeline.drift import DriftConfig
+    from pipeline.spec import SpecError
+    from pipeline.train import check_metrics_suit_task
+
+    of = f" of {spec.name}" if named else ""
+    checks: list[tuple[str, str | None, str]] = [(f"model project {spec.name} ({spec.root})", None, "")]
+    try:  # before any training: a metric that cannot score this kind of model fails only at validate
+        check_metrics_suit_task(spec)
+        checks.append((f"metrics{of} suit the model's task", None, ""))
+    except SpecError as exc:
+        checks.append((f"metrics{of} suit the model's task", str(exc), f"change [metrics] in {spec.root}/mlops.toml"))
+    try:
+        rows = len(load_dataset(spec.data, spec.root).features)
+        checks.append((f"training data{of} ({rows} labelled rows)", None, ""))
+    except DataError as exc:
+        checks.append((f"training data{of}", str(exc), f"check data.path and data.target in {spec.root}/mlops.toml"))
+    try:
+        DriftConfig.from_dict(spec.drift)
+        checks.append((f"drift settings{of} ([drift] in mlops.toml)", None, ""))
+    except ValueError as exc:
+        checks.append((f"drift settings{of} ([drift] in mlops.toml)", str(exc),
+                       f"fix the [drift] table in {spec.root}/mlops.toml"))
+    return checks
+
+
+def _repository_project_checks(repository: Path, served: list[Path]) -> list[tuple[str, str | None, str]]:
+    """The model projects the repository holds (every folder with an mlops.toml), those served
     marked; each that cannot be read is a problem of its own."""
     from bot.projects import find_projects
 
@@ -1025,7 +1054,7 @@ def _repository_project_checks(repository: Path, served) -> list[tuple[str, str 
     checks: list[tuple[str, str | None, str]] = []
     if found.projects:
         names = ", ".join(f"{project.name} ({project.repo_path or '.'})"
-                          + (" served" if served is not None and project.spec.root == served.root else "")
+                          + (" served" if project.spec.root in served else "")
                           for project in found.projects)
         checks.append((f"model projects in {repository}: {names}", None, ""))
     checks += [(f"model project {problem.repo_path or '.'}", problem.reason, "fix that folder's mlops.toml")
@@ -1043,36 +1072,21 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
 
     if (imported := import_note(settings.data_dir)) is not None:
         checks.append((imported, None, ""))
+    from bot.projects import projects_to_serve
     from pipeline.spec import SpecError, load_project
-    from pipeline.train import check_metrics_suit_task
 
-    try:
-        spec = load_project(settings.project_dir)
-        checks.append((f"model project {spec.name} ({spec.root})", None, ""))
-    except SpecError as exc:
-        checks.append(("model project", str(exc), "fix mlops.toml, or point MLOPS_PROJECT_DIR at your project"))
-        spec = None
-    if spec is not None:
-        try:  # before any training: a metric that cannot score this kind of model fails only at validate
-            check_metrics_suit_task(spec)
-            checks.append(("metrics suit the model's task", None, ""))
+    served = projects_to_serve(settings)  # MLOPS_PROJECT_DIR unset: every model project of the repository
+    if served is not None:
+        specs = [project.spec for project in served[1].projects]
+    else:
+        try:
+            specs = [load_project(settings.project_dir)]
         except SpecError as exc:
-            checks.append(("metrics suit the model's task", str(exc), "change [metrics] in mlops.toml"))
-    if spec is not None:
-        from pipeline.data import DataError, load_dataset
-
-        try:
-            rows = len(load_dataset(spec.data, spec.root).features)
-            checks.append((f"training data ({rows} labelled rows)", None, ""))
-        except DataError as exc:
-            checks.append(("training data", str(exc), "check data.path and data.target in mlops.toml"))
-        from pipeline.drift import DriftConfig
-
-        try:
-            DriftConfig.from_dict(spec.drift)
-            checks.append(("drift settings ([drift] in mlops.toml)", None, ""))
-        except ValueError as exc:
-            checks.append(("drift settings ([drift] in mlops.toml)", str(exc), "fix the [drift] table in mlops.toml"))
+            checks.append(("model project", str(exc), "fix mlops.toml, or point MLOPS_PROJECT_DIR at your project"))
+            specs = []
+    for spec in specs:
+        checks += _project_checks(spec, named=len(specs) > 1)
+    spec = specs[0] if specs else None
     if shutil.which("git") is None:
         checks.append(("git", "git is not installed", "install git (e.g. apt-get install git)"))
     else:
@@ -1084,7 +1098,7 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
                        None if repository else "no git repository holds the project",
                        "set MLOPS_REPO_DIR to the repository whose commits should trigger runs, or run `git init`"))
         if repository is not None:
-            checks += _repository_project_checks(repository, spec)
+            checks += _repository_project_checks(repository, [served_spec.root for served_spec in specs])
     from bot.store import Store, StoreError
 
     try:

@@ -201,6 +201,10 @@ def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkey
     assert which.exit_code == 2 and "of which model?" in which.output and "Traceback" not in which.output
     assert runner.invoke(cli, ["trace", "churn:v1", "--json"]).exit_code == 0
 
+    doctor = runner.invoke(cli, ["doctor"]).output
+    for name, folder in PROJECTS.items():  # each served project is checked, and marked served
+        assert f"✓ training data of {name} (400 labelled rows)" in doctor and f"{name} ({folder}) served" in doctor
+
     unknown = runner.invoke(cli, ["status", "--project", "nosuch"])
     assert unknown.exit_code == 2 and "one of this repository's model projects: demand, churn, fraud" in unknown.output
 
