@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -248,11 +249,49 @@ def test_a_merge_that_adds_breaks_or_removes_a_project_is_followed(app, monorepo
     assert dropped.key == "left-over-run" and "'demand' is no longer served" in dropped.last_error
 
 
-def test_on_github_a_merged_pull_request_runs_each_project_it_touches_with_its_own_status(
-        github_emulator, tmp_path, monkeypatch):
-    """The real PyGithub client against the GitHub emulator: the webhook's pull request carries no
-    file list, which is asked for once (not once per project); each project touched runs from the
-    merge commit's code and reports its own commit status."""
+GITHUB_REPO, WEBHOOK_SECRET = "acme/models", "webhook-secret"
+
+
+def _github_bot(github_emulator, tmp_path: Path, monkeypatch):
+    """The bot over a monorepo on the GitHub emulator (the real PyGithub client), after its first
+    look; returns the bot and a working clone of the repository's remote to push merges from."""
+    repo = _monorepo(tmp_path / "repo")
+    bare, work = tmp_path / "remote.git", tmp_path / "work"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    git(tmp_path, "clone", "-q", str(bare), str(work))
+    state = github_emulator.state
+    state.add_repo(GITHUB_REPO, clone_url=bare)
+    for login, role in [("bob", "write"), ("mlops-bot[bot]", "write")]:
+        state.add_collaborator(GITHUB_REPO, login, role)
+    monkeypatch.chdir(repo)
+    seed_embedded_mlflow(tmp_path / "state")
+    bot = build(Settings(data_dir=tmp_path / "state", github_repository=GITHUB_REPO, github_token=github_emulator.token,
+                         github_api_url=github_emulator.base_url, github_timeout_s=1,
+                         github_webhook_secret=WEBHOOK_SECRET), clock=FakeClock(), out=io.StringIO())
+    run_pipelines_in_process(bot)
+    settle(bot)  # the first look: each project's first model
+    assert all(len(_runs(bot, project)) == 1 for project in PROJECTS)
+    return bot, work
+
+
+def _merge_on_github(github_emulator, work: Path, files: list[str], title: str) -> tuple[int, str, bytes]:
+    """A pull request merged on the emulator, its merge commit pushed; and its webhook delivery's body
+    (which, as GitHub's, carries no file list)."""
+    state = github_emulator.state
+    sha = _commit(work, files, title)
+    git(work, "push", "-q", "origin", "HEAD:main")
+    number = state.open_pull(GITHUB_REPO, title, "", "bob", files=files)
+    state.clock.advance(seconds=2)
+    state.merge_pull(GITHUB_REPO, number, merge_sha=sha)
+    pull = {"number": number, "merged": True, "merged_at": "2026-01-01T00:00:00Z", "merge_commit_sha": sha,
+            "title": title, "body": "", "user": {"login": "bob"},
+            "base": {"ref": "main", "repo": {"full_name": GITHUB_REPO}},
+            "head": {"ref": "x", "repo": {"full_name": GITHUB_REPO}}}
+    body = json.dumps({"action": "closed", "pull_request": pull, "repository": {"full_name": GITHUB_REPO}}).encode()
+    return number, sha, body
+
+
+def _deliver_webhook(bot, body: bytes, delivery: str):
     import hashlib
     import hmac
 
@@ -260,49 +299,71 @@ def test_on_github_a_merged_pull_request_runs_each_project_it_touches_with_its_o
 
     from bot.webhooks import create_app
 
-    repo, secret, name = _monorepo(tmp_path / "repo"), "webhook-secret", "acme/models"
-    bare, work = tmp_path / "remote.git", tmp_path / "work"
-    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
-    git(tmp_path, "clone", "-q", str(bare), str(work))
-    state = github_emulator.state
-    state.add_repo(name, clone_url=bare)
-    for login, role in [("bob", "write"), ("mlops-bot[bot]", "write")]:
-        state.add_collaborator(name, login, role)
-    monkeypatch.chdir(repo)
-    seed_embedded_mlflow(tmp_path / "state")
-    bot = build(Settings(data_dir=tmp_path / "state", github_repository=name, github_token=github_emulator.token,
-                         github_api_url=github_emulator.base_url, github_timeout_s=1,
-                         github_webhook_secret=secret), clock=FakeClock(), out=io.StringIO())
-    run_pipelines_in_process(bot)
-    try:
-        settle(bot)  # the first look: each project's first model
-        assert all(len(_runs(bot, project)) == 1 for project in PROJECTS)
+    return TestClient(create_app(bot)).post("/webhooks/github", content=body, headers={
+        "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()})
 
-        files = ["models/churn/notes.md", "models/fraud/notes.md"]
-        sha = _commit(work, files, "Tune churn and fraud")
-        git(work, "push", "-q", "origin", "HEAD:main")
-        number = state.open_pull(name, "Tune churn and fraud", "", "bob", files=files)
-        state.clock.advance(seconds=2)
-        state.merge_pull(name, number, merge_sha=sha)
-        pull = {"number": number, "merged": True, "merged_at": "2026-01-01T00:00:00Z", "merge_commit_sha": sha,
-                "title": "Tune churn and fraud", "body": "", "user": {"login": "bob"},
-                "base": {"ref": "main", "repo": {"full_name": name}}, "head": {"ref": "x", "repo": {"full_name": name}}}
-        body = json.dumps({"action": "closed", "pull_request": pull, "repository": {"full_name": name}}).encode()
-        answer = TestClient(create_app(bot)).post("/webhooks/github", content=body, headers={
-            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d1",
-            "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()})
-        assert answer.json()["status"] == "accepted"
+
+def _bot_comments(github_emulator, number: int) -> list[str]:
+    return [c.body for c in github_emulator.state.comments(GITHUB_REPO, number) if c.user == "mlops-bot[bot]"]
+
+
+def test_on_github_a_merged_pull_request_runs_each_project_it_touches_with_its_own_status(
+        github_emulator, tmp_path, monkeypatch):
+    """The webhook's pull request carries no file list, which is asked for once (not once per
+    project); each project touched runs from the merge commit's code and reports its own commit status."""
+    bot, work = _github_bot(github_emulator, tmp_path, monkeypatch)
+    try:
+        number, sha, body = _merge_on_github(github_emulator, work, ["models/churn/notes.md", "models/fraud/notes.md"],
+                                             "Tune churn and fraud")
+        assert _deliver_webhook(bot, body, "d1").json()["status"] == "accepted"
         settle(bot)
         settle(bot)  # nothing twice
 
-        assert len(github_emulator.log.filter("GET", rf"/repos/{name}/pulls/{number}/files")) == 1
+        assert len(github_emulator.log.filter("GET", rf"/repos/{GITHUB_REPO}/pulls/{number}/files")) == 1
         assert [len(_runs(bot, project)) for project in PROJECTS] == [2, 2, 1]  # churn, fraud, demand
-        final = {status.context: status.state for status in state.statuses(name, sha)}
+        final = {status.context: status.state for status in github_emulator.state.statuses(GITHUB_REPO, sha)}
         assert final["mlops-bot/pipeline (churn)"] in {"success", "failure"}
         assert final["mlops-bot/pipeline (fraud)"] in {"success", "failure"}
         assert "mlops-bot/pipeline (demand)" not in final
-        reports = [c.body for c in state.comments(name, number) if c.user == "mlops-bot[bot]"]
+        reports = _bot_comments(github_emulator, number)
         assert sorted(report.split("**")[1] for report in reports) == ["churn", "fraud"]
+    finally:
+        bot.store.close()
+
+
+def test_on_github_faults_on_every_write_lose_nothing_and_double_nothing_across_projects(
+        github_emulator, tmp_path, monkeypatch):
+    """500s, timeouts, lost answers and rate limits on three in ten writes, while a merge of all three
+    projects arrives by webhook and by poll and commands name a project, or none: each project's
+    status is set once per state, each answer posted once, and nothing is given up."""
+    bot, work = _github_bot(github_emulator, tmp_path, monkeypatch)
+    try:
+        github_emulator.faults.random(0.3, ["500", "502", "timeout", "lost_response", "429", "rate_limit_secondary"],
+                                      seed=5, target=r"(POST|PATCH) .*")
+        number, sha, body = _merge_on_github(github_emulator, work, [f"{folder}/notes.md" for folder in
+                                                                     PROJECTS.values()], "Tune all three")
+        _deliver_webhook(bot, body, "d1")
+        _deliver_webhook(bot, body, "d2")  # redelivered
+        for text in ("/status fraud", "/retrain churn because", "/retrain"):
+            github_emulator.state.add_comment(GITHUB_REPO, number, "bob", text)
+        settle(bot, rounds=60)
+        settle(bot, rounds=60)
+
+        assert github_emulator.faults.fired, "no fault was injected"
+        assert bot.store.effects(status="dead") == []
+        assert [len(_runs(bot, project)) for project in PROJECTS] == [3, 2, 2]  # churn: merge and /retrain
+        for project in PROJECTS:  # the merge's run: pending, then its result; /retrain churn's: its result
+            states = [s.state for s in github_emulator.state.statuses(GITHUB_REPO, sha)
+                      if s.context == f"mlops-bot/pipeline ({project})"]
+            results = 2 if project == "churn" else 1
+            assert states[0] == "pending" and len(states) == 1 + results, (project, states)
+            assert set(states[1:]) <= {"success", "failure"}, (project, states)
+        replies = _bot_comments(github_emulator, number)
+        markers = Counter(reply.rsplit("<!-- mlops-bot:", 1)[-1] for reply in replies)
+        assert all(count == 1 for count in markers.values()), markers
+        assert len([r for r in replies if "several model projects" in r]) == 1  # the bare /retrain
+        assert len([r for r in replies if r.startswith("✅") or r.startswith("⚠️")]) >= 3  # the merge's reports
     finally:
         bot.store.close()
 
