@@ -363,7 +363,9 @@ def test_on_github_faults_on_every_write_lose_nothing_and_double_nothing_across_
         markers = Counter(reply.rsplit("<!-- mlops-bot:", 1)[-1] for reply in replies)
         assert all(count == 1 for count in markers.values()), markers
         assert len([r for r in replies if "several model projects" in r]) == 1  # the bare /retrain
-        assert len([r for r in replies if r.startswith("✅") or r.startswith("⚠️")]) >= 3  # the merge's reports
+        # A report per run on the change (the merge's three, /retrain churn's), an answer per named command.
+        assert len([marker for marker in markers if marker.startswith("run:")]) == 4
+        assert len([marker for marker in markers if marker.startswith("cmd:")]) == 2
     finally:
         bot.store.close()
 
