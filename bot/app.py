@@ -241,7 +241,8 @@ class BotApp:
         from bot.scheduler import digest_due, local_timezone
 
         now = self.clock()
-        # The projects' names, as one digest's: the single project's name keeps its earlier mark.
+        # The projects' names, as one digest's: the single project's name keeps its earlier mark (a
+        # merge that adds or removes a project starts a new mark, so that digest waits for the next time).
         model = "+".join(self.router.lifecycles)
         mark = self.store.get_state("digest", model)
         if mark is None:
@@ -311,12 +312,7 @@ def build(
     It serves the model project of MLOPS_PROJECT_DIR; with that unset, every model project of the
     repository it starts in (bot/projects.py), each with its own lifecycle over the shared ports."""
     from bot.projects import FoundProject, git_root, projects_to_serve
-    from integrations.local import (
-        ConsoleChat,
-        LocalBoard,
-        LocalGitSource,
-        create_local_tables,
-    )
+    from integrations.local import ConsoleChat, LocalBoard, LocalGitSource, create_local_tables
     from pipeline.spec import load_project
 
     clock = clock or (lambda: datetime.now(UTC))
@@ -360,11 +356,17 @@ def build(
     observability = Observability(store=store, models=[each.name for each in found], secrets=secrets_of(settings))
     observe_adapters(observability, scm, tracker)
 
+    def settings_of(each: FoundProject, shared: bool) -> Settings:
+        if shared:
+            return _project_settings(base_settings, each)
+        # The one project: the bot's own settings, unless merges have since left another project alone.
+        return settings if each.spec.root == found[0].spec.root else \
+            base_settings.model_copy(update={"project_dir": each.spec.root})
+
     def lifecycle_of(each: FoundProject, shared: bool) -> Lifecycle:
         """The project's lifecycle; ``shared``: beside other projects of the repository."""
         spec = each.spec
-        project_settings = _project_settings(base_settings, each) if shared else \
-            settings if spec.root == found[0].spec.root else base_settings.model_copy(update={"project_dir": spec.root})
+        project_settings = settings_of(each, shared)
         # Slack routes each project's messages to its own channels (MLOPS_SLACK_PROJECT_CHANNELS).
         project_chat = chat or _slack(settings, spec.name)
         project_engine = engine or _local_engine(project_settings, registry, scm, spec, each.repo_path, clock)
@@ -409,7 +411,8 @@ def _project_settings(settings: Settings, found) -> Settings:
 
 
 def _local_engine(settings: Settings, registry, scm, spec, repo_path: str, clock):
-    """The pipeline run in this process's machine, from the merge commit's code on GitHub."""
+    """One project's embedded engine: runs on this machine, from a checkout of the merge commit when
+    the source is GitHub."""
     from integrations.local import InProcessEngine
     from pipeline.run import ProductionFolders
 
@@ -421,13 +424,7 @@ def _local_engine(settings: Settings, registry, scm, spec, repo_path: str, clock
 
 
 def _github(settings: Settings, clock):
-    from integrations.github import (
-        GitHubAuth,
-        GitHubClient,
-        GitHubIssues,
-        GitHubSource,
-        connect,
-    )
+    from integrations.github import GitHubAuth, GitHubClient, GitHubIssues, GitHubSource, connect
 
     secret = lambda value: value.get_secret_value() if value is not None else None  # noqa: E731
     auth = GitHubAuth(token=secret(settings.github_token), app_id=settings.github_app_id,
@@ -489,12 +486,7 @@ def _azure(settings: Settings, registry):
 
     # The SDK reads its cache folder when imported: keep it in the bot's data folder, not in ~.
     os.environ.setdefault("AZURE_DEVOPS_CACHE_DIR", str(settings.data_dir.expanduser().resolve() / "azure-devops-cache"))
-    from integrations.azure_devops import (
-        AzureBoards,
-        AzurePipelines,
-        AzureRepos,
-        connect,
-    )
+    from integrations.azure_devops import AzureBoards, AzurePipelines, AzureRepos, connect
 
     client = connect(settings.azure_devops_org_url, settings.azure_devops_pat.get_secret_value())
     project = settings.azure_devops_project

@@ -30,14 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
 
 from bot.events import CommandGiven
-from integrations.ports import (
-    Comment,
-    MessageRef,
-    PermanentError,
-    Target,
-    TransientError,
-    Whispers,
-)
+from integrations.ports import Comment, MessageRef, PermanentError, Target, TransientError, Whispers
 from integrations.slack_payloads import ButtonClick, NotAClick, parse_click
 
 if TYPE_CHECKING:

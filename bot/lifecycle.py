@@ -20,15 +20,7 @@ from bot import checklist
 from bot.commands import required_permission
 from bot.commands.base import TellsTime
 from bot.delivery import EffectHandlers, PostsMemory, ref_dict
-from bot.events import (
-    ChangeMerged,
-    ChecklistTicked,
-    CommandGiven,
-    DriftFound,
-    Event,
-    RunFinished,
-    TicketClosed,
-)
+from bot.events import ChangeMerged, ChecklistTicked, CommandGiven, DriftFound, Event, RunFinished, TicketClosed
 from bot.logs import log_context
 from bot.planner import CHECKS_SOURCE, DEPLOY_BUTTON, Planner, Project
 from bot.store import Fence, NewEffect, Store

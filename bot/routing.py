@@ -41,12 +41,7 @@ from bot.lifecycle import Lifecycle
 from bot.projects import FoundProject, RepositoryProjects
 from bot.store import EffectRow, Fence, NewEffect, Store
 from integrations.github_payloads import CardEdit, CheckClick
-from integrations.ports import (
-    PermanentError,
-    ReportsChangedPaths,
-    Target,
-    TransientError,
-)
+from integrations.ports import PermanentError, ReportsChangedPaths, Target, TransientError
 from pipeline.spec import SPEC_FILENAME
 
 __all__ = ["ProjectRouter", "UnknownProject"]

@@ -143,11 +143,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
         return await _run_sync(lambda: _accept_azure(bot, fact, str(payload.get("id") or ""), wake))
 
     async def mlflow(request: Request) -> JSONResponse:
-        from integrations.mlflow_webhooks import (
-            WebhookError,
-            verify_webhook,
-            webhook_event,
-        )
+        from integrations.mlflow_webhooks import WebhookError, verify_webhook, webhook_event
 
         secret = settings.mlflow_webhook_secret
         if secret is None or not settings.mlflow_tracking_uri:
@@ -182,14 +178,7 @@ def create_app(bot: BotApp, *, wake: Callable[[], None] = lambda: None) -> Starl
 def _slash_command(bot: BotApp, form: dict[str, str], timestamp: str, wake: Callable[[], None]) -> JSONResponse:
     """``/mlops retrain because ...``: refusals and read-only answers at once, ephemerally; other work
     is stored as a command (once) and answered in a thread of the channel."""
-    from bot.commands import (
-        REGISTRY,
-        Request,
-        parse,
-        required_permission,
-        respond,
-        unknown_reply,
-    )
+    from bot.commands import REGISTRY, Request, parse, required_permission, respond, unknown_reply
     from bot.commands.base import refusal
     from bot.lifecycle import CommandView
     from bot.routing import UnknownProject

@@ -15,15 +15,7 @@ import pytest
 from bot.app import build
 from bot.settings import Settings
 from integrations.ports import Target
-from tests.conftest import (
-    TINY_TOML,
-    FakeClock,
-    git,
-    run_pipelines_in_process,
-    seed_embedded_mlflow,
-    settle,
-    tiny_frame,
-)
+from tests.conftest import TINY_TOML, FakeClock, git, run_pipelines_in_process, seed_embedded_mlflow, settle, tiny_frame
 
 PROJECTS = {"churn": "models/churn", "fraud": "models/fraud", "demand": "forecasting/demand"}
 
