@@ -311,7 +311,7 @@ def build(
 
     It serves the model project of MLOPS_PROJECT_DIR; with that unset, every model project of the
     repository it starts in (bot/projects.py), each with its own lifecycle over the shared ports."""
-    from bot.projects import FoundProject, git_root, projects_to_serve
+    from bot.projects import FoundProject, git_root, projects_to_serve, shared_project_settings
     from integrations.local import ConsoleChat, LocalBoard, LocalGitSource, create_local_tables
     from pipeline.spec import load_project
 
@@ -358,7 +358,7 @@ def build(
 
     def settings_of(each: FoundProject, shared: bool) -> Settings:
         if shared:
-            return _project_settings(base_settings, each)
+            return shared_project_settings(base_settings, each)
         # The one project: the bot's own settings, unless merges have since left another project alone.
         return settings if each.spec.root == found[0].spec.root else \
             base_settings.model_copy(update={"project_dir": each.spec.root})
@@ -399,15 +399,6 @@ def build(
                     ingest=lambda event: router.handle(event), clock=clock, on_blocked=alert_blocked)
     return BotApp(settings=settings, store=store, router=router, outbox=outbox, clock=clock,
                   observability=observability)
-
-
-def _project_settings(settings: Settings, found) -> Settings:
-    """One project's settings where a deployment serves several: its folder, the paths whose
-    change runs it, and its production batches and labels in a folder of its own under
-    MLOPS_MONITOR_DIR and MLOPS_LABELS_DIR (``<folder>/<project>/``)."""
-    return settings.model_copy(update={
-        "project_dir": found.spec.root, "project_paths": [found.repo_path], "project_path": found.repo_path,
-        "monitor_dir": settings.batches_dir / found.name, "labels_dir": settings.label_files_dir / found.name})
 
 
 def _local_engine(settings: Settings, registry, scm, spec, repo_path: str, clock):

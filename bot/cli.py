@@ -68,7 +68,7 @@ class _Context:
             if self.project is not None:
                 settings = settings.model_copy(update={"project_dir": self.project})
             elif self.project_name is not None:
-                settings = settings.model_copy(update={"project_dir": self._named_project(settings)})
+                settings = self._named_project_settings(settings)
             self._settings = settings
         return self._settings
 
@@ -98,9 +98,10 @@ class _Context:
             return chosen
         return _registry_call(lambda: registry.get(name, int(version)))
 
-    def _named_project(self, settings) -> Path:
-        """The folder of the model project --project NAME names, among those of this repository."""
-        from bot.projects import projects_to_serve
+    def _named_project_settings(self, settings):
+        """The settings of the model project --project NAME names, among those of this repository: as
+        the bot serving them all has them (its batches and labels in folders of its own beside others)."""
+        from bot.projects import projects_to_serve, shared_project_settings
 
         served = projects_to_serve(settings)
         found = served[1].named(self.project_name) if served else None
@@ -109,7 +110,24 @@ class _Context:
             raise UsageProblem(f"model project folder {self.project_name} does not exist; pass --project DIR"
                                + (f", or the name of one of this repository's model projects: {', '.join(names)}"
                                   if names else " (the folder holding the model project's mlops.toml)"))
-        return found.spec.root
+        if len(served[1].projects) > 1:
+            return shared_project_settings(settings, found)
+        return settings.model_copy(update={"project_dir": found.spec.root})
+
+    def project_dir(self, model: str | None = None) -> Path:
+        """The folder of the model project a command is about: --project's, MLOPS_PROJECT_DIR's, else
+        the repository's one project (or the one called ``model``), else the bundled example."""
+        from bot.projects import projects_to_serve
+
+        served = projects_to_serve(self.settings)
+        if served is None:
+            return self.settings.project_dir
+        projects = served[1].projects
+        chosen = served[1].named(model) if model else None
+        if chosen is None and len(projects) > 1:
+            raise UsageProblem(f"this repository holds several model projects "
+                               f"({', '.join(project.name for project in projects)}); pass --project NAME")
+        return (chosen or projects[0]).spec.root
 
     def served_projects(self) -> list[str] | None:
         """The names of the model projects the bot serves in this repository (MLOPS_PROJECT_DIR and
@@ -257,7 +275,7 @@ def pipeline_run(obj: _Context, reason: str, require_new_data: bool, as_json: bo
     from pipeline.spec import SpecError, load_project
     from pipeline.train import check_metrics_suit_task
 
-    project_dir = obj.settings.project_dir
+    project_dir = obj.project_dir()
     configure_logging(obj.settings)  # at MLOPS_LOG_LEVEL=DEBUG, a failed stage's whole traceback
     # A missing folder, a typo in mlops.toml or a metric that cannot score this model is the user's to
     # fix before anything runs: one line, exit 2, and no run recorded. A run that fails is exit 1.
@@ -523,7 +541,7 @@ def models_predict(obj: _Context, version: tuple[str | None, str] | str | None, 
     chosen = _referenced_version(obj, registry, version or (None, "production"), model)
     name = chosen.model
     try:
-        predictions = predict_file(chosen, input_path, project_root=obj.settings.project_dir, keep=keep)
+        predictions = predict_file(chosen, input_path, project_root=obj.project_dir(chosen.model), keep=keep)
     except (DataError, ArtifactError) as exc:
         raise OperationFailed(str(exc)) from None
     if output_path is None:
@@ -578,7 +596,7 @@ def drift_check(obj: _Context, reference: str, current: str, target: str | None,
         chosen = obj.version(obj.registry(), model_version, model)
         try:
             model = load_model(chosen.path, extra_trusted=tuple(chosen.metadata.get("trusted_types", [])),
-                               project_root=obj.settings.project_dir)
+                               project_root=obj.project_dir(chosen.model))
         except ArtifactError as exc:
             raise OperationFailed(str(exc)) from None
     else:

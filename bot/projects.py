@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.spec import SPEC_FILENAME, ProjectSpec, SpecError, load_project
 
-__all__ = ["FoundProject", "ProjectProblem", "RepositoryProjects", "find_projects", "git_root", "projects_to_serve"]
+__all__ = ["FoundProject", "ProjectProblem", "RepositoryProjects", "find_projects", "git_root", "projects_to_serve",
+           "shared_project_settings"]
 
 # Folders a walk (no git repository to list the files) never enters: environments, caches and the
 # bot's own data, where an mlops.toml would be a copy, not a project.
@@ -157,3 +158,12 @@ def projects_to_serve(settings) -> tuple[Path, RepositoryProjects] | None:
     root = Path(root).expanduser().resolve()
     found = find_projects(root, tuple(settings.project_paths))
     return (root, found) if found.projects else None
+
+
+def shared_project_settings(settings, found: FoundProject):
+    """One project's settings where the bot serves several of the repository: its folder, the paths
+    whose change runs it, and its production batches and labels in a folder of its own under
+    MLOPS_MONITOR_DIR and MLOPS_LABELS_DIR (``<folder>/<project>/``)."""
+    return settings.model_copy(update={
+        "project_dir": found.spec.root, "project_paths": [found.repo_path], "project_path": found.repo_path,
+        "monitor_dir": settings.batches_dir / found.name, "labels_dir": settings.label_files_dir / found.name})

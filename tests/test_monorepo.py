@@ -194,6 +194,13 @@ def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkey
     assert which.exit_code == 2 and "of which model?" in which.output and "Traceback" not in which.output
     assert runner.invoke(cli, ["trace", "churn:v1", "--json"]).exit_code == 0
 
+    several = runner.invoke(cli, ["pipeline", "run"])  # which one?
+    assert several.exit_code == 2 and "several model projects (demand, churn, fraud); pass --project NAME" in \
+        several.output
+    ran = runner.invoke(cli, ["pipeline", "run", "--project", "churn", "--json"])
+    assert ran.exit_code == 0, ran.output
+    assert (json.loads(ran.stdout)["model"], json.loads(ran.stdout)["version"]) == ("churn", 2)
+
     doctor = runner.invoke(cli, ["doctor"]).output
     for name, folder in PROJECTS.items():  # each served project is checked, and marked served
         assert f"✓ training data of {name} (400 labelled rows)" in doctor and f"{name} ({folder}) served" in doctor
