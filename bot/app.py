@@ -353,7 +353,8 @@ def build(
     if chat is None and settings.slack_bot_token is None:
         chat = ConsoleChat(store.engine, out=out, clock=clock)
     board = _github_project(settings, tracker) or _azure_board(settings, tracker)
-    observability = Observability(store=store, models=[each.name for each in found], secrets=secrets_of(settings))
+    # The models of the projects served when /metrics is scraped (``router``, made below, follows merges).
+    observability = Observability(store=store, models=lambda: list(router.lifecycles), secrets=secrets_of(settings))
     observe_adapters(observability, scm, tracker)
 
     def settings_of(each: FoundProject, shared: bool) -> Settings:

@@ -55,7 +55,8 @@ _RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 class Observability:
     """The bot's metrics (in a registry of its own) and its readiness."""
 
-    def __init__(self, *, store: Store | None = None, models: Iterable[str] = (), secrets: Iterable[str] = (),
+    def __init__(self, *, store: Store | None = None, models: Callable[[], Iterable[str]] = tuple,
+                 secrets: Iterable[str] = (),
                  ready_ttl_s: float = READY_TTL_S, ready_deadline_s: float = READY_DEADLINE_S,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.registry = CollectorRegistry()
@@ -87,7 +88,7 @@ class Observability:
         self.drift_checks = Counter("mlops_bot_drift_checks", "Drift checks of production batches, by model and "
                                     "outcome (drift, no_drift, data_problem).", ["model", "outcome"], registry=r)
         if store is not None:
-            r.register(_StateCollector(store, tuple(models)))
+            r.register(_StateCollector(store, models))
         self.readiness = Readiness(ttl_s=ready_ttl_s, deadline_s=ready_deadline_s, monotonic=monotonic,
                                    describe=lambda error: redact(_describe(error), self._secrets))
         if store is not None:
@@ -215,9 +216,10 @@ class _Attempt:
 
 
 class _StateCollector:
-    """Series read from the state store when scraped: the outbox and the last drift check per model."""
+    """Series read from the state store when scraped: the outbox and the last drift check per model
+    (``models``: the names of the models served at the time of the scrape, which merges may change)."""
 
-    def __init__(self, store: Store, models: tuple[str, ...]) -> None:
+    def __init__(self, store: Store, models: Callable[[], Iterable[str]]) -> None:
         self._store, self._models = store, models
 
     def describe(self) -> list:
@@ -231,7 +233,7 @@ class _StateCollector:
             for waiting in self._store.blocked_effects():
                 key = (waiting.service, waiting.permission)
                 blocked[key] = blocked.get(key, 0) + 1
-            drift = {model: self._store.get_state("last_drift", model) for model in self._models}
+            drift = {model: self._store.get_state("last_drift", model) for model in self._models()}
         except Exception as error:  # noqa: BLE001 - a scrape must answer even when the database does not
             log.warning("metrics: the state database did not answer: %s", type(error).__name__)
             up.add_metric([], 0)
@@ -334,7 +336,7 @@ def routes(bot: BotApp) -> list[Route]:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    observability = bot.observability or Observability(store=bot.store, models=list(bot.router.lifecycles))
+    observability = bot.observability or Observability(store=bot.store, models=lambda: list(bot.router.lifecycles))
 
     def readyz(_request: Request) -> JSONResponse:
         ready, checks = observability.readiness.check()

@@ -15,7 +15,15 @@ import pytest
 from bot.app import build
 from bot.settings import Settings
 from integrations.ports import Target
-from tests.conftest import TINY_TOML, FakeClock, git, run_pipelines_in_process, seed_embedded_mlflow, settle, tiny_frame
+from tests.conftest import (
+    TINY_TOML,
+    FakeClock,
+    git,
+    run_pipelines_in_process,
+    seed_embedded_mlflow,
+    settle,
+    tiny_frame,
+)
 
 PROJECTS = {"churn": "models/churn", "fraud": "models/fraud", "demand": "forecasting/demand"}
 
@@ -219,6 +227,14 @@ def test_a_merge_that_adds_breaks_or_removes_a_project_is_followed(app, monorepo
     settle(app)
     assert list(app.router.lifecycles) == ["demand", "churn", "fraud", "risk"]
     assert [run.trigger for run in _runs(app, "risk")] == ["merge"] and app.registry.production("risk").version == 1
+    batches = app.router.named("risk").settings.batches_dir  # its production data is watched too
+    batches.mkdir(parents=True)
+    tiny_frame(300, seed=1, x1_shift=1.5).drop(columns=["label"]).to_csv(batches / "b1.csv", index=False)
+    settle(app)
+    assert app.store.get_state("last_drift", "risk")["drifted"]
+    from prometheus_client import generate_latest
+
+    assert 'mlops_bot_drift_detected{model="risk"} 1.0' in generate_latest(app.observability.registry).decode()
 
     # Made invalid: left out, and the change is told why, once; the others keep running.
     toml = monorepo / "models" / "fraud" / "mlops.toml"
