@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bot.commands import parse
+from bot.commands import REGISTRY, parse
 from bot.events import (
     ChangeMerged,
     ChecklistTicked,
@@ -41,7 +41,12 @@ from bot.lifecycle import Lifecycle
 from bot.projects import FoundProject, RepositoryProjects
 from bot.store import EffectRow, Fence, NewEffect, Store
 from integrations.github_payloads import CardEdit, CheckClick
-from integrations.ports import PermanentError, ReportsChangedPaths, Target, TransientError
+from integrations.ports import (
+    PermanentError,
+    ReportsChangedPaths,
+    Target,
+    TransientError,
+)
 from pipeline.spec import SPEC_FILENAME
 
 __all__ = ["ProjectRouter", "UnknownProject"]
@@ -180,6 +185,8 @@ class ProjectRouter:
         invocations = parse(comment.body).invocations
         if not invocations or comment.by_bot or comment.edited:
             return self.first  # no command to route: any planner links what it names
+        if not any(REGISTRY[invocation.name].about_a_project for invocation in invocations):
+            return self.first  # /help, /ok-to-test: the same whichever project answers
         for invocation in invocations:
             first = invocation.args.strip().partition(" ")[0]
             if first:

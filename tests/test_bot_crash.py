@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from integrations.ports import Target
 from tests.test_bot import drifted_batch
 
-CHILD = r"""
+# The bot's local source control and chat with slow writes: what a child bot process builds on.
+SLOW_ADAPTERS = r"""
 import sys, time
 from pathlib import Path
 from bot.app import build
@@ -38,7 +39,9 @@ class Slow:
 
 class SlowChat(Slow, ConsoleChat): pass
 class SlowSource(Slow, LocalGitSource): pass
+"""
 
+CHILD = SLOW_ADAPTERS + r"""
 repo, data = Path(sys.argv[1]), Path(sys.argv[2])
 settings = Settings(project_dir=repo / "models/tiny", data_dir=data, drift_cooldown_s=0)
 from bot.store import Store

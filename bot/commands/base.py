@@ -161,6 +161,9 @@ class CommandSpec:
     examples: tuple[str, ...]
     permission: Permission  # the default minimum level
     handler: Callable[[Request, CommandContext], Reply]
+    # False for a command that concerns no model project in particular (/help, /ok-to-test): where the
+    # bot serves several, it needs no project named (bot/routing.py).
+    about_a_project: bool = True
 
     def __post_init__(self) -> None:
         where = f"command spec {self.name!r}"

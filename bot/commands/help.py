@@ -27,4 +27,5 @@ SPEC = CommandSpec(
     examples=("/help",),
     permission=Permission.read,
     handler=handle,
+    about_a_project=False,
 )

@@ -43,4 +43,5 @@ SPEC = CommandSpec(
     examples=("/ok-to-test",),
     permission=Permission.write,
     handler=handle,
+    about_a_project=False,
 )
