@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -67,29 +68,12 @@ def test_killed_at_random_the_bot_loses_nothing_and_repeats_nothing(make_app, re
         app.scm.add_comment(Target("change", app.scm.repo, 40 + number), body)
     data_dir = app.settings.data_dir
     app.store.close()
-    env = {**os.environ, "PYTHONPATH": str(os.getcwd()) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-c", CHILD, str(repo), str(data_dir)]
-    rng = random.Random(7)
-    kills = 0
-    for _ in range(8):
-        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 3.0))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-            kills += 1
-        child.wait(timeout=60)
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-2000:]
-    assert "finished" in final.stdout
+    kills = kill_at_random_then_finish([sys.executable, "-c", CHILD, str(repo), str(data_dir)], seed=7)
     assert kills >= 3
-
-    engine = sa.create_engine(f"sqlite:///{data_dir / 'state.db'}")
-    with engine.connect() as conn:
-        pending = conn.execute(sa.text("select key, status, last_error from effects where status != 'done'")).all()
-        bot_comments = [row.body for row in conn.execute(sa.text("select body from local_comments where by_bot"))]
-        ticket_comments = [row.body for row in conn.execute(sa.text("select body from local_ticket_comments"))]
-        chat = conn.execute(sa.text("select channel, thread, marker from local_chat")).all()
-        tickets = conn.execute(sa.text("select key, state from local_tickets")).all()
+    found = local_outcome(data_dir)
+    pending, bot_comments, ticket_comments = found["pending"], found["bot_comments"], found["ticket_comments"]
+    chat, tickets = found["chat"], found["tickets"]
+    with sa.create_engine(f"sqlite:///{data_dir / 'state.db'}").connect() as conn:
         events = conn.execute(sa.text("select count(*) from events")).scalar_one()
     assert pending == []
     markers = Counter(body.rsplit("<!-- mlops-bot:", 1)[-1] for body in bot_comments + ticket_comments)
@@ -109,3 +93,37 @@ def _versions_by_run(data_dir) -> Counter:
     from tests.conftest import open_embedded_registry
 
     return Counter(v.run_id for v in open_embedded_registry(data_dir).versions())
+
+
+def kill_at_random_then_finish(command: list[str], *, seed: int, runs: int = 8, finish_s: float = 300) -> int:
+    """Start the bot's ``command`` ``runs`` times, each SIGKILLed 1 to 3 s in if still running, then
+    once more to its end (which must succeed); returns how many runs were killed."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent) + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
+    rng, kills = random.Random(seed), 0
+    for _ in range(runs):
+        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.0, 3.0))
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            kills += 1
+        child.wait(timeout=60)
+    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=finish_s, check=False)
+    assert final.returncode == 0 and "finished" in final.stdout, final.stderr[-2000:]
+    return kills
+
+
+def local_outcome(data_dir: Path) -> dict:
+    """What the bot left in its state database and on the embedded services: the effects not done,
+    its comments on changes and tickets, its chat messages and its tickets."""
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'state.db'}")
+    with engine.connect() as conn:
+        found = {
+            "pending": conn.execute(sa.text("select key, status, last_error from effects where status != 'done'")).all(),
+            "bot_comments": [row.body for row in conn.execute(sa.text("select body from local_comments where by_bot"))],
+            "ticket_comments": [row.body for row in conn.execute(sa.text("select body from local_ticket_comments"))],
+            "chat": conn.execute(sa.text("select channel, thread, marker from local_chat")).all(),
+            "tickets": conn.execute(sa.text("select key, state from local_tickets")).all(),
+        }
+    engine.dispose()
+    return found

@@ -24,7 +24,11 @@ from tests.conftest import (
     settle,
     tiny_frame,
 )
-from tests.test_bot_crash import SLOW_ADAPTERS
+from tests.test_bot_crash import (
+    SLOW_ADAPTERS,
+    kill_at_random_then_finish,
+    local_outcome,
+)
 
 PROJECTS = {"churn": "models/churn", "fraud": "models/fraud", "demand": "forecasting/demand"}
 
@@ -447,14 +451,7 @@ print("finished", flush=True)
 def test_killed_at_random_a_bot_of_three_projects_loses_nothing_and_repeats_nothing(app, monorepo):
     """SIGKILL at random moments while a merge of two projects, drift in two, and commands naming a
     project or none are worked through; then a last run to the end: every effect once, per project."""
-    import os
-    import random
-    import signal
-    import subprocess
     import sys
-    import time
-
-    import sqlalchemy as sa
 
     for name in ("churn", "fraud"):
         batches = app.router.named(name).settings.batches_dir
@@ -466,34 +463,16 @@ def test_killed_at_random_a_bot_of_three_projects_loses_nothing_and_repeats_noth
         app.scm.add_comment(change, body, author="you")
     data_dir = app.settings.data_dir
     app.store.close()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent) + os.pathsep
-           + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-c", MONOREPO_CHILD, str(monorepo), str(data_dir)]
-    rng, kills = random.Random(11), 0
-    for _ in range(8):
-        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 3.0))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-            kills += 1
-        child.wait(timeout=60)
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert final.returncode == 0 and "finished" in final.stdout, final.stderr[-2000:]
-    assert kills >= 3
+    assert kill_at_random_then_finish([sys.executable, "-c", MONOREPO_CHILD, str(monorepo), str(data_dir)],
+                                      seed=11, finish_s=600) >= 3
 
-    engine = sa.create_engine(f"sqlite:///{data_dir / 'state.db'}")
-    with engine.connect() as conn:
-        pending = conn.execute(sa.text("select key, status, last_error from effects where status != 'done'")).all()
-        bot_comments = [row.body for row in conn.execute(sa.text("select body from local_comments where by_bot"))]
-        ticket_comments = [row.body for row in conn.execute(sa.text("select body from local_ticket_comments"))]
-        chat = conn.execute(sa.text("select channel, thread, marker from local_chat")).all()
-        tickets = sorted(row.key for row in conn.execute(sa.text("select key from local_tickets")))
-    engine.dispose()
-    assert pending == []
-    markers = Counter(body.rsplit("<!-- mlops-bot:", 1)[-1] for body in bot_comments + ticket_comments)
+    found = local_outcome(data_dir)
+    assert found["pending"] == []
+    bot_comments = found["bot_comments"]
+    markers = Counter(body.rsplit("<!-- mlops-bot:", 1)[-1] for body in bot_comments + found["ticket_comments"])
     assert [marker for marker, n in markers.items() if n > 1] == []
-    assert [row for row, n in Counter(chat).items() if n > 1] == []
-    assert tickets == ["retrain:churn", "retrain:fraud"]  # one episode each, none for demand
+    assert [row for row, n in Counter(found["chat"]).items() if n > 1] == []
+    assert sorted(row.key for row in found["tickets"]) == ["retrain:churn", "retrain:fraud"]  # none for demand
     assert len([body for body in bot_comments if "several model projects" in body]) == 1  # the bare /retrain
     from tests.conftest import open_embedded_registry
 
