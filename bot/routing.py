@@ -187,14 +187,15 @@ class ProjectRouter:
             return self.first  # no command to route: any planner links what it names
         if not any(REGISTRY[invocation.name].about_a_project for invocation in invocations):
             return self.first  # /help, /ok-to-test: the same whichever project answers
-        for invocation in invocations:
-            first = invocation.args.strip().partition(" ")[0]
-            if first:
-                try:
-                    return self.named(first)
-                except UnknownProject:
-                    pass
+        named = list(dict.fromkeys(lifecycle for lifecycle in map(self._named_by, invocations) if lifecycle))
+        if len(named) == 1:
+            return named[0]
         target = comment.target
+        if len(named) > 1:  # one comment, one project: its answers and runs are that project's
+            names = ", ".join(f"`{lifecycle.project.name}`" for lifecycle in named)
+            text = (f"@{comment.author}, that comment names several model projects ({names}); nothing was done. "
+                    "Give each project's commands in a comment of their own.")
+            return self.first.stamped([self.first.planner.reply(target, f"which-project:{event.key}", text)])[0]
         candidates = list(self.lifecycles)
         if target.kind == "ticket":
             owners = [name for name, lifecycle in self.lifecycles.items()
@@ -211,6 +212,14 @@ class ProjectRouter:
         text = (f"@{comment.author}, {where} several model projects: {names}. Name the one you mean after the "
                 f"command, e.g. `{example}`.")
         return lifecycle.stamped([lifecycle.planner.reply(target, f"which-project:{event.key}", text)])[0]
+
+    def _named_by(self, invocation) -> Lifecycle | None:
+        """The project a command's first argument names (``/retrain churn``), if any."""
+        first = invocation.args.strip().partition(" ")[0]
+        try:
+            return self.named(first) if first else None
+        except UnknownProject:
+            return None
 
     def _change_projects(self, target: Target) -> list[str]:
         known = (self.store.get_state("change_projects", f"{target.repo}#{target.number}") or {}).get("projects")

@@ -134,6 +134,11 @@ def test_a_command_on_a_change_of_several_projects_names_one_or_the_bot_asks_whi
     assert "`demand`" not in question  # only those the change touches
     assert {name: len(_runs(app, name)) for name in PROJECTS} == before  # nothing run
 
+    app.scm.add_comment(target, "/retrain fraud\n/retrain churn", author="you")
+    settle(app)
+    assert "names several model projects (`fraud`, `churn`); nothing was done" in _replies(app, target)[-1]
+    assert {name: len(_runs(app, name)) for name in PROJECTS} == before  # nothing run
+
     app.scm.add_comment(target, "/retrain fraud because of the new rows", author="you")
     settle(app)
     assert len(_runs(app, "fraud")) == before["fraud"] + 1
