@@ -77,14 +77,21 @@ class Lifecycle:
         ``fence``: the poller's lease, which the event and the cursor are stored under (``LostLease``).
         """
         source = source or _source_of(event)
-        if not known_new and self.store.seen(event.key):
-            if cursor:
-                self.store.set_cursor(*cursor, fence=fence)
-            if self.observer is not None:
-                self.observer.event(event, source, new=False)
+        if not known_new and self.seen_before(event, source=source, cursor=cursor, fence=fence):
             return False
         with log_context(event=event.key, run=event.run_id if isinstance(event, RunFinished) else None):
             return self.record(event, self.effects_for(event), source=source, cursor=cursor, fence=fence)
+
+    def seen_before(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
+                    fence: Fence | None = None) -> bool:
+        """Whether the event is stored already; if so, the cursor moves past it and it is counted as seen."""
+        if not self.store.seen(event.key):
+            return False
+        if cursor:
+            self.store.set_cursor(*cursor, fence=fence)
+        if self.observer is not None:
+            self.observer.event(event, source or _source_of(event), new=False)
+        return True
 
     def effects_for(self, event: Event) -> list[NewEffect]:
         """What the event owes this project; each effect names the project where several share the

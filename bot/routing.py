@@ -106,11 +106,9 @@ class ProjectRouter:
         if isinstance(event, _NAMED_MODEL) and event.model in self.lifecycles:
             return self.lifecycles[event.model].handle(event, source=source, cursor=cursor, known_new=known_new,
                                                        fence=fence)
-        if not known_new and self.store.seen(event.key):
-            if cursor:
-                self.store.set_cursor(*cursor, fence=fence)
-            return False
         first = self.first
+        if not known_new and first.seen_before(event, source=source, cursor=cursor, fence=fence):
+            return False
         if isinstance(event, CommandGiven):
             chosen = self._command_project(event)
             if isinstance(chosen, NewEffect):  # the bot asks which project
