@@ -125,8 +125,7 @@ class _Context:
         projects = served[1].projects
         chosen = served[1].named(model) if model else None
         if chosen is None and len(projects) > 1:
-            raise UsageProblem(f"this repository holds several model projects "
-                               f"({', '.join(project.name for project in projects)}); pass --project NAME")
+            raise _which_project([project.name for project in projects])
         return (chosen or projects[0]).spec.root
 
     def served_projects(self) -> list[str] | None:
@@ -143,11 +142,10 @@ class _Context:
         if given:
             return given
         served = self.served_projects()
-        if served is not None and len(served) == 1:
+        if served is not None and len(served) > 1:
+            raise _which_project(served)
+        if served is not None:
             return served[0]
-        if served:
-            raise UsageProblem(f"this repository holds several model projects ({', '.join(served)}); "
-                               "pass --project NAME")
         from pipeline.spec import SpecError, load_project
 
         try:
@@ -160,6 +158,10 @@ class _Context:
                 "cannot tell which model you mean; pass --model NAME"
                 + (f" (known: {', '.join(models)})" if models else " (the registry is empty)")
             ) from None
+
+
+def _which_project(names: list[str]) -> UsageProblem:
+    return UsageProblem(f"this repository holds several model projects ({', '.join(names)}); pass --project NAME")
 
 
 pass_context = click.make_pass_decorator(_Context)

@@ -212,6 +212,10 @@ def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkey
     assert which.exit_code == 2 and "of which model?" in which.output and "Traceback" not in which.output
     assert runner.invoke(cli, ["trace", "churn:v1", "--json"]).exit_code == 0
 
+    shown = runner.invoke(cli, ["models", "show", "v1"])  # of which model?
+    assert shown.exit_code == 2 and "several model projects (demand, churn, fraud); pass --project NAME" in shown.output
+    assert runner.invoke(cli, ["models", "show", "v1", "--project", "demand", "--json"]).exit_code == 0
+
     several = runner.invoke(cli, ["pipeline", "run"])  # which one?
     assert several.exit_code == 2 and "several model projects (demand, churn, fraud); pass --project NAME" in \
         several.output
