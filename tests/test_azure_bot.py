@@ -100,3 +100,44 @@ def test_fixes_ab_resolves_the_work_item_when_the_changes_model_is_promoted(azur
 def _comments(state, number: int) -> list[str]:
     item = state.work_item(number)
     return [getattr(c, "text", "") for c in getattr(item, "comments", [])]
+
+
+def test_a_bot_of_several_projects_keeps_one_work_item_per_project(azure_devops_emulator, tmp_path, monkeypatch):  # noqa: F811
+    """Three model projects in one repository, tickets on Azure Boards: drift in two opens one work
+    item each, tagged with its model; /retrain on one work item retrains and closes only its own."""
+    import io
+
+    from bot.app import build
+    from bot.settings import Settings
+    from tests.conftest import FakeClock, run_pipelines_in_process, seed_embedded_mlflow
+    from tests.test_monorepo import _monorepo
+
+    state = azure_devops_emulator.state
+    state.add_project("proj")
+    repo = _monorepo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    seed_embedded_mlflow(tmp_path / "state")
+    bot = build(Settings(data_dir=tmp_path / "state", drift_cooldown_s=0,
+                         azure_devops_org_url=azure_devops_emulator.base_url,
+                         azure_devops_pat=azure_devops_emulator.pat, azure_devops_project="proj",
+                         azure_area_path="proj\\ML"), clock=FakeClock(), out=io.StringIO())
+    run_pipelines_in_process(bot)
+    try:
+        settle(bot)
+        for name, seed in (("churn", 1), ("fraud", 2)):  # labelled: a retrain has something to learn
+            batches = bot.router.named(name).settings.batches_dir
+            batches.mkdir(parents=True)
+            tiny_frame(300, seed=seed, x1_shift=1.5).to_csv(batches / "b1.csv", index=False)
+        settle(bot)
+        tickets = {name: bot.tracker.find_open(f"retrain:{name}") for name in ("churn", "fraud", "demand")}
+        assert tickets["demand"] is None and tickets["churn"].id != tickets["fraud"].id
+        for name in ("churn", "fraud"):
+            assert f"model:{name}" in state.work_item(tickets[name].id).fields["System.Tags"]
+
+        bot.scm.add_comment(Target("ticket", bot.scm.repo, tickets["churn"].id), "/retrain")
+        settle(bot)
+        assert state.work_item(tickets["churn"].id).fields["System.State"] == "Closed"
+        assert state.work_item(tickets["fraud"].id).fields["System.State"] != "Closed"
+        assert bot.registry.production("churn").version == 2 and bot.registry.production("fraud").version == 1
+    finally:
+        bot.store.close()
