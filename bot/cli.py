@@ -749,9 +749,10 @@ def _console_target(app, on: str | None):
             if not 1 <= int(number) <= newest:
                 raise OperationFailed(f"there is no change {number}; changes are the branch's commits, 1 to {newest}")
         return Target(kind, repo, int(number))
-    ticket = app.tracker.find_open(f"retrain:{app.lifecycle.project.name}")
-    if ticket is not None:
-        return Target("ticket", repo, ticket.id)
+    for lifecycle in app.lifecycles:  # the open retrain ticket of a project served, the first found
+        ticket = app.tracker.find_open(f"retrain:{lifecycle.project.name}")
+        if ticket is not None:
+            return Target("ticket", repo, ticket.id)
     changes, _ = app.scm.merged_changes(None)
     return Target("change", repo, changes[-1].number if changes else 1)
 

@@ -183,6 +183,9 @@ def test_a_drift_batch_reaches_its_own_project_and_opens_that_projects_ticket(ap
                                                                           "--json"]).stdout)]
               for name in ("churn", "fraud")}
     assert listed == {"churn": [tickets[0].id], "fraud": []}
+    console = CliRunner().invoke(cli, ["console"], input="/status\n:quit\n")  # on churn's open ticket
+    assert console.exit_code == 0 and f"Commenting on ticket:{tickets[0].id}." in console.output
+    assert "Status of **churn**" in console.output and "several model projects" not in console.output
 
 
 def test_the_cli_shows_every_project_and_takes_one_by_name(app, tmp_path, monkeypatch):
