@@ -27,7 +27,14 @@ from typing import Any
 
 from bot import checklist, messages
 from bot.commands import Request, parse, required_permission, respond, unknown_reply
-from bot.commands.base import CheckDrift, CommandContext, Invocation, Promote, Rollback, RunPipeline
+from bot.commands.base import (
+    CheckDrift,
+    CommandContext,
+    Invocation,
+    Promote,
+    Rollback,
+    RunPipeline,
+)
 from bot.events import (
     ChangeMerged,
     ChecklistTicked,
