@@ -211,12 +211,13 @@ class EffectHandlers:
         if p.get("version") is not None:
             record["version"] = p["version"]
         self.memory.keep("check_runs", p["run_id"], record)
-        self.store.put_state("check_commits", f"{p['repo']}@{p['commit']}", {"run_id": p["run_id"]})
+        # The commit's and the change's latest run are each project's own, where a change runs several.
+        self.store.put_state("check_commits", self.project.scoped(f"{p['repo']}@{p['commit']}"), {"run_id": p["run_id"]})
         if p.get("change") is not None and p.get("planned_at"):
-            latest = self.store.get_state("change_checks", f"{p['repo']}#{p['change']}") or {}
+            change = self.project.scoped(f"{p['repo']}#{p['change']}")
+            latest = self.store.get_state("change_checks", change) or {}
             if latest.get("planned_at", "") <= p["planned_at"]:  # a later run started after this one: it stays latest
-                self.store.put_state("change_checks", f"{p['repo']}#{p['change']}",
-                                     {"run_id": p["run_id"], "planned_at": p["planned_at"]})
+                self.store.put_state("change_checks", change, {"run_id": p["run_id"], "planned_at": p["planned_at"]})
         return Delivered({"check_run_id": check_run_id})
 
     # --- the tracker: the retrain ticket, its checklist, comments, links, the close -------------------------

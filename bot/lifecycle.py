@@ -146,8 +146,7 @@ class Lifecycle:
         """
         if not self.reports_check_runs:
             return False, "ignored: the bot makes check runs only when it runs as a GitHub App"
-        run_id = click.external_id or (self.store.get_state("check_commits", f"{click.repo}@{click.head_sha}")
-                                       or {}).get("run_id", "")
+        run_id = click.external_id or self.commit_check_run(click.repo, click.head_sha)
         record = (self.memory.recall("check_runs", run_id) if run_id else None) or {}
         if click.action != "suite_rerequested" and (not record or click.name != self.project.check_name):
             return False, "ignored: not a check run of this bot"
@@ -156,13 +155,14 @@ class Lifecycle:
             return False, "ignored: the commit is on no change the bot knows"
         target = Target("change", click.repo, int(change))
         if click.action != "requested_action":
-            comment = Comment(id=f"check-rerun:{delivery or click.check_run_id or click.head_sha}:{click.sender}",
+            rerun = f"check-rerun:{delivery or click.check_run_id or click.head_sha}:{click.sender}"
+            comment = Comment(id=self.project.scoped(rerun),
                               target=target, author=click.sender, body="/validate", created_at=self.clock())
             return self._command_from_click(comment)
         if not click.identifier.startswith(DEPLOY_BUTTON) or not click.identifier[len(DEPLOY_BUTTON):].isdigit():
             return False, f"ignored: {click.identifier!r} is not one of the bot's buttons"
         version = int(click.identifier[len(DEPLOY_BUTTON):])
-        latest = (self.store.get_state("change_checks", f"{click.repo}#{change}") or {}).get("run_id")
+        latest = (self.store.get_state("change_checks", self.project.scoped(f"{click.repo}#{change}")) or {}).get("run_id")
         if latest and latest != run_id:
             key = f"{CHECKS_SOURCE}:stale:{click.check_run_id}:{click.identifier}:{click.sender}"
             text = (f"@{click.sender}, that **Deploy v{version}** button is on run `{run_id}`, which is no longer the "
@@ -178,6 +178,10 @@ class Lifecycle:
         comment = Comment(id=button if allowed else f"{button}:{click.sender}", target=target, author=click.sender,
                           body=f"/deploy {version}", created_at=self.clock())
         return self._command_from_click(comment)
+
+    def commit_check_run(self, repo: str, commit: str) -> str:
+        """The run id of this project's latest check run on the commit; "" when it has none."""
+        return (self.store.get_state("check_commits", self.project.scoped(f"{repo}@{commit}")) or {}).get("run_id", "")
 
     def _command_from_click(self, comment: Comment) -> tuple[bool, str]:
         new = self.handle(CommandGiven(CHECKS_SOURCE, comment), source=CHECKS_SOURCE)

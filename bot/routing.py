@@ -235,7 +235,15 @@ class ProjectRouter:
     # --- what the services report: a click, a card, a ticket's body --------------------------------------
 
     def check_clicked(self, click: CheckClick, *, delivery: str = "") -> tuple[bool, str]:
-        """The click goes to the project whose check run it is (each names its runs: ``check_name``)."""
+        """The click goes to the project whose check run it is (each names its runs: ``check_name``);
+        *Re-run all* of a commit's suite to every project with a check run on that commit."""
+        single = self.single
+        if click.action == "suite_rerequested" and single is None:
+            rerun = [lifecycle for lifecycle in self.lifecycles.values()
+                     if lifecycle.commit_check_run(click.repo, click.head_sha)]
+            answers = [lifecycle.check_clicked(click, delivery=delivery) for lifecycle in rerun]
+            if answers:
+                return any(new for new, _ in answers), "; ".join(what for _, what in answers)
         return self._first_taker(lambda lifecycle: lifecycle.check_clicked(click, delivery=delivery))
 
     def card_edited(self, edit: CardEdit, *, delivery: str = "") -> tuple[bool, str]:

@@ -284,21 +284,33 @@ def test_a_merge_that_adds_breaks_or_removes_a_project_is_followed(app, monorepo
 GITHUB_REPO, WEBHOOK_SECRET = "acme/models", "webhook-secret"
 
 
-def _github_bot(github_emulator, tmp_path: Path, monkeypatch):
+def _github_bot(github_emulator, tmp_path: Path, monkeypatch, *, as_app: bool = False):
     """The bot over a monorepo on the GitHub emulator (the real PyGithub client), after its first
-    look; returns the bot and a working clone of the repository's remote to push merges from."""
+    look; returns the bot and a working clone of the repository's remote to push merges from.
+    ``as_app``: the bot is the GitHub App ``acme-mlops`` (its runs are check runs), else a token's user."""
     repo = _monorepo(tmp_path / "repo")
     bare, work = tmp_path / "remote.git", tmp_path / "work"
     git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
     git(tmp_path, "clone", "-q", str(bare), str(work))
     state = github_emulator.state
     state.add_repo(GITHUB_REPO, clone_url=bare)
-    for login, role in [("bob", "write"), ("mlops-bot[bot]", "write")]:
+    for login, role in [("bob", "write"), ("maya", "maintain"), ("mlops-bot[bot]", "write"),
+                        ("acme-mlops[bot]", "write")]:
         state.add_collaborator(GITHUB_REPO, login, role)
+    if as_app:
+        from tests.test_github_bot import _rsa_pem
+
+        private, public = _rsa_pem()
+        github_emulator.add_app(42, slug="acme-mlops", public_key=public)
+        github_emulator.add_installation(4242, app_id=42)
+        identity = {"bot_name": "acme-mlops", "github_app_id": "42", "github_app_installation_id": 4242,
+                    "github_app_private_key": private.replace("\n", "\\n")}
+    else:
+        identity = {"github_token": github_emulator.token}
     monkeypatch.chdir(repo)
     seed_embedded_mlflow(tmp_path / "state")
-    bot = build(Settings(data_dir=tmp_path / "state", github_repository=GITHUB_REPO, github_token=github_emulator.token,
-                         github_api_url=github_emulator.base_url, github_timeout_s=1,
+    bot = build(Settings(data_dir=tmp_path / "state", github_repository=GITHUB_REPO, **identity,
+                         github_api_url=github_emulator.base_url, github_timeout_s=10 if as_app else 1,
                          github_webhook_secret=WEBHOOK_SECRET), clock=FakeClock(), out=io.StringIO())
     run_pipelines_in_process(bot)
     settle(bot)  # the first look: each project's first model
@@ -323,7 +335,7 @@ def _merge_on_github(github_emulator, work: Path, files: list[str], title: str) 
     return number, sha, body
 
 
-def _deliver_webhook(bot, body: bytes, delivery: str):
+def _deliver_webhook(bot, body: bytes, delivery: str, event: str = "pull_request"):
     import hashlib
     import hmac
 
@@ -332,7 +344,7 @@ def _deliver_webhook(bot, body: bytes, delivery: str):
     from bot.webhooks import create_app
 
     return TestClient(create_app(bot)).post("/webhooks/github", content=body, headers={
-        "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+        "X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
         "X-Hub-Signature-256": "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()})
 
 
@@ -398,6 +410,45 @@ def test_on_github_faults_on_every_write_lose_nothing_and_double_nothing_across_
         # A report per run on the change (the merge's three, /retrain churn's), an answer per named command.
         assert len([marker for marker in markers if marker.startswith("run:")]) == 4
         assert len([marker for marker in markers if marker.startswith("cmd:")]) == 2
+    finally:
+        bot.store.close()
+
+
+def test_as_a_github_app_each_project_has_its_own_check_run_and_its_buttons_and_re_runs_act_on_it(
+        github_emulator, tmp_path, monkeypatch):
+    """A pull request of two projects, validated for each: two check runs, one per project, each
+    with its own Deploy button. A click on churn's deploys churn, though fraud's run started later;
+    Re-run all validates both again."""
+    bot, work = _github_bot(github_emulator, tmp_path, monkeypatch, as_app=True)
+    state = github_emulator.state
+    try:
+        git(work, "checkout", "-q", "-b", "bob-tune")
+        head = _commit(work, ["models/churn/notes.md", "models/fraud/notes.md"], "Tune churn and fraud")
+        git(work, "push", "-q", "origin", "bob-tune")
+        number = state.open_pull(GITHUB_REPO, "Tune churn and fraud", "", "bob",
+                                 files=["models/churn/notes.md", "models/fraud/notes.md"], head_sha=head,
+                                 head_ref="bob-tune")
+        state.add_comment(GITHUB_REPO, number, "bob", "/validate churn")
+        settle(bot)
+        state.add_comment(GITHUB_REPO, number, "bob", "/validate fraud")
+        settle(bot)
+
+        checks = {check.name: check for check in state.check_runs(GITHUB_REPO, head)}
+        assert sorted(checks) == ["mlops-bot/pipeline (churn)", "mlops-bot/pipeline (fraud)"]
+        churn = checks["mlops-bot/pipeline (churn)"]
+        assert churn.conclusion == "success" and churn.actions[0]["identifier"] == "deploy:v2"
+
+        event, payload = github_emulator.check_run_delivery(GITHUB_REPO, churn.id, sender="maya",
+                                                            identifier="deploy:v2")
+        assert _deliver_webhook(bot, json.dumps(payload).encode(), "click-1", event).json()["status"] == "accepted"
+        settle(bot)
+        assert bot.registry.production("churn").version == 2 and bot.registry.production("fraud").version == 1
+
+        event, payload = github_emulator.check_suite_delivery(GITHUB_REPO, head, sender="bob")
+        assert _deliver_webhook(bot, json.dumps(payload).encode(), "suite-1", event).json()["status"] == "accepted"
+        settle(bot)
+        assert [len(_runs(bot, project)) for project in PROJECTS] == [3, 3, 1]  # churn, fraud: /validate, re-run
+        assert bot.store.effects(status="dead") == []
     finally:
         bot.store.close()
 
