@@ -69,20 +69,24 @@ class SyntheticMerges(LocalGitSource):
         return batch, str(start + len(batch)) if batch else cursor
 
 
+# A model project's mlops.toml: its data is never read, as the pipeline is a no-op.
+SPEC = """
+    [project]
+    name = "{name}"
+    [data]
+    path = "data.csv"
+    target = "y"
+    [model]
+    estimator = "sklearn.linear_model.LogisticRegression"
+    [metrics]
+    primary = "accuracy"
+"""
+
+
 def project(root: Path) -> Path:
     folder = root / "repo" / "model"
     folder.mkdir(parents=True)
-    (folder / "mlops.toml").write_text(textwrap.dedent("""
-        [project]
-        name = "bench"
-        [data]
-        path = "data.csv"
-        target = "y"
-        [model]
-        estimator = "sklearn.linear_model.LogisticRegression"
-        [metrics]
-        primary = "accuracy"
-    """))
+    (folder / "mlops.toml").write_text(textwrap.dedent(SPEC.format(name="bench")))
     return folder
 
 

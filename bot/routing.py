@@ -118,11 +118,11 @@ class ProjectRouter:
             event = self._with_paths(event)
         if isinstance(event, _EVERY_PROJECT):
             effects: dict[str, NewEffect] = {}
-            for name, lifecycle in self.lifecycles.items():
+            for lifecycle in self.lifecycles.values():
                 for effect in lifecycle.effects_for(event):
                     effects.setdefault(effect.key, effect)
-                if isinstance(event, ChangeMerged) and lifecycle.planner.touches_project(event.change.paths):
-                    self._remember_change(event, name)
+            if isinstance(event, ChangeMerged):
+                self._remember_change(event)
             return first.record(event, list(effects.values()), source=source, cursor=cursor, fence=fence)
         log.warning("event %s names no project served here (%s): recorded without effects", event.key,
                     ", ".join(self.lifecycles))
@@ -169,13 +169,14 @@ class ProjectRouter:
                               {"change": event.key, "problems": [problem.reason for problem in touched]},
                               self.first.stamped(replies))
 
-    def _remember_change(self, event: ChangeMerged, project: str) -> None:
+    def _remember_change(self, event: ChangeMerged) -> None:
         """Which projects a change's merge ran for: a command typed on it later without a project's
-        name goes to the one, or the bot asks which of them."""
-        key = f"{event.change.repo}#{event.change.number}"
-        known = (self.store.get_state("change_projects", key) or {}).get("projects", [])
-        if project not in known:
-            self.store.put_state("change_projects", key, {"projects": [*known, project]})
+        name goes to the one, or the bot asks which of them. A change merges once: one write."""
+        touched = [name for name, lifecycle in self.lifecycles.items()
+                   if lifecycle.planner.touches_project(event.change.paths)]
+        if touched:
+            self.store.put_state("change_projects", f"{event.change.repo}#{event.change.number}",
+                                 {"projects": touched})
 
     def _command_project(self, event: CommandGiven) -> Lifecycle | NewEffect:
         """The project a command is for, or the question that asks which."""
