@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from integrations.ports import Target
 from tests.test_bot import drifted_batch
 
-# The bot's local source control and chat with slow writes: what a child bot process builds on.
+# The bot's local source control and chat with slow writes, and a run to the end: what a child bot process
+# builds on.
 SLOW_ADAPTERS = r"""
 import sys, time
 from pathlib import Path
@@ -40,6 +41,14 @@ class Slow:
 
 class SlowChat(Slow, ConsoleChat): pass
 class SlowSource(Slow, LocalGitSource): pass
+
+def run_to_the_end(app, cycles):
+    for _ in range(cycles):
+        app.run_once()
+        if not app.store.effects(status="pending") and app.monitor() == 0:
+            break
+    app.deliver()
+    print("finished", flush=True)
 """
 
 CHILD = SLOW_ADAPTERS + r"""
@@ -51,12 +60,7 @@ from integrations.local import create_local_tables
 create_local_tables(store.engine)
 app = build(settings, store=store, chat=SlowChat(store.engine, out=None),
             scm=SlowSource(store.engine, repo, out=None), out=None)
-for _ in range(50):
-    app.run_once()
-    if not app.store.effects(status="pending") and app.monitor() == 0:
-        break
-app.deliver()
-print("finished", flush=True)
+run_to_the_end(app, 50)
 """
 
 

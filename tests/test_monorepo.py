@@ -502,12 +502,7 @@ from bot.store import Store
 store = Store(settings.state_database_url)
 app = build(settings, store=store, chat=SlowChat(store.engine, out=None),
             scm=SlowSource(store.engine, repo, out=None), out=None)
-for _ in range(60):
-    app.run_once()
-    if not app.store.effects(status="pending") and app.monitor() == 0:
-        break
-app.deliver()
-print("finished", flush=True)
+run_to_the_end(app, 60)
 """
 
 
