@@ -26,7 +26,7 @@ from bot.outbox import Blocked, DeliveryReport, Outbox
 from bot.planner import CHANNEL_ALERTS, CHANNEL_DIGEST, Project
 from bot.routing import ProjectRouter
 from bot.settings import Settings
-from bot.store import Fence, NewEffect, Store
+from bot.store import NewEffect, Store, WorkFence
 from integrations.ports import PermissionRefused, TransientError
 from pipeline.registry_port import (
     RecallsAliasMoves,
@@ -79,7 +79,7 @@ class BotApp:
 
     # --- the jobs: the scheduler and the CLI call these same functions --------------------------
 
-    def poll(self, *, fence: Fence | None = None) -> int:
+    def poll(self, *, fence: WorkFence | None = None) -> int:
         """Read new merged changes and comments; record each as an event (once) with its effects.
 
         ``fence``: the leader's lease, which the events and the cursors are stored under: a leader
@@ -168,7 +168,7 @@ class BotApp:
             self.store.put_state("aliases", model, current)
         return handled
 
-    def _handle_all(self, events: list, cursor: tuple[str, str | None], *, fence: Fence | None = None) -> int:
+    def _handle_all(self, events: list, cursor: tuple[str, str | None], *, fence: WorkFence | None = None) -> int:
         """Handle a poll's events in order; the cursor moves with the last one, in its transaction."""
         if not events:
             return 0
@@ -217,7 +217,7 @@ class BotApp:
         return sum(check_new_batches(lifecycle) for lifecycle in self.lifecycles)
 
     def deliver(self, *, should_stop: Callable[[], bool] = lambda: False, until_idle: bool = True,
-                fence: Fence | None = None) -> DeliveryReport:
+                fence: WorkFence | None = None) -> DeliveryReport:
         """Deliver due effects; with ``until_idle``, also those that the delivered ones caused.
 
         ``fence``: the leader's lease, which every outcome is stored under (``LostLease`` once it is gone).
@@ -280,7 +280,7 @@ class BotApp:
             "performance": messages.performance_lines(self.store.get_state("performance", model)),
         }
 
-    def run_once(self, *, fence: Fence | None = None) -> dict[str, int]:
+    def run_once(self, *, fence: WorkFence | None = None) -> dict[str, int]:
         """Every job once, in the order that lets one cycle finish what it starts.
 
         The digest is among them but posts only when its cron time has come (see ``digest``).

@@ -772,14 +772,21 @@ def status(obj: _Context, as_json: bool) -> None:
                 "kind": b.effect.kind, "message": b.message} for b in app.outbox.blocked()]
     tickets = app.tracker.tickets(state="open") if isinstance(app.tracker, ListsTickets) else None
     several = len(app.lifecycles) > 1
+    # Workers sharing the work (MLOPS_WORK_SHARING=lanes): those whose rows stand now.
+    workers = [{"worker": w.holder, "since": w.started_at.isoformat(), "lanes": w.lanes}
+               for w in app.store.workers() if w.alive]
     summaries = [_project_status(app, lifecycle.project.name, tickets, only_its_own=several)
-                 | {"outbox": outbox, "blocked": blocked} for lifecycle in app.lifecycles]
+                 | {"outbox": outbox, "blocked": blocked} | ({"workers": workers} if workers else {})
+                 for lifecycle in app.lifecycles]
     if as_json:
         _print_json(summaries[0] if len(summaries) == 1 else {"projects": summaries})
         return
     for summary in summaries:
         _print_project_status(app, summary)
     click.echo(f"outbox: {outbox['pending']} pending, {outbox['dead']} failed for good, {outbox['done']} delivered")
+    if workers:
+        click.echo(f"workers: {len(workers)} sharing the work, holding "
+                   + ", ".join(f"{w['lanes']} lane(s) ({w['worker']})" for w in workers))
     waiting: dict[tuple[str, str], list[dict]] = {}
     for one in blocked:
         waiting.setdefault((one["service"], one["permission"]), []).append(one)

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.store import Fence, Lease, Store
+from bot.store import Fence, Lease, Store, WorkFence
 
 __all__ = ["LEASE_NAME", "LeaseLeader", "Leadership", "SoleLeader", "leadership_for"]
 
@@ -66,11 +66,15 @@ class Leadership(Protocol):
     def leading(self) -> bool:
         """Whether this bot may do the work now."""
 
-    def fence(self) -> Fence | None:
+    def fence(self) -> WorkFence | None:
         """The token the store checks before recording this leader's work; None when no other bot
         can lead (SQLite), so none is needed."""
 
-    def lost(self, fence: Fence) -> None:
+    def may_run(self, job: str, every_s: float) -> bool:
+        """Whether this bot runs the scheduled ``job`` (due every ``every_s`` seconds) now: a leader
+        runs every job; workers sharing the work run each interval of a job once between them."""
+
+    def lost(self, fence: WorkFence) -> None:
         """The store refused a write fenced by ``fence``: that lease is gone, so stop leading in it."""
 
     def stop(self) -> None:
@@ -91,6 +95,9 @@ class SoleLeader:
 
     def fence(self) -> Fence | None:
         return None  # nobody else can take over: nothing to fence against
+
+    def may_run(self, job: str, every_s: float) -> bool:
+        return True
 
     def lost(self, fence: Fence) -> None:
         pass
@@ -136,6 +143,9 @@ class LeaseLeader:
         refuses whatever is written under it (never None: that would write unfenced)."""
         with self._state_lock:
             return Fence(self.name, self.holder, self._term if self._term is not None else _NO_TERM)
+
+    def may_run(self, job: str, every_s: float) -> bool:
+        return self.leading()
 
     def lost(self, fence: Fence) -> None:
         with self._state_lock:
@@ -220,6 +230,11 @@ class LeaseLeader:
             _log.warning("no longer leading (term %d): %s; standing by", term, why)
 
 
-def leadership_for(store: Store, *, takeover_s: float) -> Leadership:
-    """A lease on a database bots can share; alone on SQLite."""
+def leadership_for(store: Store, *, takeover_s: float, sharing: str = "leader") -> Leadership:
+    """How this bot takes part: as a worker beside others (``sharing="lanes"``, a shared database),
+    by a lease on a database bots can share, or alone on SQLite."""
+    if sharing == "lanes" and store.shared:
+        from bot.workers import LaneWorker
+
+        return LaneWorker(store, takeover_s=takeover_s)
     return LeaseLeader(store, takeover_s=takeover_s) if store.shared else SoleLeader()

@@ -23,7 +23,7 @@ from bot.delivery import EffectHandlers, PostsMemory, ref_dict
 from bot.events import ChangeMerged, ChecklistTicked, CommandGiven, DriftFound, Event, RunFinished, TicketClosed
 from bot.logs import log_context
 from bot.planner import CHECKS_SOURCE, DEPLOY_BUTTON, Planner, Project
-from bot.store import Fence, NewEffect, Store
+from bot.store import NewEffect, Store, WorkFence
 from integrations.github_payloads import CardEdit, CheckClick
 from integrations.ports import (
     Chat,
@@ -69,7 +69,7 @@ class Lifecycle:
     # --- dispatch ------------------------------------------------------------------------------
 
     def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
-               known_new: bool = False, fence: Fence | None = None) -> bool:
+               known_new: bool = False, fence: WorkFence | None = None) -> bool:
         """Record the event and every effect it causes, in one transaction; False if seen before.
 
         The early look (skipped when the caller already checked) spares the services the requests
@@ -83,7 +83,7 @@ class Lifecycle:
             return self.record(event, self.effects_for(event), source=source, cursor=cursor, fence=fence)
 
     def seen_before(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
-                    fence: Fence | None = None) -> bool:
+                    fence: WorkFence | None = None) -> bool:
         """Whether the event is stored already; if so, the cursor moves past it and it is counted as seen."""
         if not self.store.seen(event.key):
             return False
@@ -106,7 +106,7 @@ class Lifecycle:
                 replace(effect, payload={**effect.payload, "project": name}) for effect in effects]
 
     def record(self, event: Event, effects: list[NewEffect], *, source: str = "",
-               cursor: tuple[str, str] | None = None, fence: Fence | None = None) -> bool:
+               cursor: tuple[str, str] | None = None, fence: WorkFence | None = None) -> bool:
         """Store the event with ``effects`` in one transaction (once: False if it was stored before)."""
         source = source or _source_of(event)
         new = self.store.ingest(event.key, event.kind, source, event.to_dict(), effects, cursor=cursor, fence=fence)

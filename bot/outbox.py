@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from bot.events import Event
 from bot.logs import log_context
-from bot.store import BlockedEffect, EffectRow, Fence, LostLease, Store, blocked_by, utc_now
+from bot.store import BlockedEffect, EffectRow, LostLease, Store, WorkFence, blocked_by, utc_now
 # The adapters raise the ports' own PermanentError (404, 422, refused credentials): it is the one
 # that sends an effect dead at once; its PermissionRefused blocks the effect instead.
 from integrations.ports import PermanentError, PermissionRefused, StillRunning, TransientError
@@ -122,7 +122,7 @@ class Outbox:
         self._jitter = jitter
 
     def deliver_due(self, *, limit: int = 100, should_stop: Callable[[], bool] = lambda: False,
-                    fence: Fence | None = None) -> DeliveryReport:
+                    fence: WorkFence | None = None) -> DeliveryReport:
         """Deliver due effects until none is due, ``limit`` were handled, or ``should_stop()``.
 
         ``should_stop`` is asked between effects, so a stopping bot finishes the one in flight.
@@ -201,7 +201,7 @@ class Outbox:
         rather than at the end of their interval: the permission is seen granted. Returns how many."""
         return self._store.unblock(service=service, permission=permission)
 
-    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]], fence: Fence | None,
+    def _deliver(self, effect: EffectRow, completed: dict[int, dict[str, Any]], fence: WorkFence | None,
                  should_stop: Callable[[], bool]) -> str:
         """Deliver one effect and record the outcome; returns the DeliveryReport field to count it in.
 
@@ -268,7 +268,7 @@ class Outbox:
         return handler.deliver(effect), False
 
     def _retry(self, effect: EffectRow, error: Exception, *, outcome_unknown: bool, retry_after: float | None,
-               fence: Fence | None) -> str:
+               fence: WorkFence | None) -> str:
         attempts = effect.attempts + 1
         # An earlier attempt that may have happened still may, later (a leader paused past its lease
         # wakes up and writes; a request that timed out is served after all): this attempt failing
@@ -289,7 +289,7 @@ class Outbox:
         return "retried"
 
     def _block(self, effect: EffectRow, error: PermissionRefused, *, outcome_unknown: bool,
-               fence: Fence | None) -> str:
+               fence: WorkFence | None) -> str:
         """Park the effect until the permission is granted: tried again in ``blocked_retry_s``, its
         attempts untouched. The first refusal of an episode is logged (once) and told ``on_blocked``."""
         outcome_unknown = outcome_unknown or effect.outcome_unknown  # as in _retry
@@ -315,7 +315,7 @@ class Outbox:
         return "blocked"
 
     def _give_up(self, effect: EffectRow, error: str, *, why: str, outcome_unknown: bool,
-                 fence: Fence | None) -> str:
+                 fence: WorkFence | None) -> str:
         """Mark the effect dead with ``error`` (kept in the store); ``why`` is the short form for the log."""
         self._store.give_up(effect.id, error, outcome_unknown=outcome_unknown, fence=fence)
         _log.error("effect %s (%s) dead (%s)%s", effect.key, effect.kind, why,

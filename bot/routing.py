@@ -39,7 +39,7 @@ from bot.events import (
 )
 from bot.lifecycle import Lifecycle
 from bot.projects import FoundProject, RepositoryProjects
-from bot.store import EffectRow, Fence, NewEffect, Store
+from bot.store import EffectRow, NewEffect, Store, WorkFence
 from integrations.github_payloads import CardEdit, CheckClick
 from integrations.ports import (
     PermanentError,
@@ -94,7 +94,7 @@ class ProjectRouter:
     # --- events -----------------------------------------------------------------------------------------
 
     def handle(self, event: Event, *, source: str = "", cursor: tuple[str, str] | None = None,
-               known_new: bool = False, fence: Fence | None = None) -> bool:
+               known_new: bool = False, fence: WorkFence | None = None) -> bool:
         """As ``Lifecycle.handle``: the event and the effects it owes, recorded once; False if seen before."""
         if isinstance(event, ChangeMerged) and self._search is not None and not self.store.seen(event.key):
             event = self._with_paths(event)

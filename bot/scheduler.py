@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from bot.app import BotApp
 from bot.leader import LEASE_NAME, Leadership, leadership_for
 from bot.settings import cron_trigger
-from bot.store import Fence, LostLease
+from bot.store import LostLease, WorkFence
 
 __all__ = ["AnotherBotLeads", "Runner", "digest_due", "local_timezone", "run_forever", "run_once"]
 
@@ -39,7 +39,8 @@ class Runner:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.app = app
-        self.leadership = leadership or leadership_for(app.store, takeover_s=app.settings.takeover_s)
+        self.leadership = leadership or leadership_for(app.store, takeover_s=app.settings.takeover_s,
+                                                       sharing=app.settings.work_sharing)
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._scheduler = BackgroundScheduler(
@@ -50,11 +51,12 @@ class Runner:
         from apscheduler.triggers.interval import IntervalTrigger
 
         settings, now = self.app.settings, datetime.now(UTC)
-        self._scheduler.add_job(self._fenced_job("poll", self.app.poll),
+        self._scheduler.add_job(self._fenced_job("poll", self.app.poll, every_s=settings.poll_interval_s),
                                 IntervalTrigger(seconds=settings.poll_interval_s), id="poll", next_run_time=now)
-        self._scheduler.add_job(self._job("monitor", self.app.monitor),
+        self._scheduler.add_job(self._job("monitor", self.app.monitor, every_s=settings.monitor_interval_s),
                                 IntervalTrigger(seconds=settings.monitor_interval_s), id="monitor", next_run_time=now)
         # At its cron times, and at start: a time missed while the bot was down still gets its digest.
+        # Workers sharing the work may each run it: the digest is one effect per due time, stored once.
         self._scheduler.add_job(self._job("digest", self.app.digest),
                                 cron_trigger(settings.digest_cron, timezone=local_timezone()),
                                 id="digest", next_run_time=now)
@@ -93,9 +95,13 @@ class Runner:
                 log.debug("could not reschedule %s", job, exc_info=True)
         self.wake()
 
-    def _job(self, name: str, job):
+    def _job(self, name: str, job, *, every_s: float | None = None):
+        """``job`` at its times, while this bot works; with ``every_s``, only in the intervals this bot
+        claims (workers sharing the work run each interval once between them; a leader runs all)."""
         def run() -> None:
             if self._should_stop():
+                return
+            if every_s is not None and not self.leadership.may_run(name, every_s):
                 return
             try:
                 job()
@@ -104,11 +110,11 @@ class Runner:
             self.wake()
         return run
 
-    def _fenced_job(self, name: str, job):
+    def _fenced_job(self, name: str, job, *, every_s: float | None = None):
         """``_job`` for a job that stores its progress under the leader's fence (``job(fence=...)``)."""
-        return self._job(name, lambda: self._under_fence(lambda fence: job(fence=fence)))
+        return self._job(name, lambda: self._under_fence(lambda fence: job(fence=fence)), every_s=every_s)
 
-    def _under_fence(self, work: Callable[[Fence | None], object]) -> None:
+    def _under_fence(self, work: Callable[[WorkFence | None], object]) -> None:
         """``work(fence)`` with the term it stores under, taken before asking whether this bot still
         leads, whatever happens to the lead meanwhile: if it passes, the store refuses the rest
         (``LostLease``; the outbox says which effects it left for the new leader) and this bot stands by."""
@@ -156,7 +162,7 @@ def run_once(app: BotApp) -> dict[str, int]:
     On a shared database it leads for the run (or does nothing if another bot leads), so a cron
     job beside a running bot never delivers an effect at the same time as it.
     """
-    leadership = leadership_for(app.store, takeover_s=app.settings.takeover_s)
+    leadership = leadership_for(app.store, takeover_s=app.settings.takeover_s, sharing=app.settings.work_sharing)
     if not leadership.step():
         lease = app.store.lease(LEASE_NAME)
         holder = f" ({lease.holder})" if lease is not None else ""

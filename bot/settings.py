@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         description="Seconds within which a standby bot takes over when the leading one dies (bots sharing a PostgreSQL state database).",
         examples=[10],
     )
+    work_sharing: Literal["leader", "lanes"] = Field(
+        default="leader",
+        description="How bots sharing a PostgreSQL state database share the work: `leader` (one works, the others "
+                    "stand by to take over) or `lanes` (every bot works: each claims lanes of the outbox and "
+                    "intervals of the scheduled jobs; a dead bot's lanes pass on within MLOPS_TAKEOVER_S). "
+                    "On SQLite one bot works alone either way.",
+        examples=["lanes"],
+    )
 
     # Monitoring and retrain tickets.
     monitor_dir: Path | None = Field(

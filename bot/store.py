@@ -22,6 +22,13 @@ a leader's progress (an effect done, retried or dead, a round begun, a cursor mo
 ``Fence``: the lease as the leader took it. The same transaction checks the lease still stands so,
 and writes nothing (``LostLease``) when another bot has taken it since, or it ran out: a leader
 paused past its lease (SIGSTOP, a long stall) cannot record work as its own once another leads.
+
+Workers (``bot/workers.py``, ``MLOPS_WORK_SHARING=lanes``) share the work instead of one leading:
+each registers in ``workers`` and renews its row; the outbox's rounds claim lanes in
+``lane_claims`` (a lane is free when released, or when its holder's row ran out) and deliver only
+the heads of the lanes they hold. Their writes take a ``ClaimFence``: the worker and the token of
+each lane it holds, checked in the writing transaction like a lease. A scheduled job runs once per
+interval across the workers: the first to claim the interval in ``job_claims`` runs it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,16 +51,20 @@ import sqlalchemy as sa
 __all__ = [
     "SCHEMA_VERSION",
     "BlockedEffect",
+    "ClaimFence",
     "EffectRow",
     "EventRow",
     "Fence",
     "Lease",
     "Link",
+    "LostClaim",
     "LostLease",
     "NewEffect",
     "SchemaStatus",
     "Store",
     "StoreError",
+    "WorkFence",
+    "WorkerRow",
     "blocked_by",
     "schema_status",
     "utc_now",
@@ -85,6 +96,11 @@ class StoreError(RuntimeError):
 
 class LostLease(StoreError):
     """A fenced write found its lease taken by another bot, or run out: nothing was written."""
+
+
+class LostClaim(LostLease):
+    """A worker's write refused: its row ran out (it was paused or cut off past it) or a lane it
+    held was claimed by another worker since. As for a lost lease, nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,37 @@ class Fence:
     name: str
     holder: str
     term: int
+
+
+@dataclass
+class ClaimFence:
+    """A worker's fencing tokens: ``holder``, alive while its ``workers`` row stands, and each lane it
+    holds with the token it claimed it with. A write given one is made only while the worker's row
+    has not run out and every lane in ``claims`` is still its own with that token (by the database's
+    clock, in the same transaction). The store's ``next_round`` updates ``claims`` as it claims and
+    releases lanes; only the thread delivering the outbox calls it, and only after a commit."""
+
+    holder: str
+    claims: dict[str, int] = field(default_factory=dict)
+    lanes_per_round: int = 10  # lanes one round may hold, so a burst of work spreads over the workers
+
+
+WorkFence = Fence | ClaimFence
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker sharing the work, as the database saw it at ``now``."""
+
+    holder: str
+    started_at: datetime
+    expires_at: datetime
+    lanes: int  # lanes it holds now
+    now: datetime
+
+    @property
+    def alive(self) -> bool:
+        return self.expires_at > self.now
 
 
 @dataclass(frozen=True)
@@ -312,6 +359,33 @@ _leases = sa.Table(
 )
 
 
+_workers = sa.Table(
+    "workers", _metadata,
+    sa.Column("holder", sa.String(255), primary_key=True),
+    sa.Column("started_at", _UtcDateTime, nullable=False),
+    sa.Column("renewed_at", _UtcDateTime, nullable=False),
+    sa.Column("expires_at", _UtcDateTime, nullable=False),
+)
+
+_RELEASED = ""  # lane_claims.holder of a lane nobody holds
+_lane_claims = sa.Table(
+    "lane_claims", _metadata,
+    sa.Column("lane", _Key, primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("token", sa.Integer, nullable=False),
+    sa.Column("claimed_at", _UtcDateTime, nullable=False),
+    sa.Index(None, "holder"),
+)
+
+_job_claims = sa.Table(
+    "job_claims", _metadata,
+    sa.Column("job", _Name, primary_key=True),
+    sa.Column("slot", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("claimed_at", _UtcDateTime, nullable=False),
+)
+
+
 def _conflict_insert(dialect: str):
     """``insert`` with ON CONFLICT for the backends that have it; None for others (they look before
     they insert). Each dialect's module is imported only by the backend that uses it."""
@@ -405,7 +479,7 @@ class Store:
         with self._transaction() as conn:
             return conn.execute(self._sql.cursor, {"source": source}).scalar()
 
-    def set_cursor(self, source: str, value: str, *, fence: Fence | None = None) -> None:
+    def set_cursor(self, source: str, value: str, *, fence: WorkFence | None = None) -> None:
         with self._transaction(write=True, fence=fence) as conn:
             self._put_cursor(conn, source, value)
 
@@ -413,7 +487,7 @@ class Store:
 
     def ingest(self, key: str, kind: str, source: str, payload: dict[str, Any],
                effects: Sequence[NewEffect] = (), *, cursor: tuple[str, str] | None = None,
-               fence: Fence | None = None) -> bool:
+               fence: WorkFence | None = None) -> bool:
         """Store an event and the effects it causes in one transaction; False if it was stored before.
 
         The cursor moves either way, so a source that returns an event again is not stuck on it.
@@ -483,11 +557,11 @@ class Store:
         with self._transaction(write=True) as conn:
             self._mark(conn, [effect_id], unknown=True)
 
-    def complete(self, effect_id: int, result: dict[str, Any], *, fence: Fence | None = None) -> None:
+    def complete(self, effect_id: int, result: dict[str, Any], *, fence: WorkFence | None = None) -> None:
         self.finish_attempts({effect_id: result}, fence=fence)
 
     def finish_attempts(self, results: Mapping[int, dict[str, Any]], untried: Collection[int] = (), *,
-                        fence: Fence | None = None) -> None:
+                        fence: WorkFence | None = None) -> None:
         """In one transaction: complete each effect in ``results`` with its result, and clear the
         mark of each in ``untried``, whose attempt was begun but never made (it cannot have happened).
 
@@ -499,28 +573,42 @@ class Store:
                 self._finish(conn, results, untried)
 
     def next_round(self, *, limit: int = 100, results: Mapping[int, dict[str, Any]] | None = None,
-                   untried: Collection[int] = (), fence: Fence | None = None) -> list[EffectRow]:
+                   untried: Collection[int] = (), fence: WorkFence | None = None) -> list[EffectRow]:
         """The outbox's step, in one transaction: ``finish_attempts(results, untried)`` for the round
         before, then the effects now due (as ``due_effects``), each marked as by ``begin_attempt``.
 
         The rows are as they were before marking: ``outcome_unknown`` says an earlier attempt may
         have happened, so the delivery must look for it first. ``fence`` as in ``finish_attempts``.
+
+        With a worker's ``ClaimFence``, only the heads of the lanes it holds: the same transaction
+        releases its lanes with nothing due, claims free lanes with something due (up to the
+        fence's ``lanes_per_round``), and the fence's claims say so once it commits.
         """
+        claims = None
         with self._transaction(write=True, fence=fence) as conn:
             self._finish(conn, results or {}, untried)
-            due = [_effect_row(row) for row in conn.execute(self._sql.due, {"due_by": self._clock(), "most": limit})]
+            due_by = self._clock()
+            if isinstance(fence, ClaimFence):
+                claims = self._claim_lanes(conn, fence, due_by=due_by)
+                query = self._sql.due.where(_effects.c.lane.in_(sorted(claims))) if claims else None
+            else:
+                query = self._sql.due
+            due = [] if query is None else [
+                _effect_row(row) for row in conn.execute(query, {"due_by": due_by, "most": limit})]
             self._mark(conn, [effect.id for effect in due if not effect.outcome_unknown], unknown=True)
+        if claims is not None:
+            fence.claims = claims  # type: ignore[union-attr]  # committed: these are the worker's now
         return due
 
     def retry_later(self, effect_id: int, error: str, *, at: datetime, outcome_unknown: bool,
-                    fence: Fence | None = None) -> None:
+                    fence: WorkFence | None = None) -> None:
         with self._transaction(write=True, fence=fence) as conn:
             self._update_effects(conn, self._sql.retry, [
                 {"effect_id": effect_id, "error": error, "unknown": outcome_unknown, "at": at},
             ])
 
     def block(self, effect_id: int, *, service: str, permission: str, message: str, at: datetime,
-              outcome_unknown: bool, fence: Fence | None = None) -> None:
+              outcome_unknown: bool, fence: WorkFence | None = None) -> None:
         """Park a pending effect that ``service`` refused for want of ``permission`` until ``at``:
         not a failed attempt (its attempts stay as they are), and listed by ``blocked_effects``
         until it is tried again and something else happens."""
@@ -564,13 +652,13 @@ class Store:
         with self._transaction(write=True) as conn:
             return conn.execute(statement).rowcount
 
-    def check_later(self, effect_id: int, note: str, *, at: datetime, fence: Fence | None = None) -> None:
+    def check_later(self, effect_id: int, note: str, *, at: datetime, fence: WorkFence | None = None) -> None:
         """Look at a started effect again at ``at`` (a remote run still going); not a failed attempt."""
         with self._transaction(write=True, fence=fence) as conn:
             self._update_effects(conn, self._sql.check_later, [{"effect_id": effect_id, "error": note, "at": at}])
 
     def give_up(self, effect_id: int, error: str, *, outcome_unknown: bool = False,
-                fence: Fence | None = None) -> None:
+                fence: WorkFence | None = None) -> None:
         """Mark the effect dead; it no longer blocks its lane.
 
         ``outcome_unknown`` tells whoever reads the dead effect that its last attempt may have
@@ -725,6 +813,57 @@ class Store:
                 raise StoreError(f"state database {self._label} is locked by another process") from error
             raise
 
+    # Workers sharing the work (bot/workers.py): each alive while its row is renewed.
+
+    def join_workers(self, holder: str, *, ttl_s: float) -> WorkerRow:
+        """Register ``holder`` as a worker for ``ttl_s`` seconds (renew it before then). Rows of
+        workers long gone are removed on the way: their lanes are free already."""
+        with self._lease_transaction() as conn:
+            now = _database_now(conn)
+            conn.execute(_workers.delete().where(_workers.c.expires_at < now - timedelta(hours=1)))
+            conn.execute(_workers.insert().values(holder=holder, started_at=now, renewed_at=now,
+                                                  expires_at=now + timedelta(seconds=ttl_s)))
+            return WorkerRow(holder, now, now + timedelta(seconds=ttl_s), 0, now)
+
+    def renew_worker(self, holder: str, *, ttl_s: float) -> bool:
+        """Extend ``holder``'s row by ``ttl_s`` seconds from now; False once it has run out (or is
+        gone): its lanes may be another's by then, so it must join again under a new name."""
+        with self._lease_transaction() as conn:
+            now = _database_now(conn)
+            return conn.execute(_workers.update().where(_workers.c.holder == holder, _workers.c.expires_at > now)
+                                .values(renewed_at=now, expires_at=now + timedelta(seconds=ttl_s))).rowcount == 1
+
+    def leave_workers(self, holder: str) -> None:
+        """``holder`` stops: its lanes are released and its row removed, so others take over at once."""
+        with self._transaction(write=True) as conn:
+            conn.execute(_lane_claims.update().where(_lane_claims.c.holder == holder).values(holder=_RELEASED))
+            conn.execute(_workers.delete().where(_workers.c.holder == holder))
+
+    def workers(self) -> list[WorkerRow]:
+        """The workers registered (perhaps run out), oldest first, with the lanes each holds."""
+        with self._transaction() as conn:
+            now = _database_now(conn)
+            lanes = dict(conn.execute(sa.select(_lane_claims.c.holder, sa.func.count())
+                                      .group_by(_lane_claims.c.holder)).all())
+            rows = conn.execute(sa.select(_workers).order_by(_workers.c.started_at)).all()
+        return [WorkerRow(row.holder, row.started_at, row.expires_at, lanes.get(row.holder, 0), now) for row in rows]
+
+    def claim_job(self, job: str, holder: str, *, every_s: float) -> bool:
+        """Whether ``holder`` is the one to run ``job`` in its current interval of ``every_s``
+        seconds (by the database's clock): the first worker to ask for an interval gets it."""
+        with self._transaction(write=True) as conn:
+            now = _database_now(conn, when_asked=True)
+            slot = int(now.timestamp() // every_s)
+            row = conn.execute(sa.select(_job_claims.c.slot).where(_job_claims.c.job == job)).first()
+            if row is not None and row.slot >= slot:
+                return False
+            values = {"slot": slot, "holder": holder, "claimed_at": now}
+            if row is None:
+                conn.execute(_job_claims.insert().values(job=job, **values))
+            else:
+                conn.execute(_job_claims.update().where(_job_claims.c.job == job).values(values))
+            return True
+
     # Small JSON state by namespace: episodes, chat threads, processed batches, ...
 
     def get_state(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -825,7 +964,7 @@ class Store:
     # Helpers.
 
     @contextmanager
-    def _transaction(self, *, write: bool = False, fence: Fence | None = None) -> Iterator[sa.Connection]:
+    def _transaction(self, *, write: bool = False, fence: WorkFence | None = None) -> Iterator[sa.Connection]:
         """One transaction on the kept connection, committed on success; a lock held too long
         becomes a StoreError. A write transaction first writes what ``deferred_writes`` kept.
 
@@ -856,7 +995,13 @@ class Store:
                     ) from error
                 raise
 
-    def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
+    def _check_fence(self, conn: sa.Connection, fence: WorkFence) -> None:
+        if isinstance(fence, ClaimFence):
+            self._check_claims(conn, fence)
+        else:
+            self._check_lease(conn, fence)
+
+    def _check_lease(self, conn: sa.Connection, fence: Fence) -> None:
         """Raise LostLease unless ``fence``'s lease stands as it says, by the database's clock.
 
         On PostgreSQL the lease row is locked (FOR UPDATE) until this transaction ends, so a bot
@@ -871,6 +1016,60 @@ class Store:
         if row.expires_at <= now:
             raise LostLease(f"lease {fence.name!r} of {fence.holder} (term {fence.term}) ran out at "
                             f"{row.expires_at.isoformat()}")
+
+    def _check_claims(self, conn: sa.Connection, fence: ClaimFence) -> None:
+        """Raise LostClaim unless the worker's row stands (by the database's clock) and it still holds
+        every lane of ``fence`` with the token it claimed it with.
+
+        Another worker claims a lane only in a write transaction, and on PostgreSQL those take the
+        store's writer lock one at a time (see _create_postgresql_engine), as on SQLite: no lane
+        can change hands between this check and the commit. The worker's row is locked against a
+        change (its renewal waits) for as long.
+        """
+        row = conn.execute(self._sql.worker.with_for_update(read=True), {"holder": fence.holder}).first()
+        now = _database_now(conn, when_asked=True)
+        if row is None or row.expires_at <= now:
+            ran_out = "is gone" if row is None else f"ran out at {row.expires_at.isoformat()}"
+            raise LostClaim(f"worker {fence.holder} {ran_out}: its lanes may be another worker's now")
+        held = dict(conn.execute(self._sql.lanes_held, {"holder": fence.holder}).all())
+        lost = sorted(lane for lane, token in fence.claims.items() if held.get(lane) != token)
+        if lost:
+            raise LostClaim(f"worker {fence.holder} no longer holds lane(s) {', '.join(lost)}: claimed by another "
+                            "worker since")
+
+    def _claim_lanes(self, conn: sa.Connection, fence: ClaimFence, *, due_by: datetime) -> dict[str, int]:
+        """Within a round's transaction: the lanes ``fence``'s worker holds once its lanes with no
+        head due are released and free lanes with a head due are claimed, each with its token.
+
+        A lane is free when nobody holds it, or its holder's row ran out (a worker killed, or paused
+        past it): claiming it raises its token, so what the old holder writes is refused."""
+        now = _database_now(conn, when_asked=True)
+        heads = dict(conn.execute(self._sql.due_lane_heads, {"due_by": due_by}).all())  # lane -> head id
+        keep = {lane: token for lane, token in fence.claims.items() if lane in heads}
+        released = [lane for lane in fence.claims if lane not in keep]
+        if released:
+            conn.execute(_lane_claims.update().where(_lane_claims.c.holder == fence.holder,
+                                                     _lane_claims.c.lane.in_(released)).values(holder=_RELEASED))
+        room = fence.lanes_per_round - len(keep)
+        if room <= 0:
+            return keep
+        wanted = [lane for lane, _ in sorted(heads.items(), key=lambda item: item[1]) if lane not in keep]
+        if not wanted:
+            return keep
+        taken = {row.lane: row for row in conn.execute(self._sql.claims_of, {"lanes": wanted}).all()}
+        live = {row.holder for row in conn.execute(self._sql.live_workers, {"now": now})}
+        free = [lane for lane in wanted
+                if lane not in taken or taken[lane].holder == _RELEASED or taken[lane].holder not in live]
+        claimed = dict(keep)
+        for lane in free[:room]:
+            token = taken[lane].token + 1 if lane in taken else 1
+            if lane in taken:
+                conn.execute(_lane_claims.update().where(_lane_claims.c.lane == lane).values(
+                    holder=fence.holder, token=token, claimed_at=now))
+            else:
+                conn.execute(_lane_claims.insert().values(lane=lane, holder=fence.holder, token=token, claimed_at=now))
+            claimed[lane] = token
+        return claimed
 
     def _connection(self, write: bool) -> sa.Connection:
         conn = self._held[write]
@@ -1013,6 +1212,15 @@ class _Statements:
             _leases.c.name == sa.bindparam("lease"), _leases.c.holder == sa.bindparam("by"),
             _leases.c.term == sa.bindparam("in_term"),
         ).values(renewed_at=sa.bindparam("now"), expires_at=sa.bindparam("until"))
+        self.due_lane_heads = (
+            sa.select(_effects.c.lane, _effects.c.id)
+            .where(_effects.c.id.in_(lane_heads), _effects.c.next_attempt_at <= sa.bindparam("due_by"))
+        )
+        self.worker = sa.select(_workers.c.expires_at).where(_workers.c.holder == sa.bindparam("holder"))
+        self.lanes_held = sa.select(_lane_claims.c.lane, _lane_claims.c.token).where(
+            _lane_claims.c.holder == sa.bindparam("holder"))
+        self.claims_of = sa.select(_lane_claims).where(_lane_claims.c.lane.in_(sa.bindparam("lanes", expanding=True)))
+        self.live_workers = sa.select(_workers.c.holder).where(_workers.c.expires_at > sa.bindparam("now"))
         self.counts = sa.select(_effects.c.status, sa.func.count()).group_by(_effects.c.status)
         self.oldest_pending = sa.select(sa.func.min(_effects.c.created_at)).where(_effects.c.status == "pending")
         kind, id = sa.bindparam("kind"), sa.bindparam("id")

@@ -77,6 +77,22 @@ def wait_until(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled(engine: sa.Engine, *, answered_where: str, answered: int, batches: int = 2, quiet_s: float = 3.0):
+    """For ``wait_until``: nothing pending, ``answered`` changes (those ``answered_where`` picks among the
+    bot's comments, an SQL condition) answered, ``batches`` batches checked, and no new effect for ``quiet_s``."""
+    quiet_since: list = []
+
+    def condition() -> bool:
+        pending, effects = query(engine, "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FROM effects")[0]
+        replied = query(engine, f"SELECT count(DISTINCT number) FROM local_comments WHERE by_bot AND {answered_where}")
+        checked = query(engine, "SELECT count(*) FROM state WHERE namespace = 'batches'")[0][0]
+        state = (pending == 0 and replied[0][0] == answered and checked == batches, effects)
+        if not quiet_since or quiet_since[1] != state:
+            quiet_since[:] = [time.monotonic(), state]
+        return state[0] and time.monotonic() - quiet_since[0] > quiet_s
+    return condition
+
+
 @dataclass
 class Delivered:
     """What the bots did, read back from the state database and the model registry."""

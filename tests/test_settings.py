@@ -72,6 +72,7 @@ WRONG_VALUES = {
     "MLOPS_DELIVER_INTERVAL_S": "not-a-number",
     "MLOPS_DIGEST_CRON": "every morning",
     "MLOPS_TAKEOVER_S": "not-a-number",
+    "MLOPS_WORK_SHARING": "everyone",
     "MLOPS_MONITOR_DIR": "<file>",
     "MLOPS_LABELS_DIR": "<file>",
     "MLOPS_LOG_FILE": "<file>/x.log",

@@ -14,7 +14,7 @@ from bot.leader import LeaseLeader, SoleLeader, leadership_for
 from bot.store import LostLease, Store
 from integrations.ports import Target
 from tests.conftest import PROJECT
-from tests.standby import Bot, bot_env, delivered, run_out_lease
+from tests.standby import Bot, bot_env, delivered, run_out_lease, settled
 from tests.standby import query as _query
 from tests.standby import wait_until as _wait_until
 from tests.test_bot import drifted_batch
@@ -126,20 +126,8 @@ def test_the_standby_takes_over_when_the_leader_dies_or_stalls_and_nothing_is_lo
         app.scm.add_comment(Target("change", app.scm.repo, 50), "/status")
         app.scm.add_comment(Target("change", app.scm.repo, 51), "/retrian")
 
-        quiet_since: list = []
-
-        def settled() -> bool:
-            """Nothing pending, the new comments answered, both batches checked, no new effect for a while."""
-            pending, effects = _query(engine, "SELECT count(*) FILTER (WHERE status = 'pending'), count(*)"
-                                              " FROM effects")[0]
-            answered = _query(engine, "SELECT count(DISTINCT number) FROM local_comments"
-                                      " WHERE by_bot AND number IN (50, 51)")[0][0]
-            checked = _query(engine, "SELECT count(*) FROM state WHERE namespace = 'batches'")[0][0]
-            state = (pending == 0 and answered == 2 and checked == 2, effects)
-            if not quiet_since or quiet_since[1] != state:
-                quiet_since[:] = [time.monotonic(), state]
-            return state[0] and time.monotonic() - quiet_since[0] > 3
-        _wait_until(settled, timeout=240, what="the new leader to finish the work")
+        _wait_until(settled(engine, answered_where="number IN (50, 51)", answered=2), timeout=240,
+                    what="the new leader to finish the work")
         if stopped_by == "SIGSTOP":  # it stood by since, and stops cleanly
             assert "now leading (term" not in leader.log().split("no longer leading (term 1", 1)[1]
             leader.process.send_signal(signal.SIGTERM)

@@ -209,7 +209,7 @@ def test_an_older_schema_is_upgraded_in_place(tmp_path: Path, caplog: pytest.Log
 
     with caplog.at_level(logging.WARNING, logger="mlops_bot.store"):
         store = Store.for_path(path)
-    assert f"state database {path} is from before schema versions (older); upgrading it to revision 0002" \
+    assert f"state database {path} is from before schema versions (older); upgrading it to revision 0003" \
         in caplog.messages
     assert store.cursor("github") == "c1"
     assert store.ingest("e1", "command", "github", {}, [effect("a1")])
@@ -284,8 +284,8 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(state_url: str, 
 
     with caplog.at_level(logging.WARNING, logger="mlops_bot.store"):
         store = Store(state_url, clock=still)
-    assert f"state database {store.label} is revision 0001 (older); upgrading it to revision 0002" in caplog.messages
-    assert store.schema_upgrade == ("0001", "0002")
+    assert f"state database {store.label} is revision 0001 (older); upgrading it to revision 0003" in caplog.messages
+    assert store.schema_upgrade == ("0001", "0003")
     # Everything is still there, and works as before.
     assert store.cursor("github:comments") == "c41"
     [event] = store.events()
@@ -297,15 +297,16 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(state_url: str, 
     assert store.get_state("episodes", "churn") == {"open": True}
     assert store.ingest("gh:comment:42", "command", "github", {}, [effect("reply:42")])
     assert store.effect("reply:42").id > store.effect("react:41").id  # the ids carry on
-    assert store.take_lease("mlops-bot", "me", ttl_s=30).held_by("me")  # the new table is there
+    assert store.take_lease("mlops-bot", "me", ttl_s=30).held_by("me")  # the new tables are there
+    assert store.workers() == [] and store.claim_job("poll", "me", every_s=60)
     store.close()
     assert _run_sql(state_url, "SELECT version_num FROM alembic_version",
-                    "SELECT value FROM schema_info") == [[("0002",)], [(str(SCHEMA_VERSION),)]]
+                    "SELECT value FROM schema_info") == [[("0003",)], [(str(SCHEMA_VERSION),)]]
     status = schema_status(state_url)
-    assert (status.revision, status.current) == ("0002", True)
+    assert (status.revision, status.current) == ("0003", True)
     result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
     assert result.exit_code == 0 and "already at the newest revision" in result.output
-    assert "0002: current" in CliRunner().invoke(cli, ["db", "current"], env=env).output
+    assert "0003: current" in CliRunner().invoke(cli, ["db", "current"], env=env).output
 
 
 def test_db_upgrade_creates_a_new_database(state_url: str):
@@ -317,9 +318,9 @@ def test_db_upgrade_creates_a_new_database(state_url: str):
 
     result = CliRunner().invoke(cli, ["db", "upgrade", "--json"], env={"MLOPS_STATE_URL": state_url})
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) | {"database": None} == {"database": None, "from": None, "to": "0002",
+    assert json.loads(result.output) | {"database": None} == {"database": None, "from": None, "to": "0003",
                                                                 "upgraded": True}
-    assert _run_sql(state_url, "SELECT version_num FROM alembic_version") == [[("0002",)]]
+    assert _run_sql(state_url, "SELECT version_num FROM alembic_version") == [[("0003",)]]
 
 
 def test_bots_starting_together_migrate_once(state_url: str):
@@ -334,7 +335,7 @@ def test_bots_starting_together_migrate_once(state_url: str):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         upgrades = list(pool.map(open_store, range(4)))
-    assert sorted(upgrades, key=repr) == [(None, "0002"), None, None, None]  # one migrated, three found it done
+    assert sorted(upgrades, key=repr) == [(None, "0003"), None, None, None]  # one migrated, three found it done
 
 
 # Leases: one of several bots leads.

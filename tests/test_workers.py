@@ -1,0 +1,337 @@
+"""Several bots that all work on one PostgreSQL database (MLOPS_WORK_SHARING=lanes): lanes claimed
+and delivered in parallel, each in order, each effect once; a killed or paused worker's lanes pass
+on with a new token, and what it did is found before anything is repeated."""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+import sqlalchemy as sa
+
+from bot.outbox import DeliveryReport
+from bot.store import ClaimFence, LostClaim, Store
+from bot.workers import LaneWorker
+from tests.test_outbox import FakeChat, ScriptedHandler, StillClock, make_outbox, owe
+from tests.test_standby import Ticks
+
+
+@pytest.fixture
+def clock() -> StillClock:
+    return StillClock()
+
+
+@pytest.fixture
+def chat() -> FakeChat:
+    return FakeChat()
+
+
+def run_out_worker(url: str, holder: str) -> None:
+    """What the database's clock does to a worker's row while the worker is stopped: it runs out."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE workers SET expires_at = started_at WHERE holder = :holder"),
+                         {"holder": holder})
+    finally:
+        engine.dispose()
+
+
+class Workers:
+    """``count`` workers, each with a store of its own (as in its own process), all joined."""
+
+    def __init__(self, url: str, clock, count: int, *, lanes_per_round: int = 10, takeover_s: float = 60) -> None:
+        self.stores = [Store(url, clock=clock) for _ in range(count)]
+        self.workers = [LaneWorker(store, takeover_s=takeover_s, lanes_per_round=lanes_per_round)
+                        for store in self.stores]
+        for worker in self.workers:
+            assert worker.step()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for store in self.stores:
+            store.close()
+
+
+@pytest.fixture
+def two(postgres_url, clock):
+    workers = Workers(postgres_url, clock, 2, lanes_per_round=2)
+    yield workers
+    workers.close()
+
+
+def test_a_lane_held_by_a_working_worker_is_not_delivered_by_another(two, chat, clock):
+    (first, second), (first_store, second_store) = two.workers, two.stores
+    owe(first_store, "a1", "a2", lane="a")
+    owe(first_store, "b1", lane="b")
+    owe(first_store, "c1", "c2", lane="c")
+    seen_by_second: list[str] = []
+
+    class SecondWorksMeanwhile(ScriptedHandler):
+        def deliver(self, effect):
+            if not seen_by_second:  # while the first delivers its first round (lanes a and b)
+                handler = ScriptedHandler(chat)
+                make_outbox(second_store, handler, clock).deliver_due(fence=second.fence())
+                seen_by_second.extend(handler.calls)
+            return super().deliver(effect)
+
+    report = make_outbox(first_store, SecondWorksMeanwhile(chat), clock).deliver_due(fence=first.fence())
+    assert seen_by_second == ["deliver c1", "deliver c2"]  # lane c only: a and b were the first's
+    assert report == DeliveryReport(delivered=3)
+    texts = [write.split(" <!--")[0] for write in chat.writes]
+    assert sorted(texts) == sorted(f"text of {key}" for key in ("a1", "a2", "b1", "c1", "c2"))
+    assert texts.index("text of a1") < texts.index("text of a2") and texts.index("text of c1") < texts.index("text of c2")
+    # Lanes with nothing due are released at the end of a round: nobody holds any now.
+    assert first.fence().claims == {} and second.fence().claims == {}
+    assert [row.lanes for row in first_store.workers()] == [0, 0]
+
+
+def test_a_killed_workers_lanes_pass_on_after_its_row_runs_out_and_its_effect_is_looked_for(
+        two, chat, clock, postgres_url):
+    (first, second), (first_store, second_store) = two.workers, two.stores
+    owe(first_store, "a1", "a2", lane="a")
+    begun = first_store.next_round(fence=first.fence())  # the first marks a1 and dies during it
+    assert [effect.key for effect in begun] == ["a1"] and first.fence().claims == {"a": 1}
+    handler = ScriptedHandler(chat)
+    assert make_outbox(second_store, handler, clock).deliver_due(fence=second.fence()) == DeliveryReport()
+    run_out_worker(postgres_url, first.holder)
+    assert make_outbox(second_store, handler, clock).deliver_due(fence=second.fence()) == DeliveryReport(delivered=2)
+    assert handler.calls == ["find_done a1", "deliver a1", "deliver a2"]  # looked for before it was repeated
+    claims = dict(sa.create_engine(postgres_url, poolclass=sa.pool.NullPool).connect().execute(
+        sa.text("SELECT lane, token FROM lane_claims")).all())
+    assert claims == {"a": 2}  # taken over with the lane's next token
+
+
+def test_a_worker_paused_past_its_row_stores_nothing_and_the_next_finds_what_it_did(
+        two, chat, clock, postgres_url, caplog):
+    (paused, other), (paused_store, other_store) = two.workers, two.stores
+    owe(paused_store, "a1", "a2", lane="a")
+    fence = paused.fence()
+
+    class PausedAfterWriting(ScriptedHandler):
+        def deliver(self, effect):
+            delivered = super().deliver(effect)  # the outside write is made; then the process stops
+            run_out_worker(postgres_url, paused.holder)  # while it is stopped, its row runs out
+            return delivered  # and it wakes up, believing it still works
+
+    with pytest.raises(LostClaim), caplog.at_level(logging.WARNING, logger="mlops_bot.outbox"):
+        make_outbox(paused_store, PausedAfterWriting(chat), clock).deliver_due(fence=fence)
+    assert "effect(s) a1 left for the new leader" in caplog.text
+    assert not paused_store.seen("nothing") and paused_store.effect("a1").status == "pending"
+    paused.lost(fence)
+    assert not paused.leading()
+    handler = ScriptedHandler(chat)
+    assert make_outbox(other_store, handler, clock).deliver_due(fence=other.fence()) \
+        == DeliveryReport(delivered=1, recovered=1)
+    assert handler.calls == ["find_done a1", "deliver a2"]
+    assert [write.split(" <!--")[0] for write in chat.writes] == ["text of a1", "text of a2"]  # a1 once
+    assert paused.step() and paused.holder != fence.holder  # it joins again, under a new name
+
+
+def test_a_lane_taken_over_refuses_the_old_holders_write_even_if_its_row_was_renewed(two, clock, postgres_url):
+    (first, second), (first_store, second_store) = two.workers, two.stores
+    owe(first_store, "a1", lane="a")
+    stale = first.fence()
+    first_store.next_round(fence=stale)
+    run_out_worker(postgres_url, first.holder)
+    second_store.next_round(fence=second.fence())  # lane a, token 2
+    with pytest.raises(LostClaim, match="no longer holds lane"):
+        # as if its row had been renewed meanwhile: the lane's token still says another holds it
+        first_store.engine.dispose()
+        with sa.create_engine(postgres_url, poolclass=sa.pool.NullPool).begin() as conn:
+            conn.execute(sa.text("UPDATE workers SET expires_at = now() + interval '1 minute' WHERE holder = :h"),
+                         {"h": stale.holder})
+        first_store.finish_attempts({first_store.effect("a1").id: {}}, fence=stale)
+    assert first_store.effect("a1").status == "pending"
+
+
+def test_each_interval_of_a_job_is_run_by_one_worker(two):
+    first, second = two.workers
+    assert [worker.may_run("poll", 3600) for worker in (first, second, first)] == [True, False, False]
+    assert first.may_run("monitor", 3600)  # each job has intervals of its own
+
+
+def test_a_worker_that_cannot_renew_stops_working_before_its_row_can_run_out(postgres_url):
+    store = Store(postgres_url)
+    ticks = Ticks()
+    worker = LaneWorker(store, takeover_s=10.0, monotonic=ticks)
+    try:
+        assert worker.step()
+        ticks.now += 10.0 * 0.7 * 0.89
+        assert worker.leading()
+        ticks.now += 10.0 * 0.7 * 0.02
+        assert not worker.leading()
+        assert worker.fence().claims == {}
+    finally:
+        worker.stop()
+        store.close()
+
+
+def test_a_worker_that_stops_leaves_and_frees_its_lanes_at_once(postgres_url, clock):
+    workers = Workers(postgres_url, clock, 2)
+    try:
+        (first, second), (first_store, second_store) = workers.workers, workers.stores
+        owe(first_store, "a1", lane="a")
+        first_store.next_round(fence=first.fence())
+        first.stop()
+        assert [row.holder for row in second_store.workers()] == [second.holder]
+        assert [effect.key for effect in second_store.next_round(fence=second.fence())] == ["a1"]
+    finally:
+        workers.close()
+
+
+def test_three_workers_deliver_many_lanes_at_once_each_effect_once_and_each_lane_in_order(postgres_url, clock):
+    workers = Workers(postgres_url, clock, 3, lanes_per_round=4)
+    written: list[tuple[str, str]] = []  # (worker, key), in the order written
+    lock = threading.Lock()
+    lanes, per_lane = 24, 5
+    keys = [[f"l{lane}-{n}" for n in range(per_lane)] for lane in range(lanes)]
+    for lane, lane_keys in enumerate(keys):
+        owe(workers.stores[0], *lane_keys, lane=f"l{lane}")
+
+    class Recorder(ScriptedHandler):
+        def __init__(self, name):
+            super().__init__(FakeChat())
+            self.name = name
+
+        def deliver(self, effect):
+            time.sleep(random.uniform(0, 0.004))  # a call to a service
+            with lock:
+                written.append((self.name, effect.key))
+            return super().deliver(effect)
+
+    def work(index: int) -> None:
+        box = make_outbox(workers.stores[index], Recorder(f"w{index}"), clock)
+        while box.deliver_due(fence=workers.workers[index].fence()) != DeliveryReport():
+            pass
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        order = [key for _, key in written]
+        assert sorted(order) == sorted(key for lane_keys in keys for key in lane_keys)  # each once
+        for lane_keys in keys:
+            assert [key for key in order if key in lane_keys] == lane_keys  # each lane in order
+        by_worker = defaultdict(int)
+        for name, _ in written:
+            by_worker[name] += 1
+        assert len(by_worker) >= 2, by_worker  # shared, not one doing it all
+        assert all(store.effect(keys[0][0]).status == "done" for store in workers.stores[:1])
+    finally:
+        workers.close()
+
+
+def test_on_sqlite_lanes_mode_is_the_one_bot_working_alone(tmp_path):
+    from bot.leader import SoleLeader, leadership_for
+
+    store = Store.for_path(tmp_path / "state.db")
+    try:
+        assert isinstance(leadership_for(store, takeover_s=30, sharing="lanes"), SoleLeader)
+    finally:
+        store.close()
+
+
+def test_an_unregistered_worker_may_store_nothing(postgres_url, clock):
+    store = Store(postgres_url, clock=clock)
+    try:
+        owe(store, "a1", lane="a")
+        with pytest.raises(LostClaim, match="is gone"):
+            store.next_round(fence=ClaimFence("never-joined"))
+        assert store.effect("a1").outcome_unknown is False
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stopped_by", ["SIGKILL", "SIGSTOP"], ids=["killed", "paused-past-its-row"])
+def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_nothing(
+        make_app, repo, tmp_path, postgres_url, stopped_by):
+    """Three `mlops-bot run` processes with MLOPS_WORK_SHARING=lanes on one PostgreSQL database. A
+    random worker is stopped three times while they work, new comments coming all along: SIGKILLed
+    (and replaced, as an orchestrator would), or paused with SIGSTOP past its row and resumed, when it
+    wakes up in the middle of whatever it was doing. In the end every effect is done once, and each
+    comment was answered once."""
+    import signal
+
+    from integrations.ports import Target
+    from tests.conftest import PROJECT
+    from tests.standby import Bot, bot_env, delivered, query, settled, wait_until
+    from tests.test_bot import drifted_batch
+
+    app = make_app(state_url=postgres_url)  # migrates the database; the scenario's inputs go in it
+    for number in range(2):
+        drifted_batch(app, f"b{number}.csv", shift=3.0 + number, seed=number)
+    bodies = ["/status", "/validate", "/help", "/retrian", "/status", "/drift", "/help", "/retrian"]
+    for number, body in enumerate(bodies):
+        app.scm.add_comment(Target("change", app.scm.repo, 40 + number), body)
+    data_dir = app.settings.data_dir
+    env = bot_env(postgres_url, project_dir=repo / PROJECT, data_dir=data_dir, takeover_s=4.0)
+    env["MLOPS_WORK_SHARING"] = "lanes"
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    rng = random.Random(17)
+    started = [Bot(f"worker {n}", env, tmp_path) for n in range(3)]
+    live = list(started)
+    try:
+        for bot in live:
+            bot.wait_for("working as", timeout=120)
+        for kill in range(3):
+            done = query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0]
+            wait_until(lambda: query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0] > done,
+                       timeout=180, what="the workers to deliver more effects")
+            victim = rng.choice(live)
+            victim.process.send_signal(getattr(signal, stopped_by))
+            stopped = time.monotonic()
+            app.scm.add_comment(Target("change", app.scm.repo, 60 + kill), "/status")
+            app.scm.add_comment(Target("change", app.scm.repo, 70 + kill), "/retrian")
+            if stopped_by == "SIGKILL":
+                victim.process.wait(timeout=30)
+                live.remove(victim)
+                replacement = Bot(f"worker {len(started)}", env, tmp_path)
+                started.append(replacement)
+                live.append(replacement)
+                replacement.wait_for("working as", timeout=120)
+            else:
+                time.sleep(4.0 * 0.7 + 1.5)  # past its row's life: the others take its lanes over
+                victim.process.send_signal(signal.SIGCONT)
+                victim.wait_for("stopped working", timeout=60, after=stopped)
+                victim.wait_for("working as", timeout=60, after=stopped)  # and it joins again
+
+        wait_until(settled(engine, answered_where="number >= 60", answered=6), timeout=300,
+                   what="the workers to finish the work")
+        shown = subprocess.run([sys.executable, "-m", "bot", "status"], env=env, cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120)
+        assert "workers: 3 sharing the work" in shown.stdout, shown.stdout + shown.stderr
+        for bot in live:
+            bot.process.send_signal(signal.SIGTERM)
+        for bot in live:
+            bot.process.wait(timeout=60)
+            assert bot.process.returncode == 0, bot.log()[-3000:]
+            assert "left: its lanes are free for the others at once" in bot.log()
+    finally:
+        for bot in started:
+            if bot.process.poll() is None:
+                bot.process.kill()
+                bot.process.wait()
+
+    done = delivered(engine, data_dir)
+    polled_by = {row.holder for row in query(engine, "SELECT holder FROM job_claims WHERE job = 'poll'")}
+    assert polled_by  # the polls were claimed, one worker per interval
+    workers_that_delivered = [bot.name for bot in started if " delivered" in bot.log() or " recovered" in bot.log()]
+    print(f"\n{done.events} events, {done.effects} effects, each done once; delivered by "
+          f"{', '.join(workers_that_delivered)}")
+    engine.dispose()
+    assert done.not_done == []
+    assert done.doubled == []  # no comment, chat message, ticket or model made twice
+    assert len(done.tickets) == 1  # one drift episode, one ticket
+    assert sum("Did you mean" in body for body in done.bot_comments) == 2 + 3  # each typo answered once
+    assert len(workers_that_delivered) >= 2  # the work was shared
