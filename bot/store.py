@@ -199,6 +199,9 @@ class ClaimFence:
     holder: str
     claims: dict[str, int] = field(default_factory=dict)
     lanes_per_round: int = 10  # lanes one round may hold, so a burst of work spreads over the workers
+    # Kinds of effect that take long to deliver (an in-process pipeline run): each makes a round alone,
+    # so the worker holds no other lane while it delivers one.
+    solo_kinds: frozenset[str] = frozenset()
 
 
 WorkFence = Fence | ClaimFence
@@ -1038,37 +1041,45 @@ class Store:
                             "worker since")
 
     def _claim_lanes(self, conn: sa.Connection, fence: ClaimFence, *, due_by: datetime) -> dict[str, int]:
-        """Within a round's transaction: the lanes ``fence``'s worker holds once its lanes with no
-        head due are released and free lanes with a head due are claimed, each with its token.
+        """Within a round's transaction: the lanes ``fence``'s worker holds for this round, each with its
+        token, once its lanes with no head due are released and free lanes with a head due are claimed.
 
         A lane is free when nobody holds it, or its holder's row ran out (a worker killed, or paused
-        past it): claiming it raises its token, so what the old holder writes is refused."""
+        past it): claiming it raises its token, so what the old holder writes is refused. A head of
+        one of the fence's ``solo_kinds`` (an in-process pipeline run, minutes long) makes a round of
+        its own: its worker gives up its other lanes first, so they are not held while it runs."""
         now = _database_now(conn, when_asked=True)
-        heads = dict(conn.execute(self._sql.due_lane_heads, {"due_by": due_by}).all())  # lane -> head id
-        keep = {lane: token for lane, token in fence.claims.items() if lane in heads}
-        released = [lane for lane in fence.claims if lane not in keep]
+        heads = {lane: (head, kind) for lane, head, kind in conn.execute(self._sql.due_lane_heads, {"due_by": due_by})}
+        held = {lane: token for lane, token in fence.claims.items() if lane in heads}
+        free: list[str] = []
+        wanted = [lane for lane in sorted(heads, key=lambda lane: heads[lane][0]) if lane not in held]
+        if wanted and len(held) < fence.lanes_per_round:
+            taken = {row.lane: row for row in conn.execute(self._sql.claims_of, {"lanes": wanted}).all()}
+            live = {row.holder for row in conn.execute(self._sql.live_workers, {"now": now})}
+            free = [lane for lane in wanted
+                    if lane not in taken or taken[lane].holder == _RELEASED or taken[lane].holder not in live]
+        # This round's lanes, oldest head first: the ones held, then free ones, at most lanes_per_round.
+        candidates = sorted(held, key=lambda lane: heads[lane][0]) + free
+        solo = [lane for lane in candidates if heads[lane][1] in fence.solo_kinds]
+        if candidates and candidates[0] in solo:
+            chosen = candidates[:1]
+        else:
+            chosen = [lane for lane in candidates if lane not in solo][:fence.lanes_per_round]
+        released = [lane for lane in fence.claims if lane not in chosen]
         if released:
             conn.execute(_lane_claims.update().where(_lane_claims.c.holder == fence.holder,
                                                      _lane_claims.c.lane.in_(released)).values(holder=_RELEASED))
-        room = fence.lanes_per_round - len(keep)
-        if room <= 0:
-            return keep
-        wanted = [lane for lane, _ in sorted(heads.items(), key=lambda item: item[1]) if lane not in keep]
-        if not wanted:
-            return keep
-        taken = {row.lane: row for row in conn.execute(self._sql.claims_of, {"lanes": wanted}).all()}
-        live = {row.holder for row in conn.execute(self._sql.live_workers, {"now": now})}
-        free = [lane for lane in wanted
-                if lane not in taken or taken[lane].holder == _RELEASED or taken[lane].holder not in live]
-        claimed = dict(keep)
-        for lane in free[:room]:
-            token = taken[lane].token + 1 if lane in taken else 1
-            if lane in taken:
+        claimed = {lane: token for lane, token in held.items() if lane in chosen}
+        new = [lane for lane in chosen if lane not in held]
+        tokens = {row.lane: row.token for row in conn.execute(self._sql.claims_of, {"lanes": new})} if new else {}
+        for lane in new:
+            if lane in tokens:
+                claimed[lane] = tokens[lane] + 1
                 conn.execute(_lane_claims.update().where(_lane_claims.c.lane == lane).values(
-                    holder=fence.holder, token=token, claimed_at=now))
+                    holder=fence.holder, token=claimed[lane], claimed_at=now))
             else:
-                conn.execute(_lane_claims.insert().values(lane=lane, holder=fence.holder, token=token, claimed_at=now))
-            claimed[lane] = token
+                claimed[lane] = 1
+                conn.execute(_lane_claims.insert().values(lane=lane, holder=fence.holder, token=1, claimed_at=now))
         return claimed
 
     def _connection(self, write: bool) -> sa.Connection:
@@ -1213,7 +1224,7 @@ class _Statements:
             _leases.c.term == sa.bindparam("in_term"),
         ).values(renewed_at=sa.bindparam("now"), expires_at=sa.bindparam("until"))
         self.due_lane_heads = (
-            sa.select(_effects.c.lane, _effects.c.id)
+            sa.select(_effects.c.lane, _effects.c.id, _effects.c.kind)
             .where(_effects.c.id.in_(lane_heads), _effects.c.next_attempt_at <= sa.bindparam("due_by"))
         )
         self.worker = sa.select(_workers.c.expires_at).where(_workers.c.holder == sa.bindparam("holder"))

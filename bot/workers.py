@@ -5,7 +5,9 @@ each registers a row in the state database (``workers``) and renews it, as a lea
 lease. Its outbox rounds claim lanes, the outbox's units of order (a change's comments, a ticket,
 a chat thread, a model's pipeline), and deliver only the heads of the lanes they hold, so lanes run
 in parallel on different workers while each lane keeps its order. A lane with nothing due is
-released at the end of the round, so the next burst of work goes to whichever worker asks first.
+released at the end of the round, so the next burst of work goes to whichever worker asks first. An
+effect that takes minutes (an in-process pipeline run) is delivered in a round of its own, so its
+worker holds no other lane meanwhile: one in-process run at a time per worker, the rest to the others.
 
 A worker killed holds its lanes until its row runs out (0.7 of ``MLOPS_TAKEOVER_S``); then any other
 worker claims them, with the lane's next token, and looks for the effect it was delivering by its
@@ -31,11 +33,16 @@ from collections.abc import Callable
 
 from bot.store import ClaimFence, Store
 
-__all__ = ["LaneWorker"]
+__all__ = ["LONG_KINDS", "LaneWorker"]
 
 _TTL_SHARE = 0.7  # of takeover_s: how long a worker's row lasts unrenewed
 _RENEWALS_PER_TTL = 3
 _SAFETY_SHARE = 0.1  # of the row's life: a worker stops this long before its row could run out
+
+# Effects that may take minutes to deliver: an in-process pipeline run. Each is a round of its own, so
+# the worker delivering one holds no other lane meanwhile (another worker takes them). A run on GitHub
+# Actions or Azure Pipelines is only started in its round, which ends at once.
+LONG_KINDS = frozenset({"pipeline.run"})
 
 _log = logging.getLogger("mlops_bot.workers")
 
@@ -134,7 +141,7 @@ class LaneWorker:
                 _log.warning("could not leave (%s); its lanes pass on when its row runs out", error)
 
     def _join(self, asked: float) -> None:
-        fence = ClaimFence(_new_name(), lanes_per_round=self._lanes_per_round)
+        fence = ClaimFence(_new_name(), lanes_per_round=self._lanes_per_round, solo_kinds=LONG_KINDS)
         self._store.join_workers(fence.holder, ttl_s=self._ttl_s)
         with self._state_lock:
             self._fence = fence

@@ -93,6 +93,35 @@ def test_a_lane_held_by_a_working_worker_is_not_delivered_by_another(two, chat, 
     assert [row.lanes for row in first_store.workers()] == [0, 0]
 
 
+def test_a_pipeline_run_is_a_round_of_its_own_and_its_worker_holds_no_other_lane_meanwhile(two, chat, clock):
+    from bot.outbox import Outbox
+    from bot.store import NewEffect
+    from bot.workers import LONG_KINDS
+
+    (first, second), (first_store, second_store) = two.workers, two.stores
+    assert "pipeline.run" in LONG_KINDS
+    first_store.add_effects("merge", [NewEffect("pipeline:r1", "pipeline.run", {"text": "run"}, "pipeline:m")])
+    owe(first_store, "a1", lane="a")
+    owe(first_store, "b1", lane="b")
+    meanwhile: list[str] = []
+
+    class LongRun(ScriptedHandler):
+        def deliver(self, effect):
+            # minutes of training: the first worker holds the run's lane alone, the second takes the rest
+            assert first.fence().claims == {"pipeline:m": 1}
+            handler = ScriptedHandler(chat)
+            make_outbox(second_store, handler, clock).deliver_due(fence=second.fence())
+            meanwhile.extend(handler.calls)
+            return super().deliver(effect)
+
+    chat_handler = ScriptedHandler(chat)
+    box = Outbox(first_store, {"pipeline.run": LongRun(chat), "chat.post": chat_handler}, ingest=lambda event: None,
+                 clock=clock, jitter=lambda: 0.5)
+    assert box.deliver_due(fence=first.fence()) == DeliveryReport(delivered=1)
+    assert meanwhile == ["deliver a1", "deliver b1"]
+    assert chat_handler.calls == []
+
+
 def test_a_killed_workers_lanes_pass_on_after_its_row_runs_out_and_its_effect_is_looked_for(
         two, chat, clock, postgres_url):
     (first, second), (first_store, second_store) = two.workers, two.stores
