@@ -203,7 +203,8 @@ def measure(server, count: int, args) -> dict:
     latencies = sorted((e.done_at - e.created_at).total_seconds() for e in effects)
     store.close()
     return {"workers": count, "backlog_s": backlog_s, "events_per_s": args.events / backlog_s,
-            "worker_cpu_ms": 1000 * worker_cpu / args.events, "idle_cpu_s": idle_cpu, "server_cpu_ms": 1000 * server_cpu / args.events,
+            "worker_cpu_ms": 1000 * worker_cpu / args.events, "idle_cpu_s": idle_cpu,
+            "server_cpu_ms": 1000 * server_cpu / args.events,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
             "streamed": len(latencies)}
@@ -290,7 +291,8 @@ def main() -> None:
               f"{row['events_per_s'] / first:>7.2f}x{row['worker_cpu_ms']:>18.2f}{row['idle_cpu_s']:>19.2f}"
               f"{row['server_cpu_ms']:>18.2f}"
               f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}")
-    recovered = "" if moved["recovered_s"] is None else f"; its begun effect(s) done after {moved['recovered_s']:.2f} s"
+    recovered = ("" if moved["recovered_s"] is None
+                 else f"; its begun effect(s) done after {moved['recovered_s']:.2f} s")
     print(f"takeover (MLOPS_TAKEOVER_S={args.takeover:g}, a worker's row lasts {0.7 * args.takeover:.1f} s): "
           f"a killed worker held {moved['lanes']} lane(s) with {moved['begun']} effect(s) begun; another worker "
           f"claimed one {moved['claimed_s']:.2f} s after the kill{recovered}")

@@ -180,6 +180,10 @@ class LeaseLeader:
         asked = self._monotonic()
         try:
             if self._term is None:
+                workers = self._store.live_workers()
+                if workers:  # leading beside workers could deliver an effect twice
+                    self._wait_for_workers(workers)
+                    return False
                 lease = self._store.take_lease(self.name, self.holder, ttl_s=self._ttl_s)
                 self._took(lease, asked)
             else:
@@ -217,6 +221,13 @@ class LeaseLeader:
             self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
         self._waiting_for = None
         _log.info("now leading (term %d, as %s)", lease.term, self.holder)
+
+    def _wait_for_workers(self, workers: list[str]) -> None:
+        if workers[0] != self._waiting_for:
+            self._waiting_for = workers[0]
+            _log.error("%d worker(s) share the work of this state database (MLOPS_WORK_SHARING=lanes), e.g. %s: "
+                       "this bot stands by instead of leading beside them; give every bot on one database the same "
+                       "MLOPS_WORK_SHARING", len(workers), workers[0])
 
     def _renewed(self, asked: float) -> None:
         with self._state_lock:

@@ -164,6 +164,11 @@ def run_once(app: BotApp) -> dict[str, int]:
     """
     leadership = leadership_for(app.store, takeover_s=app.settings.takeover_s, sharing=app.settings.work_sharing)
     if not leadership.step():
+        workers = app.store.live_workers() if app.store.shared else []
+        if workers:
+            raise AnotherBotLeads(f"{len(workers)} worker(s) share the work of state database {app.store.label} "
+                                  "(MLOPS_WORK_SHARING=lanes); run with the same MLOPS_WORK_SHARING, so this run "
+                                  "works beside them; nothing was done")
         lease = app.store.lease(LEASE_NAME)
         holder = f" ({lease.holder})" if lease is not None else ""
         raise AnotherBotLeads(f"another mlops-bot leads state database {app.store.label}{holder}; "

@@ -140,13 +140,13 @@ class Settings(BaseSettings):
         description="Seconds within which a standby bot takes over when the leading one dies (bots sharing a PostgreSQL state database).",
         examples=[10],
     )
-    work_sharing: Literal["leader", "lanes"] = Field(
-        default="leader",
-        description="How bots sharing a PostgreSQL state database share the work: `leader` (one works, the others "
-                    "stand by to take over) or `lanes` (every bot works: each claims lanes of the outbox and "
-                    "intervals of the scheduled jobs; a dead bot's lanes pass on within MLOPS_TAKEOVER_S). "
-                    "On SQLite one bot works alone either way.",
-        examples=["lanes"],
+    work_sharing: Literal["lanes", "leader"] = Field(
+        default="lanes",
+        description="How bots sharing a PostgreSQL state database share the work: `lanes` (every bot works: each "
+                    "claims lanes of the outbox and intervals of the scheduled jobs; a dead bot's lanes pass on "
+                    "within MLOPS_TAKEOVER_S) or `leader` (one works, the others stand by to take over). Every bot "
+                    "on one database needs the same. On SQLite one bot works alone either way.",
+        examples=["leader"],
     )
 
     # Monitoring and retrain tickets.

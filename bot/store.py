@@ -842,6 +842,17 @@ class Store:
             conn.execute(_lane_claims.update().where(_lane_claims.c.holder == holder).values(holder=_RELEASED))
             conn.execute(_workers.delete().where(_workers.c.holder == holder))
 
+    def live_leader(self) -> str | None:
+        """Who leads the database alone now (MLOPS_WORK_SHARING=leader), if anyone: workers wait for it."""
+        with self._lease_transaction() as conn:
+            row = conn.execute(self._sql.live_leases, {"now": _database_now(conn)}).first()
+        return None if row is None else row.holder
+
+    def live_workers(self) -> list[str]:
+        """The workers sharing the database's work now (MLOPS_WORK_SHARING=lanes): a leader waits for them."""
+        with self._lease_transaction() as conn:
+            return [row.holder for row in conn.execute(self._sql.live_workers, {"now": _database_now(conn)})]
+
     def workers(self) -> list[WorkerRow]:
         """The workers registered (perhaps run out), oldest first, with the lanes each holds."""
         with self._transaction() as conn:
@@ -1019,6 +1030,11 @@ class Store:
         if row.expires_at <= now:
             raise LostLease(f"lease {fence.name!r} of {fence.holder} (term {fence.term}) ran out at "
                             f"{row.expires_at.isoformat()}")
+        worker = conn.execute(self._sql.live_workers, {"now": now}).first()
+        if worker is not None:  # bots set apart: leading beside workers could deliver an effect twice
+            raise LostLease(f"worker {worker.holder} shares the work of this database (MLOPS_WORK_SHARING=lanes) "
+                            f"while {fence.holder} leads it alone: give every bot on one database the same "
+                            "MLOPS_WORK_SHARING")
 
     def _check_claims(self, conn: sa.Connection, fence: ClaimFence) -> None:
         """Raise LostClaim unless the worker's row stands (by the database's clock) and it still holds
@@ -1034,6 +1050,11 @@ class Store:
         if row is None or row.expires_at <= now:
             ran_out = "is gone" if row is None else f"ran out at {row.expires_at.isoformat()}"
             raise LostClaim(f"worker {fence.holder} {ran_out}: its lanes may be another worker's now")
+        leader = conn.execute(self._sql.live_leases, {"now": now}).first()
+        if leader is not None:  # bots set apart: working beside a leader could deliver an effect twice
+            raise LostClaim(f"{leader.holder} leads this database alone (MLOPS_WORK_SHARING=leader) while worker "
+                            f"{fence.holder} shares the work: give every bot on one database the same "
+                            "MLOPS_WORK_SHARING")
         held = dict(conn.execute(self._sql.lanes_held, {"holder": fence.holder}).all())
         lost = sorted(lane for lane, token in fence.claims.items() if held.get(lane) != token)
         if lost:
@@ -1232,6 +1253,7 @@ class _Statements:
             _lane_claims.c.holder == sa.bindparam("holder"))
         self.claims_of = sa.select(_lane_claims).where(_lane_claims.c.lane.in_(sa.bindparam("lanes", expanding=True)))
         self.live_workers = sa.select(_workers.c.holder).where(_workers.c.expires_at > sa.bindparam("now"))
+        self.live_leases = sa.select(_leases.c.holder).where(_leases.c.expires_at > sa.bindparam("now"))
         self.counts = sa.select(_effects.c.status, sa.func.count()).group_by(_effects.c.status)
         self.oldest_pending = sa.select(sa.func.min(_effects.c.created_at)).where(_effects.c.status == "pending")
         kind, id = sa.bindparam("kind"), sa.bindparam("id")

@@ -68,6 +68,7 @@ class LaneWorker:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_change: Callable[[bool], None] = lambda working: None
+        self._waiting_for: str | None = None  # the leader we last said we wait for
 
     @property
     def holder(self) -> str | None:
@@ -141,6 +142,14 @@ class LaneWorker:
                 _log.warning("could not leave (%s); its lanes pass on when its row runs out", error)
 
     def _join(self, asked: float) -> None:
+        leader = self._store.live_leader()
+        if leader is not None:  # working beside a bot that leads alone could deliver an effect twice
+            if leader != self._waiting_for:
+                self._waiting_for = leader
+                _log.error("%s leads this state database alone (MLOPS_WORK_SHARING=leader): this bot waits instead "
+                           "of working beside it; give every bot on one database the same MLOPS_WORK_SHARING", leader)
+            return
+        self._waiting_for = None
         fence = ClaimFence(_new_name(), lanes_per_round=self._lanes_per_round, solo_kinds=LONG_KINDS)
         self._store.join_workers(fence.holder, ttl_s=self._ttl_s)
         with self._state_lock:

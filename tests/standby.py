@@ -50,16 +50,18 @@ class Bot:
         return "\n".join(line for _, line in self.lines)
 
 
-def bot_env(state_url: str, *, project_dir: Path, data_dir: Path, takeover_s: float) -> dict[str, str]:
-    """The environment of a bot on ``state_url``: quick intervals, none of the caller's MLOPS_ settings.
-    Its registry, the embedded MLflow store in ``data_dir``, is seeded here, before any bot starts."""
+def bot_env(state_url: str, *, project_dir: Path, data_dir: Path, takeover_s: float,
+            sharing: str = "leader") -> dict[str, str]:
+    """The environment of a bot on ``state_url``: quick intervals, none of the caller's MLOPS_ settings,
+    the work shared as ``sharing`` says (MLOPS_WORK_SHARING). Its registry, the embedded MLflow store in
+    ``data_dir``, is seeded here, before any bot starts."""
     from tests.conftest import seed_embedded_mlflow
 
     seed_embedded_mlflow(data_dir)
     return {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
             "MLOPS_STATE_URL": state_url, "MLOPS_PROJECT_DIR": str(project_dir), "MLOPS_DATA_DIR": str(data_dir),
             "MLOPS_TAKEOVER_S": str(takeover_s), "MLOPS_POLL_INTERVAL_S": "0.5", "MLOPS_MONITOR_INTERVAL_S": "1",
-            "MLOPS_DELIVER_INTERVAL_S": "0.3", "MLOPS_DRIFT_COOLDOWN_S": "0",
+            "MLOPS_DELIVER_INTERVAL_S": "0.3", "MLOPS_DRIFT_COOLDOWN_S": "0", "MLOPS_WORK_SHARING": sharing,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 

@@ -91,7 +91,8 @@ def test_the_standby_takes_over_when_the_leader_dies_or_stalls_and_nothing_is_lo
     """Killed (SIGKILL), or paused (SIGSTOP) past its lease and then resumed (SIGCONT) while the
     new leader works: the paused one wakes up in the middle of whatever it was doing, and must find
     the lead gone before it stores or repeats anything."""
-    app = make_app(state_url=postgres_url)  # migrates the database; the scenario's inputs go in it
+    # Migrates the database; the scenario's inputs go in it.
+    app = make_app(state_url=postgres_url, work_sharing="leader")
     for number in range(2):
         drifted_batch(app, f"b{number}.csv", shift=3.0 + number, seed=number)
     for number, body in enumerate(["/status", "/validate", "/help", "/retrian", "/status"]):
@@ -157,7 +158,7 @@ def test_the_standby_takes_over_when_the_leader_dies_or_stalls_and_nothing_is_lo
 def test_run_once_does_nothing_while_another_bot_leads(make_app, postgres_url: str):
     from bot.scheduler import AnotherBotLeads, run_once
 
-    app = make_app(state_url=postgres_url)
+    app = make_app(state_url=postgres_url, work_sharing="leader")
     other = LeaseLeader(app.store, takeover_s=30, holder="the running bot")
     assert other.step()
     try:
@@ -173,7 +174,7 @@ def test_run_once_does_nothing_while_another_bot_leads(make_app, postgres_url: s
 def test_run_once_paused_past_its_lease_stops_without_storing_what_it_did(make_app, postgres_url: str):
     from bot.scheduler import AnotherBotLeads, run_once
 
-    app = make_app(state_url=postgres_url)
+    app = make_app(state_url=postgres_url, work_sharing="leader")
     other = LeaseLeader(app.store, takeover_s=30, holder="the bot that took over")
     polled = app.poll
 
@@ -199,7 +200,7 @@ def test_a_leader_paused_past_its_lease_mid_poll_stores_none_of_it_and_its_succe
         make_app, postgres_url: str, monkeypatch):
     """The paused leader read the comments, then lost the lease: what it read is neither stored nor
     does its cursor move (a cursor written late would move back over what the successor read)."""
-    app = make_app(state_url=postgres_url)
+    app = make_app(state_url=postgres_url, work_sharing="leader")
     for number, body in enumerate(["/status", "/help"]):
         app.scm.add_comment(Target("change", app.scm.repo, 60 + number), body)
     paused = LeaseLeader(app.store, takeover_s=30, holder="the paused bot")

@@ -87,7 +87,8 @@ def test_a_lane_held_by_a_working_worker_is_not_delivered_by_another(two, chat, 
     assert report == DeliveryReport(delivered=3)
     texts = [write.split(" <!--")[0] for write in chat.writes]
     assert sorted(texts) == sorted(f"text of {key}" for key in ("a1", "a2", "b1", "c1", "c2"))
-    assert texts.index("text of a1") < texts.index("text of a2") and texts.index("text of c1") < texts.index("text of c2")
+    assert texts.index("text of a1") < texts.index("text of a2")
+    assert texts.index("text of c1") < texts.index("text of c2")
     # Lanes with nothing due are released at the end of a round: nobody holds any now.
     assert first.fence().claims == {} and second.fence().claims == {}
     assert [row.lanes for row in first_store.workers()] == [0, 0]
@@ -304,8 +305,7 @@ def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_n
     for number, body in enumerate(bodies):
         app.scm.add_comment(Target("change", app.scm.repo, 40 + number), body)
     data_dir = app.settings.data_dir
-    env = bot_env(postgres_url, project_dir=repo / PROJECT, data_dir=data_dir, takeover_s=4.0)
-    env["MLOPS_WORK_SHARING"] = "lanes"
+    env = bot_env(postgres_url, project_dir=repo / PROJECT, data_dir=data_dir, takeover_s=4.0, sharing="lanes")
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     rng = random.Random(17)
     started = [Bot(f"worker {n}", env, tmp_path) for n in range(3)]
@@ -364,3 +364,69 @@ def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_n
     assert len(done.tickets) == 1  # one drift episode, one ticket
     assert sum("Did you mean" in body for body in done.bot_comments) == 2 + 3  # each typo answered once
     assert len(workers_that_delivered) >= 2  # the work was shared
+
+
+def test_bots_set_to_share_the_work_differently_never_work_side_by_side(postgres_url, clock, caplog):
+    """One bot with MLOPS_WORK_SHARING=leader, another with lanes, on one database: each waits for the
+    other and says why; and if both started in the same instant, the store refuses either's writes."""
+    from bot.leader import LeaseLeader
+
+    stores = [Store(postgres_url, clock=clock) for _ in range(3)]
+    leader = LeaseLeader(stores[0], takeover_s=60, holder="the leader")
+    worker = LaneWorker(stores[1], takeover_s=60)
+    try:
+        assert leader.step()
+        with caplog.at_level(logging.ERROR, logger="mlops_bot.workers"):
+            assert not worker.step() and not worker.step()
+        assert caplog.text.count("the leader leads this state database alone (MLOPS_WORK_SHARING=leader): this bot "
+                                 "waits") == 1
+        leader.stop()  # hands the lead back: the worker joins
+        assert worker.step()
+        second = LeaseLeader(stores[2], takeover_s=60, holder="a second leader")
+        with caplog.at_level(logging.ERROR, logger="mlops_bot.leader"):
+            assert not second.step()
+        assert "1 worker(s) share the work of this state database (MLOPS_WORK_SHARING=lanes)" in caplog.text
+
+        # Both in the same instant: a lease taken beside a joined worker. Neither may store its work.
+        stores[2].take_lease("mlops-bot", "a second leader", ttl_s=60)
+        owe(stores[1], "a1", lane="a")
+        with pytest.raises(LostClaim, match="leads this database alone"):
+            stores[1].next_round(fence=worker.fence())
+        lease = stores[2].lease("mlops-bot")
+        from bot.store import Fence, LostLease
+
+        with pytest.raises(LostLease, match="shares the work of this database"):
+            stores[2].set_cursor("github:comments", "c1", fence=Fence("mlops-bot", lease.holder, lease.term))
+        assert stores[1].effect("a1").outcome_unknown is False and stores[2].cursor("github:comments") is None
+    finally:
+        worker.stop()
+        for store in stores:
+            store.close()
+
+
+def test_run_once_works_beside_the_workers_as_one_of_them(make_app, postgres_url):
+    """`mlops-bot run --once` (cron) on a database that workers share: it joins them for its run, does
+    its part, and leaves; beside a bot that leads alone it does nothing and says why."""
+    from bot.leader import LeaseLeader
+    from bot.scheduler import AnotherBotLeads, run_once
+    from integrations.ports import Target
+
+    app = make_app(state_url=postgres_url)  # lanes: the default on PostgreSQL
+    assert app.settings.work_sharing == "lanes"
+    app.scm.add_comment(Target("change", app.scm.repo, 41), "/help")
+    other_store = Store(postgres_url)
+    other = LaneWorker(other_store, takeover_s=60)
+    try:
+        assert other.step()
+        assert run_once(app)["effects"] >= 1
+        assert [row.holder for row in app.store.workers()] == [other.holder]  # it joined, and left
+    finally:
+        other.stop()
+        other_store.close()
+    leader = LeaseLeader(app.store, takeover_s=60, holder="a bot set to lead alone")
+    try:
+        assert leader.step()
+        with pytest.raises(AnotherBotLeads, match="another mlops-bot leads state database"):
+            run_once(app)
+    finally:
+        leader.stop()
