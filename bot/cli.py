@@ -1073,6 +1073,23 @@ def _project_checks(spec, *, named: bool) -> list[tuple[str, str | None, str]]:
     return checks
 
 
+def _work_sharing_check(store, sharing: str) -> tuple[str, str | None, str]:
+    """The state database, and on a shared one how its bots share the work: bots set otherwise than
+    this one would wait for each other (bot/workers.py)."""
+    if not store.shared:
+        return ("state database", None, "")
+    leader, workers = store.live_leader(), store.live_workers()
+    fix = f"give every bot on the database the same MLOPS_WORK_SHARING (this one: {sharing})"
+    if sharing == "lanes" and leader is not None:
+        return ("state database (work shared by lanes)", f"{leader} leads it alone (MLOPS_WORK_SHARING=leader): "
+                "this bot would wait instead of working", fix)
+    if sharing == "leader" and workers:
+        return ("state database (one bot leads)", f"{len(workers)} worker(s) share its work "
+                "(MLOPS_WORK_SHARING=lanes): this bot would stand by", fix)
+    at_work = f"{len(workers)} worker(s) at work" if sharing == "lanes" else f"led by {leader or 'nobody yet'}"
+    return (f"state database (MLOPS_WORK_SHARING={sharing}: {at_work})", None, "")
+
+
 def _repository_project_checks(repository: Path, served: list[Path]) -> list[tuple[str, str | None, str]]:
     """The model projects the repository holds (every folder with an mlops.toml), those served
     marked; each that cannot be read is a problem of its own."""
@@ -1130,8 +1147,11 @@ def _doctor_checks(obj: _Context) -> list[tuple[str, str | None, str]]:
     from bot.store import Store, StoreError
 
     try:
-        Store(settings.state_database_url).close()
-        checks.append(("state database", None, ""))
+        store = Store(settings.state_database_url)
+        try:
+            checks.append(_work_sharing_check(store, settings.work_sharing))
+        finally:
+            store.close()
     except StoreError as exc:
         locked = "locked" in str(exc)
         checks.append(("state database", str(exc),

@@ -430,3 +430,40 @@ def test_run_once_works_beside_the_workers_as_one_of_them(make_app, postgres_url
             run_once(app)
     finally:
         leader.stop()
+
+
+def test_doctor_says_how_the_bots_share_the_work_and_names_a_bot_set_otherwise(repo, tmp_path, monkeypatch,
+                                                                               postgres_url):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+    from bot.leader import LeaseLeader
+    from tests.conftest import PROJECT, seed_embedded_mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLOPS_PROJECT_DIR", str(repo / PROJECT))
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_STATE_URL", postgres_url)
+    seed_embedded_mlflow(tmp_path / "state")
+    store = Store(postgres_url)
+    worker = LaneWorker(store, takeover_s=60)
+    try:
+        assert worker.step()
+        healthy = CliRunner().invoke(cli, ["doctor"])
+        assert "✓ state database (MLOPS_WORK_SHARING=lanes: 1 worker(s) at work)" in healthy.output, healthy.output
+        monkeypatch.setenv("MLOPS_WORK_SHARING", "leader")
+        mixed = CliRunner().invoke(cli, ["doctor"])
+        assert mixed.exit_code == 1 and "Traceback" not in mixed.output
+        assert ("✗ state database (one bot leads): 1 worker(s) share its work (MLOPS_WORK_SHARING=lanes): this bot "
+                "would stand by\n    fix: give every bot on the database the same MLOPS_WORK_SHARING (this one: "
+                "leader)") in mixed.output
+        worker.stop()
+        leader = LeaseLeader(store, takeover_s=60, holder="the leader")
+        assert leader.step()
+        monkeypatch.setenv("MLOPS_WORK_SHARING", "lanes")
+        assert "✗ state database (work shared by lanes): the leader leads it alone" in \
+            CliRunner().invoke(cli, ["doctor"]).output
+        leader.stop()
+    finally:
+        worker.stop()
+        store.close()
