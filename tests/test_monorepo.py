@@ -493,6 +493,20 @@ def test_in_slack_a_slash_command_names_its_project_or_the_bot_asks_which(slack_
         bot.store.close()
 
 
+def work_on_two_projects(app, monorepo: Path) -> Target:
+    """Drifted batches for churn and fraud, a merge touching both (the repository's second commit) and
+    four commands on it, naming a project or none; the change."""
+    for name in ("churn", "fraud"):
+        batches = app.router.named(name).settings.batches_dir
+        batches.mkdir(parents=True)
+        tiny_frame(300, seed=3, x1_shift=3.0).drop(columns=["label"]).to_csv(batches / "b1.csv", index=False)
+    _commit(monorepo, ["models/churn/notes.md", "models/fraud/notes.md"], "Tune churn and fraud")
+    change = Target("change", app.scm.repo, 2)
+    for body in ("/status churn", "/retrain fraud because", "/retrain", "/help"):
+        app.scm.add_comment(change, body, author="you")
+    return change
+
+
 MONOREPO_CHILD = SLOW_ADAPTERS + r"""
 import os
 repo, data = Path(sys.argv[1]), Path(sys.argv[2])
@@ -511,14 +525,7 @@ def test_killed_at_random_a_bot_of_three_projects_loses_nothing_and_repeats_noth
     project or none are worked through; then a last run to the end: every effect once, per project."""
     import sys
 
-    for name in ("churn", "fraud"):
-        batches = app.router.named(name).settings.batches_dir
-        batches.mkdir(parents=True)
-        tiny_frame(300, seed=3, x1_shift=3.0).drop(columns=["label"]).to_csv(batches / "b1.csv", index=False)
-    _commit(monorepo, ["models/churn/notes.md", "models/fraud/notes.md"], "Tune churn and fraud")
-    change = Target("change", app.scm.repo, 2)  # the repository's second commit
-    for body in ("/status churn", "/retrain fraud because", "/retrain", "/help"):
-        app.scm.add_comment(change, body, author="you")
+    work_on_two_projects(app, monorepo)
     data_dir = app.settings.data_dir
     app.store.close()
     assert kill_at_random_then_finish([sys.executable, "-c", MONOREPO_CHILD, str(monorepo), str(data_dir)],

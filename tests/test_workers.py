@@ -5,6 +5,7 @@ on with a new token, and what it did is found before anything is repeated."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -282,6 +283,46 @@ def test_an_unregistered_worker_may_store_nothing(postgres_url, clock):
         store.close()
 
 
+class Crew:
+    """Worker processes (``mlops-bot run``, tests/standby.py's ``Bot``), started, replaced and stopped; as a
+    context, none is left running."""
+
+    def __init__(self, env: dict[str, str], cwd, count: int) -> None:
+        from tests.standby import Bot
+
+        self.env, self.cwd = env, cwd
+        self.started = [Bot(f"worker {n}", env, cwd) for n in range(count)]
+        self.live = list(self.started)
+
+    def replace(self, victim) -> None:
+        """``victim`` is dead: a new worker takes its place, as an orchestrator would start one."""
+        from tests.standby import Bot
+
+        self.live.remove(victim)
+        replacement = Bot(f"worker {len(self.started)}", self.env, self.cwd)
+        self.started.append(replacement)
+        self.live.append(replacement)
+
+    def stop(self) -> None:
+        """SIGTERM to each live worker: each finishes its effect in flight and exits cleanly."""
+        import signal
+
+        for bot in self.live:
+            bot.process.send_signal(signal.SIGTERM)
+        for bot in self.live:
+            bot.process.wait(timeout=60)
+            assert bot.process.returncode == 0, bot.log()[-3000:]
+
+    def __enter__(self) -> Crew:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for bot in self.started:
+            if bot.process.poll() is None:
+                bot.process.kill()
+                bot.process.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stopped_by", ["SIGKILL", "SIGSTOP"], ids=["killed", "paused-past-its-row"])
 def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_nothing(
@@ -295,7 +336,7 @@ def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_n
 
     from integrations.ports import Target
     from tests.conftest import PROJECT
-    from tests.standby import Bot, bot_env, delivered, query, settled, wait_until
+    from tests.standby import bot_env, delivered, query, settled, wait_until
     from tests.test_bot import drifted_batch
 
     app = make_app(state_url=postgres_url)  # migrates the database; the scenario's inputs go in it
@@ -308,27 +349,22 @@ def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_n
     env = bot_env(postgres_url, project_dir=repo / PROJECT, data_dir=data_dir, takeover_s=4.0, sharing="lanes")
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     rng = random.Random(17)
-    started = [Bot(f"worker {n}", env, tmp_path) for n in range(3)]
-    live = list(started)
-    try:
-        for bot in live:
+    with Crew(env, tmp_path, 3) as crew:
+        for bot in crew.live:
             bot.wait_for("working as", timeout=120)
         for kill in range(3):
             done = query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0]
             wait_until(lambda: query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0] > done,
                        timeout=180, what="the workers to deliver more effects")
-            victim = rng.choice(live)
+            victim = rng.choice(crew.live)
             victim.process.send_signal(getattr(signal, stopped_by))
             stopped = time.monotonic()
             app.scm.add_comment(Target("change", app.scm.repo, 60 + kill), "/status")
             app.scm.add_comment(Target("change", app.scm.repo, 70 + kill), "/retrian")
             if stopped_by == "SIGKILL":
                 victim.process.wait(timeout=30)
-                live.remove(victim)
-                replacement = Bot(f"worker {len(started)}", env, tmp_path)
-                started.append(replacement)
-                live.append(replacement)
-                replacement.wait_for("working as", timeout=120)
+                crew.replace(victim)
+                crew.live[-1].wait_for("working as", timeout=120)
             else:
                 time.sleep(4.0 * 0.7 + 1.5)  # past its row's life: the others take its lanes over
                 victim.process.send_signal(signal.SIGCONT)
@@ -340,22 +376,14 @@ def test_three_workers_share_the_work_and_random_stops_lose_nothing_and_double_n
         shown = subprocess.run([sys.executable, "-m", "bot", "status"], env=env, cwd=tmp_path, capture_output=True,
                                text=True, timeout=120)
         assert "workers: 3 sharing the work" in shown.stdout, shown.stdout + shown.stderr
-        for bot in live:
-            bot.process.send_signal(signal.SIGTERM)
-        for bot in live:
-            bot.process.wait(timeout=60)
-            assert bot.process.returncode == 0, bot.log()[-3000:]
-            assert "left: its lanes are free for the others at once" in bot.log()
-    finally:
-        for bot in started:
-            if bot.process.poll() is None:
-                bot.process.kill()
-                bot.process.wait()
+        crew.stop()
+        assert all("left: its lanes are free for the others at once" in bot.log() for bot in crew.live)
 
     done = delivered(engine, data_dir)
     polled_by = {row.holder for row in query(engine, "SELECT holder FROM job_claims WHERE job = 'poll'")}
     assert polled_by  # the polls were claimed, one worker per interval
-    workers_that_delivered = [bot.name for bot in started if " delivered" in bot.log() or " recovered" in bot.log()]
+    workers_that_delivered = [bot.name for bot in crew.started
+                              if " delivered" in bot.log() or " recovered" in bot.log()]
     print(f"\n{done.events} events, {done.effects} effects, each done once; delivered by "
           f"{', '.join(workers_that_delivered)}")
     engine.dispose()
@@ -467,3 +495,65 @@ def test_doctor_says_how_the_bots_share_the_work_and_names_a_bot_set_otherwise(r
     finally:
         worker.stop()
         store.close()
+
+
+@pytest.mark.slow
+def test_three_workers_serving_three_model_projects_lose_nothing_and_double_nothing_through_random_kills(
+        tmp_path, postgres_url, monkeypatch):
+    """Three workers started in a repository of three model projects (MLOPS_PROJECT_DIR unset) on one
+    PostgreSQL database: each project's first model, a merge touching two projects, drift in two, and
+    commands naming a project or none, while random workers are SIGKILLed and replaced. Every effect
+    is done once, each drifted project has one ticket, and the bare /retrain is asked about once."""
+    import io
+    import signal
+
+    from bot.app import build
+    from bot.settings import Settings
+    from tests.conftest import FakeClock, seed_embedded_mlflow
+    from tests.standby import REPO, delivered, query, settled, wait_until
+    from tests.test_monorepo import PROJECTS, _monorepo, work_on_two_projects
+
+    repo = _monorepo(tmp_path / "repo")
+    data_dir = tmp_path / "state"
+    seed_embedded_mlflow(data_dir)
+    monkeypatch.chdir(repo)
+    app = build(Settings(data_dir=data_dir, state_url=postgres_url, drift_cooldown_s=0), clock=FakeClock(),
+                out=io.StringIO())  # migrates the database; the scenario's inputs go in it
+    assert sorted(app.router.lifecycles) == sorted(PROJECTS)
+    app.poll()  # where the repository's history starts for the bots (and each project's first model, owed)
+    work_on_two_projects(app, repo)
+    app.store.close()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+           "MLOPS_STATE_URL": postgres_url, "MLOPS_DATA_DIR": str(data_dir), "MLOPS_TAKEOVER_S": "4",
+           "MLOPS_POLL_INTERVAL_S": "0.5", "MLOPS_MONITOR_INTERVAL_S": "1", "MLOPS_DELIVER_INTERVAL_S": "0.3",
+           "MLOPS_DRIFT_COOLDOWN_S": "0", "MLOPS_WORK_SHARING": "lanes",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    rng = random.Random(23)
+    with Crew(env, repo, 3) as crew:
+        for _ in range(3):
+            done = query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0]
+            wait_until(lambda: query(engine, "SELECT count(*) FROM effects WHERE status = 'done'")[0][0] > done,
+                       timeout=300, what="the workers to deliver more effects")
+            victim = rng.choice(crew.live)
+            victim.process.send_signal(signal.SIGKILL)
+            victim.process.wait(timeout=30)
+            crew.replace(victim)
+        wait_until(settled(engine, answered_where="number = 2", answered=1, quiet_s=5), timeout=600,
+                   what="the workers to finish the work")
+        crew.stop()
+
+    done = delivered(engine, data_dir)
+    engine.dispose()
+    assert done.not_done == []
+    assert done.doubled == []  # no comment, chat message, ticket or model made twice
+    assert sorted(key for key, state in done.tickets if state == "open") == ["retrain:churn", "retrain:fraud"]
+    assert sum("several model projects" in body for body in done.bot_comments) == 1  # the bare /retrain
+    from collections import Counter
+
+    from tests.conftest import open_embedded_registry
+
+    versions = Counter(version.model for version in open_embedded_registry(data_dir).versions())
+    print(f"\n{done.events} events, {done.effects} effects, each done once; model versions {dict(versions)}")
+    # Each project's first model; the merge ran the two projects it touched (and only those).
+    assert versions["churn"] == 2 and versions["fraud"] >= 2 and versions["demand"] == 1
