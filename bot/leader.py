@@ -241,9 +241,9 @@ class LeaseLeader:
             _log.warning("no longer leading (term %d): %s; standing by", term, why)
 
 
-def leadership_for(store: Store, *, takeover_s: float, sharing: str = "leader") -> Leadership:
-    """How this bot takes part: as a worker beside others (``sharing="lanes"``, a shared database),
-    by a lease on a database bots can share, or alone on SQLite."""
+def leadership_for(store: Store, *, takeover_s: float, sharing: str) -> Leadership:
+    """How this bot takes part (``sharing``: MLOPS_WORK_SHARING): on a database bots can share, as a
+    worker beside the others (``lanes``) or by a lease (``leader``); alone on SQLite."""
     if sharing == "lanes" and store.shared:
         from bot.workers import LaneWorker
 

@@ -6,12 +6,14 @@ and once at start, where ``BotApp.digest`` posts only if a cron time passed sinc
 The outbox has its own thread: it delivers every ``MLOPS_DELIVER_INTERVAL_S`` and at once when a
 job or a webhook wakes it, so an acknowledgement does not wait for the next tick. Stopping lets the effect in flight finish.
 
-Only the leader works (``bot/leader.py``): on a shared PostgreSQL database several bots may run,
-one holding the lease; the others keep their jobs scheduled but skip them, and deliver nothing,
-until they take the lease over, when they poll and check drift at once. Every job and every effect
-asks first whether this bot still leads, and the outbox stores what it did under the leader's fence:
-a leader the store finds without its lease (``LostLease``: it was paused past it) stops leading at
-once. On SQLite the bot always leads.
+On a shared PostgreSQL database several bots may run. By default each is a worker
+(``bot/workers.py``): every worker keeps the jobs scheduled, but runs a poll or a drift check only in
+the intervals it claims, and its deliverer takes lanes of the outbox beside the others. With
+MLOPS_WORK_SHARING=leader only the leader works (``bot/leader.py``): the others keep their jobs
+scheduled but skip them, and deliver nothing, until they take the lease over, when they poll and
+check drift at once. Either way every job and every effect asks first whether this bot may still
+work, and the outbox stores what it did under the bot's fence: a bot the store finds without its
+lease or claims (``LostLease``: it was paused past them) stops at once. On SQLite the bot always leads.
 """
 
 from __future__ import annotations
@@ -157,10 +159,11 @@ class AnotherBotLeads(RuntimeError):
 
 
 def run_once(app: BotApp) -> dict[str, int]:
-    """``mlops-bot run --once``: every job once, as the leader.
+    """``mlops-bot run --once``: every job once, as the leader or as one more worker.
 
-    On a shared database it leads for the run (or does nothing if another bot leads), so a cron
-    job beside a running bot never delivers an effect at the same time as it.
+    On a shared database it joins the workers for the run, or (MLOPS_WORK_SHARING=leader) leads for
+    the run or does nothing if another bot leads; so a cron job beside running bots never delivers an
+    effect at the same time as they do.
     """
     leadership = leadership_for(app.store, takeover_s=app.settings.takeover_s, sharing=app.settings.work_sharing)
     if not leadership.step():

@@ -587,20 +587,19 @@ class Store:
         releases its lanes with nothing due, claims free lanes with something due (up to the
         fence's ``lanes_per_round``), and the fence's claims say so once it commits.
         """
-        claims = None
+        worker = fence if isinstance(fence, ClaimFence) else None
         with self._transaction(write=True, fence=fence) as conn:
             self._finish(conn, results or {}, untried)
             due_by = self._clock()
-            if isinstance(fence, ClaimFence):
-                claims = self._claim_lanes(conn, fence, due_by=due_by)
+            query = self._sql.due
+            if worker is not None:
+                claims = self._claim_lanes(conn, worker, due_by=due_by)
                 query = self._sql.due.where(_effects.c.lane.in_(sorted(claims))) if claims else None
-            else:
-                query = self._sql.due
             due = [] if query is None else [
                 _effect_row(row) for row in conn.execute(query, {"due_by": due_by, "most": limit})]
             self._mark(conn, [effect.id for effect in due if not effect.outcome_unknown], unknown=True)
-        if claims is not None:
-            fence.claims = claims  # type: ignore[union-attr]  # committed: these are the worker's now
+        if worker is not None:
+            worker.claims = claims  # committed: these are the worker's now
         return due
 
     def retry_later(self, effect_id: int, error: str, *, at: datetime, outcome_unknown: bool,

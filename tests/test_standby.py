@@ -75,7 +75,7 @@ def test_a_leader_that_cannot_renew_stops_leading_before_its_lease_can_expire(po
 def test_on_sqlite_the_bot_leads_alone(tmp_path: Path):
     store = Store.for_path(tmp_path / "state.db")
     try:
-        leadership = leadership_for(store, takeover_s=30)
+        leadership = leadership_for(store, takeover_s=30, sharing="leader")
         assert isinstance(leadership, SoleLeader) and leadership.leading()
     finally:
         store.close()
