@@ -40,18 +40,37 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.store import Fence, Lease, Store, WorkFence
 
-__all__ = ["LEASE_NAME", "LeaseLeader", "Leadership", "SoleLeader", "leadership_for"]
+__all__ = ["LEASE_NAME", "LeaseLeader", "LeaseTiming", "Leadership", "SoleLeader", "leadership_for"]
 
 LEASE_NAME = "mlops-bot"
-_TTL_SHARE = 0.7  # of takeover_s: how long a lease lasts
-_RENEWALS_PER_TTL = 3
 _LOOKS_PER_TAKEOVER = 10  # how often a standby looks, in takeover_s
-_SAFETY_SHARE = 0.1  # of the lease: a leader gives up this long before its lease could expire
 _NO_TERM = 0  # terms start at 1
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    """From MLOPS_TAKEOVER_S: how long a lease (or a worker's row, bot/workers.py) lasts unrenewed, how
+    often its holder renews it, and how long after asking the holder may work on its own clock."""
+
+    takeover_s: float
+
+    @property
+    def ttl_s(self) -> float:
+        return self.takeover_s * 0.7
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.ttl_s / 3
+
+    @property
+    def trusted_s(self) -> float:
+        """A holder gives up a tenth of the lease before it could expire, whatever its clock says."""
+        return self.ttl_s * 0.9
 
 _log = logging.getLogger("mlops_bot.leader")
 
@@ -113,8 +132,8 @@ class LeaseLeader:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store, self.name = store, name
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._ttl_s = takeover_s * _TTL_SHARE
-        self._renew_every_s = self._ttl_s / _RENEWALS_PER_TTL
+        timing = LeaseTiming(takeover_s)
+        self._ttl_s, self._renew_every_s, self._trusted_s = timing.ttl_s, timing.renew_every_s, timing.trusted_s
         self._look_every_s = takeover_s / _LOOKS_PER_TAKEOVER
         self._monotonic = monotonic
         self._term: int | None = None
@@ -196,7 +215,7 @@ class LeaseLeader:
             _log.warning("the lease cannot be checked (%s: %s); trying again", type(error).__name__, error)
         now = self.leading()
         if was and not now and self._term is not None:
-            self._lost(f"the lease could not be renewed within {self._ttl_s * (1 - _SAFETY_SHARE):.1f} s")
+            self._lost(f"the lease could not be renewed within {self._trusted_s:.1f} s")
         if now != was:
             try:
                 self._on_change(now)
@@ -218,7 +237,7 @@ class LeaseLeader:
             return
         with self._state_lock:
             self._term = lease.term
-            self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
+            self._deadline = asked + self._trusted_s
         self._waiting_for = None
         _log.info("now leading (term %d, as %s)", lease.term, self.holder)
 
@@ -232,7 +251,7 @@ class LeaseLeader:
     def _renewed(self, asked: float) -> None:
         with self._state_lock:
             # From when we asked: the database's expiry is at least that far from then.
-            self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
+            self._deadline = asked + self._trusted_s
 
     def _lost(self, why: str) -> None:
         with self._state_lock:

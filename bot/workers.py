@@ -31,13 +31,10 @@ import time
 import uuid
 from collections.abc import Callable
 
+from bot.leader import LeaseTiming
 from bot.store import ClaimFence, Store
 
 __all__ = ["LONG_KINDS", "LaneWorker"]
-
-_TTL_SHARE = 0.7  # of takeover_s: how long a worker's row lasts unrenewed
-_RENEWALS_PER_TTL = 3
-_SAFETY_SHARE = 0.1  # of the row's life: a worker stops this long before its row could run out
 
 # Effects that may take minutes to deliver: an in-process pipeline run. Each is a round of its own, so
 # the worker delivering one holds no other lane meanwhile (another worker takes them). A run on GitHub
@@ -58,8 +55,8 @@ class LaneWorker:
     def __init__(self, store: Store, *, takeover_s: float, lanes_per_round: int = 10,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
-        self._ttl_s = takeover_s * _TTL_SHARE
-        self._renew_every_s = self._ttl_s / _RENEWALS_PER_TTL
+        timing = LeaseTiming(takeover_s)  # as a leader's lease
+        self._ttl_s, self._renew_every_s, self._trusted_s = timing.ttl_s, timing.renew_every_s, timing.trusted_s
         self._lanes_per_round = lanes_per_round
         self._monotonic = monotonic
         self._state_lock = threading.Lock()
@@ -116,14 +113,14 @@ class LaneWorker:
             elif self._store.renew_worker(fence.holder, ttl_s=self._ttl_s):
                 with self._state_lock:
                     if self._fence is fence:
-                        self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
+                        self._deadline = asked + self._trusted_s
             else:
                 self._drop(fence, "its row ran out before it was renewed")
         except Exception as error:  # the database unreachable: keep trying; the deadline still holds
             _log.warning("the worker's row cannot be renewed (%s: %s); trying again", type(error).__name__, error)
         now = self.leading()
         if was and not now and (fence := self._current()) is not None:
-            self._drop(fence, f"its row could not be renewed within {self._ttl_s * (1 - _SAFETY_SHARE):.1f} s")
+            self._drop(fence, f"its row could not be renewed within {self._trusted_s:.1f} s")
         if now != was:
             self._changed(now)
         return now
@@ -154,7 +151,7 @@ class LaneWorker:
         self._store.join_workers(fence.holder, ttl_s=self._ttl_s)
         with self._state_lock:
             self._fence = fence
-            self._deadline = asked + self._ttl_s * (1 - _SAFETY_SHARE)
+            self._deadline = asked + self._trusted_s
         _log.info("working as %s beside any other worker on the state database", fence.holder)
 
     def _drop(self, fence: ClaimFence, why: str) -> None:
